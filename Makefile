@@ -1,0 +1,43 @@
+# kvmgpu: `make demo` runs the main job, `make test` installs what the tests need and runs them.
+# Both do all their set-up on a fresh Debian 12 machine (they run apt-get as root when needed).
+
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+DEBS := libvirt-daemon-system libvirt-clients libvirt-daemon-driver-qemu qemu-system-x86 qemu-utils \
+        python3-libvirt python3-pyudev python3-venv libxml2-utils
+PYTEST_ARGS ?=
+
+.PHONY: test demo deps venv libvirtd clean
+
+deps: .stamps/debs
+.stamps/debs:
+	@mkdir -p .stamps
+	@missing=$$(for p in $(DEBS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo ">> installing Debian packages:" $$missing; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update -qq && apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+	@touch $@
+
+venv: $(VENV)/.ready
+$(VENV)/.ready: .stamps/debs pyproject.toml guest-agent/pyproject.toml
+	/usr/bin/python3 -m venv --system-site-packages $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e ./guest-agent -e '.[test]'
+	@touch $@
+
+# libvirtd without systemd: start virtlogd and libvirtd as daemons unless they already run.
+libvirtd: .stamps/debs
+	@pgrep -x virtlogd >/dev/null || virtlogd -d
+	@pgrep -x libvirtd >/dev/null || libvirtd -d
+	@for i in $$(seq 1 50); do virsh -c qemu:///system version >/dev/null 2>&1 && exit 0; sleep 0.2; done; \
+	  echo "libvirtd did not come up on qemu:///system" >&2; exit 1
+
+test: venv libvirtd
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) .stamps .pytest_cache

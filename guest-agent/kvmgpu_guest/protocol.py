@@ -1,0 +1,457 @@
+"""kvmgpu's wire protocol, with no I/O in it.
+
+A `Connection` takes bytes (`receive_data`) and hands back typed messages (`next_event`); `send`
+turns a message into bytes. Transports (a unix socket, a virtio-serial port) and the shared-memory
+region live elsewhere. The host imports this module: it is the single source of truth.
+
+Frame: a 16-byte header, then `length` bytes of payload.
+
+    magic u16 | kind u8 | flags u8 | session u32 | seq u32 | length u32      (little-endian)
+
+Kinds: HELLO and WELCOME (the handshake, JSON payloads), CALL (op u16, nargs u16, nargs x u64,
+then a small blob), REPLY (status i32, the op's fixed results, then a small blob), GOODBYE.
+A CALL with the QUEUED flag gets no reply; if it fails, its error is reported by the next
+synchronising call of the same session, the way CUDA reports asynchronous errors.
+
+Bulk bytes never travel in frames: they go through the session's window of the shared region and
+a call names only (offset, length) inside that window.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import struct
+from dataclasses import dataclass, field
+from typing import NamedTuple, Union
+
+PROTOCOL_VERSION = 1
+MAGIC = 0x474B  # "KG"
+HEADER = struct.Struct("<HBBIII")
+HEADER_SIZE = HEADER.size  # 16
+
+HANDSHAKE_MAX = 16 * 1024  # largest HELLO / WELCOME payload, before limits are negotiated
+DEFAULT_MAX_FRAME = 64 * 1024  # largest frame payload after the handshake
+MAX_ARG_BYTES = 32764  # CUDA's own limit on a kernel's parameter bytes (12.1+)
+MAX_NAME = 1024  # longest symbol name
+MAX_ERROR_TEXT = 512  # longest error text in a reply blob
+MAX_BUFFERED = 16 << 20  # undecoded bytes a Connection holds before it refuses more
+WINDOW_ALIGN = 4096  # windows start on page boundaries so guests can mmap them
+
+
+class ProtocolError(Exception):
+    """Base of protocol violations."""
+
+
+class LocalProtocolError(ProtocolError):
+    """This side tried to send something the protocol does not allow (a bug here)."""
+
+
+class RemoteProtocolError(ProtocolError):
+    """The peer sent something malformed or out of limits; the channel should be closed."""
+
+
+class Kind(enum.IntEnum):
+    HELLO = 1
+    WELCOME = 2
+    CALL = 3
+    REPLY = 4
+    GOODBYE = 5
+
+
+QUEUED = 0x01  # CALL flag: no reply; an error surfaces at the next synchronising call
+
+
+class Op(enum.IntEnum):
+    CTX_SYNCHRONIZE = 1
+    MEM_ALLOC = 2
+    MEM_FREE = 3
+    MEM_GET_INFO = 4
+    MEMCPY_HTOD = 5
+    MEMCPY_DTOH = 6
+    MEMCPY_DTOD = 7
+    MEMSET_D8 = 8
+    MEMSET_D32 = 9
+    MODULE_LOAD = 10
+    MODULE_UNLOAD = 11
+    MODULE_GET_FUNCTION = 12
+    MODULE_GET_GLOBAL = 13
+    LAUNCH = 14
+    STREAM_CREATE = 15
+    STREAM_DESTROY = 16
+    STREAM_SYNCHRONIZE = 17
+    STREAM_QUERY = 18
+    EVENT_CREATE = 19
+    EVENT_RECORD = 20
+    EVENT_SYNCHRONIZE = 21
+    EVENT_QUERY = 22
+    EVENT_ELAPSED = 23
+    EVENT_DESTROY = 24
+    FENCE = 25  # wait until no queued work still reads or writes this session's window
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    """What one op carries. `args` are u64s; `results` is the struct format of a success reply.
+
+    `blob` is the most blob bytes a call may carry. `synchronising` ops report the error of an
+    earlier queued call. `queueable` ops may be sent with the QUEUED flag.
+    """
+
+    args: tuple[str, ...]
+    results: str = ""
+    blob: int = 0
+    queueable: bool = False
+    synchronising: bool = False
+    call_struct: struct.Struct = field(init=False, repr=False, compare=False)
+    result_struct: struct.Struct = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "call_struct", struct.Struct("<HH" + "Q" * len(self.args)))
+        object.__setattr__(self, "result_struct", struct.Struct("<" + self.results))
+
+
+def _spec(args: str = "", results: str = "", **kw) -> OpSpec:
+    return OpSpec(tuple(args.split()), results, **kw)
+
+
+# The op table. `stream` 0 is the null stream; offsets are relative to the session's window.
+OPS: dict[Op, OpSpec] = {
+    Op.CTX_SYNCHRONIZE: _spec(synchronising=True),
+    Op.MEM_ALLOC: _spec("nbytes", "Q"),
+    Op.MEM_FREE: _spec("dptr", queueable=True),
+    Op.MEM_GET_INFO: _spec("", "QQ"),
+    Op.MEMCPY_HTOD: _spec("dst offset nbytes stream", queueable=True, synchronising=True),
+    Op.MEMCPY_DTOH: _spec("offset src nbytes stream", synchronising=True),
+    Op.MEMCPY_DTOD: _spec("dst src nbytes stream", queueable=True, synchronising=True),
+    Op.MEMSET_D8: _spec("dst value count stream", queueable=True, synchronising=True),
+    Op.MEMSET_D32: _spec("dst value count stream", queueable=True, synchronising=True),
+    # blob: sha256 of the image (32 bytes). nbytes 0 asks whether the host already has it.
+    Op.MODULE_LOAD: _spec("offset nbytes", "Q", blob=32),
+    Op.MODULE_UNLOAD: _spec("module", queueable=True),
+    # blob: the name. Result: the handle and the parameter count; reply blob: (offset u32, size u32)
+    # for each parameter, as the host read them from the loaded function.
+    Op.MODULE_GET_FUNCTION: _spec("module", "QQ", blob=MAX_NAME),
+    Op.MODULE_GET_GLOBAL: _spec("module", "QQ", blob=MAX_NAME),
+    # blob: the kernel's parameter bytes, laid out as the function's parameter table says.
+    Op.LAUNCH: _spec("function gx gy gz bx by bz shared stream", blob=MAX_ARG_BYTES, queueable=True),
+    Op.STREAM_CREATE: _spec("flags", "Q"),
+    Op.STREAM_DESTROY: _spec("stream", queueable=True),
+    Op.STREAM_SYNCHRONIZE: _spec("stream", synchronising=True),
+    Op.STREAM_QUERY: _spec("stream", synchronising=True),
+    Op.EVENT_CREATE: _spec("flags", "Q"),
+    Op.EVENT_RECORD: _spec("event stream", queueable=True),
+    Op.EVENT_SYNCHRONIZE: _spec("event", synchronising=True),
+    Op.EVENT_QUERY: _spec("event", synchronising=True),
+    Op.EVENT_ELAPSED: _spec("start end", "f"),
+    Op.EVENT_DESTROY: _spec("event", queueable=True),
+    Op.FENCE: _spec(synchronising=True),
+}
+
+_OP_SPECS: dict[int, tuple[Op, OpSpec]] = {int(op): (op, spec) for op, spec in OPS.items()}
+_U16 = struct.Struct("<HH")
+_STATUS = struct.Struct("<i")
+PARAM = struct.Struct("<II")  # one kernel parameter: offset, size
+
+
+# ---------------------------------------------------------------------------------------- messages
+
+@dataclass(frozen=True)
+class Hello:
+    """Client -> host, first frame of a session. `window` asks for that many bytes of the region
+    (0: all that is free)."""
+
+    session: int
+    version_min: int = PROTOCOL_VERSION
+    version_max: int = PROTOCOL_VERSION
+    max_frame: int = DEFAULT_MAX_FRAME
+    window: int = 0
+    client: str = ""
+
+    _FIELDS = {"version_min": int, "version_max": int, "max_frame": int, "window": int, "client": str}
+
+
+@dataclass(frozen=True)
+class Welcome:
+    """Host -> client: the negotiated version and limits, the session's window of the shared
+    region, and the vGPU as the guest should see it (device properties are cached by the guest)."""
+
+    session: int
+    version: int
+    max_frame: int
+    window_offset: int
+    window_size: int
+    device: dict
+    vgpu: dict
+
+    _FIELDS = {"version": int, "max_frame": int, "window_offset": int, "window_size": int,
+               "device": dict, "vgpu": dict}
+
+
+class Call(NamedTuple):
+    session: int
+    seq: int
+    op: Op
+    args: tuple
+    blob: bytes = b""
+    queued: bool = False
+
+
+class Reply(NamedTuple):
+    session: int
+    seq: int
+    status: int
+    values: tuple = ()
+    blob: bytes = b""
+
+
+@dataclass(frozen=True)
+class Goodbye:
+    session: int
+    reason: str = ""
+
+
+class _NeedData:
+    def __repr__(self):
+        return "NEED_DATA"
+
+
+NEED_DATA = _NeedData()
+Message = Union[Hello, Welcome, Call, Reply, Goodbye]
+
+
+def _json_payload(msg, fields: dict) -> bytes:
+    return json.dumps({k: getattr(msg, k) for k in fields}, separators=(",", ":")).encode()
+
+
+def _parse_json(cls, session: int, payload: bytes):
+    try:
+        obj = json.loads(payload.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise RemoteProtocolError(f"{cls.__name__}: payload is not JSON ({e})") from None
+    if not isinstance(obj, dict):
+        raise RemoteProtocolError(f"{cls.__name__}: payload is not a JSON object")
+    unknown = set(obj) - set(cls._FIELDS)
+    if unknown and cls is Hello:  # the host is strict with what a guest sends
+        raise RemoteProtocolError(f"Hello: unknown fields {sorted(unknown)}")
+    kw = {}
+    for name, typ in cls._FIELDS.items():
+        if name not in obj:
+            if cls is Hello and name in ("window", "client", "max_frame"):
+                continue
+            raise RemoteProtocolError(f"{cls.__name__}: missing field {name!r}")
+        value = obj[name]
+        if not isinstance(value, typ) or isinstance(value, bool):
+            raise RemoteProtocolError(f"{cls.__name__}: field {name!r} must be {typ.__name__}")
+        if typ is int and value < 0:
+            raise RemoteProtocolError(f"{cls.__name__}: field {name!r} must not be negative")
+        kw[name] = value
+    return cls(session=session, **kw)
+
+
+# -------------------------------------------------------------------------------------- connection
+
+class Role(enum.Enum):
+    CLIENT = "client"  # the guest side
+    HOST = "host"  # the worker side
+
+
+class Connection:
+    """One channel, either side. Sessions (guest processes) share it; each says HELLO first.
+
+    The host side enforces: frame sizes against the negotiated limit, the op table (arg counts,
+    blob sizes, which ops may be queued), and that calls come only on sessions that said HELLO.
+    The client side pairs each REPLY with the call it answers so results decode by their op.
+    """
+
+    def __init__(self, role: Role, max_frame: int = DEFAULT_MAX_FRAME):
+        self.role = role
+        self.max_frame = max_frame
+        self._buf = bytearray()
+        self._pos = 0
+        self._sessions: set[int] = set()  # sessions past HELLO (host) or WELCOME (client)
+        self._pending: dict[tuple[int, int], Op] = {}  # client: (session, seq) -> op awaiting reply
+        self._seq = 0
+        self.closed = False
+
+    # --- receiving -------------------------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> None:
+        if not data:
+            self.closed = True
+            return
+        if self._pos and self._pos > 65536:
+            del self._buf[: self._pos]
+            self._pos = 0
+        self._buf += data
+        if len(self._buf) - self._pos > MAX_BUFFERED:
+            raise RemoteProtocolError(
+                f"more than {MAX_BUFFERED} undecoded bytes: read frames with next_event() as they arrive")
+
+    def next_event(self):
+        """The next whole message, or NEED_DATA. Raises RemoteProtocolError on a malformed frame."""
+        buf, pos = self._buf, self._pos
+        if len(buf) - pos < HEADER_SIZE:
+            return NEED_DATA
+        magic, kind, flags, session, seq, length = HEADER.unpack_from(buf, pos)
+        if magic != MAGIC:
+            raise RemoteProtocolError(f"bad frame magic 0x{magic:04x}")
+        limit = HANDSHAKE_MAX if kind in (Kind.HELLO, Kind.WELCOME) else self.max_frame
+        if length > limit:
+            raise RemoteProtocolError(f"frame of {length} bytes is over the limit of {limit}")
+        end = pos + HEADER_SIZE + length
+        if len(buf) < end:
+            return NEED_DATA
+        payload = bytes(buf[pos + HEADER_SIZE: end])
+        self._pos = end
+        if kind == Kind.CALL:
+            return self._parse_call(flags, session, seq, payload)
+        if kind == Kind.REPLY:
+            return self._parse_reply(session, seq, payload)
+        if kind == Kind.HELLO:
+            if self.role is not Role.HOST:
+                raise RemoteProtocolError("HELLO sent to a client")
+            if session in self._sessions:
+                raise RemoteProtocolError(f"session {session} said HELLO twice")
+            hello = _parse_json(Hello, session, payload)
+            return hello
+        if kind == Kind.WELCOME:
+            if self.role is not Role.CLIENT:
+                raise RemoteProtocolError("WELCOME sent to the host")
+            welcome = _parse_json(Welcome, session, payload)
+            self._sessions.add(session)
+            return welcome
+        if kind == Kind.GOODBYE:
+            self._sessions.discard(session)
+            return Goodbye(session, payload[:MAX_ERROR_TEXT].decode("utf-8", "replace"))
+        raise RemoteProtocolError(f"unknown frame kind {kind}")
+
+    def _parse_call(self, flags: int, session: int, seq: int, payload: bytes) -> Call:
+        if self.role is not Role.HOST:
+            raise RemoteProtocolError("CALL sent to a client")
+        if session not in self._sessions:
+            raise RemoteProtocolError(f"CALL on session {session}, which has not said HELLO")
+        if len(payload) < 4:
+            raise RemoteProtocolError("CALL payload shorter than its op header")
+        opnum, nargs = _U16.unpack_from(payload)
+        entry = _OP_SPECS.get(opnum)
+        if entry is None:
+            raise RemoteProtocolError(f"unknown op {opnum}")
+        op, spec = entry
+        if nargs != len(spec.args):
+            raise RemoteProtocolError(f"{op.name} takes {len(spec.args)} args, got {nargs}")
+        fixed = spec.call_struct.size
+        if len(payload) < fixed:
+            raise RemoteProtocolError(f"{op.name}: payload shorter than its args")
+        blob = payload[fixed:]
+        if len(blob) > spec.blob:
+            raise RemoteProtocolError(f"{op.name}: blob of {len(blob)} bytes, limit {spec.blob}")
+        queued = bool(flags & QUEUED)
+        if queued and not spec.queueable:
+            raise RemoteProtocolError(f"{op.name} cannot be queued")
+        return Call(session, seq, op, spec.call_struct.unpack_from(payload)[2:], blob, queued)
+
+    def _parse_reply(self, session: int, seq: int, payload: bytes) -> Reply:
+        if self.role is not Role.CLIENT:
+            raise RemoteProtocolError("REPLY sent to the host")
+        op = self._pending.pop((session, seq), None)
+        if op is None:
+            raise RemoteProtocolError(f"REPLY to session {session} seq {seq}, which is not awaited")
+        if len(payload) < 4:
+            raise RemoteProtocolError("REPLY payload shorter than its status")
+        (status,) = _STATUS.unpack_from(payload)
+        if status != 0:
+            return Reply(session, seq, status, (), payload[4:])
+        rs = OPS[op].result_struct
+        if len(payload) < 4 + rs.size:
+            raise RemoteProtocolError(f"REPLY to {op.name} shorter than its results")
+        return Reply(session, seq, 0, rs.unpack_from(payload, 4), payload[4 + rs.size:])
+
+    # --- sending ---------------------------------------------------------------------------------
+
+    def next_seq(self) -> int:
+        self._seq = (self._seq + 1) & 0xFFFFFFFF
+        return self._seq
+
+    def send(self, msg: Message) -> bytes:
+        if isinstance(msg, tuple):  # Call / Reply (NamedTuples) are the hot path
+            if isinstance(msg, Call):
+                return self.send_call(msg.session, msg.seq, msg.op, msg.args, msg.blob, msg.queued)
+            return self.send_reply(msg.session, msg.seq, msg.status, msg.values, msg.blob, None)
+        if isinstance(msg, Hello):
+            if self.role is not Role.CLIENT:
+                raise LocalProtocolError("only a client says HELLO")
+            payload = _json_payload(msg, Hello._FIELDS)
+            return _frame(Kind.HELLO, 0, msg.session, 0, payload)
+        if isinstance(msg, Welcome):
+            if self.role is not Role.HOST:
+                raise LocalProtocolError("only the host says WELCOME")
+            self._sessions.add(msg.session)
+            self.max_frame = msg.max_frame
+            return _frame(Kind.WELCOME, 0, msg.session, 0, _json_payload(msg, Welcome._FIELDS))
+        if isinstance(msg, Goodbye):
+            self._sessions.discard(msg.session)
+            return _frame(Kind.GOODBYE, 0, msg.session, 0, msg.reason.encode()[:MAX_ERROR_TEXT])
+        raise LocalProtocolError(f"cannot send {type(msg).__name__}")
+
+    def send_call(self, session: int, seq: int, op: Op, args, blob: bytes = b"",
+                  queued: bool = False) -> bytes:
+        spec = OPS[op]
+        if len(args) != len(spec.args):
+            raise LocalProtocolError(f"{op.name} takes {len(spec.args)} args, got {len(args)}")
+        if len(blob) > spec.blob:
+            raise LocalProtocolError(f"{op.name}: blob of {len(blob)} bytes, limit {spec.blob}")
+        if queued and not spec.queueable:
+            raise LocalProtocolError(f"{op.name} cannot be queued")
+        try:
+            body = spec.call_struct.pack(op, len(args), *args)
+        except struct.error as e:
+            raise LocalProtocolError(f"{op.name}: argument out of range ({e})") from None
+        if not queued:
+            self._pending[(session, seq)] = op
+        length = len(body) + len(blob)
+        if length > self.max_frame:
+            raise LocalProtocolError(f"{op.name}: frame of {length} bytes over {self.max_frame}")
+        return HEADER.pack(MAGIC, Kind.CALL, QUEUED if queued else 0, session, seq, length) + body + blob
+
+    def send_reply(self, session: int, seq: int, status: int, values=(), blob: bytes = b"",
+                   op: Op | None = None) -> bytes:
+        if status == 0 and op is not None:
+            body = _STATUS.pack(0) + OPS[op].result_struct.pack(*values)
+        elif status == 0:
+            body = _STATUS.pack(0) + b"".join(struct.pack("<Q", v) for v in values)
+        else:
+            body = _STATUS.pack(status)
+            blob = blob[:MAX_ERROR_TEXT]
+        return _frame(Kind.REPLY, 0, session, seq, body + blob)
+
+    def expected(self, session: int, seq: int) -> bool:
+        """Whether a reply to (session, seq) is still awaited (client side)."""
+        return (session, seq) in self._pending
+
+
+def _frame(kind: Kind, flags: int, session: int, seq: int, payload: bytes) -> bytes:
+    return HEADER.pack(MAGIC, kind, flags, session, seq, len(payload)) + payload
+
+
+def negotiate(hello: Hello, host_max_frame: int = DEFAULT_MAX_FRAME) -> tuple[int, int]:
+    """(version, max_frame) both sides can use, or RemoteProtocolError naming the mismatch."""
+    if hello.version_min > PROTOCOL_VERSION or hello.version_max < PROTOCOL_VERSION:
+        raise RemoteProtocolError(
+            f"guest speaks protocol {hello.version_min}..{hello.version_max}, host speaks "
+            f"{PROTOCOL_VERSION}: install matching kvmgpu and kvmgpu-guest versions")
+    max_frame = min(hello.max_frame or DEFAULT_MAX_FRAME, host_max_frame)
+    if max_frame < 4096:
+        raise RemoteProtocolError(f"max_frame {hello.max_frame} is below the minimum of 4096")
+    return PROTOCOL_VERSION, max_frame
+
+
+def pack_params(layout) -> bytes:
+    """A reply blob describing kernel parameters: (offset, size) pairs."""
+    return b"".join(PARAM.pack(off, size) for off, size in layout)
+
+
+def unpack_params(blob: bytes, count: int) -> list[tuple[int, int]]:
+    if len(blob) < count * PARAM.size:
+        raise RemoteProtocolError("parameter table shorter than its count")
+    return [PARAM.unpack_from(blob, i * PARAM.size) for i in range(count)]

@@ -1,0 +1,141 @@
+"""The interface every backend implements: one vGPU's view of one physical GPU.
+
+A backend executes calls the worker has already validated (handles belong to the VM, copies stay
+inside the VM's allocations and its window of the shared region, quota is charged). It reports
+CUDA failures by raising `CudaError(code)`; the worker turns that into a reply. Handles it returns
+(modules, functions, streams, events) are opaque to the worker, which maps them to guest-visible
+ids; device pointers are plain ints the guest sees as they are.
+
+The shared region is handed over once (`attach_region`): the sim backend reads and writes it as a
+memoryview, the cuda backend registers it as pinned host memory so a copy is one DMA.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+
+from kvmgpu_guest.cudefs import CUresult
+
+
+class CudaError(Exception):
+    """A CUDA call failed with `code` (a CUresult value)."""
+
+    def __init__(self, code: int, detail: str = ""):
+        self.code = int(code)
+        self.detail = detail
+        try:
+            name = CUresult(self.code).name
+        except ValueError:
+            name = f"CUresult {self.code}"
+        super().__init__(f"{name}{': ' + detail if detail else ''}")
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """The physical device, as the backend sees it. The worker replaces total memory by the quota."""
+
+    name: str
+    uuid: str
+    total_memory: int
+    driver_version: int  # as cuDriverGetVersion: 1000 * major + 10 * minor
+    compute_capability: tuple[int, int]
+    attributes: dict[int, int] = field(default_factory=dict)  # CUdevice_attribute -> value
+
+
+class Backend(abc.ABC):
+    """One context on one GPU, serving one VM. Methods run on the worker's thread."""
+
+    name: str = "?"
+
+    # --- lifetime ---
+    @abc.abstractmethod
+    def device_info(self) -> DeviceInfo: ...
+
+    @abc.abstractmethod
+    def attach_region(self, region: memoryview) -> None:
+        """The shared region for the whole channel; offsets below are into it."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release everything: the context, its memory, the region registration."""
+
+    # --- memory ---
+    @abc.abstractmethod
+    def mem_alloc(self, nbytes: int) -> int: ...
+
+    @abc.abstractmethod
+    def mem_free(self, dptr: int) -> None: ...
+
+    @abc.abstractmethod
+    def memcpy_htod(self, dst: int, offset: int, nbytes: int, stream, sync: bool) -> None:
+        """Device `dst` <- region[offset:offset+nbytes]."""
+
+    @abc.abstractmethod
+    def memcpy_dtoh(self, offset: int, src: int, nbytes: int, stream) -> None:
+        """region[offset:offset+nbytes] <- device `src`; complete when it returns."""
+
+    @abc.abstractmethod
+    def memcpy_dtod(self, dst: int, src: int, nbytes: int, stream, sync: bool) -> None: ...
+
+    @abc.abstractmethod
+    def memset(self, dst: int, value: int, count: int, width: int, stream, sync: bool) -> None:
+        """Set `count` elements of `width` bytes (1 or 4) to `value`."""
+
+    # --- modules and launches ---
+    @abc.abstractmethod
+    def module_load(self, image: bytes):
+        """A loaded module (PTX, cubin or fatbin image)."""
+
+    @abc.abstractmethod
+    def module_unload(self, module) -> None: ...
+
+    @abc.abstractmethod
+    def module_get_function(self, module, name: str):
+        """(function, [(offset, size) of each parameter])."""
+
+    @abc.abstractmethod
+    def module_get_global(self, module, name: str) -> tuple[int, int]:
+        """(device pointer, size) of a `__device__` variable."""
+
+    @abc.abstractmethod
+    def launch(self, function, grid: tuple[int, int, int], block: tuple[int, int, int],
+               shared: int, stream, args: bytes) -> None:
+        """Launch with parameter bytes laid out as the function's parameter table says."""
+
+    # --- streams and events ---
+    @abc.abstractmethod
+    def stream_create(self, flags: int): ...
+
+    @abc.abstractmethod
+    def stream_destroy(self, stream) -> None: ...
+
+    @abc.abstractmethod
+    def stream_synchronize(self, stream) -> None: ...
+
+    @abc.abstractmethod
+    def stream_query(self, stream) -> bool:
+        """True when all work on the stream is done."""
+
+    @abc.abstractmethod
+    def event_create(self, flags: int): ...
+
+    @abc.abstractmethod
+    def event_record(self, event, stream) -> None: ...
+
+    @abc.abstractmethod
+    def event_synchronize(self, event) -> None: ...
+
+    @abc.abstractmethod
+    def event_query(self, event) -> bool: ...
+
+    @abc.abstractmethod
+    def event_elapsed(self, start, end) -> float:
+        """Milliseconds between two recorded events."""
+
+    @abc.abstractmethod
+    def event_destroy(self, event) -> None: ...
+
+    @abc.abstractmethod
+    def synchronize(self) -> None:
+        """Wait for all work in the context."""
