@@ -311,10 +311,9 @@ class Connection:
         if kind == Kind.HELLO:
             if self.role is not Role.HOST:
                 raise RemoteProtocolError("HELLO sent to a client")
-            if session in self._sessions:
-                raise RemoteProtocolError(f"session {session} said HELLO twice")
-            hello = _parse_json(Hello, session, payload)
-            return hello
+            # A HELLO on a live session (a restarted guest agent) ends the old one: the host
+            # releases what it held before it answers.
+            return _parse_json(Hello, session, payload)
         if kind == Kind.WELCOME:
             if self.role is not Role.CLIENT:
                 raise RemoteProtocolError("WELCOME sent to the host")
