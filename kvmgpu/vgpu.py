@@ -1,0 +1,37 @@
+"""A vGPU: one VM's device-memory quota and compute share on one host GPU."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+COMPUTE_MODES = ("share", "limit")
+CHANNEL_NAME = "org.kvmgpu.0"  # the virtio-serial port name the guest opens
+REGION_PREFIX = "kvmgpu-"       # ivshmem-plain <shmem name='kvmgpu-VM'> -> /dev/shm/kvmgpu-VM
+
+
+@dataclass(frozen=True)
+class VGpu:
+    id: str            # uuid4, stable across updates of the same VM's vGPU
+    vm: str            # libvirt domain name
+    gpu: int           # GPU index on the host
+    gpu_uuid: str      # GPU uuid (NVML's "GPU-..."), the stable identity of the GPU
+    gmem: int          # device-memory quota in bytes
+    compute: int       # compute share in percent, 1..100
+    compute_mode: str  # 'share' (weighted, work-conserving) or 'limit' (hard cap)
+    region_size: int   # bytes of the shared-memory region (ivshmem), a power of two
+
+
+def region_name(vm: str) -> str:
+    """The ivshmem <shmem name=...> of a VM's region."""
+    return f"{REGION_PREFIX}{vm}"
+
+
+def region_path(vm: str) -> str:
+    """The host file QEMU's ivshmem-plain creates for a VM's region."""
+    return f"/dev/shm/{region_name(vm)}"
+
+
+def channel_path(config, vm: str) -> str:
+    """The unix socket QEMU listens on for a VM's control channel (the worker connects)."""
+    return os.path.join(config.channel_dir, f"{vm}.sock")
