@@ -1,0 +1,288 @@
+"""One guest session with the host worker: handshake, queued calls sent in batches, the staging ring.
+
+A `Session` owns one transport (control channel) and the session's window of the shared region.
+
+- `call(op, args, blob)` sends whatever is queued, then the call, and waits for its reply. An error
+  of an earlier queued call is the host's to report (at the next synchronising call); the client
+  also keeps errors it met itself while the caller was not waiting (a FENCE forced by a full ring)
+  and reports them at the next synchronising call.
+- `queue(op, args, blob)` appends a QUEUED frame to the batch; the batch goes out in one write when
+  a call needs an answer or the batch passes `BATCH_BYTES`. This is the hot path: frames are packed
+  with one precomputed struct per op, no objects are built per call.
+- The staging ring: bulk bytes (HtoD payloads, module images, DtoH results) go through the window.
+  `reserve(n)` hands out the next `n` bytes; when the ring is full the session sends FENCE (the host
+  waits until no queued work still uses the window) and starts again at 0.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import threading
+
+from . import __version__
+from .protocol import (HEADER, MAGIC, NEED_DATA, OPS, QUEUED, Connection, Goodbye, Hello, Kind,
+                       Op, Reply, Role, Welcome)
+
+BATCH_BYTES = 32 * 1024  # a batch is written once it is this big
+RECV_BYTES = 256 * 1024
+RING_ALIGN = 64
+
+_CALL = int(Kind.CALL)
+# header + op header + args, per op, in one struct: one pack per queued call
+_QUEUED_FRAME = {int(op): (struct.Struct("<HBBIIIHH" + "Q" * len(spec.args)), len(spec.args),
+                           struct.calcsize("<HH" + "Q" * len(spec.args)))
+                 for op, spec in OPS.items() if spec.queueable}
+_LAUNCH_FRAME, _, _LAUNCH_BODY = _QUEUED_FRAME[int(Op.LAUNCH)]
+_OP_LAUNCH = int(Op.LAUNCH)
+_SYNCHRONISING = frozenset(int(op) for op, spec in OPS.items() if spec.synchronising)
+
+
+class SessionError(Exception):
+    """The session could not be set up or was lost (the host went away or closed it)."""
+
+
+class Session:
+    def __init__(self, transport, region, client: str = "", session_id: int | None = None):
+        self.transport = transport
+        self.region = region
+        self.id = (os.getpid() if session_id is None else session_id) & 0xFFFFFFFF
+        self.client = client or f"kvmgpu-guest/{__version__} pid {os.getpid()}"
+        self.conn = Connection(Role.CLIENT)
+        self.lock = threading.RLock()
+        self.welcome: Welcome | None = None
+        self.device: dict = {}
+        self.vgpu: dict = {}
+        self.window = None
+        self.view: memoryview | None = None
+        self.window_size = 0
+        self._batch = bytearray()
+        self._seq = 0
+        self._head = 0  # next free byte of the ring
+        self._deferred = 0  # an error met while nobody waited, for the next synchronising call
+        self.closed = False
+
+    @classmethod
+    def connect(cls, socket_path: str | None = None, shm_path: str | None = None,
+                client: str = "") -> "Session":
+        """Find the channel (loopback or VM devices), say HELLO, and return the live session."""
+        from .channel import find_channel
+        transport, region = find_channel(socket_path, shm_path)
+        session = cls(transport, region, client)
+        try:
+            session.handshake()
+        except BaseException:
+            session._close_io()
+            raise
+        return session
+
+    # --- handshake -------------------------------------------------------------------------------
+
+    def handshake(self, window: int = 0) -> Welcome:
+        with self.lock:
+            self.transport.send(self.conn.send(Hello(self.id, window=window, client=self.client)))
+            while True:
+                event = self._next_event()
+                if isinstance(event, Welcome) and event.session == self.id:
+                    break
+                if isinstance(event, Goodbye):
+                    raise SessionError(f"the host refused the session: {event.reason or 'no reason given'}")
+            self.welcome = event
+            self.device = event.device
+            self.vgpu = event.vgpu
+            self.conn.max_frame = event.max_frame
+            self.window = self.region.window(event.window_offset, event.window_size)
+            self.view = self.window.view
+            self.window_size = event.window_size
+            self._head = 0
+            return event
+
+    # --- calls -----------------------------------------------------------------------------------
+
+    def call(self, op: Op, args=(), blob: bytes = b"") -> Reply:
+        """Send the batch and this call; wait for and return its reply."""
+        with self.lock:
+            if self.closed:
+                raise SessionError("the session is closed")
+            self._seq = seq = (self._seq + 1) & 0xFFFFFFFF
+            frame = self.conn.send_call(self.id, seq, op, args, blob)
+            batch = self._batch
+            if batch:
+                batch += frame
+                self._send(batch)
+                batch.clear()
+            else:
+                self._send(frame)
+            while True:
+                event = self._next_event()
+                if type(event) is Reply and event.seq == seq:
+                    break
+                if isinstance(event, Goodbye):
+                    self.closed = True
+                    raise SessionError(f"the host ended the session: {event.reason or 'no reason given'}")
+            if int(op) in _SYNCHRONISING:
+                if op == Op.CTX_SYNCHRONIZE or op == Op.FENCE:
+                    self._head = 0  # nothing queued uses the window any more
+                if self._deferred:
+                    if event.status == 0:
+                        event = event._replace(status=self._deferred, values=())
+                    self._deferred = 0
+            return event
+
+    def queue(self, op: Op, args=(), blob: bytes = b"") -> None:
+        """Append a QUEUED call to the batch (no reply; errors surface at a synchronising call)."""
+        st, nargs, body = _QUEUED_FRAME[op]
+        if len(args) != nargs:
+            raise ValueError(f"{Op(op).name} takes {nargs} args, got {len(args)}")
+        with self.lock:
+            self._seq = seq = (self._seq + 1) & 0xFFFFFFFF
+            batch = self._batch
+            batch += st.pack(MAGIC, _CALL, QUEUED, self.id, seq, body + len(blob), op, nargs, *args)
+            if blob:
+                batch += blob
+            if len(batch) >= BATCH_BYTES:
+                self._send(batch)
+                batch.clear()
+
+    def queue_launch(self, function: int, gx: int, gy: int, gz: int, bx: int, by: int, bz: int,
+                     shared: int, stream: int, params: bytes) -> None:
+        """`queue(Op.LAUNCH, ...)` without the generic lookups: the hottest call there is."""
+        with self.lock:
+            self._seq = seq = (self._seq + 1) & 0xFFFFFFFF
+            batch = self._batch
+            batch += _LAUNCH_FRAME.pack(MAGIC, _CALL, QUEUED, self.id, seq, _LAUNCH_BODY + len(params),
+                                        _OP_LAUNCH, 9, function, gx, gy, gz, bx, by, bz, shared, stream)
+            batch += params
+            if len(batch) >= BATCH_BYTES:
+                self._send(batch)
+                batch.clear()
+
+    def flush(self) -> None:
+        with self.lock:
+            if self._batch:
+                self._send(self._batch)
+                self._batch.clear()
+
+    # --- the staging ring ------------------------------------------------------------------------
+
+    def reserve(self, nbytes: int) -> int:
+        """Offset in the window of `nbytes` free bytes (caller holds the lock; nbytes <= window)."""
+        head = self._head
+        if head + nbytes > self.window_size:
+            self.fence()
+            head = 0
+        self._head = head + ((nbytes + RING_ALIGN - 1) & ~(RING_ALIGN - 1))
+        return head
+
+    def release(self, offset: int) -> None:
+        """Give back the ring from `offset` on (only the last reservation, once the host is done)."""
+        if offset < self._head:
+            self._head = offset
+
+    def fence(self) -> None:
+        reply = self.call(Op.FENCE)
+        if reply.status and not self._deferred:
+            self._deferred = reply.status
+        self._head = 0
+
+    def defer(self, status: int) -> None:
+        """Keep an error to report at the next synchronising call."""
+        if status and not self._deferred:
+            self._deferred = status
+
+    # --- bulk copies -----------------------------------------------------------------------------
+
+    def htod(self, dst: int, src: memoryview, stream: int = 0, sync: bool = True) -> int:
+        """Copy `src` (bytes) to device `dst` through the ring, in window-sized chunks. Status."""
+        n = len(src)
+        with self.lock:
+            chunk = self.window_size
+            view = self.view
+            pos = 0
+            while True:
+                size = min(chunk, n - pos)
+                last = pos + size >= n
+                off = self.reserve(size)
+                view[off: off + size] = src[pos: pos + size]
+                if last and sync:
+                    reply = self.call(Op.MEMCPY_HTOD, (dst + pos, off, size, stream))
+                    self.release(off)
+                    return reply.status
+                self.queue(Op.MEMCPY_HTOD, (dst + pos, off, size, stream))
+                if last:
+                    return 0
+                pos += size
+
+    def dtoh(self, dst: memoryview, src: int, stream: int = 0) -> int:
+        """Copy device `src` into `dst` through the ring. Synchronous. Status."""
+        n = len(dst)
+        with self.lock:
+            chunk = self.window_size
+            view = self.view
+            pos = 0
+            while pos < n or n == 0:
+                size = min(chunk, n - pos)
+                off = self.reserve(size)
+                reply = self.call(Op.MEMCPY_DTOH, (off, src + pos, size, stream))
+                if reply.status:
+                    self.release(off)
+                    return reply.status
+                dst[pos: pos + size] = view[off: off + size]
+                self.release(off)
+                pos += size
+                if n == 0:
+                    break
+            return 0
+
+    # --- plumbing --------------------------------------------------------------------------------
+
+    def _send(self, data) -> None:
+        try:
+            self.transport.send(data)
+        except OSError as e:
+            self.closed = True
+            raise SessionError(f"lost the channel to the host: {e.strerror or e}") from None
+
+    def _next_event(self):
+        conn = self.conn
+        while True:
+            event = conn.next_event()
+            if event is not NEED_DATA:
+                return event
+            try:
+                data = self.transport.recv(RECV_BYTES)
+            except OSError as e:
+                self.closed = True
+                raise SessionError(f"lost the channel to the host: {e.strerror or e}") from None
+            if not data:
+                self.closed = True
+                raise SessionError("the host closed the channel")
+            conn.receive_data(data)
+
+    def close(self, reason: str = "") -> None:
+        """Send what is queued, say GOODBYE, and let go of the channel and the region."""
+        with self.lock:
+            if not self.closed:
+                try:
+                    if self._batch:
+                        self._send(self._batch)
+                        self._batch.clear()
+                    self._send(self.conn.send(Goodbye(self.id, reason)))
+                except SessionError:
+                    pass
+                self.closed = True
+            self._close_io()
+
+    def _close_io(self) -> None:
+        self.view = None
+        if self.window is not None:
+            try:
+                self.window.view.release()
+            except Exception:
+                pass
+            self.window = None
+        for thing in (self.transport, self.region):
+            try:
+                thing.close()
+            except Exception:
+                pass

@@ -1,0 +1,967 @@
+"""The CUDA driver API as cuda-python spells it (`cuda.bindings.driver`), forwarded to the vGPU.
+
+Every function returns cuda-python's tuple: `(CUresult,)` or `(CUresult, value, ...)`. Calls that
+return nothing the caller needs now (launches, async copies and memsets, event records, frees,
+stream/event destroys, module unloads) are queued and sent in batches; their errors surface at
+the next synchronising call (cuCtxSynchronize, cuStreamSynchronize, a synchronous copy, ...).
+
+The VM has one context on the host; the contexts a program creates here are the guest's view of
+it, kept in a table here so that handles, the current context and the primary context behave.
+A function kvmgpu does not forward raises AttributeError naming it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import hashlib
+import struct
+import sys
+import threading
+
+from .client import Session, SessionError
+from .cudefs import (CU_LAUNCH_PARAM_BUFFER_POINTER, CU_LAUNCH_PARAM_BUFFER_POINTER_AS_INT,  # noqa: F401
+                     CU_LAUNCH_PARAM_BUFFER_SIZE, CU_LAUNCH_PARAM_BUFFER_SIZE_AS_INT,
+                     CU_LAUNCH_PARAM_END, CU_LAUNCH_PARAM_END_AS_INT, CUctx_flags,
+                     CUdevice_attribute, CUevent_flags, CUjit_option, CUresult, CUstream_flags,
+                     error_text)
+from .protocol import Op, unpack_params
+
+# ------------------------------------------------------------------------------------------ types
+
+
+class _Handle:
+    """An opaque handle with cuda-python's behaviour: int(h), h.getPtr() (the address of its value)."""
+
+    __slots__ = ("_v",)
+    _ctype = ctypes.c_uint64
+
+    def __init__(self, init_value=0):
+        self._v = self._ctype(int(init_value) if init_value else 0)
+
+    def __int__(self):
+        return self._v.value
+
+    def getPtr(self):
+        return ctypes.addressof(self._v)
+
+    def __eq__(self, other):
+        return type(other) is type(self) and other._v.value == self._v.value
+
+    def __hash__(self):
+        return hash(self._v.value)
+
+    def __repr__(self):
+        return f"<{type(self).__name__} 0x{self._v.value:x}>"
+
+
+class CUdeviceptr(_Handle):
+    __slots__ = ()
+
+    def __repr__(self):
+        return f"<CUdeviceptr {self._v.value}>"
+
+
+class CUdevice(_Handle):
+    __slots__ = ()
+    _ctype = ctypes.c_int
+
+    def __repr__(self):
+        return f"<CUdevice {self._v.value}>"
+
+
+class CUcontext(_Handle):
+    __slots__ = ()
+
+
+class CUmodule(_Handle):
+    __slots__ = ()
+
+
+class CUfunction(_Handle):
+    """A kernel. Carries the parameter table the host read from the loaded function."""
+
+    __slots__ = ("_info",)
+
+    def __init__(self, init_value=0):
+        super().__init__(init_value)
+        self._info = _functions.get(self._v.value)
+
+
+class CUstream(_Handle):
+    __slots__ = ()
+
+
+class CUevent(_Handle):
+    __slots__ = ()
+
+
+class CUuuid:
+    __slots__ = ("bytes",)
+
+    def __init__(self, data: bytes = b"\0" * 16):
+        self.bytes = bytes(data)
+
+    def getPtr(self):
+        raise NotImplementedError("kvmgpu's CUuuid has no C storage")
+
+    def __repr__(self):
+        return f"<CUuuid {self.bytes.hex()}>"
+
+
+class _Function:
+    """What the guest knows of a kernel: the host's handle and its parameter layout."""
+
+    __slots__ = ("handle", "params", "argsize", "packers")
+
+    def __init__(self, handle: int, params: list[tuple[int, int]]):
+        self.handle = handle
+        self.params = params
+        self.argsize = max((off + size for off, size in params), default=0)
+        self.packers: dict = {}  # types tuple -> struct.Struct (or False: use the generic path)
+
+
+# ------------------------------------------------------------------------------------------ state
+
+_R = {int(r): r for r in CUresult}
+_OK = CUresult.CUDA_SUCCESS
+_OK1 = (_OK,)
+_lock = threading.RLock()
+_session: Session | None = None
+_functions: dict[int, _Function] = {}
+_tls = threading.local()
+_contexts: dict[int, dict] = {}  # guest context id -> {"device", "flags", "primary"}
+_PRIMARY_ID = 0x0C0000
+_next_ctx = [_PRIMARY_ID + 0x100]
+_primary_refs = [0]
+
+
+def _result(status: int):
+    r = _R.get(status)
+    return r if r is not None else CUresult.CUDA_ERROR_UNKNOWN
+
+
+def _err(code: CUresult, n: int = 0):
+    return (code,) + (None,) * n
+
+
+def _stream(s) -> int:
+    if s is None:
+        return 0
+    v = s if type(s) is int else int(s)
+    return 0 if v in (1, 2) else v  # CU_STREAM_LEGACY / PER_THREAD: the VM's null stream
+
+
+def _current():
+    stack = getattr(_tls, "stack", None)
+    return stack[-1] if stack else None
+
+
+def _ready():
+    """CUresult if no call can be made now (not initialised, lost, no current context), else None."""
+    if _session is None:
+        return CUresult.CUDA_ERROR_NOT_INITIALIZED
+    if _session.closed:
+        return CUresult.CUDA_ERROR_DEVICE_UNAVAILABLE
+    stack = getattr(_tls, "stack", None)
+    if not stack:
+        return CUresult.CUDA_ERROR_INVALID_CONTEXT
+    return None
+
+
+def _lost(e: Exception):
+    print(f"kvmgpu: {e}", file=sys.stderr)
+    return CUresult.CUDA_ERROR_DEVICE_UNAVAILABLE
+
+
+def _call(op, args=(), blob=b"", n=0):
+    """A synchronous call: (CUresult, reply values or Nones)."""
+    bad = _ready()
+    if bad is not None:
+        return bad, None
+    try:
+        reply = _session.call(op, args, blob)
+    except SessionError as e:
+        return _lost(e), None
+    except (struct.error, OverflowError, ValueError):
+        return CUresult.CUDA_ERROR_INVALID_VALUE, None
+    return _result(reply.status), reply
+
+
+def _queue(op, args):
+    bad = _ready()
+    if bad is not None:
+        return (bad,)
+    try:
+        _session.queue(op, args)
+    except SessionError as e:
+        return (_lost(e),)
+    except (struct.error, OverflowError, ValueError, TypeError):
+        return (CUresult.CUDA_ERROR_INVALID_VALUE,)
+    return _OK1
+
+
+# --------------------------------------------------------------------------- init, driver, device
+
+def cuInit(Flags=0):
+    global _session
+    with _lock:
+        if _session is not None and not _session.closed:
+            return _OK1
+        try:
+            _session = Session.connect()
+        except Exception as e:  # ChannelError, SessionError, RegionError, protocol errors
+            print(f"kvmgpu: {e}", file=sys.stderr)
+            return (CUresult.CUDA_ERROR_NO_DEVICE,)
+        atexit.register(_shutdown)
+        return _OK1
+
+
+def _shutdown():
+    global _session
+    s = _session
+    if s is not None:
+        _session = None
+        s.close("process exit")
+
+
+def cuDriverGetVersion():
+    if _session is None:
+        return _err(CUresult.CUDA_ERROR_NOT_INITIALIZED, 1)
+    return _OK, int(_session.device.get("driver_version", 0))
+
+
+def cuDeviceGetCount():
+    if _session is None:
+        return _err(CUresult.CUDA_ERROR_NOT_INITIALIZED, 1)
+    return _OK, 1
+
+
+def cuDeviceGet(ordinal):
+    if _session is None:
+        return _err(CUresult.CUDA_ERROR_NOT_INITIALIZED, 1)
+    if int(ordinal) != 0:
+        return _err(CUresult.CUDA_ERROR_INVALID_DEVICE, 1)
+    return _OK, CUdevice(0)
+
+
+def _check_dev(dev):
+    if _session is None:
+        return CUresult.CUDA_ERROR_NOT_INITIALIZED
+    if int(dev) != 0:
+        return CUresult.CUDA_ERROR_INVALID_DEVICE
+    return None
+
+
+def cuDeviceGetName(length, dev):
+    bad = _check_dev(dev)
+    if bad is not None:
+        return bad, None
+    length = int(length)
+    if length <= 0:
+        return CUresult.CUDA_ERROR_INVALID_VALUE, None
+    name = str(_session.device.get("name", "kvmgpu vGPU")).encode()[: length - 1]
+    # cuda-python hands back the whole buffer: the NUL-terminated name, then its fill
+    return _OK, name + b"\0" + b" " * (length - len(name) - 1)
+
+
+def cuDeviceTotalMem(dev):
+    bad = _check_dev(dev)
+    if bad is not None:
+        return bad, None
+    return _OK, int(_session.device.get("total_memory", 0))
+
+
+_CC_MAJOR = int(CUdevice_attribute.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)
+_CC_MINOR = int(CUdevice_attribute.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)
+
+
+def cuDeviceGetAttribute(attrib, dev):
+    bad = _check_dev(dev)
+    if bad is not None:
+        return bad, None
+    attr = int(attrib)
+    if attr not in CUdevice_attribute._value2member_map_:
+        return CUresult.CUDA_ERROR_INVALID_VALUE, None
+    dev_info = _session.device
+    value = (dev_info.get("attributes") or {}).get(str(attr))
+    if value is None:
+        cc = dev_info.get("compute_capability") or [0, 0]
+        value = cc[0] if attr == _CC_MAJOR else cc[1] if attr == _CC_MINOR else 0
+    return _OK, int(value)
+
+
+def cuDeviceComputeCapability(dev):
+    bad = _check_dev(dev)
+    if bad is not None:
+        return bad, None, None
+    cc = _session.device.get("compute_capability") or [0, 0]
+    return _OK, int(cc[0]), int(cc[1])
+
+
+def cuDeviceGetUuid(dev):
+    bad = _check_dev(dev)
+    if bad is not None:
+        return bad, None
+    text = str(_session.device.get("uuid", ""))
+    digits = "".join(c for c in text.lower() if c in "0123456789abcdef")
+    if text.upper().startswith("GPU-"):
+        digits = "".join(c for c in text[4:].lower() if c in "0123456789abcdef")
+    raw = bytes.fromhex(digits[:32].ljust(32, "0"))
+    return _OK, CUuuid(raw)
+
+
+cuDeviceGetUuid_v2 = cuDeviceGetUuid
+
+
+# ---------------------------------------------------------------------------------------- contexts
+
+def _push(ctx_id: int) -> None:
+    stack = getattr(_tls, "stack", None)
+    if stack is None:
+        stack = _tls.stack = []
+    stack.append(ctx_id)
+
+
+def _new_context(flags: int, dev) -> tuple:
+    bad = _check_dev(dev)
+    if bad is not None:
+        return bad, None
+    with _lock:
+        ctx_id = _next_ctx[0]
+        _next_ctx[0] += 0x100
+        _contexts[ctx_id] = {"device": 0, "flags": int(flags), "primary": False}
+    _push(ctx_id)
+    return _OK, CUcontext(ctx_id)
+
+
+def cuCtxCreate(*args):
+    """cuCtxCreate(flags, dev) (cuda-python 12) or cuCtxCreate(ctxCreateParams, flags, dev) (13)."""
+    if len(args) == 2:
+        flags, dev = args
+    elif len(args) == 3:
+        _params, flags, dev = args
+    else:
+        raise TypeError(f"cuCtxCreate takes 2 or 3 arguments, got {len(args)}")
+    return _new_context(int(flags), dev)
+
+
+cuCtxCreate_v2 = cuCtxCreate
+
+
+def cuCtxDestroy(ctx):
+    ctx_id = int(ctx)
+    with _lock:
+        if ctx_id not in _contexts or _contexts[ctx_id]["primary"]:
+            return (CUresult.CUDA_ERROR_INVALID_CONTEXT,)
+        del _contexts[ctx_id]
+    stack = getattr(_tls, "stack", None)
+    if stack:
+        stack[:] = [c for c in stack if c != ctx_id]
+    return _OK1
+
+
+cuCtxDestroy_v2 = cuCtxDestroy
+
+
+def cuCtxSetCurrent(ctx):
+    ctx_id = int(ctx) if ctx is not None else 0
+    stack = getattr(_tls, "stack", None)
+    if stack is None:
+        stack = _tls.stack = []
+    if ctx_id == 0:
+        if stack:
+            stack.pop()
+        return _OK1
+    if ctx_id not in _contexts:
+        return (CUresult.CUDA_ERROR_INVALID_CONTEXT,)
+    if stack:
+        stack[-1] = ctx_id
+    else:
+        stack.append(ctx_id)
+    return _OK1
+
+
+def cuCtxGetCurrent():
+    if _session is None:
+        return _err(CUresult.CUDA_ERROR_NOT_INITIALIZED, 1)
+    return _OK, CUcontext(_current() or 0)
+
+
+def cuCtxPushCurrent(ctx):
+    ctx_id = int(ctx)
+    if ctx_id not in _contexts:
+        return (CUresult.CUDA_ERROR_INVALID_CONTEXT,)
+    _push(ctx_id)
+    return _OK1
+
+
+cuCtxPushCurrent_v2 = cuCtxPushCurrent
+
+
+def cuCtxPopCurrent():
+    stack = getattr(_tls, "stack", None)
+    if not stack:
+        return CUresult.CUDA_ERROR_INVALID_CONTEXT, None
+    return _OK, CUcontext(stack.pop())
+
+
+cuCtxPopCurrent_v2 = cuCtxPopCurrent
+
+
+def cuCtxGetDevice():
+    if _current() is None:
+        return CUresult.CUDA_ERROR_INVALID_CONTEXT, None
+    return _OK, CUdevice(0)
+
+
+def cuCtxSynchronize():
+    status, _ = _call(Op.CTX_SYNCHRONIZE)
+    return (status,)
+
+
+def cuDevicePrimaryCtxRetain(dev):
+    bad = _check_dev(dev)
+    if bad is not None:
+        return bad, None
+    with _lock:
+        _contexts.setdefault(_PRIMARY_ID, {"device": 0, "flags": 0, "primary": True})
+        _primary_refs[0] += 1
+    return _OK, CUcontext(_PRIMARY_ID)
+
+
+def cuDevicePrimaryCtxRelease(dev):
+    bad = _check_dev(dev)
+    if bad is not None:
+        return (bad,)
+    with _lock:
+        if _primary_refs[0] <= 0:
+            return (CUresult.CUDA_ERROR_INVALID_CONTEXT,)
+        _primary_refs[0] -= 1
+    return _OK1
+
+
+cuDevicePrimaryCtxRelease_v2 = cuDevicePrimaryCtxRelease
+
+
+def cuDevicePrimaryCtxGetState(dev):
+    bad = _check_dev(dev)
+    if bad is not None:
+        return bad, None, None
+    return _OK, 0, int(_primary_refs[0] > 0)
+
+
+# ------------------------------------------------------------------------------------------ memory
+
+def cuMemAlloc(bytesize):
+    status, reply = _call(Op.MEM_ALLOC, (int(bytesize),))
+    if status:
+        return status, None
+    return _OK, CUdeviceptr(reply.values[0])
+
+
+cuMemAlloc_v2 = cuMemAlloc
+
+
+def cuMemFree(dptr):
+    return _queue(Op.MEM_FREE, (int(dptr),))
+
+
+cuMemFree_v2 = cuMemFree
+
+
+def cuMemGetInfo():
+    status, reply = _call(Op.MEM_GET_INFO)
+    if status:
+        return status, None, None
+    return _OK, reply.values[0], reply.values[1]
+
+
+cuMemGetInfo_v2 = cuMemGetInfo
+
+
+def _buffer_or_address(obj):
+    """(memoryview, None) for an object with the buffer protocol, else (None, its address)."""
+    if type(obj) is int:
+        return None, obj
+    try:
+        return memoryview(obj), None
+    except TypeError:
+        if hasattr(obj, "__index__"):
+            return None, obj.__index__()
+        raise
+
+
+def _host_view(obj, nbytes: int) -> memoryview:
+    """`nbytes` bytes of host memory: a buffer (numpy, bytearray, ctypes array) or an address."""
+    view, addr = _buffer_or_address(obj)
+    if view is None:
+        return memoryview((ctypes.c_char * nbytes).from_address(addr)).cast("B")
+    if view.format != "B" or view.ndim != 1:
+        view = view.cast("B")
+    if len(view) < nbytes:
+        raise ValueError(f"host buffer of {len(view)} bytes is shorter than {nbytes}")
+    return view[:nbytes]
+
+
+def _htod(dst, src, nbytes, stream, sync: bool):
+    bad = _ready()
+    if bad is not None:
+        return (bad,)
+    n = int(nbytes)
+    if n == 0:
+        return _OK1
+    try:
+        view = _host_view(src, n)
+        status = _session.htod(int(dst), view, stream, sync)
+    except SessionError as e:
+        return (_lost(e),)
+    except (TypeError, ValueError, BufferError, struct.error, OverflowError):
+        return (CUresult.CUDA_ERROR_INVALID_VALUE,)
+    return (_result(status),)
+
+
+def cuMemcpyHtoD(dstDevice, srcHost, ByteCount):
+    return _htod(dstDevice, srcHost, ByteCount, 0, True)
+
+
+def cuMemcpyHtoDAsync(dstDevice, srcHost, ByteCount, hStream):
+    return _htod(dstDevice, srcHost, ByteCount, _stream(hStream), False)
+
+
+def _dtoh(dst, src, nbytes, stream):
+    bad = _ready()
+    if bad is not None:
+        return (bad,)
+    n = int(nbytes)
+    if n == 0:
+        return _OK1
+    try:
+        view = _host_view(dst, n)
+        if view.readonly:
+            return (CUresult.CUDA_ERROR_INVALID_VALUE,)
+        status = _session.dtoh(view, int(src), stream)
+    except SessionError as e:
+        return (_lost(e),)
+    except (TypeError, ValueError, BufferError, struct.error, OverflowError):
+        return (CUresult.CUDA_ERROR_INVALID_VALUE,)
+    return (_result(status),)
+
+
+def cuMemcpyDtoH(dstHost, srcDevice, ByteCount):
+    return _dtoh(dstHost, srcDevice, ByteCount, 0)
+
+
+def cuMemcpyDtoHAsync(dstHost, srcDevice, ByteCount, hStream):
+    # Host memory in the guest is pageable, so (as in CUDA) the copy completes before it returns.
+    return _dtoh(dstHost, srcDevice, ByteCount, _stream(hStream))
+
+
+def cuMemcpyDtoD(dstDevice, srcDevice, ByteCount):
+    status, _ = _call(Op.MEMCPY_DTOD, (int(dstDevice), int(srcDevice), int(ByteCount), 0))
+    return (status,)
+
+
+def cuMemcpyDtoDAsync(dstDevice, srcDevice, ByteCount, hStream):
+    return _queue(Op.MEMCPY_DTOD, (int(dstDevice), int(srcDevice), int(ByteCount), _stream(hStream)))
+
+
+def cuMemsetD8(dstDevice, uc, N):
+    status, _ = _call(Op.MEMSET_D8, (int(dstDevice), int(uc) & 0xFF, int(N), 0))
+    return (status,)
+
+
+def cuMemsetD32(dstDevice, ui, N):
+    status, _ = _call(Op.MEMSET_D32, (int(dstDevice), int(ui) & 0xFFFFFFFF, int(N), 0))
+    return (status,)
+
+
+def cuMemsetD8Async(dstDevice, uc, N, hStream):
+    return _queue(Op.MEMSET_D8, (int(dstDevice), int(uc) & 0xFF, int(N), _stream(hStream)))
+
+
+def cuMemsetD32Async(dstDevice, ui, N, hStream):
+    return _queue(Op.MEMSET_D32, (int(dstDevice), int(ui) & 0xFFFFFFFF, int(N), _stream(hStream)))
+
+
+cuMemcpyHtoD_v2, cuMemcpyDtoH_v2, cuMemcpyDtoD_v2 = cuMemcpyHtoD, cuMemcpyDtoH, cuMemcpyDtoD
+cuMemcpyHtoDAsync_v2, cuMemcpyDtoHAsync_v2 = cuMemcpyHtoDAsync, cuMemcpyDtoHAsync
+cuMemcpyDtoDAsync_v2 = cuMemcpyDtoDAsync
+cuMemsetD8_v2, cuMemsetD32_v2 = cuMemsetD8, cuMemsetD32
+
+
+# ----------------------------------------------------------------------------------------- modules
+
+def _image_bytes(image) -> bytes:
+    """A module image: bytes / a buffer, a str of PTX, or an address (PTX text, cubin, fatbin)."""
+    if isinstance(image, str):
+        return image.encode()
+    view, addr = _buffer_or_address(image)
+    if view is None:
+        head = ctypes.string_at(addr, 16)
+        if head[:4] == b"\x7fELF":  # cubin: the section header table ends the file
+            shoff, = struct.unpack_from("<Q", ctypes.string_at(addr + 0x28, 8))
+            shentsize, shnum = struct.unpack_from("<HH", ctypes.string_at(addr + 0x3A, 4))
+            return ctypes.string_at(addr, shoff + shentsize * shnum)
+        if struct.unpack_from("<I", head)[0] == 0xBA55ED50:  # fatbin: header size + fat size
+            hsize, = struct.unpack_from("<H", head, 6)
+            fsize, = struct.unpack_from("<Q", head, 8)
+            return ctypes.string_at(addr, hsize + fsize)
+        return ctypes.string_at(addr)  # NUL-terminated PTX
+    return bytes(view.cast("B"))
+
+
+def _module_load(image):
+    bad = _ready()
+    if bad is not None:
+        return bad, None
+    try:
+        data = _image_bytes(image)
+    except (TypeError, ValueError, OSError):
+        return CUresult.CUDA_ERROR_INVALID_VALUE, None
+    digest = hashlib.sha256(data).digest()
+    s = _session
+    try:
+        with s.lock:
+            reply = s.call(Op.MODULE_LOAD, (0, 0), digest)  # does the host have it already?
+            if reply.status == CUresult.CUDA_ERROR_NOT_FOUND:
+                if len(data) > s.window_size:
+                    return CUresult.CUDA_ERROR_OUT_OF_MEMORY, None
+                off = s.reserve(len(data))
+                s.view[off: off + len(data)] = data
+                reply = s.call(Op.MODULE_LOAD, (off, len(data)), digest)
+                s.release(off)
+    except SessionError as e:
+        return _lost(e), None
+    if reply.status:
+        return _result(reply.status), None
+    return _OK, CUmodule(reply.values[0])
+
+
+def cuModuleLoadData(image):
+    return _module_load(image)
+
+
+def cuModuleLoadDataEx(image, numOptions=0, options=None, optionValues=None):
+    # JIT options tune or report on the host's compilation; the host compiles with its own.
+    return _module_load(image)
+
+
+def cuModuleLoad(fname):
+    path = fname.decode() if isinstance(fname, bytes) else str(fname)
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError:
+        return CUresult.CUDA_ERROR_FILE_NOT_FOUND, None
+    return _module_load(data)
+
+
+def cuModuleUnload(hmod):
+    return _queue(Op.MODULE_UNLOAD, (int(hmod),))
+
+
+def _name(name) -> bytes:
+    return name.encode() if isinstance(name, str) else bytes(name)
+
+
+def cuModuleGetFunction(hmod, name):
+    status, reply = _call(Op.MODULE_GET_FUNCTION, (int(hmod),), _name(name))
+    if status:
+        return status, None
+    handle, count = reply.values
+    info = _Function(handle, unpack_params(reply.blob, count))
+    _functions[handle] = info
+    fn = CUfunction(handle)
+    fn._info = info
+    return _OK, fn
+
+
+def cuModuleGetGlobal(hmod, name):
+    status, reply = _call(Op.MODULE_GET_GLOBAL, (int(hmod),), _name(name))
+    if status:
+        return status, None, None
+    return _OK, CUdeviceptr(reply.values[0]), reply.values[1]
+
+
+cuModuleGetGlobal_v2 = cuModuleGetGlobal
+
+
+def cuFuncGetParamInfo(func, paramIndex):
+    info = _function_info(func)
+    if info is None:
+        return CUresult.CUDA_ERROR_INVALID_HANDLE, None, None
+    i = int(paramIndex)
+    if not 0 <= i < len(info.params):
+        return CUresult.CUDA_ERROR_INVALID_VALUE, None, None
+    return _OK, info.params[i][0], info.params[i][1]
+
+
+# ----------------------------------------------------------------------------------------- launches
+
+_FORMATS = {ctypes.c_bool: "?", ctypes.c_char: "c", ctypes.c_byte: "b", ctypes.c_ubyte: "B",
+            ctypes.c_short: "h", ctypes.c_ushort: "H", ctypes.c_int: "i", ctypes.c_uint: "I",
+            ctypes.c_long: "q" if ctypes.sizeof(ctypes.c_long) == 8 else "i",
+            ctypes.c_ulong: "Q" if ctypes.sizeof(ctypes.c_ulong) == 8 else "I",
+            ctypes.c_longlong: "q", ctypes.c_ulonglong: "Q", ctypes.c_size_t: "Q",
+            ctypes.c_float: "f", ctypes.c_double: "d", ctypes.c_void_p: "Q", None: "Q"}
+
+
+def _function_info(f):
+    info = getattr(f, "_info", None)
+    if info is None:
+        info = _functions.get(int(f)) if f is not None else None
+    return info
+
+
+def _packer(info: _Function, types: tuple):
+    """One struct that lays out a (values, types) kernelParams tuple at the function's offsets,
+    or False when a type needs the generic path (sizes differ, structures, wide chars)."""
+    if len(types) != len(info.params):
+        return False
+    fmt, pos = "<", 0
+    for (off, size), t in zip(info.params, types):
+        code = _FORMATS.get(t)
+        if code is None or struct.calcsize("<" + code) != size or off < pos:
+            return False
+        if off > pos:
+            fmt += f"{off - pos}x"
+        fmt += code
+        pos = off + size
+    return struct.Struct(fmt)
+
+
+def _scalar(v):
+    if type(v) is int or type(v) is float:
+        return v
+    value = getattr(v, "value", None)  # ctypes scalars
+    if value is not None and not isinstance(v, _Handle):
+        return value
+    return int(v)  # CUdeviceptr and other handles, enums
+
+
+def _param_bytes(value, ctype, size: int) -> bytes:
+    """The bytes of one (value, type) parameter, as cuda-python would place them."""
+    if ctype is None:
+        if isinstance(value, _Handle):
+            raw = struct.pack("<Q", int(value))
+        elif isinstance(value, ctypes.Structure):
+            raw = bytes(value)
+        elif hasattr(value, "getPtr"):
+            raw = ctypes.string_at(value.getPtr(), size)
+        else:
+            raw = struct.pack("<i", int(value))  # an enum
+    elif ctype is ctypes.c_void_p:
+        raw = struct.pack("<Q", value.value or 0 if isinstance(value, ctypes.c_void_p)
+                          else int(value) if not hasattr(value, "getPtr") else value.getPtr())
+    else:
+        if not isinstance(value, ctype):
+            value = ctype(value)
+        raw = bytes(value)
+    return raw[:size].ljust(size, b"\0")
+
+
+def _params_blob(info: _Function, kernelParams, extra) -> bytes | None:
+    """The kernel's parameter bytes, or None when the arguments do not match its parameters."""
+    params = info.params
+    if kernelParams is None or (type(kernelParams) is int and kernelParams == 0):
+        if extra:
+            return _extra_blob(extra)
+        return b"" if not params else None
+    if isinstance(kernelParams, tuple) and len(kernelParams) == 2 and \
+            isinstance(kernelParams[0], tuple) and isinstance(kernelParams[1], tuple):
+        values, types = kernelParams
+        st = info.packers.get(types)
+        if st is None:
+            st = info.packers[types] = _packer(info, types)
+        if st and len(values) == len(params):
+            try:
+                return st.pack(*[_scalar(v) for v in values])
+            except (struct.error, TypeError, ValueError):
+                pass
+        if len(values) != len(types) or len(values) != len(params):
+            return None
+        blob = bytearray(info.argsize)
+        for (off, size), v, t in zip(params, values, types):
+            blob[off: off + size] = _param_bytes(v, t, size)
+        return bytes(blob)
+    # an address of (or a buffer holding) a void*[] with one pointer per parameter
+    view, addr = _buffer_or_address(kernelParams)
+    if view is None:
+        pointers = [a or 0 for a in (ctypes.c_void_p * len(params)).from_address(addr)]
+    else:
+        view = view.cast("B")
+        if len(view) < 8 * len(params):
+            return None
+        pointers = list(struct.unpack_from(f"<{len(params)}Q", view))
+    blob = bytearray(info.argsize)
+    for (off, size), ptr in zip(params, pointers):
+        if not ptr:
+            return None
+        blob[off: off + size] = ctypes.string_at(ptr, size)
+    return bytes(blob)
+
+
+def _extra_blob(extra) -> bytes | None:
+    """CU_LAUNCH_PARAM_BUFFER_POINTER / _SIZE / _END, as an address of void*[] or a sequence."""
+    if isinstance(extra, (list, tuple)):
+        items = [int(x) if x is not None else 0 for x in extra]
+    else:
+        base = int(extra)
+        items, i = [], 0
+        while True:
+            v = ctypes.c_void_p.from_address(base + 8 * i).value or 0
+            items.append(v)
+            if v == CU_LAUNCH_PARAM_END or i > 16:
+                break
+            i += 1
+            items.append(ctypes.c_void_p.from_address(base + 8 * i).value or 0)
+            i += 1
+    buf = size = None
+    for i in range(0, len(items) - 1, 2):
+        key, val = items[i], items[i + 1]
+        if key == CU_LAUNCH_PARAM_END:
+            break
+        if key == CU_LAUNCH_PARAM_BUFFER_POINTER:
+            buf = val
+        elif key == CU_LAUNCH_PARAM_BUFFER_SIZE:
+            size = ctypes.c_size_t.from_address(val).value if val else 0
+    if buf is None or size is None:
+        return None
+    return ctypes.string_at(buf, size)
+
+
+def cuLaunchKernel(f, gridDimX, gridDimY, gridDimZ, blockDimX, blockDimY, blockDimZ,
+                   sharedMemBytes, hStream, kernelParams, extra=None):
+    s = _session
+    if s is None or s.closed or not getattr(_tls, "stack", None):
+        return (_ready(),)
+    info = getattr(f, "_info", None) or _function_info(f)
+    if info is None:
+        return (CUresult.CUDA_ERROR_INVALID_HANDLE,)
+    try:
+        blob = _params_blob(info, kernelParams, extra)
+        if blob is None:
+            # the arguments do not match the kernel's parameters: like any launch error, it is
+            # reported by the next synchronising call
+            s.defer(CUresult.CUDA_ERROR_INVALID_VALUE)
+            return _OK1
+        s.queue_launch(info.handle, gridDimX, gridDimY, gridDimZ, blockDimX, blockDimY, blockDimZ,
+                       sharedMemBytes, hStream if type(hStream) is int else _stream(hStream), blob)
+    except SessionError as e:
+        return (_lost(e),)
+    except (struct.error, OverflowError, TypeError, ValueError):
+        return (CUresult.CUDA_ERROR_INVALID_VALUE,)
+    return _OK1
+
+
+# ---------------------------------------------------------------------------------- streams, events
+
+def cuStreamCreate(Flags=0):
+    status, reply = _call(Op.STREAM_CREATE, (int(Flags),))
+    if status:
+        return status, None
+    return _OK, CUstream(reply.values[0])
+
+
+def cuStreamDestroy(hStream):
+    return _queue(Op.STREAM_DESTROY, (_stream(hStream),))
+
+
+cuStreamDestroy_v2 = cuStreamDestroy
+
+
+def cuStreamSynchronize(hStream):
+    status, _ = _call(Op.STREAM_SYNCHRONIZE, (_stream(hStream),))
+    return (status,)
+
+
+def cuStreamQuery(hStream):
+    status, _ = _call(Op.STREAM_QUERY, (_stream(hStream),))
+    return (status,)
+
+
+def cuEventCreate(Flags=0):
+    status, reply = _call(Op.EVENT_CREATE, (int(Flags),))
+    if status:
+        return status, None
+    return _OK, CUevent(reply.values[0])
+
+
+def cuEventRecord(hEvent, hStream):
+    return _queue(Op.EVENT_RECORD, (int(hEvent), _stream(hStream)))
+
+
+def cuEventSynchronize(hEvent):
+    status, _ = _call(Op.EVENT_SYNCHRONIZE, (int(hEvent),))
+    return (status,)
+
+
+def cuEventQuery(hEvent):
+    status, _ = _call(Op.EVENT_QUERY, (int(hEvent),))
+    return (status,)
+
+
+def cuEventElapsedTime(hStart, hEnd):
+    status, reply = _call(Op.EVENT_ELAPSED, (int(hStart), int(hEnd)))
+    if status:
+        return status, None
+    return _OK, reply.values[0]
+
+
+cuEventElapsedTime_v2 = cuEventElapsedTime
+
+
+def cuEventDestroy(hEvent):
+    return _queue(Op.EVENT_DESTROY, (int(hEvent),))
+
+
+cuEventDestroy_v2 = cuEventDestroy
+
+
+# ------------------------------------------------------------------------------------------ errors
+
+def cuGetErrorName(error):
+    try:
+        return _OK, CUresult(int(error)).name.encode()
+    except ValueError:
+        return CUresult.CUDA_ERROR_INVALID_VALUE, None
+
+
+def cuGetErrorString(error):
+    try:
+        CUresult(int(error))
+    except ValueError:
+        return CUresult.CUDA_ERROR_INVALID_VALUE, None
+    return _OK, error_text(int(error)).encode()
+
+
+# ------------------------------------------------------------------------------ what is not forwarded
+
+FORWARDED = sorted(n for n in dir() if n.startswith("cu") and callable(globals()[n]))
+
+
+def __getattr__(name: str):
+    if name.startswith(("cu", "CU")):
+        raise AttributeError(
+            f"kvmgpu does not forward {name} yet: the vGPU's driver API covers "
+            f"{len(FORWARDED)} functions (kvmgpu_guest.driver.FORWARDED; see docs/guest.md)")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _session_for_tools() -> Session | None:
+    """The live session (for `kvmgpu-guest info` and the benchmark), after cuInit."""
+    return _session
+
+
+def _reset_for_tests() -> None:
+    """Close the session and forget the guest's tables (tests run many programs in one process)."""
+    global _session
+    if _session is not None:
+        _session.close("reset")
+    _session = None
+    _functions.clear()
+    _contexts.clear()
+    _primary_refs[0] = 0
+    _tls.__dict__.clear()
+
