@@ -8,5 +8,38 @@ app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="kvmgpu: mediated vGPUs for libvirt/QEMU-KVM guests.")
 
 
+@app.callback()
+def _commands() -> None:
+    """kvmgpu: mediated vGPUs for libvirt/QEMU-KVM guests."""
+
+
+@app.command("worker")
+def worker_command(
+    backend: str = typer.Option(..., help="cuda (the product) or sim (DEVELOPMENT backend: no GPU, test kernels only)"),
+    gmem: str = typer.Option(..., help="device-memory quota, libvirt units (8G, 512M)"),
+    socket: str = typer.Option(..., help="channel socket: connect if QEMU listens on it, else listen (loopback)"),
+    shm: str = typer.Option(..., help="shared region file: opened if present, else created"),
+    region_size: str = typer.Option("64M", help="size of the shared region when the worker creates it"),
+    vm: str = typer.Option("", help="the VM's name (logs, stats)"),
+    gpu: int = typer.Option(0, help="GPU index (cuda backend)"),
+    compute: int = typer.Option(100, help="compute share in percent"),
+    compute_mode: str = typer.Option("share", help="share (work-conserving) or limit (hard cap)"),
+    stats_file: str = typer.Option(None, help="rewrite this JSON file with the worker's counters, at most once a second"),
+) -> None:
+    """Serve one vGPU to one VM in the foreground until SIGTERM/SIGINT or the VM's channel closes."""
+    from .errors import KvmgpuError
+    from .sizes import parse_size
+    from .worker import WorkerConfig, serve
+
+    try:
+        config = WorkerConfig(backend=backend, gmem=parse_size(gmem, "--gmem"), socket=socket, shm=shm,
+                              region_size=parse_size(region_size, "--region-size"), vm=vm, gpu=gpu,
+                              compute=compute, compute_mode=compute_mode, stats_file=stats_file)
+        serve(config)
+    except KvmgpuError as e:
+        typer.echo(f"kvmgpu worker: {e}", err=True)
+        raise typer.Exit(e.exit_code)
+
+
 def main() -> None:
     app()

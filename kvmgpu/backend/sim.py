@@ -1,0 +1,359 @@
+"""The sim DEVELOPMENT backend: a pretend GPU in host memory, for machines with no GPU.
+
+Not a product backend. Device memory is a bytearray per allocation at fake device addresses
+(from 0x7f00_0000_0000, 256-byte aligned, never reused); a sorted index resolves a pointer inside
+an allocation. Modules must be PTX: the entry points, their parameter layouts and the `.global`
+variables are read from the image, as the cuda backend reads them from the driver. A launch runs
+the Python twin registered under the entry-point name in `simkernels`; test kernels only.
+
+Everything is synchronous: streams and events exist so handles behave, and an event records the
+host clock. A kernel that touches memory outside every allocation fails with
+CUDA_ERROR_ILLEGAL_ADDRESS, and, as in CUDA, the error is sticky: every later call on this
+context fails with it until the worker replaces the backend (see docs/security.md).
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+import struct
+import time
+import uuid
+
+from kvmgpu_guest.cudefs import CUresult
+
+from . import simkernels
+from .base import Backend, CudaError, DeviceInfo
+
+BASE_ADDRESS = 0x7F00_0000_0000
+ALIGN = 256
+GIB = 1 << 30
+
+# CUdevice_attribute numbers (cuda-python's enum) -> an H100-like device.
+ATTRIBUTES = {
+    1: 1024,  # MAX_THREADS_PER_BLOCK
+    2: 1024, 3: 1024, 4: 64,  # MAX_BLOCK_DIM_X/Y/Z
+    5: 2147483647, 6: 65535, 7: 65535,  # MAX_GRID_DIM_X/Y/Z
+    8: 49152,  # MAX_SHARED_MEMORY_PER_BLOCK
+    9: 65536,  # TOTAL_CONSTANT_MEMORY
+    10: 32,  # WARP_SIZE
+    11: 2147483647,  # MAX_PITCH
+    12: 65536,  # MAX_REGISTERS_PER_BLOCK
+    13: 1980000,  # CLOCK_RATE (kHz)
+    14: 512,  # TEXTURE_ALIGNMENT
+    15: 1,  # GPU_OVERLAP
+    16: 132,  # MULTIPROCESSOR_COUNT
+    17: 0,  # KERNEL_EXEC_TIMEOUT
+    18: 0,  # INTEGRATED
+    19: 1,  # CAN_MAP_HOST_MEMORY
+    20: 0,  # COMPUTE_MODE (default)
+    31: 1,  # CONCURRENT_KERNELS
+    32: 1,  # ECC_ENABLED
+    33: 0, 34: 0, 50: 0,  # PCI_BUS_ID, PCI_DEVICE_ID, PCI_DOMAIN_ID
+    35: 0,  # TCC_DRIVER
+    36: 2619000,  # MEMORY_CLOCK_RATE (kHz)
+    37: 5120,  # GLOBAL_MEMORY_BUS_WIDTH
+    38: 52428800,  # L2_CACHE_SIZE
+    39: 2048,  # MAX_THREADS_PER_MULTIPROCESSOR
+    40: 2,  # ASYNC_ENGINE_COUNT
+    41: 1,  # UNIFIED_ADDRESSING
+    75: 9, 76: 0,  # COMPUTE_CAPABILITY_MAJOR/MINOR
+    81: 233472,  # MAX_SHARED_MEMORY_PER_MULTIPROCESSOR
+    82: 65536,  # MAX_REGISTERS_PER_MULTIPROCESSOR
+    83: 1,  # MANAGED_MEMORY
+    97: 232448,  # MAX_SHARED_MEMORY_PER_BLOCK_OPTIN
+}
+
+_SIZES = {"8": 1, "16": 2, "32": 4, "64": 8}
+_ENTRY = re.compile(r"\.entry\s+([A-Za-z_$][\w$]*)\s*\((.*?)\)", re.S)
+_PARAM = re.compile(
+    r"\.param\s+(?:\.align\s+(\d+)\s+)?\.([busf])(8|16|32|64)\s+"
+    r"(?:\.ptr\s+(?:\.\w+\s+)*?(?:\.align\s+\d+\s+)?)?([A-Za-z_$][\w$]*)(?:\s*\[(\d+)\])?")
+_GLOBAL = re.compile(
+    r"^\s*(?:\.visible\s+|\.weak\s+)?\.global\s+(?:\.align\s+(\d+)\s+)?\.([busf])(8|16|32|64)\s+"
+    r"([A-Za-z_$][\w$]*)(?:\s*\[(\d+)\])?\s*(?:=\s*([^;]*))?;", re.M)
+
+
+def _fail(code: CUresult, detail: str = ""):
+    raise CudaError(code, detail)
+
+
+def parse_ptx(image: bytes) -> tuple[dict, dict]:
+    """({entry: [(offset, size)]}, {global: (size, initial bytes)}) read from a PTX image."""
+    if image[:4] == b"\x7fELF":
+        _fail(CUresult.CUDA_ERROR_NO_BINARY_FOR_GPU,
+              "the sim backend runs PTX only; this image is a cubin (ELF)")
+    if image[:4] == b"\x50\xed\x55\xba":
+        _fail(CUresult.CUDA_ERROR_NO_BINARY_FOR_GPU,
+              "the sim backend runs PTX only; this image is a fatbin")
+    try:
+        text = image.rstrip(b"\0").decode("utf-8")
+    except UnicodeDecodeError:
+        _fail(CUresult.CUDA_ERROR_INVALID_IMAGE, "the image is neither PTX text nor a CUDA binary")
+    if ".version" not in text or ".target" not in text:
+        _fail(CUresult.CUDA_ERROR_INVALID_PTX, "PTX without .version/.target directives")
+    entries = {}
+    for m in _ENTRY.finditer(text):
+        layout, offset = [], 0
+        for p in _PARAM.finditer(m.group(2)):
+            align, _, bits, _, count = p.groups()
+            elem = _SIZES[bits]
+            size = elem * int(count or 1)
+            a = int(align) if align else elem
+            offset = (offset + a - 1) // a * a
+            layout.append((offset, size))
+            offset += size
+        entries[m.group(1)] = layout
+    globals_ = {}
+    for g in _GLOBAL.finditer(text):
+        _, kind, bits, name, count, init = g.groups()
+        elem = _SIZES[bits]
+        size = elem * int(count or 1)
+        globals_[name] = (size, _initial(kind, bits, init, size))
+    return entries, globals_
+
+
+def _initial(kind: str, bits: str, init: str | None, size: int) -> bytes:
+    """Initial bytes of a scalar global (`0f3F800000`, `0d...`, integers); others start zeroed."""
+    if not init or "{" in init:
+        return bytes(size)
+    init = init.strip()
+    try:
+        if init[:2] in ("0f", "0F") and bits == "32":
+            return bytes.fromhex(init[2:])[::-1]
+        if init[:2] in ("0d", "0D") and bits == "64":
+            return bytes.fromhex(init[2:])[::-1]
+        value = int(init, 0)
+        return (value & ((1 << (8 * size)) - 1)).to_bytes(size, "little")
+    except ValueError:
+        return bytes(size)
+
+
+class SimModule:
+    def __init__(self, entries: dict, globals_: dict):
+        self.entries = entries
+        self.globals = globals_  # name -> (ptr, size)
+
+
+class SimFunction:
+    def __init__(self, module: SimModule, name: str, layout: list):
+        self.module, self.name, self.layout = module, name, layout
+
+
+class SimEvent:
+    def __init__(self):
+        self.time: float | None = None
+
+
+class SimStream:
+    pass
+
+
+class SimBackend(Backend):
+    """The sim development backend. `total_memory` is the pretend GPU's size."""
+
+    name = "sim"
+
+    def __init__(self, total_memory: int = 80 * GIB, **_ignored):
+        self.total_memory = total_memory
+        self._uuid = str(uuid.uuid4())
+        self._allocs: dict[int, bytearray] = {}
+        self._starts: list[int] = []  # sorted
+        self._next = BASE_ADDRESS
+        self._used = 0
+        self._region: memoryview | None = None
+        self._sticky: CudaError | None = None
+
+    # --- lifetime ---
+    def device_info(self) -> DeviceInfo:
+        return DeviceInfo("kvmgpu sim device", "GPU-" + self._uuid, self.total_memory, 13000,
+                          (9, 0), dict(ATTRIBUTES))
+
+    def attach_region(self, region: memoryview) -> None:
+        self._region = region
+
+    def close(self) -> None:
+        self._allocs.clear()
+        self._starts.clear()
+        self._used = 0
+        self._region = None
+
+    # --- device memory ---
+    def _check(self) -> None:
+        if self._sticky is not None:
+            raise self._sticky
+
+    def _allocate(self, nbytes: int) -> int:
+        if self._used + nbytes > self.total_memory:
+            _fail(CUresult.CUDA_ERROR_OUT_OF_MEMORY)
+        ptr = self._next
+        self._next += (nbytes + ALIGN - 1) // ALIGN * ALIGN or ALIGN
+        self._allocs[ptr] = bytearray(nbytes)
+        bisect.insort(self._starts, ptr)
+        self._used += nbytes
+        return ptr
+
+    def _release(self, ptr: int) -> None:
+        buf = self._allocs.pop(ptr, None)
+        if buf is None:
+            _fail(CUresult.CUDA_ERROR_INVALID_VALUE, f"0x{ptr:x} is not an allocation")
+        del self._starts[bisect.bisect_left(self._starts, ptr)]
+        self._used -= len(buf)
+
+    def resolve(self, ptr: int, nbytes: int) -> memoryview | None:
+        """A view of [ptr, ptr+nbytes) when it lies inside one allocation, else None."""
+        i = bisect.bisect_right(self._starts, ptr) - 1
+        if i < 0:
+            return None
+        start = self._starts[i]
+        buf = self._allocs[start]
+        off = ptr - start
+        if off + nbytes > len(buf):
+            return None
+        return memoryview(buf)[off: off + nbytes]
+
+    def _view(self, ptr: int, nbytes: int) -> memoryview:
+        v = self.resolve(ptr, nbytes)
+        if v is None:
+            _fail(CUresult.CUDA_ERROR_INVALID_VALUE, f"[0x{ptr:x}, +{nbytes}) is not device memory")
+        return v
+
+    def _host(self, offset: int, nbytes: int) -> memoryview:
+        if self._region is None or offset < 0 or offset + nbytes > len(self._region):
+            _fail(CUresult.CUDA_ERROR_INVALID_VALUE, "host range outside the shared region")
+        return self._region[offset: offset + nbytes]
+
+    def mem_alloc(self, nbytes: int) -> int:
+        self._check()
+        if nbytes <= 0:
+            _fail(CUresult.CUDA_ERROR_INVALID_VALUE, "cannot allocate 0 bytes")
+        return self._allocate(nbytes)
+
+    def mem_free(self, dptr: int) -> None:
+        self._check()
+        self._release(dptr)
+
+    def memcpy_htod(self, dst, offset, nbytes, stream, sync) -> None:
+        self._check()
+        self._view(dst, nbytes)[:] = self._host(offset, nbytes)
+
+    def memcpy_dtoh(self, offset, src, nbytes, stream) -> None:
+        self._check()
+        self._host(offset, nbytes)[:] = self._view(src, nbytes)
+
+    def memcpy_dtod(self, dst, src, nbytes, stream, sync) -> None:
+        self._check()
+        data = bytes(self._view(src, nbytes))
+        self._view(dst, nbytes)[:] = data
+
+    def memset(self, dst, value, count, width, stream, sync) -> None:
+        self._check()
+        pattern = struct.pack("<B" if width == 1 else "<I", value)
+        self._view(dst, count * width)[:] = pattern * count
+
+    # --- modules and launches ---
+    def module_load(self, image: bytes) -> SimModule:
+        self._check()
+        entries, globals_ = parse_ptx(image)
+        placed = {}
+        try:
+            for name, (size, initial) in globals_.items():
+                ptr = self._allocate(max(size, 1))
+                self._allocs[ptr][:size] = initial
+                placed[name] = (ptr, size)
+        except CudaError:
+            for ptr, _ in placed.values():
+                self._release(ptr)
+            raise
+        return SimModule(entries, placed)
+
+    def module_unload(self, module: SimModule) -> None:
+        for ptr, _ in module.globals.values():
+            if ptr in self._allocs:
+                self._release(ptr)
+        module.globals = {}
+        self._check()
+
+    def module_get_function(self, module: SimModule, name: str):
+        self._check()
+        layout = module.entries.get(name)
+        if layout is None:
+            _fail(CUresult.CUDA_ERROR_NOT_FOUND, f"no entry point {name!r} in the module")
+        return SimFunction(module, name, layout), list(layout)
+
+    def module_get_global(self, module: SimModule, name: str) -> tuple[int, int]:
+        self._check()
+        if name not in module.globals:
+            _fail(CUresult.CUDA_ERROR_NOT_FOUND, f"no global {name!r} in the module")
+        return module.globals[name]
+
+    def launch(self, function: SimFunction, grid, block, shared, stream, args: bytes) -> None:
+        self._check()
+        twin = simkernels.KERNELS.get(function.name)
+        if twin is None:
+            _fail(CUresult.CUDA_ERROR_NOT_SUPPORTED,
+                  f"the sim backend has no Python implementation of {function.name}")
+        if len(twin.params) != len(function.layout):
+            _fail(CUresult.CUDA_ERROR_NOT_SUPPORTED,
+                  f"{function.name} has {len(function.layout)} parameters in the image, "
+                  f"{len(twin.params)} in its sim twin")
+        try:
+            values = simkernels.decode_args(twin, function.layout, args)
+        except (ValueError, struct.error) as e:
+            _fail(CUresult.CUDA_ERROR_NOT_SUPPORTED, f"{function.name}: {e}")
+
+        def resolve(ptr: int, nbytes: int) -> memoryview:
+            v = self.resolve(ptr, nbytes)
+            if v is None:
+                raise simkernels.IllegalAddress(f"[0x{ptr:x}, +{nbytes})")
+            return v
+
+        launch = simkernels.SimLaunch(tuple(grid), tuple(block), resolve, function.module.globals)
+        try:
+            twin.run(launch, *values)
+        except simkernels.IllegalAddress as e:
+            self._sticky = CudaError(CUresult.CUDA_ERROR_ILLEGAL_ADDRESS,
+                                     f"{function.name} accessed {e}, outside every allocation")
+            raise self._sticky from None
+
+    # --- streams and events ---
+    def stream_create(self, flags: int) -> SimStream:
+        self._check()
+        return SimStream()
+
+    def stream_destroy(self, stream) -> None:
+        self._check()
+
+    def stream_synchronize(self, stream) -> None:
+        self._check()
+
+    def stream_query(self, stream) -> bool:
+        self._check()
+        return True
+
+    def event_create(self, flags: int) -> SimEvent:
+        self._check()
+        return SimEvent()
+
+    def event_record(self, event: SimEvent, stream) -> None:
+        self._check()
+        event.time = time.perf_counter()
+
+    def event_synchronize(self, event) -> None:
+        self._check()
+
+    def event_query(self, event) -> bool:
+        self._check()
+        return True
+
+    def event_elapsed(self, start: SimEvent, end: SimEvent) -> float:
+        self._check()
+        if start.time is None or end.time is None:
+            _fail(CUresult.CUDA_ERROR_INVALID_HANDLE, "event has not been recorded")
+        return (end.time - start.time) * 1000.0
+
+    def event_destroy(self, event) -> None:
+        self._check()
+
+    def synchronize(self) -> None:
+        self._check()

@@ -1,0 +1,96 @@
+"""One channel's host side, with no I/O in it: bytes from the guest in, bytes to send out.
+
+A channel carries any number of sessions (guest processes). The server feeds it what it reads;
+tests feed it directly. A malformed frame raises `RemoteProtocolError`: the caller closes this
+channel (and only this one), and `close` ends its sessions.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from kvmgpu_guest.cudefs import CUresult
+from kvmgpu_guest.protocol import (DEFAULT_MAX_FRAME, NEED_DATA, Call, Connection, Goodbye, Hello,
+                                   RemoteProtocolError, Role, Welcome, negotiate)
+
+from .dispatch import dispatch
+from .vgpu import VGpu
+
+log = logging.getLogger("kvmgpu.worker")
+
+
+class Channel:
+    def __init__(self, vgpu: VGpu, cid: int, max_frame: int = DEFAULT_MAX_FRAME):
+        self.vgpu = vgpu
+        self.cid = cid
+        self.max_frame = max_frame
+        self.conn = Connection(Role.HOST)
+        self.sessions: set[int] = set()
+        self.closed = False
+
+    def receive(self, data: bytes) -> bytes:
+        """Bytes to send back for `data`. Raises RemoteProtocolError on a protocol violation."""
+        out = []
+        try:
+            self.conn.receive_data(data)
+            while True:
+                event = self.conn.next_event()
+                if event is NEED_DATA:
+                    break
+                reply = self._handle(event)
+                if reply:
+                    out.append(reply)
+        except RemoteProtocolError as e:
+            self.vgpu.protocol_violations += 1
+            log.warning("channel %s: protocol violation, closing it: %s", self.cid, e)
+            self.close("protocol violation")
+            raise
+        return b"".join(out)
+
+    def _handle(self, event) -> bytes | None:
+        if isinstance(event, Call):
+            session = self.vgpu.sessions.get((self.cid, event.session))
+            if session is None:
+                if event.queued:
+                    return None
+                return self.conn.send_reply(event.session, event.seq,
+                                            CUresult.CUDA_ERROR_INVALID_CONTEXT, (), b"no such session")
+            result = dispatch(self.vgpu, session, event)
+            if result is None:
+                return None
+            status, values, blob = result
+            return self.conn.send_reply(event.session, event.seq, status, values, blob, event.op)
+        if isinstance(event, Hello):
+            return self._hello(event)
+        if isinstance(event, Goodbye):
+            self.sessions.discard(event.session)
+            self.vgpu.end_session((self.cid, event.session), "goodbye")
+            return None
+        raise RemoteProtocolError(f"unexpected {type(event).__name__}")
+
+    def _hello(self, hello: Hello) -> bytes:
+        key = (self.cid, hello.session)
+        try:
+            version, max_frame = negotiate(hello, self.max_frame)
+        except RemoteProtocolError as e:
+            log.warning("channel %s: session %s refused: %s", self.cid, hello.session, e)
+            self.vgpu.end_session(key, "refused HELLO")
+            self.sessions.discard(hello.session)
+            return self.conn.send(Goodbye(hello.session, str(e)))
+        session = self.vgpu.open_session(key, hello.window, hello.client)
+        if isinstance(session, str):
+            log.warning("channel %s: session %s refused: %s", self.cid, hello.session, session)
+            self.sessions.discard(hello.session)
+            return self.conn.send(Goodbye(hello.session, session))
+        self.sessions.add(hello.session)
+        w = session.window
+        return self.conn.send(Welcome(hello.session, version, max_frame, w.offset, w.size,
+                                      self.vgpu.device(), self.vgpu.describe()))
+
+    def close(self, reason: str = "channel closed") -> None:
+        if self.closed:
+            return
+        self.closed = True
+        for sid in sorted(self.sessions):
+            self.vgpu.end_session((self.cid, sid), reason)
+        self.sessions.clear()

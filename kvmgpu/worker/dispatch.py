@@ -1,0 +1,362 @@
+"""Op handlers: validate a guest's call against its session's tables, then call the backend.
+
+Every argument is hostile. A handler checks handles, device-pointer ranges, window offsets,
+sizes and launch shapes before anything is allocated or touched, and reports a failure by
+raising `CudaError`; `dispatch` turns the outcome into a reply, or, for a queued call, keeps the
+first failure for the session's next synchronising call.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+
+from kvmgpu_guest.cudefs import CUresult
+from kvmgpu_guest.protocol import MAX_ERROR_TEXT, OPS, Call, Op, pack_params
+
+from ..backend.base import CudaError
+from .session import Function, Session
+from .vgpu import VGpu
+
+log = logging.getLogger("kvmgpu.worker")
+
+MAX_HANDLES = 65536  # per table (streams, events, modules, functions) per session
+MAX_RANGES = 1 << 20  # device allocations per session
+OK = ((), b"")
+
+INVALID_VALUE = CUresult.CUDA_ERROR_INVALID_VALUE
+_STREAM_FLAGS = 0x1  # CU_STREAM_NON_BLOCKING
+_EVENT_FLAGS = 0x3  # CU_EVENT_BLOCKING_SYNC | CU_EVENT_DISABLE_TIMING (no interprocess events)
+
+
+def dispatch(vg: VGpu, s: Session, call: Call):
+    """(status, values, blob) for the reply, or None for a queued call."""
+    op, spec = call.op, OPS[call.op]
+    vg.calls[op] += 1
+    if not call.queued and spec.synchronising and s.pending_error is not None:
+        code, text = s.pending_error
+        s.pending_error = None
+        return code, (), text.encode()[:MAX_ERROR_TEXT]
+    try:
+        if vg.broken is not None:
+            raise CudaError(vg.broken[0], f"the context is unusable after: {vg.broken[1]}")
+        values, blob = HANDLERS[op](vg, s, call)
+    except CudaError as e:
+        code, detail = e.code, e.detail or str(e)
+    except Exception as e:  # a bug here or in the backend: the guest gets an error, we go on
+        log.exception("%s on session %s:%s failed unexpectedly", op.name, *s.key)
+        code, detail = CUresult.CUDA_ERROR_UNKNOWN, f"internal error: {type(e).__name__}"
+    else:
+        return None if call.queued else (0, values, blob)
+    vg.errors[op] += 1
+    vg.note_error(code, detail)
+    if call.queued:
+        if s.pending_error is None:
+            s.pending_error = (code, f"{op.name} (queued, seq {call.seq}): {detail}")
+        return None
+    return code, (), f"{op.name}: {detail}".encode()[:MAX_ERROR_TEXT]
+
+
+def _invalid(detail: str):
+    raise CudaError(INVALID_VALUE, detail)
+
+
+def _room(table: dict, what: str) -> None:
+    if len(table) >= MAX_HANDLES:
+        raise CudaError(CUresult.CUDA_ERROR_OUT_OF_MEMORY, f"more than {MAX_HANDLES} {what} in one session")
+
+
+# --- context -------------------------------------------------------------------------------------
+
+def ctx_synchronize(vg, s, call):
+    vg.backend.synchronize()
+    return OK
+
+
+def fence(vg, s, call):
+    # The guest reuses its staging ring after this: no queued copy may still read or write it.
+    vg.backend.synchronize()
+    return OK
+
+
+# --- memory --------------------------------------------------------------------------------------
+
+def mem_alloc(vg: VGpu, s: Session, call):
+    (nbytes,) = call.args
+    if nbytes == 0:
+        _invalid("cannot allocate 0 bytes")
+    if len(s.ranges) >= MAX_RANGES:
+        raise CudaError(CUresult.CUDA_ERROR_OUT_OF_MEMORY, f"more than {MAX_RANGES} allocations")
+    if not vg.quota.charge(nbytes):
+        raise CudaError(CUresult.CUDA_ERROR_OUT_OF_MEMORY,
+                        f"{nbytes} bytes would pass the vGPU's quota ({vg.quota.used} of "
+                        f"{vg.quota.limit} bytes in use)")
+    try:
+        ptr = vg.backend.mem_alloc(nbytes)
+    except BaseException:
+        vg.quota.release(nbytes)
+        raise
+    s.add_range(ptr, nbytes)
+    return (ptr,), b""
+
+
+def mem_free(vg, s: Session, call):
+    (ptr,) = call.args
+    if ptr == 0:
+        return OK
+    r = s.ranges.get(ptr)
+    if r is None or r.digest is not None:
+        _invalid(f"0x{ptr:x} is not the start of an allocation of this session")
+    vg.backend.mem_free(ptr)
+    s.drop_range(ptr)
+    vg.quota.release(r.size)
+    return OK
+
+
+def mem_get_info(vg, s, call):
+    return (vg.quota.free, vg.quota.limit), b""
+
+
+def memcpy_htod(vg, s: Session, call):
+    dst, offset, nbytes, stream = call.args
+    st = s.stream(stream)
+    if nbytes == 0:
+        return OK
+    s.check_range(dst, nbytes, "destination")
+    host = s.check_window(offset, nbytes)
+    vg.backend.memcpy_htod(dst, host, nbytes, st, not call.queued)
+    vg.bytes["htod"] += nbytes
+    return OK
+
+
+def memcpy_dtoh(vg, s: Session, call):
+    offset, src, nbytes, stream = call.args
+    st = s.stream(stream)
+    if nbytes == 0:
+        return OK
+    host = s.check_window(offset, nbytes)
+    s.check_range(src, nbytes, "source")
+    vg.backend.memcpy_dtoh(host, src, nbytes, st)
+    vg.bytes["dtoh"] += nbytes
+    return OK
+
+
+def memcpy_dtod(vg, s: Session, call):
+    dst, src, nbytes, stream = call.args
+    st = s.stream(stream)
+    if nbytes == 0:
+        return OK
+    s.check_range(dst, nbytes, "destination")
+    s.check_range(src, nbytes, "source")
+    vg.backend.memcpy_dtod(dst, src, nbytes, st, not call.queued)
+    vg.bytes["dtod"] += nbytes
+    return OK
+
+
+def _memset(width: int):
+    limit = 0xFF if width == 1 else 0xFFFFFFFF
+
+    def memset(vg, s: Session, call):
+        dst, value, count, stream = call.args
+        st = s.stream(stream)
+        if value > limit:
+            _invalid(f"value {value} does not fit in {width} byte(s)")
+        if count == 0:
+            return OK
+        s.check_range(dst, count * width, "destination")
+        vg.backend.memset(dst, value, count, width, st, not call.queued)
+        return OK
+    return memset
+
+
+# --- modules -------------------------------------------------------------------------------------
+
+def module_load(vg: VGpu, s: Session, call):
+    offset, nbytes = call.args
+    digest = call.blob
+    if len(digest) != 32:
+        _invalid("the blob must be the image's 32-byte sha256")
+    _room(s.modules, "modules")
+    module = vg.modules.acquire(digest)
+    if module is None:
+        if nbytes == 0:
+            raise CudaError(CUresult.CUDA_ERROR_NOT_FOUND, "the host does not have this image; send it")
+        start = s.check_window(offset, nbytes)
+        image = bytes(vg.region.view[start: start + nbytes])  # a copy the guest cannot change
+        if hashlib.sha256(image).digest() != digest:
+            _invalid("the image in the window does not match its sha256")
+        module = vg.modules.add(digest, vg.backend.module_load(image), nbytes)
+    handle = s.new_handle()
+    s.modules[handle] = digest
+    return (handle,), b""
+
+
+def module_unload(vg: VGpu, s: Session, call):
+    (handle,) = call.args
+    digest = s.module(handle)
+    del s.modules[handle]
+    for fh in [fh for fh, f in s.functions.items() if f.module == handle]:
+        del s.functions[fh]
+    if digest not in s.modules.values():
+        for ptr in [p for p, r in s.ranges.items() if r.digest == digest]:
+            s.drop_range(ptr)
+    vg.modules.release(digest)
+    return OK
+
+
+def _name(blob: bytes) -> str:
+    try:
+        name = blob.decode("utf-8")
+    except UnicodeDecodeError:
+        _invalid("the name is not UTF-8")
+    if not name or "\0" in name:
+        _invalid("the name is empty or holds a NUL")
+    return name
+
+
+def module_get_function(vg: VGpu, s: Session, call):
+    (handle,) = call.args
+    digest = s.module(handle)
+    name = _name(call.blob)
+    _room(s.functions, "functions")
+    fn, layout = vg.backend.module_get_function(vg.modules.get(digest), name)
+    layout = [(int(o), int(z)) for o, z in layout]
+    arg_bytes = max((o + z for o, z in layout), default=0)
+    fh = s.new_handle()
+    s.functions[fh] = Function(handle, fn, layout, arg_bytes)
+    return (fh, len(layout)), pack_params(layout)
+
+
+def module_get_global(vg: VGpu, s: Session, call):
+    (handle,) = call.args
+    digest = s.module(handle)
+    name = _name(call.blob)
+    ptr, size = vg.backend.module_get_global(vg.modules.get(digest), name)
+    if size > 0:
+        s.add_range(ptr, size, digest)
+    return (ptr, size), b""
+
+
+# --- launches ------------------------------------------------------------------------------------
+
+def launch(vg: VGpu, s: Session, call):
+    fh, gx, gy, gz, bx, by, bz, shared, stream = call.args
+    fn = s.function(fh)
+    st = s.stream(stream)
+    a = vg.attribute
+    for dim, value, attr, default in (("grid x", gx, 5, 2147483647), ("grid y", gy, 6, 65535),
+                                       ("grid z", gz, 7, 65535), ("block x", bx, 2, 1024),
+                                       ("block y", by, 3, 1024), ("block z", bz, 4, 64)):
+        if not 1 <= value <= a(attr, default):
+            _invalid(f"{dim} is {value}, must be 1..{a(attr, default)}")
+    if bx * by * bz > a(1, 1024):
+        _invalid(f"block of {bx * by * bz} threads, more than {a(1, 1024)}")
+    if shared > a(8, 49152):
+        _invalid(f"{shared} bytes of dynamic shared memory, more than {a(8, 49152)}")
+    if len(call.blob) != fn.arg_bytes:
+        _invalid(f"{len(call.blob)} bytes of arguments, the function takes {fn.arg_bytes}")
+    vg.backend.launch(fn.backend, (gx, gy, gz), (bx, by, bz), shared, st, call.blob)
+    return OK
+
+
+# --- streams and events --------------------------------------------------------------------------
+
+def stream_create(vg, s: Session, call):
+    (flags,) = call.args
+    if flags & ~_STREAM_FLAGS:
+        _invalid(f"stream flags 0x{flags:x}")
+    _room(s.streams, "streams")
+    h = s.new_handle()
+    s.streams[h] = vg.backend.stream_create(flags)
+    return (h,), b""
+
+
+def stream_destroy(vg, s: Session, call):
+    (h,) = call.args
+    if h == 0:
+        raise CudaError(CUresult.CUDA_ERROR_INVALID_HANDLE, "the null stream cannot be destroyed")
+    st = s.stream(h)
+    del s.streams[h]
+    vg.backend.stream_destroy(st)
+    return OK
+
+
+def stream_synchronize(vg, s: Session, call):
+    vg.backend.stream_synchronize(s.stream(call.args[0]))
+    return OK
+
+
+def stream_query(vg, s: Session, call):
+    if not vg.backend.stream_query(s.stream(call.args[0])):
+        raise CudaError(CUresult.CUDA_ERROR_NOT_READY)
+    return OK
+
+
+def event_create(vg, s: Session, call):
+    (flags,) = call.args
+    if flags & ~_EVENT_FLAGS:
+        _invalid(f"event flags 0x{flags:x}")
+    _room(s.events, "events")
+    h = s.new_handle()
+    s.events[h] = vg.backend.event_create(flags)
+    return (h,), b""
+
+
+def event_record(vg, s: Session, call):
+    ev, stream = call.args
+    vg.backend.event_record(s.event(ev), s.stream(stream))
+    return OK
+
+
+def event_synchronize(vg, s: Session, call):
+    vg.backend.event_synchronize(s.event(call.args[0]))
+    return OK
+
+
+def event_query(vg, s: Session, call):
+    if not vg.backend.event_query(s.event(call.args[0])):
+        raise CudaError(CUresult.CUDA_ERROR_NOT_READY)
+    return OK
+
+
+def event_elapsed(vg, s: Session, call):
+    start, end = call.args
+    return (float(vg.backend.event_elapsed(s.event(start), s.event(end))),), b""
+
+
+def event_destroy(vg, s: Session, call):
+    (h,) = call.args
+    ev = s.event(h)
+    del s.events[h]
+    vg.backend.event_destroy(ev)
+    return OK
+
+
+HANDLERS = {
+    Op.CTX_SYNCHRONIZE: ctx_synchronize,
+    Op.MEM_ALLOC: mem_alloc,
+    Op.MEM_FREE: mem_free,
+    Op.MEM_GET_INFO: mem_get_info,
+    Op.MEMCPY_HTOD: memcpy_htod,
+    Op.MEMCPY_DTOH: memcpy_dtoh,
+    Op.MEMCPY_DTOD: memcpy_dtod,
+    Op.MEMSET_D8: _memset(1),
+    Op.MEMSET_D32: _memset(4),
+    Op.MODULE_LOAD: module_load,
+    Op.MODULE_UNLOAD: module_unload,
+    Op.MODULE_GET_FUNCTION: module_get_function,
+    Op.MODULE_GET_GLOBAL: module_get_global,
+    Op.LAUNCH: launch,
+    Op.STREAM_CREATE: stream_create,
+    Op.STREAM_DESTROY: stream_destroy,
+    Op.STREAM_SYNCHRONIZE: stream_synchronize,
+    Op.STREAM_QUERY: stream_query,
+    Op.EVENT_CREATE: event_create,
+    Op.EVENT_RECORD: event_record,
+    Op.EVENT_SYNCHRONIZE: event_synchronize,
+    Op.EVENT_QUERY: event_query,
+    Op.EVENT_ELAPSED: event_elapsed,
+    Op.EVENT_DESTROY: event_destroy,
+    Op.FENCE: fence,
+}
+assert set(HANDLERS) == set(Op), "every op needs a handler"

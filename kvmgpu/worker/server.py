@@ -1,0 +1,283 @@
+"""The worker process: one vGPU served on one channel socket, in a single-threaded event loop.
+
+If the socket path is a socket someone listens on (QEMU bound it for the VM's channel), the
+worker connects to it and exits when it closes: the VM stopped. Otherwise it creates the socket
+and listens (loopback mode: tests, benchmarks, demos), serving any number of connections that
+all share the one vGPU and its quota. SIGTERM or SIGINT stops it cleanly.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import selectors
+import signal
+import socket
+import stat
+import time
+from dataclasses import dataclass
+
+from kvmgpu_guest.protocol import DEFAULT_MAX_FRAME, WINDOW_ALIGN, RemoteProtocolError
+from kvmgpu_guest.region import Region, RegionError
+
+from ..backend import get_backend
+from ..errors import InvalidInput, KvmgpuError
+from .channel import Channel
+from .vgpu import VGpu
+
+log = logging.getLogger("kvmgpu.worker")
+
+MAX_UNSENT = 64 << 20  # a peer that lets this much of its replies pile up is dropped
+READ_SIZE = 1 << 18
+STATS_INTERVAL = 1.0
+
+
+class Stop(BaseException):
+    """SIGTERM/SIGINT: leave the loop and release everything."""
+
+
+@dataclass
+class WorkerConfig:
+    backend: str
+    gmem: int
+    socket: str
+    shm: str
+    region_size: int = 64 << 20
+    vm: str = ""
+    gpu: int = 0
+    compute: int = 100
+    compute_mode: str = "share"
+    stats_file: str | None = None
+    max_frame: int = DEFAULT_MAX_FRAME
+
+    def check(self) -> None:
+        if self.backend not in ("sim", "cuda"):
+            raise InvalidInput(f"unknown backend {self.backend!r}", "use sim or cuda")
+        if not 1 <= self.compute <= 100:
+            raise InvalidInput(f"compute share {self.compute}% is not between 1 and 100")
+        if self.compute_mode not in ("share", "limit"):
+            raise InvalidInput(f"compute mode {self.compute_mode!r}", "use share or limit")
+        if self.gpu < 0:
+            raise InvalidInput(f"GPU index {self.gpu} is negative")
+        if self.region_size < WINDOW_ALIGN:
+            raise InvalidInput(f"region size {self.region_size} is under one page ({WINDOW_ALIGN})")
+
+
+class _Peer:
+    def __init__(self, sock: socket.socket, channel: Channel):
+        self.sock = sock
+        self.channel = channel
+        self.unsent = bytearray()
+
+
+class Worker:
+    """The process: region, vGPU, socket, loop. `stats()` is what the daemon reads."""
+
+    def __init__(self, config: WorkerConfig):
+        config.check()
+        self.config = config
+        self._created: list[str] = []  # paths this worker made and removes on exit
+        self._region = self._open_region()
+        try:
+            opts = {"gpu": config.gpu, "total_memory": config.gmem}
+            self.vgpu = VGpu(lambda: get_backend(config.backend, **opts), config.gmem, self._region,
+                             vm=config.vm, compute=config.compute, compute_mode=config.compute_mode)
+        except BaseException:
+            self._release_files()
+            raise
+        self._peers: dict[int, _Peer] = {}
+        self._next_cid = 1
+        self._sel = selectors.DefaultSelector()
+        self._listener: socket.socket | None = None
+        self._connected = False
+        self._stats_written = 0.0
+
+    # --- set-up ----------------------------------------------------------------------------------
+    def _open_region(self) -> Region:
+        path = self.config.shm
+        try:
+            if os.path.exists(path):
+                return Region.open_file(path)
+            region = Region.open_file(path, self.config.region_size, create=True)
+            self._created.append(path)
+            return region
+        except RegionError as e:
+            raise KvmgpuError(str(e), "check --shm and its permissions") from None
+
+    def _open_socket(self) -> None:
+        path = self.config.socket
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            st = None
+        if st is not None:
+            if not stat.S_ISSOCK(st.st_mode):
+                raise InvalidInput(f"{path} exists and is not a socket", "give --socket a free path")
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.connect(path)
+            except OSError as e:
+                sock.close()
+                if e.errno not in (errno.ECONNREFUSED, errno.ENOENT):
+                    raise KvmgpuError(f"cannot connect to {path}: {e.strerror}") from None
+                os.unlink(path)  # a stale socket nobody listens on
+            else:
+                self._connected = True
+                log.info("connected to the VM's channel %s", path)
+                self._add_peer(sock)
+                return
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(path)
+        except OSError as e:
+            sock.close()
+            raise KvmgpuError(f"cannot create socket {path}: {e.strerror}") from None
+        self._created.append(path)
+        sock.listen(16)
+        sock.setblocking(False)
+        self._listener = sock
+        self._sel.register(sock, selectors.EVENT_READ, None)
+        log.info("listening on %s (loopback mode)", path)
+
+    def _add_peer(self, sock: socket.socket) -> None:
+        sock.setblocking(False)
+        cid = self._next_cid
+        self._next_cid += 1
+        peer = _Peer(sock, Channel(self.vgpu, cid, self.config.max_frame))
+        self._peers[cid] = peer
+        self._sel.register(sock, selectors.EVENT_READ, cid)
+
+    # --- loop ------------------------------------------------------------------------------------
+    def run(self) -> None:
+        def stop(signum, frame):
+            raise Stop()
+
+        old = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            self._open_socket()
+            c = self.config
+            log.info("vm %s: serving a %d-byte vGPU on the %s backend (region %s, %d bytes)",
+                     c.vm or "-", c.gmem, c.backend, c.shm, self._region.size)
+            self.write_stats()
+            while self._listener is not None or self._peers:
+                timeout = STATS_INTERVAL if c.stats_file else None
+                for key, mask in self._sel.select(timeout):
+                    if key.data is None:
+                        self._accept()
+                    elif key.data in self._peers:
+                        self._service(key.data, mask)
+                if c.stats_file and time.monotonic() - self._stats_written >= STATS_INTERVAL:
+                    self.write_stats()
+                if self._connected and not self._peers:
+                    log.info("the VM's channel closed: exiting")
+                    break
+        except Stop:
+            log.info("stopping on signal")
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+            self.close()
+
+    def _accept(self) -> None:
+        try:
+            sock, _ = self._listener.accept()
+        except (BlockingIOError, InterruptedError):
+            return
+        self._add_peer(sock)
+
+    def _service(self, cid: int, mask: int) -> None:
+        peer = self._peers[cid]
+        if mask & selectors.EVENT_READ:
+            try:
+                data = peer.sock.recv(READ_SIZE)
+            except (BlockingIOError, InterruptedError):
+                data = None
+            except OSError:
+                data = b""
+            if data == b"":
+                self._drop(cid, "closed")
+                return
+            if data:
+                try:
+                    peer.unsent += peer.channel.receive(data)
+                except RemoteProtocolError:
+                    self._drop(cid, "protocol violation")
+                    return
+        self._flush(cid, peer)
+
+    def _flush(self, cid: int, peer: _Peer) -> None:
+        if peer.unsent:
+            try:
+                n = peer.sock.send(peer.unsent)
+                del peer.unsent[:n]
+            except (BlockingIOError, InterruptedError):
+                pass
+            except OSError:
+                self._drop(cid, "send failed")
+                return
+        if len(peer.unsent) > MAX_UNSENT:
+            self._drop(cid, f"more than {MAX_UNSENT} bytes of replies unread")
+            return
+        want = selectors.EVENT_READ | (selectors.EVENT_WRITE if peer.unsent else 0)
+        if self._sel.get_key(peer.sock).events != want:
+            self._sel.modify(peer.sock, want, cid)
+
+    def _drop(self, cid: int, reason: str) -> None:
+        peer = self._peers.pop(cid)
+        self._sel.unregister(peer.sock)
+        peer.sock.close()
+        peer.channel.close(f"channel {reason}")
+
+    # --- end -------------------------------------------------------------------------------------
+    def close(self) -> None:
+        for cid in list(self._peers):
+            self._drop(cid, "worker stopping")
+        if self._listener is not None:
+            self._sel.unregister(self._listener)
+            self._listener.close()
+            self._listener = None
+        self._sel.close()
+        self.vgpu.close()
+        self.write_stats()
+        self._release_files()
+
+    def _release_files(self) -> None:
+        try:
+            self._region.close()
+        except Exception:
+            pass
+        for path in self._created:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+        self._created.clear()
+
+    # --- counters --------------------------------------------------------------------------------
+    def stats(self) -> dict:
+        s = self.vgpu.stats()
+        s["pid"] = os.getpid()
+        s["channels"] = len(self._peers)
+        return s
+
+    def write_stats(self) -> None:
+        """Rewrite --stats-file (atomically: a reader never sees half a file)."""
+        path = self.config.stats_file
+        self._stats_written = time.monotonic()
+        if not path:
+            return
+        tmp = f"{path}.{os.getpid()}.tmp"
+        try:
+            with open(tmp, "w") as f:
+                json.dump(self.stats(), f, separators=(",", ":"))
+            os.replace(tmp, path)
+        except OSError as e:
+            log.warning("cannot write stats to %s: %s", path, e)
+
+
+def serve(config: WorkerConfig) -> None:
+    """Run a worker in the foreground until its channel closes or a signal stops it."""
+    logging.basicConfig(level=logging.INFO, format=f"kvmgpu-worker[{config.vm or os.getpid()}] %(message)s")
+    Worker(config).run()

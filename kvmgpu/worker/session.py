@@ -1,0 +1,107 @@
+"""One guest session's tables: the handles it was given and the device memory it holds.
+
+Handles a guest sees are small integers handed out here; each table belongs to one session, so
+a handle from another session (or a made-up one) is simply not found. Device pointers are the
+backend's own addresses; a range is accepted only inside one allocation (or module global) this
+session holds.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+
+from kvmgpu_guest.cudefs import CUresult
+from kvmgpu_guest.region import Window
+
+from ..backend.base import CudaError
+
+
+@dataclass
+class Function:
+    module: int  # the session's module handle
+    backend: object  # the backend's function
+    layout: list  # [(offset, size)] of each parameter
+    arg_bytes: int  # last offset + size: a launch's blob must be exactly this long
+
+
+@dataclass
+class Range:
+    size: int
+    digest: bytes | None = None  # a module global (not freeable); None: an allocation
+
+
+@dataclass
+class Session:
+    key: tuple  # (channel id, session id)
+    window: Window
+    client: str = ""
+    modules: dict[int, bytes] = field(default_factory=dict)  # handle -> image digest
+    functions: dict[int, Function] = field(default_factory=dict)
+    streams: dict[int, object] = field(default_factory=dict)
+    events: dict[int, object] = field(default_factory=dict)
+    ranges: dict[int, Range] = field(default_factory=dict)  # device pointer -> range
+    starts: list[int] = field(default_factory=list)  # sorted keys of `ranges`
+    pending_error: tuple[int, str] | None = None  # the first failure of a queued call
+    _next_handle: int = 1
+
+    def new_handle(self) -> int:
+        h = self._next_handle
+        self._next_handle += 1
+        return h
+
+    @property
+    def allocated(self) -> int:
+        return sum(r.size for r in self.ranges.values() if r.digest is None)
+
+    # --- device memory ---
+    def add_range(self, ptr: int, size: int, digest: bytes | None = None) -> None:
+        if ptr not in self.ranges:
+            bisect.insort(self.starts, ptr)
+        self.ranges[ptr] = Range(size, digest)
+
+    def drop_range(self, ptr: int) -> Range:
+        r = self.ranges.pop(ptr)
+        del self.starts[bisect.bisect_left(self.starts, ptr)]
+        return r
+
+    def check_range(self, ptr: int, nbytes: int, what: str = "pointer") -> None:
+        """[ptr, ptr+nbytes) must lie inside one range this session holds."""
+        i = bisect.bisect_right(self.starts, ptr) - 1
+        if i >= 0:
+            start = self.starts[i]
+            if ptr + nbytes <= start + self.ranges[start].size:
+                return
+            raise CudaError(CUresult.CUDA_ERROR_INVALID_VALUE,
+                            f"{what} range [0x{ptr:x}, +{nbytes}) runs past the end of its allocation")
+        raise CudaError(CUresult.CUDA_ERROR_INVALID_VALUE,
+                        f"{what} 0x{ptr:x} is not in memory this session allocated")
+
+    def check_window(self, offset: int, nbytes: int) -> int:
+        """The region offset of [offset, offset+nbytes) of the window, or INVALID_VALUE."""
+        if offset + nbytes > self.window.size:
+            raise CudaError(CUresult.CUDA_ERROR_INVALID_VALUE,
+                            f"window range [{offset}, +{nbytes}) is outside the "
+                            f"{self.window.size}-byte window")
+        return self.window.offset + offset
+
+    # --- handles ---
+    def _lookup(self, table: dict, handle: int, what: str):
+        try:
+            return table[handle]
+        except KeyError:
+            raise CudaError(CUresult.CUDA_ERROR_INVALID_HANDLE,
+                            f"{what} {handle} is not a handle of this session") from None
+
+    def module(self, handle: int) -> bytes:
+        return self._lookup(self.modules, handle, "module")
+
+    def function(self, handle: int) -> Function:
+        return self._lookup(self.functions, handle, "function")
+
+    def stream(self, handle: int):
+        """The backend stream; handle 0 is the null stream (None)."""
+        return None if handle == 0 else self._lookup(self.streams, handle, "stream")
+
+    def event(self, handle: int):
+        return self._lookup(self.events, handle, "event")

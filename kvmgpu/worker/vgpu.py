@@ -1,0 +1,148 @@
+"""One VM's vGPU in the worker: the backend context, the memory quota, the module cache, the
+region's windows, the live sessions and the counters the daemon reads."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from typing import Callable
+
+from kvmgpu_guest.cudefs import CUresult
+from kvmgpu_guest.region import Region
+
+from ..backend.base import Backend
+from .modules import DEFAULT_CAPACITY, ModuleCache
+from .quota import MemoryQuota
+from .session import Session
+from .windows import WindowAllocator
+
+log = logging.getLogger("kvmgpu.worker")
+
+# CUDA errors after which the context is unusable until it is destroyed.
+STICKY = {
+    CUresult.CUDA_ERROR_ILLEGAL_ADDRESS, CUresult.CUDA_ERROR_LAUNCH_FAILED,
+    714, 715, 716, 717, 718,  # hardware stack error, illegal instruction, misaligned, address space, PC
+}
+
+
+class VGpu:
+    def __init__(self, backend_factory: Callable[[], Backend], gmem: int, region: Region, *,
+                 vm: str = "", compute: int = 100, compute_mode: str = "share",
+                 module_capacity: int = DEFAULT_CAPACITY):
+        self._factory = backend_factory
+        self.region = region
+        self.quota = MemoryQuota(gmem)
+        self.windows = WindowAllocator(region.size)
+        self.vm = vm
+        self.compute = compute
+        self.compute_mode = compute_mode
+        self.sessions: dict[tuple, Session] = {}
+        self.broken: tuple[int, str] | None = None  # (code, detail) of a sticky error
+        self.calls: Counter = Counter()
+        self.errors: Counter = Counter()
+        self.bytes = {"htod": 0, "dtoh": 0, "dtod": 0}
+        self.sessions_started = 0
+        self.protocol_violations = 0
+        self.started = time.time()
+        self._module_capacity = module_capacity
+        self._start_backend()
+
+    def _start_backend(self) -> None:
+        self.backend = self._factory()
+        self.backend.attach_region(self.region.view)
+        self.info = self.backend.device_info()
+        self.modules = ModuleCache(self.backend, self._module_capacity)
+
+    # --- what the guest sees ---
+    def device(self) -> dict:
+        i = self.info
+        return {"name": i.name, "uuid": i.uuid, "total_memory": self.quota.limit,
+                "driver_version": i.driver_version, "compute_capability": list(i.compute_capability),
+                "attributes": {str(k): v for k, v in i.attributes.items()}}
+
+    def describe(self) -> dict:
+        return {"gmem": self.quota.limit, "compute": self.compute, "compute_mode": self.compute_mode,
+                "backend": self.backend.name, "vm": self.vm}
+
+    def attribute(self, number: int, default: int) -> int:
+        return self.info.attributes.get(number, default)
+
+    # --- sessions ---
+    def open_session(self, key: tuple, window: int, client: str = "") -> Session | str:
+        """A new session with its window, or why there is none."""
+        if key in self.sessions:
+            self.end_session(key, "HELLO on a live session")
+        placed = self.windows.allocate(window)
+        if placed is None:
+            return (f"no room for a {window or 'any'}-byte window in the {self.region.size}-byte "
+                    f"region ({self.windows.used} bytes in use by {len(self.sessions)} sessions)")
+        session = Session(key, self.region.window(*placed), client)
+        self.sessions[key] = session
+        self.sessions_started += 1
+        log.info("session %s:%s start (client %r, window %d+%d)", key[0], key[1], client, *placed)
+        return session
+
+    def end_session(self, key: tuple, reason: str = "") -> None:
+        session = self.sessions.pop(key, None)
+        if session is None:
+            return
+        b = self.backend
+        for event in session.events.values():
+            _quietly(b.event_destroy, event)
+        for stream in session.streams.values():
+            _quietly(b.stream_destroy, stream)
+        for ptr, r in list(session.ranges.items()):
+            if r.digest is None:
+                _quietly(b.mem_free, ptr)
+                self.quota.release(r.size)
+        for digest in session.modules.values():
+            self.modules.release(digest)
+        session.window.view.release()
+        self.windows.release(session.window.offset, session.window.size)
+        log.info("session %s:%s end%s", key[0], key[1], f" ({reason})" if reason else "")
+        if self.broken and not self.sessions:
+            self.restart_backend()
+
+    def note_error(self, code: int, detail: str) -> None:
+        if code in STICKY and not self.broken:
+            self.broken = (code, detail)
+            log.warning("vm %s: sticky CUDA error %d, the context is unusable until its sessions "
+                        "end: %s", self.vm or "-", code, detail)
+
+    def restart_backend(self) -> None:
+        """A fresh context after a sticky error, once no session holds anything in the old one."""
+        log.info("vm %s: new context after sticky error %d", self.vm or "-", self.broken[0])
+        _quietly(self.backend.close)
+        self.modules.forget()
+        self.quota.used = 0
+        self.broken = None
+        self._start_backend()
+
+    def close(self) -> None:
+        for key in list(self.sessions):
+            self.end_session(key, "worker stopping")
+        _quietly(self.backend.close)
+
+    # --- counters ---
+    def stats(self) -> dict:
+        return {
+            "vm": self.vm, "backend": self.backend.name, "time": round(time.time(), 3),
+            "started": round(self.started, 3),
+            "memory": {"used": self.quota.used, "limit": self.quota.limit},
+            "sessions": {"live": len(self.sessions), "started": self.sessions_started},
+            "calls": {op.name: n for op, n in sorted(self.calls.items())},
+            "errors": {op.name: n for op, n in sorted(self.errors.items())},
+            "bytes": dict(self.bytes),
+            "modules_cached": len(self.modules),
+            "protocol_violations": self.protocol_violations,
+            "broken": self.broken[1] if self.broken else None,
+            "compute": {"percent": self.compute, "mode": self.compute_mode},
+        }
+
+
+def _quietly(fn, *args) -> None:
+    try:
+        fn(*args)
+    except Exception as e:  # releasing on a broken context: nothing more to do
+        log.debug("release %s failed: %s", getattr(fn, "__name__", fn), e)
