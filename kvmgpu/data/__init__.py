@@ -1,0 +1,1 @@
+"""Files kvmgpu installs on a host: the systemd unit and the libvirt hook (see docs/daemon.md)."""
