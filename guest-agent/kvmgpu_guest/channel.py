@@ -1,8 +1,9 @@
 """Guest transports: the control channel and the shared region, found where the guest runs.
 
 Loopback (tests, benchmarks, a host with no VM): a unix socket and a shared file, named by
-`KVMGPU_SOCKET` / `KVMGPU_SHM` (or passed in). In a VM: the virtio-serial port `org.kvmgpu.0`
-and the ivshmem-plain PCI device's BAR2. A transport has `send(bytes)`, `recv(max) -> bytes`
+`KVMGPU_SOCKET` / `KVMGPU_SHM` (or passed in). In a VM: the guest agent's socket when the agent
+runs (it shares the VM's one channel among processes and hands over the region's fd), else the
+virtio-serial port `org.kvmgpu.0` and the ivshmem-plain PCI device's BAR2 opened directly. A transport has `send(bytes)`, `recv(max) -> bytes`
 (b"" at end of stream) and `close()`; nothing else here knows the protocol.
 """
 
@@ -21,6 +22,8 @@ IVSHMEM_VENDOR = 0x1AF4
 IVSHMEM_DEVICE = 0x1110
 SOCKET_ENV = "KVMGPU_SOCKET"
 SHM_ENV = "KVMGPU_SHM"
+AGENT_ENV = "KVMGPU_AGENT_SOCKET"
+AGENT_SOCKET = "/run/kvmgpu-guest/agent.sock"  # kvmgpu_guest.agent.AGENT_SOCKET
 
 
 class ChannelError(Exception):
@@ -28,16 +31,20 @@ class ChannelError(Exception):
 
 
 class UnixTransport:
-    """The host's unix socket, for loopback mode."""
+    """A unix socket: the worker's (loopback mode) or the guest agent's."""
 
-    def __init__(self, path: str):
+    shared = False  # whether other sessions share the region (then a session asks for a part)
+
+    def __init__(self, path: str, sock: socket.socket | None = None):
         self.path = path
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            self._sock.connect(path)
-        except OSError as e:
-            self._sock.close()
-            raise ChannelError(f"cannot connect to {path}: {e.strerror}") from None
+        if sock is None:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.connect(path)
+            except OSError as e:
+                sock.close()
+                raise ChannelError(f"cannot connect to {path}: {e.strerror}") from None
+        self._sock = sock
         self.send = self._sock.sendall
         self.recv = self._sock.recv
 
@@ -50,6 +57,8 @@ class UnixTransport:
 
 class PortTransport:
     """A virtio-serial port (a character device), read and written with plain os calls."""
+
+    shared = False
 
     def __init__(self, path: str):
         self.path = path
@@ -146,6 +155,9 @@ def find_channel(socket_path: str | None = None, shm_path: str | None = None,
         except ChannelError:
             region.close()
             raise
+    agent_socket = os.environ.get(AGENT_ENV, AGENT_SOCKET)
+    if os.path.exists(agent_socket):
+        return _via_agent(agent_socket)
     port = find_port(sys_root, dev_root)
     pci = find_ivshmem(sys_root)
     if port is None or pci is None:
@@ -157,6 +169,7 @@ def find_channel(socket_path: str | None = None, shm_path: str | None = None,
             missing.append(f"ivshmem-plain PCI device {IVSHMEM_VENDOR:04x}:{IVSHMEM_DEVICE:04x} "
                            f"(in {sys_root}/bus/pci/devices)")
         raise ChannelError("no vGPU found: missing " + " and ".join(missing) +
+                           f" (and no guest agent at {agent_socket})"
                            f"; outside a VM set {SOCKET_ENV} and {SHM_ENV}")
     region = _open_region(lambda: Region.open_pci(pci))
     try:
@@ -164,6 +177,24 @@ def find_channel(socket_path: str | None = None, shm_path: str | None = None,
     except ChannelError:
         region.close()
         raise
+
+
+def _via_agent(path: str):
+    from .agent import connect
+    try:
+        sock, fd, size = connect(path)
+    except OSError as e:
+        raise ChannelError(f"cannot use the guest agent at {path}: {e.strerror or e}") from None
+    try:
+        region = Region(fd, size, f"{path} (agent)")
+    except (OSError, ValueError) as e:
+        sock.close()
+        raise ChannelError(f"cannot map the region the guest agent handed over: {e}") from None
+    finally:
+        os.close(fd)
+    transport = UnixTransport(path, sock)
+    transport.shared = True  # other processes use the same region: ask for part of it
+    return transport, region
 
 
 def _open_region(opener) -> Region:

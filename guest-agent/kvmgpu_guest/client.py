@@ -27,6 +27,8 @@ from .protocol import (HEADER, MAGIC, NEED_DATA, OPS, QUEUED, Connection, Goodby
 BATCH_BYTES = 32 * 1024  # a batch is written once it is this big
 RECV_BYTES = 256 * 1024
 RING_ALIGN = 64
+WINDOW_ENV = "KVMGPU_WINDOW"  # bytes of the region a session asks for (0: all that is free)
+SHARED_WINDOW_PART = 4  # through the guest agent, a session asks for a quarter of the region
 
 _CALL = int(Kind.CALL)
 # header + op header + args, per op, in one struct: one pack per queued call
@@ -69,8 +71,11 @@ class Session:
         from .channel import find_channel
         transport, region = find_channel(socket_path, shm_path)
         session = cls(transport, region, client)
+        window = int(os.environ.get(WINDOW_ENV) or 0)
+        if not window and getattr(transport, "shared", False):
+            window = region.size // SHARED_WINDOW_PART
         try:
-            session.handshake()
+            session.handshake(window)
         except BaseException:
             session._close_io()
             raise

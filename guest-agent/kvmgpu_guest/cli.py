@@ -1,0 +1,206 @@
+"""The `kvmgpu-guest` command: run a CUDA program on the vGPU, show the vGPU, serve the agent.
+
+    kvmgpu-guest run [--socket S --shm F] -- PROG ARGS...
+    kvmgpu-guest info [--json] [--socket S --shm F]
+    kvmgpu-guest agent [--port P --region R --listen SOCKET]
+
+Errors are one line, `kvmgpu-guest: <what> (<hint>)`, and a non-zero exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from . import __version__
+from .protocol import PROTOCOL_VERSION
+
+SHIM_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "shim")
+
+
+class CliError(Exception):
+    """What went wrong, a hint, and the exit status."""
+
+    def __init__(self, what: str, hint: str = "", code: int = 1):
+        super().__init__(what)
+        self.what, self.hint, self.code = what, hint, code
+
+
+# ------------------------------------------------------------------------------------------- run
+
+def run_command(args) -> int:
+    argv = list(args.program)
+    if argv and argv[0] == "--":
+        argv = argv[1:]
+    if not argv:
+        raise CliError("no program to run", "kvmgpu-guest run -- python app.py", 2)
+    env = dict(os.environ)
+    if args.socket:
+        env["KVMGPU_SOCKET"] = args.socket
+    if args.shm:
+        env["KVMGPU_SHM"] = args.shm
+    if env.get("KVMGPU_SOCKET") and not env.get("KVMGPU_SHM"):
+        raise CliError("a socket is named but no shared region", "pass --shm or set KVMGPU_SHM", 2)
+    # kvmgpu_guest itself must stay importable from the program, wherever the program runs
+    package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    paths = [SHIM_DIR, package_root] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    try:
+        os.execvpe(argv[0], argv, env)
+    except FileNotFoundError:
+        raise CliError(f"{argv[0]}: command not found", "give the program's path or put it on PATH", 127)
+    except PermissionError:
+        raise CliError(f"{argv[0]}: permission denied", "is it executable?", 126)
+    return 0  # not reached
+
+
+# ------------------------------------------------------------------------------------------ info
+
+def _driver_version(v: int) -> str:
+    return f"{v // 1000}.{(v % 1000) // 10}"
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):.0f} MiB"
+
+
+def vgpu_info(socket_path: str | None = None, shm_path: str | None = None) -> dict:
+    """The vGPU as this guest sees it: the WELCOME's device and vGPU, and cuMemGetInfo."""
+    from .channel import ChannelError
+    from .client import Session, SessionError
+    from .protocol import Op, ProtocolError
+
+    try:
+        session = Session.connect(socket_path, shm_path, client=f"kvmgpu-guest info {__version__}")
+    except ChannelError as e:
+        raise CliError(str(e), "is this a VM with a kvmgpu vGPU attached? outside one, pass --socket and --shm")
+    except (SessionError, ProtocolError, OSError) as e:
+        raise CliError(f"the host did not accept a session: {e}", "is the host's kvmgpu worker running?")
+    try:
+        reply = session.call(Op.MEM_GET_INFO)
+        if reply.status:
+            raise CliError(f"cuMemGetInfo failed with CUresult {reply.status}", "see the worker's log on the host")
+        free, total = reply.values
+        dev, vgpu = session.device, session.vgpu
+        return {
+            "name": dev.get("name"),
+            "uuid": dev.get("uuid"),
+            "compute_capability": list(dev.get("compute_capability") or []),
+            "driver_version": _driver_version(int(dev.get("driver_version", 0))),
+            "memory_total": total,
+            "memory_used": total - free,
+            "memory_free": free,
+            "compute": vgpu.get("compute"),
+            "compute_mode": vgpu.get("compute_mode"),
+            "backend": vgpu.get("backend"),
+            "vm": vgpu.get("vm"),
+            "protocol_version": session.welcome.version,
+            "window_bytes": session.window_size,
+            "guest_agent_version": __version__,
+        }
+    except SessionError as e:
+        raise CliError(f"lost the session: {e}", "is the host's kvmgpu worker running?")
+    finally:
+        session.close("info done")
+
+
+def info_command(args) -> int:
+    info = vgpu_info(args.socket, args.shm)
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    used_pct = 100.0 * info["memory_used"] / info["memory_total"] if info["memory_total"] else 0.0
+    backend = info["backend"] or "?"
+    if backend == "sim":
+        backend += " (development backend: no GPU, test kernels only)"
+    cc = ".".join(str(x) for x in info["compute_capability"]) or "?"
+    rows = [
+        ("vGPU", f"{info['name']}  {info['uuid']}"),
+        ("compute capability", cc),
+        ("memory", f"{_mib(info['memory_used'])} / {_mib(info['memory_total'])} used ({used_pct:.1f}%), "
+                   f"{_mib(info['memory_free'])} free"),
+        ("compute share", f"{info['compute']}% ({info['compute_mode']})"),
+        ("backend", backend),
+        ("VM", info["vm"] or "-"),
+        ("driver version", info["driver_version"]),
+        ("protocol version", str(info["protocol_version"])),
+        ("kvmgpu-guest", info["guest_agent_version"]),
+    ]
+    width = max(len(k) for k, _ in rows)
+    for k, v in rows:
+        print(f"{k:<{width}}  {v}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------- agent
+
+def agent_command(args) -> int:
+    from . import agent
+    from .channel import find_ivshmem, find_port
+
+    port = args.port or find_port()
+    if port is None:
+        raise CliError("no virtio-serial port org.kvmgpu.0", "is a vGPU attached to this VM? (kvmgpu attach on the host)")
+    region = args.region
+    if region is None:
+        pci = find_ivshmem()
+        if pci is None:
+            raise CliError("no ivshmem-plain PCI device (1af4:1110)", "is a vGPU attached to this VM?")
+        region = os.path.join(pci, "resource2")
+    try:
+        agent.run_agent(port, region, args.listen)
+    except OSError as e:
+        raise CliError(f"the agent could not start: {e}", "run it as root (it opens the VM's devices)")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ main
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="kvmgpu-guest", description="kvmgpu guest agent: the vGPU in this VM.")
+    p.add_argument("--version", action="version", version=f"kvmgpu-guest {__version__} (protocol {PROTOCOL_VERSION})")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    def channel_flags(sp):
+        sp.add_argument("--socket", help="loopback: the worker's unix socket (else KVMGPU_SOCKET, else the VM's devices)")
+        sp.add_argument("--shm", help="loopback: the shared region file (else KVMGPU_SHM)")
+
+    run = sub.add_parser("run", help="run a program with `cuda` resolving to the vGPU",
+                         description="Run PROG with `from cuda.bindings import driver` (and `from cuda import cuda`) "
+                                     "forwarded to the vGPU. Exits with PROG's status.")
+    channel_flags(run)
+    run.add_argument("program", nargs=argparse.REMAINDER, help="-- PROG ARGS...")
+    run.set_defaults(func=run_command)
+
+    info = sub.add_parser("info", help="the vGPU as this guest sees it (like nvidia-smi)")
+    channel_flags(info)
+    info.add_argument("--json", action="store_true", help="print JSON")
+    info.set_defaults(func=info_command)
+
+    agent = sub.add_parser("agent", help="share the VM's vGPU channel among processes (systemd runs it)")
+    agent.add_argument("--port", help="the virtio-serial port (default: found by name org.kvmgpu.0)")
+    agent.add_argument("--region", help="the region to map (default: BAR2 of the ivshmem device)")
+    agent.add_argument("--listen", default="/run/kvmgpu-guest/agent.sock", help="the socket processes connect to")
+    agent.set_defaults(func=agent_command)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args)
+    except CliError as e:
+        print(f"kvmgpu-guest: {e.what}" + (f" ({e.hint})" if e.hint else ""), file=sys.stderr)
+        return e.code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
