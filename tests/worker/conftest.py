@@ -98,6 +98,7 @@ class Host:
         self.guest_region = Region.open_file(str(tmp_path / "region"))
         self.vgpu = VGpu(lambda: SimBackend(total_memory=gmem), gmem, self.region, vm="test")
         self._cid = 0
+        self.guests: list[Guest] = []
 
     def channel(self) -> Channel:
         self._cid += 1
@@ -106,11 +107,15 @@ class Host:
     def guest(self, window: int = 0, session: int = 1, channel: Channel | None = None) -> Guest:
         ch = channel or self.channel()
         g = Guest(ch.receive, self.guest_region, session)
+        self.guests.append(g)
         g.channel = ch
         assert isinstance(g.hello(window), Welcome)
         return g
 
     def close(self):
+        for g in self.guests:
+            if g.welcome is not None:
+                g.window.view.release()
         self.vgpu.close()
         self.region.close()
         self.guest_region.close()

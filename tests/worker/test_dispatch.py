@@ -1,0 +1,438 @@
+"""The worker's dispatch on the sim backend, in process: every bad input gets an error reply,
+changes nothing, and the worker serves the next call."""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+
+import pytest
+
+from kvmgpu_guest.cudefs import CUresult
+from kvmgpu_guest.protocol import Goodbye, Op, RemoteProtocolError, Welcome
+from conftest import MIB, PTX, PTX_SHA, floats, unfloats
+
+OOM = CUresult.CUDA_ERROR_OUT_OF_MEMORY
+INVALID_VALUE = CUresult.CUDA_ERROR_INVALID_VALUE
+INVALID_HANDLE = CUresult.CUDA_ERROR_INVALID_HANDLE
+QUOTA = 16 * MIB
+
+
+def status(reply) -> int:
+    return reply.status
+
+
+def vector_add_args(a, b, c, n):
+    return struct.pack("<QQQi", a, b, c, n)
+
+
+@pytest.fixture
+def g(host):
+    return host.guest(window=1 * MIB)
+
+
+def still_serves(g):
+    assert g.ok(Op.MEM_GET_INFO)[1] == QUOTA
+
+
+# --- handshake ---------------------------------------------------------------------------------
+
+def test_welcome_describes_the_vgpu(host):
+    g = host.guest(window=64 * 1024)
+    w = g.welcome
+    assert w.window_size == 64 * 1024 and w.window_offset % 4096 == 0
+    assert w.device["total_memory"] == QUOTA
+    assert w.device["name"] == "kvmgpu sim device"
+    assert w.device["compute_capability"] == [9, 0]
+    assert w.device["attributes"]["1"] == 1024 and w.device["attributes"]["16"] == 132
+    assert w.vgpu == {"gmem": QUOTA, "compute": 100, "compute_mode": "share", "backend": "sim", "vm": "test"}
+
+
+def test_windows_are_shared_first_fit(host):
+    a = host.guest(window=1 * MIB)
+    b = host.guest(window=100)  # rounded up to a page
+    assert b.welcome.window_offset == 1 * MIB and b.welcome.window_size == 4096
+    rest = host.guest(window=0)  # everything free
+    assert rest.welcome.window_size == 4 * MIB - 1 * MIB - 4096
+    refused = host.channel()
+    from conftest import Guest
+    late = Guest(refused.receive, host.guest_region)
+    assert isinstance(late.hello(window=4096), Goodbye)
+    a.call(Op.MEM_GET_INFO)
+    a.channel.receive(a.conn.send(Goodbye(1)))
+    assert isinstance(late.hello(window=4096), Welcome)  # a's window is free again
+
+
+def test_version_mismatch_is_refused_with_goodbye(host):
+    from conftest import Guest
+    g = Guest(host.channel().receive, host.guest_region)
+    bye = g.hello(version_min=50, version_max=60)
+    assert isinstance(bye, Goodbye) and "protocol" in bye.reason
+
+
+def test_hello_on_live_session_releases_the_old_one(host, g):
+    g.alloc(QUOTA)
+    assert isinstance(g.hello(window=4096), Welcome)
+    assert host.vgpu.quota.used == 0
+    g.alloc(QUOTA)
+
+
+# --- quota -------------------------------------------------------------------------------------
+
+def test_exactly_at_quota_then_one_byte_over(host, g):
+    p = g.alloc(QUOTA)
+    assert g.ok(Op.MEM_GET_INFO) == (0, QUOTA)
+    assert status(g.call(Op.MEM_ALLOC, 1)) == OOM
+    g.ok(Op.MEM_FREE, p)
+    assert g.ok(Op.MEM_GET_INFO) == (QUOTA, QUOTA)
+    assert status(g.call(Op.MEM_ALLOC, QUOTA + 1)) == OOM
+    assert host.vgpu.quota.used == 0
+    g.alloc(QUOTA)
+
+
+def test_many_small_allocations(host, g):
+    ptrs = [g.alloc(QUOTA // 64) for _ in range(64)]
+    assert len(set(ptrs)) == 64 and all(p % 256 == 0 for p in ptrs)
+    assert status(g.call(Op.MEM_ALLOC, 1)) == OOM
+    for p in ptrs[::2]:
+        g.ok(Op.MEM_FREE, p)
+    assert g.ok(Op.MEM_GET_INFO)[0] == QUOTA // 2
+    g.alloc(QUOTA // 2)
+
+
+def test_quota_is_shared_by_the_vms_sessions(host, g):
+    other = host.guest(window=4096, session=2)
+    g.alloc(QUOTA - 100)
+    assert status(other.call(Op.MEM_ALLOC, 101)) == OOM
+    other.alloc(100)
+
+
+def test_alloc_zero_and_huge(host, g):
+    assert status(g.call(Op.MEM_ALLOC, 0)) == INVALID_VALUE
+    assert status(g.call(Op.MEM_ALLOC, (1 << 64) - 1)) == OOM
+    assert host.vgpu.quota.used == 0
+
+
+def test_session_end_releases_memory(host, g):
+    g.alloc(QUOTA)
+    g.channel.receive(g.conn.send(Goodbye(1)))
+    assert host.vgpu.quota.used == 0 and not host.vgpu.sessions
+
+
+def test_closed_channel_releases_memory(host, g):
+    g.alloc(QUOTA)
+    g.channel.close()
+    assert host.vgpu.quota.used == 0 and not host.vgpu.sessions
+
+
+# --- copies ------------------------------------------------------------------------------------
+
+def test_copies_and_memset(g):
+    p = g.alloc(4096)
+    g.put(p, bytes(range(256)) * 16)
+    assert g.get(p + 10, 5) == bytes(range(10, 15))  # pointer arithmetic inside an allocation
+    q = g.alloc(4096)
+    g.ok(Op.MEMCPY_DTOD, q, p, 4096, 0)
+    assert g.get(q, 4096) == bytes(range(256)) * 16
+    g.ok(Op.MEMSET_D8, q, 0xAB, 10, 0)
+    g.ok(Op.MEMSET_D32, q + 16, 0x01020304, 2, 0)
+    assert g.get(q, 24) == b"\xab" * 10 + bytes(range(10, 16)) + b"\x04\x03\x02\x01" * 2
+    g.ok(Op.MEMCPY_HTOD, p, 0, 0, 0)  # nbytes 0: no-op
+
+
+@pytest.mark.parametrize("case", [
+    "window offset past the end", "window range past the end", "huge nbytes",
+    "pointer not owned", "range past the allocation end", "range spans two allocations",
+    "pointer before every allocation"])
+def test_bad_copies_are_refused(g, case):
+    p = g.alloc(4096)
+    q = g.alloc(4096)
+    g.put(p, b"\x11" * 4096)
+    win = g.welcome.window_size
+    htod, dtoh = {
+        "window offset past the end": ((p, win, 1, 0), (win, p, 1, 0)),
+        "window range past the end": ((p, win - 10, 11, 0), (win - 10, p, 11, 0)),
+        "huge nbytes": ((p, 0, 1 << 63, 0), (0, p, 1 << 63, 0)),
+        "pointer not owned": ((0xDEAD0000, 0, 4, 0), (0, 0xDEAD0000, 4, 0)),
+        "range past the allocation end": ((p + 4000, 0, 97, 0), (0, p + 4000, 97, 0)),
+        "range spans two allocations": ((p, 0, q - p + 16, 0), (0, p, q - p + 16, 0)),
+        "pointer before every allocation": ((p - 1, 0, 4, 0), (0, p - 1, 4, 0)),
+    }[case]
+    g.window.view[:16] = b"\x22" * 16
+    assert status(g.call(Op.MEMCPY_HTOD, *htod)) == INVALID_VALUE
+    assert status(g.call(Op.MEMCPY_DTOH, *dtoh)) == INVALID_VALUE
+    assert status(g.call(Op.MEMCPY_DTOD, htod[0], p, htod[2], 0)) == INVALID_VALUE or case.startswith("window")
+    assert g.get(p, 4096) == b"\x11" * 4096  # nothing changed
+    still_serves(g)
+
+
+def test_another_sessions_pointer_is_not_yours(host, g):
+    other = host.guest(window=4096, session=2)
+    p = other.alloc(64)
+    assert status(g.call(Op.MEMCPY_DTOH, 0, p, 4, 0)) == INVALID_VALUE
+    assert status(g.call(Op.MEM_FREE, p)) == INVALID_VALUE
+    assert status(g.call(Op.MEMSET_D8, p, 0, 4, 0)) == INVALID_VALUE
+    other.get(p, 64)
+
+
+def test_bad_frees_and_memsets(host, g):
+    p = g.alloc(64)
+    assert status(g.call(Op.MEM_FREE, p + 4)) == INVALID_VALUE
+    assert status(g.call(Op.MEMSET_D8, p, 256, 1, 0)) == INVALID_VALUE
+    assert status(g.call(Op.MEMSET_D32, p, 1 << 32, 1, 0)) == INVALID_VALUE
+    assert status(g.call(Op.MEMSET_D32, p, 0, 17, 0)) == INVALID_VALUE  # 68 bytes > 64
+    g.ok(Op.MEM_FREE, p)
+    assert status(g.call(Op.MEM_FREE, p)) == INVALID_VALUE  # double free
+    assert host.vgpu.quota.used == 0
+
+
+# --- handles -----------------------------------------------------------------------------------
+
+def test_unknown_and_foreign_handles(host, g):
+    other = host.guest(window=4096, session=2)
+    s = other.ok(Op.STREAM_CREATE, 0)[0]
+    e = other.ok(Op.EVENT_CREATE, 0)[0]
+    p = g.alloc(64)
+    for h in (s, e, 12345):
+        assert status(g.call(Op.STREAM_SYNCHRONIZE, h)) == INVALID_HANDLE
+        assert status(g.call(Op.EVENT_QUERY, h)) == INVALID_HANDLE
+        assert status(g.call(Op.MEMCPY_DTOH, 0, p, 4, h)) == INVALID_HANDLE
+        assert status(g.call(Op.MODULE_GET_FUNCTION, h, blob=b"vector_add")) == INVALID_HANDLE
+        assert status(g.call(Op.LAUNCH, h, 1, 1, 1, 1, 1, 1, 0, 0)) == INVALID_HANDLE
+    assert status(g.call(Op.STREAM_DESTROY, 0)) == INVALID_HANDLE
+    other.ok(Op.STREAM_SYNCHRONIZE, s)
+    other.ok(Op.EVENT_QUERY, e)
+
+
+def test_streams_and_events(g):
+    s = g.ok(Op.STREAM_CREATE, 1)[0]
+    a, b = g.ok(Op.EVENT_CREATE, 0)[0], g.ok(Op.EVENT_CREATE, 0)[0]
+    assert status(g.call(Op.EVENT_ELAPSED, a, b)) == INVALID_HANDLE  # not recorded yet
+    g.ok(Op.EVENT_RECORD, a, s)
+    m = g.load()
+    f, _ = g.function(m, "spin")
+    g.ok(Op.LAUNCH, f, 1, 1, 1, 1, 1, 1, 0, s, blob=struct.pack("<q", 20_000_000))
+    g.ok(Op.EVENT_RECORD, b, s)
+    g.ok(Op.EVENT_SYNCHRONIZE, b)
+    ms = g.ok(Op.EVENT_ELAPSED, a, b)[0]
+    assert 15 < ms < 500
+    g.ok(Op.STREAM_QUERY, s)
+    assert status(g.call(Op.STREAM_CREATE, 4)) == INVALID_VALUE
+    assert status(g.call(Op.EVENT_CREATE, 4)) == INVALID_VALUE  # no interprocess events
+    g.ok(Op.STREAM_DESTROY, s)
+    g.ok(Op.EVENT_DESTROY, a)
+    assert status(g.call(Op.STREAM_SYNCHRONIZE, s)) == INVALID_HANDLE
+    assert status(g.call(Op.EVENT_DESTROY, a)) == INVALID_HANDLE
+
+
+# --- modules -----------------------------------------------------------------------------------
+
+def test_module_cache(host, g):
+    assert status(g.call(Op.MODULE_LOAD, 0, 0, blob=PTX_SHA)) == CUresult.CUDA_ERROR_NOT_FOUND
+    m = g.load()
+    g.ok(Op.MODULE_UNLOAD, m)
+    assert status(g.call(Op.MODULE_GET_FUNCTION, m, blob=b"vector_add")) == INVALID_HANDLE
+    other = host.guest(window=4096, session=2)
+    m2 = other.ok(Op.MODULE_LOAD, 0, 0, blob=PTX_SHA)[0]  # still loaded: no need to send it
+    other.function(m2, "saxpy")
+    assert len(host.vgpu.modules) == 1
+
+
+def test_module_cache_is_bounded(host, g):
+    host.vgpu.modules.capacity = 2
+    images = [PTX + f"\n// variant {i}\n".encode() for i in range(4)]
+    handles = [g.load(img) for img in images]
+    assert len(host.vgpu.modules) == 4  # all in use: none evicted
+    for h in handles:
+        g.ok(Op.MODULE_UNLOAD, h)
+    assert len(host.vgpu.modules) == 2
+    assert status(g.call(Op.MODULE_LOAD, 0, 0, blob=hashlib.sha256(images[0]).digest())) == \
+        CUresult.CUDA_ERROR_NOT_FOUND  # the least recently used went first
+    g.ok(Op.MODULE_LOAD, 0, 0, blob=hashlib.sha256(images[3]).digest())
+
+
+@pytest.mark.parametrize("case", ["hash mismatch", "short hash", "outside window", "not ptx", "cubin"])
+def test_bad_module_loads(host, g, case):
+    image, digest, offset, code = PTX, PTX_SHA, 0, INVALID_VALUE
+    if case == "hash mismatch":
+        digest = hashlib.sha256(b"something else").digest()
+    elif case == "short hash":
+        digest = PTX_SHA[:31]
+    elif case == "outside window":
+        offset = g.welcome.window_size - 10
+    elif case == "not ptx":
+        image, code = b"\xff\xfe garbage", CUresult.CUDA_ERROR_INVALID_IMAGE
+        digest = hashlib.sha256(image).digest()
+    elif case == "cubin":
+        image, code = b"\x7fELF" + bytes(60), CUresult.CUDA_ERROR_NO_BINARY_FOR_GPU
+        digest = hashlib.sha256(image).digest()
+    if offset + len(image) <= g.welcome.window_size:
+        g.window.view[offset: offset + len(image)] = image
+    r = g.call(Op.MODULE_LOAD, offset, len(image), blob=digest)
+    assert r.status == code, r.blob
+    assert len(host.vgpu.modules) == 0
+    g.load()
+
+
+def test_function_lookup(g):
+    m = g.load()
+    f, n = g.function(m, "saxpy")
+    r = g.call(Op.MODULE_GET_FUNCTION, m, blob=b"saxpy")
+    from kvmgpu_guest.protocol import unpack_params
+    assert unpack_params(r.blob, 4) == [(0, 4), (8, 8), (16, 8), (24, 4)]
+    assert status(g.call(Op.MODULE_GET_FUNCTION, m, blob=b"nope")) == CUresult.CUDA_ERROR_NOT_FOUND
+    assert status(g.call(Op.MODULE_GET_FUNCTION, m, blob=b"\xff")) == INVALID_VALUE
+    assert status(g.call(Op.MODULE_GET_FUNCTION, m, blob=b"")) == INVALID_VALUE
+
+
+# --- launches ----------------------------------------------------------------------------------
+
+@pytest.fixture
+def vadd(g):
+    n = 64
+    a, b, c = (g.alloc(4 * n) for _ in range(3))
+    g.put(a, floats(range(n)))
+    g.put(b, floats([1.0] * n))
+    m = g.load(offset=64 * 1024)
+    f, _ = g.function(m, "vector_add")
+    return f, a, b, c, n
+
+
+def test_vector_add(g, vadd):
+    f, a, b, c, n = vadd
+    g.ok(Op.LAUNCH, f, 1, 1, 1, n, 1, 1, 0, 0, blob=vector_add_args(a, b, c, n))
+    assert unfloats(g.get(c, 4 * n)) == [i + 1.0 for i in range(n)]
+
+
+def test_launch_respects_the_grid(g, vadd):
+    f, a, b, c, n = vadd
+    g.ok(Op.LAUNCH, f, 2, 1, 1, 16, 1, 1, 0, 0, blob=vector_add_args(a, b, c, n))  # 32 threads
+    assert unfloats(g.get(c, 4 * n)) == [i + 1.0 for i in range(32)] + [0.0] * 32
+
+
+@pytest.mark.parametrize("shape", [
+    (0, 1, 1, 1, 1, 1, 0), (1, 0, 1, 1, 1, 1, 0), (1, 1, 65536, 1, 1, 1, 0), (1, 1, 1, 0, 1, 1, 0),
+    (1, 1, 1, 1025, 1, 1, 0), (1, 1, 1, 1, 1, 65, 0), (1, 1, 1, 32, 32, 2, 0), (1 << 31, 1, 1, 1, 1, 1, 0),
+    (1, 1, 1, 1, 1, 1, 1 << 20)])
+def test_bad_launch_shapes(g, vadd, shape):
+    f, a, b, c, n = vadd
+    assert status(g.call(Op.LAUNCH, f, *shape, 0, blob=vector_add_args(a, b, c, n))) == INVALID_VALUE
+    assert g.get(c, 4 * n) == bytes(4 * n)
+    still_serves(g)
+
+
+@pytest.mark.parametrize("blob_len", [0, 27, 29, 32])
+def test_argument_bytes_must_match(g, vadd, blob_len):
+    f, a, b, c, n = vadd
+    blob = (vector_add_args(a, b, c, n) + bytes(8))[:blob_len]
+    assert status(g.call(Op.LAUNCH, f, 1, 1, 1, n, 1, 1, 0, 0, blob=blob)) == INVALID_VALUE
+    assert g.get(c, 4 * n) == bytes(4 * n)
+
+
+def test_saxpy_stencil_and_global(g):
+    m = g.load()
+    x, y = g.alloc(16), g.alloc(16)
+    g.put(x, floats([1, 2, 3, 4]))
+    g.put(y, floats([10, 20, 30, 40]))
+    f, _ = g.function(m, "saxpy")
+    g.ok(Op.LAUNCH, f, 1, 1, 1, 4, 1, 1, 0, 0, blob=struct.pack("<fxxxxQQi", 2.0, x, y, 4))
+    assert unfloats(g.get(y, 16)) == [12, 24, 36, 48]
+    f, _ = g.function(m, "stencil1d")
+    g.ok(Op.LAUNCH, f, 1, 1, 1, 4, 1, 1, 0, 0, blob=struct.pack("<QQi", y, x, 4))
+    assert unfloats(g.get(x, 16)) == pytest.approx([12, 24, 36, 48])
+    ptr, size = g.ok(Op.MODULE_GET_GLOBAL, m, blob=b"scale")
+    assert size == 4 and unfloats(g.get(ptr, 4)) == [1.0]
+    g.put(ptr, floats([0.5]))
+    f, _ = g.function(m, "scale_by_global")
+    g.ok(Op.LAUNCH, f, 1, 1, 1, 4, 1, 1, 0, 0, blob=struct.pack("<Qi", y, 4))
+    assert unfloats(g.get(y, 16)) == [6, 12, 18, 24]
+    assert status(g.call(Op.MEM_FREE, ptr)) == INVALID_VALUE  # a global is not an allocation
+    g.ok(Op.MODULE_UNLOAD, m)
+    assert status(g.call(Op.MEMCPY_DTOH, 0, ptr, 4, 0)) == INVALID_VALUE
+
+
+def test_kernel_without_a_sim_twin(g):
+    ptx = PTX.replace(b"vector_add", b"mystery_kernel")
+    m = g.load(ptx)
+    f, _ = g.function(m, "mystery_kernel")
+    r = g.call(Op.LAUNCH, f, 1, 1, 1, 1, 1, 1, 0, 0, blob=bytes(28))
+    assert r.status == CUresult.CUDA_ERROR_NOT_SUPPORTED and b"no Python implementation" in r.blob
+
+
+# --- queued calls and sticky errors -------------------------------------------------------------
+
+def test_queued_error_surfaces_at_next_synchronising_call(g, vadd):
+    f, a, b, c, n = vadd
+    assert g.call(Op.LAUNCH, f, 1, 1, 1, n, 1, 1, 0, 0, blob=b"short", queued=True) is None
+    assert g.call(Op.MEM_FREE, 0xBAD, queued=True) is None  # a second failure: not reported
+    still_serves(g)  # MEM_GET_INFO is not synchronising: nothing reported
+    r = g.call(Op.CTX_SYNCHRONIZE)
+    assert r.status == INVALID_VALUE and r.blob.startswith(b"LAUNCH (queued")
+    g.ok(Op.CTX_SYNCHRONIZE)  # reported once, then cleared
+
+
+def test_queued_calls_run(g, vadd):
+    f, a, b, c, n = vadd
+    g.call(Op.LAUNCH, f, 1, 1, 1, n, 1, 1, 0, 0, blob=vector_add_args(a, b, c, n), queued=True)
+    g.call(Op.MEMSET_D8, a, 0, 4 * n, 0, queued=True)
+    g.ok(Op.FENCE)
+    assert unfloats(g.get(c, 4 * n)) == [i + 1.0 for i in range(n)]
+    assert g.get(a, 4 * n) == bytes(4 * n)
+
+
+def test_illegal_address_is_sticky_until_the_sessions_end(host, g):
+    p = g.alloc(64)
+    m = g.load()
+    f, _ = g.function(m, "write_oob")
+    g.call(Op.LAUNCH, f, 1, 1, 1, 1, 1, 1, 0, 0, blob=struct.pack("<Qq", p, 1 << 20), queued=True)
+    r = g.call(Op.CTX_SYNCHRONIZE)
+    assert r.status == CUresult.CUDA_ERROR_ILLEGAL_ADDRESS and b"write_oob" in r.blob
+    assert status(g.call(Op.MEM_ALLOC, 64)) == CUresult.CUDA_ERROR_ILLEGAL_ADDRESS
+    assert host.vgpu.stats()["broken"]
+    g.channel.close()
+    fresh = host.guest(window=4096)  # a new context: the VM can start again
+    q = fresh.alloc(64)
+    fresh.put(q, b"\x01" * 64)
+    assert fresh.get(q, 64) == b"\x01" * 64
+    assert host.vgpu.quota.used == 64 and not host.vgpu.stats()["broken"]
+
+
+def test_in_bounds_write_oob_is_fine(g):
+    p = g.alloc(64)
+    m = g.load()
+    f, _ = g.function(m, "write_oob")
+    g.ok(Op.LAUNCH, f, 1, 1, 1, 1, 1, 1, 0, 0, blob=struct.pack("<Qq", p, 3))
+    assert unfloats(g.get(p + 12, 4)) == [42.0]
+
+
+def test_backend_bug_is_unknown_error_and_worker_goes_on(host, g, monkeypatch):
+    def boom(*a):
+        raise RuntimeError("bug")
+    monkeypatch.setattr(host.vgpu.backend, "synchronize", boom)
+    assert status(g.call(Op.CTX_SYNCHRONIZE)) == CUresult.CUDA_ERROR_UNKNOWN
+    still_serves(g)
+
+
+# --- channels ----------------------------------------------------------------------------------
+
+def test_protocol_violation_closes_only_that_channel(host, g):
+    bad = host.guest(window=4096)
+    bad.alloc(1024)
+    with pytest.raises(RemoteProtocolError):
+        bad.channel.receive(b"\x00" * 16)
+    assert host.vgpu.quota.used == 0 and host.vgpu.protocol_violations == 1
+    assert len(host.vgpu.sessions) == 1
+    still_serves(g)
+
+
+def test_stats(host, g, vadd):
+    f, a, b, c, n = vadd
+    g.ok(Op.LAUNCH, f, 1, 1, 1, n, 1, 1, 0, 0, blob=vector_add_args(a, b, c, n))
+    g.get(c, 4 * n)
+    g.call(Op.MEM_ALLOC, 1 << 40)
+    s = host.vgpu.stats()
+    assert s["calls"]["LAUNCH"] == 1 and s["calls"]["MEM_ALLOC"] == 4
+    assert s["errors"] == {"MEM_ALLOC": 1}
+    assert s["bytes"]["htod"] == 8 * n and s["bytes"]["dtoh"] == 4 * n
+    assert s["memory"] == {"used": 12 * n, "limit": QUOTA}
+    assert s["sessions"] == {"live": 1, "started": 1}
