@@ -54,8 +54,8 @@ def render(status: Status) -> str:
     then its samples."""
     samples: dict[str, list[str]] = {name: [] for name in METRICS}
 
-    def add(name: str, value: float | int, **labels: object) -> None:
-        samples[name].append(f"{name}{_labels(**labels) if labels else ''} {_number(value)}")
+    def add(metric: str, value: float | int, **labels: object) -> None:
+        samples[metric].append(f"{metric}{_labels(**labels) if labels else ''} {_number(value)}")
 
     for v in status.vgpus:
         who = {"vm": v.vm, "gpu": v.gpu}
