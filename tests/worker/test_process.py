@@ -1,0 +1,206 @@
+"""A real `kvmgpu worker --backend sim` process, spoken to with the raw protocol over its socket."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from kvmgpu_guest.protocol import HEADER, HEADER_SIZE, QUEUED, Kind, Op, Welcome
+from kvmgpu_guest.region import Region
+from conftest import Guest, floats, unfloats
+
+KVMGPU = [sys.executable, "-c", "from kvmgpu.cli import main; main()"]
+
+
+def socket_transport(sock: socket.socket):
+    def transport(data: bytes) -> bytes:
+        sock.sendall(data)
+        _, kind, flags, *_ = HEADER.unpack_from(data)
+        if kind == Kind.GOODBYE or (kind == Kind.CALL and flags & QUEUED):
+            return b""
+        head = _read(sock, HEADER_SIZE)
+        return head + _read(sock, HEADER.unpack(head)[-1])
+    return transport
+
+
+def _read(sock: socket.socket, n: int) -> bytes:
+    buf = b""
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            raise ConnectionError("the worker closed the connection")
+        buf += chunk
+    return buf
+
+
+def wait_for(predicate, what: str, timeout: float = 15.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class WorkerProcess:
+    def __init__(self, *extra: str, gmem: str = "64M", socket_path: str | None = None):
+        self.dir = Path(tempfile.mkdtemp(prefix="kvw", dir="/tmp"))  # short: unix socket paths
+        self.socket = socket_path or str(self.dir / "ch.sock")
+        self.shm = str(self.dir / "region")
+        self.stats = str(self.dir / "stats.json")
+        self.stderr = open(self.dir / "stderr", "w+")
+        self.proc = subprocess.Popen(
+            [*KVMGPU, "worker", "--backend", "sim", "--gmem", gmem, "--socket", self.socket,
+             "--shm", self.shm, "--region-size", "8M", "--vm", "t", "--stats-file", self.stats, *extra],
+            stderr=self.stderr, stdout=subprocess.DEVNULL)
+
+    def wait_listening(self):
+        wait_for(lambda: os.path.exists(self.socket) or self.proc.poll() is not None, "the socket")
+        assert self.proc.poll() is None, self.log()
+
+    def connect(self) -> socket.socket:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(15)
+        s.connect(self.socket)
+        return s
+
+    def guest(self, sock: socket.socket, window: int = 1 << 20) -> Guest:
+        g = Guest(socket_transport(sock), self.region(), 1)
+        assert isinstance(g.hello(window=window), Welcome)
+        return g
+
+    def region(self) -> Region:
+        if not hasattr(self, "_region"):
+            self._region = Region.open_file(self.shm)
+        return self._region
+
+    def log(self) -> str:
+        self.stderr.seek(0)
+        return self.stderr.read()
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.stderr.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture
+def worker():
+    procs = []
+
+    def start(*extra, **kw) -> WorkerProcess:
+        w = WorkerProcess(*extra, **kw)
+        procs.append(w)
+        return w
+    yield start
+    for w in procs:
+        w.kill()
+
+
+def test_vector_add_over_the_socket(worker):
+    w = worker()
+    w.wait_listening()
+    with w.connect() as sock:
+        g = w.guest(sock)
+        assert g.welcome.device["total_memory"] == 64 << 20
+        n = 1000
+        a, b, c = g.alloc(4 * n), g.alloc(4 * n), g.alloc(4 * n)
+        g.put(a, floats(range(n)))
+        g.put(b, floats(range(0, 2 * n, 2)))
+        m = g.load(offset=256 * 1024)
+        f, nparams = g.function(m, "vector_add")
+        assert nparams == 4
+        g.call(Op.LAUNCH, f, (n + 255) // 256, 1, 1, 256, 1, 1, 0, 0,
+               blob=struct.pack("<QQQi", a, b, c, n), queued=True)
+        assert unfloats(g.get(c, 4 * n)) == [3.0 * i for i in range(n)]
+        g.window.view.release()
+
+
+def test_malformed_frame_closes_only_that_connection(worker):
+    w = worker()
+    w.wait_listening()
+    with w.connect() as good, w.connect() as bad:
+        g = w.guest(good, window=4096)
+        p = g.alloc(64)
+        bad.sendall(b"\xde\xad" + bytes(30))
+        assert bad.recv(100) == b""  # closed by the worker
+        g.put(p, b"x" * 64)
+        assert g.get(p, 64) == b"x" * 64
+        with w.connect() as again:
+            g2 = w.guest(again, window=4096)
+            assert g2.ok(Op.MEM_GET_INFO) == ((64 << 20) - 64, 64 << 20)
+            g2.window.view.release()
+        g.window.view.release()
+    assert "protocol violation" in w.log()
+
+
+def test_sigterm_exits_cleanly_and_removes_what_it_created(worker):
+    w = worker()
+    w.wait_listening()
+    with w.connect() as sock:
+        g = w.guest(sock, window=4096)
+        g.alloc(1024)
+        g.window.view.release()
+        w._region.close()
+        wait_for(lambda: os.path.exists(w.stats) and
+                 json.loads(Path(w.stats).read_text())["memory"]["used"] == 1024, "stats")
+        w.proc.send_signal(signal.SIGTERM)
+        assert w.proc.wait(15) == 0, w.log()
+    assert not os.path.exists(w.socket) and not os.path.exists(w.shm)
+    stats = json.loads(Path(w.stats).read_text())
+    assert stats["memory"] == {"used": 0, "limit": 64 << 20}
+    assert stats["calls"]["MEM_ALLOC"] == 1 and stats["sessions"]["started"] == 1
+    log = w.log()
+    assert "session 1:1 start" in log and "session 1:1 end" in log
+
+
+def test_connects_to_a_listening_channel_and_exits_when_it_closes(worker):
+    d = Path(tempfile.mkdtemp(prefix="kvq", dir="/tmp"))
+    path = str(d / "qemu.sock")
+    qemu = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)  # plays QEMU's chardev in bind mode
+    qemu.bind(path)
+    qemu.listen(1)
+    qemu.settimeout(15)
+    try:
+        w2 = worker(socket_path=path)
+        conn, _ = qemu.accept()  # the worker maps its region before it connects
+        conn.settimeout(15)
+        g = w2.guest(conn, window=4096)
+        g.alloc(16)
+        g.window.view.release()
+        w2._region.close()
+        conn.close()
+        assert w2.proc.wait(15) == 0, w2.log()
+        assert os.path.exists(path)  # not the worker's to remove
+    finally:
+        qemu.close()
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.mark.parametrize("args, text", [
+    (["--gmem", "12X"], "unknown unit"),
+    (["--gmem", "0"], "more than zero"),
+    (["--backend", "opencl"], "unknown backend"),
+    (["--compute", "0"], "between 1 and 100"),
+])
+def test_bad_options_exit_non_zero(tmp_path, args, text):
+    base = {"--backend": "sim", "--gmem": "1G", "--socket": str(tmp_path / "s"), "--shm": str(tmp_path / "r")}
+    for k, v in zip(args[::2], args[1::2]):
+        base[k] = v
+    r = subprocess.run([*KVMGPU, "worker", *[x for kv in base.items() for x in kv]],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and text in r.stderr, r.stderr
+    assert not os.path.exists(tmp_path / "s") and not os.path.exists(tmp_path / "r")
