@@ -1,0 +1,115 @@
+"""The client session against a fake host over a socketpair: batching, the ring, deferred errors."""
+
+import os
+import socket
+import tempfile
+
+import pytest
+
+from kvmgpu_guest.channel import UnixTransport
+from kvmgpu_guest.client import BATCH_BYTES, Session
+from kvmgpu_guest.protocol import Op
+from kvmgpu_guest.region import Region
+
+from fakehost import DEVICE, FakeHost
+
+WINDOW = (4096, 64 * 1024)
+
+
+@pytest.fixture
+def pair():
+    fd, path = tempfile.mkstemp(prefix="kvmgpu-fake-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+    os.close(fd)
+    guest_region = Region.open_file(path, 1 << 20, create=True)
+    host_region = Region.open_file(path)
+    a, b = socket.socketpair()
+    host = FakeHost(b, host_region, WINDOW)
+    host.start()
+    session = Session(UnixTransport("socketpair", a), guest_region, session_id=3)
+    session.handshake()
+    yield session, host
+    session.close()
+    b.close()
+    host.join(5)
+    host_region.close()
+    os.unlink(path)
+
+
+def test_handshake_caches_device_and_window(pair):
+    session, _ = pair
+    assert session.device == DEVICE and session.vgpu["compute"] == 50
+    assert session.window_size == WINDOW[1] and len(session.view) == WINDOW[1]
+
+
+def test_queued_calls_wait_for_the_next_call_and_go_first(pair):
+    session, host = pair
+    for i in range(3):
+        session.queue(Op.MEM_FREE, (0x1000 + i,))
+    assert host.calls == []  # nothing written yet
+    reply = session.call(Op.MEM_GET_INFO)
+    assert reply.status == 0 and reply.values == (DEVICE["total_memory"], DEVICE["total_memory"])
+    assert [c.op for c in host.calls] == [Op.MEM_FREE] * 3 + [Op.MEM_GET_INFO]
+    assert all(c.queued for c in host.calls[:3])
+
+
+def test_a_big_batch_is_written_without_waiting(pair):
+    session, host = pair
+    frames = BATCH_BYTES // 100 + 10
+    for _ in range(frames):
+        session.queue_launch(77, 1, 1, 1, 1, 1, 1, 0, 0, b"\0" * 20)
+    assert len(session._batch) < BATCH_BYTES
+    session.call(Op.CTX_SYNCHRONIZE)
+    assert sum(c.op == Op.LAUNCH for c in host.calls) == frames
+
+
+def test_error_of_a_queued_call_surfaces_at_the_synchronising_call(pair):
+    session, host = pair
+    host.fail_queued.add(Op.MEM_FREE)
+    session.queue(Op.MEM_FREE, (0xDEAD,))
+    assert session.call(Op.MEM_GET_INFO).status == 0  # not synchronising: no report
+    assert session.call(Op.CTX_SYNCHRONIZE).status == 1
+    assert session.call(Op.CTX_SYNCHRONIZE).status == 0  # reported once
+
+
+def test_copies_bigger_than_the_window_go_in_chunks_and_come_back(pair):
+    session, host = pair
+    n = WINDOW[1] * 3 + 1234
+    ptr = session.call(Op.MEM_ALLOC, (n,)).values[0]
+    data = os.urandom(n)
+    assert session.htod(ptr, memoryview(data)) == 0
+    htods = [c for c in host.calls if c.op == Op.MEMCPY_HTOD]
+    assert len(htods) == 4 and max(c.args[2] for c in htods) == WINDOW[1]
+    assert host.memory[ptr] == data
+    out = bytearray(n)
+    assert session.dtoh(memoryview(out), ptr) == 0
+    assert out == data
+
+
+def test_a_full_ring_sends_fence_and_starts_again(pair):
+    session, host = pair
+    ptr = session.call(Op.MEM_ALLOC, (4096,)).values[0]
+    chunk = memoryview(b"x" * 4096)
+    for _ in range(WINDOW[1] // 4096 + 2):
+        session.htod(ptr, chunk, sync=False)
+    session.call(Op.CTX_SYNCHRONIZE)
+    ops = [c.op for c in host.calls]
+    assert Op.FENCE in ops
+    offsets = [c.args[1] for c in host.calls if c.op == Op.MEMCPY_HTOD]
+    assert offsets[0] == 0 and 0 in offsets[1:] and max(offsets) + 4096 <= WINDOW[1]
+
+
+def test_each_module_image_is_sent_once(pair, monkeypatch):
+    from kvmgpu_guest import driver
+    session, host = pair
+    monkeypatch.setattr(driver, "_session", session)
+    driver._tls.stack = [1]
+    try:
+        image = b"// fake ptx\n.version 8.0\n"
+        err1, mod1 = driver.cuModuleLoadData(image)
+        err2, mod2 = driver.cuModuleLoadData(bytearray(image))
+        assert err1 == err2 == 0 and int(mod1) == int(mod2)
+        assert host.images == [image]
+        loads = [c for c in host.calls if c.op == Op.MODULE_LOAD]
+        assert [c.args[1] for c in loads] == [0, len(image), 0]  # hash, bytes, hash
+    finally:
+        driver._tls.stack = []
