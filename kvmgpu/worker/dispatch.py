@@ -255,6 +255,8 @@ def launch(vg: VGpu, s: Session, call):
         _invalid(f"{shared} bytes of dynamic shared memory, more than {a(8, 49152)}")
     if len(call.blob) != fn.arg_bytes:
         _invalid(f"{len(call.blob)} bytes of arguments, the function takes {fn.arg_bytes}")
+    if vg.gate is not None:
+        vg.gate.before_launch()  # may wait for this VM's turn on the GPU
     vg.backend.launch(fn.backend, (gx, gy, gz), (bx, by, bz), shared, st, call.blob)
     return OK
 

@@ -32,6 +32,7 @@ log = logging.getLogger("kvmgpu.worker")
 MAX_UNSENT = 64 << 20  # a peer that lets this much of its replies pile up is dropped
 READ_SIZE = 1 << 18
 STATS_INTERVAL = 1.0
+IDLE_S = 0.002  # no message for this long while holding the GPU: let the other VMs have it
 
 
 class Stop(BaseException):
@@ -163,7 +164,13 @@ class Worker:
             self.write_stats()
             while self._listener is not None or self._peers:
                 timeout = STATS_INTERVAL if c.stats_file else None
-                for key, mask in self._sel.select(timeout):
+                gate = self.vgpu.gate
+                if gate is not None and gate.held:
+                    timeout = IDLE_S
+                ready = self._sel.select(timeout)
+                if not ready and gate is not None and gate.held:
+                    gate.idle()
+                for key, mask in ready:
                     if key.data is None:
                         self._accept()
                     elif key.data in self._peers:

@@ -19,6 +19,8 @@ from .windows import WindowAllocator
 
 log = logging.getLogger("kvmgpu.worker")
 
+MAX_SESSIONS = 256  # per worker: each holds a window, tables and memory
+
 # CUDA errors after which the context is unusable until it is destroyed.
 STICKY = {
     CUresult.CUDA_ERROR_ILLEGAL_ADDRESS, CUresult.CUDA_ERROR_LAUNCH_FAILED,
@@ -29,7 +31,7 @@ STICKY = {
 class VGpu:
     def __init__(self, backend_factory: Callable[[], Backend], gmem: int, region: Region, *,
                  vm: str = "", compute: int = 100, compute_mode: str = "share",
-                 module_capacity: int = DEFAULT_CAPACITY):
+                 module_capacity: int = DEFAULT_CAPACITY, gate=None):
         self._factory = backend_factory
         self.region = region
         self.quota = MemoryQuota(gmem)
@@ -46,6 +48,8 @@ class VGpu:
         self.protocol_violations = 0
         self.started = time.time()
         self._module_capacity = module_capacity
+        # The compute gate (kvmgpu.compute.ComputeGate or None): before_launch(), idle(), close().
+        self.gate = gate
         self._start_backend()
 
     def _start_backend(self) -> None:
@@ -73,6 +77,8 @@ class VGpu:
         """A new session with its window, or why there is none."""
         if key in self.sessions:
             self.end_session(key, "HELLO on a live session")
+        if len(self.sessions) >= MAX_SESSIONS:
+            return f"the worker already serves {MAX_SESSIONS} sessions"
         placed = self.windows.allocate(window)
         if placed is None:
             return (f"no room for a {window or 'any'}-byte window in the {self.region.size}-byte "
@@ -122,6 +128,8 @@ class VGpu:
     def close(self) -> None:
         for key in list(self.sessions):
             self.end_session(key, "worker stopping")
+        if self.gate is not None:
+            _quietly(self.gate.close)
         _quietly(self.backend.close)
 
     # --- counters ---
@@ -137,7 +145,8 @@ class VGpu:
             "modules_cached": len(self.modules),
             "protocol_violations": self.protocol_violations,
             "broken": self.broken[1] if self.broken else None,
-            "compute": {"percent": self.compute, "mode": self.compute_mode},
+            "compute": {"percent": self.compute, "mode": self.compute_mode,
+                        "gpu_seconds": round(getattr(self.gate, "gpu_seconds", 0.0), 6)},
         }
 
 

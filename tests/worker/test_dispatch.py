@@ -436,3 +436,20 @@ def test_stats(host, g, vadd):
     assert s["bytes"]["htod"] == 8 * n and s["bytes"]["dtoh"] == 4 * n
     assert s["memory"] == {"used": 12 * n, "limit": QUOTA}
     assert s["sessions"] == {"live": 1, "started": 1}
+
+
+def test_compute_gate_is_asked_before_each_valid_launch(host, g, vadd):
+    class Gate:
+        held, gpu_seconds, launches = False, 1.25, 0
+
+        def before_launch(self):
+            self.launches += 1
+
+        def close(self):
+            pass
+    host.vgpu.gate = gate = Gate()
+    f, a, b, c, n = vadd
+    g.ok(Op.LAUNCH, f, 1, 1, 1, n, 1, 1, 0, 0, blob=vector_add_args(a, b, c, n))
+    g.call(Op.LAUNCH, f, 0, 1, 1, n, 1, 1, 0, 0, blob=vector_add_args(a, b, c, n))
+    assert gate.launches == 1
+    assert host.vgpu.stats()["compute"]["gpu_seconds"] == 1.25
