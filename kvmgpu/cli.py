@@ -41,5 +41,9 @@ def worker_command(
         raise typer.Exit(e.exit_code)
 
 
+from .bench import bench_command as _bench  # noqa: E402  (kvmgpu/bench.py owns the command)
+app.command("bench")(_bench)
+
+
 def main() -> None:
     app()
