@@ -25,7 +25,7 @@ from .protocol import (HEADER, MAGIC, NEED_DATA, OPS, QUEUED, Connection, Goodby
                        Op, Reply, Role, Welcome)
 
 BATCH_BYTES = 32 * 1024  # a batch is written once it is this big
-RECV_BYTES = 256 * 1024
+RECV_BYTES = 64 * 1024  # under glibc's mmap threshold: a larger recv() buffer costs an mmap per call
 RING_ALIGN = 64
 WINDOW_ENV = "KVMGPU_WINDOW"  # bytes of the region a session asks for (0: all that is free)
 SHARED_WINDOW_PART = 4  # through the guest agent, a session asks for a quarter of the region
