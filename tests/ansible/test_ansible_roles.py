@@ -1,0 +1,138 @@
+"""The host and guest roles against localhost, sandboxed: everything they install goes under a
+temporary directory (role variables), the Debian packages are the ones `make deps` installed, and
+the daemon is not started (this machine has no systemd; the role says so). Also: site.yml's syntax
+and ansible-lint's production profile on ansible/."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="module")
+def wheels(tmp_path_factory):
+    """kvmgpu and kvmgpu_guest wheels built from a copy of this checkout (the build leaves nothing in
+    the working tree)."""
+    src = tmp_path_factory.mktemp("src")
+    out = tmp_path_factory.mktemp("wheels")
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "kvmgpu", "guest-agent",
+                            "pyproject.toml", "README.md"], cwd=REPO, capture_output=True, text=True,
+                           check=True).stdout.split()
+    for rel in files:
+        if (REPO / rel).is_file():
+            (src / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / rel, src / rel)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+                    ".", "./guest-agent", "-w", str(out)], cwd=src, check=True, capture_output=True)
+    found = {p.name.split("-")[0]: p for p in out.glob("*.whl")}
+    assert set(found) == {"kvmgpu", "kvmgpu_guest"}, found
+    return found
+
+
+@pytest.fixture(scope="module")
+def sandbox(tmp_path_factory):
+    return tmp_path_factory.mktemp("sandbox")
+
+
+def host_vars(sandbox: Path, wheels: dict) -> dict:
+    return {
+        "kvmgpu_host_install_debs": True,
+        "kvmgpu_host_apt_cache_valid_time": 10 * 365 * 86400,  # never refresh apt's lists here
+        "kvmgpu_host_wheels": [str(wheels["kvmgpu"]), str(wheels["kvmgpu_guest"])],
+        "kvmgpu_host_wheel_dir": str(sandbox / "wheels"),
+        "kvmgpu_host_venv": str(sandbox / "venv"),
+        "kvmgpu_host_config_file": str(sandbox / "etc/kvmgpu.toml"),
+        "kvmgpu_host_config": {"sim_gpus": "2x80G", "metrics_port": 19464, "region_size": "64M"},
+        "kvmgpu_host_unit_dir": str(sandbox / "systemd"),
+        "kvmgpu_host_hook_dir": str(sandbox / "hooks/qemu.d"),
+        "kvmgpu_host_without_systemd": "skip",
+    }
+
+
+def test_host_role_installs_once_then_changes_nothing(ansible_playbook, make_inventory, wheels, sandbox):
+    inv = make_inventory("hosts.yml", "kvmgpu_hosts", host_vars(sandbox, wheels))
+    site = ["--limit", "kvmgpu_hosts"]
+
+    run = ansible_playbook("site.yml", inv, *site)
+    assert run.changed > 0, run.output
+    venv_kvmgpu = sandbox / "venv/bin/kvmgpu"
+    assert subprocess.run([str(venv_kvmgpu), "--help"], capture_output=True).returncode == 0
+    unit = (sandbox / "systemd/kvmgpu.service").read_text()
+    assert f"ExecStart={venv_kvmgpu} daemon" in unit
+    assert f'Environment="KVMGPU_CONFIG={sandbox}/etc/kvmgpu.toml"' in unit
+    hook = sandbox / "hooks/qemu.d/kvmgpu"
+    assert hook.stat().st_mode & 0o777 == 0o755
+    assert f'CONFIG = "{sandbox}/etc/kvmgpu.toml"' in hook.read_text()
+    config = (sandbox / "etc/kvmgpu.toml").read_text()
+    assert 'sim_gpus = "2x80G"' in config and "metrics_port = 19464" in config
+    # No systemd here: the unit is installed, the daemon is not started, and the role says why.
+    if "systemd" not in run.output.split("service manager is", 1)[-1][:40]:
+        assert "kvmgpu daemon not started" in run.output, run.output
+
+    again = ansible_playbook("site.yml", inv, *site)
+    assert again.changed == 0, again.output
+    # The configuration is read by kvmgpu itself before it is installed: a value it refuses fails
+    # the run and leaves the installed file alone.
+    bad = make_inventory("bad.yml", "kvmgpu_hosts",
+                         {**host_vars(sandbox, wheels), "kvmgpu_host_config": {"region_size": "3M"}})
+    run = ansible_playbook("site.yml", bad, *site, check=False)
+    assert run.rc != 0 and "power of two" in run.output, run.output
+    assert (sandbox / "etc/kvmgpu.toml").read_text() == config
+
+    # A changed setting: check mode reports it and changes nothing; the real run changes it.
+    changed_vars = {**host_vars(sandbox, wheels),
+                    "kvmgpu_host_config": {"sim_gpus": "1x40G", "metrics_port": 19464, "region_size": "64M"}}
+    new = make_inventory("new.yml", "kvmgpu_hosts", changed_vars)
+    run = ansible_playbook("site.yml", new, *site, "--check", "--diff")
+    assert run.changed >= 1 and '+sim_gpus = "1x40G"' in run.output, run.output
+    assert (sandbox / "etc/kvmgpu.toml").read_text() == config
+    run = ansible_playbook("site.yml", new, *site)
+    assert run.changed == 1 and "RUNNING HANDLER" in run.output, run.output
+    assert 'sim_gpus = "1x40G"' in (sandbox / "etc/kvmgpu.toml").read_text()
+
+
+def test_guest_role_installs_once_then_changes_nothing(ansible_playbook, make_inventory, wheels,
+                                                       tmp_path):
+    inv = make_inventory("guests.yml", "kvmgpu_guests", {
+        "kvmgpu_guest_source": "wheel",
+        "kvmgpu_guest_wheel": str(wheels["kvmgpu_guest"]),
+        "kvmgpu_guest_wheel_dir": str(tmp_path / "wheels"),
+        "kvmgpu_guest_venv": str(tmp_path / "venv"),
+        "kvmgpu_guest_bin_link": str(tmp_path / "bin/kvmgpu-guest"),
+        "kvmgpu_guest_unit_dir": str(tmp_path / "systemd"),
+        "kvmgpu_guest_install_debs": False,
+    })
+    (tmp_path / "bin").mkdir()
+    run = ansible_playbook("site.yml", inv, "--limit", "kvmgpu_guests")
+    assert run.changed > 0, run.output
+    out = subprocess.run([str(tmp_path / "bin/kvmgpu-guest"), "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and "kvmgpu-guest" in out.stdout
+    unit = (tmp_path / "systemd/kvmgpu-guest.service").read_text()
+    assert f"ExecStart={tmp_path}/venv/bin/kvmgpu-guest agent" in unit
+    assert ansible_playbook("site.yml", inv, "--limit", "kvmgpu_guests").changed == 0
+
+
+def test_playbooks_syntax(ansible_playbook, make_inventory):
+    inv = REPO / "ansible/inventory/example/hosts.yml"
+    for playbook in ("site.yml", "attach.yml"):
+        ansible_playbook(playbook, inv, "--syntax-check")
+
+
+def test_ansible_lint_production_profile():
+    exe = BIN / "ansible-lint"
+    if not exe.exists():
+        pytest.skip("ansible-lint is not installed in the test venv (pip install -e '.[test]')")
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ.get('PATH', '')}", "NO_COLOR": "1",
+           "ANSIBLE_COLLECTIONS_PATH": str(REPO / "ansible/collections")}
+    proc = subprocess.run([str(exe), "--profile", "production", "--offline", "--nocolor"],
+                          cwd=REPO / "ansible", env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Profile 'production' was required, and it passed" in proc.stdout + proc.stderr
