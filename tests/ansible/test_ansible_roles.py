@@ -57,12 +57,34 @@ def host_vars(sandbox: Path, wheels: dict) -> dict:
     }
 
 
-def test_host_role_installs_once_then_changes_nothing(ansible_playbook, make_inventory, wheels, sandbox):
-    inv = make_inventory("hosts.yml", "kvmgpu_hosts", host_vars(sandbox, wheels))
-    site = ["--limit", "kvmgpu_hosts"]
+def guest_vars(sandbox: Path, wheels: dict) -> dict:
+    return {
+        "kvmgpu_guest_source": "wheel",
+        "kvmgpu_guest_wheel": str(wheels["kvmgpu_guest"]),
+        "kvmgpu_guest_wheel_dir": str(sandbox / "guest/wheels"),
+        "kvmgpu_guest_venv": str(sandbox / "guest/venv"),
+        "kvmgpu_guest_bin_link": str(sandbox / "guest/bin/kvmgpu-guest"),
+        "kvmgpu_guest_unit_dir": str(sandbox / "guest/systemd"),
+        "kvmgpu_guest_install_debs": False,
+    }
 
-    run = ansible_playbook("site.yml", inv, *site)
+
+def both_roles_inventory(path: Path, hostvars: dict) -> Path:
+    import yaml
+
+    host = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable, **hostvars}
+    groups = {"kvmgpu_hosts": {"hosts": {"localhost": host}}, "kvmgpu_guests": {"hosts": {"localhost": {}}}}
+    path.write_text(yaml.safe_dump({"all": {"children": groups}}))
+    return path
+
+
+def test_site_installs_once_then_changes_nothing(ansible_playbook, make_inventory, wheels, sandbox):
+    (sandbox / "guest/bin").mkdir(parents=True)
+    inv = both_roles_inventory(sandbox / "site.yml", {**host_vars(sandbox, wheels), **guest_vars(sandbox, wheels)})
+
+    run = ansible_playbook("site.yml", inv)
     assert run.changed > 0, run.output
+    # Host: kvmgpu in its virtualenv, the unit pointing at it, the hook, the configuration.
     venv_kvmgpu = sandbox / "venv/bin/kvmgpu"
     assert subprocess.run([str(venv_kvmgpu), "--help"], capture_output=True).returncode == 0
     unit = (sandbox / "systemd/kvmgpu.service").read_text()
@@ -73,51 +95,38 @@ def test_host_role_installs_once_then_changes_nothing(ansible_playbook, make_inv
     assert f'CONFIG = "{sandbox}/etc/kvmgpu.toml"' in hook.read_text()
     config = (sandbox / "etc/kvmgpu.toml").read_text()
     assert 'sim_gpus = "2x80G"' in config and "metrics_port = 19464" in config
-    # No systemd here: the unit is installed, the daemon is not started, and the role says why.
+    # Guest: the agent in its virtualenv, on PATH, and its unit.
+    out = subprocess.run([str(sandbox / "guest/bin/kvmgpu-guest"), "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and "kvmgpu-guest" in out.stdout
+    guest_unit = (sandbox / "guest/systemd/kvmgpu-guest.service").read_text()
+    assert f"ExecStart={sandbox}/guest/venv/bin/kvmgpu-guest agent" in guest_unit
+    # No systemd here: the units are installed, the daemons are not started, and the roles say why.
     if "systemd" not in run.output.split("service manager is", 1)[-1][:40]:
         assert "kvmgpu daemon not started" in run.output, run.output
+        assert "kvmgpu-guest agent not started" in run.output, run.output
 
-    again = ansible_playbook("site.yml", inv, *site)
+    again = ansible_playbook("site.yml", inv)
     assert again.changed == 0, again.output
+
     # The configuration is read by kvmgpu itself before it is installed: a value it refuses fails
     # the run and leaves the installed file alone.
     bad = make_inventory("bad.yml", "kvmgpu_hosts",
                          {**host_vars(sandbox, wheels), "kvmgpu_host_config": {"region_size": "3M"}})
-    run = ansible_playbook("site.yml", bad, *site, check=False)
+    run = ansible_playbook("site.yml", bad, check=False)
     assert run.rc != 0 and "power of two" in run.output, run.output
     assert (sandbox / "etc/kvmgpu.toml").read_text() == config
 
-    # A changed setting: check mode reports it and changes nothing; the real run changes it.
+    # A changed setting: check mode reports it and changes nothing; the real run changes it and
+    # runs the restart handler.
     changed_vars = {**host_vars(sandbox, wheels),
                     "kvmgpu_host_config": {"sim_gpus": "1x40G", "metrics_port": 19464, "region_size": "64M"}}
     new = make_inventory("new.yml", "kvmgpu_hosts", changed_vars)
-    run = ansible_playbook("site.yml", new, *site, "--check", "--diff")
+    run = ansible_playbook("site.yml", new, "--check", "--diff")
     assert run.changed >= 1 and '+sim_gpus = "1x40G"' in run.output, run.output
     assert (sandbox / "etc/kvmgpu.toml").read_text() == config
-    run = ansible_playbook("site.yml", new, *site)
+    run = ansible_playbook("site.yml", new)
     assert run.changed == 1 and "RUNNING HANDLER" in run.output, run.output
     assert 'sim_gpus = "1x40G"' in (sandbox / "etc/kvmgpu.toml").read_text()
-
-
-def test_guest_role_installs_once_then_changes_nothing(ansible_playbook, make_inventory, wheels,
-                                                       tmp_path):
-    inv = make_inventory("guests.yml", "kvmgpu_guests", {
-        "kvmgpu_guest_source": "wheel",
-        "kvmgpu_guest_wheel": str(wheels["kvmgpu_guest"]),
-        "kvmgpu_guest_wheel_dir": str(tmp_path / "wheels"),
-        "kvmgpu_guest_venv": str(tmp_path / "venv"),
-        "kvmgpu_guest_bin_link": str(tmp_path / "bin/kvmgpu-guest"),
-        "kvmgpu_guest_unit_dir": str(tmp_path / "systemd"),
-        "kvmgpu_guest_install_debs": False,
-    })
-    (tmp_path / "bin").mkdir()
-    run = ansible_playbook("site.yml", inv, "--limit", "kvmgpu_guests")
-    assert run.changed > 0, run.output
-    out = subprocess.run([str(tmp_path / "bin/kvmgpu-guest"), "--version"], capture_output=True, text=True)
-    assert out.returncode == 0 and "kvmgpu-guest" in out.stdout
-    unit = (tmp_path / "systemd/kvmgpu-guest.service").read_text()
-    assert f"ExecStart={tmp_path}/venv/bin/kvmgpu-guest agent" in unit
-    assert ansible_playbook("site.yml", inv, "--limit", "kvmgpu_guests").changed == 0
 
 
 def test_playbooks_syntax(ansible_playbook, make_inventory):
