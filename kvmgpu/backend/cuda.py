@@ -1,0 +1,315 @@
+"""The product backend: one CUDA context on one GPU, through `cuda.bindings.driver`.
+
+Everything here runs calls the worker has already validated. CUDA failures become
+`CudaError(code, detail)`. The shared region is registered as pinned host memory once
+(`attach_region`), so a forwarded copy is one DMA between the device and the shared pages.
+
+Launches are the hot path. Each function gets, when it is looked up, a parameter buffer and an
+array of pointers into it laid out by the function's own parameter table (`cuFuncGetParamInfo`);
+a launch then costs one `memmove` of the argument bytes and one `cuLaunchKernel`. The other way of
+passing parameters, a packed buffer through `extra`, is kept (`launch_mode="extra"`) because the
+benchmark measures both.
+
+A sticky error (an out-of-bounds kernel: CUDA_ERROR_ILLEGAL_ADDRESS) kills the context; `reset()`
+gives the VM a fresh one.
+"""
+
+from __future__ import annotations
+
+import ctypes
+
+from cuda.bindings import driver as cu
+
+from kvmgpu.backend.base import Backend, CudaError, DeviceInfo
+
+_NOT_READY = cu.CUresult.CUDA_ERROR_NOT_READY
+_INVALID_VALUE = cu.CUresult.CUDA_ERROR_INVALID_VALUE
+_REGISTER_FLAGS = (cu.CU_MEMHOSTREGISTER_PORTABLE | cu.CU_MEMHOSTREGISTER_DEVICEMAP)
+# Attributes whose query is documented to fail or that are markers, not attributes.
+_SKIP_ATTRIBUTES = {"CU_DEVICE_ATTRIBUTE_MAX"}
+_BINARY_MAGIC = (b"\x7fELF", b"\x50\xed\x55\xba")  # cubin (ELF), fatbin
+
+
+def _fail(err, what: str):
+    raise CudaError(int(err), what)
+
+
+def _check(result, what: str):
+    """Unpack a `(CUresult, *values)` tuple; raise CudaError on failure."""
+    err = result[0]
+    if err:
+        _fail(err, what)
+    if len(result) == 1:
+        return None
+    if len(result) == 2:
+        return result[1]
+    return result[1:]
+
+
+class Function:
+    """A loaded kernel with everything a launch needs precomputed."""
+
+    __slots__ = ("handle", "params", "arg_size", "_buf", "_buf_addr", "_ptrs", "kernel_params",
+                 "_extra", "extra", "_size")
+
+    def __init__(self, handle, params: list[tuple[int, int]]):
+        self.handle = handle
+        self.params = params
+        self.arg_size = max((off + size for off, size in params), default=0)
+        self._buf = ctypes.create_string_buffer(max(self.arg_size, 8))
+        self._buf_addr = ctypes.addressof(self._buf)
+        if params:
+            self._ptrs = (ctypes.c_void_p * len(params))(*(self._buf_addr + off for off, _ in params))
+            self.kernel_params = ctypes.addressof(self._ptrs)
+        else:
+            self._ptrs = None
+            self.kernel_params = 0
+        self._size = ctypes.c_size_t(self.arg_size)
+        self._extra = (ctypes.c_void_p * 5)(
+            cu.CU_LAUNCH_PARAM_BUFFER_POINTER, self._buf_addr,
+            cu.CU_LAUNCH_PARAM_BUFFER_SIZE, ctypes.addressof(self._size),
+            cu.CU_LAUNCH_PARAM_END)
+        self.extra = ctypes.addressof(self._extra)
+
+
+class CudaBackend(Backend):
+    """One context on GPU `index` for one VM (one worker process)."""
+
+    name = "cuda"
+
+    def __init__(self, index: int = 0, launch_mode: str = "params"):
+        if launch_mode not in ("params", "extra"):
+            raise ValueError(f"launch_mode must be 'params' or 'extra', not {launch_mode!r}")
+        self.index = index
+        self.launch_mode = launch_mode
+        _check(cu.cuInit(0), "cuInit")
+        self.device = _check(cu.cuDeviceGet(index), f"cuDeviceGet({index})")
+        self._region: memoryview | None = None
+        self._region_addr = 0
+        self._region_size = 0
+        self._registered = False
+        self._info: DeviceInfo | None = None
+        self._open_context()
+
+    # --- lifetime ----------------------------------------------------------------------------
+
+    def _open_context(self) -> None:
+        self.context = _check(cu.cuDevicePrimaryCtxRetain(self.device), "cuDevicePrimaryCtxRetain")
+        _check(cu.cuCtxSetCurrent(self.context), "cuCtxSetCurrent")
+        self.null_stream = cu.CUstream(0)
+        if self._region is not None:
+            self._register_region()
+
+    def device_info(self) -> DeviceInfo:
+        if self._info is None:
+            self._info = self._read_device_info()
+        return self._info
+
+    def _read_device_info(self) -> DeviceInfo:
+        dev = self.device
+        name = _check(cu.cuDeviceGetName(256, dev), "cuDeviceGetName")
+        name = bytes(name).split(b"\0", 1)[0].decode(errors="replace")
+        total = _check(cu.cuDeviceTotalMem(dev), "cuDeviceTotalMem")
+        version = _check(cu.cuDriverGetVersion(), "cuDriverGetVersion")
+        uuid_raw = bytes(_check(cu.cuDeviceGetUuid(dev), "cuDeviceGetUuid").bytes)
+        h = uuid_raw.hex()
+        uuid = f"GPU-{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:32]}"
+        attributes: dict[int, int] = {}
+        for attr in cu.CUdevice_attribute:
+            if attr.name in _SKIP_ATTRIBUTES:
+                continue
+            err, value = cu.cuDeviceGetAttribute(attr, dev)
+            if not err:
+                attributes[int(attr)] = int(value)
+        major = attributes.get(int(cu.CUdevice_attribute.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR), 0)
+        minor = attributes.get(int(cu.CUdevice_attribute.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR), 0)
+        return DeviceInfo(name=name, uuid=uuid, total_memory=int(total), driver_version=int(version),
+                          compute_capability=(major, minor), attributes=attributes)
+
+    def attach_region(self, region: memoryview) -> None:
+        """Register the shared region as pinned host memory (PORTABLE | DEVICEMAP)."""
+        if self._region is not None:
+            self._unregister_region()
+        # The address of the mapping: a ctypes view of it, dropped at once so the mmap can close.
+        holder = (ctypes.c_char * len(region)).from_buffer(region)
+        self._region_addr = ctypes.addressof(holder)
+        del holder
+        self._region = region
+        self._region_size = len(region)
+        self._register_region()
+
+    def _register_region(self) -> None:
+        _check(cu.cuMemHostRegister(self._region_addr, self._region_size, _REGISTER_FLAGS),
+               f"cuMemHostRegister of the {self._region_size}-byte shared region")
+        self._registered = True
+
+    def _unregister_region(self) -> None:
+        if self._registered:
+            cu.cuMemHostUnregister(self._region_addr)  # may fail in a dead context: nothing to do
+            self._registered = False
+
+    def reset(self) -> None:
+        """Throw the context away and start a fresh one on the same GPU.
+
+        Everything the VM had (memory, modules, streams, events) is gone; handles from before are
+        invalid. The shared region, if attached, is registered again. For after a sticky error
+        (CUDA_ERROR_ILLEGAL_ADDRESS, CUDA_ERROR_LAUNCH_FAILED...), which leaves the context unusable.
+        Raises CudaError if the device cannot give a working context again; the worker should then
+        exit so that a new process (and a new context) takes its place.
+        """
+        self._unregister_region()
+        cu.cuCtxSetCurrent(cu.CUcontext(0))
+        cu.cuDevicePrimaryCtxRelease(self.device)
+        _check(cu.cuDevicePrimaryCtxReset(self.device), "cuDevicePrimaryCtxReset")
+        self._open_context()
+        # Prove the new context works before a VM is handed it.
+        dptr = self.mem_alloc(4)
+        self.mem_free(dptr)
+        self.synchronize()
+
+    def close(self) -> None:
+        if self.context is None:
+            return
+        cu.cuCtxSynchronize()
+        self._unregister_region()
+        self._region = None
+        cu.cuCtxSetCurrent(cu.CUcontext(0))
+        cu.cuDevicePrimaryCtxRelease(self.device)
+        cu.cuDevicePrimaryCtxReset(self.device)  # frees what the VM left behind
+        self.context = None
+
+    def mem_get_info(self) -> tuple[int, int]:
+        """(free, total) of the physical device, for placement and tests (the worker reports the
+        quota to the guest, not this)."""
+        free, total = _check(cu.cuMemGetInfo(), "cuMemGetInfo")
+        return int(free), int(total)
+
+    # --- memory ------------------------------------------------------------------------------
+
+    def mem_alloc(self, nbytes: int) -> int:
+        return int(_check(cu.cuMemAlloc(nbytes), f"cuMemAlloc({nbytes})"))
+
+    def mem_free(self, dptr: int) -> None:
+        _check(cu.cuMemFree(dptr), "cuMemFree")
+
+    def _stream(self, stream):
+        return self.null_stream if stream is None or stream == 0 else stream
+
+    def memcpy_htod(self, dst: int, offset: int, nbytes: int, stream, sync: bool) -> None:
+        stream = self._stream(stream)
+        err, = cu.cuMemcpyHtoDAsync(dst, self._region_addr + offset, nbytes, stream)
+        if err:
+            _fail(err, "cuMemcpyHtoDAsync")
+        if sync:
+            _check(cu.cuStreamSynchronize(stream), "cuStreamSynchronize after cuMemcpyHtoDAsync")
+
+    def memcpy_dtoh(self, offset: int, src: int, nbytes: int, stream) -> None:
+        stream = self._stream(stream)
+        err, = cu.cuMemcpyDtoHAsync(self._region_addr + offset, src, nbytes, stream)
+        if err:
+            _fail(err, "cuMemcpyDtoHAsync")
+        _check(cu.cuStreamSynchronize(stream), "cuStreamSynchronize after cuMemcpyDtoHAsync")
+
+    def memcpy_dtod(self, dst: int, src: int, nbytes: int, stream, sync: bool) -> None:
+        stream = self._stream(stream)
+        _check(cu.cuMemcpyDtoDAsync(dst, src, nbytes, stream), "cuMemcpyDtoDAsync")
+        if sync:
+            _check(cu.cuStreamSynchronize(stream), "cuStreamSynchronize after cuMemcpyDtoDAsync")
+
+    def memset(self, dst: int, value: int, count: int, width: int, stream, sync: bool) -> None:
+        stream = self._stream(stream)
+        if width == 1:
+            _check(cu.cuMemsetD8Async(dst, value & 0xFF, count, stream), "cuMemsetD8Async")
+        elif width == 4:
+            _check(cu.cuMemsetD32Async(dst, value & 0xFFFFFFFF, count, stream), "cuMemsetD32Async")
+        else:
+            raise CudaError(int(_INVALID_VALUE), f"memset width {width}")
+        if sync:
+            _check(cu.cuStreamSynchronize(stream), "cuStreamSynchronize after memset")
+
+    # --- modules and launches ----------------------------------------------------------------
+
+    def module_load(self, image: bytes):
+        image = bytes(image)
+        if not image.startswith(_BINARY_MAGIC) and not image.endswith(b"\0"):
+            image += b"\0"  # PTX is text and must be NUL-terminated
+        return _check(cu.cuModuleLoadData(image), "cuModuleLoadData")
+
+    def module_unload(self, module) -> None:
+        _check(cu.cuModuleUnload(module), "cuModuleUnload")
+
+    def module_get_function(self, module, name: str):
+        handle = _check(cu.cuModuleGetFunction(module, name.encode()), f"cuModuleGetFunction({name!r})")
+        params: list[tuple[int, int]] = []
+        while True:
+            err, offset, size = cu.cuFuncGetParamInfo(handle, len(params))
+            if err == _INVALID_VALUE:
+                break
+            if err:
+                _fail(err, f"cuFuncGetParamInfo({name!r}, {len(params)})")
+            params.append((int(offset), int(size)))
+        return Function(handle, params), params
+
+    def module_get_global(self, module, name: str) -> tuple[int, int]:
+        dptr, size = _check(cu.cuModuleGetGlobal(module, name.encode()), f"cuModuleGetGlobal({name!r})")
+        return int(dptr), int(size)
+
+    def launch(self, function, grid, block, shared, stream, args: bytes) -> None:
+        f = function
+        if args:
+            ctypes.memmove(f._buf_addr, args, len(args))
+        if stream is None or stream == 0:
+            stream = self.null_stream
+        if self.launch_mode == "params":
+            err, = cu.cuLaunchKernel(f.handle, grid[0], grid[1], grid[2], block[0], block[1], block[2],
+                                     shared, stream, f.kernel_params, 0)
+        else:
+            err, = cu.cuLaunchKernel(f.handle, grid[0], grid[1], grid[2], block[0], block[1], block[2],
+                                     shared, stream, 0, f.extra if f.arg_size else 0)
+        if err:
+            _fail(err, "cuLaunchKernel")
+
+    # --- streams and events ------------------------------------------------------------------
+
+    def stream_create(self, flags: int):
+        return _check(cu.cuStreamCreate(flags), "cuStreamCreate")
+
+    def stream_destroy(self, stream) -> None:
+        _check(cu.cuStreamDestroy(stream), "cuStreamDestroy")
+
+    def stream_synchronize(self, stream) -> None:
+        _check(cu.cuStreamSynchronize(self._stream(stream)), "cuStreamSynchronize")
+
+    def stream_query(self, stream) -> bool:
+        err, = cu.cuStreamQuery(self._stream(stream))
+        if err == _NOT_READY:
+            return False
+        if err:
+            _fail(err, "cuStreamQuery")
+        return True
+
+    def event_create(self, flags: int):
+        return _check(cu.cuEventCreate(flags), "cuEventCreate")
+
+    def event_record(self, event, stream) -> None:
+        _check(cu.cuEventRecord(event, self._stream(stream)), "cuEventRecord")
+
+    def event_synchronize(self, event) -> None:
+        _check(cu.cuEventSynchronize(event), "cuEventSynchronize")
+
+    def event_query(self, event) -> bool:
+        err, = cu.cuEventQuery(event)
+        if err == _NOT_READY:
+            return False
+        if err:
+            _fail(err, "cuEventQuery")
+        return True
+
+    def event_elapsed(self, start, end) -> float:
+        return float(_check(cu.cuEventElapsedTime(start, end), "cuEventElapsedTime"))
+
+    def event_destroy(self, event) -> None:
+        _check(cu.cuEventDestroy(event), "cuEventDestroy")
+
+    def synchronize(self) -> None:
+        _check(cu.cuCtxSynchronize(), "cuCtxSynchronize")

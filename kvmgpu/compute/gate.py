@@ -1,0 +1,142 @@
+"""What a worker calls: `ComputeGate.before_launch()` before each kernel launch, `idle()` when it
+has nothing to do, `close()` when the VM goes.
+
+The gate holds the GPU for slices of `slice_s` wall seconds. While it holds the GPU a launch costs
+one clock read. At a slice's end the gate drains the context, charges the measured GPU time (the
+meter's), and keeps the GPU if nobody else waits (and, in `limit` mode, its bucket is not empty);
+otherwise it lets go and waits its turn like everyone else.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from kvmgpu.compute.board import Board
+from kvmgpu.compute.meter import EventMeter
+from kvmgpu.compute.policy import LIMIT, MODES, NOBODY, LimitBucket, choose, placed_vt
+
+SLICE_S = 0.010  # how long a VM holds the GPU before the others are looked at
+POLL_S = 50e-6  # how often a waiting worker looks at the board
+MIN_SLICE_S = 0.0005
+
+
+class ComputeGate:
+    def __init__(self, board: Board, mode: str, percent: float, meter, *, clock=time.monotonic,
+                 sleep=time.sleep, slice_s: float = SLICE_S, stale_s: float | None = None,
+                 poll_s: float = POLL_S, pid: int | None = None):
+        if mode not in MODES:
+            raise ValueError(f"compute mode must be one of {MODES}, not {mode!r}")
+        if not 0 < percent <= 100:
+            raise ValueError(f"compute percent must be in (0, 100], not {percent}")
+        self.board = board
+        self.mode = mode
+        self.percent = float(percent)
+        self.meter = meter
+        self._clock = clock
+        self._sleep = sleep
+        self.slice_s = slice_s
+        self.stale_s = stale_s if stale_s is not None else 5 * slice_s + 0.05
+        self.poll_s = poll_s
+        self.slot = board.join(pid or os.getpid(), mode, percent)
+        self.bucket = LimitBucket(percent, slice_s, clock()) if mode == LIMIT else None
+        self.gpu_seconds = 0.0  # GPU time charged to this VM so far
+        self.held = False
+        self._slice_end = 0.0
+        self._vt = 0.0
+        self._last_end = float("-inf")  # when this VM's last slice ended
+        self._was_idle = True
+
+    # --- the worker's calls ------------------------------------------------------------------
+
+    def before_launch(self) -> None:
+        """Return when this VM may put a launch on the GPU (may sleep)."""
+        if self.held:
+            now = self._clock()
+            if now < self._slice_end:
+                return
+            self._end_slice(now, keep_if_alone=True)
+            if self.held:
+                return
+        self._acquire()
+
+    def idle(self) -> None:
+        """The worker has nothing to dispatch: let the others have the GPU."""
+        if self.held:
+            self._end_slice(self._clock(), keep_if_alone=False)
+        self._was_idle = True
+
+    def close(self) -> None:
+        self.idle()
+        self.board.leave(self.slot)
+        self.meter.close()
+
+    # --- slices ------------------------------------------------------------------------------
+
+    def _slice_length(self) -> float:
+        if self.bucket is None:
+            return self.slice_s
+        return min(self.slice_s, max(self.bucket.level, MIN_SLICE_S))
+
+    def _acquire(self) -> None:
+        board = self.board
+        if self.bucket is not None:
+            while (wait := self.bucket.wait_time(self._clock())) > 0:
+                self._sleep(wait)
+        now = self._clock()
+        with board.locked():
+            slots = board.slots()
+            me = next(s for s in slots if s.index == self.slot)
+            if self._was_idle or now - self._last_end > 2 * self.slice_s:
+                me.vt = placed_vt(slots, self.slot, board.owner())  # idling banks no credit
+            self._was_idle = False
+            me.want_since = now
+            board.write(me)
+        while True:
+            with board.locked():
+                slots = board.slots()
+                if choose(slots, board.owner(), board.owner_since(), now, self.stale_s) == self.slot:
+                    me = next(s for s in slots if s.index == self.slot)
+                    me.want_since = 0.0
+                    board.write(me)
+                    board.set_owner(self.slot, now)
+                    self._vt = me.vt
+                    break
+            self._sleep(self.poll_s)
+            now = self._clock()
+        self.held = True
+        if self.bucket is not None:
+            self.bucket.refill(now)
+        self._slice_end = now + self._slice_length()
+        self.meter.begin()
+
+    def _end_slice(self, now: float, keep_if_alone: bool) -> None:
+        gpu = self.meter.finish()
+        now = self._last_end = self._clock()
+        self.gpu_seconds += gpu
+        if self.bucket is not None:
+            self.bucket.refill(now)
+            self.bucket.charge(gpu)
+        board = self.board
+        with board.locked():
+            slots = board.slots()
+            me = next(s for s in slots if s.index == self.slot)
+            me.vt = self._vt = self._vt + gpu / self.percent
+            board.write(me, used=self.gpu_seconds, seen=now)
+            if board.owner() != self.slot:  # held too long, and a waiter took the GPU
+                self.held = False
+                return
+            others_wait = any(s.want_since > 0.0 for s in slots if s.index != self.slot)
+            budget_left = self.bucket is None or self.bucket.level > 0
+            if keep_if_alone and not others_wait and budget_left:
+                board.set_owner(self.slot, now)
+                self._slice_end = now + self._slice_length()
+                self.meter.begin()
+                return
+            board.set_owner(NOBODY, now)
+            self.held = False
+
+
+def open_gate(backend, gpu: int, percent: float, mode: str, **kw) -> ComputeGate:
+    """The gate of a worker on GPU `gpu`, timing slices with the backend's CUDA events."""
+    return ComputeGate(Board.for_gpu(gpu), mode, percent, EventMeter(backend), **kw)

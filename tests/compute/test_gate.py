@@ -1,0 +1,121 @@
+"""The gate a worker calls, with a fake clock and GPU time charged from it (no GPU)."""
+
+import multiprocessing as mp
+import os
+import time
+
+import pytest
+
+from kvmgpu.compute.board import Board
+from kvmgpu.compute.gate import ComputeGate
+from kvmgpu.compute.meter import WallMeter
+from kvmgpu.compute.policy import LIMIT, NOBODY, SHARE
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+    def sleep(self, s):
+        self.now += s
+
+
+@pytest.fixture
+def board(tmp_path):
+    b = Board(str(tmp_path / "kvmgpu-gpu0-compute"))
+    yield b
+    b.close()
+
+
+def run_busy(gate, clock, seconds, kernel_s=0.0002):
+    """A VM that launches back to back; every kernel runs kernel_s on the (fake) GPU."""
+    end = clock.now + seconds
+    while clock.now < end:
+        gate.before_launch()
+        clock.now += kernel_s
+
+
+def test_share_alone_never_waits(board):
+    clock = FakeClock()
+    gate = ComputeGate(board, SHARE, 30, WallMeter(clock), clock=clock, sleep=clock.sleep)
+    slept = []
+    gate._sleep = slept.append
+    run_busy(gate, clock, 1.0)
+    assert not slept
+    assert gate.gpu_seconds == pytest.approx(1.0, abs=0.02)
+    gate.close()
+    assert board.owner() == NOBODY
+
+
+def test_limit_alone_is_capped(board):
+    clock = FakeClock()
+    gate = ComputeGate(board, LIMIT, 50, WallMeter(clock), clock=clock, sleep=clock.sleep)
+    run_busy(gate, clock, 0.2)  # warm up past the first burst
+    used0, t0 = gate.gpu_seconds, clock.now
+    for _ in range(3):  # three 1 s windows
+        run_busy(gate, clock, 1.0)
+        share = (gate.gpu_seconds - used0) / (clock.now - t0)
+        assert share == pytest.approx(0.50, abs=0.01)
+        used0, t0 = gate.gpu_seconds, clock.now
+
+
+def test_idle_lets_go(board):
+    clock = FakeClock()
+    gate = ComputeGate(board, SHARE, 50, WallMeter(clock), clock=clock, sleep=clock.sleep)
+    gate.before_launch()
+    assert board.owner() == gate.slot
+    gate.idle()
+    assert board.owner() == NOBODY and not gate.held
+
+
+def test_bad_settings(board):
+    with pytest.raises(ValueError):
+        ComputeGate(board, "fair", 50, WallMeter())
+    with pytest.raises(ValueError):
+        ComputeGate(board, SHARE, 0, WallMeter())
+
+
+def _vm(path, mode, percent, start, seconds, kernel_s, out):
+    """A worker process whose 'GPU' is this CPU: the gate makes the work exclusive."""
+    board = Board(path)
+    gate = ComputeGate(board, mode, percent, WallMeter())
+    while time.monotonic() < start:
+        time.sleep(0.001)
+    marks = []
+    while (now := time.monotonic()) < start + seconds:
+        gate.before_launch()
+        t = time.monotonic()
+        while time.monotonic() - t < kernel_s:
+            pass
+        marks.append((now, time.monotonic() - t))
+    gate.close()
+    out.put((os.getpid(), percent, marks))
+
+
+def shares_in_window(results, lo, hi):
+    return {pct: sum(d for t, d in marks if lo <= t < hi) / (hi - lo) for _pid, pct, marks in results}
+
+
+@pytest.mark.parametrize("percents", [(30, 70), (25, 25, 25, 25)])
+def test_processes_share_by_weight(tmp_path, percents):
+    if (os.cpu_count() or 1) < len(percents) + 2:
+        pytest.skip(f"needs {len(percents)} CPUs to run the VMs side by side")
+    path = str(tmp_path / "board")
+    Board(path).close()
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    start = time.monotonic() + 1.0
+    procs = [ctx.Process(target=_vm, args=(path, SHARE, p, start, 2.0, 0.0002, out)) for p in percents]
+    for p in procs:
+        p.start()
+    results = [out.get(timeout=30) for _ in procs]
+    for p in procs:
+        p.join()
+    # Shares of the work done (the CPU model has no idle gaps to publish), over the middle second.
+    got = shares_in_window(results, start + 0.5, start + 1.5)
+    total = sum(got.values())
+    for pct in percents:
+        assert got[pct] / total == pytest.approx(pct / 100, abs=0.03), got
