@@ -17,7 +17,7 @@ description:
     of the host's GPUs), changes its settings, or takes it away.
   - Drives the C(kvmgpu) command on the managed host (C(kvmgpu list --json), C(kvmgpu attach --json),
     C(kvmgpu detach --json)); kvmgpu must be installed there, for instance by the
-    M(kvmgpu.kvmgpu.kvmgpu_host) role.
+    role C(kvmgpu.kvmgpu.kvmgpu_host).
   - The module compares the vGPU the domain has with the one asked for, so it only runs C(kvmgpu)
     when something must change. Options left out are not compared.
   - When C(kvmgpu) refuses, the task fails with kvmgpu's own error message and hint.
