@@ -138,5 +138,6 @@ class ComputeGate:
 
 
 def open_gate(backend, gpu: int, percent: float, mode: str, **kw) -> ComputeGate:
-    """The gate of a worker on GPU `gpu`, timing slices with the backend's CUDA events."""
+    """The gate of a worker on GPU `gpu`, timing slices with the backend's CUDA events.
+    `backend`: the backend, or a function returning the current one."""
     return ComputeGate(Board.for_gpu(gpu), mode, percent, EventMeter(backend), **kw)

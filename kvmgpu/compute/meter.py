@@ -13,18 +13,29 @@ from kvmgpu.backend.base import Backend, CudaError
 
 
 class EventMeter:
-    """Times slices with the backend's events (the cuda backend: real CUevents)."""
+    """Times slices with the backend's events (the cuda backend: real CUevents).
 
-    def __init__(self, backend: Backend, clock=time.monotonic):
-        self.backend = backend
+    `source` is the backend, or a function returning the current one: a worker replaces its
+    backend after a sticky error, and the events are made again in the new context.
+    """
+
+    def __init__(self, source, clock=time.monotonic):
+        self._source = source if callable(source) else (lambda: source)
         self._clock = clock
-        self._start = backend.event_create(0)
-        self._end = backend.event_create(0)
+        self.backend: Backend | None = None
         self._t0 = 0.0
+
+    def _events(self) -> None:
+        backend = self._source()
+        if backend is not self.backend:
+            self.backend = backend
+            self._start = backend.event_create(0)
+            self._end = backend.event_create(0)
 
     def begin(self) -> None:
         self._t0 = self._clock()
         try:
+            self._events()
             self.backend.event_record(self._start, None)
         except CudaError:
             pass  # a dead context: finish() falls back to the wall clock
@@ -43,6 +54,8 @@ class EventMeter:
             return max(0.0, self._clock() - self._t0)
 
     def close(self) -> None:
+        if self.backend is None:
+            return
         for ev in (self._start, self._end):
             try:
                 self.backend.event_destroy(ev)

@@ -1,0 +1,210 @@
+"""Native against forwarded, side by side on one GPU: `python -m kvmgpu.benchgpu [--json FILE]`.
+
+The same workload functions run twice: on `cuda.bindings.driver` in this process (native), and on
+`kvmgpu_guest.driver` (the same API, forwarded) against a loopback worker on the cuda backend.
+Figures: queued launch, launch + synchronize round trip, HtoD / DtoH bandwidth 1 MiB..1 GiB
+(native pageable and pinned as well), and an iterative stencil of >= 1000 launches with data in
+and out. Compute shares and the memory quota are measured by tests/gpu (see run_on_h200.sh).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+PTX = ROOT / "tests" / "kernels" / "kernels.ptx"
+P, I32, I64 = ctypes.c_void_p, ctypes.c_int, ctypes.c_longlong
+MiB = 1 << 20
+
+
+def _ok(r):
+    if r[0]:
+        raise RuntimeError(f"CUDA error {int(r[0])}")
+    return r[1] if len(r) == 2 else (r[1:] if len(r) > 2 else None)
+
+
+def _best(fn, repeat=3):
+    return min(fn() for _ in range(repeat))
+
+
+def run_workloads(cu, sizes, launches=20000, iters=1000, pinned=False) -> dict:
+    """Every figure for one driver module `cu` (native or forwarded)."""
+    out: dict = {}
+    dev = _ok(cu.cuDeviceGet(0))
+    if cu.__name__.startswith("cuda.bindings"):
+        ctx = _ok(cu.cuDevicePrimaryCtxRetain(dev))
+        _ok(cu.cuCtxSetCurrent(ctx))
+    else:
+        _ok(cu.cuCtxCreate(0, dev))
+    mod = _ok(cu.cuModuleLoadData(PTX.read_bytes()))
+    spin = _ok(cu.cuModuleGetFunction(mod, b"spin"))
+    stencil = _ok(cu.cuModuleGetFunction(mod, b"stencil1d"))
+    zero = ctypes.c_longlong(0)
+    ptrs = (ctypes.c_void_p * 1)(ctypes.addressof(zero))
+    kp = ctypes.addressof(ptrs)  # a prepared void*[]: the cheapest way to pass parameters natively
+
+    def queued():
+        t = time.perf_counter()
+        for _ in range(launches):
+            cu.cuLaunchKernel(spin, 1, 1, 1, 1, 1, 1, 0, 0, kp, 0)
+        _ok(cu.cuCtxSynchronize())
+        return (time.perf_counter() - t) / launches * 1e6
+    queued()
+    out["queued_launch_us"] = _best(queued)
+
+    def roundtrip():
+        n = 2000
+        t = time.perf_counter()
+        for _ in range(n):
+            cu.cuLaunchKernel(spin, 1, 1, 1, 1, 1, 1, 0, 0, kp, 0)
+            cu.cuStreamSynchronize(0)
+        return (time.perf_counter() - t) / n * 1e6
+    out["launch_sync_us"] = _best(roundtrip)
+
+    big = max(sizes)
+    dptr = _ok(cu.cuMemAlloc(big))
+    host = np.ones(big, dtype=np.uint8)  # pageable memory of this process
+    kinds = {"pageable": host}
+    if pinned:
+        hp = _ok(cu.cuMemHostAlloc(big, 0))
+        kinds["pinned"] = np.ctypeslib.as_array((ctypes.c_uint8 * big).from_address(int(hp)))
+    for kind, buf in kinds.items():
+        for size in sizes:
+            reps = max(2, min(20, (256 * MiB) // size))
+
+            def htod():
+                t = time.perf_counter()
+                for _ in range(reps):
+                    _ok(cu.cuMemcpyHtoD(dptr, buf.ctypes.data, size))
+                return (time.perf_counter() - t) / reps
+
+            def dtoh():
+                t = time.perf_counter()
+                for _ in range(reps):
+                    _ok(cu.cuMemcpyDtoH(buf.ctypes.data, dptr, size))
+                return (time.perf_counter() - t) / reps
+            out[f"htod_{kind}_GBps_{size // MiB}M"] = size / _best(htod) / 1e9
+            out[f"dtoh_{kind}_GBps_{size // MiB}M"] = size / _best(dtoh) / 1e9
+    _ok(cu.cuMemFree(dptr))
+
+    n = 1 << 20
+    x = np.random.default_rng(0).random(n, dtype=np.float32)
+    y = np.empty_like(x)
+
+    def e2e():
+        a, b = _ok(cu.cuMemAlloc(4 * n)), _ok(cu.cuMemAlloc(4 * n))
+        t = time.perf_counter()
+        _ok(cu.cuMemcpyHtoD(a, x.ctypes.data, 4 * n))
+        for i in range(iters):
+            cu.cuLaunchKernel(stencil, n // 256, 1, 1, 256, 1, 1, 0, 0, ((a, b, n), (P, P, I32)), 0)
+            a, b = b, a
+            if i % 100 == 99:
+                _ok(cu.cuMemcpyDtoH(y.ctypes.data, a, 4 * n))  # data out along the way
+        _ok(cu.cuCtxSynchronize())
+        dt = time.perf_counter() - t
+        _ok(cu.cuMemFree(a))
+        _ok(cu.cuMemFree(b))
+        return dt
+    e2e()
+    out["stencil_e2e_s"] = _best(e2e)
+    out["stencil_checksum"] = float(y.astype(np.float64).sum())
+    return out
+
+
+def start_worker(tmp: str, region: int, backend: str = "cuda"):
+    sock, shm = os.path.join(tmp, "bench.sock"), f"/dev/shm/kvmgpu-benchgpu-{os.getpid()}"
+    log = open(os.path.join(tmp, "worker.log"), "w+")
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'guest-agent'}:{ROOT}"}
+    proc = subprocess.Popen([sys.executable, "-c", "from kvmgpu.cli import main; main()", "worker",
+                             "--backend", backend, "--gmem", "8G", "--socket", sock, "--shm", shm,
+                             "--region-size", str(region)], stdout=log, stderr=subprocess.STDOUT, env=env)
+    deadline = time.monotonic() + 60
+    while not os.path.exists(sock):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            log.seek(0)
+            raise RuntimeError(f"the worker did not start:\n{log.read()}")
+        time.sleep(0.05)
+    return proc, sock, shm
+
+
+TARGETS = {  # figure: (how forwarded compares to native, the limit)
+    "queued_launch_us": ("ratio <=", 1.2),
+    "launch_sync_us": ("ratio <=", 3.0),
+    "stencil_e2e_s": ("overhead % <=", 5.0),
+}
+
+
+def table(native: dict, fwd: dict) -> str:
+    rows = [f"{'figure':34} {'native':>12} {'forwarded':>12} {'ratio':>8}  target"]
+    for key in native:
+        if key not in fwd or key == "stencil_checksum":
+            continue
+        n, f = native[key], fwd[key]
+        ratio = f / n if n else float("nan")
+        target = ""
+        if key in TARGETS:
+            how, lim = TARGETS[key]
+            val = (ratio - 1) * 100 if how.startswith("overhead") else ratio
+            target = f"{how} {lim}: {'PASS' if val <= lim else 'MISS'} ({val:.2f})"
+        elif key.startswith("htod_pageable"):
+            pinned = native.get(key.replace("pageable", "pinned"))
+            target = f">= native pageable: {'PASS' if f >= n else 'MISS'}"
+            if pinned:
+                target += f"; native pinned {pinned:.1f}"
+        rows.append(f"{key:34} {n:12.3f} {f:12.3f} {ratio:8.2f}  {target}")
+    return "\n".join(rows)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--json", help="write the figures here")
+    ap.add_argument("--max-size", default=1024, type=int, help="largest copy in MiB")
+    ap.add_argument("--iters", default=1000, type=int, help="stencil launches")
+    a = ap.parse_args(argv)
+    sizes = [s * MiB for s in (1, 16, 64, 256, 1024) if s <= a.max_size]
+    shm_free = shutil.disk_usage("/dev/shm").free
+    while sizes and max(sizes) + 64 * MiB > shm_free:
+        sizes.pop()
+    region = max(sizes) + 64 * MiB
+
+    from cuda.bindings import driver as native
+    _ok(native.cuInit(0))
+    info = {"gpu": _ok(native.cuDeviceGetName(256, 0)).split(b"\0")[0].decode(),
+            "driver": _ok(native.cuDriverGetVersion()), "date": time.strftime("%Y-%m-%d"),
+            "python": sys.version.split()[0], "command": "python -m kvmgpu.benchgpu " + " ".join(argv or sys.argv[1:])}
+    nat = run_workloads(native, sizes, iters=a.iters, pinned=True)
+
+    tmp = tempfile.mkdtemp(prefix="kvmgpu-benchgpu-")
+    proc, sock, shm = start_worker(tmp, region)
+    try:
+        os.environ["KVMGPU_SOCKET"], os.environ["KVMGPU_SHM"] = sock, shm
+        from kvmgpu_guest import driver as fwd_driver
+        _ok(fwd_driver.cuInit(0))
+        fwd = run_workloads(fwd_driver, sizes, iters=a.iters)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        for p in (sock, shm):
+            if os.path.exists(p):
+                os.unlink(p)
+    text = table(nat, fwd)
+    print(json.dumps(info))
+    print(text)
+    if a.json:
+        Path(a.json).write_text(json.dumps({"info": info, "native": nat, "forwarded": fwd, "table": text}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The GPU tests and the native-vs-forwarded benchmark, in one go on a GPU machine.
+# Usage (repository root): OUT=/some/dir bash tests/gpu/run_on_h200.sh
+# Writes: $OUT/gpu_tests.log, $OUT/gpu_tests.json (figures), $OUT/junit.xml, $OUT/bench.json, $OUT/bench.log
+set -uo pipefail
+OUT=${OUT:-/tmp/kvmgpu-gpu-results}
+mkdir -p "$OUT"
+cd "$(dirname "$0")/../.."
+export PYTHONPATH="$PWD/guest-agent:$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+export KVMGPU_RESULTS="$OUT" KVMGPU_COMPUTE_DIR="$(mktemp -d)"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
+# PTX is rebuilt where nvcc is (it is checked in too)
+if command -v nvcc >/dev/null; then nvcc -ptx -arch=compute_80 tests/kernels/kernels.cu -o /tmp/kernels.ptx && cp /tmp/kernels.ptx tests/kernels/kernels.ptx; fi
+timeout 330 python3 -m pytest -q -rs -p no:cacheprovider --junitxml="$OUT/junit.xml" tests/gpu tests/compute 2>&1 | tee "$OUT/gpu_tests.log"
+tests_rc=$?
+timeout 200 python3 -m kvmgpu.benchgpu --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.log"
+bench_rc=$?
+echo "tests rc=$tests_rc bench rc=$bench_rc"
+exit $(( tests_rc || bench_rc ))

@@ -1,0 +1,152 @@
+"""The cuda backend on its own, against the same calls made natively on random data."""
+
+import ctypes
+import mmap
+import struct
+import time
+
+import numpy as np
+import pytest
+
+from kvmgpu_guest.cudefs import CUresult
+
+pytestmark = pytest.mark.gpu
+
+
+@pytest.fixture
+def backend():
+    from kvmgpu.backend.cuda import CudaBackend
+    b = CudaBackend(0)
+    region = mmap.mmap(-1, 64 << 20)
+    view = memoryview(region)
+    b.attach_region(view)
+    b.region = view
+    yield b
+    b.close()
+
+
+def test_device_info(backend):
+    info = backend.device_info()
+    assert info.total_memory > 1 << 30 and info.compute_capability[0] >= 7
+    assert info.uuid.startswith("GPU-") and len(info.attributes) > 50
+
+
+def test_copies_through_the_registered_region(backend):
+    rng = np.random.default_rng(0)
+    data = rng.integers(0, 256, 8 << 20, dtype=np.uint8).tobytes()
+    r = backend.region
+    r[0:len(data)] = data
+    a, b = backend.mem_alloc(len(data)), backend.mem_alloc(len(data))
+    backend.memcpy_htod(a, 0, len(data), None, True)
+    backend.memcpy_dtod(b, a, len(data), None, True)
+    backend.memcpy_dtoh(16 << 20, b, len(data), None)
+    assert bytes(r[16 << 20: (16 << 20) + len(data)]) == data
+    backend.memset(b, 0xAB, 1000, 1, None, False)
+    backend.memset(b + 1000, 0x01020304, 10, 4, None, True)
+    backend.memcpy_dtoh(0, b, 1040, None)
+    assert bytes(r[0:1000]) == b"\xab" * 1000 and bytes(r[1000:1040]) == struct.pack("<I", 0x01020304) * 10
+    backend.mem_free(a)
+    backend.mem_free(b)
+
+
+@pytest.mark.parametrize("mode", ["params", "extra"])
+def test_launch_matches_numpy(backend, ptx, mode):
+    backend.launch_mode = mode
+    mod = backend.module_load(ptx)
+    f, params = backend.module_get_function(mod, "saxpy")
+    assert params == [(0, 4), (8, 8), (16, 8), (24, 4)]
+    n = 100_000
+    rng = np.random.default_rng(1)
+    x, y = rng.random(n, dtype=np.float32), rng.random(n, dtype=np.float32)
+    dx, dy = backend.mem_alloc(4 * n), backend.mem_alloc(4 * n)
+    r = backend.region
+    r[0:4 * n] = x.tobytes()
+    r[4 * n: 8 * n] = y.tobytes()
+    backend.memcpy_htod(dx, 0, 4 * n, None, False)
+    backend.memcpy_htod(dy, 4 * n, 4 * n, None, False)
+    args = struct.pack("<f4xQQi", 2.5, dx, dy, n)
+    backend.launch(f, ((n + 255) // 256, 1, 1), (256, 1, 1), 0, None, args)
+    backend.memcpy_dtoh(0, dy, 4 * n, None)
+    got = np.frombuffer(bytes(r[0:4 * n]), dtype=np.float32)
+    np.testing.assert_allclose(got, np.float32(2.5) * x + y, rtol=1e-6)
+    ptr, size = backend.module_get_global(mod, "scale")
+    assert size == 4
+    backend.module_unload(mod)
+
+
+def test_streams_and_events(backend, ptx):
+    mod = backend.module_load(ptx)
+    spin, _ = backend.module_get_function(mod, "spin")
+    s = backend.stream_create(1)
+    e0, e1 = backend.event_create(0), backend.event_create(0)
+    backend.event_record(e0, s)
+    backend.launch(spin, (1, 1, 1), (1, 1, 1), 0, s, struct.pack("<q", 20_000_000))
+    backend.event_record(e1, s)
+    assert not backend.stream_query(s) and not backend.event_query(e1)
+    backend.event_synchronize(e1)
+    assert backend.event_query(e1) and backend.stream_query(s)
+    assert 19.0 < backend.event_elapsed(e0, e1) < 40.0
+    backend.stream_synchronize(s)
+    backend.event_destroy(e0)
+    backend.event_destroy(e1)
+    backend.stream_destroy(s)
+    backend.synchronize()
+
+
+def test_out_of_memory_is_a_cuda_error(backend):
+    from kvmgpu.backend.base import CudaError
+    with pytest.raises(CudaError) as e:
+        backend.mem_alloc(1 << 50)
+    assert e.value.code == CUresult.CUDA_ERROR_OUT_OF_MEMORY
+
+
+def test_sticky_error_then_reset(backend, ptx):
+    from kvmgpu.backend.base import CudaError
+    mod = backend.module_load(ptx)
+    f, _ = backend.module_get_function(mod, "write_oob")
+    p = backend.mem_alloc(4)
+    backend.launch(f, (1, 1, 1), (1, 1, 1), 0, None, struct.pack("<Qq", p, 1 << 40))
+    with pytest.raises(CudaError) as e:
+        backend.synchronize()
+    assert e.value.code == CUresult.CUDA_ERROR_ILLEGAL_ADDRESS
+    backend.reset()
+    mod = backend.module_load(ptx)
+    f, _ = backend.module_get_function(mod, "saxpy")
+    d = backend.mem_alloc(4096)
+    backend.region[0:4096] = bytes(range(256)) * 16
+    backend.memcpy_htod(d, 0, 4096, None, True)
+    backend.memcpy_dtoh(8192, d, 4096, None)
+    assert bytes(backend.region[8192:12288]) == bytes(range(256)) * 16
+
+
+def test_launch_cost(backend, ptx, record):
+    """Queued empty launch through the backend (both parameter paths) against plain cuda.bindings."""
+    from cuda.bindings import driver as cu
+    mod = backend.module_load(ptx)
+    f, _ = backend.module_get_function(mod, "spin")
+    args = struct.pack("<q", 0)
+    n = 20000
+    out = {}
+    for mode in ("params", "extra"):
+        backend.launch_mode = mode
+        best = 1e9
+        for _ in range(3):
+            t = time.perf_counter()
+            for _ in range(n):
+                backend.launch(f, (1, 1, 1), (1, 1, 1), 0, None, args)
+            backend.synchronize()
+            best = min(best, (time.perf_counter() - t) / n * 1e6)
+        out[f"backend_{mode}_us"] = best
+    val = ctypes.c_longlong(0)
+    ptrs = (ctypes.c_void_p * 1)(ctypes.addressof(val))
+    kp = ctypes.addressof(ptrs)
+    best = 1e9
+    for _ in range(3):
+        t = time.perf_counter()
+        for _ in range(n):
+            cu.cuLaunchKernel(f.handle, 1, 1, 1, 1, 1, 1, 0, 0, kp, 0)
+        cu.cuCtxSynchronize()
+        best = min(best, (time.perf_counter() - t) / n * 1e6)
+    out["native_us"] = best
+    record("launch_cost", out)
+    backend.launch_mode = "params"
