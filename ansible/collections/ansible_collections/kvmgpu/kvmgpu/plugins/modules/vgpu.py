@@ -201,7 +201,16 @@ class Kvmgpu:
     def vgpu_of(self, vm):
         """The VM's vGPU from `kvmgpu list --json`, or {} when it has none."""
         cmd = self.command("list")
-        out, _ = self.run(cmd)
+        if self.connect:
+            # A kvmgpu whose `list` takes no --connect lists the default connection's vGPUs.
+            rc, out, err = self.module.run_command(cmd, environ_update={"NO_COLOR": "1"})
+            if rc != 0 and "--connect" in err and "no such option" in err.lower():
+                cmd = [self.argv0, "list", "--json"]
+                out, _ = self.run(cmd)
+            elif rc != 0:
+                out, _ = self.run(cmd)  # fails the task with kvmgpu's words
+        else:
+            out, _ = self.run(cmd)
         try:
             listing = json.loads(out or "[]")
         except ValueError:
