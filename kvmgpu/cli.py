@@ -43,6 +43,8 @@ def worker_command(
 
 from .bench import bench_command as _bench  # noqa: E402  (kvmgpu/bench.py owns the command)
 app.command("bench")(_bench)
+from .daemon.command import daemon as _daemon  # noqa: E402  (kvmgpu/daemon/ owns the command)
+app.command("daemon")(_daemon)
 
 
 def main() -> None:
