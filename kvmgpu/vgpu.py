@@ -35,3 +35,16 @@ def region_path(vm: str) -> str:
 def channel_path(config, vm: str) -> str:
     """The unix socket QEMU listens on for a VM's control channel (the worker connects)."""
     return os.path.join(config.channel_dir, f"{vm}.sock")
+
+
+def check_settings(gmem: int, compute: int, compute_mode: str) -> None:
+    """Raise InvalidInput unless the settings make a vGPU: gmem > 0, compute 1..100, a known mode."""
+    from .errors import InvalidInput
+    if gmem <= 0:
+        raise InvalidInput(f"memory quota {gmem} bytes must be more than zero")
+    if not 1 <= compute <= 100:
+        raise InvalidInput(f"compute {compute} is not a percentage from 1 to 100",
+                           "give --compute 1..100: the share of the GPU's time this VM gets")
+    if compute_mode not in COMPUTE_MODES:
+        raise InvalidInput(f"compute mode {compute_mode!r} is not one of {', '.join(COMPUTE_MODES)}",
+                           "limit: a hard cap; share: a weighted share that may use idle time")
