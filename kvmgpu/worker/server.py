@@ -30,7 +30,7 @@ from .vgpu import VGpu
 log = logging.getLogger("kvmgpu.worker")
 
 MAX_UNSENT = 64 << 20  # a peer that lets this much of its replies pile up is dropped
-READ_SIZE = 1 << 18
+READ_SIZE = 1 << 16  # under glibc's mmap threshold: a larger recv() buffer costs an mmap per call
 STATS_INTERVAL = 1.0
 IDLE_S = 0.002  # no message for this long while holding the GPU: let the other VMs have it
 
@@ -85,6 +85,10 @@ class Worker:
             opts = {"gpu": config.gpu, "total_memory": config.gmem}
             self.vgpu = VGpu(lambda: get_backend(config.backend, **opts), config.gmem, self._region,
                              vm=config.vm, compute=config.compute, compute_mode=config.compute_mode)
+            if config.backend == "cuda":  # the compute quota: this VM's turn on the GPU
+                from ..compute import open_gate
+                self.vgpu.gate = open_gate(lambda: self.vgpu.backend, config.gpu, config.compute,
+                                           config.compute_mode)
         except BaseException:
             self._release_files()
             raise
