@@ -103,7 +103,7 @@ def run_workloads(cu, sizes, launches=20000, iters=1000, pinned=False) -> dict:
     y = np.empty_like(x)
 
     def e2e():
-        a, b = _ok(cu.cuMemAlloc(4 * n)), _ok(cu.cuMemAlloc(4 * n))
+        a, b = int(_ok(cu.cuMemAlloc(4 * n))), int(_ok(cu.cuMemAlloc(4 * n)))
         t = time.perf_counter()
         _ok(cu.cuMemcpyHtoD(a, x.ctypes.data, 4 * n))
         for i in range(iters):

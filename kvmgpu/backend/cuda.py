@@ -77,7 +77,8 @@ class CudaBackend(Backend):
 
     name = "cuda"
 
-    def __init__(self, index: int = 0, launch_mode: str = "params"):
+    def __init__(self, gpu: int = 0, launch_mode: str = "params"):
+        index = gpu
         if launch_mode not in ("params", "extra"):
             raise ValueError(f"launch_mode must be 'params' or 'extra', not {launch_mode!r}")
         self.index = index

@@ -49,7 +49,7 @@ def stencil(n: int, iters: int) -> dict:
     mod = setup()
     f = ok(cu.cuModuleGetFunction(mod, b"stencil1d"))
     x = np.random.default_rng(1).random(n, dtype=np.float32)
-    a, b = ok(cu.cuMemAlloc(4 * n)), ok(cu.cuMemAlloc(4 * n))
+    a, b = int(ok(cu.cuMemAlloc(4 * n))), int(ok(cu.cuMemAlloc(4 * n)))
     ok(cu.cuMemcpyHtoD(a, x, 4 * n))
     for _ in range(iters):
         ok(cu.cuLaunchKernel(f, (n + 255) // 256, 1, 1, 256, 1, 1, 0, 0, ((a, b, n), (P, P, I32)), 0))
@@ -67,7 +67,7 @@ def stencil(n: int, iters: int) -> dict:
 def oob() -> dict:
     mod = setup()
     f = ok(cu.cuModuleGetFunction(mod, b"write_oob"))
-    p = ok(cu.cuMemAlloc(4))
+    p = int(ok(cu.cuMemAlloc(4)))
     cu.cuLaunchKernel(f, 1, 1, 1, 1, 1, 1, 0, 0, ((p, 1 << 40), (P, I64)), 0)
     err, = cu.cuCtxSynchronize()
     return {"sync": int(err)}

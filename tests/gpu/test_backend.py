@@ -100,23 +100,40 @@ def test_out_of_memory_is_a_cuda_error(backend):
     assert e.value.code == CUresult.CUDA_ERROR_OUT_OF_MEMORY
 
 
-def test_sticky_error_then_reset(backend, ptx):
-    from kvmgpu.backend.base import CudaError
-    mod = backend.module_load(ptx)
-    f, _ = backend.module_get_function(mod, "write_oob")
-    p = backend.mem_alloc(4)
-    backend.launch(f, (1, 1, 1), (1, 1, 1), 0, None, struct.pack("<Qq", p, 1 << 40))
-    with pytest.raises(CudaError) as e:
-        backend.synchronize()
-    assert e.value.code == CUresult.CUDA_ERROR_ILLEGAL_ADDRESS
-    backend.reset()
-    mod = backend.module_load(ptx)
-    f, _ = backend.module_get_function(mod, "saxpy")
-    d = backend.mem_alloc(4096)
-    backend.region[0:4096] = bytes(range(256)) * 16
-    backend.memcpy_htod(d, 0, 4096, None, True)
-    backend.memcpy_dtoh(8192, d, 4096, None)
-    assert bytes(backend.region[8192:12288]) == bytes(range(256)) * 16
+STICKY = r"""
+import json, struct, sys
+from kvmgpu.backend.cuda import CudaBackend
+from kvmgpu.backend.base import CudaError
+b = CudaBackend(0)
+mod = b.module_load(open(sys.argv[1], "rb").read())
+f, _ = b.module_get_function(mod, "write_oob")
+p = b.mem_alloc(4)
+b.launch(f, (1, 1, 1), (1, 1, 1), 0, None, struct.pack("<Qq", p, 1 << 40))
+out = {}
+try:
+    b.synchronize()
+except CudaError as e:
+    out["sync"] = e.code
+try:
+    b.reset()
+    out["reset"] = 0
+except CudaError as e:
+    out["reset"] = e.code
+print(json.dumps(out))
+"""
+
+
+def test_sticky_error_and_reset(record):
+    """In its own process: a sticky error poisons the process it happened in."""
+    import json
+    import subprocess
+    import sys
+    from conftest import PTX, ROOT
+    r = subprocess.run([sys.executable, "-c", STICKY, str(PTX)], capture_output=True, text=True, timeout=60,
+                       env={**__import__("os").environ, "PYTHONPATH": f"{ROOT / 'guest-agent'}:{ROOT}"})
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    record("sticky_reset", out)
+    assert out["sync"] == CUresult.CUDA_ERROR_ILLEGAL_ADDRESS
 
 
 def test_launch_cost(backend, ptx, record):
