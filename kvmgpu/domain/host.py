@@ -70,6 +70,7 @@ def default_uri() -> str:
 def open_connection(uri: str | None = None) -> libvirt.virConnect:
     """A read-write connection to `uri` (default: LIBVIRT_DEFAULT_URI, then qemu:///system)."""
     uri = uri or default_uri()
+    libvirt.registerErrorHandler(lambda _ctx, _err: None, None)  # errors are raised, not printed
     try:
         return libvirt.open(uri)
     except libvirt.libvirtError as e:
