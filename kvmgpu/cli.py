@@ -46,6 +46,7 @@ app.command("bench")(_bench)
 from .daemon.command import daemon as _daemon  # noqa: E402  (kvmgpu/daemon/ owns the command)
 app.command("daemon")(_daemon)
 
+from .commands.vgpu import register as _vgpu; _vgpu(app)  # noqa: E402,E702  attach, detach, list, gpus (kvmgpu/commands/)
 
 def main() -> None:
     app()
