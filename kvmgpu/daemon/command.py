@@ -11,6 +11,7 @@ from typing import Optional
 import typer
 
 from ..config import load_config
+from ..errors import KvmgpuError
 
 
 def daemon(
@@ -32,4 +33,9 @@ def daemon(
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s"
                         if not os.environ.get("INVOCATION_ID") else "%(levelname)s %(name)s: %(message)s")
     options = Options(uri=connect, run_dir=run_dir, worker_user=worker_user)
-    raise typer.Exit(serve(load_config(config), options))
+    try:
+        code = serve(load_config(config), options)
+    except KvmgpuError as e:
+        typer.echo(f"kvmgpu daemon: {e}", err=True)
+        raise typer.Exit(e.exit_code)
+    raise typer.Exit(code)

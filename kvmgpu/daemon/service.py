@@ -27,7 +27,7 @@ from .history import History
 from .lifecycle import DomainStarted, DomainStopped, GpuWatch, GpusChanged, Libvirt, LibvirtClosed
 from .metrics import MetricsServer
 from .status import DaemonStatus, GpuStatus, Status, VgpuStatus
-from .workers import Worker, Workers, WorkerSpec, choose_run_as
+from .workers import Worker, Workers, WorkerSpec, channel_ready, choose_run_as
 
 log = logging.getLogger("kvmgpu.daemon")
 
@@ -53,7 +53,7 @@ class LiveVgpu:
 
     vgpu: VGpu
     backend: str
-    state: str = "running"                  # running | restarting | stopping | no-gpu
+    state: str = "running"                  # running | restarting (waiting to start again) | no-gpu
     worker: Worker | None = None
     failures: int = 0
     restart_at: float = 0.0
@@ -90,18 +90,19 @@ class Daemon:
         self.workers = Workers(self.options.run_dir, state_dir / "logs", run_as)
         prepare_channel_dir(self.config)
         self.rediscover()
-        self.api_server = api.ApiServer(self.config.api_socket, self.handle_request)
-        self.api_server.start()
-        if self.config.metrics_port:
-            self.metrics_server = MetricsServer(self.options.metrics_host, self.config.metrics_port, self.status)
-            self.metrics_server.start()
         self.gpu_watch.start()
-        self._try_connect()
+        # refuse early if another daemon serves the socket, before touching any worker
+        self.api_server = api.ApiServer(self.config.api_socket, self.handle_request)
+        self._try_connect()          # adopts or starts the running VMs' workers
         if self.libvirt.connected:
             kept = {w.run_id for w in self._all_workers() if w.run_id is not None}
             closed = self.history.close_open_runs(kept)
             if closed:
                 log.info("closed %d history run(s) whose workers ended while no daemon ran", closed)
+        if self.config.metrics_port:
+            self.metrics_server = MetricsServer(self.options.metrics_host, self.config.metrics_port, self.status)
+            self.metrics_server.start()
+        self.api_server.start()      # the API answers once the first reconciliation is done
 
     def close(self) -> None:
         """Stop serving; running workers are left running for the next daemon to adopt."""
@@ -257,6 +258,11 @@ class Daemon:
         if time.time() < live.restart_at:
             live.state = "restarting"
             return
+        not_ready = channel_ready(spec)
+        if not_ready:
+            log.warning("%s: not starting its worker yet: %s", vm, not_ready)
+            live.state, live.restart_at = "restarting", time.time() + RESTART_BACKOFF[0]
+            return
         worker = self.workers.start(spec)
         self._begin_run(worker, vgpu)
         live.worker, live.state = worker, "running"
@@ -282,7 +288,8 @@ class Daemon:
         assert self.workers is not None
         return WorkerSpec(vm=vgpu.vm, backend=backend, gmem=vgpu.gmem, gpu=gpu.index, compute=vgpu.compute,
                           compute_mode=vgpu.compute_mode, socket=Path(channel_path(self.config, vgpu.vm)),
-                          shm=Path(region_path(vgpu.vm)), stats_file=self.workers.stats_file(vgpu.vm))
+                          shm=Path(region_path(vgpu.vm)), stats_file=self.workers.stats_file(vgpu.vm),
+                          region_size=vgpu.region_size)
 
     # --- workers -------------------------------------------------------------------------------
 
@@ -303,12 +310,18 @@ class Daemon:
                     continue
                 self._ended(w)
                 live.worker = None
+                if not self._still_runs(w.vm):
+                    self.release(w.vm)                   # the VM stopped; its event is on its way
+                    continue
                 delay = RESTART_BACKOFF[min(live.failures, len(RESTART_BACKOFF) - 1)]
                 live.failures += 1
                 live.restart_at = now + delay
                 live.state = "restarting"
-                log.warning("worker for %s (pid %d) ended while its VM runs (%s); restarting in %.0f s",
-                            w.vm, w.pid, _status_text(w.exit_status), delay)
+                # exit 0: its channel closed, usually because QEMU is going and libvirt has not
+                # said so yet; the restart checks with libvirt again first
+                (log.info if w.exit_status == 0 else log.warning)(
+                    "worker for %s (pid %d) ended while its VM runs (%s); starting another in %.0f s "
+                    "if the VM still runs", w.vm, w.pid, _status_text(w.exit_status), delay)
             for vm, live in list(self.live.items()):
                 if live.worker is None and live.state == "restarting" and now >= live.restart_at:
                     self.reconcile_one(vm)               # re-checked with libvirt before starting
@@ -326,6 +339,15 @@ class Daemon:
                     log.warning("worker for %s (pid %d) still runs %.0f s after its VM stopped: SIGTERM",
                                 w.vm, w.pid, waited)
                     w.signal(signal.SIGTERM)
+
+    def _still_runs(self, vm: str) -> bool:
+        """Whether libvirt says `vm` runs with a vGPU (True when libvirt cannot say)."""
+        if not self.libvirt.connected:
+            return True
+        try:
+            return self.libvirt.running_vgpu(vm) is not None
+        except Exception:  # noqa: BLE001
+            return True
 
     def _begin_run(self, worker: Worker, vgpu: VGpu) -> None:
         assert self.history is not None

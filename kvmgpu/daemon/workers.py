@@ -182,12 +182,26 @@ class WorkerSpec:
     socket: Path            # the VM's channel (QEMU listens, the worker connects)
     shm: Path               # the VM's shared region
     stats_file: Path
+    region_size: int = 64 << 20
 
     def argv(self) -> list[str]:
         return worker_program() + [
             "worker", "--backend", self.backend, "--gmem", str(self.gmem), "--socket", str(self.socket),
-            "--shm", str(self.shm), "--vm", self.vm, "--gpu", str(self.gpu), "--compute", str(self.compute),
+            "--shm", str(self.shm), "--region-size", str(self.region_size), "--vm", self.vm, "--gpu", str(self.gpu), "--compute", str(self.compute),
             "--compute-mode", self.compute_mode, "--stats-file", str(self.stats_file)]
+
+
+def channel_ready(spec: WorkerSpec) -> str | None:
+    """Why a worker may not start yet (None: it may): QEMU must have bound the channel socket and
+    created the region, or the worker would listen on the path itself (its loopback mode)."""
+    try:
+        if not stat.S_ISSOCK(os.stat(spec.socket).st_mode):
+            return f"{spec.socket} is not a socket"
+    except FileNotFoundError:
+        return f"QEMU has not bound the channel {spec.socket}"
+    if not spec.shm.exists():
+        return f"QEMU has not created the region {spec.shm}"
+    return None
 
 
 def is_worker_argv(argv: list[str], vm: str) -> bool:
