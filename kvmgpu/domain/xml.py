@@ -163,12 +163,12 @@ def _insert(parent, el, depth: int, after=None) -> None:
         return
     if len(parent):
         last = parent[-1]
-        last.tail = pad
+        el.tail, last.tail = last.tail, pad
         parent.append(el)
     else:
         parent.text = pad
         parent.append(el)
-    el.tail = close
+        el.tail = close
 
 
 def _remove(el) -> None:
