@@ -249,3 +249,20 @@ def query(config: Any, request: dict, timeout: float = 10.0) -> dict:
                 "bad-value", "too-long"):
         raise InvalidInput(f"the daemon refused the request: {message}")
     raise KvmgpuError(f"the daemon failed: {message}")
+
+
+def live_usage(config: Any, vm: str) -> int | None:
+    """Device memory `vm`'s worker has allocated now, in bytes, from the daemon; None when the
+    daemon is not running (or may not be asked) or `vm` has no running vGPU."""
+    try:
+        return int(query(config, {"op": "vgpu", "vm": vm})["vgpu"]["used"])
+    except (DaemonUnavailable, PermissionDenied, NotFound):
+        return None
+
+
+def live_usages(config: Any) -> dict[str, int] | None:
+    """{vm: bytes allocated now} for every running vGPU, in one request; None without a daemon."""
+    try:
+        return {v["vm"]: int(v["used"]) for v in query(config, {"op": "status"})["vgpus"]}
+    except (DaemonUnavailable, PermissionDenied):
+        return None

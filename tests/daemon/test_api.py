@@ -118,3 +118,8 @@ def test_a_stale_socket_is_replaced(tmp_path):
         assert api.query(str(path), {"op": "status"}) == {}
     finally:
         server.close()
+
+
+def test_live_usage_without_a_daemon_is_none(tmp_path):
+    assert api.live_usage(str(tmp_path / "none.sock"), "vm01") is None
+    assert api.live_usages(str(tmp_path / "none.sock")) is None

@@ -282,10 +282,20 @@ def test_a_daemon_started_while_the_vm_runs_starts_its_worker(conn, kvmgpu_host,
     daemons.start()
     v = running_worker(h, vm, daemons)
     assert v["adopted"] is False and is_worker_pid(v["worker_pid"], vm)
+    assert api.live_usage(h.config, vm) == 0 and api.live_usages(h.config) == {vm: 0}
+
+    # a worker that dies while its VM runs is replaced
+    os.kill(v["worker_pid"], signal.SIGKILL)
+    again = wait_for(lambda: (n := live_vgpu(h, vm)) and n["worker_pid"] not in (None, v["worker_pid"]) and n,
+                     what="a new worker", log=daemons.logs)
+    assert is_worker_pid(again["worker_pid"], vm)
+    runs = api.query(h.config, {"op": "history", "vm": vm})["runs"]
+    assert [r["exit_status"] for r in runs] == [None, -signal.SIGKILL]
 
 
 def test_history_db_is_wal(kvmgpu_host, daemons):
     daemons.start()
+    assert api.live_usage(kvmgpu_host.config, "no-such-vm") is None
     h = History(Path(kvmgpu_host.config.state_dir) / "history.db")
     try:
         assert h.journal_mode() == "wal"
