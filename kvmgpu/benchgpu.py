@@ -26,6 +26,10 @@ ROOT = Path(__file__).resolve().parents[1]
 PTX = ROOT / "tests" / "kernels" / "kernels.ptx"
 P, I32, I64 = ctypes.c_void_p, ctypes.c_int, ctypes.c_longlong
 MiB = 1 << 20
+WORKER = ("import sys; from kvmgpu.sizes import parse_size; "
+          "from kvmgpu.worker.server import WorkerConfig, serve; a = sys.argv[1:]; "
+          "serve(WorkerConfig(backend='cuda', gmem=parse_size(a[0], 'gmem'), socket=a[1], shm=a[2], "
+          "region_size=parse_size(a[3], 'region'), vm=a[4], compute=int(a[5]), compute_mode=a[6]))")
 
 
 def _ok(r):
@@ -126,9 +130,8 @@ def start_worker(tmp: str, region: int, backend: str = "cuda"):
     sock, shm = os.path.join(tmp, "bench.sock"), f"/dev/shm/kvmgpu-benchgpu-{os.getpid()}"
     log = open(os.path.join(tmp, "worker.log"), "w+")
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'guest-agent'}:{ROOT}"}
-    proc = subprocess.Popen([sys.executable, "-c", "from kvmgpu.cli import main; main()", "worker",
-                             "--backend", backend, "--gmem", "8G", "--socket", sock, "--shm", shm,
-                             "--region-size", str(region)], stdout=log, stderr=subprocess.STDOUT, env=env)
+    proc = subprocess.Popen([sys.executable, "-c", WORKER, "8G", sock, shm, f"{region // MiB}M", "bench",
+                             "100", "share"], stdout=log, stderr=subprocess.STDOUT, env=env)
     deadline = time.monotonic() + 60
     while not os.path.exists(sock):
         if proc.poll() is not None or time.monotonic() > deadline:

@@ -6,9 +6,10 @@ Everything here runs calls the worker has already validated. CUDA failures becom
 
 Launches are the hot path. Each function gets, when it is looked up, a parameter buffer and an
 array of pointers into it laid out by the function's own parameter table (`cuFuncGetParamInfo`);
-a launch then costs one `memmove` of the argument bytes and one `cuLaunchKernel`. The other way of
-passing parameters, a packed buffer through `extra`, is kept (`launch_mode="extra"`) because the
-benchmark measures both.
+a launch then costs one `memmove` of the argument bytes and one `cuLaunchKernel`. Parameters go as
+one packed buffer through `extra` (measured on the H200: 4.9 µs a queued launch from Python against
+6.5 µs for a void*[] through `kernelParams`; plain cuda.bindings 4.2 µs); `launch_mode="params"`
+keeps the other way for comparison.
 
 A sticky error (an out-of-bounds kernel: CUDA_ERROR_ILLEGAL_ADDRESS) kills the context; `reset()`
 gives the VM a fresh one.
@@ -77,7 +78,7 @@ class CudaBackend(Backend):
 
     name = "cuda"
 
-    def __init__(self, gpu: int = 0, launch_mode: str = "params"):
+    def __init__(self, gpu: int = 0, launch_mode: str = "extra"):
         index = gpu
         if launch_mode not in ("params", "extra"):
             raise ValueError(f"launch_mode must be 'params' or 'extra', not {launch_mode!r}")

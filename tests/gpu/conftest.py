@@ -10,6 +10,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PTX = ROOT / "tests" / "kernels" / "kernels.ptx"
+WORKER = ("import sys; from kvmgpu.sizes import parse_size; "
+          "from kvmgpu.worker.server import WorkerConfig, serve; a = sys.argv[1:]; "
+          "serve(WorkerConfig(backend='cuda', gmem=parse_size(a[0], 'gmem'), socket=a[1], shm=a[2], "
+          "region_size=parse_size(a[3], 'region'), vm=a[4], compute=int(a[5]), compute_mode=a[6]))")
 RESULTS = os.environ.get("KVMGPU_RESULTS")  # where run_on_h200.sh wants figures written
 
 
@@ -50,9 +54,7 @@ class LoopbackVM:
         self.log = open(tmp / f"{name}.log", "w+")
         env = {**os.environ, "PYTHONPATH": f"{ROOT / 'guest-agent'}:{ROOT}"}
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", "from kvmgpu.cli import main; main()", "worker", "--backend", "cuda",
-             "--gmem", gmem, "--socket", self.socket, "--shm", self.shm, "--region-size", region,
-             "--vm", name, "--compute", str(compute), "--compute-mode", mode],
+            [sys.executable, "-c", WORKER, gmem, self.socket, self.shm, region, name, str(compute), mode],
             stdout=self.log, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + 60
         while not os.path.exists(self.socket):
