@@ -52,8 +52,11 @@ def gpus():
 
 @pytest.fixture
 def test_conn():
+    """libvirt's test driver; its default domain `test` (running) is left without a vGPU after."""
     conn = libvirt.open("test:///default")
     yield conn
+    from kvmgpu.domain import host
+    host.detach(conn, "test")
     conn.close()
 
 
