@@ -21,7 +21,7 @@ class Config:
     state_dir: str = "/var/lib/kvmgpu"
     api_socket: str = "/run/kvmgpu/daemon.sock"
     metrics_port: int = 9464
-    qemu_group: str = "kvm"                 # group QEMU runs in; owns channel_dir
+    qemu_group: str = "libvirt-qemu"        # QEMU's group (Debian); owns channel_dir
 
     def __post_init__(self) -> None:
         size = self.region_size

@@ -92,10 +92,10 @@ def make_domain(system_conn):
     whatever the test did."""
     made = []
 
-    def make(text_for_name=domain_xml, **kw):
+    def make(**kw):
         name = f"kvmgpu-test-{uuid.uuid4().hex[:8]}"
         made.append(name)
-        return system_conn.defineXML(text_for_name(name, **kw))
+        return system_conn.defineXML(domain_xml(name, **kw))
 
     yield make
     for name in made:
