@@ -101,9 +101,13 @@ class Libvirt:
         """Open the connection and subscribe; raises LibvirtUnavailable / PermissionDenied."""
         start_event_loop()
         conn = open_connection(self.uri)
+        for what, call in (("keepalive", lambda: conn.setKeepAlive(5, 3)),
+                           ("close callback", lambda: conn.registerCloseCallback(self._on_close, None))):
+            try:
+                call()
+            except libvirt.libvirtError as e:     # drivers without a remote daemon have neither
+                log.debug("no libvirt %s on %s: %s", what, self.uri, e.get_error_message())
         try:
-            conn.setKeepAlive(5, 3)
-            conn.registerCloseCallback(self._on_close, None)
             self._callback_id = conn.domainEventRegisterAny(
                 None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._on_lifecycle, None)
         except libvirt.libvirtError as e:

@@ -1,0 +1,69 @@
+"""The daemon's main loop in-process on libvirt's test driver: it reconnects after losing libvirt
+and stops cleanly, leaving its sockets closed."""
+
+import threading
+import time
+
+import pytest
+
+from kvmgpu.config import Config
+from kvmgpu.daemon import api
+from kvmgpu.daemon.lifecycle import LibvirtClosed, is_nvidia
+from kvmgpu.daemon.service import Daemon, Options
+from kvmgpu.errors import DaemonUnavailable
+
+
+def wait_for(check, timeout=10.0):
+    deadline = time.time() + timeout
+    while not check():
+        assert time.time() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def daemon(tmp_path, monkeypatch):
+    monkeypatch.setenv("KVMGPU_SIM_GPUS", "2x8G")
+    config = Config(channel_dir=str(tmp_path / "ch"), state_dir=str(tmp_path / "state"),
+                    api_socket=str(tmp_path / "api.sock"), metrics_port=_free_port())
+    d = Daemon(config, Options(uri="test:///default", run_dir=tmp_path / "run", worker_user="root"))
+    d.open()
+    loop = threading.Thread(target=d.run, daemon=True)
+    loop.start()
+    yield d
+    d.stop()
+    loop.join(10)
+    d.close()
+
+
+def _free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_status_and_reconnect(daemon):
+    s = api.query(daemon.config, {"op": "status"})
+    assert s["daemon"]["libvirt"] == "connected" and s["daemon"]["uri"] == "test:///default"
+    assert [g["total_memory"] for g in s["gpus"]] == [8 << 30, 8 << 30]
+    assert s["vgpus"] == []                     # the test driver's running domain has no vGPU
+
+    old = daemon.libvirt.conn
+    daemon.events.put(LibvirtClosed("test"))   # as the close callback reports a dead libvirtd
+    wait_for(lambda: daemon.libvirt.conn is not None and daemon.libvirt.conn is not old)
+    wait_for(lambda: api.query(daemon.config, {"op": "status"})["daemon"]["libvirt"] == "connected")
+
+
+def test_stop_closes_the_sockets(tmp_path, daemon):
+    daemon.stop()
+    time.sleep(1.5)
+    daemon.close()
+    with pytest.raises(DaemonUnavailable):
+        api.query(daemon.config, {"op": "status"})
+
+
+def test_nvidia_uevents():
+    assert is_nvidia({"PCI_ID": "10DE:2335"})
+    assert is_nvidia({"PCI_ID": "10de:2335"})
+    assert not is_nvidia({"PCI_ID": "8086:1234"})
+    assert not is_nvidia({})
