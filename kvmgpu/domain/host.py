@@ -75,6 +75,10 @@ def open_connection(uri: str | None = None) -> libvirt.virConnect:
         return libvirt.open(uri)
     except libvirt.libvirtError as e:
         err = _translate(e, f"connecting to {uri}")
+        if os.geteuid() != 0 and uri.endswith("/system") and not isinstance(err, PermissionDenied):
+            # non-root on the system daemon: the socket's permissions or polkit said no
+            raise PermissionDenied(f"cannot use {uri} as an unprivileged user: {e.get_error_message()}",
+                                   "run as root (sudo) or as a member of the libvirt group") from None
         if isinstance(err, (PermissionDenied, LibvirtUnavailable)):
             raise err from None
         raise LibvirtUnavailable(f"cannot reach libvirt at {uri}: {e.get_error_message()}",
