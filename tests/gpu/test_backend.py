@@ -128,7 +128,9 @@ def test_sticky_error_and_reset(record):
     import json
     import subprocess
     import sys
-    from conftest import PTX, ROOT
+    from pathlib import Path
+    ROOT = Path(__file__).resolve().parents[2]
+    PTX = ROOT / "tests" / "kernels" / "kernels.ptx"
     r = subprocess.run([sys.executable, "-c", STICKY, str(PTX)], capture_output=True, text=True, timeout=60,
                        env={**__import__("os").environ, "PYTHONPATH": f"{ROOT / 'guest-agent'}:{ROOT}"})
     out = json.loads(r.stdout.strip().splitlines()[-1])
