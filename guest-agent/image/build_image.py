@@ -329,17 +329,17 @@ for line in sys.stdin:
 """
 
 
-def _compile_pyc(sources: list[Path], cache: Path) -> dict[Path, bytes]:
+def _compile_pyc(sources: list[Path], cache: Path, root: Path = PY_LIB) -> dict[Path, bytes]:
     """Byte-code for the stdlib, compiled by the image's own interpreter (unchecked-hash .pyc, so
     the guest never recompiles and never needs a writable __pycache__: Python under TCG is slow)."""
     stage = cache / "pyc-stage"
     shutil.rmtree(stage, ignore_errors=True)
     stage.mkdir(parents=True)
-    subprocess.run([str(PYTHON), "-c", _PYC_SCRIPT, str(PY_LIB), str(stage)], check=True,
+    subprocess.run([str(PYTHON), "-c", _PYC_SCRIPT, str(root), str(stage)], check=True,
                    input="".join(f"{p}\n" for p in sources), text=True, stderr=subprocess.DEVNULL)
     out = {}
     for p in sources:
-        c = stage / (str(p.relative_to(PY_LIB)) + "c")
+        c = stage / (str(p.relative_to(root)) + "c")
         if c.exists():
             out[p] = c.read_bytes()
     shutil.rmtree(stage, ignore_errors=True)
@@ -446,15 +446,19 @@ def _agent_files(agent_dir: Path) -> list[Path]:
 
 def build_agent(cache: Path, log: Log, agent_dir: Path = DEFAULT_AGENT_DIR) -> Path:
     files = _agent_files(agent_dir)
-    key = _sha(BUILDER_VERSION, *(f"{p.relative_to(agent_dir)}" for p in files),
+    key = _sha(BUILDER_VERSION, Path(__file__).read_bytes(), *(f"{p.relative_to(agent_dir)}" for p in files),
                *(p.read_bytes() for p in files))
     out = cache / f"agent-{key}.cpio.gz"
     if out.exists():
         return out
     log(f"adding the guest agent from {agent_dir} ({len(files)} files) ...")
     cpio = Cpio()
+    pycs = _compile_pyc([p for p in files if p.suffix == ".py"], cache, root=agent_dir)
     for p in files:
-        cpio.file(f"{GUEST_SITE}/kvmgpu_guest/{p.relative_to(agent_dir)}", p.read_bytes())
+        rel = f"{GUEST_SITE}/kvmgpu_guest/{p.relative_to(agent_dir)}"
+        cpio.file(rel, p.read_bytes())
+        if p in pycs:
+            cpio.file(str(Path(rel).parent / "__pycache__" / f"{p.stem}.cpython-311.pyc"), pycs[p])
     cpio.file("usr/bin/kvmgpu-guest", b'#!/bin/sh\nexec /usr/bin/python3 -m kvmgpu_guest.cli "$@"\n', 0o755)
     tmp = out.with_suffix(".tmp")
     tmp.write_bytes(cpio.to_gzip())
