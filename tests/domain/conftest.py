@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import uuid
@@ -106,6 +107,8 @@ def make_domain(system_conn):
         if dom.isActive():
             dom.destroy()
         dom.undefine()
+        with contextlib.suppress(FileNotFoundError):  # QEMU leaves the region file behind
+            os.unlink(f"/dev/shm/kvmgpu-{name}")
 
 
 @pytest.fixture
