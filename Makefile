@@ -30,7 +30,11 @@ $(VENV)/.ready: .stamps/debs pyproject.toml guest-agent/pyproject.toml
 	@touch $@
 
 # libvirtd without systemd: start virtlogd and libvirtd as daemons unless they already run.
+# /dev/kvm must be root:kvm 0660 as Debian's udev rules make it: where a container left it root-only,
+# libvirtd keeps re-probing QEMU's capabilities and every define hangs.
 libvirtd: .stamps/debs
+	@if [ -e /dev/kvm ] && [ "$$(stat -c %G:%a /dev/kvm)" != "kvm:660" ]; then \
+	  echo ">> /dev/kvm: root:kvm 0660 (was $$(stat -c %U:%G:%a /dev/kvm))"; chgrp kvm /dev/kvm && chmod 0660 /dev/kvm; fi
 	@pgrep -x virtlogd >/dev/null || virtlogd -d
 	@pgrep -x libvirtd >/dev/null || libvirtd -d
 	@for i in $$(seq 1 50); do virsh -c qemu:///system version >/dev/null 2>&1 && exit 0; sleep 0.2; done; \
