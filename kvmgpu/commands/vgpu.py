@@ -10,6 +10,7 @@ import typer
 
 from .. import inventory
 from ..config import load_config
+from ..daemon import api as daemon_api
 from ..domain import host
 from ..errors import InvalidInput
 from ..placement import usage
@@ -18,12 +19,6 @@ from ..vgpu import COMPUTE_MODES, VGpu
 from . import reports_errors
 
 CONNECT_HELP = "libvirt URI (default: LIBVIRT_DEFAULT_URI, then qemu:///system)"
-
-
-def live_usage(vm: str) -> int | None:
-    """Device memory `vm`'s worker uses now, in bytes, from the daemon; None when it is not running.
-    (The daemon fills this in.)"""
-    return None
 
 
 def _emit(as_json: bool, data, text: str) -> None:
@@ -100,12 +95,14 @@ def list_(connect: Optional[str] = typer.Option(None, "--connect", "-c", help=CO
           as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
     """List the vGPUs of all defined domains."""
     conn = host.open_connection(connect)
+    usages = daemon_api.live_usages(load_config())  # None: no daemon to ask
     items = []
     for v in host.list_vgpus(conn):
         dom = host.lookup(conn, v.vm)
         state = host.state(dom)
         pending = state == "running" and not host.live_has_vgpu(dom)
-        items.append({**dataclasses.asdict(v), "used": live_usage(v.vm), "state": state,
+        items.append({**dataclasses.asdict(v), "used": None if usages is None else usages.get(v.vm),
+                      "daemon": usages is not None, "state": state,
                       "pending_restart": pending})
     if as_json:
         return _emit(True, items, "")
@@ -113,7 +110,10 @@ def list_(connect: Optional[str] = typer.Option(None, "--connect", "-c", help=CO
         return typer.echo("no vGPUs")
     rows = [["VM", "GPU", "QUOTA", "USED", "COMPUTE", "STATE"]]
     for i in items:
-        used = "unknown (daemon not running)" if i["used"] is None else format_size(i["used"])
+        if not i["daemon"]:
+            used = "unknown (daemon not running)"
+        else:
+            used = "-" if i["used"] is None else format_size(i["used"])
         state = i["state"] + (" (vGPU at next boot)" if i["pending_restart"] else "")
         rows.append([i["vm"], str(i["gpu"]), format_size(i["gmem"]), used,
                      f"{i['compute']}% {i['compute_mode']}", state])
