@@ -14,6 +14,7 @@ kvmgpu owns, in a domain:
 
 from __future__ import annotations
 
+import importlib.resources
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,17 @@ from ..vgpu import CHANNEL_NAME, COMPUTE_MODES, REGION_PREFIX, VGpu, region_name
 
 NS = "http://kvmgpu.org/xmlns/vgpu/1"
 PREFIX = "kvmgpu"
-TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "xml-templates"
+
+
+def _template_dir() -> Path:
+    """xml-templates/ of the source tree, or the copy a wheel carries as kvmgpu.xml_templates."""
+    tree = Path(__file__).resolve().parents[2] / "xml-templates"
+    if tree.is_dir():
+        return tree
+    return Path(str(importlib.resources.files("kvmgpu.xml_templates")))
+
+
+TEMPLATE_DIR = _template_dir()
 _VM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 _Q = f"{{{NS}}}"
 
