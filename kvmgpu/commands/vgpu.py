@@ -11,12 +11,19 @@ import typer
 from .. import inventory
 from ..config import load_config
 from ..daemon import api as daemon_api
-from ..domain import host
 from ..errors import InvalidInput
 from ..placement import usage
 from ..sizes import format_size, parse_size
 from ..vgpu import COMPUTE_MODES, VGpu
 from . import reports_errors
+
+
+def _host():
+    """kvmgpu.domain.host, imported when a command needs libvirt: `kvmgpu worker` and `kvmgpu bench`
+    run where libvirt-python is not installed (a GPU host without libvirt, CI)."""
+    from ..domain import host
+    return host
+
 
 CONNECT_HELP = "libvirt URI (default: LIBVIRT_DEFAULT_URI, then qemu:///system)"
 
@@ -50,6 +57,7 @@ def attach(vm: str = typer.Argument(..., help="libvirt domain name"),
     want = _parse_gpu(gpu)
     config = load_config()
     gpus = inventory.discover(config)
+    host = _host()
     conn = host.open_connection(connect)
     change = host.attach(conn, config, gpus, vm, size, compute, compute_mode, want)
     v = change.vgpu
@@ -72,6 +80,7 @@ def detach(vm: str = typer.Argument(..., help="libvirt domain name"),
            connect: Optional[str] = typer.Option(None, "--connect", "-c", help=CONNECT_HELP),
            as_json: bool = typer.Option(False, "--json", help="print the result as JSON")) -> None:
     """Take VM's vGPU out of its persistent configuration (exit 0, nothing changed, if it has none)."""
+    host = _host()
     conn = host.open_connection(connect)
     change = host.detach(conn, vm)
     if not change.changed:
@@ -94,6 +103,7 @@ def _table(rows: list[list[str]]) -> str:
 def list_(connect: Optional[str] = typer.Option(None, "--connect", "-c", help=CONNECT_HELP),
           as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
     """List the vGPUs of all defined domains."""
+    host = _host()
     conn = host.open_connection(connect)
     usages = daemon_api.live_usages(load_config())  # None: no daemon to ask
     items = []
@@ -126,6 +136,7 @@ def gpus(connect: Optional[str] = typer.Option(None, "--connect", "-c", help=CON
     """List the host's GPUs, what is promised on each, and what is free to promise."""
     config = load_config()
     found = inventory.discover(config)
+    host = _host()
     conn = host.open_connection(connect)
     uses = usage(found, host.list_vgpus(conn), config.context_overhead)
     items = [{**dataclasses.asdict(u.gpu), "promised": u.promised, "free": u.free, "vgpus": u.vgpus}
