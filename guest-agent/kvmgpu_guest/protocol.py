@@ -149,6 +149,12 @@ OPS: dict[Op, OpSpec] = {
 }
 
 _OP_SPECS: dict[int, tuple[Op, OpSpec]] = {int(op): (op, spec) for op, spec in OPS.items()}
+# A QUEUED LAUNCH frame's header, op header and nine args in one struct (Connection.take_launches).
+_LAUNCH_HEAD = struct.Struct("<HBBIIIHH9Q")
+_LAUNCH_FIXED = _LAUNCH_HEAD.size  # 92
+_LAUNCH_BODY = _LAUNCH_FIXED - 16  # op header + args: the shortest LAUNCH payload
+_KIND_CALL = 3
+_OP_LAUNCH = 14
 _U16 = struct.Struct("<HH")
 _STATUS = struct.Struct("<i")
 PARAM = struct.Struct("<II")  # one kernel parameter: offset, size
@@ -324,6 +330,33 @@ class Connection:
             self._sessions.discard(session)
             return Goodbye(session, payload[:MAX_ERROR_TEXT].decode("utf-8", "replace"))
         raise RemoteProtocolError(f"unknown frame kind {kind}")
+
+    def take_launches(self, limit: int = 256) -> list:
+        """Host side, the hot path: the run of well-formed QUEUED LAUNCH frames at the head of the
+        buffer (at most `limit`), each as `(session, seq, args, blob)` (blob a bytearray), decoded in place with one
+        struct per frame. It stops at the first frame that is anything else, is not whole yet, or
+        breaks any rule `next_event` enforces, and leaves that frame to `next_event` (which checks
+        it and raises, or decodes it the general way). So the checks are the same on both paths.
+        """
+        buf, pos = self._buf, self._pos
+        end_buf = len(buf)
+        out = []
+        sessions = self._sessions
+        max_frame = self.max_frame
+        unpack = _LAUNCH_HEAD.unpack_from
+        while len(out) < limit and end_buf - pos >= _LAUNCH_FIXED:
+            t = unpack(buf, pos)
+            magic, kind, flags, session, seq, length, opnum, nargs = t[:8]
+            end = pos + HEADER_SIZE + length
+            if (magic != MAGIC or kind != _KIND_CALL or not flags & QUEUED or opnum != _OP_LAUNCH
+                    or nargs != 9 or length > max_frame or end > end_buf
+                    or length < _LAUNCH_BODY or length - _LAUNCH_BODY > MAX_ARG_BYTES
+                    or session not in sessions):
+                break
+            out.append((session, seq, t[8:], buf[pos + _LAUNCH_FIXED: end]))
+            pos = end
+        self._pos = pos
+        return out
 
     def _parse_call(self, flags: int, session: int, seq: int, payload: bytes) -> Call:
         if self.role is not Role.HOST:

@@ -11,6 +11,12 @@ one packed buffer through `extra` (measured on the H200: 4.9 µs a queued launch
 6.5 µs for a void*[] through `kernelParams`; plain cuda.bindings 4.2 µs); `launch_mode="params"`
 keeps the other way for comparison.
 
+The default `launch_mode="ctypes"` makes the same `cuLaunchKernel` call (same libcuda, same context,
+same thread, the same prepared `extra` buffer) through a ctypes prototype with its argument types
+preset, instead of through cuda-bindings: cuda-bindings' Python-level conversion of the eleven
+arguments costs more than the driver's launch itself. Handles are passed as the integers
+cuda-bindings' own objects hold. `"extra"` and `"params"` keep the cuda-bindings paths.
+
 A sticky error (an out-of-bounds kernel: CUDA_ERROR_ILLEGAL_ADDRESS) kills the context; `reset()`
 gives the VM a fresh one.
 """
@@ -22,6 +28,24 @@ import ctypes
 from cuda.bindings import driver as cu
 
 from kvmgpu.backend.base import Backend, CudaError, DeviceInfo
+
+LAUNCH_MODES = ("ctypes", "extra", "params")
+
+
+def _libcuda_launch():
+    """libcuda's cuLaunchKernel as a ctypes function (argument types preset), or None."""
+    for name in ("libcuda.so.1", "libcuda.so"):
+        try:
+            lib = ctypes.CDLL(name)
+        except OSError:
+            continue
+        fn = lib.cuLaunchKernel
+        u = ctypes.c_uint
+        fn.argtypes = [ctypes.c_void_p, u, u, u, u, u, u, u, ctypes.c_void_p, ctypes.c_void_p,
+                       ctypes.c_void_p]
+        fn.restype = ctypes.c_int
+        return fn
+    return None
 
 _NOT_READY = cu.CUresult.CUDA_ERROR_NOT_READY
 _INVALID_VALUE = cu.CUresult.CUDA_ERROR_INVALID_VALUE
@@ -50,15 +74,17 @@ def _check(result, what: str):
 class Function:
     """A loaded kernel with everything a launch needs precomputed."""
 
-    __slots__ = ("handle", "params", "arg_size", "_buf", "_buf_addr", "_ptrs", "kernel_params",
-                 "_extra", "extra", "_size")
+    __slots__ = ("handle", "address", "params", "arg_size", "_buf", "_buf_addr", "_ptrs",
+                 "kernel_params", "_extra", "extra", "_size", "extra_or_null", "_mv")
 
     def __init__(self, handle, params: list[tuple[int, int]]):
         self.handle = handle
+        self.address = int(handle)  # the CUfunction as an integer, for the ctypes launch
         self.params = params
         self.arg_size = max((off + size for off, size in params), default=0)
         self._buf = ctypes.create_string_buffer(max(self.arg_size, 8))
         self._buf_addr = ctypes.addressof(self._buf)
+        self._mv = memoryview(self._buf).cast("B")  # takes the argument bytes from any buffer
         if params:
             self._ptrs = (ctypes.c_void_p * len(params))(*(self._buf_addr + off for off, _ in params))
             self.kernel_params = ctypes.addressof(self._ptrs)
@@ -71,6 +97,7 @@ class Function:
             cu.CU_LAUNCH_PARAM_BUFFER_SIZE, ctypes.addressof(self._size),
             cu.CU_LAUNCH_PARAM_END)
         self.extra = ctypes.addressof(self._extra)
+        self.extra_or_null = self.extra if self.arg_size else None
 
 
 class CudaBackend(Backend):
@@ -78,10 +105,13 @@ class CudaBackend(Backend):
 
     name = "cuda"
 
-    def __init__(self, gpu: int = 0, launch_mode: str = "extra"):
+    def __init__(self, gpu: int = 0, launch_mode: str = "ctypes"):
         index = gpu
-        if launch_mode not in ("params", "extra"):
-            raise ValueError(f"launch_mode must be 'params' or 'extra', not {launch_mode!r}")
+        if launch_mode not in LAUNCH_MODES:
+            raise ValueError(f"launch_mode must be one of {LAUNCH_MODES}, not {launch_mode!r}")
+        self._launch_c = _libcuda_launch()
+        if launch_mode == "ctypes" and self._launch_c is None:
+            launch_mode = "extra"
         self.index = index
         self.launch_mode = launch_mode
         _check(cu.cuInit(0), "cuInit")
@@ -258,8 +288,16 @@ class CudaBackend(Backend):
 
     def launch(self, function, grid, block, shared, stream, args: bytes) -> None:
         f = function
-        if args:
-            ctypes.memmove(f._buf_addr, args, len(args))
+        n = len(args)
+        if n:
+            f._mv[:n] = args
+        if self.launch_mode == "ctypes":
+            err = self._launch_c(f.address, grid[0], grid[1], grid[2], block[0], block[1], block[2],
+                                 shared, None if stream is None or stream == 0 else int(stream),
+                                 None, f.extra_or_null)
+            if err:
+                _fail(err, "cuLaunchKernel")
+            return
         if stream is None or stream == 0:
             stream = self.null_stream
         if self.launch_mode == "params":

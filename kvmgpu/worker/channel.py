@@ -10,10 +10,10 @@ from __future__ import annotations
 import logging
 
 from kvmgpu_guest.cudefs import CUresult
-from kvmgpu_guest.protocol import (DEFAULT_MAX_FRAME, NEED_DATA, Call, Connection, Goodbye, Hello,
+from kvmgpu_guest.protocol import (DEFAULT_MAX_FRAME, NEED_DATA, Call, Connection, Goodbye, Hello, Op,
                                    RemoteProtocolError, Role, Welcome, negotiate)
 
-from .dispatch import dispatch
+from .dispatch import dispatch, launch_queued
 from .vgpu import VGpu
 
 log = logging.getLogger("kvmgpu.worker")
@@ -31,10 +31,17 @@ class Channel:
     def receive(self, data: bytes) -> bytes:
         """Bytes to send back for `data`. Raises RemoteProtocolError on a protocol violation."""
         out = []
+        conn = self.conn
         try:
-            self.conn.receive_data(data)
+            conn.receive_data(data)
             while True:
-                event = self.conn.next_event()
+                # The hot path: runs of QUEUED LAUNCH frames, decoded in place (take_launches
+                # checks what next_event checks) and dispatched with no objects per frame.
+                launches = conn.take_launches()
+                if launches:
+                    self._launches(launches)
+                    continue
+                event = conn.next_event()
                 if event is NEED_DATA:
                     break
                 reply = self._handle(event)
@@ -46,6 +53,21 @@ class Channel:
             self.close("protocol violation")
             raise
         return b"".join(out)
+
+    def _launches(self, launches: list) -> None:
+        vg = self.vgpu
+        sessions = vg.sessions
+        cid = self.cid
+        last_sid, s = None, None
+        n = 0
+        for sid, seq, args, blob in launches:
+            if sid != last_sid:
+                last_sid, s = sid, sessions.get((cid, sid))
+            if s is None:
+                continue  # a queued call on no session: dropped, as in _handle
+            n += 1
+            launch_queued(vg, s, seq, args, blob)
+        vg.calls[Op.LAUNCH] += n
 
     def _handle(self, event) -> bytes | None:
         if isinstance(event, Call):

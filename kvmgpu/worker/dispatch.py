@@ -239,26 +239,81 @@ def module_get_global(vg: VGpu, s: Session, call):
 
 # --- launches ------------------------------------------------------------------------------------
 
-def launch(vg: VGpu, s: Session, call):
-    fh, gx, gy, gz, bx, by, bz, shared, stream = call.args
+def _launch_limits(vg: VGpu) -> tuple:
+    """The device's launch limits, read once per device info (a new context keeps the GPU)."""
+    cached = getattr(vg, "_launch_limits", None)
+    if cached is not None and cached[0] is vg.info:
+        return cached[1]
+    a = vg.attribute
+    limits = (a(5, 2147483647), a(6, 65535), a(7, 65535), a(2, 1024), a(3, 1024), a(4, 64),
+              a(1, 1024), a(8, 49152))
+    vg._launch_limits = (vg.info, limits)
+    return limits
+
+
+_DIMS = ("grid x", "grid y", "grid z", "block x", "block y", "block z")
+
+
+def _check_launch(vg: VGpu, s: Session, args, blob):
+    """Validate a LAUNCH; (backend function, backend stream) or CudaError."""
+    fh, gx, gy, gz, bx, by, bz, shared, stream = args
     fn = s.function(fh)
     st = s.stream(stream)
-    a = vg.attribute
-    for dim, value, attr, default in (("grid x", gx, 5, 2147483647), ("grid y", gy, 6, 65535),
-                                       ("grid z", gz, 7, 65535), ("block x", bx, 2, 1024),
-                                       ("block y", by, 3, 1024), ("block z", bz, 4, 64)):
-        if not 1 <= value <= a(attr, default):
-            _invalid(f"{dim} is {value}, must be 1..{a(attr, default)}")
-    if bx * by * bz > a(1, 1024):
-        _invalid(f"block of {bx * by * bz} threads, more than {a(1, 1024)}")
-    if shared > a(8, 49152):
-        _invalid(f"{shared} bytes of dynamic shared memory, more than {a(8, 49152)}")
-    if len(call.blob) != fn.arg_bytes:
-        _invalid(f"{len(call.blob)} bytes of arguments, the function takes {fn.arg_bytes}")
+    gxm, gym, gzm, bxm, bym, bzm, threads, smem = _launch_limits(vg)
+    if not (1 <= gx <= gxm and 1 <= gy <= gym and 1 <= gz <= gzm
+            and 1 <= bx <= bxm and 1 <= by <= bym and 1 <= bz <= bzm):
+        for dim, value, top in zip(_DIMS, args[1:7], (gxm, gym, gzm, bxm, bym, bzm)):
+            if not 1 <= value <= top:
+                _invalid(f"{dim} is {value}, must be 1..{top}")
+    if bx * by * bz > threads:
+        _invalid(f"block of {bx * by * bz} threads, more than {threads}")
+    if shared > smem:
+        _invalid(f"{shared} bytes of dynamic shared memory, more than {smem}")
+    if len(blob) != fn.arg_bytes:
+        _invalid(f"{len(blob)} bytes of arguments, the function takes {fn.arg_bytes}")
+    return fn.backend, st
+
+
+def launch(vg: VGpu, s: Session, call):
+    fn, st = _check_launch(vg, s, call.args, call.blob)
     if vg.gate is not None:
         vg.gate.before_launch()  # may wait for this VM's turn on the GPU
-    vg.backend.launch(fn.backend, (gx, gy, gz), (bx, by, bz), shared, st, call.blob)
+    a = call.args
+    vg.backend.launch(fn, (a[1], a[2], a[3]), (a[4], a[5], a[6]), a[7], st, call.blob)
     return OK
+
+
+def launch_queued(vg: VGpu, s: Session, seq: int, args, blob: bytes) -> None:
+    """A QUEUED LAUNCH without building a Call: the same checks and the same error handling as
+    `dispatch` (the first failure is kept for the session's next synchronising call). The caller
+    counts the call in `vg.calls`."""
+    try:
+        if vg.broken is not None:
+            raise CudaError(vg.broken[0], f"the context is unusable after: {vg.broken[1]}")
+        fh, gx, gy, gz, bx, by, bz, shared, stream = args
+        f = s.functions.get(fh)
+        st = None if stream == 0 else s.streams.get(stream)
+        gxm, gym, gzm, bxm, bym, bzm, threads, smem = _launch_limits(vg)
+        if (f is not None and (stream == 0 or st is not None) and len(blob) == f.arg_bytes
+                and 1 <= gx <= gxm and 1 <= gy <= gym and 1 <= gz <= gzm and 1 <= bx <= bxm
+                and 1 <= by <= bym and 1 <= bz <= bzm and bx * by * bz <= threads and shared <= smem):
+            fn = f.backend  # every check of _check_launch passed
+        else:
+            fn, st = _check_launch(vg, s, args, blob)  # raises the same error as the slow path
+        gate = vg.gate
+        if gate is not None:
+            gate.before_launch()  # may wait for this VM's turn on the GPU
+        vg.backend.launch(fn, (gx, gy, gz), (bx, by, bz), shared, st, blob)
+        return
+    except CudaError as e:
+        code, detail = e.code, e.detail or str(e)
+    except Exception as e:  # a bug here or in the backend: the guest gets an error, we go on
+        log.exception("LAUNCH on session %s:%s failed unexpectedly", *s.key)
+        code, detail = CUresult.CUDA_ERROR_UNKNOWN, f"internal error: {type(e).__name__}"
+    vg.errors[Op.LAUNCH] += 1
+    vg.note_error(code, detail)
+    if s.pending_error is None:
+        s.pending_error = (code, f"LAUNCH (queued, seq {seq}): {detail}")
 
 
 # --- streams and events --------------------------------------------------------------------------
