@@ -40,6 +40,9 @@ libvirtd: .stamps/debs
 	@for i in $$(seq 1 50); do virsh -c qemu:///system version >/dev/null 2>&1 && exit 0; sleep 0.2; done; \
 	  echo "libvirtd did not come up on qemu:///system" >&2; exit 1
 
+demo: venv libvirtd
+	$(PY) -m kvmgpu.demo
+
 test: venv libvirtd
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
