@@ -47,6 +47,18 @@ class UnixTransport:
         self._sock = sock
         self.send = self._sock.sendall
         self.recv = self._sock.recv
+        self._poll_buf = None
+
+    def recv_nowait(self, max_bytes: int):
+        """What is there to read now (b"" at end of stream), or None: for a short busy-poll."""
+        buf = self._poll_buf
+        if buf is None or len(buf) < max_bytes:
+            buf = self._poll_buf = bytearray(max_bytes)
+        try:
+            n = self._sock.recv_into(buf, max_bytes, socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return None
+        return bytes(buf[:n])
 
     def close(self) -> None:
         self._sock.close()

@@ -16,15 +16,27 @@ A `Session` owns one transport (control channel) and the session's window of the
 
 from __future__ import annotations
 
+import ctypes
 import os
 import struct
 import threading
+import time
+from collections import deque
 
 from . import __version__
 from .protocol import (HEADER, MAGIC, NEED_DATA, OPS, QUEUED, Connection, Goodbye, Hello, Kind,
                        Op, Reply, Role, Welcome)
 
-BATCH_BYTES = 32 * 1024  # a batch is written once it is this big
+BATCH_BYTES = int(os.environ.get("KVMGPU_BATCH_BYTES") or 4096)  # a batch is written once it is this big
+# (small enough that the worker starts on a run of launches while the guest queues the rest: the
+# two sides then work in parallel; one write per ~40 launches)
+POLL_US = int(os.environ.get("KVMGPU_POLL_US") or 50)  # spin this long on a reply before blocking
+COPY_THREADS = int(os.environ.get("KVMGPU_COPY_THREADS") or min(4, os.cpu_count() or 1))
+COPY_PIECE = 512 * 1024  # a copy is split among threads in pieces of at least this
+# Bulk copies go in chunks of n/8, at least PIPE_MIN and at most PIPE_MAX bytes.
+PIPE_MIN = 1 << 20
+PIPE_MAX = int(os.environ.get("KVMGPU_PIPE_CHUNK") or 16 << 20)
+DTOH_IN_FLIGHT = 3  # device-to-host chunks asked for ahead of the one being copied out
 RECV_BYTES = 64 * 1024  # under glibc's mmap threshold: a larger recv() buffer costs an mmap per call
 RING_ALIGN = 64
 WINDOW_ENV = "KVMGPU_WINDOW"  # bytes of the region a session asks for (0: all that is free)
@@ -107,32 +119,40 @@ class Session:
     def call(self, op: Op, args=(), blob: bytes = b"") -> Reply:
         """Send the batch and this call; wait for and return its reply."""
         with self.lock:
-            if self.closed:
-                raise SessionError("the session is closed")
-            self._seq = seq = (self._seq + 1) & 0xFFFFFFFF
-            frame = self.conn.send_call(self.id, seq, op, args, blob)
-            batch = self._batch
-            if batch:
-                batch += frame
-                self._send(batch)
-                batch.clear()
-            else:
-                self._send(frame)
-            while True:
-                event = self._next_event()
-                if type(event) is Reply and event.seq == seq:
-                    break
-                if isinstance(event, Goodbye):
-                    self.closed = True
-                    raise SessionError(f"the host ended the session: {event.reason or 'no reason given'}")
-            if int(op) in _SYNCHRONISING:
-                if op == Op.CTX_SYNCHRONIZE or op == Op.FENCE:
-                    self._head = 0  # nothing queued uses the window any more
-                if self._deferred:
-                    if event.status == 0:
-                        event = event._replace(status=self._deferred, values=())
-                    self._deferred = 0
-            return event
+            return self._wait(self._send_call(op, args, blob), op)
+
+    def _send_call(self, op: Op, args=(), blob: bytes = b"") -> int:
+        """Send the batch and this call (one write); its seq, for `_wait`."""
+        if self.closed:
+            raise SessionError("the session is closed")
+        self._seq = seq = (self._seq + 1) & 0xFFFFFFFF
+        frame = self.conn.send_call(self.id, seq, op, args, blob)
+        batch = self._batch
+        if batch:
+            batch += frame
+            self._send(batch)
+            batch.clear()
+        else:
+            self._send(frame)
+        return seq
+
+    def _wait(self, seq: int, op: Op) -> Reply:
+        """The reply to call `seq` (calls are answered in order: wait for them in order)."""
+        while True:
+            event = self._next_event()
+            if type(event) is Reply and event.seq == seq:
+                break
+            if isinstance(event, Goodbye):
+                self.closed = True
+                raise SessionError(f"the host ended the session: {event.reason or 'no reason given'}")
+        if int(op) in _SYNCHRONISING:
+            if op == Op.CTX_SYNCHRONIZE or op == Op.FENCE:
+                self._head = 0  # nothing queued uses the window any more
+            if self._deferred:
+                if event.status == 0:
+                    event = event._replace(status=self._deferred, values=())
+                self._deferred = 0
+        return event
 
     def queue(self, op: Op, args=(), blob: bytes = b"") -> None:
         """Append a QUEUED call to the batch (no reply; errors surface at a synchronising call)."""
@@ -198,17 +218,21 @@ class Session:
     # --- bulk copies -----------------------------------------------------------------------------
 
     def htod(self, dst: int, src: memoryview, stream: int = 0, sync: bool = True) -> int:
-        """Copy `src` (bytes) to device `dst` through the ring, in window-sized chunks. Status."""
+        """Copy `src` (bytes) to device `dst` through the ring. Status.
+
+        Pipelined: the bytes go in chunks; each chunk's copy is sent (queued) as soon as it is in
+        the window, so the host DMAs chunk k while this side fills chunk k+1. Only the last chunk
+        of a synchronous copy waits for an answer (it synchronises the stream, so all chunks)."""
         n = len(src)
         with self.lock:
-            chunk = self.window_size
+            chunk = _chunk(n, self.window_size)
             view = self.view
             pos = 0
             while True:
                 size = min(chunk, n - pos)
                 last = pos + size >= n
                 off = self.reserve(size)
-                view[off: off + size] = src[pos: pos + size]
+                _copy(view, off, src, pos, size)
                 if last and sync:
                     reply = self.call(Op.MEMCPY_HTOD, (dst + pos, off, size, stream))
                     self.release(off)
@@ -216,28 +240,55 @@ class Session:
                 self.queue(Op.MEMCPY_HTOD, (dst + pos, off, size, stream))
                 if last:
                     return 0
+                self.flush()  # the host starts on this chunk now
                 pos += size
 
     def dtoh(self, dst: memoryview, src: int, stream: int = 0) -> int:
-        """Copy device `src` into `dst` through the ring. Synchronous. Status."""
+        """Copy device `src` into `dst` through the ring. Synchronous. Status.
+
+        Pipelined: up to DTOH_IN_FLIGHT chunk copies are asked for ahead; each is answered when
+        its bytes are in the window, and this side copies chunk k out while the host DMAs the next."""
         n = len(dst)
         with self.lock:
-            chunk = self.window_size
-            view = self.view
-            pos = 0
-            while pos < n or n == 0:
-                size = min(chunk, n - pos)
-                off = self.reserve(size)
-                reply = self.call(Op.MEMCPY_DTOH, (off, src + pos, size, stream))
-                if reply.status:
-                    self.release(off)
-                    return reply.status
-                dst[pos: pos + size] = view[off: off + size]
+            if n == 0:
+                off = self.reserve(0)
+                reply = self.call(Op.MEMCPY_DTOH, (off, src, 0, stream))
                 self.release(off)
+                return reply.status
+            chunk = _chunk(n, self.window_size)
+            view = self.view
+            start = self._head
+            status = 0
+            pending: deque = deque()
+
+            def drain_one():
+                nonlocal status
+                seq, off, pos, size = pending.popleft()
+                reply = self._wait(seq, Op.MEMCPY_DTOH)
+                if reply.status:
+                    status = status or reply.status
+                elif not status:
+                    _copy(dst, pos, view, off, size)
+
+            pos = 0
+            while pos < n:
+                size = min(chunk, n - pos)
+                if pending and self._head + size > self.window_size:
+                    while pending:  # the ring wraps: what is in flight must land first
+                        drain_one()
+                    start = 0
+                off = self.reserve(size)
+                if not pending and off == 0:
+                    start = 0
+                pending.append((self._send_call(Op.MEMCPY_DTOH, (off, src + pos, size, stream)),
+                                off, pos, size))
                 pos += size
-                if n == 0:
-                    break
-            return 0
+                if len(pending) >= DTOH_IN_FLIGHT:
+                    drain_one()
+            while pending:
+                drain_one()
+            self.release(start)
+            return status
 
     # --- plumbing --------------------------------------------------------------------------------
 
@@ -255,7 +306,16 @@ class Session:
             if event is not NEED_DATA:
                 return event
             try:
-                data = self.transport.recv(RECV_BYTES)
+                data = None
+                poll = getattr(self.transport, "recv_nowait", None) if POLL_US > 0 else None
+                if poll is not None:  # spin a little: the answer is often a few µs away
+                    deadline = time.perf_counter() + POLL_US / 1e6
+                    while True:
+                        data = poll(RECV_BYTES)
+                        if data is not None or time.perf_counter() > deadline:
+                            break
+                if data is None:
+                    data = self.transport.recv(RECV_BYTES)
             except OSError as e:
                 self.closed = True
                 raise SessionError(f"lost the channel to the host: {e.strerror or e}") from None
@@ -291,3 +351,49 @@ class Session:
                 thing.close()
             except Exception:
                 pass
+
+
+# --------------------------------------------------------------------------------- bulk memory copy
+
+def _chunk(n: int, window: int) -> int:
+    return max(1, min(window, n, max(PIPE_MIN, min(PIPE_MAX, (n // 8 + 0xFFFF) & ~0xFFFF))))
+
+
+_pool = None
+_pool_lock = threading.Lock()
+
+
+def _address(view: memoryview) -> int | None:
+    """The address of a writable buffer, or None (read-only: it is copied the plain way)."""
+    try:
+        holder = ctypes.c_char.from_buffer(view)
+    except (TypeError, ValueError, BufferError):
+        return None
+    addr = ctypes.addressof(holder)
+    del holder  # let the buffer's owner (an mmap) close later
+    return addr
+
+
+def _copy(dst: memoryview, dpos: int, src: memoryview, spos: int, n: int) -> None:
+    """dst[dpos:dpos+n] = src[spos:spos+n]; large copies in pieces on COPY_THREADS threads
+    (ctypes.memmove releases the GIL, so the pieces run at once)."""
+    pieces = min(COPY_THREADS, n // COPY_PIECE)
+    if pieces > 1:
+        d, s = _address(dst), _address(src)
+        if d is not None and s is not None:
+            global _pool
+            if _pool is None:
+                with _pool_lock:
+                    if _pool is None:
+                        from concurrent.futures import ThreadPoolExecutor
+                        _pool = ThreadPoolExecutor(COPY_THREADS - 1, thread_name_prefix="kvmgpu-copy")
+            d += dpos
+            s += spos
+            step = (n // pieces + 4095) & ~4095
+            futures = [_pool.submit(ctypes.memmove, d + i, s + i, min(step, n - i))
+                       for i in range(step, n, step)]
+            ctypes.memmove(d, s, min(step, n))
+            for f in futures:
+                f.result()
+            return
+    dst[dpos: dpos + n] = src[spos: spos + n]
