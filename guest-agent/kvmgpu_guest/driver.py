@@ -112,13 +112,21 @@ class CUuuid:
 class _Function:
     """What the guest knows of a kernel: the host's handle and its parameter layout."""
 
-    __slots__ = ("handle", "params", "argsize", "packers")
+    __slots__ = ("handle", "params", "argsize", "packers", "pointers", "sizes", "packed")
 
     def __init__(self, handle: int, params: list[tuple[int, int]]):
         self.handle = handle
         self.params = params
         self.argsize = max((off + size for off, size in params), default=0)
         self.packers: dict = {}  # types tuple -> struct.Struct (or False: use the generic path)
+        # a void*[] at an address, read in one go; `packed`: the parameters leave no gaps
+        self.pointers = ctypes.c_void_p * len(params)
+        self.sizes = [size for _, size in params]
+        pos, packed = 0, True
+        for off, size in params:
+            packed = packed and off == pos
+            pos = off + size
+        self.packed = packed
 
 
 # ------------------------------------------------------------------------------------------ state
@@ -786,6 +794,13 @@ def _params_blob(info: _Function, kernelParams, extra) -> bytes | None:
             blob[off: off + size] = _param_bytes(v, t, size)
         return bytes(blob)
     # an address of (or a buffer holding) a void*[] with one pointer per parameter
+    if type(kernelParams) is int and info.packed:  # the common native idiom: one read, one join
+        pointers = info.pointers.from_address(kernelParams)[:]
+        if None in pointers:
+            return None
+        if len(pointers) == 1:
+            return ctypes.string_at(pointers[0], info.sizes[0])
+        return b"".join([ctypes.string_at(p, z) for p, z in zip(pointers, info.sizes)])
     view, addr = _buffer_or_address(kernelParams)
     if view is None:
         pointers = [a or 0 for a in (ctypes.c_void_p * len(params)).from_address(addr)]
