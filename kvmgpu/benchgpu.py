@@ -26,7 +26,9 @@ ROOT = Path(__file__).resolve().parents[1]
 PTX = ROOT / "tests" / "kernels" / "kernels.ptx"
 P, I32, I64 = ctypes.c_void_p, ctypes.c_int, ctypes.c_longlong
 MiB = 1 << 20
-WORKER = ("import sys; from kvmgpu.sizes import parse_size; "
+# KVMGPU_BENCH_GATE=0 runs the worker without the compute gate (to measure what the gate costs).
+WORKER = ("import os, sys; import kvmgpu.compute as C; from kvmgpu.sizes import parse_size; "
+          "os.environ.get('KVMGPU_BENCH_GATE', '1') == '0' and setattr(C, 'open_gate', lambda *a, **k: None); "
           "from kvmgpu.worker.server import WorkerConfig, serve; a = sys.argv[1:]; "
           "serve(WorkerConfig(backend='cuda', gmem=parse_size(a[0], 'gmem'), socket=a[1], shm=a[2], "
           "region_size=parse_size(a[3], 'region'), vm=a[4], compute=int(a[5]), compute_mode=a[6]))")
@@ -169,12 +171,90 @@ def table(native: dict, fwd: dict) -> str:
     return "\n".join(rows)
 
 
+def probe() -> dict:
+    """Where a forwarded round trip goes, piece by piece (run in its own process: it owns the
+    primary context): the cuda backend alone (ctypes and cuda-bindings launch), and a bare
+    unix-socket echo between two processes, blocking and with a short busy-poll."""
+    import socket
+    import struct
+    from kvmgpu.backend.cuda import CudaBackend
+    out: dict = {}
+    b = CudaBackend(0)
+    f, _ = b.module_get_function(b.module_load(PTX.read_bytes()), "spin")
+    args = struct.pack("<q", 0)
+    for mode in ("ctypes", "extra"):
+        b.launch_mode = mode
+
+        def queued(n=20000):
+            t = time.perf_counter()
+            for _ in range(n):
+                b.launch(f, (1, 1, 1), (1, 1, 1), 0, None, args)
+            b.synchronize()
+            return (time.perf_counter() - t) / n * 1e6
+
+        def sync(n=2000):
+            t = time.perf_counter()
+            for _ in range(n):
+                b.launch(f, (1, 1, 1), (1, 1, 1), 0, None, args)
+                b.stream_synchronize(None)
+            return (time.perf_counter() - t) / n * 1e6
+        queued()
+        out[f"backend_{mode}_queued_us"] = _best(queued)
+        out[f"backend_{mode}_sync_us"] = _best(sync)
+    b.close()
+    for poll in (0, 50):
+        a, c = socket.socketpair()
+        pid = os.fork()
+        if pid == 0:
+            a.close()
+            while True:
+                d = None
+                end = time.perf_counter() + poll / 1e6
+                while poll and d is None and time.perf_counter() < end:
+                    try:
+                        d = c.recv(65536, socket.MSG_DONTWAIT)
+                    except BlockingIOError:
+                        pass
+                if d is None:
+                    d = c.recv(65536)
+                if not d:
+                    os._exit(0)
+                c.sendall(d)
+        c.close()
+
+        def echo(n=5000):
+            t = time.perf_counter()
+            for _ in range(n):
+                a.sendall(b"x" * 40)
+                d = None
+                end = time.perf_counter() + poll / 1e6
+                while poll and d is None and time.perf_counter() < end:
+                    try:
+                        d = a.recv(65536, socket.MSG_DONTWAIT)
+                    except BlockingIOError:
+                        pass
+                if d is None:
+                    a.recv(65536)
+            return (time.perf_counter() - t) / n * 1e6
+        out[f"echo_poll{poll}_us"] = _best(echo)
+        a.close()
+        os.waitpid(pid, 0)
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", help="write the figures here")
+    ap.add_argument("--probe", action="store_true", help="only the round-trip pieces (backend, echo)")
     ap.add_argument("--max-size", default=1024, type=int, help="largest copy in MiB")
     ap.add_argument("--iters", default=1000, type=int, help="stencil launches")
     a = ap.parse_args(argv)
+    if a.probe:
+        r = probe()
+        print(json.dumps(r, indent=1))
+        if a.json:
+            Path(a.json).write_text(json.dumps(r, indent=1))
+        return 0
     sizes = [s * MiB for s in (1, 16, 64, 256, 1024) if s <= a.max_size]
     shm_free = shutil.disk_usage("/dev/shm").free
     while sizes and max(sizes) + 64 * MiB > shm_free:
@@ -184,6 +264,7 @@ def main(argv=None) -> int:
     from cuda.bindings import driver as native
     _ok(native.cuInit(0))
     info = {"gpu": _ok(native.cuDeviceGetName(256, 0)).split(b"\0")[0].decode(),
+            "env": {k: v for k, v in os.environ.items() if k.startswith("KVMGPU_")},
             "driver": _ok(native.cuDriverGetVersion()), "date": time.strftime("%Y-%m-%d"),
             "python": sys.version.split()[0], "command": "python -m kvmgpu.benchgpu " + " ".join(argv or sys.argv[1:])}
     nat = run_workloads(native, sizes, iters=a.iters, pinned=True)
