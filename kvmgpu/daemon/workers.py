@@ -247,6 +247,7 @@ def find_worker_pids(vm: str, proc: Path = Path("/proc")) -> list[int]:
 class WorkerStats:
     memory_used: int = 0
     memory_limit: int = 0
+    memory_peak: int = 0        # the worker's own high-water mark (0 from workers that lack it)
     calls: int = 0
     bytes: int = 0
     gpu_seconds: float = 0.0
@@ -290,6 +291,7 @@ def read_stats(path: Path) -> WorkerStats | None:
     return WorkerStats(
         memory_used=int(_pick(obj, "memory.used", "memory_used")),
         memory_limit=int(_pick(obj, "memory.limit", "memory_limit")),
+        memory_peak=int(_pick(obj, "memory.peak", "memory_peak")),
         calls=int(_pick(obj, "calls")),
         bytes=int(_pick(obj, "bytes")),
         gpu_seconds=float(_pick(obj, "gpu_seconds", "compute.gpu_seconds", "gpu_time")),
@@ -343,7 +345,7 @@ class Worker:
         if stats is None or stats == self.stats:
             return False
         self.stats = stats
-        self.peak = max(self.peak, stats.memory_used)
+        self.peak = max(self.peak, stats.memory_used, stats.memory_peak)
         return True
 
     def signal(self, signum: int) -> None:

@@ -11,6 +11,7 @@ class MemoryQuota:
             raise ValueError("a memory quota must be more than zero bytes")
         self.limit = limit
         self.used = 0
+        self.peak = 0  # the most it has held at once (the daemon samples `used`: it would miss peaks)
 
     @property
     def free(self) -> int:
@@ -21,6 +22,8 @@ class MemoryQuota:
         if nbytes < 0 or nbytes > self.limit - self.used:
             return False
         self.used += nbytes
+        if self.used > self.peak:
+            self.peak = self.used
         return True
 
     def release(self, nbytes: int) -> None:

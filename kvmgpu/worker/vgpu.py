@@ -137,7 +137,7 @@ class VGpu:
         return {
             "vm": self.vm, "backend": self.backend.name, "time": round(time.time(), 3),
             "started": round(self.started, 3),
-            "memory": {"used": self.quota.used, "limit": self.quota.limit},
+            "memory": {"used": self.quota.used, "limit": self.quota.limit, "peak": self.quota.peak},
             "sessions": {"live": len(self.sessions), "started": self.sessions_started},
             "calls": {op.name: n for op, n in sorted(self.calls.items())},
             "errors": {op.name: n for op, n in sorted(self.errors.items())},

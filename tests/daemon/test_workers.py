@@ -76,6 +76,24 @@ def test_stats_file_shapes(tmp_path):
     assert w.read_stats(path) == w.WorkerStats(memory_used=1, calls=2, gpu_seconds=3.0)
 
 
+def test_peak_is_the_workers_own_high_water_mark(tmp_path):
+    # the daemon samples the stats file about once a second: a short-lived allocation is only
+    # seen through the worker's own peak (kvmgpu.worker.quota.MemoryQuota.peak)
+    from kvmgpu.worker.quota import MemoryQuota
+    q = MemoryQuota(100)
+    assert q.charge(60) and not q.charge(50)
+    q.release(60)
+    assert q.charge(10)
+    assert (q.used, q.peak) == (10, 60)
+    path = tmp_path / "s.json"
+    path.write_text(json.dumps({"memory": {"used": q.used, "limit": q.limit, "peak": q.peak}}))
+    assert w.read_stats(path).memory_peak == 60
+    spec = w.WorkerSpec(vm="vm", backend="sim", gmem=100, gpu=0, compute=100, compute_mode="share",
+                        socket=tmp_path / "s.sock", shm=tmp_path / "shm", stats_file=path)
+    worker = w.Worker(spec=spec, pid=1, started=0.0)
+    assert worker.refresh_stats() and worker.peak == 60 and worker.stats.memory_used == 10
+
+
 def test_qemu_identity_reads_qemu_conf(tmp_path):
     conf = tmp_path / "qemu.conf"
     assert w.qemu_identity(conf) == ("libvirt-qemu", "libvirt-qemu")

@@ -434,7 +434,7 @@ def test_stats(host, g, vadd):
     assert s["calls"]["LAUNCH"] == 1 and s["calls"]["MEM_ALLOC"] == 4
     assert s["errors"] == {"MEM_ALLOC": 1}
     assert s["bytes"]["htod"] == 8 * n and s["bytes"]["dtoh"] == 4 * n
-    assert s["memory"] == {"used": 12 * n, "limit": QUOTA}
+    assert s["memory"] == {"used": 12 * n, "limit": QUOTA, "peak": 12 * n}
     assert s["sessions"] == {"live": 1, "started": 1}
 
 
