@@ -152,6 +152,16 @@ class Libvirt:
             raise
         return self._vgpu_of(dom)
 
+    def is_active(self, vm: str) -> bool:
+        """Whether domain `vm` runs now (False when libvirt has no such domain)."""
+        assert self.conn is not None
+        try:
+            return bool(self.conn.lookupByName(vm).isActive())
+        except libvirt.libvirtError as e:
+            if e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return False
+            raise
+
     @staticmethod
     def _vgpu_of(dom) -> VGpu | None:
         try:

@@ -271,12 +271,34 @@ class Daemon:
         """`vm` stopped: its worker should go by itself; it is given STOP_GRACE, then signalled.
         Its quota is free at once."""
         live = self.live.pop(vm, None)
-        if live is None:
+        if live is not None:
+            if live.worker is not None and not live.worker.ended:
+                live.worker.stop_requested = time.time()
+                self.ending.append(live.worker)
+            log.info("%s: vGPU released (%s on GPU %d)", vm, _mib(live.vgpu.gmem), live.vgpu.gpu)
+        self.remove_region(vm)
+
+    def remove_region(self, vm: str) -> None:
+        """Unlink /dev/shm/kvmgpu-<vm> (QEMU creates it and nobody else removes it; it holds the
+        guest's data) once libvirt says the VM does not run. Its worker may still have it mapped:
+        that mapping stays valid. Nothing while libvirt cannot say (the next stop event or
+        reconciliation of that VM tries again)."""
+        path = Path(region_path(vm))
+        if not os.path.lexists(path) or not self.libvirt.connected:
             return
-        if live.worker is not None and not live.worker.ended:
-            live.worker.stop_requested = time.time()
-            self.ending.append(live.worker)
-        log.info("%s: vGPU released (%s on GPU %d)", vm, _mib(live.vgpu.gmem), live.vgpu.gpu)
+        try:
+            if self.libvirt.is_active(vm):
+                return
+        except Exception as e:  # noqa: BLE001 (libvirt errors: keep the file for now)
+            log.warning("%s: not removing %s: cannot ask libvirt whether it runs: %s", vm, path, e)
+            return
+        try:
+            path.unlink()
+            log.info("%s: removed its region %s", vm, path)
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            log.warning("%s: cannot remove its region %s: %s", vm, path, e)
 
     def _gpu_for(self, vgpu: VGpu) -> Gpu | None:
         for g in self.gpus:

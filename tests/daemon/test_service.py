@@ -67,3 +67,30 @@ def test_nvidia_uevents():
     assert is_nvidia({"PCI_ID": "10de:2335"})
     assert not is_nvidia({"PCI_ID": "8086:1234"})
     assert not is_nvidia({})
+
+
+def test_region_removed_only_once_the_vm_is_not_running(daemon):
+    # QEMU leaves /dev/shm/kvmgpu-<vm> behind (it holds the guest's data): the daemon unlinks it
+    # when the VM stopped, never while it runs (test:///default's domain "test" runs)
+    import os
+    import uuid
+    from kvmgpu.vgpu import region_path
+    gone = region_path(f"kvmgpu-nosuch-{uuid.uuid4().hex[:8]}")
+    running = region_path("test")
+    made = []
+    try:
+        for path in (gone, running):
+            if not os.path.exists(path):
+                open(path, "wb").close()
+                made.append(path)
+        daemon.release(os.path.basename(gone)[len("kvmgpu-"):])
+        assert not os.path.exists(gone)
+        if running in made:
+            daemon.remove_region("test")
+            assert os.path.exists(running)
+    finally:
+        for path in made:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
