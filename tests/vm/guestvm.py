@@ -124,6 +124,7 @@ class GuestVM:
         self.xml: Optional[str] = None
         self._cleanup_paths: list[Path] = []
         self._t0: Optional[float] = None
+        self._cleaned = False
 
     # -- before start -------------------------------------------------------------------------
     def add_device(self, xml: str) -> None:
@@ -158,8 +159,9 @@ class GuestVM:
         return path
 
     # -- run ----------------------------------------------------------------------------------
-    def start(self, run_sh: str, files: Optional[FileMap] = None) -> None:
-        """Boot with /payload/run.sh = run_sh (and files under /payload)."""
+    def define(self, run_sh: str, files: Optional[FileMap] = None) -> None:
+        """Define the (persistent) domain with /payload/run.sh = run_sh (and files under /payload)
+        without starting it, so that e.g. `kvmgpu attach` can add its devices; then `start()`."""
         kernel = self.tmp / "vmlinuz"
         shutil.copyfile(self.image.kernel, kernel)
         initrd = build_image.initrd_with_payload(self.image, self.tmp / "initrd.img", run_sh, files)
@@ -171,6 +173,12 @@ class GuestVM:
                                  extra_devices=self.extra_devices)
         (self.tmp / "domain.xml").write_text(self.xml)
         self.dom = self.conn.defineXML(self.xml)
+
+    def start(self, run_sh: Optional[str] = None, files: Optional[FileMap] = None) -> None:
+        """Boot with /payload/run.sh = run_sh (and files under /payload); with no run_sh, boot the
+        domain `define()` defined as it is now (with whatever was added to it since)."""
+        if run_sh is not None or self.dom is None:
+            self.define(run_sh or "", files)
         self._t0 = time.monotonic()
         self.dom.create()
 
@@ -222,7 +230,11 @@ class GuestVM:
 
     # -- teardown -----------------------------------------------------------------------------
     def cleanup(self) -> None:
+        """Destroy and undefine the domain, remove its files. Idempotent."""
         import libvirt
+        if self._cleaned:
+            return
+        self._cleaned = True
         dom = self.dom
         if dom is None:
             try:
