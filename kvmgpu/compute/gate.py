@@ -1,10 +1,13 @@
-"""What a worker calls: `ComputeGate.before_launch()` before each kernel launch, `idle()` when it
-has nothing to do, `close()` when the VM goes.
+"""What a worker calls: `ComputeGate.before_launch()` before each kernel launch, `synchronizing()`
+before it waits for the GPU on the guest's behalf, `idle()` when it has nothing to do, `close()`
+when the VM goes.
 
 The gate holds the GPU for slices of `slice_s` wall seconds. While it holds the GPU a launch costs
-one clock read. At a slice's end the gate drains the context, charges the measured GPU time (the
-meter's), and keeps the GPU if nobody else waits (and, in `limit` mode, its bucket is not empty);
-otherwise it lets go and waits its turn like everyone else.
+one clock read (and, at the first launch after the GPU went idle, one event record: the meter's
+run start). At a slice's end the gate drains the context, charges the GPU's busy time in the slice
+(the meter's runs: never the time the GPU sat idle waiting for the guest), and keeps the GPU if
+nobody else waits (and, in `limit` mode, its bucket is not empty); otherwise it lets go and waits
+its turn like everyone else.
 """
 
 from __future__ import annotations
@@ -54,11 +57,19 @@ class ComputeGate:
         if self.held:
             now = self._clock()
             if now < self._slice_end:
+                self.meter.work()
                 return
             self._end_slice(now, keep_if_alone=True)
             if self.held:
+                self.meter.work()
                 return
         self._acquire()
+        self.meter.work()
+
+    def synchronizing(self) -> None:
+        """The worker is about to wait for the GPU (a synchronising call): the GPU's busy run ends
+        there, and the time until the guest's next launch is not charged."""
+        self.meter.mark_idle()
 
     def idle(self) -> None:
         """The worker has nothing to dispatch: let the others have the GPU."""

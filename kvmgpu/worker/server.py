@@ -94,10 +94,12 @@ class Worker:
             opts = {"gpu": config.gpu, "total_memory": config.gmem}
             self.vgpu = VGpu(lambda: get_backend(config.backend, **opts), config.gmem, self._region,
                              vm=config.vm, compute=config.compute, compute_mode=config.compute_mode)
-            if config.backend == "cuda":  # the compute quota: this VM's turn on the GPU
+            # The compute quota: this VM's turn on the GPU. KVMGPU_COMPUTE_GATE=0 turns it off
+            # (to measure what the gate costs; never in production: the VM is then uncapped).
+            if config.backend == "cuda" and os.environ.get("KVMGPU_COMPUTE_GATE", "1") != "0":
                 from ..compute import open_gate
-                self.vgpu.gate = open_gate(lambda: self.vgpu.backend, config.gpu, config.compute,
-                                           config.compute_mode)
+                self.vgpu.attach_gate(open_gate(lambda: self.vgpu.backend, config.gpu, config.compute,
+                                                config.compute_mode))
         except BaseException:
             self._release_files()
             raise

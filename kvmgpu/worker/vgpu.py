@@ -57,6 +57,30 @@ class VGpu:
         self.backend.attach_region(self.region.view)
         self.info = self.backend.device_info()
         self.modules = ModuleCache(self.backend, self._module_capacity)
+        self._hook_backend()
+
+    def attach_gate(self, gate) -> None:
+        """Put this VM's GPU work under a compute gate (kvmgpu.compute.ComputeGate)."""
+        self.gate = gate
+        self._hook_backend()
+
+    def _hook_backend(self) -> None:
+        """With a gate, the backend's calls that wait for the GPU first tell the gate (its busy run
+        ends there: the GPU's idle time until the guest's next launch is not charged), and guest
+        streams are created blocking, so the meter's null-stream events order after their work
+        (a non-blocking stream's kernels would escape the charge). Only these calls are wrapped:
+        the launch and copy paths are left as they are."""
+        gate, b = self.gate, self.backend
+        if gate is None or getattr(b, "_kvmgpu_gated", None) is gate:
+            return
+        note = gate.synchronizing
+        for name in ("synchronize", "stream_synchronize", "event_synchronize", "memcpy_dtoh"):
+            setattr(b, name, _note_first(note, getattr(b, name)))
+        for name in ("memcpy_htod", "memcpy_dtod", "memset"):  # (..., stream, sync)
+            setattr(b, name, _note_first_if_sync(note, getattr(b, name)))
+        create = b.stream_create
+        b.stream_create = lambda flags: create(0)
+        b._kvmgpu_gated = gate
 
     # --- what the guest sees ---
     def device(self) -> dict:
@@ -148,6 +172,21 @@ class VGpu:
             "compute": {"percent": self.compute, "mode": self.compute_mode,
                         "gpu_seconds": round(getattr(self.gate, "gpu_seconds", 0.0), 6)},
         }
+
+
+def _note_first(note, call):
+    def wrapped(*args):
+        note()
+        return call(*args)
+    return wrapped
+
+
+def _note_first_if_sync(note, call):
+    def wrapped(*args):
+        if args[-1]:
+            note()
+        return call(*args)
+    return wrapped
 
 
 def _quietly(fn, *args) -> None:

@@ -62,6 +62,41 @@ def test_limit_alone_is_capped(board):
         used0, t0 = gate.gpu_seconds, clock.now
 
 
+def run_batches(gate, clock, seconds, kernel_s=0.0002, per_batch=4, round_trip_s=0.000058):
+    """A guest that launches `per_batch` kernels, then synchronizes: the GPU is idle for a forwarded
+    round trip between batches (the worker calls synchronizing() before it waits)."""
+    end = clock.now + seconds
+    while clock.now < end:
+        for _ in range(per_batch):
+            gate.before_launch()
+            clock.now += kernel_s  # the GPU runs the kernel
+        gate.synchronizing()
+        clock.now += round_trip_s  # reply to the guest, its next batch back: the GPU is idle
+
+
+def test_idle_gaps_between_batches_are_not_charged(board):
+    clock = FakeClock()
+    gate = ComputeGate(board, SHARE, 30, WallMeter(clock), clock=clock, sleep=clock.sleep)
+    run_batches(gate, clock, 1.0)
+    gate.idle()
+    busy = 1.0 * 0.0008 / 0.000858  # the kernels' share of the wall time
+    assert gate.gpu_seconds == pytest.approx(busy, abs=0.005)
+
+
+@pytest.mark.parametrize("percent", [10, 50, 90])
+def test_limit_delivers_its_percent_of_wall_time_with_gaps(board, percent):
+    """The hard cap: PERCENT of the GPU's time in every 1 s window, counting only busy time, even
+    though the guest leaves the GPU idle between batches."""
+    clock = FakeClock()
+    gate = ComputeGate(board, LIMIT, percent, WallMeter(clock), clock=clock, sleep=clock.sleep)
+    run_batches(gate, clock, 0.2)
+    for _ in range(3):
+        used0, t0 = gate.gpu_seconds, clock.now
+        run_batches(gate, clock, 1.0)
+        gate.idle()
+        assert (gate.gpu_seconds - used0) / (clock.now - t0) == pytest.approx(percent / 100, abs=0.01)
+
+
 def test_idle_lets_go(board):
     clock = FakeClock()
     gate = ComputeGate(board, SHARE, 50, WallMeter(clock), clock=clock, sleep=clock.sleep)
@@ -85,12 +120,13 @@ def _vm(path, mode, percent, start, seconds, kernel_s, out):
     while time.monotonic() < start:
         time.sleep(0.001)
     marks = []
-    while (now := time.monotonic()) < start + seconds:
-        gate.before_launch()
+    while time.monotonic() < start + seconds:
+        gate.before_launch()  # the 'GPU' run starts here...
         t = time.monotonic()
         while time.monotonic() - t < kernel_s:
             pass
-        marks.append((now, time.monotonic() - t))
+        gate.synchronizing()  # ...and ends here: the loop's own overhead is not charged
+        marks.append((t, time.monotonic() - t))
     gate.close()
     out.put((gate.slot, percent, marks))
 
