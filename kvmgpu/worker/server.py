@@ -16,6 +16,7 @@ import selectors
 import signal
 import socket
 import stat
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -32,6 +33,7 @@ log = logging.getLogger("kvmgpu.worker")
 MAX_UNSENT = 64 << 20  # a peer that lets this much of its replies pile up is dropped
 READ_SIZE = 1 << 16  # under glibc's mmap threshold: a larger recv() buffer costs an mmap per call
 STATS_INTERVAL = 1.0
+RESTART_ENV = "KVMGPU_WORKER_RESTARTED"  # what a re-executed worker takes over (JSON; see _reexec)
 IDLE_S = 0.002  # no message for this long while holding the GPU: let the other VMs have it
 # After a message, keep polling the sockets (non-blocking) this long before blocking in select():
 # a reply-waiting guest's next call then finds the worker awake (no scheduler wake-up on the
@@ -89,11 +91,14 @@ class Worker:
         config.check()
         self.config = config
         self._created: list[str] = []  # paths this worker made and removes on exit
+        self._inherited = json.loads(os.environ.pop(RESTART_ENV, "") or "{}")  # after a re-exec
+        self._restart = False  # set after a sticky error once no session is left: re-execute
         self._region = self._open_region()
         try:
             opts = {"gpu": config.gpu, "total_memory": config.gmem}
             self.vgpu = VGpu(lambda: get_backend(config.backend, **opts), config.gmem, self._region,
                              vm=config.vm, compute=config.compute, compute_mode=config.compute_mode)
+            self.vgpu.on_broken_idle = self._want_restart
             # The compute quota: this VM's turn on the GPU. KVMGPU_COMPUTE_GATE=0 turns it off
             # (to measure what the gate costs; never in production: the VM is then uncapped).
             if config.backend == "cuda" and os.environ.get("KVMGPU_COMPUTE_GATE", "1") != "0":
@@ -115,6 +120,8 @@ class Worker:
         path = self.config.shm
         try:
             if os.path.exists(path):
+                if path in self._inherited.get("created", ()):
+                    self._created.append(path)  # made by this worker before it re-executed
                 return Region.open_file(path)
             region = Region.open_file(path, self.config.region_size, create=True)
             self._created.append(path)
@@ -124,6 +131,13 @@ class Worker:
 
     def _open_socket(self) -> None:
         path = self.config.socket
+        fd = self._inherited.get("listen_fd")
+        if fd is not None:  # still listening from before the re-exec: connections waited in its backlog
+            sock = socket.socket(fileno=fd)
+            sock.set_inheritable(False)
+            self._created.append(path)
+            self._listen(sock, path)
+            return
         try:
             st = os.stat(path)
         except FileNotFoundError:
@@ -152,6 +166,9 @@ class Worker:
             raise KvmgpuError(f"cannot create socket {path}: {e.strerror}") from None
         self._created.append(path)
         sock.listen(16)
+        self._listen(sock, path)
+
+    def _listen(self, sock: socket.socket, path: str) -> None:
         sock.setblocking(False)
         self._listener = sock
         self._sel.register(sock, selectors.EVENT_READ, None)
@@ -200,6 +217,8 @@ class Worker:
                         self._accept()
                     elif key.data in self._peers:
                         self._service(key.data, mask)
+                if self._restart:
+                    self._reexec()
                 if c.stats_file and time.monotonic() - self._stats_written >= STATS_INTERVAL:
                     self.write_stats()
                 if self._connected and not self._peers:
@@ -264,6 +283,53 @@ class Worker:
         self._sel.unregister(peer.sock)
         peer.sock.close()
         peer.channel.close(f"channel {reason}")
+
+    # --- a new process after a sticky error --------------------------------------------------------
+    def _want_restart(self) -> None:
+        self._restart = True
+
+    def _reexec(self) -> None:
+        """Start over as a new process (same pid, same argv) after a sticky CUDA error, once the
+        VM's last session has ended: in the same process a reset primary context still returns
+        the error, only a new process gets a working one. Open connections are closed (they hold
+        no session); in loopback mode the listening socket is handed over, so clients that connect
+        meanwhile wait in its backlog, and so are the files this worker created (it still removes
+        them when it stops). In connect mode the new process connects to QEMU's socket again."""
+        code = self.vgpu.broken[0] if self.vgpu.broken else 0
+        log.warning("vm %s: sticky CUDA error %d and no session left: re-executing the worker for a "
+                    "new context", self.config.vm or "-", code)
+        for cid, peer in list(self._peers.items()):
+            if peer.unsent:  # the last replies (the error the guest is owed), best effort
+                try:
+                    peer.sock.setblocking(True)
+                    peer.sock.settimeout(1.0)
+                    peer.sock.sendall(peer.unsent)
+                except OSError:
+                    pass
+                peer.unsent.clear()
+            self._drop(cid, "worker restarting")
+        handover = {"created": list(self._created)}
+        if self._listener is not None:
+            self._sel.unregister(self._listener)
+            self._listener.set_inheritable(True)
+            handover["listen_fd"] = self._listener.fileno()
+        self.vgpu.close()
+        self.write_stats()
+        try:
+            self._region.close()
+        except Exception:
+            pass
+        os.environ[RESTART_ENV] = json.dumps(handover)
+        for h in logging.getLogger().handlers:
+            h.flush()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        try:
+            os.execv(sys.executable, sys.orig_argv)
+        except OSError as e:  # the caller's finally: close() releases everything; exit non-zero
+            os.environ.pop(RESTART_ENV, None)
+            self._restart = False
+            raise KvmgpuError(f"cannot re-execute the worker after sticky error {code}: {e}") from None
 
     # --- end -------------------------------------------------------------------------------------
     def close(self) -> None:

@@ -41,6 +41,9 @@ class VGpu:
         self.compute_mode = compute_mode
         self.sessions: dict[tuple, Session] = {}
         self.broken: tuple[int, str] | None = None  # (code, detail) of a sticky error
+        # Called when the last session ends after a sticky error; None: restart_backend() in this
+        # process (enough for the sim backend; the worker process re-executes itself instead).
+        self.on_broken_idle: Callable[[], None] | None = None
         self.calls: Counter = Counter()
         self.errors: Counter = Counter()
         self.bytes = {"htod": 0, "dtoh": 0, "dtod": 0}
@@ -132,7 +135,7 @@ class VGpu:
         self.windows.release(session.window.offset, session.window.size)
         log.info("session %s:%s end%s", key[0], key[1], f" ({reason})" if reason else "")
         if self.broken and not self.sessions:
-            self.restart_backend()
+            (self.on_broken_idle or self.restart_backend)()
 
     def note_error(self, code: int, detail: str) -> None:
         if code in STICKY and not self.broken:

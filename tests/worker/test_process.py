@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from kvmgpu_guest.protocol import HEADER, HEADER_SIZE, QUEUED, Kind, Op, Welcome
+from kvmgpu_guest.cudefs import CUresult
+from kvmgpu_guest.protocol import HEADER, HEADER_SIZE, QUEUED, Goodbye, Kind, Op, Welcome
 from kvmgpu_guest.region import Region
 from conftest import Guest, floats, unfloats
 
@@ -204,3 +205,81 @@ def test_bad_options_exit_non_zero(tmp_path, args, text):
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 2 and text in r.stderr, r.stderr
     assert not os.path.exists(tmp_path / "s") and not os.path.exists(tmp_path / "r")
+
+
+def _trigger_sticky(g: Guest) -> None:
+    """Write far out of bounds (the sim: CUDA_ERROR_ILLEGAL_ADDRESS, sticky like CUDA's)."""
+    p = g.alloc(64)
+    m = g.load(offset=256 * 1024)
+    f, _ = g.function(m, "write_oob")
+    g.call(Op.LAUNCH, f, 1, 1, 1, 1, 1, 1, 0, 0, blob=struct.pack("<Qq", p, 1 << 40), queued=True)
+    assert g.call(Op.CTX_SYNCHRONIZE).status == CUresult.CUDA_ERROR_ILLEGAL_ADDRESS
+    assert g.call(Op.MEM_ALLOC, 64).status == CUresult.CUDA_ERROR_ILLEGAL_ADDRESS  # sticky
+
+
+def _vector_add_works(g: Guest) -> None:
+    n = 1000
+    a, b, c = g.alloc(4 * n), g.alloc(4 * n), g.alloc(4 * n)
+    g.put(a, floats(range(n)))
+    g.put(b, floats(range(0, 2 * n, 2)))
+    m = g.load(offset=256 * 1024)
+    f, _ = g.function(m, "vector_add")
+    g.call(Op.LAUNCH, f, (n + 255) // 256, 1, 1, 256, 1, 1, 0, 0,
+           blob=struct.pack("<QQQi", a, b, c, n), queued=True)
+    assert unfloats(g.get(c, 4 * n)) == [3.0 * i for i in range(n)]
+
+
+def test_sticky_error_restarts_the_worker_process_and_the_vm_starts_again(worker):
+    """After a sticky error the context is dead for the life of the process (CUDA: a reset primary
+    context still returns 700). When the VM's last session ends the worker re-executes itself:
+    same pid, same socket and region, a new context; a new session works."""
+    w = worker()
+    w.wait_listening()
+    pid = w.proc.pid
+    with w.connect() as sock:
+        g = w.guest(sock)
+        _trigger_sticky(g)
+        g.window.view.release()
+    wait_for(lambda: "re-executing the worker" in w.log(), "the re-exec")
+    assert w.proc.poll() is None and w.proc.pid == pid
+    with w.connect() as sock:  # at once: the listening socket was handed over, nothing refused
+        g = w.guest(sock)
+        _vector_add_works(g)
+        g.window.view.release()
+        wait_for(lambda: json.loads(Path(w.stats).read_text())["sessions"] == {"live": 1, "started": 1},
+                 "the new process's stats")
+        assert json.loads(Path(w.stats).read_text())["broken"] is None
+    w._region.close()
+    w.proc.send_signal(signal.SIGTERM)
+    assert w.proc.wait(15) == 0, w.log()
+    assert not os.path.exists(w.socket) and not os.path.exists(w.shm)  # still its own to remove
+
+
+def test_sticky_error_in_connect_mode_reconnects_to_the_channel(worker):
+    d = Path(tempfile.mkdtemp(prefix="kvq", dir="/tmp"))
+    path = str(d / "qemu.sock")
+    qemu = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)  # plays QEMU's chardev in bind mode
+    qemu.bind(path)
+    qemu.listen(1)
+    qemu.settimeout(15)
+    try:
+        w = worker(socket_path=path)
+        conn, _ = qemu.accept()
+        conn.settimeout(15)
+        g = w.guest(conn)
+        _trigger_sticky(g)
+        conn.sendall(g.conn.send(Goodbye(1, "done")))  # the session ends; the channel stays
+        g.window.view.release()
+        again, _ = qemu.accept()  # the new process connects again
+        again.settimeout(15)
+        assert conn.recv(100) == b""  # the old connection was closed
+        g = w.guest(again)
+        _vector_add_works(g)
+        g.window.view.release()
+        w._region.close()
+        again.close()
+        assert w.proc.wait(15) == 0, w.log()  # the VM's channel closed: the worker exits
+        conn.close()
+    finally:
+        qemu.close()
+        shutil.rmtree(d, ignore_errors=True)
