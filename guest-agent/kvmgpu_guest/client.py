@@ -32,15 +32,16 @@ BATCH_BYTES = int(os.environ.get("KVMGPU_BATCH_BYTES") or 4096)  # a batch is wr
 # two sides then work in parallel; one write per ~40 launches)
 POLL_US = int(os.environ.get("KVMGPU_POLL_US") or 50)  # spin this long on a reply before blocking
 COPY_THREADS = int(os.environ.get("KVMGPU_COPY_THREADS") or min(4, os.cpu_count() or 1))
-COPY_PIECE = 512 * 1024  # a copy is split among threads in pieces of at least this
-# Bulk copies go in chunks of n/8, at least PIPE_MIN and at most PIPE_MAX bytes.
+COPY_PIECE = 1 << 20  # a copy is split among threads in pieces of at least this (waking a thread
+# costs tens of µs on a VM: smaller pieces lose more than they gain)
+# Bulk copies go in chunks of n/4, at least PIPE_MIN and at most PIPE_MAX bytes.
 PIPE_MIN = 1 << 20
 PIPE_MAX = int(os.environ.get("KVMGPU_PIPE_CHUNK") or 16 << 20)
 DTOH_IN_FLIGHT = 3  # device-to-host chunks asked for ahead of the one being copied out
 RECV_BYTES = 64 * 1024  # under glibc's mmap threshold: a larger recv() buffer costs an mmap per call
 RING_ALIGN = 64
 WINDOW_ENV = "KVMGPU_WINDOW"  # bytes of the region a session asks for (0: all that is free)
-SHARED_WINDOW_PART = 4  # through the guest agent, a session asks for a quarter of the region
+SHARED_WINDOW_PART = 16  # through the guest agent, a session asks for 1/16 of the region (several processes share it)
 
 _CALL = int(Kind.CALL)
 # header + op header + args, per op, in one struct: one pack per queued call
@@ -356,7 +357,7 @@ class Session:
 # --------------------------------------------------------------------------------- bulk memory copy
 
 def _chunk(n: int, window: int) -> int:
-    return max(1, min(window, n, max(PIPE_MIN, min(PIPE_MAX, (n // 8 + 0xFFFF) & ~0xFFFF))))
+    return max(1, min(window, n, max(PIPE_MIN, min(PIPE_MAX, (n // 4 + 0xFFFF) & ~0xFFFF))))
 
 
 _pool = None
