@@ -1,5 +1,5 @@
 """A guest program for the GPU tests, run as its own process against one VM's loopback worker
-(KVMGPU_SOCKET / KVMGPU_SHM): `guest_task.py spin NS SECONDS START | stencil N ITERS | oob`.
+(KVMGPU_SOCKET / KVMGPU_SHM): `guest_task.py spin NS SECONDS START | stencil N ITERS [SECONDS] | oob`.
 Prints one JSON line."""
 
 import ctypes
@@ -45,10 +45,22 @@ def spin(ns: int, seconds: float, start: float) -> dict:
     return {"marks": marks}
 
 
-def stencil(n: int, iters: int) -> dict:
+def stencil(n: int, iters: int, seconds: float = 0.0) -> dict:
+    """ITERS stencil steps on N floats, checked against numpy; with SECONDS, rounds of it again and
+    again for that long (all must be right)."""
     mod = setup()
     f = ok(cu.cuModuleGetFunction(mod, b"stencil1d"))
-    x = np.random.default_rng(1).random(n, dtype=np.float32)
+    end = time.monotonic() + seconds
+    rounds, good = 0, True
+    while True:
+        good = _stencil_round(f, n, iters, rounds) and good
+        rounds += 1
+        if time.monotonic() >= end:
+            return {"ok": good, "rounds": rounds, "end": time.monotonic()}
+
+
+def _stencil_round(f, n: int, iters: int, seed: int) -> bool:
+    x = np.random.default_rng(seed).random(n, dtype=np.float32)
     a, b = int(ok(cu.cuMemAlloc(4 * n))), int(ok(cu.cuMemAlloc(4 * n)))
     ok(cu.cuMemcpyHtoD(a, x, 4 * n))
     for _ in range(iters):
@@ -56,12 +68,14 @@ def stencil(n: int, iters: int) -> dict:
         a, b = b, a
     y = np.empty_like(x)
     ok(cu.cuMemcpyDtoH(y, a, 4 * n))
+    ok(cu.cuMemFree(a))
+    ok(cu.cuMemFree(b))
     ref = x.copy()
     for _ in range(iters):
         nxt = ref.copy()
         nxt[1:-1] = (ref[:-2] + ref[1:-1] + ref[2:]) * np.float32(1.0 / 3.0)
         ref = nxt
-    return {"ok": bool(np.allclose(y, ref, rtol=1e-4, atol=1e-5))}
+    return bool(np.allclose(y, ref, rtol=1e-4, atol=1e-5))
 
 
 def oob() -> dict:
@@ -70,7 +84,7 @@ def oob() -> dict:
     p = int(ok(cu.cuMemAlloc(4)))
     cu.cuLaunchKernel(f, 1, 1, 1, 1, 1, 1, 0, 0, ((p, 1 << 40), (P, I64)), 0)
     err, = cu.cuCtxSynchronize()
-    return {"sync": int(err)}
+    return {"sync": int(err), "end": time.monotonic()}
 
 
 if __name__ == "__main__":
@@ -78,7 +92,7 @@ if __name__ == "__main__":
     if task == "spin":
         out = spin(int(rest[0]), float(rest[1]), float(rest[2]))
     elif task == "stencil":
-        out = stencil(int(rest[0]), int(rest[1]))
+        out = stencil(int(rest[0]), int(rest[1]), float(rest[2]) if len(rest) > 2 else 0.0)
     else:
         out = oob()
     print(json.dumps(out))
