@@ -172,9 +172,17 @@ class Agent:
             self._write_channel(bytes(out))
 
     def _from_channel(self) -> None:
-        data = os.read(self.channel_fd, 1 << 20)
+        try:
+            data = os.read(self.channel_fd, 1 << 20)
+        except OSError as e:
+            data = b""
+            log.warning("agent: reading the channel failed: %s", e)
         if not data:
-            # virtio-serial reads 0 while the host end is closed: wait instead of spinning
+            # virtio-serial reads 0 (and polls readable) while the host end is closed: before the
+            # host's worker connects, and after it went away. Sessions the host has seen are gone
+            # with it: tell their processes (their sockets close: "the host closed the channel")
+            # instead of leaving them waiting for replies forever. Then wait instead of spinning.
+            self._host_gone("the host closed the channel")
             import time
             time.sleep(0.05)
             return
@@ -187,6 +195,21 @@ class Agent:
                 client.sock.sendall(f)
             except OSError:
                 self._drop(client, "process unreachable")
+
+    def _host_gone(self, why: str) -> None:
+        """The host end closed: drop every process that has sent it something (no GOODBYE: the
+        host's sessions ended with it) and forget any partial frame."""
+        gone = [c for c in self.clients.values() if c.own_session is not None]
+        for c in gone:
+            self.clients.pop(c.session, None)
+            try:
+                self.sel.unregister(c.sock)
+            except (KeyError, ValueError):
+                pass
+            c.sock.close()
+        if gone:
+            log.warning("agent: %s; ended %d process session(s)", why, len(gone))
+        self.channel_in = FrameSplitter(self.channel_in.limit)
 
     def _drop(self, client: _Client, why: str) -> None:
         if self.clients.pop(client.session, None) is None:
@@ -201,9 +224,12 @@ class Agent:
 
     def _write_channel(self, data: bytes) -> None:
         view = memoryview(data)
-        while view:
-            n = os.write(self.channel_fd, view)
-            view = view[n:]
+        try:
+            while view:
+                n = os.write(self.channel_fd, view)
+                view = view[n:]
+        except OSError as e:  # a socket channel (tests) whose host end is gone: EPIPE
+            self._host_gone(f"writing the channel failed: {e}")
 
 
 def connect(socket_path: str = AGENT_SOCKET) -> tuple[socket.socket, int, int]:

@@ -7,6 +7,9 @@ import bisect
 from kvmgpu_guest.protocol import WINDOW_ALIGN
 
 
+MIN_FALLBACK = 1 << 20  # a window smaller than asked is given only if it is at least this big
+
+
 def _round_up(n: int) -> int:
     return (n + WINDOW_ALIGN - 1) // WINDOW_ALIGN * WINDOW_ALIGN
 
@@ -36,8 +39,13 @@ class WindowAllocator:
             size = _round_up(want)
             fit = next((g for g in gaps if g[1] >= size), None)
             if fit is None:
-                return None
-            off = fit[0]
+                # less than asked rather than none: the largest gap, if it is worth having (the
+                # guest copies through whatever window it gets, in window-sized chunks)
+                off, size = max(gaps, key=lambda g: g[1])
+                if size < min(_round_up(want), MIN_FALLBACK):
+                    return None
+            else:
+                off = fit[0]
         bisect.insort(self._taken, (off, size))
         return off, size
 
