@@ -13,7 +13,8 @@ PTX = ROOT / "tests" / "kernels" / "kernels.ptx"
 WORKER = ("import sys; from kvmgpu.sizes import parse_size; "
           "from kvmgpu.worker.server import WorkerConfig, serve; a = sys.argv[1:]; "
           "serve(WorkerConfig(backend='cuda', gmem=parse_size(a[0], 'gmem'), socket=a[1], shm=a[2], "
-          "region_size=parse_size(a[3], 'region'), vm=a[4], compute=int(a[5]), compute_mode=a[6]))")
+          "region_size=parse_size(a[3], 'region'), vm=a[4], compute=int(a[5]), compute_mode=a[6], "
+          "stats_file=a[7] if len(a) > 7 else None))")
 RESULTS = os.environ.get("KVMGPU_RESULTS")  # where run_on_h200.sh wants figures written
 
 
@@ -51,10 +52,12 @@ class LoopbackVM:
         self.name = name
         self.socket = str(tmp / f"{name}.sock")
         self.shm = f"/dev/shm/kvmgpu-test-{name}-{os.getpid()}"
+        self.stats = str(tmp / f"{name}.stats.json")  # the worker's counters (gpu_seconds charged)
         self.log = open(tmp / f"{name}.log", "w+")
         env = {**os.environ, "PYTHONPATH": f"{ROOT / 'guest-agent'}:{ROOT}"}
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", WORKER, gmem, self.socket, self.shm, region, name, str(compute), mode],
+            [sys.executable, "-c", WORKER, gmem, self.socket, self.shm, region, name, str(compute), mode,
+             self.stats],
             stdout=self.log, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + 60
         while not os.path.exists(self.socket):
