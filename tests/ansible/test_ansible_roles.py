@@ -23,7 +23,7 @@ def wheels(tmp_path_factory):
     the working tree)."""
     src = tmp_path_factory.mktemp("src")
     out = tmp_path_factory.mktemp("wheels")
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "kvmgpu", "guest-agent",
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "kvmgpu", "guest-agent", "xml-templates",
                             "pyproject.toml", "README.md"], cwd=REPO, capture_output=True, text=True,
                            check=True).stdout.split()
     for rel in files:
