@@ -46,6 +46,7 @@ def _libcuda_launch():
         return fn
     return None
 
+_LAUNCH = cu.cuLaunchKernel
 _NOT_READY = cu.CUresult.CUDA_ERROR_NOT_READY
 _INVALID_VALUE = cu.CUresult.CUDA_ERROR_INVALID_VALUE
 _REGISTER_FLAGS = (cu.CU_MEMHOSTREGISTER_PORTABLE | cu.CU_MEMHOSTREGISTER_DEVICEMAP)
@@ -74,7 +75,7 @@ class Function:
     """A loaded kernel with everything a launch needs precomputed."""
 
     __slots__ = ("handle", "address", "params", "arg_size", "_buf", "_buf_addr", "_ptrs",
-                 "kernel_params", "_extra", "extra", "_size", "extra_or_null", "_mv")
+                 "kernel_params", "_extra", "extra", "_size", "extra_or_null", "extra_or_zero", "_mv")
 
     def __init__(self, handle, params: list[tuple[int, int]]):
         self.handle = handle
@@ -97,6 +98,7 @@ class Function:
             cu.CU_LAUNCH_PARAM_END)
         self.extra = ctypes.addressof(self._extra)
         self.extra_or_null = self.extra if self.arg_size else None
+        self.extra_or_zero = self.extra if self.arg_size else 0
 
 
 class CudaBackend(Backend):
@@ -308,6 +310,20 @@ class CudaBackend(Backend):
         if err:
             _fail(err, "cuLaunchKernel")
 
+    def launch_flat(self, f, gx, gy, gz, bx, by, bz, shared, stream, args) -> None:
+        """`launch` with the shape as nine plain arguments and `stream` None or a backend stream:
+        the worker's queued-launch path (no tuples, no mode branches in the default mode)."""
+        if self.launch_mode != "extra":
+            self.launch(f, (gx, gy, gz), (bx, by, bz), shared, stream, args)
+            return
+        n = len(args)
+        if n:
+            f._mv[:n] = args
+        err, = _LAUNCH(f.handle, gx, gy, gz, bx, by, bz, shared,
+                       self.null_stream if stream is None else stream, 0, f.extra_or_zero)
+        if err:
+            _fail(err, "cuLaunchKernel")
+
     # --- streams and events ------------------------------------------------------------------
 
     def stream_create(self, flags: int):
@@ -332,6 +348,17 @@ class CudaBackend(Backend):
 
     def event_record(self, event, stream) -> None:
         _check(cu.cuEventRecord(event, self._stream(stream)), "cuEventRecord")
+
+    def null_stream_recorder(self):
+        """`record(event)`: cuEventRecord on the null stream with nothing around it (the compute
+        meter's two records a run). The null stream is the handle 0 in any context."""
+        rec, null = cu.cuEventRecord, self.null_stream
+
+        def record(event) -> None:
+            err, = rec(event, null)
+            if err:
+                _fail(err, "cuEventRecord")
+        return record
 
     def event_synchronize(self, event) -> None:
         _check(cu.cuEventSynchronize(event), "cuEventSynchronize")

@@ -316,6 +316,10 @@ class SimBackend(Backend):
                                      f"{function.name} accessed {e}, outside every allocation")
             raise self._sticky from None
 
+    def launch_flat(self, function: SimFunction, gx, gy, gz, bx, by, bz, shared, stream, args) -> None:
+        """The worker's queued-launch form (see CudaBackend.launch_flat)."""
+        self.launch(function, (gx, gy, gz), (bx, by, bz), shared, stream, args)
+
     # --- streams and events ---
     def stream_create(self, flags: int) -> SimStream:
         self._check()

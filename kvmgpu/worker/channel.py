@@ -13,7 +13,7 @@ from kvmgpu_guest.cudefs import CUresult
 from kvmgpu_guest.protocol import (DEFAULT_MAX_FRAME, NEED_DATA, Call, Connection, Goodbye, Hello, Op,
                                    RemoteProtocolError, Role, Welcome, negotiate)
 
-from .dispatch import dispatch, launch_queued
+from .dispatch import dispatch, launch_run
 from .vgpu import VGpu
 
 log = logging.getLogger("kvmgpu.worker")
@@ -56,18 +56,7 @@ class Channel:
 
     def _launches(self, launches: list) -> None:
         vg = self.vgpu
-        sessions = vg.sessions
-        cid = self.cid
-        last_sid, s = None, None
-        n = 0
-        for sid, seq, args, blob in launches:
-            if sid != last_sid:
-                last_sid, s = sid, sessions.get((cid, sid))
-            if s is None:
-                continue  # a queued call on no session: dropped, as in _handle
-            n += 1
-            launch_queued(vg, s, seq, args, blob)
-        vg.calls[Op.LAUNCH] += n
+        vg.calls[Op.LAUNCH] += launch_run(vg, self.cid, launches)
 
     def _handle(self, event) -> bytes | None:
         if isinstance(event, Call):

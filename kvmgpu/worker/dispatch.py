@@ -304,16 +304,62 @@ def launch_queued(vg: VGpu, s: Session, seq: int, args, blob: bytes) -> None:
         if gate is not None:
             gate.before_launch()  # may wait for this VM's turn on the GPU
         vg.backend.launch(fn, (gx, gy, gz), (bx, by, bz), shared, st, blob)
-        return
-    except CudaError as e:
+    except Exception as e:
+        _queued_launch_failed(vg, s, seq, e)
+
+
+def _queued_launch_failed(vg: VGpu, s: Session, seq: int, e: Exception) -> None:
+    """Keep a queued launch's failure for the session's next synchronising call (as `dispatch`)."""
+    if isinstance(e, CudaError):
         code, detail = e.code, e.detail or str(e)
-    except Exception as e:  # a bug here or in the backend: the guest gets an error, we go on
-        log.exception("LAUNCH on session %s:%s failed unexpectedly", *s.key)
+    else:  # a bug here or in the backend: the guest gets an error, we go on
+        log.error("LAUNCH on session %s:%s failed unexpectedly", *s.key, exc_info=e)
         code, detail = CUresult.CUDA_ERROR_UNKNOWN, f"internal error: {type(e).__name__}"
     vg.errors[Op.LAUNCH] += 1
     vg.note_error(code, detail)
     if s.pending_error is None:
         s.pending_error = (code, f"LAUNCH (queued, seq {seq}): {detail}")
+
+
+def launch_run(vg: VGpu, cid: int, launches: list) -> int:
+    """A run of QUEUED LAUNCH frames from channel `cid` (`Connection.take_launches` tuples), with
+    what every launch needs looked up once per run. Each launch passes exactly the checks of
+    `_check_launch` (session, function, stream, grid, block, threads, shared memory, argument
+    size) inline; any launch that fails one, a broken context, or a backend without
+    `launch_flat` goes through `launch_queued`, which gives the same error the general path
+    gives. Returns how many launches were on a live session (the caller counts them)."""
+    sessions = vg.sessions
+    flat = getattr(vg.backend, "launch_flat", None)
+    gate = vg.gate
+    before = gate.before_launch if gate is not None else None
+    gxm, gym, gzm, bxm, bym, bzm, threads, smem = _launch_limits(vg)
+    last_sid, s, functions, streams = None, None, None, None
+    n = 0
+    for sid, seq, args, blob in launches:
+        if sid != last_sid:
+            last_sid, s = sid, sessions.get((cid, sid))
+            if s is not None:
+                functions, streams = s.functions, s.streams
+        if s is None:
+            continue  # a queued call on no session: dropped, as in Channel._handle
+        n += 1
+        fh, gx, gy, gz, bx, by, bz, shared, stream = args
+        f = functions.get(fh)
+        st = None if stream == 0 else streams.get(stream)
+        if (flat is None or vg.broken is not None or f is None or (stream != 0 and st is None)
+                or len(blob) != f.arg_bytes or not (1 <= gx <= gxm and 1 <= gy <= gym and 1 <= gz <= gzm
+                                                    and 1 <= bx <= bxm and 1 <= by <= bym
+                                                    and 1 <= bz <= bzm)
+                or bx * by * bz > threads or shared > smem):
+            launch_queued(vg, s, seq, args, blob)
+            continue
+        try:
+            if before is not None:
+                before()  # may wait for this VM's turn on the GPU
+            flat(f.backend, gx, gy, gz, bx, by, bz, shared, st, blob)
+        except Exception as e:
+            _queued_launch_failed(vg, s, seq, e)
+    return n
 
 
 # --- streams and events --------------------------------------------------------------------------

@@ -35,9 +35,11 @@ READ_SIZE = 1 << 16  # under glibc's mmap threshold: a larger recv() buffer cost
 STATS_INTERVAL = 1.0
 RESTART_ENV = "KVMGPU_WORKER_RESTARTED"  # what a re-executed worker takes over (JSON; see _reexec)
 IDLE_S = 0.002  # no message for this long while holding the GPU: let the other VMs have it
-# After a message, keep polling the sockets (non-blocking) this long before blocking in select():
-# a reply-waiting guest's next call then finds the worker awake (no scheduler wake-up on the
-# round trip), at the cost of up to this much CPU after each burst. 0 turns it off.
+# After a message is handled (its replies written), keep polling the sockets (non-blocking) this
+# long before blocking in select(): a reply-waiting guest's next call then finds the worker awake
+# (no scheduler wake-up on the round trip), at the cost of up to this much CPU after each burst.
+# 0 turns it off. The window starts after the handling: counted from the request, a call that
+# waited for the GPU left too little of it for the guest's next call and the worker slept.
 POLL_US = 50
 POLL_ENV = "KVMGPU_WORKER_POLL_US"
 
@@ -210,13 +212,13 @@ class Worker:
                     ready = select(timeout)
                     if not ready and gate is not None and gate.held:
                         gate.idle()
-                if ready and poll_s:
-                    poll_until = clock() + poll_s
                 for key, mask in ready:
                     if key.data is None:
                         self._accept()
                     elif key.data in self._peers:
                         self._service(key.data, mask)
+                if ready and poll_s:  # counted from the reply, not the request: a call that waits
+                    poll_until = clock() + poll_s  # for the GPU must not use up the window
                 if self._restart:
                     self._reexec()
                 if c.stats_file and time.monotonic() - self._stats_written >= STATS_INTERVAL:
