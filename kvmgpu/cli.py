@@ -1,8 +1,14 @@
-"""The `kvmgpu` command."""
+"""The `kvmgpu` command. Each command lives in kvmgpu/commands/ (bench in kvmgpu/bench.py); errors
+become messages and exit codes in one place, `kvmgpu.commands.reports_errors`."""
 
 from __future__ import annotations
 
 import typer
+
+from .bench import bench_command
+from .commands import vgpu
+from .commands.daemon import daemon
+from .commands.worker import worker
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="kvmgpu: mediated vGPUs for libvirt/QEMU-KVM guests.")
@@ -13,40 +19,11 @@ def _commands() -> None:
     """kvmgpu: mediated vGPUs for libvirt/QEMU-KVM guests."""
 
 
-@app.command("worker")
-def worker_command(
-    backend: str = typer.Option(..., help="cuda (the product) or sim (DEVELOPMENT backend: no GPU, test kernels only)"),
-    gmem: str = typer.Option(..., help="device-memory quota, libvirt units (8G, 512M)"),
-    socket: str = typer.Option(..., help="channel socket: connect if QEMU listens on it, else listen (loopback)"),
-    shm: str = typer.Option(..., help="shared region file: opened if present, else created"),
-    region_size: str = typer.Option("64M", help="size of the shared region when the worker creates it"),
-    vm: str = typer.Option("", help="the VM's name (logs, stats)"),
-    gpu: int = typer.Option(0, help="GPU index (cuda backend)"),
-    compute: int = typer.Option(100, help="compute share in percent"),
-    compute_mode: str = typer.Option("share", help="share (work-conserving) or limit (hard cap)"),
-    stats_file: str = typer.Option(None, help="rewrite this JSON file with the worker's counters, at most once a second"),
-) -> None:
-    """Serve one vGPU to one VM in the foreground until SIGTERM/SIGINT or the VM's channel closes."""
-    from .errors import KvmgpuError
-    from .sizes import parse_size
-    from .worker import WorkerConfig, serve
+vgpu.register(app)  # attach, detach, list, gpus
+app.command("daemon")(daemon)
+app.command("worker")(worker)
+app.command("bench")(bench_command)
 
-    try:
-        config = WorkerConfig(backend=backend, gmem=parse_size(gmem, "--gmem"), socket=socket, shm=shm,
-                              region_size=parse_size(region_size, "--region-size"), vm=vm, gpu=gpu,
-                              compute=compute, compute_mode=compute_mode, stats_file=stats_file)
-        serve(config)
-    except KvmgpuError as e:
-        typer.echo(f"kvmgpu worker: {e}", err=True)
-        raise typer.Exit(e.exit_code)
-
-
-from .bench import bench_command as _bench  # noqa: E402  (kvmgpu/bench.py owns the command)
-app.command("bench")(_bench)
-from .daemon.command import daemon as _daemon  # noqa: E402  (kvmgpu/daemon/ owns the command)
-app.command("daemon")(_daemon)
-
-from .commands.vgpu import register as _vgpu; _vgpu(app)  # noqa: E402,E702  attach, detach, list, gpus (kvmgpu/commands/)
 
 def main() -> None:
     app()

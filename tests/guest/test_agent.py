@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import LoopbackWorker
+from loopback import LoopbackWorker
 from kvmgpu_guest.agent import Agent
 
 PROGRAM = r"""

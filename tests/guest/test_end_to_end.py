@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from conftest import PROGRAMS, need_kernels
+from loopback import PROGRAMS, need_kernels
 
 
 def run(worker, *argv, timeout=120):

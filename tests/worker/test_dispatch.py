@@ -10,7 +10,7 @@ import pytest
 
 from kvmgpu_guest.cudefs import CUresult
 from kvmgpu_guest.protocol import Goodbye, Op, RemoteProtocolError, Welcome
-from conftest import MIB, PTX, PTX_SHA, floats, unfloats
+from rawguest import MIB, PTX, PTX_SHA, floats, unfloats
 
 OOM = CUresult.CUDA_ERROR_OUT_OF_MEMORY
 INVALID_VALUE = CUresult.CUDA_ERROR_INVALID_VALUE
@@ -55,7 +55,7 @@ def test_windows_are_shared_first_fit(host):
     rest = host.guest(window=0)  # everything free
     assert rest.welcome.window_size == 4 * MIB - 1 * MIB - 4096
     refused = host.channel()
-    from conftest import Guest
+    from rawguest import Guest
     late = Guest(refused.receive, host.guest_region)
     assert isinstance(late.hello(window=4096), Goodbye)
     a.call(Op.MEM_GET_INFO)
@@ -64,7 +64,7 @@ def test_windows_are_shared_first_fit(host):
 
 
 def test_version_mismatch_is_refused_with_goodbye(host):
-    from conftest import Guest
+    from rawguest import Guest
     g = Guest(host.channel().receive, host.guest_region)
     bye = g.hello(version_min=50, version_max=60)
     assert isinstance(bye, Goodbye) and "protocol" in bye.reason

@@ -19,7 +19,7 @@ import pytest
 from kvmgpu_guest.cudefs import CUresult
 from kvmgpu_guest.protocol import HEADER, HEADER_SIZE, QUEUED, Goodbye, Kind, Op, Welcome
 from kvmgpu_guest.region import Region
-from conftest import Guest, floats, unfloats
+from rawguest import Guest, floats, unfloats
 
 KVMGPU = [sys.executable, "-c", "from kvmgpu.cli import main; main()"]
 

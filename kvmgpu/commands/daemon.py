@@ -11,9 +11,10 @@ from typing import Optional
 import typer
 
 from ..config import load_config
-from ..errors import KvmgpuError
+from . import reports_errors
 
 
+@reports_errors
 def daemon(
     connect: Optional[str] = typer.Option(None, "--connect", "-c", help="libvirt URI (default qemu:///system)"),
     config: Optional[str] = typer.Option(None, "--config", help="configuration file (default "
@@ -27,15 +28,10 @@ def daemon(
 ) -> None:
     """Run the kvmgpu host daemon in the foreground: a worker for every running VM with a vGPU,
     the local API socket, Prometheus metrics and the usage history."""
-    from .service import Options, serve
+    from ..daemon.service import Options, serve
 
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s"
                         if not os.environ.get("INVOCATION_ID") else "%(levelname)s %(name)s: %(message)s")
     options = Options(uri=connect, run_dir=run_dir, worker_user=worker_user)
-    try:
-        code = serve(load_config(config), options)
-    except KvmgpuError as e:
-        typer.echo(f"kvmgpu daemon: {e}", err=True)
-        raise typer.Exit(e.exit_code)
-    raise typer.Exit(code)
+    raise typer.Exit(serve(load_config(config), options))
