@@ -137,6 +137,9 @@ _OK1 = (_OK,)
 _lock = threading.RLock()
 _session: Session | None = None
 _functions: dict[int, _Function] = {}
+# Bases of this process's live allocations: a free of anything else fails at once, as cuMemFree
+# does natively, instead of surfacing later from the queue. (The host checks again.)
+_allocations: set[int] = set()
 _tls = threading.local()
 _contexts: dict[int, dict] = {}  # guest context id -> {"device", "flags", "primary"}
 _PRIMARY_ID = 0x0C0000
@@ -465,6 +468,7 @@ def cuMemAlloc(bytesize):
     status, reply = _call(Op.MEM_ALLOC, (int(bytesize),))
     if status:
         return status, None
+    _allocations.add(reply.values[0])
     return _OK, CUdeviceptr(reply.values[0])
 
 
@@ -472,7 +476,13 @@ cuMemAlloc_v2 = cuMemAlloc
 
 
 def cuMemFree(dptr):
-    return _queue(Op.MEM_FREE, (int(dptr),))
+    ptr = int(dptr)
+    if ptr == 0:
+        return _OK1
+    if _session is not None and ptr not in _allocations:
+        return (CUresult.CUDA_ERROR_INVALID_VALUE,)
+    _allocations.discard(ptr)
+    return _queue(Op.MEM_FREE, (ptr,))
 
 
 cuMemFree_v2 = cuMemFree
@@ -976,6 +986,7 @@ def _reset_for_tests() -> None:
         _session.close("reset")
     _session = None
     _functions.clear()
+    _allocations.clear()
     _contexts.clear()
     _primary_refs[0] = 0
     _tls.__dict__.clear()
