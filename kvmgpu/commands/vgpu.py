@@ -138,17 +138,23 @@ def gpus(connect: Optional[str] = typer.Option(None, "--connect", "-c", help=CON
     found = inventory.discover(config)
     host = _host()
     conn = host.open_connection(connect)
-    uses = usage(found, host.list_vgpus(conn), config.context_overhead)
-    items = [{**dataclasses.asdict(u.gpu), "promised": u.promised, "free": u.free, "vgpus": u.vgpus}
-             for u in uses]
+    vgpus = host.list_vgpus(conn)
+    uses = usage(found, vgpus, config.context_overhead)
+    live = daemon_api.live_usages(config)  # None: no daemon, so nobody knows what is in use
+
+    def used_on(index: int):
+        return None if live is None else sum(live.get(v.vm, 0) for v in vgpus if v.gpu == index)
+    items = [{**dataclasses.asdict(u.gpu), "promised": u.promised, "free": u.free, "vgpus": u.vgpus,
+              "used": used_on(u.gpu.index)} for u in uses]
     if as_json:
         return _emit(True, items, "")
     if not items:
         return typer.echo("no GPUs (for a development host, set KVMGPU_SIM_GPUS=2x80G)")
-    rows = [["INDEX", "NAME", "UUID", "TOTAL", "PROMISED", "FREE", "VGPUS", "SIMULATED"]]
+    rows = [["INDEX", "NAME", "UUID", "TOTAL", "PROMISED", "FREE", "USED", "VGPUS", "SIMULATED"]]
     for i in items:
+        used = "unknown (daemon not running)" if i["used"] is None else format_size(i["used"])
         rows.append([str(i["index"]), i["name"], i["uuid"], format_size(i["total_memory"]),
-                     format_size(i["promised"]), format_size(max(i["free"], 0)), str(i["vgpus"]),
+                     format_size(i["promised"]), format_size(max(i["free"], 0)), used, str(i["vgpus"]),
                      "yes (simulated)" if i["simulated"] else "no"])
     typer.echo(_table(rows) + f"\n(promised includes {format_size(config.context_overhead)} "
                "context overhead per vGPU)")

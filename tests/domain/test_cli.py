@@ -107,3 +107,13 @@ def test_permission_denied_exits_6(make_domain):
     assert r.returncode == 6 and r.stderr.startswith("error: ") and "hint: run as root" in r.stderr, r.stderr
     print(r.stderr)
     assert dom.XMLDesc(0x1 | 0x2) == before
+
+
+def test_gpus_says_what_is_unknown_without_a_daemon(tmp_path):
+    config = tmp_path / "kvmgpu.toml"
+    config.write_text(f'api_socket = "{tmp_path / "no-daemon.sock"}"\n')
+    env = {"KVMGPU_CONFIG": str(config)}
+    r = run("gpus", "--connect", "test:///default", "--json", env=env)
+    assert r.returncode == 0, r.stderr
+    assert [g["used"] for g in json.loads(r.stdout)] == [None, None]
+    assert "unknown (daemon not running)" in run("gpus", "--connect", "test:///default", env=env).stdout
