@@ -17,9 +17,9 @@ import time
 
 from kvmgpu.compute.board import Board
 from kvmgpu.compute.meter import EventMeter
-from kvmgpu.compute.policy import LIMIT, MODES, NOBODY, LimitBucket, choose, placed_vt
+from kvmgpu.compute.policy import LIMIT, MODES, NOBODY, LimitBucket, choose, hand_over, placed_vt
 
-SLICE_S = 0.010  # how long a VM holds the GPU before the others are looked at
+SLICE_S = 0.005  # how long a VM holds the GPU before the others are looked at
 POLL_S = 50e-6  # how often a waiting worker looks at the board
 MIN_SLICE_S = 0.0005
 
@@ -49,6 +49,10 @@ class ComputeGate:
         self._vt = 0.0
         self._last_end = float("-inf")  # when this VM's last slice ended
         self._was_idle = True
+        self._waiting = False  # on the board as waiting for the GPU
+        # counters: slices started, slice ends where it kept the GPU / handed it to another VM,
+        # returns from idle that moved its virtual time up
+        self.slices = self.kept = self.handed = self.replaced = 0
 
     # --- the worker's calls ------------------------------------------------------------------
 
@@ -59,7 +63,7 @@ class ComputeGate:
             if now < self._slice_end:
                 self.meter.work()
                 return
-            self._end_slice(now, keep_if_alone=True)
+            self._end_slice(still_wants=True)
             if self.held:
                 self.meter.work()
                 return
@@ -74,7 +78,7 @@ class ComputeGate:
     def idle(self) -> None:
         """The worker has nothing to dispatch: let the others have the GPU."""
         if self.held:
-            self._end_slice(self._clock(), keep_if_alone=False)
+            self._end_slice(still_wants=False)
         self._was_idle = True
 
     def close(self) -> None:
@@ -90,62 +94,92 @@ class ComputeGate:
         return min(self.slice_s, max(self.bucket.level, MIN_SLICE_S))
 
     def _acquire(self) -> None:
+        """Wait for the GPU. Unless `_end_slice` already put this VM on the board as waiting (it
+        let go to a VM further behind), ask for it first."""
         board = self.board
-        if self.bucket is not None:
-            while (wait := self.bucket.wait_time(self._clock())) > 0:
-                self._sleep(wait)
         now = self._clock()
-        with board.locked():
-            slots = board.slots()
-            me = next(s for s in slots if s.index == self.slot)
-            if self._was_idle or now - self._last_end > 2 * self.slice_s:
-                me.vt = placed_vt(slots, self.slot, board.owner())  # idling banks no credit
-            self._was_idle = False
-            me.want_since = now
-            board.write(me)
+        if not self._waiting:
+            if self.bucket is not None:
+                while (wait := self.bucket.wait_time(now)) > 0:
+                    self._sleep(wait)
+                    now = self._clock()
+            with board.locked():
+                slots = board.slots()
+                me = next(s for s in slots if s.index == self.slot)
+                if self._was_idle:  # idling banks at most two strides of credit
+                    vt = placed_vt(slots, self.slot, board.owner(), self.slice_s)
+                    if vt != me.vt:
+                        self.replaced += 1
+                    me.vt = vt
+                    self._was_idle = False
+                me.want_since = now
+                board.write(me)
+                self._waiting = True
+                if choose(slots, board.owner(), board.owner_since(), now, self.stale_s) == self.slot:
+                    self._claim(me, now)
+                    return
         while True:
+            self._sleep(self.poll_s)
+            now = self._clock()
+            owner = board.owner()  # a look without the lock: another VM's live slice, sleep on
+            if owner != NOBODY and owner != self.slot and now - board.owner_since() < self.stale_s:
+                continue
             with board.locked():
                 slots = board.slots()
                 if choose(slots, board.owner(), board.owner_since(), now, self.stale_s) == self.slot:
-                    me = next(s for s in slots if s.index == self.slot)
-                    me.want_since = 0.0
-                    board.write(me)
-                    board.set_owner(self.slot, now)
-                    self._vt = me.vt
-                    break
-            self._sleep(self.poll_s)
-            now = self._clock()
+                    self._claim(next(s for s in slots if s.index == self.slot), now)
+                    return
+
+    def _claim(self, me, now: float) -> None:  # under the board's lock
+        me.want_since = 0.0
+        self.board.write(me)
+        self.board.set_owner(self.slot, now)
+        self._vt = me.vt
+        self._waiting = False
         self.held = True
+        self.slices += 1
         if self.bucket is not None:
             self.bucket.refill(now)
         self._slice_end = now + self._slice_length()
         self.meter.begin()
 
-    def _end_slice(self, now: float, keep_if_alone: bool) -> None:
+    def _end_slice(self, still_wants: bool) -> None:
+        """Charge the slice, then hand the GPU over in one step: to the waiting VM furthest behind,
+        this one included when it `still_wants` the GPU (it keeps it when it is furthest behind or
+        alone), and put this VM on the board as waiting when it lets go with work left."""
         gpu = self.meter.finish()
         now = self._last_end = self._clock()
         self.gpu_seconds += gpu
         if self.bucket is not None:
             self.bucket.refill(now)
             self.bucket.charge(gpu)
+        self._vt += gpu / self.percent
         board = self.board
         with board.locked():
             slots = board.slots()
-            me = next(s for s in slots if s.index == self.slot)
-            me.vt = self._vt = self._vt + gpu / self.percent
-            board.write(me, used=self.gpu_seconds, seen=now)
             if board.owner() != self.slot:  # held too long, and a waiter took the GPU
+                me = next(s for s in slots if s.index == self.slot)
+                me.vt, me.want_since = self._vt, 0.0
+                board.write(me, used=self.gpu_seconds, seen=now)
                 self.held = False
                 return
-            others_wait = any(s.want_since > 0.0 for s in slots if s.index != self.slot)
-            budget_left = self.bucket is None or self.bucket.level > 0
-            if keep_if_alone and not others_wait and budget_left:
+            wants = still_wants and (self.bucket is None or self.bucket.level > 0)
+            nxt = hand_over(slots, self.slot, self._vt, wants, now)
+            me = next(s for s in slots if s.index == self.slot)
+            if nxt == self.slot:
+                me.want_since = 0.0
+                board.write(me, used=self.gpu_seconds, seen=now)
                 board.set_owner(self.slot, now)
                 self._slice_end = now + self._slice_length()
                 self.meter.begin()
+                self.kept += 1
                 return
-            board.set_owner(NOBODY, now)
+            board.write(me, used=self.gpu_seconds, seen=now)
+            board.set_owner(nxt, now)  # the next VM finds itself the owner at its next look
             self.held = False
+            self._waiting = wants
+            if nxt != NOBODY:
+                self.handed += 1
 
 
 def open_gate(backend, gpu: int, percent: float, mode: str, **kw) -> ComputeGate:

@@ -5,7 +5,14 @@ Each VM of a GPU has a slot: its mode, its weight (the PERCENT it was given), it
 
 - `share`: the GPU goes to the waiting VM with the least virtual time, so busy VMs get GPU time in
   proportion to their weights; a VM that is alone gets the whole GPU (work-conserving). A VM that
-  comes back from idle starts at the least virtual time of those busy, so idling banks no credit.
+  comes back from idle starts no further behind the least virtual time of those busy than two
+  strides (a stride: one slice of the lightest VM, in virtual time): idling banks at most that,
+  and a short idle loses none of the credit it had.
+- The hand-over is decided by the VM that ends its slice, in one step under the board's lock:
+  `hand_over` picks the next owner among the waiting VMs *and the one letting go, if it still has
+  work*, and the board's owner is set to that VM directly. (Letting go to nobody and asking again
+  left a gap in which a waiter polling the board took the GPU whatever its virtual time: with
+  unequal weights that favoured the smaller VM, 30/70 came out as 33-39/61-67.)
 - `limit`: a hard cap. A token bucket filled at PERCENT of one GPU-second per second; a VM with an
   empty bucket does not ask for the GPU, even when nobody else wants it.
 """
@@ -18,6 +25,7 @@ SHARE = "share"
 LIMIT = "limit"
 MODES = (SHARE, LIMIT)
 NOBODY = -1
+LAG_STRIDES = 2  # how far behind the busy VMs one back from idle may resume, in strides
 
 
 @dataclass
@@ -46,12 +54,33 @@ def choose(slots: list[SlotState], owner: int, owner_since: float, now: float, s
     return best.index
 
 
-def placed_vt(slots: list[SlotState], me: int, owner: int) -> float:
-    """The virtual time slot `me` resumes at after being idle: no less than the least virtual time
-    of the VMs that are busy (waiting or holding the GPU)."""
+def hand_over(slots: list[SlotState], me: int, new_vt: float, still_wants: bool, now: float) -> int:
+    """Who gets the GPU when slot `me` ends its slice (its virtual time now `new_vt`): the waiting
+    slot with the least virtual time, `me` included when it still has work (as the latest waiter,
+    so it loses ties). NOBODY when nobody wants it. Updates `me` in `slots` to match."""
     mine = next(s for s in slots if s.index == me)
-    busy = [s.vt for s in slots if s.pid and s.index != me and (s.want_since > 0.0 or s.index == owner)]
-    return max(mine.vt, min(busy)) if busy else mine.vt
+    mine.vt = new_vt
+    mine.want_since = now if still_wants else 0.0
+    waiting = [s for s in slots if s.pid and s.want_since > 0.0]
+    if not waiting:
+        return NOBODY
+    return min(waiting, key=lambda s: (s.vt, s.want_since, s.index)).index
+
+
+def placed_vt(slots: list[SlotState], me: int, owner: int, slice_s: float = 0.0) -> float:
+    """The virtual time slot `me` resumes at after being idle: no less than the least virtual time
+    of the VMs that are busy (waiting or holding the GPU), less LAG_STRIDES *strides*: a stride is
+    the virtual time one slice adds to the lightest of them and `me` (slice_s / least weight).
+    Busy VMs' virtual times lie up to a stride apart as they take turns (more while one of them
+    holds a slice), so a VM whose short idle leaves it within that of the others keeps its place
+    (its credit: re-placing it there lost the 70 VM of a 30/70 pair 1-3 pp whenever its guest
+    paused past the worker's idle time), and a longer idle banks at most two strides."""
+    mine = next(s for s in slots if s.index == me)
+    busy = [s for s in slots if s.pid and s.index != me and (s.want_since > 0.0 or s.index == owner)]
+    if not busy:
+        return mine.vt
+    stride = slice_s / min(s.weight for s in (*busy, mine))
+    return max(mine.vt, min(s.vt for s in busy) - LAG_STRIDES * stride)
 
 
 class LimitBucket:

@@ -155,3 +155,38 @@ def test_processes_share_by_weight(tmp_path, percents):
     total = sum(w for _, w in got.values())
     for pct, work in got.values():
         assert work / total == pytest.approx(pct / 100, abs=0.03), got
+
+
+def test_slice_end_hands_over_in_one_step(board):
+    """At a slice's end the holder picks the next owner under the lock, itself included while it
+    has work: the GPU never lies free for a polling waiter to take out of turn."""
+    clock = FakeClock()
+    a = ComputeGate(board, SHARE, 70, WallMeter(clock), clock=clock, sleep=clock.sleep, pid=os.getpid())
+    b = ComputeGate(board, SHARE, 30, WallMeter(clock), clock=clock, sleep=clock.sleep, pid=os.getpid())
+    a.before_launch()
+    assert board.owner() == a.slot
+    s = board.slot(b.slot)  # B asks for the GPU (as its _acquire does) at vt 0
+    s.want_since = clock.now
+    board.write(s)
+    b._was_idle, b._waiting = False, True
+    clock.now += 0.002
+    a.before_launch()  # A ran 2 ms of its slice: vt 0.002/70 still in the slice
+    clock.now += a.slice_s
+    a._end_slice(still_wants=True)  # what A's next before_launch does first (it would then wait)
+    # A is ahead of B (vt 0 < A's): B gets the GPU directly
+    assert not a.held and board.owner() == b.slot and a.handed == 1
+    assert board.slot(a.slot).want_since > 0  # A is on the board as waiting, in the same step
+    b.before_launch()  # B finds itself the owner at its next look
+    assert b.held and board.owner() == b.slot
+    clock.now += b.slice_s
+    b._end_slice(still_wants=True)  # B's slice (5 ms / 30) puts it ahead of A: A gets it back
+    assert board.owner() == a.slot and not b.held
+    a.before_launch()
+    assert a.held
+
+
+def test_alone_it_keeps_the_gpu_slice_after_slice(board):
+    clock = FakeClock()
+    gate = ComputeGate(board, SHARE, 30, WallMeter(clock), clock=clock, sleep=clock.sleep)
+    run_batches(gate, clock, 0.1)
+    assert gate.held and gate.slices == 1 and gate.kept >= 15 and gate.handed == 0

@@ -2,7 +2,8 @@
 
 import pytest
 
-from kvmgpu.compute.policy import LIMIT, NOBODY, SHARE, LimitBucket, SlotState, choose, placed_vt
+from kvmgpu.compute.policy import (LAG_STRIDES, LIMIT, NOBODY, SHARE, LimitBucket, SlotState, choose, hand_over,
+                                   placed_vt)
 
 
 def slot(i, vt=0.0, want=0.0, weight=50.0, mode=SHARE):
@@ -38,6 +39,30 @@ def test_coming_back_from_idle_banks_no_credit():
     assert placed_vt(slots, 0, owner=2) == 5.0
     assert placed_vt([slot(0, vt=9.0), slot(1, vt=5.0, want=1.0)], 0, owner=NOBODY) == 9.0
     assert placed_vt([slot(0, vt=0.1), slot(1, vt=5.0)], 0, owner=NOBODY) == 0.1
+
+
+def test_a_short_idle_keeps_its_place_within_two_strides():
+    """A stride is one slice of the lightest VM in virtual time (0.01 / 30 here): a VM back from
+    idle resumes no further than LAG_STRIDES strides behind the least busy virtual time."""
+    stride = 0.01 / 30
+    busy = slot(1, vt=1.0, want=1.0, weight=30)
+    near = slot(0, vt=1.0 - 1.5 * stride, weight=70)
+    assert placed_vt([near, busy], 0, owner=NOBODY, slice_s=0.01) == near.vt  # keeps its credit
+    far = slot(0, vt=0.5, weight=70)
+    assert placed_vt([far, busy], 0, owner=NOBODY, slice_s=0.01) == pytest.approx(1.0 - LAG_STRIDES * stride)
+
+
+def test_hand_over_includes_the_one_letting_go():
+    """The VM ending its slice competes with its new virtual time, as the latest waiter."""
+    slots = [slot(0, vt=1.0, weight=70), slot(1, vt=1.2, want=1.0, weight=30)]
+    assert hand_over(slots, 0, new_vt=1.1, still_wants=True, now=2.0) == 0  # still behind: keeps it
+    assert slots[0].vt == 1.1 and slots[0].want_since == 2.0
+    assert hand_over(slots, 0, new_vt=1.3, still_wants=True, now=2.0) == 1  # ahead now: the waiter
+    assert hand_over(slots, 0, new_vt=1.2, still_wants=True, now=2.0) == 1  # a tie: the earlier waiter
+    assert hand_over(slots, 0, new_vt=1.0, still_wants=False, now=2.0) == 1  # done: whoever waits
+    assert slots[0].want_since == 0.0
+    assert hand_over([slot(0), slot(1)], 0, new_vt=3.0, still_wants=False, now=2.0) == NOBODY
+    assert hand_over([slot(0), slot(1)], 0, new_vt=3.0, still_wants=True, now=2.0) == 0  # alone: keeps it
 
 
 def test_bucket_fills_at_its_rate_up_to_its_burst():
