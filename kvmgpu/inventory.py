@@ -22,6 +22,8 @@ class Gpu:
     name: str
     total_memory: int   # bytes
     simulated: bool
+    memory_used: int | None = None   # bytes in use on the GPU now, all processes (NVML); None: simulated
+    utilization: int | None = None   # percent of the last sample period the GPU was busy (NVML)
 
 
 def parse_sim_gpus(spec: str) -> list[Gpu]:
@@ -57,9 +59,14 @@ def _nvml_gpus() -> list[Gpu] | None:
             h = pynvml.nvmlDeviceGetHandleByIndex(i)
             name = pynvml.nvmlDeviceGetName(h)
             gid = pynvml.nvmlDeviceGetUUID(h)
+            memory = pynvml.nvmlDeviceGetMemoryInfo(h)
+            try:
+                busy = int(pynvml.nvmlDeviceGetUtilizationRates(h).gpu)
+            except pynvml.NVMLError:  # not every GPU or mode reports it
+                busy = None
             gpus.append(Gpu(i, gid.decode() if isinstance(gid, bytes) else gid,
                             name.decode() if isinstance(name, bytes) else name,
-                            pynvml.nvmlDeviceGetMemoryInfo(h).total, simulated=False))
+                            memory.total, simulated=False, memory_used=memory.used, utilization=busy))
         return gpus
     finally:
         pynvml.nvmlShutdown()

@@ -150,11 +150,12 @@ def gpus(connect: Optional[str] = typer.Option(None, "--connect", "-c", help=CON
         return _emit(True, items, "")
     if not items:
         return typer.echo("no GPUs (for a development host, set KVMGPU_SIM_GPUS=2x80G)")
-    rows = [["INDEX", "NAME", "UUID", "TOTAL", "PROMISED", "FREE", "USED", "VGPUS", "SIMULATED"]]
+    rows = [["INDEX", "NAME", "UUID", "TOTAL", "PROMISED", "FREE", "USED", "BUSY", "VGPUS", "SIMULATED"]]
     for i in items:
         used = "unknown (daemon not running)" if i["used"] is None else format_size(i["used"])
         rows.append([str(i["index"]), i["name"], i["uuid"], format_size(i["total_memory"]),
-                     format_size(i["promised"]), format_size(max(i["free"], 0)), used, str(i["vgpus"]),
+                     format_size(i["promised"]), format_size(max(i["free"], 0)), used,
+                     "-" if i["utilization"] is None else f"{i['utilization']}%", str(i["vgpus"]),
                      "yes (simulated)" if i["simulated"] else "no"])
     typer.echo(_table(rows) + f"\n(promised includes {format_size(config.context_overhead)} "
                "context overhead per vGPU)")
