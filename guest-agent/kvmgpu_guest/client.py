@@ -24,6 +24,7 @@ import time
 from collections import deque
 
 from . import __version__
+from .trace import ON as _TRACE, mark as _mark
 from .protocol import (HEADER, MAGIC, NEED_DATA, OPS, QUEUED, Connection, Goodbye, Hello, Kind,
                        Op, Reply, Role, Welcome)
 
@@ -120,6 +121,13 @@ class Session:
     def call(self, op: Op, args=(), blob: bytes = b"") -> Reply:
         """Send the batch and this call; wait for and return its reply."""
         with self.lock:
+            if _TRACE:
+                _mark(f"g0.{int(op)}")
+                seq = self._send_call(op, args, blob)
+                _mark("g1")
+                reply = self._wait(seq, op)
+                _mark("g3")
+                return reply
             return self._wait(self._send_call(op, args, blob), op)
 
     def _send_call(self, op: Op, args=(), blob: bytes = b"") -> int:
@@ -225,18 +233,24 @@ class Session:
         the window, so the host DMAs chunk k while this side fills chunk k+1. Only the last chunk
         of a synchronous copy waits for an answer (it synchronises the stream, so all chunks)."""
         n = len(src)
+        if _TRACE:
+            _mark("gh")
         with self.lock:
             chunk = _chunk(n, self.window_size)
             view = self.view
             pos = 0
+            start = self._head  # a synchronous copy gives back all of its chunks at the end
             while True:
                 size = min(chunk, n - pos)
                 last = pos + size >= n
                 off = self.reserve(size)
+                if off == 0:
+                    start = 0  # the ring wrapped (or was empty): nothing before this is in use
                 _copy(view, off, src, pos, size)
                 if last and sync:
+                    # the last chunk's call synchronises the stream: every chunk has landed
                     reply = self.call(Op.MEMCPY_HTOD, (dst + pos, off, size, stream))
-                    self.release(off)
+                    self.release(start)
                     return reply.status
                 self.queue(Op.MEMCPY_HTOD, (dst + pos, off, size, stream))
                 if last:
@@ -323,6 +337,8 @@ class Session:
             if not data:
                 self.closed = True
                 raise SessionError("the host closed the channel")
+            if _TRACE:
+                _mark("g2")
             conn.receive_data(data)
 
     def close(self, reason: str = "") -> None:

@@ -13,6 +13,8 @@ from kvmgpu_guest.cudefs import CUresult
 from kvmgpu_guest.protocol import (DEFAULT_MAX_FRAME, NEED_DATA, Call, Connection, Goodbye, Hello, Op,
                                    RemoteProtocolError, Role, Welcome, negotiate)
 
+from kvmgpu_guest.trace import ON as _TRACE, mark_at as _mark_at, perf_counter_ns as _ns
+
 from .dispatch import dispatch, launch_run
 from .vgpu import VGpu
 
@@ -41,10 +43,17 @@ class Channel:
                 if launches:
                     self._launches(launches)
                     continue
+                if _TRACE:
+                    t1 = _ns()
                 event = conn.next_event()
                 if event is NEED_DATA:
                     break
+                if _TRACE:
+                    _mark_at("w1", t1)
+                    _mark_at("w2", _ns())
                 reply = self._handle(event)
+                if _TRACE:
+                    _mark_at("w4", _ns())
                 if reply:
                     out.append(reply)
         except RemoteProtocolError as e:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from kvmgpu_guest.protocol import DEFAULT_MAX_FRAME, WINDOW_ALIGN, RemoteProtocolError
 from kvmgpu_guest.region import Region, RegionError
+from kvmgpu_guest.trace import ON as _TRACE, mark as _mark, side as _trace_side
 
 from ..backend import get_backend
 from ..errors import InvalidInput, KvmgpuError
@@ -116,6 +117,8 @@ class Worker:
         self._listener: socket.socket | None = None
         self._connected = False
         self._stats_written = 0.0
+        if _TRACE:
+            _trace_side("worker")
 
     # --- set-up ----------------------------------------------------------------------------------
     def _open_region(self) -> Region:
@@ -253,6 +256,8 @@ class Worker:
                 self._drop(cid, "closed")
                 return
             if n > 0:
+                if _TRACE:
+                    _mark("w0")
                 try:
                     reply = peer.channel.receive(peer.rview[:n])
                 except RemoteProtocolError:
@@ -267,6 +272,8 @@ class Worker:
             try:
                 n = peer.sock.send(peer.unsent)
                 del peer.unsent[:n]
+                if _TRACE:
+                    _mark("w5")
             except (BlockingIOError, InterruptedError):
                 pass
             except OSError:

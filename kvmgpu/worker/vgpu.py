@@ -10,6 +10,7 @@ from typing import Callable
 
 from kvmgpu_guest.cudefs import CUresult
 from kvmgpu_guest.region import Region
+from kvmgpu_guest.trace import ON as _TRACE, mark as _mark
 
 from ..backend.base import Backend
 from .modules import DEFAULT_CAPACITY, ModuleCache
@@ -180,6 +181,8 @@ class VGpu:
 def _note_first(note, call):
     def wrapped(*args):
         note()
+        if _TRACE:
+            _mark("w3")
         return call(*args)
     return wrapped
 
@@ -188,6 +191,8 @@ def _note_first_if_sync(note, call):
     def wrapped(*args):
         if args[-1]:
             note()
+            if _TRACE:
+                _mark("w3")
         return call(*args)
     return wrapped
 

@@ -85,6 +85,25 @@ def test_copies_bigger_than_the_window_go_in_chunks_and_come_back(pair):
     assert out == data
 
 
+def test_a_synchronous_copy_in_chunks_gives_the_whole_ring_back(pair, monkeypatch):
+    # Each sync copy of several chunks used to give back only its last chunk: the next copies
+    # walked through the window (cold pages) and wrapped with a FENCE every few copies.
+    import kvmgpu_guest.client as client
+    monkeypatch.setattr(client, "PIPE_MIN", 4096)
+    monkeypatch.setattr(client, "PIPE_MAX", 4096)
+    session, host = pair
+    n = 4 * 4096  # four chunks
+    ptr = session.call(Op.MEM_ALLOC, (n,)).values[0]
+    data = memoryview(os.urandom(n))
+    for _ in range(3):
+        assert session.htod(ptr, data) == 0
+        assert session._head == 0
+    htods = [c for c in host.calls if c.op == Op.MEMCPY_HTOD]
+    assert len(htods) == 12 and max(c.args[1] for c in htods) < n
+    assert Op.FENCE not in [c.op for c in host.calls]
+    assert host.memory[ptr] == bytes(data)
+
+
 def test_a_full_ring_sends_fence_and_starts_again(pair):
     session, host = pair
     ptr = session.call(Op.MEM_ALLOC, (4096,)).values[0]
