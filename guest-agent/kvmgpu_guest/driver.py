@@ -25,109 +25,14 @@ from .cudefs import (CU_LAUNCH_PARAM_BUFFER_POINTER, CU_LAUNCH_PARAM_BUFFER_POIN
                      CU_LAUNCH_PARAM_END, CU_LAUNCH_PARAM_END_AS_INT, CUctx_flags,
                      CUdevice_attribute, CUevent_flags, CUjit_option, CUresult, CUstream_flags,
                      error_text)
+from .handles import FUNCTIONS as _functions
+from .handles import (CUcontext, CUdevice, CUdeviceptr, CUevent, CUfunction, CUmodule,  # noqa: F401
+                      CUstream, CUuuid)
+from .handles import Function as _Function
+from .hostargs import buffer_or_address as _buffer_or_address
+from .hostargs import host_view as _host_view
+from .hostargs import params_blob as _params_blob
 from .protocol import Op, unpack_params
-
-# ------------------------------------------------------------------------------------------ types
-
-
-class _Handle:
-    """An opaque handle with cuda-python's behaviour: int(h), h.getPtr() (the address of its value)."""
-
-    __slots__ = ("_v",)
-    _ctype = ctypes.c_uint64
-
-    def __init__(self, init_value=0):
-        self._v = self._ctype(int(init_value) if init_value else 0)
-
-    def __int__(self):
-        return self._v.value
-
-    def getPtr(self):
-        return ctypes.addressof(self._v)
-
-    def __eq__(self, other):
-        return type(other) is type(self) and other._v.value == self._v.value
-
-    def __hash__(self):
-        return hash(self._v.value)
-
-    def __repr__(self):
-        return f"<{type(self).__name__} 0x{self._v.value:x}>"
-
-
-class CUdeviceptr(_Handle):
-    __slots__ = ()
-
-    def __repr__(self):
-        return f"<CUdeviceptr {self._v.value}>"
-
-
-class CUdevice(_Handle):
-    __slots__ = ()
-    _ctype = ctypes.c_int
-
-    def __repr__(self):
-        return f"<CUdevice {self._v.value}>"
-
-
-class CUcontext(_Handle):
-    __slots__ = ()
-
-
-class CUmodule(_Handle):
-    __slots__ = ()
-
-
-class CUfunction(_Handle):
-    """A kernel. Carries the parameter table the host read from the loaded function."""
-
-    __slots__ = ("_info",)
-
-    def __init__(self, init_value=0):
-        super().__init__(init_value)
-        self._info = _functions.get(self._v.value)
-
-
-class CUstream(_Handle):
-    __slots__ = ()
-
-
-class CUevent(_Handle):
-    __slots__ = ()
-
-
-class CUuuid:
-    __slots__ = ("bytes",)
-
-    def __init__(self, data: bytes = b"\0" * 16):
-        self.bytes = bytes(data)
-
-    def getPtr(self):
-        raise NotImplementedError("kvmgpu's CUuuid has no C storage")
-
-    def __repr__(self):
-        return f"<CUuuid {self.bytes.hex()}>"
-
-
-class _Function:
-    """What the guest knows of a kernel: the host's handle and its parameter layout."""
-
-    __slots__ = ("handle", "params", "argsize", "packers", "pointers", "sizes", "packed")
-
-    def __init__(self, handle: int, params: list[tuple[int, int]]):
-        self.handle = handle
-        self.params = params
-        self.argsize = max((off + size for off, size in params), default=0)
-        self.packers: dict = {}  # types tuple -> struct.Struct (or False: use the generic path)
-        # a void*[] at an address, read in one go; `packed`: the parameters leave no gaps
-        self.pointers = ctypes.c_void_p * len(params)
-        self.sizes = [size for _, size in params]
-        pos, packed = 0, True
-        for off, size in params:
-            packed = packed and off == pos
-            pos = off + size
-        self.packed = packed
-
 
 # ------------------------------------------------------------------------------------------ state
 
@@ -136,7 +41,6 @@ _OK = CUresult.CUDA_SUCCESS
 _OK1 = (_OK,)
 _lock = threading.RLock()
 _session: Session | None = None
-_functions: dict[int, _Function] = {}
 # Bases of this process's live allocations: a free of anything else fails at once, as cuMemFree
 # does natively, instead of surfacing later from the queue. (The host checks again.)
 _allocations: set[int] = set()
@@ -498,30 +402,6 @@ def cuMemGetInfo():
 cuMemGetInfo_v2 = cuMemGetInfo
 
 
-def _buffer_or_address(obj):
-    """(memoryview, None) for an object with the buffer protocol, else (None, its address)."""
-    if type(obj) is int:
-        return None, obj
-    try:
-        return memoryview(obj), None
-    except TypeError:
-        if hasattr(obj, "__index__"):
-            return None, obj.__index__()
-        raise
-
-
-def _host_view(obj, nbytes: int) -> memoryview:
-    """`nbytes` bytes of host memory: a buffer (numpy, bytearray, ctypes array) or an address."""
-    view, addr = _buffer_or_address(obj)
-    if view is None:
-        return memoryview((ctypes.c_char * nbytes).from_address(addr)).cast("B")
-    if view.format != "B" or view.ndim != 1:
-        view = view.cast("B")
-    if len(view) < nbytes:
-        raise ValueError(f"host buffer of {len(view)} bytes is shorter than {nbytes}")
-    return view[:nbytes]
-
-
 def _htod(dst, src, nbytes, stream, sync: bool):
     bad = _ready()
     if bad is not None:
@@ -717,143 +597,11 @@ def cuFuncGetParamInfo(func, paramIndex):
 
 # ----------------------------------------------------------------------------------------- launches
 
-_FORMATS = {ctypes.c_bool: "?", ctypes.c_char: "c", ctypes.c_byte: "b", ctypes.c_ubyte: "B",
-            ctypes.c_short: "h", ctypes.c_ushort: "H", ctypes.c_int: "i", ctypes.c_uint: "I",
-            ctypes.c_long: "q" if ctypes.sizeof(ctypes.c_long) == 8 else "i",
-            ctypes.c_ulong: "Q" if ctypes.sizeof(ctypes.c_ulong) == 8 else "I",
-            ctypes.c_longlong: "q", ctypes.c_ulonglong: "Q", ctypes.c_size_t: "Q",
-            ctypes.c_float: "f", ctypes.c_double: "d", ctypes.c_void_p: "Q", None: "Q"}
-
-
 def _function_info(f):
     info = getattr(f, "_info", None)
     if info is None:
         info = _functions.get(int(f)) if f is not None else None
     return info
-
-
-def _packer(info: _Function, types: tuple):
-    """One struct that lays out a (values, types) kernelParams tuple at the function's offsets,
-    or False when a type needs the generic path (sizes differ, structures, wide chars)."""
-    if len(types) != len(info.params):
-        return False
-    fmt, pos = "<", 0
-    for (off, size), t in zip(info.params, types):
-        code = _FORMATS.get(t)
-        if code is None or struct.calcsize("<" + code) != size or off < pos:
-            return False
-        if off > pos:
-            fmt += f"{off - pos}x"
-        fmt += code
-        pos = off + size
-    return struct.Struct(fmt)
-
-
-def _scalar(v):
-    if type(v) is int or type(v) is float:
-        return v
-    value = getattr(v, "value", None)  # ctypes scalars
-    if value is not None and not isinstance(v, _Handle):
-        return value
-    return int(v)  # CUdeviceptr and other handles, enums
-
-
-def _param_bytes(value, ctype, size: int) -> bytes:
-    """The bytes of one (value, type) parameter, as cuda-python would place them."""
-    if ctype is None:
-        if isinstance(value, _Handle):
-            raw = struct.pack("<Q", int(value))
-        elif isinstance(value, ctypes.Structure):
-            raw = bytes(value)
-        elif hasattr(value, "getPtr"):
-            raw = ctypes.string_at(value.getPtr(), size)
-        else:
-            raw = struct.pack("<i", int(value))  # an enum
-    elif ctype is ctypes.c_void_p:
-        raw = struct.pack("<Q", value.value or 0 if isinstance(value, ctypes.c_void_p)
-                          else int(value) if not hasattr(value, "getPtr") else value.getPtr())
-    else:
-        if not isinstance(value, ctype):
-            value = ctype(value)
-        raw = bytes(value)
-    return raw[:size].ljust(size, b"\0")
-
-
-def _params_blob(info: _Function, kernelParams, extra) -> bytes | None:
-    """The kernel's parameter bytes, or None when the arguments do not match its parameters."""
-    params = info.params
-    if kernelParams is None or (type(kernelParams) is int and kernelParams == 0):
-        if extra:
-            return _extra_blob(extra)
-        return b"" if not params else None
-    if isinstance(kernelParams, tuple) and len(kernelParams) == 2 and \
-            isinstance(kernelParams[0], tuple) and isinstance(kernelParams[1], tuple):
-        values, types = kernelParams
-        st = info.packers.get(types)
-        if st is None:
-            st = info.packers[types] = _packer(info, types)
-        if st and len(values) == len(params):
-            try:
-                return st.pack(*[_scalar(v) for v in values])
-            except (struct.error, TypeError, ValueError):
-                pass
-        if len(values) != len(types) or len(values) != len(params):
-            return None
-        blob = bytearray(info.argsize)
-        for (off, size), v, t in zip(params, values, types):
-            blob[off: off + size] = _param_bytes(v, t, size)
-        return bytes(blob)
-    # an address of (or a buffer holding) a void*[] with one pointer per parameter
-    if type(kernelParams) is int and info.packed:  # the common native idiom: one read, one join
-        pointers = info.pointers.from_address(kernelParams)[:]
-        if None in pointers:
-            return None
-        if len(pointers) == 1:
-            return ctypes.string_at(pointers[0], info.sizes[0])
-        return b"".join([ctypes.string_at(p, z) for p, z in zip(pointers, info.sizes)])
-    view, addr = _buffer_or_address(kernelParams)
-    if view is None:
-        pointers = [a or 0 for a in (ctypes.c_void_p * len(params)).from_address(addr)]
-    else:
-        view = view.cast("B")
-        if len(view) < 8 * len(params):
-            return None
-        pointers = list(struct.unpack_from(f"<{len(params)}Q", view))
-    blob = bytearray(info.argsize)
-    for (off, size), ptr in zip(params, pointers):
-        if not ptr:
-            return None
-        blob[off: off + size] = ctypes.string_at(ptr, size)
-    return bytes(blob)
-
-
-def _extra_blob(extra) -> bytes | None:
-    """CU_LAUNCH_PARAM_BUFFER_POINTER / _SIZE / _END, as an address of void*[] or a sequence."""
-    if isinstance(extra, (list, tuple)):
-        items = [int(x) if x is not None else 0 for x in extra]
-    else:
-        base = int(extra)
-        items, i = [], 0
-        while True:
-            v = ctypes.c_void_p.from_address(base + 8 * i).value or 0
-            items.append(v)
-            if v == CU_LAUNCH_PARAM_END or i > 16:
-                break
-            i += 1
-            items.append(ctypes.c_void_p.from_address(base + 8 * i).value or 0)
-            i += 1
-    buf = size = None
-    for i in range(0, len(items) - 1, 2):
-        key, val = items[i], items[i + 1]
-        if key == CU_LAUNCH_PARAM_END:
-            break
-        if key == CU_LAUNCH_PARAM_BUFFER_POINTER:
-            buf = val
-        elif key == CU_LAUNCH_PARAM_BUFFER_SIZE:
-            size = ctypes.c_size_t.from_address(val).value if val else 0
-    if buf is None or size is None:
-        return None
-    return ctypes.string_at(buf, size)
 
 
 def cuLaunchKernel(f, gridDimX, gridDimY, gridDimZ, blockDimX, blockDimY, blockDimZ,

@@ -1,0 +1,107 @@
+"""The driver API's handle types, with cuda-python's behaviour (int(h), h.getPtr()), and what the
+guest knows of each kernel it looked up (`Function`: the host's handle and parameter table)."""
+
+from __future__ import annotations
+
+import ctypes
+
+FUNCTIONS: dict = {}  # host function handle -> Function, for CUfunction(int) made by a program
+
+
+class Handle:
+    """An opaque handle with cuda-python's behaviour: int(h), h.getPtr() (the address of its value)."""
+
+    __slots__ = ("_v",)
+    _ctype = ctypes.c_uint64
+
+    def __init__(self, init_value=0):
+        self._v = self._ctype(int(init_value) if init_value else 0)
+
+    def __int__(self):
+        return self._v.value
+
+    def getPtr(self):
+        return ctypes.addressof(self._v)
+
+    def __eq__(self, other):
+        return type(other) is type(self) and other._v.value == self._v.value
+
+    def __hash__(self):
+        return hash(self._v.value)
+
+    def __repr__(self):
+        return f"<{type(self).__name__} 0x{self._v.value:x}>"
+
+
+class CUdeviceptr(Handle):
+    __slots__ = ()
+
+    def __repr__(self):
+        return f"<CUdeviceptr {self._v.value}>"
+
+
+class CUdevice(Handle):
+    __slots__ = ()
+    _ctype = ctypes.c_int
+
+    def __repr__(self):
+        return f"<CUdevice {self._v.value}>"
+
+
+class CUcontext(Handle):
+    __slots__ = ()
+
+
+class CUmodule(Handle):
+    __slots__ = ()
+
+
+class CUfunction(Handle):
+    """A kernel. Carries the parameter table the host read from the loaded function."""
+
+    __slots__ = ("_info",)
+
+    def __init__(self, init_value=0):
+        super().__init__(init_value)
+        self._info = FUNCTIONS.get(self._v.value)
+
+
+class CUstream(Handle):
+    __slots__ = ()
+
+
+class CUevent(Handle):
+    __slots__ = ()
+
+
+class CUuuid:
+    __slots__ = ("bytes",)
+
+    def __init__(self, data: bytes = b"\0" * 16):
+        self.bytes = bytes(data)
+
+    def getPtr(self):
+        raise NotImplementedError("kvmgpu's CUuuid has no C storage")
+
+    def __repr__(self):
+        return f"<CUuuid {self.bytes.hex()}>"
+
+
+class Function:
+    """What the guest knows of a kernel: the host's handle and its parameter layout."""
+
+    __slots__ = ("handle", "params", "argsize", "packers", "pointers", "sizes", "packed")
+
+    def __init__(self, handle: int, params: list[tuple[int, int]]):
+        self.handle = handle
+        self.params = params
+        self.argsize = max((off + size for off, size in params), default=0)
+        self.packers: dict = {}  # types tuple -> struct.Struct (or False: use the generic path)
+        # a void*[] at an address, read in one go; `packed`: the parameters leave no gaps
+        self.pointers = ctypes.c_void_p * len(params)
+        self.sizes = [size for _, size in params]
+        pos, packed = 0, True
+        for off, size in params:
+            packed = packed and off == pos
+            pos = off + size
+        self.packed = packed
