@@ -139,6 +139,18 @@ class Libvirt:
                 found[vgpu.vm] = vgpu
         return found
 
+    def stopped_vgpu_vms(self) -> list[str]:
+        """Names of the defined domains that have a vGPU and do not run."""
+        assert self.conn is not None
+        names = []
+        for dom in self.conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_INACTIVE):
+            try:
+                if read_vgpu(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)) is not None:
+                    names.append(dom.name())
+            except (libvirt.libvirtError, KvmgpuError):
+                continue
+        return names
+
     def running_vgpu(self, vm: str) -> VGpu | None:
         """`vm`'s vGPU if `vm` runs and has one, else None."""
         assert self.conn is not None

@@ -77,6 +77,7 @@ class Daemon:
         self.api_server: api.ApiServer | None = None
         self.metrics_server: MetricsServer | None = None
         self._last_reconcile = 0.0
+        self._swept = False  # leftover regions of VMs that stopped while no daemon ran
         self._last_connect_attempt = 0.0
 
     # --- start and stop ---------------------------------------------------------------------------
@@ -211,6 +212,21 @@ class Daemon:
                 self.ensure(vm, vgpu)
             for vm in [vm for vm in self.live if vm not in running]:
                 self.release(vm)
+            if not self._swept:
+                self._sweep_regions()
+
+    def _sweep_regions(self) -> None:
+        """Once a start: remove the regions that VMs which stopped while no daemon ran left behind
+        (only of domains with a vGPU that libvirt says are not running; loopback files and other
+        people's are never touched)."""
+        try:
+            stopped = self.libvirt.stopped_vgpu_vms()
+        except Exception as e:  # noqa: BLE001 (libvirt errors; tried again at the next reconcile)
+            log.warning("cannot list stopped domains: %s", e)
+            return
+        for vm in stopped:
+            self.remove_region(vm)
+        self._swept = True
 
     def reconcile_one(self, vm: str) -> None:
         """Reconcile one VM (after an event about it); nothing while libvirt is away."""

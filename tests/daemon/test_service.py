@@ -94,3 +94,28 @@ def test_region_removed_only_once_the_vm_is_not_running(daemon):
                 os.unlink(path)
             except FileNotFoundError:
                 pass
+
+
+def test_a_region_left_by_a_vm_that_stopped_while_no_daemon_ran_is_swept(daemon):
+    import os
+    import uuid
+    from kvmgpu.domain import host
+    from kvmgpu.vgpu import region_path
+    conn = daemon.libvirt.conn
+    name = f"kvmgpu-sweep-{uuid.uuid4().hex[:8]}"
+    loopback = region_path(f"dev-{uuid.uuid4().hex[:8]}")  # not a domain: never the daemon's to remove
+    dom = conn.defineXML(f"<domain type='test'><name>{name}</name><memory>65536</memory>"
+                         "<os><type>hvm</type></os></domain>")
+    try:
+        host.attach(conn, daemon.config, daemon.gpus, name, 256 << 20)
+        for path in (region_path(name), loopback):
+            open(path, "wb").close()
+        with daemon.lock:
+            daemon._swept = False
+        daemon.reconcile()
+        assert not os.path.exists(region_path(name)) and os.path.exists(loopback)
+    finally:
+        dom.undefine()
+        for path in (region_path(name), loopback):
+            if os.path.exists(path):
+                os.unlink(path)
