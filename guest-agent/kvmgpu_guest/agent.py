@@ -19,6 +19,7 @@ import selectors
 import signal
 import socket
 import struct
+import time
 
 from . import protocol as p
 
@@ -183,7 +184,6 @@ class Agent:
             # with it: tell their processes (their sockets close: "the host closed the channel")
             # instead of leaving them waiting for replies forever. Then wait instead of spinning.
             self._host_gone("the host closed the channel")
-            import time
             time.sleep(0.05)
             return
         for f in self.channel_in.feed(data):
