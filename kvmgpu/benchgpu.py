@@ -93,6 +93,7 @@ def run_workloads(cu, sizes, launches=20000, iters=1000, pinned=False) -> dict:
                 t = time.perf_counter()
                 for _ in range(reps):
                     _ok(cu.cuMemcpyHtoD(dptr, buf.ctypes.data, size))
+                _ok(cu.cuCtxSynchronize())  # counted until every copy has landed
                 return (time.perf_counter() - t) / reps
 
             def dtoh():

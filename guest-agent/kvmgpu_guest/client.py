@@ -33,10 +33,10 @@ BATCH_BYTES = int(os.environ.get("KVMGPU_BATCH_BYTES") or 4096)  # a batch is wr
 # two sides then work in parallel; one write per ~40 launches)
 POLL_US = int(os.environ.get("KVMGPU_POLL_US") or 50)  # spin this long on a reply before blocking
 COPY_THREADS = int(os.environ.get("KVMGPU_COPY_THREADS") or min(4, os.cpu_count() or 1))
-COPY_PIECE = 1 << 20  # a copy is split among threads in pieces of at least this (waking a thread
+COPY_PIECE = int(os.environ.get("KVMGPU_COPY_PIECE") or 1 << 20)  # a copy is split among threads in pieces of at least this (waking a thread
 # costs tens of µs on a VM: smaller pieces lose more than they gain)
 # Bulk copies go in chunks of n/4, at least PIPE_MIN and at most PIPE_MAX bytes.
-PIPE_MIN = 1 << 20
+PIPE_MIN = int(os.environ.get("KVMGPU_PIPE_MIN") or 1 << 20)
 PIPE_MAX = int(os.environ.get("KVMGPU_PIPE_CHUNK") or 16 << 20)
 DTOH_IN_FLIGHT = 3  # device-to-host chunks asked for ahead of the one being copied out
 RECV_BYTES = 64 * 1024  # under glibc's mmap threshold: a larger recv() buffer costs an mmap per call
@@ -111,6 +111,7 @@ class Session:
             self.vgpu = event.vgpu
             self.conn.max_frame = event.max_frame
             self.window = self.region.window(event.window_offset, event.window_size)
+            self.region.populate(event.window_offset, event.window_size)
             self.view = self.window.view
             self.window_size = event.window_size
             self._head = 0
@@ -226,20 +227,27 @@ class Session:
 
     # --- bulk copies -----------------------------------------------------------------------------
 
-    def htod(self, dst: int, src: memoryview, stream: int = 0, sync: bool = True) -> int:
+    def htod(self, dst: int, src: memoryview, stream: int = 0, sync: bool = True,
+             wait: bool | None = None) -> int:
         """Copy `src` (bytes) to device `dst` through the ring. Status.
 
         Pipelined: the bytes go in chunks; each chunk's copy is sent (queued) as soon as it is in
-        the window, so the host DMAs chunk k while this side fills chunk k+1. Only the last chunk
-        of a synchronous copy waits for an answer (it synchronises the stream, so all chunks)."""
+        the window, so the host DMAs chunk k while this side fills chunk k+1.
+        `sync` (cuMemcpyHtoD): the copy is sent at once. `wait` (default: `sync`): the last chunk
+        waits for the host's answer (it synchronises the stream, so all chunks). A synchronous
+        copy that does not wait returns once every byte is in the window, as a native copy from
+        pageable memory returns once its bytes are staged: `src` may be reused, and an error of
+        the copy surfaces at the next synchronising call (the ring it used is reused after a FENCE)."""
         n = len(src)
+        if wait is None:
+            wait = sync
         if _TRACE:
             _mark("gh")
         with self.lock:
             chunk = _chunk(n, self.window_size)
             view = self.view
             pos = 0
-            start = self._head  # a synchronous copy gives back all of its chunks at the end
+            start = self._head  # a copy that waits gives back all of its chunks at the end
             while True:
                 size = min(chunk, n - pos)
                 last = pos + size >= n
@@ -247,15 +255,17 @@ class Session:
                 if off == 0:
                     start = 0  # the ring wrapped (or was empty): nothing before this is in use
                 _copy(view, off, src, pos, size)
-                if last and sync:
+                if last and wait:
                     # the last chunk's call synchronises the stream: every chunk has landed
                     reply = self.call(Op.MEMCPY_HTOD, (dst + pos, off, size, stream))
                     self.release(start)
                     return reply.status
                 self.queue(Op.MEMCPY_HTOD, (dst + pos, off, size, stream))
-                if last:
+                if last and not sync:
                     return 0
                 self.flush()  # the host starts on this chunk now
+                if last:
+                    return 0
                 pos += size
 
     def dtoh(self, dst: memoryview, src: int, stream: int = 0) -> int:

@@ -26,6 +26,7 @@ from .cudefs import (CU_LAUNCH_PARAM_BUFFER_POINTER, CU_LAUNCH_PARAM_BUFFER_POIN
                      CUdevice_attribute, CUevent_flags, CUjit_option, CUresult, CUstream_flags,
                      error_text)
 from .handles import FUNCTIONS as _functions
+from .handles import Allocations as _Allocations
 from .handles import (CUcontext, CUdevice, CUdeviceptr, CUevent, CUfunction, CUmodule,  # noqa: F401
                       CUstream, CUuuid)
 from .handles import Function as _Function
@@ -41,9 +42,9 @@ _OK = CUresult.CUDA_SUCCESS
 _OK1 = (_OK,)
 _lock = threading.RLock()
 _session: Session | None = None
-# Bases of this process's live allocations: a free of anything else fails at once, as cuMemFree
-# does natively, instead of surfacing later from the queue. (The host checks again.)
-_allocations: set[int] = set()
+# This process's live allocations: a bad free fails at once, as natively, and a synchronous copy
+# into one of them is queued (see _htod). (The host checks again.)
+_allocations = _Allocations()
 _tls = threading.local()
 _contexts: dict[int, dict] = {}  # guest context id -> {"device", "flags", "primary"}
 _PRIMARY_ID = 0x0C0000
@@ -372,7 +373,7 @@ def cuMemAlloc(bytesize):
     status, reply = _call(Op.MEM_ALLOC, (int(bytesize),))
     if status:
         return status, None
-    _allocations.add(reply.values[0])
+    _allocations.add(reply.values[0], int(bytesize))
     return _OK, CUdeviceptr(reply.values[0])
 
 
@@ -411,7 +412,12 @@ def _htod(dst, src, nbytes, stream, sync: bool):
         return _OK1
     try:
         view = _host_view(src, n)
-        status = _session.htod(int(dst), view, stream, sync)
+        dst = int(dst)
+        # A synchronous copy returns once the bytes are in the window, as a native copy from
+        # pageable memory returns once they are staged, when the destination is known to be good:
+        # the caller may reuse its buffer, and a later error surfaces at the next synchronising
+        # call. Into anything else (a module's global, a bad pointer) it waits for the host.
+        status = _session.htod(dst, view, stream, sync, wait=sync and not _allocations.covers(dst, n))
     except SessionError as e:
         return (_lost(e),)
     except (TypeError, ValueError, BufferError, struct.error, OverflowError):

@@ -3,6 +3,7 @@ guest knows of each kernel it looked up (`Function`: the host's handle and param
 
 from __future__ import annotations
 
+import bisect
 import ctypes
 
 FUNCTIONS: dict = {}  # host function handle -> Function, for CUfunction(int) made by a program
@@ -105,3 +106,40 @@ class Function:
             packed = packed and off == pos
             pos = off + size
         self.packed = packed
+
+
+class Allocations:
+    """This process's live device allocations (base -> size), as the host gave them out.
+
+    A free of anything that is not a base fails at once, as cuMemFree does natively; a synchronous
+    host-to-device copy whose destination lies inside one allocation need not wait for the host's
+    answer (see `Session.htod`). The host checks both again: this is for speed and native errors,
+    not for safety."""
+
+    def __init__(self):
+        self._size: dict[int, int] = {}
+        self._starts: list[int] = []  # sorted bases
+
+    def add(self, base: int, size: int) -> None:
+        if base not in self._size:
+            bisect.insort(self._starts, base)
+        self._size[base] = size
+
+    def discard(self, base: int) -> None:
+        if self._size.pop(base, None) is not None:
+            del self._starts[bisect.bisect_left(self._starts, base)]
+
+    def __contains__(self, base: int) -> bool:
+        return base in self._size
+
+    def covers(self, ptr: int, nbytes: int) -> bool:
+        """[ptr, ptr + nbytes) lies inside one allocation."""
+        i = bisect.bisect_right(self._starts, ptr) - 1
+        if i < 0:
+            return False
+        base = self._starts[i]
+        return ptr + nbytes <= base + self._size[base]
+
+    def clear(self) -> None:
+        self._size.clear()
+        self._starts.clear()

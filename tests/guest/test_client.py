@@ -132,3 +132,15 @@ def test_each_module_image_is_sent_once(pair, monkeypatch):
         assert [c.args[1] for c in loads] == [0, len(image), 0]  # hash, bytes, hash
     finally:
         driver._tls.stack = []
+
+
+def test_a_synchronous_copy_that_need_not_wait_is_sent_at_once_and_queued(pair):
+    session, host = pair
+    ptr = session.call(Op.MEM_ALLOC, (8192,)).values[0]
+    data = os.urandom(8192)
+    assert session.htod(ptr, memoryview(data), sync=True, wait=False) == 0
+    assert session._head == 8192 and not session._batch  # sent, and the ring not given back
+    session.call(Op.CTX_SYNCHRONIZE)
+    copy = next(c for c in host.calls if c.op == Op.MEMCPY_HTOD)
+    assert copy.queued and host.memory[ptr] == data
+    assert session._head == 0  # after a context synchronize nothing queued uses the window

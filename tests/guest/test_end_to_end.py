@@ -2,6 +2,7 @@
 `kvmgpu worker --backend sim` in loopback mode (started per test, stopped in a finalizer)."""
 
 import ctypes
+import os
 import json
 import subprocess
 import sys
@@ -88,4 +89,40 @@ def test_in_process_driver_calls(fresh_driver):
     assert cuda.cuGetErrorString(cuda.CUresult.CUDA_ERROR_OUT_OF_MEMORY) == (0, b"out of memory")
     with pytest.raises(AttributeError, match="kvmgpu does not forward cuGraphLaunch"):
         cuda.cuGraphLaunch
+    assert cuda.cuCtxDestroy(ctx) == (0,)
+
+
+def test_a_synchronous_copy_into_an_allocation_returns_once_staged(fresh_driver):
+    """cuMemcpyHtoD into memory the program allocated returns once its bytes are in the window
+    (the caller may overwrite its buffer at once, as after a native pageable copy); a bad
+    destination still fails at once, and a copy the guest cannot vouch for waits for the host."""
+    cuda = fresh_driver
+    cuda.cuInit(0)
+    _, ctx = cuda.cuCtxCreate(0, cuda.cuDeviceGet(0)[1])
+    session = cuda._session_for_tools()
+    n = 3 << 20
+    _, dptr = cuda.cuMemAlloc(n)
+    src = bytearray(os.urandom(n))
+    first = bytes(src)
+    head = session._head
+    assert cuda.cuMemcpyHtoD(dptr, src, n) == (0,)
+    assert session._head > head  # queued: the ring is given back at the next FENCE, not now
+    src[:] = bytes(n)  # the program reuses its buffer at once
+    out = bytearray(n)
+    assert cuda.cuMemcpyDtoH(out, dptr, n) == (0,)
+    assert out == first
+    # partly outside the allocation: the native error, at once
+    assert cuda.cuMemcpyHtoD(int(dptr) + n - 8, src, 16) == (cuda.CUresult.CUDA_ERROR_INVALID_VALUE,)
+    assert cuda.cuMemcpyHtoD(0x1234, src, 16) == (cuda.CUresult.CUDA_ERROR_INVALID_VALUE,)
+    # many copies walk the whole window: the ring wraps (FENCE) and every copy lands
+    chunk = 1 << 20
+    for i in range(session.window_size // chunk + 3):
+        src[:chunk] = bytes([i % 251]) * chunk
+        assert cuda.cuMemcpyHtoD(int(dptr) + (i % 3) * chunk, src, chunk) == (0,)
+    assert cuda.cuCtxSynchronize() == (0,)
+    assert cuda.cuMemcpyDtoH(out, dptr, n) == (0,)
+    last = session.window_size // chunk + 2
+    for i in range(last - 2, last + 1):
+        assert out[(i % 3) * chunk: (i % 3 + 1) * chunk] == bytes([i % 251]) * chunk
+    assert cuda.cuMemFree(dptr) == (0,)
     assert cuda.cuCtxDestroy(ctx) == (0,)
