@@ -25,7 +25,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import NamedTuple, Union
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: MEMCPY_HTOD_STAGED
 MAGIC = 0x474B  # "KG"
 HEADER = struct.Struct("<HBBIII")
 HEADER_SIZE = HEADER.size  # 16
@@ -88,6 +88,7 @@ class Op(enum.IntEnum):
     EVENT_ELAPSED = 23
     EVENT_DESTROY = 24
     FENCE = 25  # wait until no queued work still reads or writes this session's window
+    MEMCPY_HTOD_STAGED = 26  # a synchronous HtoD the guest does not wait for (see OPS)
 
 
 @dataclass(frozen=True)
@@ -146,6 +147,11 @@ OPS: dict[Op, OpSpec] = {
     Op.EVENT_ELAPSED: _spec("start end", "f"),
     Op.EVENT_DESTROY: _spec("event", queueable=True),
     Op.FENCE: _spec(synchronising=True),
+    # cuMemcpyHtoD, sent QUEUED: the host copies [offset, +nbytes) of the window to dst in null-
+    # stream order and waits for the copy, then stores this call's seq (u32) at window offset
+    # `done` (4-aligned), so the guest knows when it may refill those staging bytes. An error
+    # surfaces at the next synchronising call; `done` is stored whatever the outcome.
+    Op.MEMCPY_HTOD_STAGED: _spec("dst offset nbytes done", queueable=True),
 }
 
 _OP_SPECS: dict[int, tuple[Op, OpSpec]] = {int(op): (op, spec) for op, spec in OPS.items()}

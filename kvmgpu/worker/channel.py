@@ -36,16 +36,19 @@ class Channel:
         conn = self.conn
         try:
             conn.receive_data(data)
+            take_launches, next_event = conn.take_launches, conn.next_event
             while True:
                 # The hot path: runs of QUEUED LAUNCH frames, decoded in place (take_launches
-                # checks what next_event checks) and dispatched with no objects per frame.
-                launches = conn.take_launches()
+                # checks what next_event checks) and dispatched with no objects per frame. A run
+                # ends at a frame that is not one, or at the end of the bytes: next_event goes on.
+                launches = take_launches()
                 if launches:
                     self._launches(launches)
-                    continue
+                    if len(launches) == 256:  # take_launches' limit: there may be more
+                        continue
                 if _TRACE:
                     t1 = _ns()
-                event = conn.next_event()
+                event = next_event()
                 if event is NEED_DATA:
                     break
                 if _TRACE:
@@ -68,7 +71,7 @@ class Channel:
         vg.calls[Op.LAUNCH] += launch_run(vg, self.cid, launches)
 
     def _handle(self, event) -> bytes | None:
-        if isinstance(event, Call):
+        if type(event) is Call:
             session = self.vgpu.sessions.get((self.cid, event.session))
             if session is None:
                 if event.queued:

@@ -129,6 +129,26 @@ def memcpy_htod(vg, s: Session, call):
     return OK
 
 
+def memcpy_htod_staged(vg, s: Session, call):
+    """cuMemcpyHtoD that the guest did not wait for: copied now and waited for (in null-stream
+    order, as natively), then the call's seq goes to the u32 at window offset `done`: the guest
+    refills its staging bytes once it reads there a seq at or past the one it sent. Only this
+    worker writes there; what the guest writes there misleads only the guest itself."""
+    dst, offset, nbytes, done = call.args
+    if done % 4:
+        _invalid(f"done offset {done} is not 4-aligned")
+    at = s.check_window(done, 4)
+    try:
+        if nbytes:
+            s.check_range(dst, nbytes, "destination")
+            host = s.check_window(offset, nbytes)
+            vg.backend.memcpy_htod(dst, host, nbytes, None, True)
+            vg.bytes["htod"] += nbytes
+    finally:
+        vg.region.view[at: at + 4].cast("I")[0] = call.seq  # one aligned store: never torn
+    return OK
+
+
 def memcpy_dtoh(vg, s: Session, call):
     offset, src, nbytes, stream = call.args
     st = s.stream(stream)
@@ -461,5 +481,6 @@ HANDLERS = {
     Op.EVENT_ELAPSED: event_elapsed,
     Op.EVENT_DESTROY: event_destroy,
     Op.FENCE: fence,
+    Op.MEMCPY_HTOD_STAGED: memcpy_htod_staged,
 }
 assert set(HANDLERS) == set(Op), "every op needs a handler"

@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from kvmgpu_guest.protocol import PROTOCOL_VERSION
 from loopback import PROGRAMS, need_kernels
 
 
@@ -53,7 +54,7 @@ def test_info_shows_the_vgpu(worker):
            "info", "--json", "--socket", worker.socket, "--shm", worker.shm]
     info = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
     assert info["memory_total"] == 64 << 20 and info["memory_used"] == 0
-    assert info["backend"] == "sim" and info["protocol_version"] == 1
+    assert info["backend"] == "sim" and info["protocol_version"] == PROTOCOL_VERSION
     text = subprocess.run(cmd[:-5] + cmd[-4:], capture_output=True, text=True, check=True).stdout
     assert "sim (development backend" in text and "64 MiB" in text
 
@@ -125,4 +126,30 @@ def test_a_synchronous_copy_into_an_allocation_returns_once_staged(fresh_driver)
     for i in range(last - 2, last + 1):
         assert out[(i % 3) * chunk: (i % 3 + 1) * chunk] == bytes([i % 251]) * chunk
     assert cuda.cuMemFree(dptr) == (0,)
+    assert cuda.cuCtxDestroy(ctx) == (0,)
+
+
+def test_synchronous_copies_through_the_staging_slots(fresh_driver, monkeypatch):
+    """Small staging slots (the ones of a real window are MiBs): copies of many slots each, the
+    source overwritten as soon as each call returns, land whole; the ring is not used."""
+    import kvmgpu_guest.client as client
+    monkeypatch.setattr(client, "STAGE_CHUNK", 64 << 10)
+    cuda = fresh_driver
+    cuda.cuInit(0)
+    _, ctx = cuda.cuCtxCreate(0, cuda.cuDeviceGet(0)[1])
+    session = cuda._session_for_tools()
+    assert session._stage_base > 0
+    n = 1 << 20  # 16 slots' worth: the 4 slots are refilled four times a copy
+    _, dptr = cuda.cuMemAlloc(n)
+    src = bytearray(n)
+    expect = b""
+    for i in range(5):
+        src[:] = os.urandom(n)
+        expect = bytes(src)
+        assert cuda.cuMemcpyHtoD(dptr, src, n) == (0,)
+    src[:] = bytes(n)
+    assert session._head == 0  # nothing went through the ring
+    out = bytearray(n)
+    assert cuda.cuMemcpyDtoH(out, dptr, n) == (0,)
+    assert out == expect
     assert cuda.cuCtxDestroy(ctx) == (0,)

@@ -140,6 +140,38 @@ def test_copies_and_memset(g):
     g.ok(Op.MEMCPY_HTOD, p, 0, 0, 0)  # nbytes 0: no-op
 
 
+def done_word(g, at: int) -> int:
+    return struct.unpack_from("<I", g.window.view, at)[0]
+
+
+def test_staged_copy_lands_then_says_done(g):
+    p = g.alloc(8192)
+    done = g.welcome.window_size - 64
+    g.window.view[:8192] = bytes(range(256)) * 32
+    g.window.view[done: done + 4] = b"\0" * 4
+    g.call(Op.MEMCPY_HTOD_STAGED, p, 0, 8192, done, queued=True)
+    assert done_word(g, done) == g.conn._seq != 0  # the staged call's own seq
+    assert g.get(p, 8192) == bytes(range(256)) * 32
+
+
+@pytest.mark.parametrize("case", ["unaligned done", "done outside the window", "bad destination",
+                                  "window range past the end"])
+def test_bad_staged_copies_fail_at_the_next_synchronising_call(g, case):
+    p = g.alloc(4096)
+    g.put(p, b"\x11" * 4096)
+    win = g.welcome.window_size
+    args = {"unaligned done": (p, 0, 16, win - 62), "done outside the window": (p, 0, 16, win),
+            "bad destination": (0xDEAD0000, 0, 16, win - 64),
+            "window range past the end": (p, win - 8, 16, win - 64)}[case]
+    g.window.view[win - 64: win - 60] = b"\0" * 4
+    g.call(Op.MEMCPY_HTOD_STAGED, *args, queued=True)
+    assert status(g.call(Op.CTX_SYNCHRONIZE)) == INVALID_VALUE
+    if case in ("bad destination", "window range past the end"):
+        assert done_word(g, win - 64) != 0  # said done all the same: the guest may reuse its slot
+    assert g.get(p, 4096) == b"\x11" * 4096  # nothing changed
+    still_serves(g)
+
+
 @pytest.mark.parametrize("case", [
     "window offset past the end", "window range past the end", "huge nbytes",
     "pointer not owned", "range past the allocation end", "range spans two allocations",
