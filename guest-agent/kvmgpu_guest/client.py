@@ -39,14 +39,20 @@ COPY_PIECE = int(os.environ.get("KVMGPU_COPY_PIECE") or 1 << 20)  # a copy is sp
 PIPE_MIN = int(os.environ.get("KVMGPU_PIPE_MIN") or 1 << 20)
 PIPE_MAX = int(os.environ.get("KVMGPU_PIPE_CHUNK") or 16 << 20)
 DTOH_IN_FLIGHT = 3  # device-to-host chunks asked for ahead of the one being copied out
+# A device-to-host copy up to this size goes in one piece, copied out by COPY_THREADS threads (the
+# DMA into the window is several times faster than one thread's copy out of it: splitting the copy
+# out gains more than overlapping it with the DMA of the next chunk)
+DTOH_WHOLE = int(os.environ.get("KVMGPU_DTOH_WHOLE") or 16 << 20)
 # Synchronous host-to-device copies into memory the process allocated go through a few staging
 # slots at the window's end, refilled as the host reports each slot's copy done (MEMCPY_HTOD_STAGED):
 # the same few MiB are written again and again, so they stay in the CPU cache (measured on the H200
 # host: 1 MiB into a cached slot 38 µs, into the next cold MiB of a ring 146 µs).
 STAGE_CHUNK = int(os.environ.get("KVMGPU_STAGE_CHUNK") or 1 << 20)
 STAGE_SLOTS = int(os.environ.get("KVMGPU_STAGE_SLOTS") or 4)
+STAGE_MAX = int(os.environ.get("KVMGPU_STAGE_MAX") or 8 << 20)  # larger copies are cold anyway: they go
+# through the ring in big chunks, copied in by COPY_THREADS threads (measured faster from 16 MiB up)
 STAGE_WAIT_S = 0.002  # a slot not given back in this long: FENCE (all staged copies are then done)
-FIRST_BATCH = 512  # after a reply the worker (and often the GPU) is idle: the next batch goes out this
+FIRST_BATCH = int(os.environ.get("KVMGPU_FIRST_BATCH") or 512)  # after a reply the worker (and often the GPU) is idle: the next batch goes out this
 # small, and each one after it twice as big up to BATCH_BYTES, so the GPU gets work at once
 RECV_BYTES = 64 * 1024  # under glibc's mmap threshold: a larger recv() buffer costs an mmap per call
 RING_ALIGN = 64
@@ -291,7 +297,7 @@ class Session:
         if _TRACE:
             _mark("gh")
         with self.lock:
-            if sync and not wait and not stream and self._stage_base >= 0:
+            if sync and not wait and not stream and self._stage_base >= 0 and n <= STAGE_MAX:
                 return self._htod_staged(dst, src)
             chunk = _chunk(n, self._ring_size)
             view = self.view
@@ -327,7 +333,7 @@ class Session:
         while pos < n:
             size = min(STAGE_CHUNK, n - pos)
             off = self._free_slot()
-            view[off: off + size] = src[pos: pos + size]
+            _copy(view, off, src, pos, size)
             self._seq = seq = (self._seq + 1) & 0xFFFFFFFF
             self._batch += _STAGED_FRAME.pack(MAGIC, _CALL, QUEUED, self.id, seq, _STAGED_BODY, _OP_STAGED,
                                               4, dst + pos, off, size, self._done_at)
@@ -368,7 +374,7 @@ class Session:
                 reply = self.call(Op.MEMCPY_DTOH, (off, src, 0, stream))
                 self.release(off)
                 return reply.status
-            chunk = _chunk(n, self._ring_size)
+            chunk = min(n, self._ring_size) if n <= DTOH_WHOLE else _chunk(n, self._ring_size)
             view = self.view
             start = self._head
             status = 0
