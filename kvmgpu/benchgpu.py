@@ -132,32 +132,12 @@ def run_workloads(cu, sizes, launches=20000, iters=1000, pinned=False) -> dict:
     return out
 
 
-def cpu_plan() -> tuple[set, set]:
-    """(CPUs for this process, CPUs for the worker): the worker gets one hardware thread of a core of
-    its own (its sibling threads are left idle), this process (native and guest side) the rest, so
-    the two sides of the forwarded run never share a core, as a VM's vCPUs and its worker would not
-    on a host set up for it. Without two cores: everything everywhere."""
-    mine = sorted(os.sched_getaffinity(0))
-    cores: dict = {}
-    for cpu in mine:
-        try:
-            sib = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology/thread_siblings_list").read_text().strip()
-        except OSError:
-            sib = str(cpu)
-        cores.setdefault(sib, []).append(cpu)
-    if len(cores) < 2:
-        return set(mine), set(mine)
-    worker_core = list(cores.values())[-1]
-    return set(mine) - set(worker_core), {worker_core[0]}
-
-
-def start_worker(tmp: str, region: int, backend: str = "cuda", cpus: set | None = None):
+def start_worker(tmp: str, region: int, backend: str = "cuda"):
     sock, shm = os.path.join(tmp, "bench.sock"), f"/dev/shm/kvmgpu-benchgpu-{os.getpid()}"
     log = open(os.path.join(tmp, "worker.log"), "w+")
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'guest-agent'}:{ROOT}"}
     proc = subprocess.Popen([sys.executable, "-c", WORKER, "8G", sock, shm, f"{region // MiB}M", "bench",
-                             "100", "share"], stdout=log, stderr=subprocess.STDOUT, env=env,
-                            preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
+                             "100", "share"], stdout=log, stderr=subprocess.STDOUT, env=env)
     deadline = time.monotonic() + 60
     while not os.path.exists(sock):
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -286,19 +266,16 @@ def main(argv=None) -> int:
         sizes.pop()
     region = max(sizes) + 64 * MiB
 
-    mine, worker_cpus = cpu_plan()
-    os.sched_setaffinity(0, mine)
     from cuda.bindings import driver as native
     _ok(native.cuInit(0))
     info = {"gpu": _ok(native.cuDeviceGetName(256, 0)).split(b"\0")[0].decode(),
             "env": {k: v for k, v in os.environ.items() if k.startswith("KVMGPU_")},
             "driver": _ok(native.cuDriverGetVersion()), "date": time.strftime("%Y-%m-%d"),
-            "python": sys.version.split()[0], "cpus": {"bench": len(mine), "worker": sorted(worker_cpus)},
-            "command": "python -m kvmgpu.benchgpu " + " ".join(argv or sys.argv[1:])}
+            "python": sys.version.split()[0], "command": "python -m kvmgpu.benchgpu " + " ".join(argv or sys.argv[1:])}
     nat = run_workloads(native, sizes, iters=a.iters, pinned=True)
 
     tmp = tempfile.mkdtemp(prefix="kvmgpu-benchgpu-")
-    proc, sock, shm = start_worker(tmp, region, cpus=worker_cpus)
+    proc, sock, shm = start_worker(tmp, region)
     try:
         os.environ["KVMGPU_SOCKET"], os.environ["KVMGPU_SHM"] = sock, shm
         from kvmgpu_guest import driver as fwd_driver
