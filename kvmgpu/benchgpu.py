@@ -1,10 +1,10 @@
 """Native against forwarded, side by side on one GPU: `python -m kvmgpu.benchgpu [--json FILE]`.
 
-The same workload functions run twice: on `cuda.bindings.driver` in this process (native), and on
+The same workload functions run on `cuda.bindings.driver` in this process (native) and on
 `kvmgpu_guest.driver` (the same API, forwarded) against a loopback worker on the cuda backend.
 Figures: queued launch, launch + synchronize round trip, HtoD / DtoH bandwidth 1 MiB..1 GiB
 (native pageable and pinned as well), and an iterative stencil of >= 1000 launches with data in
-and out. Compute shares and the memory quota are measured by tests/gpu (see run_on_h200.sh).
+and out. The two sides take turns, repetition by repetition, and the best of each counts. Compute shares and the memory quota are measured by tests/gpu (see run_on_h200.sh).
 """
 
 from __future__ import annotations
@@ -44,71 +44,99 @@ def _best(fn, repeat=3):
     return min(fn() for _ in range(repeat))
 
 
-def run_workloads(cu, sizes, launches=20000, iters=1000, pinned=False) -> dict:
-    """Every figure for one driver module `cu` (native or forwarded)."""
-    out: dict = {}
-    dev = _ok(cu.cuDeviceGet(0))
-    if cu.__name__.startswith("cuda.bindings"):
-        ctx = _ok(cu.cuDevicePrimaryCtxRetain(dev))
-        _ok(cu.cuCtxSetCurrent(ctx))
-    else:
-        _ok(cu.cuCtxCreate(0, dev))
-    mod = _ok(cu.cuModuleLoadData(PTX.read_bytes()))
-    spin = _ok(cu.cuModuleGetFunction(mod, b"spin"))
-    stencil = _ok(cu.cuModuleGetFunction(mod, b"stencil1d"))
-    zero = ctypes.c_longlong(0)
-    ptrs = (ctypes.c_void_p * 1)(ctypes.addressof(zero))
-    kp = ctypes.addressof(ptrs)  # a prepared void*[]: the cheapest way to pass parameters natively
+class Workloads:
+    """The workloads on one driver module `cu` (native or forwarded), each as a function that runs
+    one repetition and returns its time in seconds (`figures()`); `main` runs every figure on both
+    sides in turn, repetition by repetition, so that a drift of the GPU's or the host's speed during
+    the run (the same 1000 kernels took 5.4 ms of GPU time in one run and 7.4 ms in the next) falls
+    on both sides alike."""
 
-    def queued():
-        t = time.perf_counter()
-        for _ in range(launches):
-            cu.cuLaunchKernel(spin, 1, 1, 1, 1, 1, 1, 0, 0, kp, 0)
-        _ok(cu.cuCtxSynchronize())
-        return (time.perf_counter() - t) / launches * 1e6
-    queued()
-    out["queued_launch_us"] = _best(queued)
+    def __init__(self, cu, sizes, launches=20000, iters=1000, pinned=False):
+        self.cu, self.sizes, self.launches, self.iters = cu, sizes, launches, iters
+        dev = _ok(cu.cuDeviceGet(0))
+        if cu.__name__.startswith("cuda.bindings"):
+            _ok(cu.cuCtxSetCurrent(_ok(cu.cuDevicePrimaryCtxRetain(dev))))
+        else:
+            _ok(cu.cuCtxCreate(0, dev))
+        self.ctx = _ok(cu.cuCtxGetCurrent())
+        mod = _ok(cu.cuModuleLoadData(PTX.read_bytes()))
+        self.spin = _ok(cu.cuModuleGetFunction(mod, b"spin"))
+        self.stencil = _ok(cu.cuModuleGetFunction(mod, b"stencil1d"))
+        self._zero = ctypes.c_longlong(0)
+        self._ptrs = (ctypes.c_void_p * 1)(ctypes.addressof(self._zero))
+        self.kp = ctypes.addressof(self._ptrs)  # a prepared void*[]: the cheapest way to pass parameters natively
+        big = max(sizes)
+        self.dptr = _ok(cu.cuMemAlloc(big))
+        self.kinds = {"pageable": np.ones(big, dtype=np.uint8)}  # pageable memory of this process
+        if pinned:
+            hp = _ok(cu.cuMemHostAlloc(big, 0))
+            self.kinds["pinned"] = np.ctypeslib.as_array((ctypes.c_uint8 * big).from_address(int(hp)))
+        self.checksums: dict = {}
 
-    def roundtrip():
-        n = 2000
-        t = time.perf_counter()
-        for _ in range(n):
-            cu.cuLaunchKernel(spin, 1, 1, 1, 1, 1, 1, 0, 0, kp, 0)
-            cu.cuStreamSynchronize(0)
-        return (time.perf_counter() - t) / n * 1e6
-    out["launch_sync_us"] = _best(roundtrip)
+    def current(self) -> None:
+        """Make this side's context current (the two sides alternate in one thread)."""
+        if self.cu.__name__.startswith("cuda.bindings"):
+            _ok(self.cu.cuCtxSetCurrent(self.ctx))
 
-    big = max(sizes)
-    dptr = _ok(cu.cuMemAlloc(big))
-    host = np.ones(big, dtype=np.uint8)  # pageable memory of this process
-    kinds = {"pageable": host}
-    if pinned:
-        hp = _ok(cu.cuMemHostAlloc(big, 0))
-        kinds["pinned"] = np.ctypeslib.as_array((ctypes.c_uint8 * big).from_address(int(hp)))
-    for kind, buf in kinds.items():
-        for size in sizes:
-            reps = max(2, min(20, (256 * MiB) // size))
+    def figures(self) -> list:
+        """[(figure, one repetition -> seconds, best seconds -> figure value)]."""
+        cu, spin, kp = self.cu, self.spin, self.kp
+        out = []
 
-            def htod():
-                t = time.perf_counter()
-                for _ in range(reps):
-                    _ok(cu.cuMemcpyHtoD(dptr, buf.ctypes.data, size))
-                _ok(cu.cuCtxSynchronize())  # counted until every copy has landed
-                return (time.perf_counter() - t) / reps
+        def queued(n=self.launches):
+            t = time.perf_counter()
+            for _ in range(n):
+                cu.cuLaunchKernel(spin, 1, 1, 1, 1, 1, 1, 0, 0, kp, 0)
+            _ok(cu.cuCtxSynchronize())
+            return time.perf_counter() - t
+        out.append(("queued_launch_us", queued, lambda t: t / self.launches * 1e6))
 
-            def dtoh():
-                t = time.perf_counter()
-                for _ in range(reps):
-                    _ok(cu.cuMemcpyDtoH(buf.ctypes.data, dptr, size))
-                return (time.perf_counter() - t) / reps
-            out[f"htod_{kind}_GBps_{size // MiB}M"] = size / _best(htod) / 1e9
-            out[f"dtoh_{kind}_GBps_{size // MiB}M"] = size / _best(dtoh) / 1e9
-    _ok(cu.cuMemFree(dptr))
+        def roundtrip(n=2000):
+            t = time.perf_counter()
+            for _ in range(n):
+                cu.cuLaunchKernel(spin, 1, 1, 1, 1, 1, 1, 0, 0, kp, 0)
+                cu.cuStreamSynchronize(0)
+            return time.perf_counter() - t
+        out.append(("launch_sync_us", roundtrip, lambda t: t / 2000 * 1e6))
 
-    # The same iterative stencil at two sizes: 1M floats is launch-bound (each kernel is a few µs
-    # of GPU time, so the host's cost per launch shows), 16M floats is GPU-bound (a realistic
-    # kernel length, where a forwarded launch hides behind the one before it).
-    for n, tag in ((1 << 20, "1M"), (1 << 24, "16M")):
+        for kind, buf in self.kinds.items():
+            for size in self.sizes:
+                reps = max(2, min(20, (256 * MiB) // size))
+                out.append((f"htod_{kind}_GBps_{size // MiB}M", self._htod(buf, size, reps),
+                            lambda t, size=size, reps=reps: size * reps / t / 1e9))
+                out.append((f"dtoh_{kind}_GBps_{size // MiB}M", self._dtoh(buf, size, reps),
+                            lambda t, size=size, reps=reps: size * reps / t / 1e9))
+
+        # The same iterative stencil at two sizes: 1M floats (each kernel a few µs of GPU time, so
+        # the host's cost per launch and the copies out show), 16M floats (a realistic kernel
+        # length, where a forwarded launch hides behind the one before it).
+        for n, tag in ((1 << 20, "1M"), (1 << 24, "16M")):
+            out.append((f"stencil_{tag}_e2e_s", self._stencil(n, tag), lambda t: t))
+        return out
+
+    def _htod(self, buf, size, reps):
+        cu, dptr = self.cu, self.dptr
+
+        def htod():
+            t = time.perf_counter()
+            for _ in range(reps):
+                _ok(cu.cuMemcpyHtoD(dptr, buf.ctypes.data, size))
+            _ok(cu.cuCtxSynchronize())  # counted until every copy has landed
+            return time.perf_counter() - t
+        return htod
+
+    def _dtoh(self, buf, size, reps):
+        cu, dptr = self.cu, self.dptr
+
+        def dtoh():
+            t = time.perf_counter()
+            for _ in range(reps):
+                _ok(cu.cuMemcpyDtoH(buf.ctypes.data, dptr, size))
+            return time.perf_counter() - t
+        return dtoh
+
+    def _stencil(self, n, tag):
+        cu, stencil, iters = self.cu, self.stencil, self.iters
         x = np.random.default_rng(0).random(n, dtype=np.float32)
         y = np.empty_like(x)
 
@@ -125,10 +153,30 @@ def run_workloads(cu, sizes, launches=20000, iters=1000, pinned=False) -> dict:
             dt = time.perf_counter() - t
             _ok(cu.cuMemFree(a))
             _ok(cu.cuMemFree(b))
+            self.checksums[f"stencil_{tag}_checksum"] = float(y.astype(np.float64).sum())
             return dt
-        e2e()
-        out[f"stencil_{tag}_e2e_s"] = _best(e2e)
-        out[f"stencil_{tag}_checksum"] = float(y.astype(np.float64).sum())
+        return e2e
+
+
+def run_side_by_side(sides: dict, repeat: int = 5) -> dict:
+    """{side: {figure: value}}: each figure warmed up on every side that has it, then `repeat`
+    repetitions taken in turn on each side; the best repetition of each side counts."""
+    plans = {name: {fig: (fn, value) for fig, fn, value in w.figures()} for name, w in sides.items()}
+    order = list(dict.fromkeys(fig for plan in plans.values() for fig in plan))
+    out: dict = {name: {} for name in sides}
+    for figure in order:
+        having = [name for name in sides if figure in plans[name]]
+        best = {name: float("inf") for name in having}
+        for rep in range(repeat + 1):
+            for name in having:
+                sides[name].current()
+                t = plans[name][figure][0]()
+                if rep:  # the first round is the warm-up
+                    best[name] = min(best[name], t)
+        for name in having:
+            out[name][figure] = plans[name][figure][1](best[name])
+    for name, w in sides.items():
+        out[name].update(w.checksums)
     return out
 
 
@@ -253,6 +301,7 @@ def main(argv=None) -> int:
     ap.add_argument("--probe", action="store_true", help="only the round-trip pieces (backend, echo)")
     ap.add_argument("--max-size", default=1024, type=int, help="largest copy in MiB")
     ap.add_argument("--iters", default=1000, type=int, help="stencil launches")
+    ap.add_argument("--repeat", default=5, type=int, help="repetitions of each figure on each side, taken in turn")
     a = ap.parse_args(argv)
     if a.probe:
         r = probe()
@@ -272,7 +321,7 @@ def main(argv=None) -> int:
             "env": {k: v for k, v in os.environ.items() if k.startswith("KVMGPU_")},
             "driver": _ok(native.cuDriverGetVersion()), "date": time.strftime("%Y-%m-%d"),
             "python": sys.version.split()[0], "command": "python -m kvmgpu.benchgpu " + " ".join(argv or sys.argv[1:])}
-    nat = run_workloads(native, sizes, iters=a.iters, pinned=True)
+    native_side = Workloads(native, sizes, iters=a.iters, pinned=True)
 
     tmp = tempfile.mkdtemp(prefix="kvmgpu-benchgpu-")
     proc, sock, shm = start_worker(tmp, region)
@@ -280,7 +329,9 @@ def main(argv=None) -> int:
         os.environ["KVMGPU_SOCKET"], os.environ["KVMGPU_SHM"] = sock, shm
         from kvmgpu_guest import driver as fwd_driver
         _ok(fwd_driver.cuInit(0))
-        fwd = run_workloads(fwd_driver, sizes, iters=a.iters)
+        forwarded_side = Workloads(fwd_driver, sizes, iters=a.iters)
+        both = run_side_by_side({"native": native_side, "forwarded": forwarded_side}, a.repeat)
+        nat, fwd = both["native"], both["forwarded"]
     finally:
         proc.terminate()
         proc.wait(10)
