@@ -339,8 +339,10 @@ class Connection:
 
     def take_launches(self, limit: int = 256) -> list:
         """Host side, the hot path: the run of well-formed QUEUED LAUNCH frames at the head of the
-        buffer (at most `limit`), each as `(session, seq, args, blob)` (blob a bytearray), decoded in place with one
-        struct per frame. It stops at the first frame that is anything else, is not whole yet, or
+        buffer (at most `limit`), each as `(fields, blob)`: `fields` the frame's header, op header
+        and nine args as one 17-tuple (`_LAUNCH_HEAD`: magic, kind, flags, session, seq, length,
+        op, nargs, function, gx, gy, gz, bx, by, bz, shared, stream), `blob` the parameter bytes (a
+        bytearray), decoded in place with one struct per frame. It stops at the first frame that is anything else, is not whole yet, or
         breaks any rule `next_event` enforces, and leaves that frame to `next_event` (which checks
         it and raises, or decodes it the general way). So the checks are the same on both paths.
         """
@@ -359,7 +361,7 @@ class Connection:
                     or length < _LAUNCH_BODY or length - _LAUNCH_BODY > MAX_ARG_BYTES
                     or session not in sessions):
                 break
-            out.append((session, seq, t[8:], buf[pos + _LAUNCH_FIXED: end]))
+            out.append((t, buf[pos + _LAUNCH_FIXED: end]))
             pos = end
         self._pos = pos
         return out

@@ -342,7 +342,7 @@ def _queued_launch_failed(vg: VGpu, s: Session, seq: int, e: Exception) -> None:
 
 
 def launch_run(vg: VGpu, cid: int, launches: list) -> int:
-    """A run of QUEUED LAUNCH frames from channel `cid` (`Connection.take_launches` tuples), with
+    """A run of QUEUED LAUNCH frames from channel `cid` (`Connection.take_launches` pairs), with
     what every launch needs looked up once per run. Each launch passes exactly the checks of
     `_check_launch` (session, function, stream, grid, block, threads, shared memory, argument
     size) inline; any launch that fails one, a broken context, or a backend without
@@ -355,7 +355,8 @@ def launch_run(vg: VGpu, cid: int, launches: list) -> int:
     gxm, gym, gzm, bxm, bym, bzm, threads, smem = _launch_limits(vg)
     last_sid, s, functions, streams = None, None, None, None
     n = 0
-    for sid, seq, args, blob in launches:
+    for t, blob in launches:
+        _, _, _, sid, seq, _, _, _, fh, gx, gy, gz, bx, by, bz, shared, stream = t
         if sid != last_sid:
             last_sid, s = sid, sessions.get((cid, sid))
             if s is not None:
@@ -363,7 +364,6 @@ def launch_run(vg: VGpu, cid: int, launches: list) -> int:
         if s is None:
             continue  # a queued call on no session: dropped, as in Channel._handle
         n += 1
-        fh, gx, gy, gz, bx, by, bz, shared, stream = args
         f = functions.get(fh)
         st = None if stream == 0 else streams.get(stream)
         if (flat is None or vg.broken is not None or f is None or (stream != 0 and st is None)
@@ -371,7 +371,7 @@ def launch_run(vg: VGpu, cid: int, launches: list) -> int:
                                                     and 1 <= bx <= bxm and 1 <= by <= bym
                                                     and 1 <= bz <= bzm)
                 or bx * by * bz > threads or shared > smem):
-            launch_queued(vg, s, seq, args, blob)
+            launch_queued(vg, s, seq, t[8:], blob)
             continue
         try:
             if before is not None:
