@@ -43,12 +43,12 @@ DTOH_IN_FLIGHT = 3  # device-to-host chunks asked for ahead of the one being cop
 # DMA into the window is several times faster than one thread's copy out of it: splitting the copy
 # out gains more than overlapping it with the DMA of the next chunk)
 DTOH_WHOLE = int(os.environ.get("KVMGPU_DTOH_WHOLE") or 16 << 20)
-# Synchronous host-to-device copies into memory the process allocated go through a few staging
+# Synchronous host-to-device copies into memory the process allocated go through two staging
 # slots at the window's end, refilled as the host reports each slot's copy done (MEMCPY_HTOD_STAGED):
 # the same few MiB are written again and again, so they stay in the CPU cache (measured on the H200
 # host: 1 MiB into a cached slot 38 µs, into the next cold MiB of a ring 146 µs).
 STAGE_CHUNK = int(os.environ.get("KVMGPU_STAGE_CHUNK") or 1 << 20)
-STAGE_SLOTS = int(os.environ.get("KVMGPU_STAGE_SLOTS") or 4)
+STAGE_SLOTS = int(os.environ.get("KVMGPU_STAGE_SLOTS") or 2)
 STAGE_MAX = int(os.environ.get("KVMGPU_STAGE_MAX") or 8 << 20)  # larger copies are cold anyway: they go
 # through the ring in big chunks, copied in by COPY_THREADS threads (measured faster from 16 MiB up)
 STAGE_WAIT_S = 0.002  # a slot not given back in this long: FENCE (all staged copies are then done)
