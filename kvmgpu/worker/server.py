@@ -12,6 +12,7 @@ import errno
 import json
 import logging
 import os
+import select as select_mod
 import selectors
 import signal
 import socket
@@ -204,6 +205,7 @@ class Worker:
             poll_until = 0.0
             select = self._sel.select
             hot = None  # the channel served last: while polling, read it directly
+            hot_polled, hot_poll = None, None
             spins = 0
             while self._listener is not None or self._peers:
                 polling = poll_s and clock() < poll_until
@@ -213,7 +215,12 @@ class Worker:
                     # A recv on the channel that just spoke is far cheaper than a select() over all
                     # (that is the hop a waiting guest pays); the others are looked at every 8th spin.
                     spins += 1
-                    served = hot in self._peers and self._service(hot, selectors.EVENT_READ)
+                    if hot != hot_polled:  # a poll object on the hot channel alone: asking it costs
+                        hot_polled, hot_poll = hot, select_mod.poll()  # no exception when it is empty
+                        if hot in self._peers:
+                            hot_poll.register(self._peers[hot].sock, select_mod.POLLIN)
+                    served = (hot in self._peers and bool(hot_poll.poll(0))
+                              and self._service(hot, selectors.EVENT_READ))
                     if not served:
                         if spins & 7:
                             continue
