@@ -31,6 +31,7 @@ class FakeHost(threading.Thread):
         self.pending_error = 0  # error of a queued call, for the next synchronising one
         self.fail_queued: set[Op] = set()
         self.next_ptr = 0x1000
+        self.say_staged_done = True  # False: never store a staged copy's seq (a host that is stuck)
 
     def run(self):
         try:
@@ -84,6 +85,13 @@ class FakeHost(threading.Thread):
             dst, off, n, _ = a
             base, mem = self._find(dst)
             mem[dst - base: dst - base + n] = self._window(off, n)
+            return 0, (), b""
+        if op == Op.MEMCPY_HTOD_STAGED:
+            dst, off, n, done = a
+            base, mem = self._find(dst)
+            mem[dst - base: dst - base + n] = self._window(off, n)
+            if self.say_staged_done:
+                self._window(done, 4).cast("I")[0] = c.seq
             return 0, (), b""
         if op == Op.MEMCPY_DTOH:
             off, src, n, _ = a

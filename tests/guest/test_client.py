@@ -144,3 +144,39 @@ def test_a_synchronous_copy_that_need_not_wait_is_sent_at_once_and_queued(pair):
     copy = next(c for c in host.calls if c.op == Op.MEMCPY_HTOD)
     assert copy.queued and host.memory[ptr] == data
     assert session._head == 0  # after a context synchronize nothing queued uses the window
+
+
+@pytest.fixture
+def staged(pair, monkeypatch):
+    """The pair with 4 KiB staging slots (the window is 64 KiB): the handshake is done again so the
+    session lays its window out with them."""
+    import kvmgpu_guest.client as client
+    monkeypatch.setattr(client, "STAGE_CHUNK", 4096)
+    session, host = pair
+    session.handshake()
+    assert session._stage_base > 0
+    return session, host
+
+
+def test_staged_copies_refill_a_slot_when_the_host_says_it_is_done(staged):
+    session, host = staged
+    ptr = session.call(Op.MEM_ALLOC, (40000,)).values[0]
+    data = os.urandom(40000)  # ten slots. worth: each slot is refilled
+    assert session.htod(ptr, memoryview(data), wait=False) == 0
+    session.call(Op.CTX_SYNCHRONIZE)
+    ops = [c.op for c in host.calls]
+    assert ops.count(Op.MEMCPY_HTOD_STAGED) == 10 and Op.FENCE not in ops
+    assert host.memory[ptr] == data
+
+
+def test_a_host_that_never_says_done_gets_a_fence_and_the_copy_still_lands(staged, monkeypatch):
+    import kvmgpu_guest.client as client
+    monkeypatch.setattr(client, "STAGE_WAIT_S", 0.001)
+    session, host = staged
+    host.say_staged_done = False
+    ptr = session.call(Op.MEM_ALLOC, (40000,)).values[0]
+    data = os.urandom(40000)
+    assert session.htod(ptr, memoryview(data), wait=False) == 0
+    session.call(Op.CTX_SYNCHRONIZE)
+    assert Op.FENCE in [c.op for c in host.calls]
+    assert host.memory[ptr] == data
