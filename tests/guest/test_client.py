@@ -161,7 +161,7 @@ def staged(pair, monkeypatch):
 def test_staged_copies_refill_a_slot_when_the_host_says_it_is_done(staged):
     session, host = staged
     ptr = session.call(Op.MEM_ALLOC, (40000,)).values[0]
-    data = os.urandom(40000)  # ten slots. worth: each slot is refilled
+    data = os.urandom(40000)  # ten slots' worth: each slot is refilled
     assert session.htod(ptr, memoryview(data), wait=False) == 0
     session.call(Op.CTX_SYNCHRONIZE)
     ops = [c.op for c in host.calls]
