@@ -9,9 +9,11 @@ A `Session` owns one transport (control channel) and the session's window of the
 - `queue(op, args, blob)` appends a QUEUED frame to the batch; the batch goes out in one write when
   a call needs an answer or the batch passes `BATCH_BYTES`. This is the hot path: frames are packed
   with one precomputed struct per op, no objects are built per call.
-- The staging ring: bulk bytes (HtoD payloads, module images, DtoH results) go through the window.
+- The window: bulk bytes (HtoD payloads, module images, DtoH results) go through a ring in it.
   `reserve(n)` hands out the next `n` bytes; when the ring is full the session sends FENCE (the host
-  waits until no queued work still uses the window) and starts again at 0.
+  waits until no queued work still uses the window) and starts again at 0. A big enough window
+  also has two staging slots at its end for synchronous host-to-device copies that need not wait
+  (`_htod_staged`; docs/protocol.md, "Bulk bytes").
 """
 
 from __future__ import annotations
@@ -33,8 +35,9 @@ BATCH_BYTES = int(os.environ.get("KVMGPU_BATCH_BYTES") or 4096)  # a batch is wr
 # two sides then work in parallel; one write per ~40 launches)
 POLL_US = int(os.environ.get("KVMGPU_POLL_US") or 50)  # spin this long on a reply before blocking
 COPY_THREADS = int(os.environ.get("KVMGPU_COPY_THREADS") or min(4, os.cpu_count() or 1))
-COPY_PIECE = int(os.environ.get("KVMGPU_COPY_PIECE") or 1 << 20)  # a copy is split among threads in pieces of at least this (waking a thread
-# costs tens of µs on a VM: smaller pieces lose more than they gain)
+# A copy is split among threads in pieces of at least this (waking a thread costs tens of µs on a
+# VM: smaller pieces lose more than they gain; 512 KiB pieces made 1 MiB copies slower on the H200)
+COPY_PIECE = int(os.environ.get("KVMGPU_COPY_PIECE") or 1 << 20)
 # Bulk copies go in chunks of n/4, at least PIPE_MIN and at most PIPE_MAX bytes.
 PIPE_MIN = int(os.environ.get("KVMGPU_PIPE_MIN") or 1 << 20)
 PIPE_MAX = int(os.environ.get("KVMGPU_PIPE_CHUNK") or 16 << 20)
@@ -49,11 +52,13 @@ DTOH_WHOLE = int(os.environ.get("KVMGPU_DTOH_WHOLE") or 16 << 20)
 # host: 1 MiB into a cached slot 38 µs, into the next cold MiB of a ring 146 µs).
 STAGE_CHUNK = int(os.environ.get("KVMGPU_STAGE_CHUNK") or 1 << 20)
 STAGE_SLOTS = int(os.environ.get("KVMGPU_STAGE_SLOTS") or 2)
-STAGE_MAX = int(os.environ.get("KVMGPU_STAGE_MAX") or 8 << 20)  # larger copies are cold anyway: they go
-# through the ring in big chunks, copied in by COPY_THREADS threads (measured faster from 16 MiB up)
+# Larger copies are cold anyway: they go through the ring in big chunks, copied in by COPY_THREADS
+# threads (measured faster from 16 MiB up)
+STAGE_MAX = int(os.environ.get("KVMGPU_STAGE_MAX") or 8 << 20)
 STAGE_WAIT_S = 0.002  # a slot not given back in this long: FENCE (all staged copies are then done)
-FIRST_BATCH = int(os.environ.get("KVMGPU_FIRST_BATCH") or 512)  # after a reply the worker (and often the GPU) is idle: the next batch goes out this
-# small, and each one after it twice as big up to BATCH_BYTES, so the GPU gets work at once
+# After a reply the worker (and often the GPU) is idle: the next batch goes out this small, and each
+# one after it twice as big up to BATCH_BYTES, so the GPU gets work at once
+FIRST_BATCH = int(os.environ.get("KVMGPU_FIRST_BATCH") or 512)
 RECV_BYTES = 64 * 1024  # under glibc's mmap threshold: a larger recv() buffer costs an mmap per call
 RING_ALIGN = 64
 WINDOW_ENV = "KVMGPU_WINDOW"  # bytes of the region a session asks for (0: all that is free)

@@ -342,9 +342,10 @@ class Connection:
         buffer (at most `limit`), each as `(fields, blob)`: `fields` the frame's header, op header
         and nine args as one 17-tuple (`_LAUNCH_HEAD`: magic, kind, flags, session, seq, length,
         op, nargs, function, gx, gy, gz, bx, by, bz, shared, stream), `blob` the parameter bytes (a
-        bytearray), decoded in place with one struct per frame. It stops at the first frame that is anything else, is not whole yet, or
-        breaks any rule `next_event` enforces, and leaves that frame to `next_event` (which checks
-        it and raises, or decodes it the general way). So the checks are the same on both paths.
+        bytearray), decoded in place with one struct per frame. It stops at the first frame that is
+        anything else, is not whole yet, or breaks any rule `next_event` enforces, and leaves that
+        frame to `next_event` (which checks it and raises, or decodes it the general way). So the
+        checks are the same on both paths.
         """
         buf, pos = self._buf, self._pos
         end_buf = len(buf)
