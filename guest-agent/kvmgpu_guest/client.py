@@ -353,14 +353,16 @@ class Session:
         if len(self._staged) >= STAGE_SLOTS:
             seq = self._staged[0]
             done = self._done
-            deadline = 0.0
+            deadline = spin_until = 0.0
             while (done[0] - seq) & 0xFFFFFFFF >= 0x80000000:  # the host's last seq is before `seq`
                 now = time.perf_counter()
                 if not deadline:
-                    deadline = now + STAGE_WAIT_S
+                    deadline, spin_until = now + STAGE_WAIT_S, now + POLL_US / 1e6
                 elif now > deadline:  # the host is busy (a long kernel first) or gone: ask it
                     self.fence()
                     break
+                elif now > spin_until:
+                    time.sleep(0)  # let the program's other threads run meanwhile
             if self._staged:
                 self._staged.popleft()
         off = self._stage_base + self._slot * STAGE_CHUNK

@@ -158,7 +158,9 @@ def staged(pair, monkeypatch):
     return session, host
 
 
-def test_staged_copies_refill_a_slot_when_the_host_says_it_is_done(staged):
+def test_staged_copies_refill_a_slot_when_the_host_says_it_is_done(staged, monkeypatch):
+    import kvmgpu_guest.client as client
+    monkeypatch.setattr(client, "STAGE_WAIT_S", 5.0)  # a FENCE here would mean the done word failed
     session, host = staged
     ptr = session.call(Op.MEM_ALLOC, (40000,)).values[0]
     data = os.urandom(40000)  # ten slots' worth: each slot is refilled
