@@ -68,6 +68,7 @@ def measure(kernels: str, launches: int = 20000, round_trips: int = 2000) -> dic
         def forwarded():
             t = time.perf_counter()
             _check(cuda.cuMemcpyHtoD(dptr, src, size))
+            _check(cuda.cuCtxSynchronize())  # until the bytes have landed, not just left the guest
             return time.perf_counter() - t
 
         def local():
