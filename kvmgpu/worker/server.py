@@ -212,11 +212,12 @@ class Worker:
                 served = False
                 ready = ()
                 if polling:
-                    # A recv on the channel that just spoke is far cheaper than a select() over all
-                    # (that is the hop a waiting guest pays); the others are looked at every 8th spin.
+                    # Asking the channel that just spoke is far cheaper than a select() over all (that
+                    # is the hop a waiting guest pays); the others are looked at every 8th spin. A
+                    # poll object on that channel alone: no exception when it is empty, as a recv has.
                     spins += 1
-                    if hot != hot_polled:  # a poll object on the hot channel alone: asking it costs
-                        hot_polled, hot_poll = hot, select_mod.poll()  # no exception when it is empty
+                    if hot != hot_polled:
+                        hot_polled, hot_poll = hot, select_mod.poll()
                         if hot in self._peers:
                             hot_poll.register(self._peers[hot].sock, select_mod.POLLIN)
                     served = (hot in self._peers and bool(hot_poll.poll(0))
