@@ -159,6 +159,7 @@ _OP_SPECS: dict[int, tuple[Op, OpSpec]] = {int(op): (op, spec) for op, spec in O
 _LAUNCH_HEAD = struct.Struct("<HBBIIIHH9Q")
 _LAUNCH_FIXED = _LAUNCH_HEAD.size  # 92
 _LAUNCH_BODY = _LAUNCH_FIXED - 16  # op header + args: the shortest LAUNCH payload
+LAUNCH_BODY = _LAUNCH_BODY  # (a LAUNCH's parameter bytes are its payload length less this)
 _KIND_CALL = 3
 _OP_LAUNCH = 14
 _U16 = struct.Struct("<HH")
@@ -337,12 +338,18 @@ class Connection:
             return Goodbye(session, payload[:MAX_ERROR_TEXT].decode("utf-8", "replace"))
         raise RemoteProtocolError(f"unknown frame kind {kind}")
 
+    @property
+    def buffer(self) -> bytearray:
+        """The bytes received and not yet dropped (where `take_launches` points)."""
+        return self._buf
+
     def take_launches(self, limit: int = 256) -> list:
         """Host side, the hot path: the run of well-formed QUEUED LAUNCH frames at the head of the
-        buffer (at most `limit`), each as `(fields, blob)`: `fields` the frame's header, op header
+        buffer (at most `limit`), each as `(fields, start)`: `fields` the frame's header, op header
         and nine args as one 17-tuple (`_LAUNCH_HEAD`: magic, kind, flags, session, seq, length,
-        op, nargs, function, gx, gy, gz, bx, by, bz, shared, stream), `blob` the parameter bytes (a
-        bytearray), decoded in place with one struct per frame. It stops at the first frame that is
+        op, nargs, function, gx, gy, gz, bx, by, bz, shared, stream), `start` where its parameter
+        bytes (`length - LAUNCH_BODY` of them) begin in `buffer`, which holds them until the next
+        `receive_data`. Decoded in place with one struct per frame, nothing copied. It stops at the first frame that is
         anything else, is not whole yet, or breaks any rule `next_event` enforces, and leaves that
         frame to `next_event` (which checks it and raises, or decodes it the general way). So the
         checks are the same on both paths.
@@ -362,7 +369,7 @@ class Connection:
                     or length < _LAUNCH_BODY or length - _LAUNCH_BODY > MAX_ARG_BYTES
                     or session not in sessions):
                 break
-            out.append((t, buf[pos + _LAUNCH_FIXED: end]))
+            out.append((t, pos + _LAUNCH_FIXED))
             pos = end
         self._pos = pos
         return out

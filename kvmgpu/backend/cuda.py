@@ -75,7 +75,8 @@ class Function:
     """A loaded kernel with everything a launch needs precomputed."""
 
     __slots__ = ("handle", "address", "params", "arg_size", "_buf", "_buf_addr", "_ptrs",
-                 "kernel_params", "_extra", "extra", "_size", "extra_or_null", "extra_or_zero", "_mv")
+                 "kernel_params", "_extra", "extra", "_size", "extra_or_null", "extra_or_zero", "_mv",
+                 "_extra_at", "extra_at")
 
     def __init__(self, handle, params: list[tuple[int, int]]):
         self.handle = handle
@@ -99,6 +100,12 @@ class Function:
         self.extra = ctypes.addressof(self._extra)
         self.extra_or_null = self.extra if self.arg_size else None
         self.extra_or_zero = self.extra if self.arg_size else 0
+        # the same, pointing at parameter bytes that stay where they were received (launch_at)
+        self._extra_at = (ctypes.c_void_p * 5)(
+            cu.CU_LAUNCH_PARAM_BUFFER_POINTER, 0,
+            cu.CU_LAUNCH_PARAM_BUFFER_SIZE, ctypes.addressof(self._size),
+            cu.CU_LAUNCH_PARAM_END)
+        self.extra_at = ctypes.addressof(self._extra_at) if self.arg_size else 0
 
 
 class CudaBackend(Backend):
@@ -132,6 +139,7 @@ class CudaBackend(Backend):
         self.null_stream = cu.CUstream(0)
         if self.launch_mode == "extra":
             self.launch_flat = self._flat_launcher()
+            self.launch_at = self._at_launcher()
         if self._region is not None:
             self._register_region()
 
@@ -340,6 +348,20 @@ class CudaBackend(Backend):
             if err:
                 fail(err, "cuLaunchKernel")
         return launch_flat
+
+    def _at_launcher(self):
+        """`launch_at(f, gx, gy, gz, bx, by, bz, shared, stream, address)`: `launch_flat` with the
+        parameter bytes read where they are (`address`: the caller keeps them there during the
+        call; the driver copies them at the launch), not copied into the function's buffer first.
+        The worker's queued launches point it into the channel's receive buffer."""
+        launch, fail = _LAUNCH, _fail
+
+        def launch_at(f, gx, gy, gz, bx, by, bz, shared, stream, address) -> None:
+            f._extra_at[1] = address
+            err, = launch(f.handle, gx, gy, gz, bx, by, bz, shared, stream, 0, f.extra_at)
+            if err:
+                fail(err, "cuLaunchKernel")
+        return launch_at
 
     # --- streams and events ------------------------------------------------------------------
 

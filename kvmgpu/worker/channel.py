@@ -34,6 +34,7 @@ class Channel:
         """Bytes to send back for `data`. Raises RemoteProtocolError on a protocol violation."""
         out = []
         conn = self.conn
+        vg = self.vgpu
         try:
             conn.receive_data(data)
             take_launches, next_event = conn.take_launches, conn.next_event
@@ -43,7 +44,7 @@ class Channel:
                 # ends at a frame that is not one, or at the end of the bytes: next_event goes on.
                 launches = take_launches()
                 if launches:
-                    self._launches(launches)
+                    vg.calls[Op.LAUNCH] += launch_run(vg, self.cid, launches, conn.buffer)
                     if len(launches) == 256:  # take_launches' limit: there may be more
                         continue
                 if _TRACE:
@@ -65,10 +66,6 @@ class Channel:
             self.close("protocol violation")
             raise
         return b"".join(out)
-
-    def _launches(self, launches: list) -> None:
-        vg = self.vgpu
-        vg.calls[Op.LAUNCH] += launch_run(vg, self.cid, launches)
 
     def _handle(self, event) -> bytes | None:
         if type(event) is Call:

@@ -8,11 +8,12 @@ first failure for the session's next synchronising call.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import logging
 
 from kvmgpu_guest.cudefs import CUresult
-from kvmgpu_guest.protocol import MAX_ERROR_TEXT, OPS, Call, Op, pack_params
+from kvmgpu_guest.protocol import LAUNCH_BODY, MAX_ERROR_TEXT, OPS, Call, Op, pack_params
 
 from ..backend.base import CudaError
 from .session import Function, Session
@@ -341,22 +342,30 @@ def _queued_launch_failed(vg: VGpu, s: Session, seq: int, e: Exception) -> None:
         s.pending_error = (code, f"LAUNCH (queued, seq {seq}): {detail}")
 
 
-def launch_run(vg: VGpu, cid: int, launches: list) -> int:
-    """A run of QUEUED LAUNCH frames from channel `cid` (`Connection.take_launches` pairs), with
-    what every launch needs looked up once per run. Each launch passes exactly the checks of
-    `_check_launch` (session, function, stream, grid, block, threads, shared memory, argument
-    size) inline; any launch that fails one, a broken context, or a backend without
-    `launch_flat` goes through `launch_queued`, which gives the same error the general path
-    gives. Returns how many launches were on a live session (the caller counts them)."""
+def launch_run(vg: VGpu, cid: int, launches: list, buf: bytearray) -> int:
+    """A run of QUEUED LAUNCH frames from channel `cid` (`Connection.take_launches` pairs, their
+    parameter bytes in `buf`), with what every launch needs looked up once per run. Each launch
+    passes exactly the checks of `_check_launch` (session, function, stream, grid, block, threads,
+    shared memory, argument size) inline; any launch that fails one, a broken context, or a
+    backend without `launch_flat` goes through `launch_queued`, which gives the same error the
+    general path gives. A backend with `launch_at` reads each launch's parameter bytes where they
+    are in `buf` (nothing resizes it during the run). Returns how many launches were on a live
+    session (the caller counts them)."""
     sessions = vg.sessions
     flat = getattr(vg.backend, "launch_flat", None)
+    at = getattr(vg.backend, "launch_at", None)
+    base = 0
+    if at is not None:
+        holder = ctypes.c_char.from_buffer(buf)
+        base = ctypes.addressof(holder)
+        del holder  # no export left: the buffer may grow again once the run is done
     gate = vg.gate
     before = gate.before_launch if gate is not None else None
     gxm, gym, gzm, bxm, bym, bzm, threads, smem = _launch_limits(vg)
     last_sid, s, functions, streams = None, None, None, None
     n = 0
-    for t, blob in launches:
-        _, _, _, sid, seq, _, _, _, fh, gx, gy, gz, bx, by, bz, shared, stream = t
+    for t, start in launches:
+        _, _, _, sid, seq, length, _, _, fh, gx, gy, gz, bx, by, bz, shared, stream = t
         if sid != last_sid:
             last_sid, s = sid, sessions.get((cid, sid))
             if s is not None:
@@ -366,17 +375,21 @@ def launch_run(vg: VGpu, cid: int, launches: list) -> int:
         n += 1
         f = functions.get(fh)
         st = None if stream == 0 else streams.get(stream)
+        nbytes = length - LAUNCH_BODY
         if (flat is None or vg.broken is not None or f is None or (stream != 0 and st is None)
-                or len(blob) != f.arg_bytes or not (1 <= gx <= gxm and 1 <= gy <= gym and 1 <= gz <= gzm
-                                                    and 1 <= bx <= bxm and 1 <= by <= bym
-                                                    and 1 <= bz <= bzm)
+                or nbytes != f.arg_bytes or not (1 <= gx <= gxm and 1 <= gy <= gym and 1 <= gz <= gzm
+                                                 and 1 <= bx <= bxm and 1 <= by <= bym
+                                                 and 1 <= bz <= bzm)
                 or bx * by * bz > threads or shared > smem):
-            launch_queued(vg, s, seq, t[8:], blob)
+            launch_queued(vg, s, seq, t[8:], bytes(buf[start: start + nbytes]))
             continue
         try:
             if before is not None:
                 before()  # may wait for this VM's turn on the GPU
-            flat(f.backend, gx, gy, gz, bx, by, bz, shared, st, blob)
+            if at is not None:
+                at(f.backend, gx, gy, gz, bx, by, bz, shared, st, base + start)
+            else:
+                flat(f.backend, gx, gy, gz, bx, by, bz, shared, st, buf[start: start + nbytes])
         except Exception as e:
             _queued_launch_failed(vg, s, seq, e)
     return n
