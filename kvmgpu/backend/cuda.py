@@ -6,7 +6,8 @@ Everything here runs calls the worker has already validated. CUDA failures becom
 
 Launches are the hot path. Each function gets, when it is looked up, a parameter buffer and an
 array of pointers into it laid out by the function's own parameter table (`cuFuncGetParamInfo`);
-a launch then costs one `memmove` of the argument bytes and one `cuLaunchKernel`. Parameters go as
+a launch then costs one `memmove` of the argument bytes and one `cuLaunchKernel`, and the worker's
+queued launches (`launch_at`) not even the memmove: the driver reads the bytes where they arrived. Parameters go as
 one packed buffer through `extra` (measured on the H200: 4.9 µs a queued launch from Python against
 6.5 µs for a void*[] through `kernelParams`; plain cuda.bindings 4.2 µs); `launch_mode="params"`
 keeps the other way for comparison.
@@ -122,6 +123,8 @@ class CudaBackend(Backend):
             launch_mode = "extra"
         self.index = index
         self.launch_mode = launch_mode
+        if launch_mode == "extra":
+            self.launch_at = self._at_launcher()  # (binds nothing of a context: made once)
         _check(cu.cuInit(0), "cuInit")
         self.device = _check(cu.cuDeviceGet(index), f"cuDeviceGet({index})")
         self._region: memoryview | None = None
@@ -137,9 +140,6 @@ class CudaBackend(Backend):
         self.context = _check(cu.cuDevicePrimaryCtxRetain(self.device), "cuDevicePrimaryCtxRetain")
         _check(cu.cuCtxSetCurrent(self.context), "cuCtxSetCurrent")
         self.null_stream = cu.CUstream(0)
-        if self.launch_mode == "extra":
-            self.launch_flat = self._flat_launcher()
-            self.launch_at = self._at_launcher()
         if self._region is not None:
             self._register_region()
 
@@ -322,38 +322,18 @@ class CudaBackend(Backend):
 
     def launch_flat(self, f, gx, gy, gz, bx, by, bz, shared, stream, args) -> None:
         """`launch` with the shape as nine plain arguments and `stream` None or a backend stream:
-        the worker's queued-launch path (no tuples, no mode branches in the default mode)."""
-        if self.launch_mode != "extra":
-            self.launch(f, (gx, gy, gz), (bx, by, bz), shared, stream, args)
-            return
-        n = len(args)
-        if n:
-            f._mv[:n] = args
-        err, = _LAUNCH(f.handle, gx, gy, gz, bx, by, bz, shared,
-                       self.null_stream if stream is None else stream, 0, f.extra_or_zero)
-        if err:
-            _fail(err, "cuLaunchKernel")
-
-    def _flat_launcher(self):
-        """`launch_flat` in the default mode as a closure with all it needs bound once (measured on
-        the H200: the method spent ~0.7 µs around a 4 µs cuLaunchKernel; lookups and branches were
-        a good part of it). Made again with each context (the null stream handle is the context's)."""
-        launch, null, fail = _LAUNCH, self.null_stream, _fail
-
-        def launch_flat(f, gx, gy, gz, bx, by, bz, shared, stream, args) -> None:
-            if args:
-                f._mv[:len(args)] = args
-            err, = launch(f.handle, gx, gy, gz, bx, by, bz, shared, null if stream is None else stream,
-                          0, f.extra_or_zero)
-            if err:
-                fail(err, "cuLaunchKernel")
-        return launch_flat
+        the worker's queued-launch path where there is no `launch_at` (the modes other than
+        "extra", kept for comparison)."""
+        self.launch(f, (gx, gy, gz), (bx, by, bz), shared, stream, args)
 
     def _at_launcher(self):
-        """`launch_at(f, gx, gy, gz, bx, by, bz, shared, stream, address)`: `launch_flat` with the
-        parameter bytes read where they are (`address`: the caller keeps them there during the
-        call; the driver copies them at the launch), not copied into the function's buffer first.
-        The worker's queued launches point it into the channel's receive buffer."""
+        """`launch_at(f, gx, gy, gz, bx, by, bz, shared, stream, address)`: the worker's queued-launch
+        path in the default mode. The parameter bytes are read where they are (`address`: the
+        caller keeps them there during the call; the driver copies them at the launch), not copied
+        into the function's buffer first: the worker points it into the channel's receive buffer.
+        A closure with what it needs bound once (measured on the H200: a method spent ~0.7 µs
+        around a 4 µs cuLaunchKernel, lookups and branches a good part of it); `stream` None is
+        the null stream, which cuda-bindings takes as is."""
         launch, fail = _LAUNCH, _fail
 
         def launch_at(f, gx, gy, gz, bx, by, bz, shared, stream, address) -> None:
