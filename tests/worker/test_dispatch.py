@@ -160,12 +160,15 @@ def test_bad_staged_copies_fail_at_the_next_synchronising_call(g, case):
     p = g.alloc(4096)
     g.put(p, b"\x11" * 4096)
     win = g.welcome.window_size
-    args = {"unaligned done": (p, 0, 16, win - 62), "done outside the window": (p, 0, 16, win),
-            "bad destination": (0xDEAD0000, 0, 16, win - 64),
-            "window range past the end": (p, win - 8, 16, win - 64)}[case]
+    args, says = {"unaligned done": ((p, 0, 16, win - 62), "not 4-aligned"),
+                  "done outside the window": ((p, 0, 16, win), "outside the"),
+                  "bad destination": ((0xDEAD0000, 0, 16, win - 64), "not in memory this session allocated"),
+                  "window range past the end": ((p, win - 8, 16, win - 64), "outside the")}[case]
     g.window.view[win - 64: win - 60] = b"\0" * 4
     g.call(Op.MEMCPY_HTOD_STAGED, *args, queued=True)
-    assert status(g.call(Op.CTX_SYNCHRONIZE)) == INVALID_VALUE
+    reply = g.call(Op.CTX_SYNCHRONIZE)
+    assert status(reply) == INVALID_VALUE
+    assert reply.blob.startswith(b"MEMCPY_HTOD_STAGED (queued, seq ") and says.encode() in reply.blob
     if case in ("bad destination", "window range past the end"):
         assert done_word(g, win - 64) != 0  # said done all the same: the guest may reuse its slot
     assert g.get(p, 4096) == b"\x11" * 4096  # nothing changed
