@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 DEBS := libvirt-daemon-system libvirt-clients libvirt-daemon-driver-qemu qemu-system-x86 qemu-utils \
-        python3-libvirt python3-pyudev python3-venv libxml2-utils
+        python3-libvirt python3-pyudev python3-venv libxml2-utils gcc libc6-dev
 PYTEST_ARGS ?=
 
 .PHONY: test demo deps venv libvirtd clean
@@ -23,7 +23,7 @@ deps: .stamps/debs
 	@touch $@
 
 venv: $(VENV)/.ready
-$(VENV)/.ready: .stamps/debs pyproject.toml guest-agent/pyproject.toml
+$(VENV)/.ready: .stamps/debs pyproject.toml setup.py kvmgpu/backend/launcher.c guest-agent/pyproject.toml
 	/usr/bin/python3 -m venv --system-site-packages $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -e ./guest-agent -e '.[test]'

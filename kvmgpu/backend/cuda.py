@@ -24,10 +24,14 @@ gives the VM a fresh one.
 from __future__ import annotations
 
 import ctypes
+import logging
 
 from cuda.bindings import driver as cu
 
 from kvmgpu.backend.base import Backend, CudaError, DeviceInfo
+from kvmgpu.backend.launcher import open_records
+
+log = logging.getLogger("kvmgpu.backend")
 
 LAUNCH_MODES = ("ctypes", "extra", "params")
 
@@ -126,6 +130,11 @@ class CudaBackend(Backend):
         if launch_mode == "extra":
             self.launch_at = self._at_launcher()  # (binds nothing of a context: made once)
         _check(cu.cuInit(0), "cuInit")
+        # The worker's queued launches: the C loop where it is built (launcher.py), else launch_at.
+        self.launch_records = open_records(self._driver_function(b"cuLaunchKernel")) \
+            if launch_mode == "extra" else None
+        log.info("queued launches go through %s", "kvmgpu's C launch loop"
+                 if self.launch_records is not None else f"cuda-bindings ({launch_mode})")
         self.device = _check(cu.cuDeviceGet(index), f"cuDeviceGet({index})")
         self._region: memoryview | None = None
         self._region_addr = 0
@@ -133,6 +142,14 @@ class CudaBackend(Backend):
         self._registered = False
         self._info: DeviceInfo | None = None
         self._open_context()
+
+    @staticmethod
+    def _driver_function(name: bytes) -> int:
+        """The address of a libcuda function (the version cuda-bindings was built for)."""
+        version = getattr(cu, "CUDA_VERSION", 12000)
+        flags = 0  # CU_GET_PROC_ADDRESS_DEFAULT: the legacy null stream, as cuda-bindings' calls
+        return int(_check(cu.cuGetProcAddress(name, version, flags),
+                          f"cuGetProcAddress({name.decode()})")[0])
 
     # --- lifetime ----------------------------------------------------------------------------
 

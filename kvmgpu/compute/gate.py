@@ -36,7 +36,7 @@ class ComputeGate:
         self.mode = mode
         self.percent = float(percent)
         self.meter = meter
-        self._clock = clock
+        self.clock = self._clock = clock
         self._sleep = sleep
         self.slice_s = slice_s
         self.stale_s = stale_s if stale_s is not None else 5 * slice_s + 0.05
@@ -69,6 +69,13 @@ class ComputeGate:
                 return
         self._acquire()
         self.meter.work()
+
+    def free_until(self) -> float:
+        """Until when (on the gate's `clock`) `before_launch` has nothing to do: this VM holds the
+        GPU and a run is open until its slice ends. 0.0 when it must be called. The worker checks
+        this once a launch instead of calling `before_launch`, and launches what it has packed
+        before it calls `before_launch` (which may end the slice and wait for the GPU)."""
+        return self._slice_end if self.held and self.meter.running else 0.0
 
     def synchronizing(self) -> None:
         """The worker is about to wait for the GPU (a synchronising call): the GPU's busy run ends

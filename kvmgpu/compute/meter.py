@@ -61,6 +61,11 @@ class EventMeter:
             self._rec = fast() if fast is not None else (lambda ev: backend.event_record(ev, None))
         self._wall_only = False
 
+    @property
+    def running(self) -> bool:
+        """A run is in progress (`work()` would do nothing)."""
+        return self._open is not None
+
     def work(self) -> None:
         """GPU work is about to be submitted: start a run if none is in progress."""
         if self._open is not None:
@@ -134,6 +139,10 @@ class WallMeter:
 
     def begin(self) -> None:
         pass
+
+    @property
+    def running(self) -> bool:
+        return self._open is not None
 
     def work(self) -> None:
         if self._open is None:

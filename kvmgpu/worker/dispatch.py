@@ -16,6 +16,7 @@ from kvmgpu_guest.cudefs import CUresult
 from kvmgpu_guest.protocol import LAUNCH_BODY, MAX_ERROR_TEXT, OPS, Call, Op, pack_params
 
 from ..backend.base import CudaError
+from ..backend.launcher import RECORD
 from .session import Function, Session
 from .vgpu import VGpu
 
@@ -347,20 +348,57 @@ def launch_run(vg: VGpu, cid: int, launches: list, buf: bytearray) -> int:
     parameter bytes in `buf`), with what every launch needs looked up once per run. Each launch
     passes exactly the checks of `_check_launch` (session, function, stream, grid, block, threads,
     shared memory, argument size) inline; any launch that fails one, a broken context, or a
-    backend without `launch_flat` goes through `launch_queued`, which gives the same error the
-    general path gives. A backend with `launch_at` reads each launch's parameter bytes where they
-    are in `buf` (nothing resizes it during the run). Returns how many launches were on a live
-    session (the caller counts them)."""
+    backend without a queued-launch path goes through `launch_queued`, which gives the same error
+    the general path gives. Returns how many launches were on a live session (the caller counts
+    them).
+
+    The launches go, in the order received, through the first the backend has of:
+    `launch_records` (the C loop, kvmgpu/backend/launcher.py: each validated launch is packed into
+    a record and the records are launched together, at the end of the run, when the buffer is
+    full, and before anything else that must come after them: a launch that goes the general way,
+    or the gate's `before_launch`), `launch_at` (cuda-bindings, one call a launch), `launch_flat`.
+    The first two read each launch's parameter bytes where they are in `buf` (nothing resizes it
+    during the run). The gate's `before_launch` is called only when `free_until` says it has
+    something to do (a run to open, a slice to end)."""
     sessions = vg.sessions
-    flat = getattr(vg.backend, "launch_flat", None)
-    at = getattr(vg.backend, "launch_at", None)
+    backend = vg.backend
+    records = getattr(backend, "launch_records", None)
+    at = None if records is not None else getattr(backend, "launch_at", None)
+    flat = getattr(backend, "launch_flat", None)
+    fast = records is not None or at is not None or flat is not None
     base = 0
-    if at is not None:
+    if records is not None or at is not None:
         holder = ctypes.c_char.from_buffer(buf)
         base = ctypes.addressof(holder)
         del holder  # no export left: the buffer may grow again once the run is done
     gate = vg.gate
-    before = gate.before_launch if gate is not None else None
+    if gate is not None:
+        before, free_until, clock = gate.before_launch, gate.free_until, gate.clock
+        until = free_until()
+    if records is not None:
+        pack, rsize, rbuf, cap = RECORD.pack_into, RECORD.size, records.records, records.capacity
+        owners: list = []  # (session, seq) of each packed record
+    packed = 0
+
+    def launch_packed() -> int:
+        """Launch the packed records; a launch the driver refuses is that launch's error, as in
+        `_queued_launch_failed`, and those after it go on (or fail, if the context broke)."""
+        first = 0
+        while first < packed:
+            done, err = records.launch(first, packed - first)
+            first += done
+            if not err:
+                break
+            _queued_launch_failed(vg, *owners[first], CudaError(err, "cuLaunchKernel"))
+            first += 1
+            if vg.broken is not None:
+                for s_, seq_ in owners[first:packed]:
+                    _queued_launch_failed(vg, s_, seq_, CudaError(
+                        vg.broken[0], f"the context is unusable after: {vg.broken[1]}"))
+                break
+        owners.clear()
+        return 0
+
     gxm, gym, gzm, bxm, bym, bzm, threads, smem = _launch_limits(vg)
     last_sid, s, functions, streams = None, None, None, None
     n = 0
@@ -376,22 +414,36 @@ def launch_run(vg: VGpu, cid: int, launches: list, buf: bytearray) -> int:
         f = functions.get(fh)
         st = None if stream == 0 else streams.get(stream)
         nbytes = length - LAUNCH_BODY
-        if (flat is None or vg.broken is not None or f is None or (stream != 0 and st is None)
+        if (not fast or vg.broken is not None or f is None or (stream != 0 and st is None)
                 or nbytes != f.arg_bytes or not (1 <= gx <= gxm and 1 <= gy <= gym and 1 <= gz <= gzm
                                                  and 1 <= bx <= bxm and 1 <= by <= bym
                                                  and 1 <= bz <= bzm)
                 or bx * by * bz > threads or shared > smem):
+            if packed:
+                packed = launch_packed()
             launch_queued(vg, s, seq, t[8:], bytes(buf[start: start + nbytes]))
             continue
         try:
-            if before is not None:
+            if gate is not None and clock() >= until:
+                if packed:  # they go before the gate may end the slice (and wait for the GPU)
+                    packed = launch_packed()
                 before()  # may wait for this VM's turn on the GPU
-            if at is not None:
+                until = free_until()
+            if records is not None:
+                pack(rbuf, packed * rsize, f.backend.address, 0 if st is None else int(st),
+                     base + start, nbytes, gx, gy, gz, bx, by, bz, shared, 0)
+                owners.append((s, seq))
+                packed += 1
+                if packed == cap:
+                    packed = launch_packed()
+            elif at is not None:
                 at(f.backend, gx, gy, gz, bx, by, bz, shared, st, base + start)
             else:
                 flat(f.backend, gx, gy, gz, bx, by, bz, shared, st, buf[start: start + nbytes])
         except Exception as e:
             _queued_launch_failed(vg, s, seq, e)
+    if packed:
+        launch_packed()
     return n
 
 

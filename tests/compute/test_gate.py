@@ -190,3 +190,37 @@ def test_alone_it_keeps_the_gpu_slice_after_slice(board):
     gate = ComputeGate(board, SHARE, 30, WallMeter(clock), clock=clock, sleep=clock.sleep)
     run_batches(gate, clock, 0.1)
     assert gate.held and gate.slices == 1 and gate.kept >= 15 and gate.handed == 0
+
+
+def run_busy_as_the_worker(gate, clock, seconds, kernel_s=0.0002):
+    """`run_busy` as the worker's queued-launch loop does it: before_launch only when free_until
+    says it has something to do."""
+    end = clock.now + seconds
+    until = gate.free_until()
+    calls = 0
+    while clock.now < end:
+        if gate.clock() >= until:
+            gate.before_launch()
+            until = gate.free_until()
+            calls += 1
+        clock.now += kernel_s
+    return calls
+
+
+def test_free_until_skips_only_calls_that_do_nothing(board):
+    clock = FakeClock()
+    gate = ComputeGate(board, LIMIT, 50, WallMeter(clock), clock=clock, sleep=clock.sleep)
+    assert gate.free_until() == 0.0  # not held: before_launch must ask for the GPU
+    gate.before_launch()
+    assert gate.free_until() == gate._slice_end > clock.now
+    gate.synchronizing()
+    assert gate.free_until() == 0.0  # the run ended: the next launch opens one
+    calls = run_busy_as_the_worker(gate, clock, 0.2)
+    assert calls < 1000 / 4  # about once a slice (short ones while the bucket is low), not 1000
+    used0, t0 = gate.gpu_seconds, clock.now
+    for _ in range(3):  # the limit holds as when before_launch is called at every launch
+        run_busy_as_the_worker(gate, clock, 1.0)
+        share = (gate.gpu_seconds - used0) / (clock.now - t0)
+        assert share == pytest.approx(0.5, abs=0.03)
+        used0, t0 = gate.gpu_seconds, clock.now
+    gate.close()

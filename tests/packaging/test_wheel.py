@@ -15,7 +15,7 @@ def test_every_host_package_is_listed_in_pyproject():
     assert found - listed == set(), "add these packages to [tool.setuptools] packages in pyproject.toml"
 
 
-def test_wheels_carry_templates_unit_hook_and_shim(tmp_path):
+def test_wheels_carry_templates_unit_hook_shim_and_launcher(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
                     str(REPO), str(REPO / "guest-agent"), "-w", str(tmp_path)], check=True)
     host = zipfile.ZipFile(next(tmp_path.glob("kvmgpu-*.whl"))).namelist()
@@ -23,4 +23,6 @@ def test_wheels_carry_templates_unit_hook_and_shim(tmp_path):
     for name in ("channel.xml.j2", "shmem.xml.j2", "metadata.xml.j2", "guest-vm.xml.j2"):
         assert f"kvmgpu/xml_templates/{name}" in host
     assert "kvmgpu/data/kvmgpu.service" in host and "kvmgpu/data/qemu-hook" in host
+    # the worker's launch loop, built for the host (the wheel is then a platform wheel)
+    assert any(n.startswith("kvmgpu/backend/_launcher") and n.endswith(".so") for n in host)
     assert "kvmgpu_guest/shim/cuda/bindings/driver.py" in guest

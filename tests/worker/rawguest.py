@@ -46,6 +46,14 @@ class Guest:
             self.window = self.region.window(self.welcome.window_offset, self.welcome.window_size)
         return events[0]
 
+    def frame(self, op: Op, *args, blob: bytes = b"", queued: bool = False) -> bytes:
+        """A call's frame, to be sent with others in one piece (`send`)."""
+        return self.conn.send_call(self.session, self.conn.next_seq(), op, args, blob, queued)
+
+    def send(self, frames: list[bytes]) -> list:
+        """Several frames in one write, as the guest's batches go; the replies that came back."""
+        return self._events(self.transport(b"".join(frames)))
+
     def call(self, op: Op, *args, blob: bytes = b"", queued: bool = False) -> Reply | None:
         frame = self.conn.send_call(self.session, self.conn.next_seq(), op, args, blob, queued)
         events = self._events(self.transport(frame))
@@ -91,10 +99,11 @@ def unfloats(data: bytes) -> list[float]:
 class Host:
     """A VGpu on the sim backend, in process; `channel()` opens a channel with a Guest on it."""
 
-    def __init__(self, tmp_path: Path, gmem: int = 16 * MIB, region_size: int = 4 * MIB):
+    def __init__(self, tmp_path: Path, gmem: int = 16 * MIB, region_size: int = 4 * MIB,
+                 backend=SimBackend):
         self.region = Region.open_file(str(tmp_path / "region"), region_size, create=True)
         self.guest_region = Region.open_file(str(tmp_path / "region"))
-        self.vgpu = VGpu(lambda: SimBackend(total_memory=gmem), gmem, self.region, vm="test")
+        self.vgpu = VGpu(lambda: backend(total_memory=gmem), gmem, self.region, vm="test")
         self._cid = 0
         self.guests: list[Guest] = []
 

@@ -1,0 +1,197 @@
+"""The worker's launch loop in C (kvmgpu/backend/launcher.c) without a GPU: the driver's
+cuLaunchKernel is stood in for by a Python function with its C signature, which sees exactly what
+the driver would (and, in the worker tests, runs the launch on the sim backend)."""
+
+from __future__ import annotations
+
+import ctypes
+import struct
+
+import pytest
+
+from kvmgpu_guest.cudefs import CUresult
+from kvmgpu_guest.protocol import Op
+from rawguest import Host, floats, unfloats
+
+from kvmgpu.backend import launcher
+from kvmgpu.backend.launcher import RECORD, LaunchRecords
+from kvmgpu.backend.sim import SimBackend
+
+LAUNCH_PROTO = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, *([ctypes.c_uint] * 7),
+                                ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)
+OUT_OF_RESOURCES = CUresult.CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES
+
+
+def seen_launch(f, gx, gy, gz, bx, by, bz, shared, stream, kernel_params, extra) -> dict:
+    """What a cuLaunchKernel call was given, the argument bytes read through `extra`."""
+    args = None
+    if extra:
+        e = ctypes.cast(extra, ctypes.POINTER(ctypes.c_void_p))
+        assert (e[0], e[2], e[4]) == (1, 2, None)  # BUFFER_POINTER, BUFFER_SIZE, END
+        size = ctypes.c_uint64.from_address(e[3]).value
+        args = ctypes.string_at(e[1], size)
+    return {"f": f, "shape": (gx, gy, gz, bx, by, bz), "shared": shared, "stream": stream,
+            "kernel_params": kernel_params, "args": args}
+
+
+class FakeDriver:
+    """A cuLaunchKernel that records its calls and refuses those `refuse(call)` names."""
+
+    def __init__(self, refuse=lambda call: 0):
+        self.calls: list[dict] = []
+        self.refuse = refuse
+        self.fn = LAUNCH_PROTO(self._launch)
+        self.address = ctypes.cast(self.fn, ctypes.c_void_p).value
+
+    def _launch(self, *a) -> int:
+        call = seen_launch(*a)
+        err = self.refuse(call)
+        if not err:
+            self.calls.append(call)
+        return err
+
+
+def pack(recs: LaunchRecords, i: int, f: int, args: bytes, shape=(1, 1, 1, 1, 1, 1), shared=0,
+         stream=0, keep: list | None = None) -> None:
+    buf = ctypes.create_string_buffer(args, len(args) or 1)
+    if keep is not None:
+        keep.append(buf)
+    RECORD.pack_into(recs.records, i * RECORD.size, f, stream, ctypes.addressof(buf), len(args),
+                     *shape, shared, 0)
+
+
+def test_the_library_is_built():
+    """`make test` installs kvmgpu with its launch loop; without it the cuda backend falls back
+    to the slower cuda-bindings path, which a user would notice only in the benchmarks."""
+    assert launcher.library_path() is not None
+
+
+def test_records_are_launched_in_order_with_their_arguments():
+    drv, keep = FakeDriver(), []
+    recs = LaunchRecords(drv.address)
+    pack(recs, 0, 0x1000, b"\x01" * 12, shape=(2, 3, 4, 32, 2, 1), shared=128, keep=keep)
+    pack(recs, 1, 0x2000, b"", stream=0x77, keep=keep)  # no parameters: no extra at all
+    pack(recs, 2, 0x1000, struct.pack("<Qi", 0xABCDEF, -5), keep=keep)
+    assert recs.launch(0, 3) == (3, 0)
+    assert [c["f"] for c in drv.calls] == [0x1000, 0x2000, 0x1000]
+    assert drv.calls[0]["shape"] == (2, 3, 4, 32, 2, 1) and drv.calls[0]["shared"] == 128
+    assert drv.calls[0]["args"] == b"\x01" * 12 and drv.calls[0]["stream"] is None
+    assert drv.calls[1]["args"] is None and drv.calls[1]["stream"] == 0x77
+    assert drv.calls[2]["args"] == struct.pack("<Qi", 0xABCDEF, -5)
+    assert all(c["kernel_params"] is None for c in drv.calls)
+
+
+def test_a_refused_launch_stops_the_loop_there():
+    drv, keep = FakeDriver(refuse=lambda c: OUT_OF_RESOURCES if c["f"] == 0xBAD else 0), []
+    recs = LaunchRecords(drv.address)
+    for i, f in enumerate((0x1, 0xBAD, 0x3)):
+        pack(recs, i, f, b"", keep=keep)
+    assert recs.launch(0, 3) == (1, OUT_OF_RESOURCES)
+    assert recs.launch(2, 1) == (1, 0)
+    assert [c["f"] for c in drv.calls] == [0x1, 0x3]
+
+
+# --- the worker's queued launches through the C loop, run on the sim backend ----------------------
+
+class SimThroughC(SimBackend):
+    """The sim backend with `launch_records`: the worker packs records, the C loop calls the fake
+    driver, which finds the function by its address and runs the launch on the sim backend."""
+
+    def __init__(self, refuse=lambda call: 0, **kw):
+        super().__init__(**kw)
+        self._functions: dict[int, object] = {}
+        self.driver = FakeDriver(refuse=self._run_or_refuse)
+        self._refuse = refuse
+        self.launch_records = LaunchRecords(self.driver.address)
+
+    def module_get_function(self, module, name):
+        fn, layout = super().module_get_function(module, name)
+        fn.address = 0x10000 + len(self._functions) * 0x100
+        self._functions[fn.address] = fn
+        return fn, layout
+
+    def _run_or_refuse(self, call) -> int:
+        err = self._refuse(call)
+        if not err:
+            self.launch_flat(self._functions[call["f"]], *call["shape"], call["shared"], None,
+                             call["args"])
+        return err
+
+
+def refuse_grid_7(call) -> int:
+    return OUT_OF_RESOURCES if call["shape"][0] == 7 else 0
+
+
+@pytest.fixture
+def host_c(tmp_path):
+    h = Host(tmp_path, backend=lambda **kw: SimThroughC(refuse=refuse_grid_7, **kw))
+    yield h
+    h.close()
+
+
+@pytest.fixture
+def vadd_c(host_c):
+    g = host_c.guest(window=1 << 20)
+    n = 64
+    a, b, c, d = (g.alloc(4 * n) for _ in range(4))
+    g.put(a, floats(range(n)))
+    g.put(b, floats([1.0] * n))
+    f, _ = g.function(g.load(offset=64 * 1024), "vector_add")
+    return g, f, (a, b, c, d), n
+
+
+def vadd_args(x, y, out, n) -> bytes:
+    return struct.pack("<QQQi", x, y, out, n)
+
+
+def test_queued_launches_run_through_the_c_loop(host_c, vadd_c):
+    g, f, (a, b, c, d), n = vadd_c
+    frames = [g.frame(Op.LAUNCH, f, 1, 1, 1, n, 1, 1, 0, 0, blob=vadd_args(a, b, c, n), queued=True),
+              g.frame(Op.LAUNCH, f, 1, 1, 1, n, 1, 1, 0, 0, blob=vadd_args(c, b, d, n), queued=True)]
+    assert g.send(frames) == []
+    g.ok(Op.CTX_SYNCHRONIZE)
+    assert unfloats(g.get(d, 4 * n)) == [i + 2.0 for i in range(n)]  # the second saw the first
+    assert len(host_c.vgpu.backend.driver.calls) == 2
+
+
+def test_a_bad_launch_in_a_batch_keeps_the_order_and_its_own_error(host_c, vadd_c):
+    """A launch that fails the worker's checks goes the general way between the packed ones:
+    those before it are launched first, those after it still run, and its error (not another's)
+    comes at the next synchronising call."""
+    g, f, (a, b, c, d), n = vadd_c
+    frames = [g.frame(Op.LAUNCH, f, 1, 1, 1, n, 1, 1, 0, 0, blob=vadd_args(a, b, c, n), queued=True),
+              g.frame(Op.MEMCPY_DTOD, d, c, 4 * n, 0, queued=True),  # must see the first launch
+              g.frame(Op.LAUNCH, f, 1, 1, 1, n, 1, 1, 0, 0, blob=b"short", queued=True),
+              g.frame(Op.LAUNCH, f, 1, 1, 1, n, 1, 1, 0, 0, blob=vadd_args(d, b, c, n), queued=True)]
+    bad_seq = g.conn.next_seq() - 2  # the short one (next_seq counts on from the last frame)
+    assert g.send(frames) == []
+    r = g.call(Op.CTX_SYNCHRONIZE)
+    assert r.status == CUresult.CUDA_ERROR_INVALID_VALUE
+    assert f"LAUNCH (queued, seq {bad_seq})".encode() in r.blob and b"5 bytes of arguments" in r.blob
+    assert unfloats(g.get(c, 4 * n)) == [i + 2.0 for i in range(n)]
+    assert len(host_c.vgpu.backend.driver.calls) == 2
+
+
+def test_a_launch_the_driver_refuses_is_reported_and_the_rest_go_on(host_c, vadd_c):
+    g, f, (a, b, c, d), n = vadd_c
+    refused_seq = g.conn.next_seq() + 1  # the first frame's
+    frames = [g.frame(Op.LAUNCH, f, 7, 1, 1, n, 1, 1, 0, 0, blob=vadd_args(a, b, c, n), queued=True),
+              g.frame(Op.LAUNCH, f, 1, 1, 1, n, 1, 1, 0, 0, blob=vadd_args(a, b, d, n), queued=True)]
+    assert g.send(frames) == []
+    r = g.call(Op.CTX_SYNCHRONIZE)
+    assert r.status == OUT_OF_RESOURCES
+    assert r.blob.startswith(f"LAUNCH (queued, seq {refused_seq}): ".encode()) and b"cuLaunchKernel" in r.blob
+    assert unfloats(g.get(d, 4 * n)) == [i + 1.0 for i in range(n)]
+    assert unfloats(g.get(c, 4 * n)) == [0.0] * n  # the refused one did nothing
+    g.ok(Op.CTX_SYNCHRONIZE)  # reported once
+
+
+def test_a_long_run_is_launched_in_pieces(host_c, vadd_c):
+    g, f, (a, b, c, d), n = vadd_c
+    count = launcher.CAPACITY * 2 + 3
+    frames = [g.frame(Op.LAUNCH, f, 1, 1, 1, n, 1, 1, 0, 0, blob=vadd_args(c, b, c, n), queued=True)
+              for _ in range(count)]
+    assert g.send(frames) == []
+    g.ok(Op.CTX_SYNCHRONIZE)
+    assert unfloats(g.get(c, 4 * n)) == [float(count)] * n
+    assert len(host_c.vgpu.backend.driver.calls) == count
