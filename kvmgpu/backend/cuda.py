@@ -145,8 +145,9 @@ class CudaBackend(Backend):
 
     @staticmethod
     def _driver_function(name: bytes) -> int:
-        """The address of a libcuda function (the version cuda-bindings was built for)."""
-        version = getattr(cu, "CUDA_VERSION", 12000)
+        """The address of a libcuda function, in the version this driver gives by default
+        (cuGetProcAddress refused CUDA versions below the driver's major on the H200)."""
+        version = _check(cu.cuDriverGetVersion(), "cuDriverGetVersion")
         flags = 0  # CU_GET_PROC_ADDRESS_DEFAULT: the legacy null stream, as cuda-bindings' calls
         return int(_check(cu.cuGetProcAddress(name, version, flags),
                           f"cuGetProcAddress({name.decode()})")[0])
