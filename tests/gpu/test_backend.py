@@ -74,6 +74,40 @@ def test_launch_matches_numpy(backend, ptx, mode):
     backend.module_unload(mod)
 
 
+def test_c_launch_loop_matches_numpy(backend, ptx):
+    """The worker's queued launches go through kvmgpu's C loop (built by `pip install`; the GPU
+    run script builds it too): three saxpy launches from records, in order, on a stream."""
+    from kvmgpu.backend.launcher import RECORD
+    recs = backend.launch_records
+    assert recs is not None, "the C launch loop is not built: queued launches would take cuda-bindings"
+    mod = backend.module_load(ptx)
+    f, _ = backend.module_get_function(mod, "saxpy")
+    n = 100_000
+    rng = np.random.default_rng(2)
+    x, y = rng.random(n, dtype=np.float32), rng.random(n, dtype=np.float32)
+    dx, dy = backend.mem_alloc(4 * n), backend.mem_alloc(4 * n)
+    r = backend.region
+    r[0:4 * n] = x.tobytes()
+    r[4 * n: 8 * n] = y.tobytes()
+    backend.memcpy_htod(dx, 0, 4 * n, None, True)
+    backend.memcpy_htod(dy, 4 * n, 4 * n, None, True)
+    stream = backend.stream_create(0)
+    args = [ctypes.create_string_buffer(struct.pack("<f4xQQi", a, dx, dy, n), 28) for a in (1.0, 2.0, -0.5)]
+    for i, buf in enumerate(args):
+        RECORD.pack_into(recs.records, i * RECORD.size, f.address, int(stream), ctypes.addressof(buf), 28,
+                         (n + 255) // 256, 1, 1, 256, 1, 1, 0, 0)
+    assert recs.launch(0, 3) == (3, 0)
+    backend.stream_synchronize(stream)
+    backend.memcpy_dtoh(0, dy, 4 * n, None)
+    got = np.frombuffer(bytes(r[0:4 * n]), dtype=np.float32)
+    np.testing.assert_allclose(got, ((y + x) + np.float32(2.0) * x) - np.float32(0.5) * x, rtol=1e-5)
+    bad = ctypes.create_string_buffer(28)  # a grid the device refuses: the driver's error, loop stops
+    RECORD.pack_into(recs.records, 0, f.address, 0, ctypes.addressof(bad), 28, 1, 1, 1, 4096, 1, 1, 0, 0)
+    assert recs.launch(0, 1) == (0, CUresult.CUDA_ERROR_INVALID_VALUE)
+    backend.stream_destroy(stream)
+    backend.module_unload(mod)
+
+
 def test_streams_and_events(backend, ptx):
     mod = backend.module_load(ptx)
     spin, _ = backend.module_get_function(mod, "spin")
