@@ -422,6 +422,8 @@ def launch_run(vg: VGpu, cid: int, launches: list, buf: bytearray) -> int:
             if packed:
                 packed = launch_packed()
             launch_queued(vg, s, seq, t[8:], bytes(buf[start: start + nbytes]))
+            if gate is not None:
+                until = free_until()  # launch_queued may have called before_launch
             continue
         try:
             if gate is not None and clock() >= until:
