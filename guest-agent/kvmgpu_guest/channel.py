@@ -161,12 +161,8 @@ def find_channel(socket_path: str | None = None, shm_path: str | None = None,
         if not shm_path:
             raise ChannelError(f"a control socket is named ({socket_path}) but no shared region "
                                f"(set {SHM_ENV} or pass --shm)")
-        region = _open_region(lambda: Region.open_file(shm_path))
-        try:
-            return UnixTransport(socket_path), region
-        except ChannelError:
-            region.close()
-            raise
+        return _region_and_transport(lambda: Region.open_file(shm_path),
+                                     lambda: UnixTransport(socket_path))
     agent_socket = os.environ.get(AGENT_ENV, AGENT_SOCKET)
     if os.path.exists(agent_socket):
         return _via_agent(agent_socket)
@@ -183,12 +179,7 @@ def find_channel(socket_path: str | None = None, shm_path: str | None = None,
         raise ChannelError("no vGPU found: missing " + " and ".join(missing) +
                            f" (and no guest agent at {agent_socket})"
                            f"; outside a VM set {SOCKET_ENV} and {SHM_ENV}")
-    region = _open_region(lambda: Region.open_pci(pci))
-    try:
-        return PortTransport(port), region
-    except ChannelError:
-        region.close()
-        raise
+    return _region_and_transport(lambda: Region.open_pci(pci), lambda: PortTransport(port))
 
 
 def _via_agent(path: str):
@@ -209,8 +200,14 @@ def _via_agent(path: str):
     return transport, region
 
 
-def _open_region(opener) -> Region:
+def _region_and_transport(open_region, open_transport):
+    """(transport, region): the region mapped first, closed again if the transport fails."""
     try:
-        return opener()
+        region = open_region()
     except RegionError as e:
         raise ChannelError(str(e)) from None
+    try:
+        return open_transport(), region
+    except ChannelError:
+        region.close()
+        raise
