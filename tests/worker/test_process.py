@@ -168,27 +168,32 @@ def test_sigterm_exits_cleanly_and_removes_what_it_created(worker):
     assert "session 1:1 start" in log and "session 1:1 end" in log
 
 
-def test_connects_to_a_listening_channel_and_exits_when_it_closes(worker):
+@pytest.fixture
+def qemu_chardev():
+    """(path, listening socket): plays QEMU's chardev in bind mode, for a worker that connects."""
     d = Path(tempfile.mkdtemp(prefix="kvq", dir="/tmp"))
     path = str(d / "qemu.sock")
-    qemu = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)  # plays QEMU's chardev in bind mode
+    qemu = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     qemu.bind(path)
     qemu.listen(1)
     qemu.settimeout(15)
-    try:
-        w2 = worker(socket_path=path)
-        conn, _ = qemu.accept()  # the worker maps its region before it connects
-        conn.settimeout(15)
-        g = w2.guest(conn, window=4096)
-        g.alloc(16)
-        g.window.view.release()
-        w2._region.close()
-        conn.close()
-        assert w2.proc.wait(15) == 0, w2.log()
-        assert os.path.exists(path)  # not the worker's to remove
-    finally:
-        qemu.close()
-        shutil.rmtree(d, ignore_errors=True)
+    yield path, qemu
+    qemu.close()
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def test_connects_to_a_listening_channel_and_exits_when_it_closes(worker, qemu_chardev):
+    path, qemu = qemu_chardev
+    w2 = worker(socket_path=path)
+    conn, _ = qemu.accept()  # the worker maps its region before it connects
+    conn.settimeout(15)
+    g = w2.guest(conn, window=4096)
+    g.alloc(16)
+    g.window.view.release()
+    w2._region.close()
+    conn.close()
+    assert w2.proc.wait(15) == 0, w2.log()
+    assert os.path.exists(path)  # not the worker's to remove
 
 
 @pytest.mark.parametrize("args, text", [
@@ -255,31 +260,22 @@ def test_sticky_error_restarts_the_worker_process_and_the_vm_starts_again(worker
     assert not os.path.exists(w.socket) and not os.path.exists(w.shm)  # still its own to remove
 
 
-def test_sticky_error_in_connect_mode_reconnects_to_the_channel(worker):
-    d = Path(tempfile.mkdtemp(prefix="kvq", dir="/tmp"))
-    path = str(d / "qemu.sock")
-    qemu = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)  # plays QEMU's chardev in bind mode
-    qemu.bind(path)
-    qemu.listen(1)
-    qemu.settimeout(15)
-    try:
-        w = worker(socket_path=path)
-        conn, _ = qemu.accept()
-        conn.settimeout(15)
-        g = w.guest(conn)
-        _trigger_sticky(g)
-        conn.sendall(g.conn.send(Goodbye(1, "done")))  # the session ends; the channel stays
-        g.window.view.release()
-        again, _ = qemu.accept()  # the new process connects again
-        again.settimeout(15)
-        assert conn.recv(100) == b""  # the old connection was closed
-        g = w.guest(again)
-        _vector_add_works(g)
-        g.window.view.release()
-        w._region.close()
-        again.close()
-        assert w.proc.wait(15) == 0, w.log()  # the VM's channel closed: the worker exits
-        conn.close()
-    finally:
-        qemu.close()
-        shutil.rmtree(d, ignore_errors=True)
+def test_sticky_error_in_connect_mode_reconnects_to_the_channel(worker, qemu_chardev):
+    path, qemu = qemu_chardev
+    w = worker(socket_path=path)
+    conn, _ = qemu.accept()
+    conn.settimeout(15)
+    g = w.guest(conn)
+    _trigger_sticky(g)
+    conn.sendall(g.conn.send(Goodbye(1, "done")))  # the session ends; the channel stays
+    g.window.view.release()
+    again, _ = qemu.accept()  # the new process connects again
+    again.settimeout(15)
+    assert conn.recv(100) == b""  # the old connection was closed
+    g = w.guest(again)
+    _vector_add_works(g)
+    g.window.view.release()
+    w._region.close()
+    again.close()
+    assert w.proc.wait(15) == 0, w.log()  # the VM's channel closed: the worker exits
+    conn.close()
