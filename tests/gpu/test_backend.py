@@ -49,14 +49,9 @@ def test_copies_through_the_registered_region(backend):
     backend.mem_free(b)
 
 
-@pytest.mark.parametrize("mode", ["params", "extra"])
-def test_launch_matches_numpy(backend, ptx, mode):
-    backend.launch_mode = mode
-    mod = backend.module_load(ptx)
-    f, params = backend.module_get_function(mod, "saxpy")
-    assert params == [(0, 4), (8, 8), (16, 8), (24, 4)]
-    n = 100_000
-    rng = np.random.default_rng(1)
+def saxpy_inputs(backend, seed: int, n: int):
+    """x and y (random float32) on the host, and copied (queued) to device memory dx and dy."""
+    rng = np.random.default_rng(seed)
     x, y = rng.random(n, dtype=np.float32), rng.random(n, dtype=np.float32)
     dx, dy = backend.mem_alloc(4 * n), backend.mem_alloc(4 * n)
     r = backend.region
@@ -64,6 +59,18 @@ def test_launch_matches_numpy(backend, ptx, mode):
     r[4 * n: 8 * n] = y.tobytes()
     backend.memcpy_htod(dx, 0, 4 * n, None, False)
     backend.memcpy_htod(dy, 4 * n, 4 * n, None, False)
+    return x, y, dx, dy
+
+
+@pytest.mark.parametrize("mode", ["params", "extra"])
+def test_launch_matches_numpy(backend, ptx, mode):
+    backend.launch_mode = mode
+    mod = backend.module_load(ptx)
+    f, params = backend.module_get_function(mod, "saxpy")
+    assert params == [(0, 4), (8, 8), (16, 8), (24, 4)]
+    n = 100_000
+    x, y, dx, dy = saxpy_inputs(backend, 1, n)
+    r = backend.region
     args = struct.pack("<f4xQQi", 2.5, dx, dy, n)
     backend.launch(f, ((n + 255) // 256, 1, 1), (256, 1, 1), 0, None, args)
     backend.memcpy_dtoh(0, dy, 4 * n, None)
@@ -83,14 +90,8 @@ def test_c_launch_loop_matches_numpy(backend, ptx):
     mod = backend.module_load(ptx)
     f, _ = backend.module_get_function(mod, "saxpy")
     n = 100_000
-    rng = np.random.default_rng(2)
-    x, y = rng.random(n, dtype=np.float32), rng.random(n, dtype=np.float32)
-    dx, dy = backend.mem_alloc(4 * n), backend.mem_alloc(4 * n)
+    x, y, dx, dy = saxpy_inputs(backend, 2, n)
     r = backend.region
-    r[0:4 * n] = x.tobytes()
-    r[4 * n: 8 * n] = y.tobytes()
-    backend.memcpy_htod(dx, 0, 4 * n, None, True)
-    backend.memcpy_htod(dy, 4 * n, 4 * n, None, True)
     stream = backend.stream_create(0)
     args = [ctypes.create_string_buffer(struct.pack("<f4xQQi", a, dx, dy, n), 28) for a in (1.0, 2.0, -0.5)]
     for i, buf in enumerate(args):
