@@ -47,6 +47,10 @@ class Backend(abc.ABC):
     """One context on one GPU, serving one VM. Methods run on the worker's thread."""
 
     name: str = "?"
+    # Streams of this context: alive now, and made since it was created. The compute meter reads
+    # them: while there are none, a wait on the null stream is a wait for all of the VM's work.
+    streams_live: int = 0
+    streams_made: int = 0
 
     # --- lifetime ---
     @abc.abstractmethod

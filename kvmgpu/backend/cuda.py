@@ -158,6 +158,7 @@ class CudaBackend(Backend):
         self.context = _check(cu.cuDevicePrimaryCtxRetain(self.device), "cuDevicePrimaryCtxRetain")
         _check(cu.cuCtxSetCurrent(self.context), "cuCtxSetCurrent")
         self.null_stream = cu.CUstream(0)
+        self.streams_live = 0  # (a reset context has none; made keeps counting)
         if self._region is not None:
             self._register_region()
 
@@ -364,10 +365,14 @@ class CudaBackend(Backend):
     # --- streams and events ------------------------------------------------------------------
 
     def stream_create(self, flags: int):
-        return _check(cu.cuStreamCreate(flags), "cuStreamCreate")
+        stream = _check(cu.cuStreamCreate(flags), "cuStreamCreate")
+        self.streams_live += 1
+        self.streams_made += 1
+        return stream
 
     def stream_destroy(self, stream) -> None:
         _check(cu.cuStreamDestroy(stream), "cuStreamDestroy")
+        self.streams_live -= 1
 
     def stream_synchronize(self, stream) -> None:
         _check(cu.cuStreamSynchronize(self._stream(stream)), "cuStreamSynchronize")

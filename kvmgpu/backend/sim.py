@@ -323,10 +323,13 @@ class SimBackend(Backend):
     # --- streams and events ---
     def stream_create(self, flags: int) -> SimStream:
         self._check()
+        self.streams_live += 1
+        self.streams_made += 1
         return SimStream()
 
     def stream_destroy(self, stream) -> None:
         self._check()
+        self.streams_live -= 1
 
     def stream_synchronize(self, stream) -> None:
         self._check()

@@ -1,10 +1,10 @@
 """What a worker calls: `ComputeGate.before_launch()` before each kernel launch, `synchronizing()`
-before it waits for the GPU on the guest's behalf, `idle()` when it has nothing to do, `close()`
-when the VM goes.
+before it waits for the GPU on the guest's behalf and `synchronized(what)` when the wait returns,
+`idle()` when it has nothing to do, `close()` when the VM goes.
 
 The gate holds the GPU for slices of `slice_s` wall seconds. While it holds the GPU a launch costs
-one clock read (and, at the first launch after the GPU went idle, one event record: the meter's
-run start). At a slice's end the gate drains the context, charges the GPU's busy time in the slice
+one clock read (and, at the first launch after the GPU went idle, the meter's run start: a clock
+read, or an event record, see meter.py). At a slice's end the gate drains the context, charges the GPU's busy time in the slice
 (the meter's runs: never the time the GPU sat idle waiting for the guest), and keeps the GPU if
 nobody else waits (and, in `limit` mode, its bucket is not empty); otherwise it lets go and waits
 its turn like everyone else.
@@ -81,6 +81,11 @@ class ComputeGate:
         """The worker is about to wait for the GPU (a synchronising call): the GPU's busy run ends
         there, and the time until the guest's next launch is not charged."""
         self.meter.mark_idle()
+
+    def synchronized(self, what: str) -> None:
+        """That wait returned (or failed); `what` it waited for: kvmgpu.compute.meter's CONTEXT,
+        NULL_STREAM or PART (a run the meter times by the clock ends here, see meter.py)."""
+        self.meter.waited(what)
 
     def idle(self) -> None:
         """The worker has nothing to dispatch: let the others have the GPU."""

@@ -1,20 +1,32 @@
 """GPU time of one slice: the GPU's busy time, not the time the VM held the GPU.
 
 A slice is made of *runs*: a run starts when the worker puts work on an idle GPU (`work()`, called
-by the gate before each launch) and ends when the worker is about to wait for the GPU on the
-guest's behalf (`mark_idle()`: a synchronising call such as cuCtxSynchronize, cuStreamSynchronize,
-a synchronous copy) or when the slice ends. Each run is timed by two CUDA events recorded on the
-legacy null stream, which orders them after all earlier work of the context's blocking streams
-(the worker creates every guest stream blocking while a gate is on, see VGpu.attach_gate): the
-end event completes when the run's last work does. The time between runs (the GPU idle while the
-guest's next batch makes its round trip) is charged to nobody.
+by the gate before each launch) and ends where the worker waits for the GPU on the guest's behalf
+(a synchronising call such as cuCtxSynchronize, cuStreamSynchronize, a synchronous copy) or when
+the slice ends. The time between runs (the GPU idle while the guest's next batch makes its round
+trip) is charged to nobody. A run is timed one of two ways, chosen when it starts:
 
-Event costs on the hot path: one cuEventRecord at a run's first launch, one before the wait that
-ends it. Elapsed times are read at the slice's end, not during the round trip. The records go
-through the backend's `null_stream_recorder()` where it has one (the cuda backend: cuda-bindings'
-cuEventRecord with the null stream bound once, no per-call wrapper or stream lookup); the driver
-call itself is ~1.5 µs on the H200 whatever calls it (cuda-bindings, ctypes with or without the
-GIL: tests/gpu/call_costs.py), so two records a run is the floor of this design.
+- **By the worker's clock** while the VM's context has no streams of its own (the backend's
+  `streams_live`): every wait the run can end with is then on the null stream or the whole
+  context, and when such a wait returns none of the VM's work is left on the GPU. The run is
+  charged from the first launch call to that return (`waited`): the GPU's busy time plus the
+  launch's start latency and the wait's wake-up, a few µs a run. Nothing is recorded on the GPU.
+  A wait that does not cover all the work (cuEventSynchronize) ends the run only if the null
+  stream is idle after it (one cuStreamQuery); otherwise, and after a stream was made during the
+  run, the run goes on to the next wait for the whole context or the slice's end, which drains
+  the context: it can be charged more than its busy time, never less.
+- **By two CUDA events** otherwise, recorded on the legacy null stream, which orders them after
+  all earlier work of the context's blocking streams (the worker creates every guest stream
+  blocking while a gate is on, see VGpu.attach_gate): one at the run's first launch, one before
+  the wait that ends it (`mark_idle`); the end event completes when the run's last work does.
+  Elapsed times are read at the slice's end. The records go through the backend's
+  `null_stream_recorder()` where it has one; the driver call itself is ~1.5 µs on the H200
+  whatever calls it (tests/gpu/call_costs.py).
+
+Why two ways: a forwarded launch + synchronise is ~10 µs of GPU work and driver calls; two event
+records, their elapsed reads at the slice's end and the meter's Python added 11-14 µs to it
+(tests/gpu/gate_cost.py), and the common program (one stream, synchronising the context or the
+null stream) does not need them to be charged right.
 """
 
 from __future__ import annotations
@@ -23,9 +35,13 @@ import time
 
 from kvmgpu.backend.base import Backend, CudaError
 
+# What a wait waited for (`waited`): the whole context, the null stream, anything less.
+CONTEXT, NULL_STREAM, PART = "context", "null stream", "part"
+
 
 class EventMeter:
-    """Times runs with the backend's events (the cuda backend: real CUevents).
+    """Times runs with the worker's clock or with the backend's events (the cuda backend: real
+    CUevents); see the module's docstring for which and why.
 
     `source` is the backend, or a function returning the current one: a worker may replace its
     backend, and the events are then made again in the new context.
@@ -37,7 +53,10 @@ class EventMeter:
         self.backend: Backend | None = None
         self._spare: list = []  # events ready for reuse
         self._runs: list = []  # (start event, end event, start wall, end wall) of closed runs
-        self._open = None  # (start event, start wall) of the run in progress
+        self._open = None  # (start event, start wall) of the event-timed run in progress
+        self._since: float | None = None  # start of the clock-timed run in progress
+        self._made = 0  # the backend's streams_made when that run started
+        self._clocked = 0.0  # clock-timed runs closed in this slice, seconds
         self._wall_only = False  # the context failed: charge wall time until the slice ends
         self._rec = None  # records an event on the null stream (bound to the backend in begin())
 
@@ -56,7 +75,7 @@ class EventMeter:
         backend = self._source()
         if backend is not self.backend:  # a new context: the old events died with the old one
             self.backend = backend
-            self._spare, self._runs, self._open = [], [], None
+            self._spare, self._runs, self._open, self._since = [], [], None, None
             fast = getattr(backend, "null_stream_recorder", None)
             self._rec = fast() if fast is not None else (lambda ev: backend.event_record(ev, None))
         self._wall_only = False
@@ -64,11 +83,16 @@ class EventMeter:
     @property
     def running(self) -> bool:
         """A run is in progress (`work()` would do nothing)."""
-        return self._open is not None
+        return self._open is not None or self._since is not None
 
     def work(self) -> None:
         """GPU work is about to be submitted: start a run if none is in progress."""
-        if self._open is not None:
+        if self._open is not None or self._since is not None:
+            return
+        b = self.backend
+        if not b.streams_live:
+            self._since = self._clock()
+            self._made = b.streams_made
             return
         ev = None
         if not self._wall_only:
@@ -79,7 +103,7 @@ class EventMeter:
         self._open = (ev, self._clock())
 
     def mark_idle(self) -> None:
-        """The worker is about to wait for the GPU: the run in progress ends with that wait."""
+        """The worker is about to wait for the GPU: an event-timed run ends with that wait."""
         if self._open is None:
             return
         start, t0 = self._open
@@ -92,6 +116,25 @@ class EventMeter:
                 self._wall_only = True
         self._runs.append((start, end, t0, self._clock()))
 
+    def waited(self, what: str) -> None:
+        """The worker's wait for `what` (CONTEXT, NULL_STREAM or PART) returned, or failed: a
+        clock-timed run ends now if none of the VM's work can be left on the GPU."""
+        since = self._since
+        if since is None:
+            return
+        if what != CONTEXT:
+            b = self.backend
+            if b.streams_live or b.streams_made != self._made:
+                return  # another stream's work may still run: on to a wait for the context
+            if what != NULL_STREAM:
+                try:
+                    if not b.stream_query(None):
+                        return
+                except CudaError:
+                    pass  # a failed context runs nothing: end the run
+        self._clocked += max(0.0, self._clock() - since)
+        self._since = None
+
     def finish(self) -> float:
         """The slice ends: wait for the context's work; the slice's GPU busy time in seconds."""
         self.mark_idle()
@@ -101,7 +144,9 @@ class EventMeter:
                 b.synchronize()
         except CudaError:
             self._wall_only = True
-        busy = 0.0
+        if self._since is not None:
+            self.waited(CONTEXT)
+        busy, self._clocked = self._clocked, 0.0
         for start, end, t0, t1 in self._runs:
             if start is not None and end is not None and not self._wall_only:
                 try:
@@ -152,6 +197,9 @@ class WallMeter:
         if self._open is not None:
             self._busy += max(0.0, self._clock() - self._open)
             self._open = None
+
+    def waited(self, what: str) -> None:
+        pass
 
     def finish(self) -> float:
         if self._drain is not None:

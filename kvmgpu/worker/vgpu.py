@@ -13,6 +13,7 @@ from kvmgpu_guest.region import Region
 from kvmgpu_guest.trace import ON as _TRACE, mark as _mark
 
 from ..backend.base import Backend
+from ..compute.meter import CONTEXT, NULL_STREAM, PART
 from .modules import DEFAULT_CAPACITY, ModuleCache
 from .quota import MemoryQuota
 from .session import Session
@@ -69,19 +70,23 @@ class VGpu:
         self._hook_backend()
 
     def _hook_backend(self) -> None:
-        """With a gate, the backend's calls that wait for the GPU first tell the gate (its busy run
-        ends there: the GPU's idle time until the guest's next launch is not charged), and guest
-        streams are created blocking, so the meter's null-stream events order after their work
-        (a non-blocking stream's kernels would escape the charge). Only these calls are wrapped:
-        the launch and copy paths are left as they are."""
+        """With a gate, the backend's calls that wait for the GPU tell the gate before they wait
+        (an event-timed run ends there: the GPU's idle time until the guest's next launch is not
+        charged) and after, with what they waited for (a clock-timed run ends there; see
+        kvmgpu/compute/meter.py), and guest streams are created blocking, so the meter's
+        null-stream events order after their work (a non-blocking stream's kernels would escape
+        the charge). Only these calls are wrapped: the launch and copy paths are left as they are."""
         gate, b = self.gate, self.backend
         if gate is None or getattr(b, "_kvmgpu_gated", None) is gate:
             return
-        note = gate.synchronizing
-        for name in ("synchronize", "stream_synchronize", "event_synchronize", "memcpy_dtoh"):
-            setattr(b, name, _note_first(note, getattr(b, name)))
-        for name in ("memcpy_htod", "memcpy_dtod", "memset"):  # (..., stream, sync)
-            setattr(b, name, _note_first_if_sync(note, getattr(b, name)))
+        on = {"synchronize": lambda a: CONTEXT,
+              "stream_synchronize": lambda a: NULL_STREAM if a[0] is None else PART,
+              "event_synchronize": lambda a: PART,
+              "memcpy_dtoh": lambda a: NULL_STREAM if a[-1] is None else PART,  # (..., stream)
+              # (..., stream, sync): only a synchronous one waits
+              "memcpy_htod": _if_sync, "memcpy_dtod": _if_sync, "memset": _if_sync}
+        for name, what in on.items():
+            setattr(b, name, _waiting(gate, getattr(b, name), what))
         create = b.stream_create
         b.stream_create = lambda flags: create(0)
         b._kvmgpu_gated = gate
@@ -178,22 +183,28 @@ class VGpu:
         }
 
 
-def _note_first(note, call):
+def _if_sync(args):
+    if not args[-1]:
+        return None
+    return NULL_STREAM if args[-2] is None else PART
+
+
+def _waiting(gate, call, what):
+    """`call`, telling the gate before it waits for the GPU and after; `what(args)`: what the call
+    waits for (CONTEXT, NULL_STREAM, PART), or None when this call does not wait."""
+    before, after = gate.synchronizing, gate.synchronized
+
     def wrapped(*args):
-        note()
+        w = what(args)
+        if w is None:
+            return call(*args)
+        before()
         if _TRACE:
             _mark("w3")
-        return call(*args)
-    return wrapped
-
-
-def _note_first_if_sync(note, call):
-    def wrapped(*args):
-        if args[-1]:
-            note()
-            if _TRACE:
-                _mark("w3")
-        return call(*args)
+        try:
+            return call(*args)
+        finally:
+            after(w)
     return wrapped
 
 

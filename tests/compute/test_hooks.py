@@ -1,10 +1,13 @@
-"""A gated VGpu: the backend's waiting calls end the meter's run; guest streams are made blocking."""
+"""A gated VGpu: the backend's waiting calls tell the gate before and after they wait, and what
+they waited for; guest streams are made blocking."""
 
 import pytest
 
 from kvmgpu_guest.region import Region
 
+from kvmgpu.backend.base import CudaError
 from kvmgpu.backend.sim import SimBackend
+from kvmgpu.compute.meter import CONTEXT, NULL_STREAM, PART
 from kvmgpu.worker import VGpu
 
 
@@ -14,9 +17,13 @@ class RecordingGate:
 
     def __init__(self):
         self.notes = 0
+        self.waits = []
 
     def synchronizing(self):
         self.notes += 1
+
+    def synchronized(self, what):
+        self.waits.append(what)
 
     def before_launch(self):
         pass
@@ -55,10 +62,25 @@ def test_waiting_calls_end_the_run(vgpu):
     b.memcpy_htod(p, 0, 16, None, False)  # queued: the GPU keeps going, no wait
     b.memcpy_htod(p, 0, 16, None, True)
     b.memset(p, 0, 4, 1, None, True)
-    assert gate.notes == 5
+    s = b.stream_create(0)
+    b.stream_synchronize(s)
+    b.memcpy_dtoh(0, p, 16, s)
+    e = b.event_create(0)
+    b.event_synchronize(e)
+    assert gate.notes == 8
+    assert gate.waits == [CONTEXT, NULL_STREAM, NULL_STREAM, NULL_STREAM, NULL_STREAM, PART, PART, PART]
     vgpu.attach_gate(gate)  # hooking twice wraps once
     b.synchronize()
-    assert gate.notes == 6
+    assert gate.notes == 9 and gate.waits[-1] == CONTEXT
+
+
+def test_a_failed_wait_still_says_it_returned(vgpu):
+    gate = RecordingGate()
+    vgpu.attach_gate(gate)
+    vgpu.backend._sticky = CudaError(700, "an earlier kernel faulted")  # every call fails now
+    with pytest.raises(CudaError):
+        vgpu.backend.synchronize()
+    assert gate.notes == 1 and gate.waits == [CONTEXT]
 
 
 def test_streams_are_blocking_under_a_gate(vgpu, monkeypatch):
