@@ -74,6 +74,7 @@ _OP_LAUNCH = int(Op.LAUNCH)
 _STAGED_FRAME, _, _STAGED_BODY = _QUEUED_FRAME[int(Op.MEMCPY_HTOD_STAGED)]
 _OP_STAGED = int(Op.MEMCPY_HTOD_STAGED)
 _SYNCHRONISING = frozenset(int(op) for op, spec in OPS.items() if spec.synchronising)
+_DRAINING = frozenset((int(Op.CTX_SYNCHRONIZE), int(Op.FENCE)))  # after them no queued work is left
 
 
 class SessionError(Exception):
@@ -209,8 +210,8 @@ class Session:
         if self._staged:
             self._staged.clear()
         self._batch_limit = FIRST_BATCH
-        if int(op) in _SYNCHRONISING:
-            if op == Op.CTX_SYNCHRONIZE or op == Op.FENCE:
+        if op in _SYNCHRONISING:
+            if op in _DRAINING:
                 self._head = 0  # nothing queued uses the window any more
             if self._deferred:
                 if event.status == 0:

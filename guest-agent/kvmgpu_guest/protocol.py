@@ -155,12 +155,19 @@ OPS: dict[Op, OpSpec] = {
 }
 
 _OP_SPECS: dict[int, tuple[Op, OpSpec]] = {int(op): (op, spec) for op, spec in OPS.items()}
+# A CALL's header, op header and args in one struct, per op (Connection.send_call).
+_CALL_FRAMES = {op: struct.Struct("<HBBIIIHH" + "Q" * len(spec.args)) for op, spec in OPS.items()}
+# A success REPLY's header, status and results in one struct, per op (Connection.send_reply).
+_REPLY_STRUCTS = {op: struct.Struct("<HBBIIIi" + spec.results) for op, spec in OPS.items()}
+_new_tuple = tuple.__new__  # a NamedTuple made without its Python-level __new__
+_NONE = ()  # take_launches' answer when no launch frame can be whole
 # A QUEUED LAUNCH frame's header, op header and nine args in one struct (Connection.take_launches).
 _LAUNCH_HEAD = struct.Struct("<HBBIIIHH9Q")
 _LAUNCH_FIXED = _LAUNCH_HEAD.size  # 92
 _LAUNCH_BODY = _LAUNCH_FIXED - 16  # op header + args: the shortest LAUNCH payload
 LAUNCH_BODY = _LAUNCH_BODY  # (a LAUNCH's parameter bytes are its payload length less this)
 _KIND_CALL = 3
+_KIND_REPLY = 4
 _OP_LAUNCH = 14
 _U16 = struct.Struct("<HH")
 _STATUS = struct.Struct("<i")
@@ -309,18 +316,19 @@ class Connection:
         magic, kind, flags, session, seq, length = HEADER.unpack_from(buf, pos)
         if magic != MAGIC:
             raise RemoteProtocolError(f"bad frame magic 0x{magic:04x}")
-        limit = HANDSHAKE_MAX if kind in (Kind.HELLO, Kind.WELCOME) else self.max_frame
+        limit = self.max_frame if kind == _KIND_CALL or kind == _KIND_REPLY else HANDSHAKE_MAX if (
+            kind == Kind.HELLO or kind == Kind.WELCOME) else self.max_frame
         if length > limit:
             raise RemoteProtocolError(f"frame of {length} bytes is over the limit of {limit}")
         end = pos + HEADER_SIZE + length
         if len(buf) < end:
             return NEED_DATA
-        payload = bytes(buf[pos + HEADER_SIZE: end])
         self._pos = end
-        if kind == Kind.CALL:
-            return self._parse_call(flags, session, seq, payload)
-        if kind == Kind.REPLY:
-            return self._parse_reply(session, seq, payload)
+        if kind == _KIND_CALL:  # the host's common case: decoded where it lies, no payload copy
+            return self._parse_call(flags, session, seq, buf, pos + HEADER_SIZE, length)
+        if kind == _KIND_REPLY:  # the client's common case, likewise
+            return self._parse_reply(session, seq, buf, pos + HEADER_SIZE, length)
+        payload = bytes(buf[pos + HEADER_SIZE: end])
         if kind == Kind.HELLO:
             if self.role is not Role.HOST:
                 raise RemoteProtocolError("HELLO sent to a client")
@@ -356,6 +364,8 @@ class Connection:
         """
         buf, pos = self._buf, self._pos
         end_buf = len(buf)
+        if end_buf - pos < _LAUNCH_FIXED:
+            return _NONE
         out = []
         sessions = self._sessions
         max_frame = self.max_frame
@@ -374,46 +384,53 @@ class Connection:
         self._pos = pos
         return out
 
-    def _parse_call(self, flags: int, session: int, seq: int, payload: bytes) -> Call:
+    def _parse_call(self, flags: int, session: int, seq: int, buf: bytearray, start: int,
+                    length: int) -> Call:
+        """The CALL whose `length` payload bytes start at `buf[start]` (the blob is copied out)."""
         if self.role is not Role.HOST:
             raise RemoteProtocolError("CALL sent to a client")
         if session not in self._sessions:
             raise RemoteProtocolError(f"CALL on session {session}, which has not said HELLO")
-        if len(payload) < 4:
+        if length < 4:
             raise RemoteProtocolError("CALL payload shorter than its op header")
-        opnum, nargs = _U16.unpack_from(payload)
+        opnum, nargs = _U16.unpack_from(buf, start)
         entry = _OP_SPECS.get(opnum)
         if entry is None:
             raise RemoteProtocolError(f"unknown op {opnum}")
         op, spec = entry
         if nargs != len(spec.args):
             raise RemoteProtocolError(f"{op.name} takes {len(spec.args)} args, got {nargs}")
-        fixed = spec.call_struct.size
-        if len(payload) < fixed:
+        cs = spec.call_struct
+        fixed = cs.size
+        if length < fixed:
             raise RemoteProtocolError(f"{op.name}: payload shorter than its args")
-        blob = payload[fixed:]
-        if len(blob) > spec.blob:
-            raise RemoteProtocolError(f"{op.name}: blob of {len(blob)} bytes, limit {spec.blob}")
-        queued = bool(flags & QUEUED)
+        if length - fixed > spec.blob:
+            raise RemoteProtocolError(f"{op.name}: blob of {length - fixed} bytes, limit {spec.blob}")
+        queued = flags & QUEUED
         if queued and not spec.queueable:
             raise RemoteProtocolError(f"{op.name} cannot be queued")
-        return Call(session, seq, op, spec.call_struct.unpack_from(payload)[2:], blob, queued)
+        blob = bytes(buf[start + fixed: start + length]) if length > fixed else b""
+        return _new_tuple(Call, (session, seq, op, cs.unpack_from(buf, start)[2:], blob, bool(queued)))
 
-    def _parse_reply(self, session: int, seq: int, payload: bytes) -> Reply:
+    def _parse_reply(self, session: int, seq: int, buf: bytearray, start: int, length: int) -> Reply:
+        """The REPLY whose `length` payload bytes start at `buf[start]` (the blob is copied out)."""
         if self.role is not Role.CLIENT:
             raise RemoteProtocolError("REPLY sent to the host")
         op = self._pending.pop((session, seq), None)
         if op is None:
             raise RemoteProtocolError(f"REPLY to session {session} seq {seq}, which is not awaited")
-        if len(payload) < 4:
+        if length < 4:
             raise RemoteProtocolError("REPLY payload shorter than its status")
-        (status,) = _STATUS.unpack_from(payload)
+        (status,) = _STATUS.unpack_from(buf, start)
+        end = start + length
         if status != 0:
-            return Reply(session, seq, status, (), payload[4:])
+            return _new_tuple(Reply, (session, seq, status, (), bytes(buf[start + 4: end])))
         rs = OPS[op].result_struct
-        if len(payload) < 4 + rs.size:
+        fixed = start + 4 + rs.size
+        if end < fixed:
             raise RemoteProtocolError(f"REPLY to {op.name} shorter than its results")
-        return Reply(session, seq, 0, rs.unpack_from(payload, 4), payload[4 + rs.size:])
+        return _new_tuple(Reply, (session, seq, 0, rs.unpack_from(buf, start + 4),
+                                  bytes(buf[fixed: end]) if end > fixed else b""))
 
     # --- sending ---------------------------------------------------------------------------------
 
@@ -451,22 +468,27 @@ class Connection:
             raise LocalProtocolError(f"{op.name}: blob of {len(blob)} bytes, limit {spec.blob}")
         if queued and not spec.queueable:
             raise LocalProtocolError(f"{op.name} cannot be queued")
+        st = _CALL_FRAMES[op]
+        length = st.size - HEADER_SIZE + len(blob)
+        if length > self.max_frame:
+            raise LocalProtocolError(f"{op.name}: frame of {length} bytes over {self.max_frame}")
         try:
-            body = spec.call_struct.pack(op, len(args), *args)
+            frame = st.pack(MAGIC, _KIND_CALL, QUEUED if queued else 0, session, seq, length, op,
+                            len(args), *args)
         except struct.error as e:
             raise LocalProtocolError(f"{op.name}: argument out of range ({e})") from None
         if not queued:
             self._pending[(session, seq)] = op
-        length = len(body) + len(blob)
-        if length > self.max_frame:
-            raise LocalProtocolError(f"{op.name}: frame of {length} bytes over {self.max_frame}")
-        return HEADER.pack(MAGIC, Kind.CALL, QUEUED if queued else 0, session, seq, length) + body + blob
+        return frame + blob if blob else frame
 
     def send_reply(self, session: int, seq: int, status: int, values=(), blob: bytes = b"",
                    op: Op | None = None) -> bytes:
-        if status == 0 and op is not None:
-            body = _STATUS.pack(0) + OPS[op].result_struct.pack(*values)
-        elif status == 0:
+        if status == 0 and op is not None:  # the common case: header, status and results in one pack
+            rs = _REPLY_STRUCTS[op]
+            frame = rs.pack(MAGIC, _KIND_REPLY, 0, session, seq, rs.size - HEADER_SIZE + len(blob), 0,
+                            *values)
+            return frame + blob if blob else frame
+        if status == 0:
             body = _STATUS.pack(0) + b"".join(struct.pack("<Q", v) for v in values)
         else:
             body = _STATUS.pack(status)

@@ -19,6 +19,7 @@ from .dispatch import dispatch, launch_run
 from .vgpu import VGpu
 
 log = logging.getLogger("kvmgpu.worker")
+_LAUNCH = Op.LAUNCH  # (an enum member looked up once, not per message)
 
 
 class Channel:
@@ -44,7 +45,7 @@ class Channel:
                 # ends at a frame that is not one, or at the end of the bytes: next_event goes on.
                 launches = take_launches()
                 if launches:
-                    vg.calls[Op.LAUNCH] += launch_run(vg, self.cid, launches, conn.buffer)
+                    vg.calls[_LAUNCH] += launch_run(vg, self.cid, launches, conn.buffer)
                     if len(launches) == 256:  # take_launches' limit: there may be more
                         continue
                 if _TRACE:
