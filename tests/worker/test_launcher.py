@@ -160,16 +160,17 @@ def test_a_bad_launch_in_a_batch_keeps_the_order_and_its_own_error(host_c, vadd_
     comes at the next synchronising call."""
     g, f, (a, b, c, d), n = vadd_c
     frames = [g.frame(Op.LAUNCH, f, 1, 1, 1, n, 1, 1, 0, 0, blob=vadd_args(a, b, c, n), queued=True),
-              g.frame(Op.MEMCPY_DTOD, d, c, 4 * n, 0, queued=True),  # must see the first launch
+              g.frame(Op.LAUNCH, f, 1, 1, 1, n, 1, 1, 0, 0, blob=vadd_args(c, b, d, n), queued=True),
+              g.frame(Op.MEMCPY_DTOD, c, d, 4 * n, 0, queued=True),  # must see both launches
               g.frame(Op.LAUNCH, f, 1, 1, 1, n, 1, 1, 0, 0, blob=b"short", queued=True),
-              g.frame(Op.LAUNCH, f, 1, 1, 1, n, 1, 1, 0, 0, blob=vadd_args(d, b, c, n), queued=True)]
+              g.frame(Op.LAUNCH, f, 1, 1, 1, n, 1, 1, 0, 0, blob=vadd_args(c, b, d, n), queued=True)]
     bad_seq = g.conn.next_seq() - 2  # the short one (next_seq counts on from the last frame)
     assert g.send(frames) == []
     r = g.call(Op.CTX_SYNCHRONIZE)
     assert r.status == CUresult.CUDA_ERROR_INVALID_VALUE
     assert f"LAUNCH (queued, seq {bad_seq})".encode() in r.blob and b"5 bytes of arguments" in r.blob
-    assert unfloats(g.get(c, 4 * n)) == [i + 2.0 for i in range(n)]
-    assert len(host_c.vgpu.backend.driver.calls) == 2
+    assert unfloats(g.get(d, 4 * n)) == [i + 3.0 for i in range(n)]
+    assert len(host_c.vgpu.backend.driver.calls) == 3
 
 
 def test_a_launch_the_driver_refuses_is_reported_and_the_rest_go_on(host_c, vadd_c):
@@ -195,3 +196,15 @@ def test_a_long_run_is_launched_in_pieces(host_c, vadd_c):
     g.ok(Op.CTX_SYNCHRONIZE)
     assert unfloats(g.get(c, 4 * n)) == [float(count)] * n
     assert len(host_c.vgpu.backend.driver.calls) == count
+
+
+def test_a_run_of_one_launch_goes_the_direct_way(host_c, vadd_c):
+    """A launch sent alone with its synchronise (the round-trip pattern) is not worth a record and a
+    ctypes call: it goes through the backend's direct launch, with the same result."""
+    g, f, (a, b, c, d), n = vadd_c
+    frames = [g.frame(Op.LAUNCH, f, 1, 1, 1, n, 1, 1, 0, 0, blob=vadd_args(a, b, c, n), queued=True),
+              g.frame(Op.CTX_SYNCHRONIZE)]
+    (r,) = g.send(frames)
+    assert r.status == 0
+    assert unfloats(g.get(c, 4 * n)) == [i + 1.0 for i in range(n)]
+    assert host_c.vgpu.backend.driver.calls == []
