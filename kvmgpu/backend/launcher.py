@@ -54,7 +54,11 @@ def _load():
         for name, args, res in (("kvmgpu_open", [p, p, p, u], p), ("kvmgpu_records", [p], p),
                                 ("kvmgpu_post", [p, u], None), ("kvmgpu_finish", [p], ctypes.c_int),
                                 ("kvmgpu_close", [p], None)):
-            fn = getattr(lib, name)
+            try:
+                fn = getattr(lib, name)
+            except AttributeError:
+                raise OSError(f"{path} is from another kvmgpu version (no {name}): reinstall "
+                              "kvmgpu to rebuild it") from None
             fn.argtypes, fn.restype = args, res
         _lib = lib
     return _lib
