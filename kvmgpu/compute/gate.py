@@ -56,19 +56,21 @@ class ComputeGate:
 
     # --- the worker's calls ------------------------------------------------------------------
 
-    def before_launch(self) -> None:
-        """Return when this VM may put a launch on the GPU (may sleep)."""
+    def before_launch(self) -> float:
+        """Return when this VM may put a launch on the GPU (may sleep); with `free_until()`, which
+        the worker would ask next."""
         if self.held:
             now = self._clock()
             if now < self._slice_end:
                 self.meter.work()
-                return
+                return self._slice_end
             self._end_slice(still_wants=True)
             if self.held:
                 self.meter.work()
-                return
+                return self._slice_end
         self._acquire()
         self.meter.work()
+        return self._slice_end
 
     def free_until(self) -> float:
         """Until when (on the gate's `clock`) `before_launch` has nothing to do: this VM holds the

@@ -365,9 +365,9 @@ def launch_run(vg: VGpu, cid: int, launches: list, buf: bytearray) -> int:
     backend = vg.backend
     # A run of one launch (a launch and a synchronise in one message) costs less through
     # cuda-bindings on this thread than through a record, a post and a finish (measured).
-    launcher = getattr(backend, "launcher", None) if len(launches) > 1 else None
-    at = None if launcher is not None else getattr(backend, "launch_at", None)
-    flat = getattr(backend, "launch_flat", None)
+    launcher = backend.launcher if len(launches) > 1 else None
+    at = backend.launch_at if launcher is None else None
+    flat = backend.launch_flat
     fast = launcher is not None or at is not None or flat is not None
     base = 0
     if launcher is not None or at is not None:
@@ -383,20 +383,20 @@ def launch_run(vg: VGpu, cid: int, launches: list, buf: bytearray) -> int:
         post, mask = launcher.post, cap - 1
         first = launcher.posted  # the count the run's first record is posted as
         owners: list = []  # (session, seq) of each packed record
-    packed = 0
 
-    def launch_packed() -> int:
-        """Wait for the thread to launch the posted records; a launch the driver refused is that
-        launch's error, as in `_queued_launch_failed` (the others went on)."""
-        nonlocal first
-        if launcher.finish():
-            for i, (s_, seq_) in enumerate(owners):
-                err = launcher.result(first + i)
-                if err:
-                    _queued_launch_failed(vg, s_, seq_, CudaError(err, "cuLaunchKernel"))
-        first = launcher.posted = (first + packed) & COUNTER
-        owners.clear()
-        return 0
+        def launch_packed() -> int:
+            """Wait for the thread to launch the posted records; a launch the driver refused is
+            that launch's error, as in `_queued_launch_failed` (the others went on)."""
+            nonlocal first
+            if launcher.finish():
+                for i, (s_, seq_) in enumerate(owners):
+                    err = launcher.result(first + i)
+                    if err:
+                        _queued_launch_failed(vg, s_, seq_, CudaError(err, "cuLaunchKernel"))
+            first = launcher.posted = (first + packed) & COUNTER
+            owners.clear()
+            return 0
+    packed = 0
 
     gxm, gym, gzm, bxm, bym, bzm, threads, smem = _launch_limits(vg)
     last_sid, s, functions, streams = None, None, None, None
@@ -428,8 +428,7 @@ def launch_run(vg: VGpu, cid: int, launches: list, buf: bytearray) -> int:
             if gate is not None and clock() >= until:
                 if packed:  # they go before the gate may end the slice (and wait for the GPU)
                     packed = launch_packed()
-                before()  # may wait for this VM's turn on the GPU
-                until = free_until()
+                until = before()  # may wait for this VM's turn on the GPU
             if launcher is not None:
                 pack(ring, ((first + packed) & mask) * rsize, f.backend.address,
                      0 if st is None else int(st), base + start, nbytes, gx, gy, gz, bx, by, bz,
