@@ -51,10 +51,10 @@ class Backend(abc.ABC):
     # them: while there are none, a wait on the null stream is a wait for all of the VM's work.
     streams_live: int = 0
     streams_made: int = 0
-    # The worker's queued-launch paths where a backend has them (dispatch.launch_run): a launcher
-    # thread (kvmgpu.backend.launcher.Launcher), `launch_at(f, gx, gy, gz, bx, by, bz, shared,
-    # stream, address)`, `launch_flat(f, gx, gy, gz, bx, by, bz, shared, stream, args)`.
-    launcher = None
+    # The worker's queued-launch paths where a backend has them (dispatch.launch_run): the C
+    # launch loop (kvmgpu.backend.launcher.LaunchRecords), `launch_at(f, gx, gy, gz, bx, by, bz,
+    # shared, stream, address)`, `launch_flat(f, gx, gy, gz, bx, by, bz, shared, stream, args)`.
+    launch_records = None
     launch_at = None
     launch_flat = None
 

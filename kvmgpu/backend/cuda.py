@@ -29,7 +29,7 @@ import logging
 from cuda.bindings import driver as cu
 
 from kvmgpu.backend.base import Backend, CudaError, DeviceInfo
-from kvmgpu.backend.launcher import open_launcher
+from kvmgpu.backend.launcher import open_records
 
 log = logging.getLogger("kvmgpu.backend")
 
@@ -130,11 +130,11 @@ class CudaBackend(Backend):
         if launch_mode == "extra":
             self.launch_at = self._at_launcher()  # (binds nothing of a context: made once)
         _check(cu.cuInit(0), "cuInit")
-        # The worker's queued launches: a launcher thread per context where the library is built
-        # (launcher.py; made in _open_context), else launch_at on the worker's thread.
-        self.launcher = None
-        self._launcher_fns = (self._driver_function(b"cuLaunchKernel"),
-                              self._driver_function(b"cuCtxSetCurrent")) if launch_mode == "extra" else None
+        # The worker's queued launches: the C loop where it is built (launcher.py), else launch_at.
+        self.launch_records = open_records(self._driver_function(b"cuLaunchKernel")) \
+            if launch_mode == "extra" else None
+        log.info("queued launches go through %s", "kvmgpu's C launch loop"
+                 if self.launch_records is not None else f"cuda-bindings ({launch_mode})")
         self.device = _check(cu.cuDeviceGet(index), f"cuDeviceGet({index})")
         self._region: memoryview | None = None
         self._region_addr = 0
@@ -157,19 +157,10 @@ class CudaBackend(Backend):
     def _open_context(self) -> None:
         self.context = _check(cu.cuDevicePrimaryCtxRetain(self.device), "cuDevicePrimaryCtxRetain")
         _check(cu.cuCtxSetCurrent(self.context), "cuCtxSetCurrent")
-        if self._launcher_fns is not None:
-            self.launcher = open_launcher(*self._launcher_fns, int(self.context))
-            log.info("queued launches go through %s", "kvmgpu's launcher thread"
-                     if self.launcher is not None else "cuda-bindings")
         self.null_stream = cu.CUstream(0)
         self.streams_live = 0  # (a reset context has none; made keeps counting)
         if self._region is not None:
             self._register_region()
-
-    def _close_launcher(self) -> None:
-        if self.launcher is not None:
-            self.launcher.close()  # its thread leaves the context before the context goes
-            self.launcher = None
 
     def device_info(self) -> DeviceInfo:
         if self._info is None:
@@ -228,7 +219,6 @@ class CudaBackend(Backend):
         Raises CudaError if the device cannot give a working context again; the worker should then
         exit so that a new process (and a new context) takes its place.
         """
-        self._close_launcher()
         self._unregister_region()
         cu.cuCtxSetCurrent(cu.CUcontext(0))
         cu.cuDevicePrimaryCtxRelease(self.device)
@@ -242,7 +232,6 @@ class CudaBackend(Backend):
     def close(self) -> None:
         if self.context is None:
             return
-        self._close_launcher()
         cu.cuCtxSynchronize()
         self._unregister_region()
         self._region = None

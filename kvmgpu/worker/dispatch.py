@@ -16,7 +16,7 @@ from kvmgpu_guest.cudefs import CUresult
 from kvmgpu_guest.protocol import LAUNCH_BODY, MAX_ERROR_TEXT, OPS, Call, Op, pack_params
 
 from ..backend.base import CudaError
-from ..backend.launcher import COUNTER, RECORD
+from ..backend.launcher import RECORD
 from .session import Function, Session
 from .vgpu import VGpu
 
@@ -353,50 +353,59 @@ def launch_run(vg: VGpu, cid: int, launches: list, buf: bytearray) -> int:
     them).
 
     The launches go, in the order received, through the first the backend has of:
-    `launcher` (the launcher thread, kvmgpu/backend/launcher.py: each validated launch is packed
-    into a record and posted, and the thread launches it while this goes on to the next; the run
-    waits for the thread (`finish`) at its end, when the ring is full, and before anything else
-    that must come after the posted launches: a launch that goes the general way, or the gate's
-    `before_launch`), `launch_at` (cuda-bindings, one call a launch), `launch_flat`. The first
-    two read each launch's parameter bytes where they are in `buf` (nothing resizes it during the
-    run). The gate's `before_launch` is called only when `free_until` says it has something to do
-    (a run to open, a slice to end)."""
+    `launch_records` (the C loop, kvmgpu/backend/launcher.py: each validated launch is packed into
+    a record and the records are launched together, at the end of the run, when the buffer is
+    full, and before a launch that goes the general way), `launch_at` (cuda-bindings, one call a
+    launch), `launch_flat`. The first two read each launch's parameter bytes where they are in
+    `buf` (nothing resizes it during the run). A run of one launch (a launch and a synchronise in
+    one message) takes `launch_at`: one ctypes call and a record cost more than cuda-bindings'
+    call (measured on the H200).
+
+    The gate's `before_launch` comes right before the launches go to the driver (for packed
+    records: before the C loop, so the meter's run does not start while they are being checked
+    and packed), and only when `free_until` says it has something to do (a run to open, a slice
+    to end)."""
     sessions = vg.sessions
     backend = vg.backend
-    # A run of one launch (a launch and a synchronise in one message) costs less through
-    # cuda-bindings on this thread than through a record, a post and a finish (measured).
-    launcher = backend.launcher if len(launches) > 1 else None
-    at = backend.launch_at if launcher is None else None
+    records = backend.launch_records if len(launches) > 1 else None
+    at = backend.launch_at if records is None else None
     flat = backend.launch_flat
-    fast = launcher is not None or at is not None or flat is not None
+    fast = records is not None or at is not None or flat is not None
     base = 0
-    if launcher is not None or at is not None:
+    if records is not None or at is not None:
         holder = ctypes.c_char.from_buffer(buf)
         base = ctypes.addressof(holder)
         del holder  # no export left: the buffer may grow again once the run is done
     gate = vg.gate
     if gate is not None:
-        before, free_until, clock = gate.before_launch, gate.free_until, gate.clock
-        until = free_until()
-    if launcher is not None:
-        pack, rsize, ring, cap = RECORD.pack_into, RECORD.size, launcher.records, launcher.capacity
-        post, mask = launcher.post, cap - 1
-        first = launcher.posted  # the count the run's first record is posted as
+        before, clock = gate.before_launch, gate.clock
+        until = gate.free_until()
+    packed = 0
+    if records is not None:
+        pack, rsize, rbuf, cap = RECORD.pack_into, RECORD.size, records.records, records.capacity
         owners: list = []  # (session, seq) of each packed record
 
         def launch_packed() -> int:
-            """Wait for the thread to launch the posted records; a launch the driver refused is
-            that launch's error, as in `_queued_launch_failed` (the others went on)."""
-            nonlocal first
-            if launcher.finish():
-                for i, (s_, seq_) in enumerate(owners):
-                    err = launcher.result(first + i)
-                    if err:
-                        _queued_launch_failed(vg, s_, seq_, CudaError(err, "cuLaunchKernel"))
-            first = launcher.posted = (first + packed) & COUNTER
+            """Launch the packed records; a launch the driver refuses is that launch's error, as
+            in `_queued_launch_failed`, and those after it go on (or fail, if the context broke)."""
+            nonlocal until
+            if gate is not None and clock() >= until:
+                until = before()  # may wait for this VM's turn on the GPU
+            first = 0
+            while first < packed:
+                done, err = records.launch(first, packed - first)
+                first += done
+                if not err:
+                    break
+                _queued_launch_failed(vg, *owners[first], CudaError(err, "cuLaunchKernel"))
+                first += 1
+                if vg.broken is not None:
+                    for s_, seq_ in owners[first:packed]:
+                        _queued_launch_failed(vg, s_, seq_, CudaError(
+                            vg.broken[0], f"the context is unusable after: {vg.broken[1]}"))
+                    break
             owners.clear()
             return 0
-    packed = 0
 
     gxm, gym, gzm, bxm, bym, bzm, threads, smem = _launch_limits(vg)
     last_sid, s, functions, streams = None, None, None, None
@@ -422,23 +431,20 @@ def launch_run(vg: VGpu, cid: int, launches: list, buf: bytearray) -> int:
                 packed = launch_packed()
             launch_queued(vg, s, seq, t[8:], bytes(buf[start: start + nbytes]))
             if gate is not None:
-                until = free_until()  # launch_queued may have called before_launch
+                until = gate.free_until()  # launch_queued may have called before_launch
             continue
         try:
-            if gate is not None and clock() >= until:
-                if packed:  # they go before the gate may end the slice (and wait for the GPU)
-                    packed = launch_packed()
-                until = before()  # may wait for this VM's turn on the GPU
-            if launcher is not None:
-                pack(ring, ((first + packed) & mask) * rsize, f.backend.address,
-                     0 if st is None else int(st), base + start, nbytes, gx, gy, gz, bx, by, bz,
-                     shared, 0)
+            if records is not None:
+                pack(rbuf, packed * rsize, f.backend.address, 0 if st is None else int(st),
+                     base + start, nbytes, gx, gy, gz, bx, by, bz, shared, 0)
                 owners.append((s, seq))
                 packed += 1
-                post((first + packed) & COUNTER)  # the thread may launch it now
                 if packed == cap:
                     packed = launch_packed()
-            elif at is not None:
+                continue
+            if gate is not None and clock() >= until:
+                until = before()  # may wait for this VM's turn on the GPU
+            if at is not None:
                 at(f.backend, gx, gy, gz, bx, by, bz, shared, st, base + start)
             else:
                 flat(f.backend, gx, gy, gz, bx, by, bz, shared, st, buf[start: start + nbytes])

@@ -81,12 +81,12 @@ def test_launch_matches_numpy(backend, ptx, mode):
     backend.module_unload(mod)
 
 
-def test_launcher_thread_matches_numpy(backend, ptx):
-    """The worker's queued launches go through kvmgpu's launcher thread (built by `pip install`;
-    the GPU run script builds it too): three saxpy launches from records, in order, on a stream."""
+def test_c_launch_loop_matches_numpy(backend, ptx):
+    """The worker's queued launches go through kvmgpu's C loop (built by `pip install`; the GPU
+    run script builds it too): three saxpy launches from records, in order, on a stream."""
     from kvmgpu.backend.launcher import RECORD
-    lr = backend.launcher
-    assert lr is not None, "the launcher is not built: queued launches would take cuda-bindings"
+    recs = backend.launch_records
+    assert recs is not None, "the C launch loop is not built: queued launches would take cuda-bindings"
     mod = backend.module_load(ptx)
     f, _ = backend.module_get_function(mod, "saxpy")
     n = 100_000
@@ -94,21 +94,17 @@ def test_launcher_thread_matches_numpy(backend, ptx):
     r = backend.region
     stream = backend.stream_create(0)
     args = [ctypes.create_string_buffer(struct.pack("<f4xQQi", a, dx, dy, n), 28) for a in (1.0, 2.0, -0.5)]
-
-    def post(buf, stream, block):
-        RECORD.pack_into(lr.records, (lr.posted % lr.capacity) * RECORD.size, f.address, stream,
-                         ctypes.addressof(buf), 28, (n + 255) // 256, 1, 1, block, 1, 1, 0, 0)
-        lr.posted += 1
-        lr.post(lr.posted)
-    for buf in args:
-        post(buf, int(stream), 256)
-    assert lr.finish() == 0
+    for i, buf in enumerate(args):
+        RECORD.pack_into(recs.records, i * RECORD.size, f.address, int(stream), ctypes.addressof(buf), 28,
+                         (n + 255) // 256, 1, 1, 256, 1, 1, 0, 0)
+    assert recs.launch(0, 3) == (3, 0)
     backend.stream_synchronize(stream)
     backend.memcpy_dtoh(0, dy, 4 * n, None)
     got = np.frombuffer(bytes(r[0:4 * n]), dtype=np.float32)
     np.testing.assert_allclose(got, ((y + x) + np.float32(2.0) * x) - np.float32(0.5) * x, rtol=1e-5)
-    post(args[0], 0, 4096)  # a block the device refuses: the driver's error, in the record
-    assert lr.finish() == 1 and lr.result(lr.posted - 1) == CUresult.CUDA_ERROR_INVALID_VALUE
+    bad = ctypes.create_string_buffer(28)  # a grid the device refuses: the driver's error, loop stops
+    RECORD.pack_into(recs.records, 0, f.address, 0, ctypes.addressof(bad), 28, 1, 1, 1, 4096, 1, 1, 0, 0)
+    assert recs.launch(0, 1) == (0, CUresult.CUDA_ERROR_INVALID_VALUE)
     backend.stream_destroy(stream)
     backend.module_unload(mod)
 

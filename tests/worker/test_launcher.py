@@ -1,4 +1,4 @@
-"""The worker's launcher thread in C (kvmgpu/backend/launcher.c) without a GPU: the driver's
+"""The worker's launch loop in C (kvmgpu/backend/launcher.c) without a GPU: the driver's
 cuLaunchKernel is stood in for by a Python function with its C signature, which sees exactly what
 the driver would (and, in the worker tests, runs the launch on the sim backend)."""
 
@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import ctypes
 import struct
-import threading
 
 import pytest
 
@@ -15,14 +14,12 @@ from kvmgpu_guest.protocol import Op
 from rawguest import Host, floats, unfloats
 
 from kvmgpu.backend import launcher
-from kvmgpu.backend.launcher import RECORD, Launcher
+from kvmgpu.backend.launcher import RECORD, LaunchRecords
 from kvmgpu.backend.sim import SimBackend
 
 LAUNCH_PROTO = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, *([ctypes.c_uint] * 7),
                                 ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)
-SET_CURRENT_PROTO = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p)
 OUT_OF_RESOURCES = CUresult.CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES
-CONTEXT = 0xC0DE
 
 
 def seen_launch(f, gx, gy, gz, bx, by, bz, shared, stream, kernel_params, extra) -> dict:
@@ -38,129 +35,74 @@ def seen_launch(f, gx, gy, gz, bx, by, bz, shared, stream, kernel_params, extra)
 
 
 class FakeDriver:
-    """cuLaunchKernel and cuCtxSetCurrent: records the launches with the thread and the context
-    they were made in, refuses those `refuse(call)` names."""
+    """A cuLaunchKernel that records its calls and refuses those `refuse(call)` names."""
 
     def __init__(self, refuse=lambda call: 0):
         self.calls: list[dict] = []
         self.refuse = refuse
-        self.current: dict[int, int] = {}  # thread id -> context made current there
         self.fn = LAUNCH_PROTO(self._launch)
         self.address = ctypes.cast(self.fn, ctypes.c_void_p).value
-        self.set_fn = SET_CURRENT_PROTO(self._set_current)
-        self.set_current = ctypes.cast(self.set_fn, ctypes.c_void_p).value
-
-    def _set_current(self, ctx) -> int:
-        self.current[threading.get_ident()] = ctx
-        return 0
 
     def _launch(self, *a) -> int:
         call = seen_launch(*a)
-        call["context"] = self.current.get(threading.get_ident())
-        call["thread"] = threading.get_ident()
         err = self.refuse(call)
         if not err:
             self.calls.append(call)
         return err
 
 
-def pack(lr: Launcher, n: int, f: int, args: bytes, shape=(1, 1, 1, 1, 1, 1), shared=0,
+def pack(recs: LaunchRecords, i: int, f: int, args: bytes, shape=(1, 1, 1, 1, 1, 1), shared=0,
          stream=0, keep: list | None = None) -> None:
-    """Record `n` (a count since the start) into its slot of the ring."""
     buf = ctypes.create_string_buffer(args, len(args) or 1)
     if keep is not None:
         keep.append(buf)
-    RECORD.pack_into(lr.records, (n % lr.capacity) * RECORD.size, f, stream, ctypes.addressof(buf),
-                     len(args), *shape, shared, 0)
-
-
-@pytest.fixture
-def driver():
-    return FakeDriver(refuse=lambda c: OUT_OF_RESOURCES if c["f"] == 0xBAD else 0)
-
-
-@pytest.fixture
-def ring(driver):
-    lr = Launcher(driver.address, driver.set_current, CONTEXT, capacity=4)
-    yield lr
-    lr.close()
+    RECORD.pack_into(recs.records, i * RECORD.size, f, stream, ctypes.addressof(buf), len(args),
+                     *shape, shared, 0)
 
 
 def test_the_library_is_built():
-    """`make test` installs kvmgpu with its launcher; without it the cuda backend falls back to
-    the slower cuda-bindings path, which a user would notice only in the benchmarks."""
+    """`make test` installs kvmgpu with its launch loop; without it the cuda backend falls back
+    to the slower cuda-bindings path, which a user would notice only in the benchmarks."""
     assert launcher.library_path() is not None
 
 
-def test_records_are_launched_in_order_on_the_thread_in_the_context(driver, ring):
-    keep = []
-    pack(ring, 0, 0x1000, b"\x01" * 12, shape=(2, 3, 4, 32, 2, 1), shared=128, keep=keep)
-    pack(ring, 1, 0x2000, b"", stream=0x77, keep=keep)  # no parameters: no extra at all
-    pack(ring, 2, 0x1000, struct.pack("<Qi", 0xABCDEF, -5), keep=keep)
-    ring.post(3)
-    assert ring.finish() == 0
-    assert [c["f"] for c in driver.calls] == [0x1000, 0x2000, 0x1000]
-    assert driver.calls[0]["shape"] == (2, 3, 4, 32, 2, 1) and driver.calls[0]["shared"] == 128
-    assert driver.calls[0]["args"] == b"\x01" * 12 and driver.calls[0]["stream"] is None
-    assert driver.calls[1]["args"] is None and driver.calls[1]["stream"] == 0x77
-    assert driver.calls[2]["args"] == struct.pack("<Qi", 0xABCDEF, -5)
-    assert all(c["kernel_params"] is None for c in driver.calls)
-    assert {c["context"] for c in driver.calls} == {CONTEXT}
-    assert {c["thread"] for c in driver.calls} != {threading.get_ident()}
+def test_records_are_launched_in_order_with_their_arguments():
+    drv, keep = FakeDriver(), []
+    recs = LaunchRecords(drv.address)
+    pack(recs, 0, 0x1000, b"\x01" * 12, shape=(2, 3, 4, 32, 2, 1), shared=128, keep=keep)
+    pack(recs, 1, 0x2000, b"", stream=0x77, keep=keep)  # no parameters: no extra at all
+    pack(recs, 2, 0x1000, struct.pack("<Qi", 0xABCDEF, -5), keep=keep)
+    assert recs.launch(0, 3) == (3, 0)
+    assert [c["f"] for c in drv.calls] == [0x1000, 0x2000, 0x1000]
+    assert drv.calls[0]["shape"] == (2, 3, 4, 32, 2, 1) and drv.calls[0]["shared"] == 128
+    assert drv.calls[0]["args"] == b"\x01" * 12 and drv.calls[0]["stream"] is None
+    assert drv.calls[1]["args"] is None and drv.calls[1]["stream"] == 0x77
+    assert drv.calls[2]["args"] == struct.pack("<Qi", 0xABCDEF, -5)
+    assert all(c["kernel_params"] is None for c in drv.calls)
 
 
-def test_a_refused_launch_is_marked_and_the_rest_go_on(driver, ring):
-    keep = []
-    for n, f in enumerate((0x1, 0xBAD, 0x3)):
-        pack(ring, n, f, b"", keep=keep)
-    ring.post(3)
-    assert ring.finish() == 1
-    assert [ring.result(n) for n in range(3)] == [0, OUT_OF_RESOURCES, 0]
-    assert [c["f"] for c in driver.calls] == [0x1, 0x3]
-    assert ring.finish() == 0  # counted once
+def test_a_refused_launch_stops_the_loop_there():
+    drv, keep = FakeDriver(refuse=lambda c: OUT_OF_RESOURCES if c["f"] == 0xBAD else 0), []
+    recs = LaunchRecords(drv.address)
+    for i, f in enumerate((0x1, 0xBAD, 0x3)):
+        pack(recs, i, f, b"", keep=keep)
+    assert recs.launch(0, 3) == (1, OUT_OF_RESOURCES)
+    assert recs.launch(2, 1) == (1, 0)
+    assert [c["f"] for c in drv.calls] == [0x1, 0x3]
 
 
-def test_the_ring_wraps_and_the_thread_wakes_after_sleeping(driver, ring):
-    """More records than the ring holds, in rounds with pauses long enough for the thread to go
-    to sleep between them (it spins 50 µs, then waits on a futex until the next post)."""
-    import time
-    keep, n = [], 0
-    for rnd in range(5):
-        for _ in range(3):
-            pack(ring, n, 0x100 + n, b"", keep=keep)
-            n += 1
-            ring.post(n)
-        assert ring.finish() == 0
-        time.sleep(0.01)
-    assert [c["f"] for c in driver.calls] == [0x100 + i for i in range(15)]
-
-
-def test_close_launches_what_was_posted_then_stops(driver):
-    lr = Launcher(driver.address, driver.set_current, CONTEXT, capacity=4)
-    keep = []
-    pack(lr, 0, 0x42, b"", keep=keep)
-    lr.post(1)
-    lr.close()
-    lr.close()  # twice is harmless
-    assert [c["f"] for c in driver.calls] == [0x42]
-
-
-# --- the worker's queued launches through the launcher thread, run on the sim backend ----------------------
+# --- the worker's queued launches through the C loop, run on the sim backend ----------------------
 
 class SimThroughC(SimBackend):
-    """The sim backend with a `launcher`: the worker packs and posts records, the thread calls the
-    fake driver, which finds the function by its address and runs the launch on the sim backend."""
+    """The sim backend with `launch_records`: the worker packs records, the C loop calls the fake
+    driver, which finds the function by its address and runs the launch on the sim backend."""
 
     def __init__(self, refuse=lambda call: 0, **kw):
         super().__init__(**kw)
         self._functions: dict[int, object] = {}
         self.driver = FakeDriver(refuse=self._run_or_refuse)
         self._refuse = refuse
-        self.launcher = Launcher(self.driver.address, self.driver.set_current, CONTEXT)
-
-    def close(self):
-        self.launcher.close()
-        super().close()
+        self.launch_records = LaunchRecords(self.driver.address)
 
     def module_get_function(self, module, name):
         fn, layout = super().module_get_function(module, name)
@@ -202,7 +144,7 @@ def vadd_args(x, y, out, n) -> bytes:
     return struct.pack("<QQQi", x, y, out, n)
 
 
-def test_queued_launches_run_through_the_launcher_thread(host_c, vadd_c):
+def test_queued_launches_run_through_the_c_loop(host_c, vadd_c):
     g, f, (a, b, c, d), n = vadd_c
     frames = [g.frame(Op.LAUNCH, f, 1, 1, 1, n, 1, 1, 0, 0, blob=vadd_args(a, b, c, n), queued=True),
               g.frame(Op.LAUNCH, f, 1, 1, 1, n, 1, 1, 0, 0, blob=vadd_args(c, b, d, n), queued=True)]

@@ -1,6 +1,6 @@
 """The worker's own cost per queued launch through each launch path, side by side in one process:
-the launcher thread (kvmgpu/backend/launcher.c) against cuda-bindings on the worker's thread
-(`launch_at`), batch by batch in turn, on the same worker, context and kernel. The guest is left out: batches of QUEUED LAUNCH
+the C launch loop (kvmgpu/backend/launcher.c) against cuda-bindings (`launch_at`), batch by batch
+in turn, on the same worker, context and kernel. The guest is left out: batches of QUEUED LAUNCH
 frames (as the guest sends them, 40 to a batch) go straight into the worker's channel, so what is
 timed is decode, checks and launch.
 Usage (repository root, on a GPU machine, the launcher built):
@@ -31,17 +31,17 @@ def main() -> None:
         g = host.guest(window=1 << 20)
         f, _ = g.function(g.load(), "spin")
         backend = host.vgpu.backend
-        records = backend.launcher
+        records = backend.launch_records
         assert records is not None, "the launcher library is not built (pip install -e . or setup.py build_ext)"
         batch = b"".join(g.frame(Op.LAUNCH, f, 1, 1, 1, 1, 1, 1, 0, 0, blob=struct.pack("<q", 0),
                                  queued=True) for _ in range(PER_BATCH))
         receive = g.channel.receive
-        paths = {"launcher thread": records, "cuda-bindings": None}
+        paths = {"C loop": records, "cuda-bindings": None}
         cpu = {p: [] for p in paths}  # the worker's time in receive(), per launch
         total = {p: [] for p in paths}  # until the GPU ran them all, per launch
         for _ in range(ROUNDS):
             for path, recs in paths.items():
-                backend.launcher = recs
+                backend.launch_records = recs
                 g.ok(Op.CTX_SYNCHRONIZE)
                 t0 = time.perf_counter()
                 spent = 0.0
@@ -53,7 +53,7 @@ def main() -> None:
                 n = BATCHES * PER_BATCH
                 cpu[path].append(spent / n * 1e6)
                 total[path].append((time.perf_counter() - t0) / n * 1e6)
-        backend.launcher = records
+        backend.launch_records = records
         for path in paths:
             c, t = sorted(cpu[path]), sorted(total[path])
             print(f"{path:14} worker per launch: best {c[0]:.2f} µs, median {c[len(c) // 2]:.2f}; "
