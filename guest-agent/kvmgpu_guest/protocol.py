@@ -166,8 +166,7 @@ _LAUNCH_HEAD = struct.Struct("<HBBIIIHH9Q")
 _LAUNCH_FIXED = _LAUNCH_HEAD.size  # 92
 _LAUNCH_BODY = _LAUNCH_FIXED - 16  # op header + args: the shortest LAUNCH payload
 LAUNCH_BODY = _LAUNCH_BODY  # (a LAUNCH's parameter bytes are its payload length less this)
-_KIND_CALL = 3
-_KIND_REPLY = 4
+_KIND_HELLO, _KIND_WELCOME, _KIND_CALL, _KIND_REPLY = 1, 2, 3, 4  # Kind's values, as plain ints
 _OP_LAUNCH = 14
 _U16 = struct.Struct("<HH")
 _STATUS = struct.Struct("<i")
@@ -316,8 +315,7 @@ class Connection:
         magic, kind, flags, session, seq, length = HEADER.unpack_from(buf, pos)
         if magic != MAGIC:
             raise RemoteProtocolError(f"bad frame magic 0x{magic:04x}")
-        limit = self.max_frame if kind == _KIND_CALL or kind == _KIND_REPLY else HANDSHAKE_MAX if (
-            kind == Kind.HELLO or kind == Kind.WELCOME) else self.max_frame
+        limit = HANDSHAKE_MAX if kind == _KIND_HELLO or kind == _KIND_WELCOME else self.max_frame
         if length > limit:
             raise RemoteProtocolError(f"frame of {length} bytes is over the limit of {limit}")
         end = pos + HEADER_SIZE + length
