@@ -7,10 +7,10 @@ Everything here runs calls the worker has already validated. CUDA failures becom
 Launches are the hot path. Each function gets, when it is looked up, a parameter buffer and an
 array of pointers into it laid out by the function's own parameter table (`cuFuncGetParamInfo`);
 a launch then costs one `memmove` of the argument bytes and one `cuLaunchKernel`, and the worker's
-queued launches (`launch_at`) not even the memmove: the driver reads the bytes where they arrived. Parameters go as
-one packed buffer through `extra` (measured on the H200: 4.9 µs a queued launch from Python against
-6.5 µs for a void*[] through `kernelParams`; plain cuda.bindings 4.2 µs); `launch_mode="params"`
-keeps the other way for comparison.
+queued launches (`launch_at`) not even the memmove: the driver reads the bytes where they arrived.
+Parameters go as one packed buffer through `extra` (measured on the H200: 4.9 µs a queued launch
+from Python against 6.5 µs for a void*[] through `kernelParams`; plain cuda.bindings 4.2 µs);
+`launch_mode="params"` keeps the other way for comparison.
 
 `launch_mode="ctypes"` makes the same `cuLaunchKernel` call (same libcuda, same context, same
 thread, the same prepared `extra` buffer) through a ctypes prototype with its argument types

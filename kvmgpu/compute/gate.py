@@ -4,10 +4,10 @@ before it waits for the GPU on the guest's behalf and `synchronized(what)` when 
 
 The gate holds the GPU for slices of `slice_s` wall seconds. While it holds the GPU a launch costs
 one clock read (and, at the first launch after the GPU went idle, the meter's run start: a clock
-read, or an event record, see meter.py). At a slice's end the gate drains the context, charges the GPU's busy time in the slice
-(the meter's runs: never the time the GPU sat idle waiting for the guest), and keeps the GPU if
-nobody else waits (and, in `limit` mode, its bucket is not empty); otherwise it lets go and waits
-its turn like everyone else.
+read, or an event record, see meter.py). At a slice's end the gate drains the context, charges the
+GPU's busy time in the slice (the meter's runs: never the time the GPU sat idle waiting for the
+guest), and keeps the GPU if nobody else waits (and, in `limit` mode, its bucket is not empty);
+otherwise it lets go and waits its turn like everyone else.
 """
 
 from __future__ import annotations
@@ -75,8 +75,8 @@ class ComputeGate:
     def free_until(self) -> float:
         """Until when (on the gate's `clock`) `before_launch` has nothing to do: this VM holds the
         GPU and a run is open until its slice ends. 0.0 when it must be called. The worker checks
-        this once a launch instead of calling `before_launch`, and launches what it has packed
-        before it calls `before_launch` (which may end the slice and wait for the GPU)."""
+        this instead of calling `before_launch`, right before its launches go to the driver (for
+        packed records: before the C loop, so records packed in one slice may go in the next)."""
         return self._slice_end if self.held and self.meter.running else 0.0
 
     def synchronizing(self) -> None:
