@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ctypes
 import struct
+import subprocess
 
 import pytest
 
@@ -64,6 +65,20 @@ def test_the_library_is_built():
     """`make test` installs kvmgpu with its launch loop; without it the cuda backend falls back
     to the slower cuda-bindings path, which a user would notice only in the benchmarks."""
     assert launcher.library_path() is not None
+
+
+def test_a_library_from_another_version_is_not_used(tmp_path, monkeypatch, caplog):
+    """A `_launcher*.so` left from another kvmgpu version (no `kvmgpu_launch_records`): the cuda
+    backend is told so, with what to do, and launches through cuda-bindings instead of crashing."""
+    src = tmp_path / "old.c"
+    src.write_text("int kvmgpu_something_else(void) { return 0; }\n")
+    lib = tmp_path / "_launcher.old.so"
+    subprocess.run(["cc", "-shared", "-fPIC", str(src), "-o", str(lib)], check=True)
+    monkeypatch.setattr(launcher, "library_path", lambda: str(lib))
+    monkeypatch.setattr(launcher, "_lib", None)
+    with caplog.at_level("WARNING", logger="kvmgpu.backend"):
+        assert launcher.open_records(0) is None
+    assert "another kvmgpu version" in caplog.text and "reinstall kvmgpu" in caplog.text
 
 
 def test_records_are_launched_in_order_with_their_arguments():

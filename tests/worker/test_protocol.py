@@ -110,6 +110,13 @@ def test_local_errors():
         Connection(Role.HOST).send(Hello(1))
 
 
+def test_a_call_over_the_frame_limit_is_refused_and_leaves_nothing_awaited():
+    client = Connection(Role.CLIENT, max_frame=4096)
+    with pytest.raises(LocalProtocolError, match="over 4096"):
+        client.send_call(1, 5, Op.LAUNCH, (1,) * 9, b"x" * 4096)
+    assert not client.expected(1, 5)
+
+
 MALFORMED = {
     "bad magic": lambda: frame(Kind.CALL, call_payload(Op.MEM_GET_INFO, ()), magic=0x1234),
     "oversized length": lambda: frame(Kind.CALL, b"", length=DEFAULT_MAX_FRAME + 1),
