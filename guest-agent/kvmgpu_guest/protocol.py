@@ -25,7 +25,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import NamedTuple, Union
 
-PROTOCOL_VERSION = 2  # 2: MEMCPY_HTOD_STAGED
+PROTOCOL_VERSION = 3  # 2: MEMCPY_HTOD_STAGED; 3: MEMCPY_DTOH_PIECES
 MAGIC = 0x474B  # "KG"
 HEADER = struct.Struct("<HBBIII")
 HEADER_SIZE = HEADER.size  # 16
@@ -89,6 +89,7 @@ class Op(enum.IntEnum):
     EVENT_DESTROY = 24
     FENCE = 25  # wait until no queued work still reads or writes this session's window
     MEMCPY_HTOD_STAGED = 26  # a synchronous HtoD the guest does not wait for (see OPS)
+    MEMCPY_DTOH_PIECES = 27  # a DtoH whose pieces the guest copies out as they land (see OPS)
 
 
 @dataclass(frozen=True)
@@ -152,7 +153,14 @@ OPS: dict[Op, OpSpec] = {
     # `done` (4-aligned), so the guest knows when it may refill those staging bytes. An error
     # surfaces at the next synchronising call; `done` is stored whatever the outcome.
     Op.MEMCPY_HTOD_STAGED: _spec("dst offset nbytes done", queueable=True),
+    # cuMemcpyDtoH into [offset, +nbytes) of the window, in pieces of about `piece` bytes (the
+    # host may make them bigger, at most MAX_PIECES of them): each time a piece has landed the host
+    # stores how many bytes have (u32) at window offset `landed` (4-aligned), so the guest copies
+    # the bytes out while the next piece is on its way. Replied once every piece has landed, or
+    # with the error; `landed` is not stored past a failure.
+    Op.MEMCPY_DTOH_PIECES: _spec("offset src nbytes stream piece landed", synchronising=True),
 }
+MAX_PIECES = 16  # the most pieces one MEMCPY_DTOH_PIECES is split into
 
 _OP_SPECS: dict[int, tuple[Op, OpSpec]] = {int(op): (op, spec) for op, spec in OPS.items()}
 # A CALL's header, op header and args in one struct, per op (Connection.send_call).

@@ -6,7 +6,8 @@ of both sides (perf_counter_ns is CLOCK_MONOTONIC, common to the processes of on
 prints the median µs per phase of the traced calls. Off (no variable), the cost is one check of a
 module-level bool at each boundary. At most KVMGPU_TRACE_N stamps per process (default 200000).
 
-Guest stamps: g0 call start, g1 frame(s) sent, g2 reply bytes received, g3 call done.
+Guest stamps: g0 call start, g1 frame(s) sent, g2 reply bytes received, gx (DtoH) bytes copied out
+of the window, g3 call done.
 Worker stamps: w0 bytes received, w1 queued launches of the read done, w2 call decoded,
 w3 gate's synchronizing() done (only with a gate, before a waiting backend call),
 w4 handler done, w5 reply sent.
@@ -65,6 +66,7 @@ PHASES = (  # (from, to, what)
     ("w2", "w4", "worker: dispatch (handler, backend, gate)"),
     ("w4", "w5", "worker: reply pack + send"),
     ("w5", "g2", "hop worker -> guest (socket, wake-up)"),
+    ("g2", "gx", "guest: decode reply, copy out of the window (DtoH)"),
     ("g2", "g3", "guest: decode reply, return"),
     ("g0", "g3", "total, as the guest sees it"),
 )

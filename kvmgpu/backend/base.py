@@ -82,8 +82,11 @@ class Backend(abc.ABC):
         """Device `dst` <- region[offset:offset+nbytes]."""
 
     @abc.abstractmethod
-    def memcpy_dtoh(self, offset: int, src: int, nbytes: int, stream) -> None:
-        """region[offset:offset+nbytes] <- device `src`; complete when it returns."""
+    def memcpy_dtoh(self, offset: int, src: int, nbytes: int, stream, piece: int = 0,
+                    landed=None) -> None:
+        """region[offset:offset+nbytes] <- device `src`; complete when it returns. With `piece`
+        and `landed`: copied in pieces of `piece` bytes, `landed(n)` called as soon as the first
+        `n` bytes are in the region (after each piece, in order)."""
 
     @abc.abstractmethod
     def memcpy_dtod(self, dst: int, src: int, nbytes: int, stream, sync: bool) -> None: ...

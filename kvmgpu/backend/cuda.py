@@ -55,6 +55,7 @@ _LAUNCH = cu.cuLaunchKernel
 _NOT_READY = cu.CUresult.CUDA_ERROR_NOT_READY
 _INVALID_VALUE = cu.CUresult.CUDA_ERROR_INVALID_VALUE
 _REGISTER_FLAGS = (cu.CU_MEMHOSTREGISTER_PORTABLE | cu.CU_MEMHOSTREGISTER_DEVICEMAP)
+_NO_TIMING = cu.CUevent_flags.CU_EVENT_DISABLE_TIMING
 # Attributes whose query is documented to fail or that are markers, not attributes.
 _SKIP_ATTRIBUTES = {"CU_DEVICE_ATTRIBUTE_MAX"}
 _BINARY_MAGIC = (b"\x7fELF", b"\x50\xed\x55\xba")  # cubin (ELF), fatbin
@@ -159,6 +160,7 @@ class CudaBackend(Backend):
         _check(cu.cuCtxSetCurrent(self.context), "cuCtxSetCurrent")
         self.null_stream = cu.CUstream(0)
         self.streams_live = 0  # (a reset context has none; made keeps counting)
+        self._piece_events: list = []  # marks after the pieces of a DtoH (memcpy_dtoh), made once
         if self._region is not None:
             self._register_region()
 
@@ -265,12 +267,38 @@ class CudaBackend(Backend):
         if sync:
             _check(cu.cuStreamSynchronize(stream), "cuStreamSynchronize after cuMemcpyHtoDAsync")
 
-    def memcpy_dtoh(self, offset: int, src: int, nbytes: int, stream) -> None:
+    def memcpy_dtoh(self, offset: int, src: int, nbytes: int, stream, piece: int = 0,
+                    landed=None) -> None:
         stream = self._stream(stream)
-        err, = cu.cuMemcpyDtoHAsync(self._region_addr + offset, src, nbytes, stream)
-        if err:
-            _fail(err, "cuMemcpyDtoHAsync")
-        _check(cu.cuStreamSynchronize(stream), "cuStreamSynchronize after cuMemcpyDtoHAsync")
+        dst = self._region_addr + offset
+        if landed is None or piece <= 0 or piece >= nbytes:
+            err, = cu.cuMemcpyDtoHAsync(dst, src, nbytes, stream)
+            if err:
+                _fail(err, "cuMemcpyDtoHAsync")
+            _check(cu.cuStreamSynchronize(stream), "cuStreamSynchronize after cuMemcpyDtoHAsync")
+            if landed is not None:
+                landed(nbytes)
+            return
+        # Every piece's copy goes to the GPU at once, each followed by an event; waiting on the
+        # events in turn, the caller hears of each piece as it lands (the copies go on meanwhile).
+        ends = list(range(piece, nbytes, piece)) + [nbytes]
+        events = self._piece_events
+        while len(events) < len(ends):
+            events.append(_check(cu.cuEventCreate(_NO_TIMING), "cuEventCreate"))
+        try:
+            pos = 0
+            for event, end in zip(events, ends):
+                err, = cu.cuMemcpyDtoHAsync(dst + pos, src + pos, end - pos, stream)
+                if err:
+                    _fail(err, "cuMemcpyDtoHAsync")
+                _check(cu.cuEventRecord(event, stream), "cuEventRecord after cuMemcpyDtoHAsync")
+                pos = end
+            for event, end in zip(events, ends):
+                _check(cu.cuEventSynchronize(event), "cuEventSynchronize after cuMemcpyDtoHAsync")
+                landed(end)
+        except CudaError:
+            cu.cuStreamSynchronize(stream)  # no piece may still land in the window after the reply
+            raise
 
     def memcpy_dtod(self, dst: int, src: int, nbytes: int, stream, sync: bool) -> None:
         stream = self._stream(stream)

@@ -237,9 +237,14 @@ class SimBackend(Backend):
         self._check()
         self._view(dst, nbytes)[:] = self._host(offset, nbytes)
 
-    def memcpy_dtoh(self, offset, src, nbytes, stream) -> None:
+    def memcpy_dtoh(self, offset, src, nbytes, stream, piece=0, landed=None) -> None:
         self._check()
-        self._host(offset, nbytes)[:] = self._view(src, nbytes)
+        step = piece if landed is not None and piece > 0 else nbytes
+        for pos in range(0, nbytes, step):
+            size = min(step, nbytes - pos)
+            self._host(offset + pos, size)[:] = self._view(src + pos, size)
+            if landed is not None:
+                landed(pos + size)
 
     def memcpy_dtod(self, dst, src, nbytes, stream, sync) -> None:
         self._check()

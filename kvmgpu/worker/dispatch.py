@@ -13,7 +13,8 @@ import hashlib
 import logging
 
 from kvmgpu_guest.cudefs import CUresult
-from kvmgpu_guest.protocol import LAUNCH_BODY, MAX_ERROR_TEXT, OPS, Call, Op, pack_params
+from kvmgpu_guest.protocol import (LAUNCH_BODY, MAX_ERROR_TEXT, MAX_PIECES, OPS, Call, Op,
+                                   pack_params)
 
 from ..backend.base import CudaError
 from ..backend.launcher import RECORD
@@ -24,6 +25,7 @@ log = logging.getLogger("kvmgpu.worker")
 
 MAX_HANDLES = 65536  # per table (streams, events, modules, functions) per session
 MAX_RANGES = 1 << 20  # device allocations per session
+MIN_PIECE = 64 << 10  # the smallest piece of a MEMCPY_DTOH_PIECES (each piece costs an event wait)
 OK = ((), b"")
 
 INVALID_VALUE = CUresult.CUDA_ERROR_INVALID_VALUE
@@ -159,6 +161,32 @@ def memcpy_dtoh(vg, s: Session, call):
     host = s.check_window(offset, nbytes)
     s.check_range(src, nbytes, "source")
     vg.backend.memcpy_dtoh(host, src, nbytes, st)
+    vg.bytes["dtoh"] += nbytes
+    return OK
+
+
+def memcpy_dtoh_pieces(vg, s: Session, call):
+    """cuMemcpyDtoH whose pieces the guest copies out as they land: after each piece the bytes
+    landed so far go to the u32 at window offset `landed`. The pieces are at least MIN_PIECE and
+    at most MAX_PIECES (a smaller `piece` is made bigger). What the guest writes at `landed`
+    misleads only the guest itself."""
+    offset, src, nbytes, stream, piece, landed = call.args
+    st = s.stream(stream)
+    if nbytes == 0:
+        return OK
+    if nbytes > 0xFFFFFFFF:
+        _invalid(f"{nbytes} bytes is more than a u32 count of landed bytes can say: use MEMCPY_DTOH")
+    if landed % 4:
+        _invalid(f"landed offset {landed} is not 4-aligned")
+    word = vg.region.view[s.check_window(landed, 4):][:4].cast("I")
+    host = s.check_window(offset, nbytes)
+    s.check_range(src, nbytes, "source")
+    piece = max(piece, MIN_PIECE, -(-nbytes // MAX_PIECES))
+
+    def tell(n: int) -> None:
+        word[0] = n  # one aligned store: never torn
+
+    vg.backend.memcpy_dtoh(host, src, nbytes, st, piece, tell)
     vg.bytes["dtoh"] += nbytes
     return OK
 
@@ -555,5 +583,6 @@ HANDLERS = {
     Op.EVENT_DESTROY: event_destroy,
     Op.FENCE: fence,
     Op.MEMCPY_HTOD_STAGED: memcpy_htod_staged,
+    Op.MEMCPY_DTOH_PIECES: memcpy_dtoh_pieces,
 }
 assert set(HANDLERS) == set(Op), "every op needs a handler"

@@ -82,7 +82,7 @@ class VGpu:
         on = {"synchronize": lambda a: CONTEXT,
               "stream_synchronize": lambda a: NULL_STREAM if a[0] is None else PART,
               "event_synchronize": lambda a: PART,
-              "memcpy_dtoh": lambda a: NULL_STREAM if a[-1] is None else PART,  # (..., stream)
+              "memcpy_dtoh": lambda a: NULL_STREAM if a[3] is None else PART,  # (off, src, n, stream, ...)
               # (..., stream, sync): only a synchronous one waits
               "memcpy_htod": _if_sync, "memcpy_dtod": _if_sync, "memset": _if_sync}
         for name, what in on.items():

@@ -49,6 +49,26 @@ def test_copies_through_the_registered_region(backend):
     backend.mem_free(b)
 
 
+def test_device_to_host_in_pieces_says_each_piece_as_it_lands(backend):
+    """The pieces of a DtoH: each reported in order, with the bytes landed so far, and those bytes
+    are in the region when it is reported; the copy waits for earlier null-stream work."""
+    rng = np.random.default_rng(1)
+    n = (6 << 20) + 4096
+    data = rng.integers(0, 256, n, dtype=np.uint8).tobytes()
+    r = backend.region
+    r[0:n] = data
+    a = backend.mem_alloc(n)
+    backend.memcpy_htod(a, 0, n, None, False)  # queued: the DtoH must come after it
+    seen = []
+
+    def landed(k):
+        seen.append((k, bytes(r[(32 << 20) + k - 4096: (32 << 20) + k]) == data[k - 4096: k]))
+    backend.memcpy_dtoh(32 << 20, a, n, None, 1 << 20, landed)
+    assert seen == [((i + 1) << 20, True) for i in range(6)] + [(n, True)]
+    assert bytes(r[32 << 20: (32 << 20) + n]) == data
+    backend.mem_free(a)
+
+
 def saxpy_inputs(backend, seed: int, n: int):
     """x and y (random float32) on the host, and copied (queued) to device memory dx and dy."""
     rng = np.random.default_rng(seed)

@@ -3,6 +3,7 @@
 
 import ctypes
 import os
+import time
 import json
 import subprocess
 import sys
@@ -126,6 +127,56 @@ def test_a_synchronous_copy_into_an_allocation_returns_once_staged(fresh_driver)
     for i in range(last - 2, last + 1):
         assert out[(i % 3) * chunk: (i % 3 + 1) * chunk] == bytes([i % 251]) * chunk
     assert cuda.cuMemFree(dptr) == (0,)
+    assert cuda.cuCtxDestroy(ctx) == (0,)
+
+
+@pytest.fixture
+def driver_with_staging(request, monkeypatch):
+    """kvmgpu_guest.driver against a worker whose region is big enough for the staging tail."""
+    from loopback import LoopbackWorker
+    from kvmgpu_guest import driver
+    w = LoopbackWorker(region="32M")
+    request.addfinalizer(w.stop)
+    monkeypatch.setenv("KVMGPU_SOCKET", w.socket)
+    monkeypatch.setenv("KVMGPU_SHM", w.shm)
+    driver._reset_for_tests()
+    yield driver
+    driver._reset_for_tests()
+
+
+@pytest.mark.parametrize("threads", [1, 4])
+def test_device_to_host_in_pieces(driver_with_staging, monkeypatch, threads):
+    """A cuMemcpyDtoH of several MiB goes as MEMCPY_DTOH_PIECES, copied out piece by piece (on one
+    thread or several): the bytes come back whole; from memory the program does not own it fails
+    with the native error at once (not after the 50 ms watch), also where the channel cannot be
+    polled for the reply; the next copy works."""
+    import kvmgpu_guest.client as client
+    monkeypatch.setattr(client, "COPY_THREADS", threads)
+    monkeypatch.setattr(client, "_pool", None)
+    cuda = driver_with_staging
+    cuda.cuInit(0)
+    _, ctx = cuda.cuCtxCreate(0, cuda.cuDeviceGet(0)[1])
+    session = cuda._session_for_tools()
+    n = (5 << 20) + 4100
+    _, dptr = cuda.cuMemAlloc(n)
+    data = os.urandom(n)
+    assert cuda.cuMemcpyHtoD(dptr, data, n) == (0,)
+    sent = []
+    real = session._send_call
+    monkeypatch.setattr(session, "_send_call", lambda op, *a: (sent.append(op), real(op, *a))[1])
+    out = bytearray(n)
+    assert cuda.cuMemcpyDtoH(out, dptr, n) == (0,)
+    assert out == data and sent[-1] == client.Op.MEMCPY_DTOH_PIECES
+    _, freed = cuda.cuMemAlloc(3 << 20)
+    assert cuda.cuMemFree(freed) == (0,)
+    t = time.perf_counter()
+    assert cuda.cuMemcpyDtoH(out, freed, 3 << 20) == (cuda.CUresult.CUDA_ERROR_INVALID_VALUE,)
+    assert time.perf_counter() - t < client.DTOH_SPIN_S
+    monkeypatch.setattr(type(session.transport), "recv_nowait", None)  # as a virtio-serial port
+    assert cuda.cuMemcpyDtoH(out, freed, 3 << 20) == (cuda.CUresult.CUDA_ERROR_INVALID_VALUE,)
+    out[:] = bytes(n)
+    assert cuda.cuMemcpyDtoH(out, dptr, n) == (0,)
+    assert out == data
     assert cuda.cuCtxDestroy(ctx) == (0,)
 
 

@@ -175,6 +175,56 @@ def test_bad_staged_copies_fail_at_the_next_synchronising_call(g, case):
     still_serves(g)
 
 
+def test_dtoh_in_pieces_says_each_piece_landed(host):
+    """MEMCPY_DTOH_PIECES: the bytes land whole, the landed word is stored after every piece with
+    the bytes landed so far (its last value all of them), and a piece asked smaller than the
+    worker's least is made bigger."""
+    g = host.guest(window=3 * MIB)
+    n = 256 * 1024 + 100
+    p = g.alloc(n)
+    data = bytes(range(256)) * (n // 256) + bytes(100)
+    g.put(p, data)
+    b = host.vgpu.backend
+    real, seen = b.memcpy_dtoh, []
+
+    def watched(off, src, nbytes, stream, piece=0, landed=None):
+        def tell(k):
+            landed(k)
+            seen.append(done_word(g, at[0]))
+        return real(off, src, nbytes, stream, piece, tell)
+    b.memcpy_dtoh = watched
+    at = [512 * 1024]
+    g.window.view[512 * 1024: 512 * 1024 + 4] = b"\xff" * 4
+    g.ok(Op.MEMCPY_DTOH_PIECES, 0, p, n, 0, 1024, 512 * 1024)  # 1 KiB asked: 64 KiB pieces
+    assert bytes(g.window.view[:n]) == data
+    assert seen == [64 * 1024, 128 * 1024, 192 * 1024, 256 * 1024, n]
+    # at most MAX_PIECES pieces, however small the piece asked
+    seen.clear()
+    at[0] = 2 * MIB + 64
+    big = g.alloc(2 * MIB)
+    g.ok(Op.MEMCPY_DTOH_PIECES, 0, big, 2 * MIB, 0, 64 * 1024, 2 * MIB + 64)
+    assert len(seen) == 16 and seen[-1] == 2 * MIB
+
+
+@pytest.mark.parametrize("case", ["unaligned landed", "landed outside the window", "bad source",
+                                  "window range past the end"])
+def test_bad_dtoh_in_pieces_is_refused_and_says_nothing(g, case):
+    p = g.alloc(4096)
+    g.put(p, b"\x11" * 4096)
+    win = g.welcome.window_size
+    args, says = {"unaligned landed": ((0, p, 4096, 0, 1024, win - 62), "not 4-aligned"),
+                  "landed outside the window": ((0, p, 4096, 0, 1024, win), "outside the"),
+                  "bad source": ((0, 0xDEAD0000, 16, 0, 1024, win - 64), "not in memory this session allocated"),
+                  "window range past the end": ((win - 8, p, 16, 0, 1024, win - 64), "outside the")}[case]
+    g.window.view[:4096] = b"\x22" * 4096
+    g.window.view[win - 64: win - 60] = b"\x07\0\0\0"
+    reply = g.call(Op.MEMCPY_DTOH_PIECES, *args)
+    assert status(reply) == INVALID_VALUE and says.encode() in reply.blob
+    assert done_word(g, win - 64) == 7  # nothing said landed
+    assert bytes(g.window.view[:4096]) == b"\x22" * 4096  # nothing landed
+    still_serves(g)
+
+
 @pytest.mark.parametrize("case", [
     "window offset past the end", "window range past the end", "huge nbytes",
     "pointer not owned", "range past the allocation end", "range spans two allocations",
