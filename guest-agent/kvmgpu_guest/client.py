@@ -34,10 +34,7 @@ BATCH_BYTES = int(os.environ.get("KVMGPU_BATCH_BYTES") or 4096)  # a batch is wr
 # (small enough that the worker starts on a run of launches while the guest queues the rest: the
 # two sides then work in parallel; one write per ~40 launches)
 POLL_US = int(os.environ.get("KVMGPU_POLL_US") or 50)  # spin this long on a reply before blocking
-# Threads that copy bulk bytes in and out of the window (this one and a pool). Three beat four on
-# the H200 host for 4 MiB copied out in 1 MiB pieces (median 330 against 350 µs alone, 950-1010
-# against 1100-1190 µs for a stencil segment of 100 launches and the copy: the GIL is contended)
-COPY_THREADS = int(os.environ.get("KVMGPU_COPY_THREADS") or min(3, os.cpu_count() or 1))
+COPY_THREADS = int(os.environ.get("KVMGPU_COPY_THREADS") or min(4, os.cpu_count() or 1))
 # A copy is split among threads in pieces of at least this (waking a thread costs tens of µs on a
 # VM: smaller pieces lose more than they gain; 512 KiB pieces made 1 MiB copies slower on the H200)
 COPY_PIECE = int(os.environ.get("KVMGPU_COPY_PIECE") or 1 << 20)
@@ -46,6 +43,10 @@ COPY_PIECE = int(os.environ.get("KVMGPU_COPY_PIECE") or 1 << 20)
 # on the H200 host that took a 4 MiB copy's median from 525-555 to 350 µs)
 COPY_PART = int(os.environ.get("KVMGPU_COPY_PART") or 1 << 20)
 COPY_WAKE = os.environ.get("KVMGPU_COPY_WAKE", "1") != "0"
+# Threads that copy a DtoH's pieces out (this one and a pool): three beat four on the H200 host for
+# 4 MiB in 1 MiB pieces (median 330 against 350 µs alone; 950-1010 against 1100-1190 µs for a
+# stencil segment of 100 launches and the copy), the GIL being contended
+PIECE_THREADS = int(os.environ.get("KVMGPU_PIECE_THREADS") or min(3, COPY_THREADS))
 # Bulk copies go in chunks of n/4, at least PIPE_MIN and at most PIPE_MAX bytes.
 PIPE_MIN = int(os.environ.get("KVMGPU_PIPE_MIN") or 1 << 20)
 PIPE_MAX = int(os.environ.get("KVMGPU_PIPE_CHUNK") or 16 << 20)
@@ -566,7 +567,7 @@ def _chunk(n: int, window: int) -> int:
     return max(1, min(window, n, max(PIPE_MIN, min(PIPE_MAX, (n // 4 + 0xFFFF) & ~0xFFFF))))
 
 
-_pool = None
+_pools: dict = {}  # number of workers -> a ThreadPoolExecutor of kvmgpu-copy threads
 _pool_lock = threading.Lock()
 
 
@@ -581,14 +582,15 @@ def _address(view: memoryview) -> int | None:
     return addr
 
 
-def _get_pool():
-    global _pool
-    if _pool is None:
+def _get_pool(workers: int):
+    pool = _pools.get(workers)
+    if pool is None:
         with _pool_lock:
-            if _pool is None:
+            pool = _pools.get(workers)
+            if pool is None:
                 from concurrent.futures import ThreadPoolExecutor
-                _pool = ThreadPoolExecutor(COPY_THREADS - 1, thread_name_prefix="kvmgpu-copy")
-    return _pool
+                pool = _pools[workers] = ThreadPoolExecutor(workers, thread_name_prefix="kvmgpu-copy")
+    return pool
 
 
 class _Copier:
@@ -604,13 +606,13 @@ class _Copier:
     def part(self, pos: int, n: int, last: bool = False) -> None:
         """Copy [pos, pos+n): handed to the pool in COPY_PART parts (this thread goes back to
         watching), but the `last` part, which this thread copies itself."""
-        if self.d is None or self.s is None or COPY_THREADS < 2:
+        if self.d is None or self.s is None or PIECE_THREADS < 2:
             self.dst[pos: pos + n] = self.src[self.base + pos: self.base + pos + n]
             return
         d, s = self.d + pos, self.s + self.base + pos
         end = n if not last else max(0, n - COPY_PART)
         if end:
-            pool = _get_pool()
+            pool = _get_pool(PIECE_THREADS - 1)
             self.futures += [pool.submit(ctypes.memmove, d + i, s + i, min(COPY_PART, end - i))
                              for i in range(0, end, COPY_PART)]
         if end < n:
@@ -618,9 +620,9 @@ class _Copier:
 
     def wake(self) -> None:
         """Wake the copy threads now, so that they are up when the first piece lands."""
-        if COPY_THREADS > 1 and self.d is not None and self.s is not None:
-            pool = _get_pool()
-            self.futures += [pool.submit(int) for _ in range(COPY_THREADS - 1)]
+        if PIECE_THREADS > 1 and self.d is not None and self.s is not None:
+            pool = _get_pool(PIECE_THREADS - 1)
+            self.futures += [pool.submit(int) for _ in range(PIECE_THREADS - 1)]
 
     def finish(self) -> None:
         for f in self.futures:
@@ -635,7 +637,7 @@ def _copy(dst: memoryview, dpos: int, src: memoryview, spos: int, n: int) -> Non
     if pieces > 1:
         d, s = _address(dst), _address(src)
         if d is not None and s is not None:
-            pool = _get_pool()
+            pool = _get_pool(COPY_THREADS - 1)
             d += dpos
             s += spos
             step = (n // pieces + 4095) & ~4095

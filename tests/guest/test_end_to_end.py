@@ -151,8 +151,7 @@ def test_device_to_host_in_pieces(driver_with_staging, monkeypatch, threads):
     with the native error at once (not after the 50 ms watch), also where the channel cannot be
     polled for the reply; the next copy works."""
     import kvmgpu_guest.client as client
-    monkeypatch.setattr(client, "COPY_THREADS", threads)
-    monkeypatch.setattr(client, "_pool", None)
+    monkeypatch.setattr(client, "PIECE_THREADS", threads)
     cuda = driver_with_staging
     cuda.cuInit(0)
     _, ctx = cuda.cuCtxCreate(0, cuda.cuDeviceGet(0)[1])

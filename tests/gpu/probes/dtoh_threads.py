@@ -24,6 +24,7 @@ from kvmgpu_guest import driver as cu, client
 try:
     ok(cu.cuInit(0)); ok(cu.cuCtxCreate(0, ok(cu.cuDeviceGet(0))))
     d = int(ok(cu.cuMemAlloc(n)))
+    client.DTOH_PIECE = 0  # the copy in one piece, copied out after the reply (dtoh_variants.py: in pieces)
     spent = []
     real = client._copy
     def timed(*a):
@@ -31,7 +32,7 @@ try:
     client._copy = timed
     for threads in (1, 2, 4, 8):
         client.COPY_THREADS = threads
-        client._pool = None
+        client._pools.clear()
         def f():
             spent.clear()
             t = time.perf_counter()
@@ -41,7 +42,7 @@ try:
         r = min(f() for _ in range(5))
         print(f"forwarded dtoh 4MiB threads {threads}: total {r[0]:.1f} us, copy out {r[1]:.1f} us")
     for whole in (1 << 20, 16 << 20):
-        client.DTOH_WHOLE = whole; client.COPY_THREADS = 4; client._pool = None
+        client.DTOH_WHOLE = whole; client.COPY_THREADS = 4; client._pools.clear()
         def g():
             t = time.perf_counter()
             for _ in range(20): ok(cu.cuMemcpyDtoH(y.ctypes.data, d, n))

@@ -1,6 +1,6 @@
 """A 4 MiB cuMemcpyDtoH, native pageable against forwarded ways of doing it, in one process on the
 GPU machine, alone and right after 100 stencil launches (as benchgpu's launch-bound stencil does):
-the guest's knobs (KVMGPU_DTOH_PIECE, KVMGPU_COPY_THREADS, KVMGPU_COPY_PART) set per variant, and
+the guest's knobs (KVMGPU_DTOH_PIECE, KVMGPU_PIECE_THREADS, KVMGPU_COPY_PART) set per variant, and
 a variant that skips the copy out of the window (the DMA and the round trip alone).
 `PYTHONPATH=guest-agent:. python3 tests/gpu/probes/dtoh_variants.py`"""
 import ctypes, os, sys, tempfile, time
@@ -70,9 +70,9 @@ try:
                 ("512K pcs, 8 thr, wake", 512 << 10, 8, 512 << 10, 1),
                 ("1M pieces, no copy", 1 << 20, 4, 1 << 20, 0)]
     for name, piece, threads, part, wake in variants:
-        client.DTOH_PIECE, client.COPY_THREADS, client.COPY_PART = piece, threads, part
+        client.DTOH_PIECE, client.PIECE_THREADS, client.COPY_PART = piece, threads, part
         client.COPY_WAKE = wake
-        client._pool = None
+        client._pools.clear()
         skip = name.endswith("no copy")
         client._Copier.part = (lambda *a, **k: None) if skip else real_part
         client._copy = (lambda *a: None) if skip else real_copy
