@@ -352,6 +352,10 @@ class Connection:
             return Goodbye(session, payload[:MAX_ERROR_TEXT].decode("utf-8", "replace"))
         raise RemoteProtocolError(f"unknown frame kind {kind}")
 
+    def drained(self) -> bool:
+        """Whether every byte received so far has been decoded."""
+        return self._pos == len(self._buf)
+
     @property
     def buffer(self) -> bytearray:
         """The bytes received and not yet dropped (where `take_launches` points)."""

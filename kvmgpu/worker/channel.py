@@ -61,6 +61,8 @@ class Channel:
                     _mark_at("w4", _ns())
                 if reply:
                     out.append(reply)
+                if conn.drained():
+                    break
         except RemoteProtocolError as e:
             self.vgpu.protocol_violations += 1
             log.warning("channel %s: protocol violation, closing it: %s", self.cid, e)
