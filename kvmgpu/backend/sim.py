@@ -239,7 +239,7 @@ class SimBackend(Backend):
 
     def memcpy_dtoh(self, offset, src, nbytes, stream, piece=0, landed=None) -> None:
         self._check()
-        step = piece if landed is not None and piece > 0 else nbytes
+        step = piece if landed is not None and piece > 0 else max(nbytes, 1)
         for pos in range(0, nbytes, step):
             size = min(step, nbytes - pos)
             self._host(offset + pos, size)[:] = self._view(src + pos, size)

@@ -178,7 +178,8 @@ def memcpy_dtoh_pieces(vg, s: Session, call):
         _invalid(f"{nbytes} bytes is more than a u32 count of landed bytes can say: use MEMCPY_DTOH")
     if landed % 4:
         _invalid(f"landed offset {landed} is not 4-aligned")
-    word = vg.region.view[s.check_window(landed, 4):][:4].cast("I")
+    at = s.check_window(landed, 4)
+    word = vg.region.view[at: at + 4].cast("I")
     host = s.check_window(offset, nbytes)
     s.check_range(src, nbytes, "source")
     piece = max(piece, MIN_PIECE, -(-nbytes // MAX_PIECES))
