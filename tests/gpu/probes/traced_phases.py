@@ -67,7 +67,12 @@ def floors():
                 f.result()
         print(f"memmove 4 MiB on {threads} threads (pool) us:", best(split))
         pool.shutdown()
-    st = ok(cu.cuModuleGetFunction(ok(cu.cuModuleLoadData(B.PTX.read_bytes())), b"stencil1d"))
+    after_launches(cu, ok(cu.cuModuleLoadData(B.PTX.read_bytes())), y, "native")
+
+
+def after_launches(cu, mod, y, side):
+    """The DtoH call right after 100 queued stencil launches, 20 times: its min and median."""
+    st = ok(cu.cuModuleGetFunction(mod, b"stencil1d"))
     n = 1 << 20
     ab = [int(ok(cu.cuMemAlloc(4 * n))), int(ok(cu.cuMemAlloc(4 * n)))]
 
@@ -80,7 +85,7 @@ def floors():
         return time.perf_counter() - t
     seg()
     t = [seg() for _ in range(20)]
-    print("native: the DtoH call after 100 stencil launches us (min, median):",
+    print(f"{side}: the DtoH call after 100 stencil launches us (min, median):",
           round(min(t) * 1e6, 1), round(sorted(t)[10] * 1e6, 1))
 
 
@@ -102,21 +107,7 @@ def forwarded(mode):
             cu.cuStreamSynchronize(0)
         print("forwarded launch + cuStreamSynchronize us (best, median):", best(ls, 2000))
         return
-    st = ok(cu.cuModuleGetFunction(mod, b"stencil1d"))
-    n = 1 << 20
-    ab = [int(ok(cu.cuMemAlloc(4 * n))), int(ok(cu.cuMemAlloc(4 * n)))]
-
-    def seg():
-        for i in range(100):
-            cu.cuLaunchKernel(st, n // 256, 1, 1, 256, 1, 1, 0, 0, ((ab[0], ab[1], n), (P, P, I32)), 0)
-            ab.reverse()
-        t = time.perf_counter()
-        ok(cu.cuMemcpyDtoH(y.ctypes.data, ab[0], N4))
-        return time.perf_counter() - t
-    seg()
-    t = [seg() for _ in range(20)]
-    print("forwarded: the DtoH call after 100 stencil launches us (min, median):",
-          round(min(t) * 1e6, 1), round(sorted(t)[10] * 1e6, 1))
+    after_launches(cu, mod, y, "forwarded")
 
 
 if __name__ == "__main__":
