@@ -1,6 +1,6 @@
 """The guest's copy into a registered /dev/shm region: fresh pages, populated, hot; and madvise support.
 `python3 tests/gpu/probes/copy_into_region.py`."""
-import ctypes, mmap, os, time, subprocess, sys
+import ctypes, mmap, os, time
 import numpy as np
 from cuda.bindings import driver as cu
 print("kernel", os.uname().release, "python has MADV_POPULATE_WRITE:", hasattr(mmap, "MADV_POPULATE_WRITE"))

@@ -1,7 +1,7 @@
 """DtoH of 4 MiB, native pageable against forwarded with 1/2/4/8 copy-out threads and in one piece
 or in 1 MiB chunks. Run on the GPU machine from the repository root:
 `PYTHONPATH=guest-agent:. python3 tests/gpu/probes/dtoh_threads.py`."""
-import ctypes, os, sys, tempfile, time, json
+import os, sys, tempfile, time
 import numpy as np
 sys.path[:0] = ["guest-agent", "."]
 from kvmgpu import benchgpu as B

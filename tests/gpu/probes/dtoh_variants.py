@@ -3,32 +3,23 @@ GPU machine, alone and right after 100 stencil launches (as benchgpu's launch-bo
 the guest's knobs (KVMGPU_DTOH_PIECE, KVMGPU_PIECE_THREADS, KVMGPU_COPY_PART) set per variant, and
 a variant that skips the copy out of the window (the DMA and the round trip alone).
 `PYTHONPATH=guest-agent:. python3 tests/gpu/probes/dtoh_variants.py`"""
-import ctypes, os, sys, tempfile, time
+import os, sys, tempfile, time
 import numpy as np
-sys.path[:0] = ["guest-agent", "."]
+sys.path[:0] = ["guest-agent", ".", os.path.dirname(os.path.abspath(__file__))]
 from kvmgpu import benchgpu as B
+from traced_phases import N4, dtoh_after_launches  # the stencil's launches and copy out, as there
 ok = B._ok
-P, I32 = ctypes.c_void_p, ctypes.c_int
-N4 = 4 << 20
-n = 1 << 20
 
 
 def setup(cu):
-    st = ok(cu.cuModuleGetFunction(ok(cu.cuModuleLoadData(B.PTX.read_bytes())), b"stencil1d"))
-    ab = [int(ok(cu.cuMemAlloc(4 * n))), int(ok(cu.cuMemAlloc(4 * n)))]
+    mod = ok(cu.cuModuleLoadData(B.PTX.read_bytes()))
     y = np.ones(N4, np.uint8)
+    src = int(ok(cu.cuMemAlloc(N4)))
+    after = dtoh_after_launches(cu, mod, y)
 
     def alone():
         t = time.perf_counter()
-        ok(cu.cuMemcpyDtoH(y.ctypes.data, ab[0], N4))
-        return time.perf_counter() - t
-
-    def after():
-        for _ in range(100):
-            cu.cuLaunchKernel(st, n // 256, 1, 1, 256, 1, 1, 0, 0, ((ab[0], ab[1], n), (P, P, I32)), 0)
-            ab.reverse()
-        t = time.perf_counter()
-        ok(cu.cuMemcpyDtoH(y.ctypes.data, ab[0], N4))
+        ok(cu.cuMemcpyDtoH(y.ctypes.data, src, N4))
         return time.perf_counter() - t
 
     def segment():  # the whole of one stencil segment: 100 launches and the copy out

@@ -70,8 +70,9 @@ def floors():
     after_launches(cu, ok(cu.cuModuleLoadData(B.PTX.read_bytes())), y, "native")
 
 
-def after_launches(cu, mod, y, side):
-    """The DtoH call right after 100 queued stencil launches, 20 times: its min and median."""
+def dtoh_after_launches(cu, mod, y):
+    """A callable that queues 100 stencil launches on 1M floats, then copies the 4 MiB result
+    into `y`, and returns how long the DtoH call took (s): the launch-bound stencil's copy out."""
     st = ok(cu.cuModuleGetFunction(mod, b"stencil1d"))
     n = 1 << 20
     ab = [int(ok(cu.cuMemAlloc(4 * n))), int(ok(cu.cuMemAlloc(4 * n)))]
@@ -83,6 +84,12 @@ def after_launches(cu, mod, y, side):
         t = time.perf_counter()
         ok(cu.cuMemcpyDtoH(y.ctypes.data, ab[0], N4))
         return time.perf_counter() - t
+    return seg
+
+
+def after_launches(cu, mod, y, side):
+    """The DtoH call right after 100 queued stencil launches, 20 times: its min and median."""
+    seg = dtoh_after_launches(cu, mod, y)
     seg()
     t = [seg() for _ in range(20)]
     print(f"{side}: the DtoH call after 100 stencil launches us (min, median):",
