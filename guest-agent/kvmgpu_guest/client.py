@@ -118,7 +118,8 @@ class Session:
         self._staged: deque = deque()  # seqs of staged copies the host may not have done, oldest first
         self._done = None  # the u32 where the host stores the seq of its last staged copy
         self._done_at = 0  # its offset in the window
-        self._landed = None  # the u32 (at _done_at + 8) where the host says how much of a DtoH landed
+        self._landed = None  # the u32 where the host says how much of a DtoH has landed
+        self._landed_at = 0  # its offset in the window (8 past the done word)
         self._deferred = 0  # an error met while nobody waited, for the next synchronising call
         self.closed = False
 
@@ -179,7 +180,8 @@ class Session:
         self._ring_size = self._stage_base
         self._done = self.view[done_at: done_at + 4].cast("I")
         self._done_at = done_at
-        self._landed = self.view[done_at + 8: done_at + 12].cast("I")
+        at = self._landed_at = done_at + 8
+        self._landed = self.view[at: at + 4].cast("I")
         self._done[0] = self._seq  # nothing staged yet: every seq sent from now on is newer
         self._slot = 0
 
@@ -452,7 +454,7 @@ class Session:
         landed, view = self._landed, self.view
         landed[0] = 0
         seq = self._send_call(Op.MEMCPY_DTOH_PIECES,
-                              (off, src, n, stream, DTOH_PIECE, self._done_at + 8))
+                              (off, src, n, stream, DTOH_PIECE, self._landed_at))
         if _TRACE:
             _mark("g1")
         copy = _Copier(dst, view, off)
