@@ -207,7 +207,7 @@ def test_dtoh_in_pieces_says_each_piece_landed(host):
 
 
 @pytest.mark.parametrize("case", ["unaligned landed", "landed outside the window", "bad source",
-                                  "window range past the end"])
+                                  "window range past the end", "more bytes than a u32 counts"])
 def test_bad_dtoh_in_pieces_is_refused_and_says_nothing(g, case):
     p = g.alloc(4096)
     g.put(p, b"\x11" * 4096)
@@ -215,7 +215,8 @@ def test_bad_dtoh_in_pieces_is_refused_and_says_nothing(g, case):
     args, says = {"unaligned landed": ((0, p, 4096, 0, 1024, win - 62), "not 4-aligned"),
                   "landed outside the window": ((0, p, 4096, 0, 1024, win), "outside the"),
                   "bad source": ((0, 0xDEAD0000, 16, 0, 1024, win - 64), "not in memory this session allocated"),
-                  "window range past the end": ((win - 8, p, 16, 0, 1024, win - 64), "outside the")}[case]
+                  "window range past the end": ((win - 8, p, 16, 0, 1024, win - 64), "outside the"),
+                  "more bytes than a u32 counts": ((0, p, 1 << 32, 0, 1024, win - 64), "use MEMCPY_DTOH")}[case]
     g.window.view[:4096] = b"\x22" * 4096
     g.window.view[win - 64: win - 60] = b"\x07\0\0\0"
     reply = g.call(Op.MEMCPY_DTOH_PIECES, *args)
