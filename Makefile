@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 DEBS := libvirt-daemon-system libvirt-clients libvirt-daemon-driver-qemu qemu-system-x86 qemu-utils \
-        python3-libvirt python3-pyudev python3-venv libxml2-utils gcc libc6-dev
+        python3-libvirt python3-pyudev python3-venv libxml2-utils gcc libc6-dev python3-dev
 PYTEST_ARGS ?=
 
 .PHONY: test demo deps venv libvirtd clean

@@ -1,6 +1,8 @@
-"""The one compiled piece of kvmgpu: the worker's launch loop (kvmgpu/backend/launcher.c), loaded
-with ctypes. Optional: where it cannot be built, kvmgpu installs without it and the cuda backend
-launches through cuda-bindings (kvmgpu/backend/launcher.py). Everything else is in pyproject.toml."""
+"""The one compiled piece of kvmgpu: the worker's driver calls on the hot path
+(kvmgpu/backend/launcher.c, the extension module kvmgpu.backend._launcher). Optional: where it
+cannot be built (no C compiler or no Python headers), kvmgpu installs without it and the cuda
+backend makes those calls through cuda-bindings (kvmgpu/backend/launcher.py). Everything else is in
+pyproject.toml."""
 
 from setuptools import Extension, setup
 

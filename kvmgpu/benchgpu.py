@@ -33,7 +33,7 @@ MiB = 1 << 20
 WORKER = ("import os, sys; import kvmgpu.compute as C; from kvmgpu.sizes import parse_size; "
           "os.environ.get('KVMGPU_BENCH_GATE', '1') == '0' and setattr(C, 'open_gate', lambda *a, **k: None); "
           "from kvmgpu.worker.server import WorkerConfig, serve; a = sys.argv[1:]; "
-          "serve(WorkerConfig(backend='cuda', gmem=parse_size(a[0], 'gmem'), socket=a[1], shm=a[2], "
+          "serve(WorkerConfig(backend=a[7], gmem=parse_size(a[0], 'gmem'), socket=a[1], shm=a[2], "
           "region_size=parse_size(a[3], 'region'), vm=a[4], compute=int(a[5]), compute_mode=a[6]))")
 
 
@@ -188,7 +188,7 @@ def start_worker(tmp: str, region: int, backend: str = "cuda"):
     log = open(os.path.join(tmp, "worker.log"), "w+")
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'guest-agent'}:{ROOT}"}
     proc = subprocess.Popen([sys.executable, "-c", WORKER, "8G", sock, shm, f"{region // MiB}M", "bench",
-                             "100", "share"], stdout=log, stderr=subprocess.STDOUT, env=env)
+                             "100", "share", backend], stdout=log, stderr=subprocess.STDOUT, env=env)
     deadline = time.monotonic() + 60
     while not os.path.exists(sock):
         if proc.poll() is not None or time.monotonic() > deadline:

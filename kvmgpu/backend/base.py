@@ -52,10 +52,11 @@ class Backend(abc.ABC):
     streams_live: int = 0
     streams_made: int = 0
     # The worker's queued-launch paths where a backend has them (dispatch.launch_run): the C
-    # launch loop (kvmgpu.backend.launcher.LaunchRecords), `launch_at(f, gx, gy, gz, bx, by, bz,
-    # shared, stream, address)`, `launch_flat(f, gx, gy, gz, bx, by, bz, shared, stream, args)`.
+    # launch loop (kvmgpu.backend.launcher.LaunchRecords), `launch_in(f, gx, gy, gz, bx, by, bz,
+    # shared, stream, buf, start, nbytes)` (the argument bytes read where they are in the bytearray
+    # `buf`), `launch_flat(f, gx, gy, gz, bx, by, bz, shared, stream, args)`.
     launch_records = None
-    launch_at = None
+    launch_in = None
     launch_flat = None
 
     # --- lifetime ---

@@ -7,7 +7,7 @@ Everything here runs calls the worker has already validated. CUDA failures becom
 Launches are the hot path. Each function gets, when it is looked up, a parameter buffer and an
 array of pointers into it laid out by the function's own parameter table (`cuFuncGetParamInfo`);
 a launch then costs one `memmove` of the argument bytes and one `cuLaunchKernel`, and the worker's
-queued launches (`launch_at`) not even the memmove: the driver reads the bytes where they arrived.
+queued launches (`launch_in`, `launch_records`) not even the memmove: the driver reads the bytes where they arrived.
 Parameters go as one packed buffer through `extra` (measured on the H200: 4.9 µs a queued launch
 from Python against 6.5 µs for a void*[] through `kernelParams`; plain cuda.bindings 4.2 µs);
 `launch_mode="params"` keeps the other way for comparison.
@@ -29,7 +29,7 @@ import logging
 from cuda.bindings import driver as cu
 
 from kvmgpu.backend.base import Backend, CudaError, DeviceInfo
-from kvmgpu.backend.launcher import open_records
+from kvmgpu.backend.launcher import LaunchRecords, load, wanted
 
 log = logging.getLogger("kvmgpu.backend")
 
@@ -106,7 +106,7 @@ class Function:
         self.extra = ctypes.addressof(self._extra)
         self.extra_or_null = self.extra if self.arg_size else None
         self.extra_or_zero = self.extra if self.arg_size else 0
-        # the same, pointing at parameter bytes that stay where they were received (launch_at)
+        # the same, pointing at parameter bytes that stay where they were received (launch_in)
         self._extra_at = (ctypes.c_void_p * 5)(
             cu.CU_LAUNCH_PARAM_BUFFER_POINTER, 0,
             cu.CU_LAUNCH_PARAM_BUFFER_SIZE, ctypes.addressof(self._size),
@@ -128,14 +128,26 @@ class CudaBackend(Backend):
             launch_mode = "extra"
         self.index = index
         self.launch_mode = launch_mode
-        if launch_mode == "extra":
-            self.launch_at = self._at_launcher()  # (binds nothing of a context: made once)
         _check(cu.cuInit(0), "cuInit")
-        # The worker's queued launches: the C loop where it is built (launcher.py), else launch_at.
-        self.launch_records = open_records(self._driver_function(b"cuLaunchKernel")) \
-            if launch_mode == "extra" else None
-        log.info("queued launches go through %s", "kvmgpu's C launch loop"
-                 if self.launch_records is not None else f"cuda-bindings ({launch_mode})")
+        # The worker's hot driver calls in C where the module is built (launcher.py): queued
+        # launches as packed records, one launch from the receive buffer, cuStreamSynchronize.
+        self._c = None
+        if launch_mode == "extra" and wanted():
+            try:
+                self._c = load()
+            except OSError as e:
+                log.warning("the worker's driver calls go through cuda-bindings (slower): %s", e)
+        if self._c is not None:
+            self._launch_fn = self._driver_function(b"cuLaunchKernel")
+            self._sync_fn = self._driver_function(b"cuStreamSynchronize")
+            self.launch_records = LaunchRecords(self._launch_fn)
+            self.stream_synchronize = self._c_synchronizer()
+        else:
+            self.launch_records = None
+        if launch_mode == "extra":
+            self.launch_in = self._in_launcher()  # (binds nothing of a context: made once)
+        log.info("the worker's launches and stream waits go through %s", "kvmgpu's C module"
+                 if self._c is not None else f"cuda-bindings ({launch_mode})")
         self.device = _check(cu.cuDeviceGet(index), f"cuDeviceGet({index})")
         self._region: memoryview | None = None
         self._region_addr = 0
@@ -369,26 +381,50 @@ class CudaBackend(Backend):
 
     def launch_flat(self, f, gx, gy, gz, bx, by, bz, shared, stream, args) -> None:
         """`launch` with the shape as nine plain arguments and `stream` None or a backend stream:
-        the worker's queued-launch path where there is no `launch_at` (the modes other than
+        the worker's queued-launch path where there is no `launch_in` (the modes other than
         "extra", kept for comparison)."""
         self.launch(f, (gx, gy, gz), (bx, by, bz), shared, stream, args)
 
-    def _at_launcher(self):
-        """`launch_at(f, gx, gy, gz, bx, by, bz, shared, stream, address)`: the worker's queued-launch
-        path in the default mode. The parameter bytes are read where they are (`address`: the
-        caller keeps them there during the call; the driver copies them at the launch), not copied
-        into the function's buffer first: the worker points it into the channel's receive buffer.
-        A closure with what it needs bound once (measured on the H200: a method spent ~0.7 µs
-        around a 4 µs cuLaunchKernel, lookups and branches a good part of it); `stream` None is
-        the null stream, which cuda-bindings takes as is."""
-        launch, fail = _LAUNCH, _fail
+    def _in_launcher(self):
+        """`launch_in(f, gx, gy, gz, bx, by, bz, shared, stream, buf, start, nbytes)`: the worker's
+        queued-launch path for a launch on its own (a launch + synchronise in one message): the
+        argument bytes are `buf[start:start + nbytes]` (a bytearray, the channel's receive buffer),
+        read where they are, not copied into the function's buffer first; `stream` None is the
+        null stream. Through the C module where it is built, else cuda-bindings with the bytes'
+        address in the function's `extra`. A closure with what it needs bound once (measured on the
+        H200: a method spent ~0.7 µs around a 4 µs cuLaunchKernel, lookups and branches a good part
+        of it)."""
+        fail = _fail
+        if self._c is not None:
+            c_launch, fn = self._c.launch, self._launch_fn
 
-        def launch_at(f, gx, gy, gz, bx, by, bz, shared, stream, address) -> None:
-            f._extra_at[1] = address
+            def launch_in(f, gx, gy, gz, bx, by, bz, shared, stream, buf, start, nbytes) -> None:
+                err = c_launch(fn, f.address, gx, gy, gz, bx, by, bz, shared, stream, buf, start, nbytes)
+                if err:
+                    fail(err, "cuLaunchKernel")
+            return launch_in
+        launch = _LAUNCH
+
+        def launch_in(f, gx, gy, gz, bx, by, bz, shared, stream, buf, start, nbytes) -> None:
+            if nbytes != f.arg_size or start + nbytes > len(buf):
+                fail(_INVALID_VALUE, "cuLaunchKernel: argument bytes outside the buffer")
+            holder = ctypes.c_char.from_buffer(buf, start) if nbytes else None
+            f._extra_at[1] = ctypes.addressof(holder) if nbytes else 0
+            del holder  # no export left: the buffer may grow again
             err, = launch(f.handle, gx, gy, gz, bx, by, bz, shared, stream, 0, f.extra_at)
             if err:
                 fail(err, "cuLaunchKernel")
-        return launch_at
+        return launch_in
+
+    def _c_synchronizer(self):
+        """`stream_synchronize(stream)` through the C module (the null stream: None or 0)."""
+        c_sync, fn, fail = self._c.stream_synchronize, self._sync_fn, _fail
+
+        def stream_synchronize(stream) -> None:
+            err = c_sync(fn, stream)
+            if err:
+                fail(err, "cuStreamSynchronize")
+        return stream_synchronize
 
     # --- streams and events ------------------------------------------------------------------
 

@@ -1,28 +1,36 @@
-/* kvmgpu: the worker's launch loop, the one piece of the host written in C.
+/* kvmgpu: the worker's driver calls on the hot path, the one piece of the host written in C.
  *
- * It launches kernels the worker has already validated in Python (function and stream handles
- * from the VM's own tables, grid and block against the device's limits, the argument size
- * against the function's parameter table): it never reads a byte from the guest other than
- * the argument bytes it hands to the driver, whose size the worker checked. Each record is one
- * cuLaunchKernel with the arguments as one packed buffer (CU_LAUNCH_PARAM_BUFFER_POINTER), as
- * the cuda backend's Python launch path does. Why it exists: on the H200 a cuLaunchKernel costs
- * ~4.4 us called from C and ~5.9 us through cuda-bindings; the worker pays the difference on
- * every forwarded launch (docs/performance.md).
+ * A CPython extension module (kvmgpu.backend._launcher) with three functions that call the CUDA
+ * driver through function pointers the cuda backend looked up (cuGetProcAddress): the launch loop
+ * over packed records, one launch with its argument bytes read where they arrived, and a stream
+ * synchronise. Each call takes what the worker has already validated in Python (function and
+ * stream handles from the VM's own tables, grid and block against the device's limits, the
+ * argument size against the function's parameter table): it reads no byte from the guest other
+ * than the argument bytes it hands to the driver, whose size the worker checked and whose place
+ * it checks again here against the buffer they are in.
  *
- * No headers: the driver's function comes in as a pointer (cuGetProcAddress in launcher.py), so
- * this builds with a bare C compiler and links nothing.
+ * Why it exists (docs/performance.md): on the H200 a cuLaunchKernel costs ~4.4 us called from C
+ * and ~5.9 us through cuda-bindings, and a call through ctypes costs more than either; the worker
+ * pays the difference on every forwarded launch and synchronise.
+ *
+ * No CUDA headers: the driver's functions come in as addresses, so this builds with a C compiler
+ * and Python's headers and links nothing else.
  */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <limits.h>
 
 typedef int (*cu_launch_kernel_fn)(void *f, unsigned gx, unsigned gy, unsigned gz, unsigned bx,
                                    unsigned by, unsigned bz, unsigned shared, void *stream,
                                    void **kernel_params, void **extra);
+typedef int (*cu_stream_synchronize_fn)(void *stream);
 
 /* One launch: 64 bytes, packed by launcher.py's RECORD ("=4Q8I"). */
 struct launch_record {
-    unsigned long long function;  /* CUfunction */
-    unsigned long long stream;    /* CUstream; 0: the legacy null stream */
-    unsigned long long params;    /* address of the argument bytes */
-    unsigned long long size;      /* their length: exactly the function's argument size */
+    unsigned long long function; /* CUfunction */
+    unsigned long long stream;   /* CUstream; 0: the legacy null stream */
+    unsigned long long params;   /* address of the argument bytes */
+    unsigned long long size;     /* their length: exactly the function's argument size */
     unsigned int grid[3], block[3], shared, pad;
 };
 
@@ -30,25 +38,185 @@ struct launch_record {
 #define CU_LAUNCH_PARAM_BUFFER_POINTER ((void *)0x01)
 #define CU_LAUNCH_PARAM_BUFFER_SIZE ((void *)0x02)
 
-/* Launch records[0..count) in order, stopping at the first launch the driver refuses.
- * Returns how many were launched; *error is that launch's CUresult, 0 when all went. */
-int kvmgpu_launch_records(void *launch_fn, const struct launch_record *records, int count,
-                          int *error)
+static int call_launch(cu_launch_kernel_fn launch, void *function, const unsigned *shape,
+                       unsigned shared, void *stream, void *params, unsigned long long size)
 {
-    cu_launch_kernel_fn launch = (cu_launch_kernel_fn)launch_fn;
-    for (int i = 0; i < count; i++) {
-        const struct launch_record *r = &records[i];
-        unsigned long long size = r->size;
-        void *extra[5] = {CU_LAUNCH_PARAM_BUFFER_POINTER, (void *)r->params,
-                          CU_LAUNCH_PARAM_BUFFER_SIZE, &size, CU_LAUNCH_PARAM_END};
-        int err = launch((void *)r->function, r->grid[0], r->grid[1], r->grid[2], r->block[0],
-                         r->block[1], r->block[2], r->shared, (void *)r->stream, (void **)0,
-                         size ? extra : (void **)0);
-        if (err) {
-            *error = err;
-            return i;
-        }
+    void *extra[5] = {CU_LAUNCH_PARAM_BUFFER_POINTER, params, CU_LAUNCH_PARAM_BUFFER_SIZE, &size,
+                      CU_LAUNCH_PARAM_END};
+    return launch(function, shape[0], shape[1], shape[2], shape[3], shape[4], shape[5], shared,
+                  stream, (void **)0, size ? extra : (void **)0);
+}
+
+/* An address: a Python int (0 is NULL) or None (NULL); anything else with __int__ (a
+ * cuda-bindings handle) is taken through int(). */
+static int as_address(PyObject *o, void **out)
+{
+    if (o == Py_None) {
+        *out = NULL;
+        return 0;
     }
-    *error = 0;
-    return count;
+    if (PyLong_Check(o)) {
+        *out = PyLong_AsVoidPtr(o);
+    } else {
+        PyObject *n = PyNumber_Long(o);
+        if (n == NULL)
+            return -1;
+        *out = PyLong_AsVoidPtr(n);
+        Py_DECREF(n);
+    }
+    return (*out == NULL && PyErr_Occurred()) ? -1 : 0;
+}
+
+static int as_uint(PyObject *o, unsigned *out)
+{
+    unsigned long v = PyLong_AsUnsignedLong(o);
+    if (v == (unsigned long)-1 && PyErr_Occurred())
+        return -1;
+    if (v > UINT_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "launch dimension over 2**32 - 1");
+        return -1;
+    }
+    *out = (unsigned)v;
+    return 0;
+}
+
+PyDoc_STRVAR(launch_records_doc,
+"launch_records(launch_fn, records, first, count) -> (launched, error)\n\n"
+"Launch records[first:first + count] (a writable buffer of 64-byte records) in order with the\n"
+"cuLaunchKernel at address launch_fn, stopping at the first launch the driver refuses: how many\n"
+"were launched, and that launch's CUresult (0 when all went).");
+
+static PyObject *launch_records(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)self;
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "launch_records takes 4 arguments");
+        return NULL;
+    }
+    void *fn;
+    if (as_address(args[0], &fn) < 0)
+        return NULL;
+    if (fn == NULL) {
+        PyErr_SetString(PyExc_ValueError, "no cuLaunchKernel");
+        return NULL;
+    }
+    Py_ssize_t first = PyLong_AsSsize_t(args[2]), count = PyLong_AsSsize_t(args[3]);
+    if ((first == -1 || count == -1) && PyErr_Occurred())
+        return NULL;
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[1], &view, PyBUF_WRITABLE) < 0)
+        return NULL;
+    Py_ssize_t have = view.len / (Py_ssize_t)sizeof(struct launch_record);
+    if (first < 0 || count < 0 || first > have || count > have - first) {
+        PyBuffer_Release(&view);
+        PyErr_Format(PyExc_ValueError, "records %zd..%zd of a buffer of %zd", first,
+                     first + count, have);
+        return NULL;
+    }
+    const struct launch_record *r = (const struct launch_record *)view.buf + first;
+    cu_launch_kernel_fn launch = (cu_launch_kernel_fn)fn;
+    Py_ssize_t i;
+    int err = 0;
+    for (i = 0; i < count; i++, r++) {
+        unsigned shape[6] = {r->grid[0], r->grid[1], r->grid[2], r->block[0], r->block[1],
+                             r->block[2]};
+        err = call_launch(launch, (void *)(uintptr_t)r->function, shape, r->shared,
+                          (void *)(uintptr_t)r->stream, (void *)(uintptr_t)r->params, r->size);
+        if (err)
+            break;
+    }
+    PyBuffer_Release(&view);
+    return Py_BuildValue("(ni)", i, err);
+}
+
+PyDoc_STRVAR(launch_doc,
+"launch(launch_fn, function, gx, gy, gz, bx, by, bz, shared, stream, buf, start, nbytes) -> CUresult\n\n"
+"One cuLaunchKernel (at address launch_fn) of `function` with buf[start:start + nbytes] as its\n"
+"argument bytes (one packed buffer, CU_LAUNCH_PARAM_BUFFER_POINTER), read where they are: `buf`\n"
+"is a bytearray; a range outside it raises ValueError and launches nothing. `stream`: None or 0\n"
+"for the legacy null stream, else a CUstream (an int or a handle with __int__).");
+
+static PyObject *launch(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)self;
+    if (nargs != 13) {
+        PyErr_SetString(PyExc_TypeError, "launch takes 13 arguments");
+        return NULL;
+    }
+    void *fn, *function, *stream;
+    unsigned shape[6], shared;
+    if (as_address(args[0], &fn) < 0 || as_address(args[1], &function) < 0)
+        return NULL;
+    for (int i = 0; i < 6; i++)
+        if (as_uint(args[2 + i], &shape[i]) < 0)
+            return NULL;
+    if (as_uint(args[8], &shared) < 0 || as_address(args[9], &stream) < 0)
+        return NULL;
+    if (fn == NULL) {
+        PyErr_SetString(PyExc_ValueError, "no cuLaunchKernel");
+        return NULL;
+    }
+    PyObject *buf = args[10];
+    if (!PyByteArray_Check(buf)) {
+        PyErr_SetString(PyExc_TypeError, "the argument bytes must be in a bytearray");
+        return NULL;
+    }
+    Py_ssize_t start = PyLong_AsSsize_t(args[11]), nbytes = PyLong_AsSsize_t(args[12]);
+    if ((start == -1 || nbytes == -1) && PyErr_Occurred())
+        return NULL;
+    Py_ssize_t len = PyByteArray_GET_SIZE(buf);
+    if (start < 0 || nbytes < 0 || start > len || nbytes > len - start) {
+        PyErr_Format(PyExc_ValueError, "argument bytes %zd..%zd outside a buffer of %zd", start,
+                     start + nbytes, len);
+        return NULL;
+    }
+    int err = call_launch((cu_launch_kernel_fn)fn, function, shape, shared, stream,
+                          PyByteArray_AS_STRING(buf) + start, (unsigned long long)nbytes);
+    return PyLong_FromLong(err);
+}
+
+PyDoc_STRVAR(synchronize_doc,
+"stream_synchronize(sync_fn, stream) -> CUresult\n\n"
+"cuStreamSynchronize (at address sync_fn) on `stream` (None or 0: the legacy null stream), with\n"
+"the GIL released while it waits.");
+
+static PyObject *stream_synchronize(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)self;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "stream_synchronize takes 2 arguments");
+        return NULL;
+    }
+    void *fn, *stream;
+    if (as_address(args[0], &fn) < 0 || as_address(args[1], &stream) < 0)
+        return NULL;
+    if (fn == NULL) {
+        PyErr_SetString(PyExc_ValueError, "no cuStreamSynchronize");
+        return NULL;
+    }
+    int err;
+    Py_BEGIN_ALLOW_THREADS
+    err = ((cu_stream_synchronize_fn)fn)(stream);
+    Py_END_ALLOW_THREADS
+    return PyLong_FromLong(err);
+}
+
+static PyMethodDef methods[] = {
+    {"launch_records", (PyCFunction)(void (*)(void))launch_records, METH_FASTCALL,
+     launch_records_doc},
+    {"launch", (PyCFunction)(void (*)(void))launch, METH_FASTCALL, launch_doc},
+    {"stream_synchronize", (PyCFunction)(void (*)(void))stream_synchronize, METH_FASTCALL,
+     synchronize_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_launcher",
+    "The worker's driver calls on the hot path, in C (kvmgpu/backend/launcher.c).", -1, methods,
+    NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__launcher(void)
+{
+    return PyModule_Create(&module);
 }

@@ -1,22 +1,21 @@
-"""The worker's launch loop in C (launcher.c): validated launches packed into records, launched in
-order by one call.
+"""The worker's driver calls on the hot path, in C (launcher.c, the extension module `_launcher`):
+queued launches packed into records and launched in order by one call, one launch with its
+argument bytes read where they arrived, and cuStreamSynchronize.
 
-The worker validates every queued launch in Python (dispatch.launch_run), packs it with
-`RECORD.pack_into` into a `LaunchRecords` buffer, and `launch()` hands the buffer to
-`kvmgpu_launch_records`, which calls the driver's `cuLaunchKernel` once per record. The C side
-reads nothing from the guest but the argument bytes whose size the worker checked.
+The worker validates every launch in Python (dispatch.launch_run) before any of these sees it;
+the C side reads nothing from the guest but the argument bytes whose size the worker checked.
 
-The library is built when the package is installed (setup.py, an optional extension: a host
-without a C compiler gets a working kvmgpu without it). Without it, or with
-`KVMGPU_LAUNCHER=python`, the cuda backend launches through cuda-bindings as before
-(`CudaBackend.launch_at`). Measured on the H200: ~4.4 µs a launch from C against ~5.9 µs through
-cuda-bindings (docs/performance.md).
+The module is built when the package is installed (setup.py, an optional extension: a host
+without a C compiler or Python's headers gets a working kvmgpu without it). Without it, or with
+`KVMGPU_LAUNCHER=python`, the cuda backend makes the same calls through cuda-bindings. Measured on
+the H200: ~4.4 µs a launch from C against ~5.9 µs through cuda-bindings (docs/performance.md).
 """
 
 from __future__ import annotations
 
-import ctypes
 import glob
+import importlib.machinery
+import importlib.util
 import logging
 import os
 import struct
@@ -26,33 +25,44 @@ log = logging.getLogger("kvmgpu.backend")
 # function, stream, argument bytes' address, their size; grid x y z, block x y z, shared, pad
 RECORD = struct.Struct("=4Q8I")
 CAPACITY = 256  # records a buffer holds; a longer run is launched in pieces
+CALLS = ("launch_records", "launch", "stream_synchronize")  # what the module must have
 
-_LIB_GLOB = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_launcher*.so")
-_lib = None
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_module = None
 
 
 def library_path() -> str | None:
-    """Where the built library is, or None."""
-    found = sorted(glob.glob(_LIB_GLOB))
+    """Where the built module is, or None."""
+    found = sorted(p for suffix in importlib.machinery.EXTENSION_SUFFIXES
+                   for p in glob.glob(os.path.join(_HERE, "_launcher" + suffix)))
     return found[0] if found else None
 
 
-def _load():
-    global _lib
-    if _lib is None:
+def load():
+    """The built module, or OSError saying why there is none."""
+    global _module
+    if _module is None:
         path = library_path()
         if path is None:
-            return None
-        lib = ctypes.CDLL(path)
+            raise OSError(f"kvmgpu's launcher module is not built (no _launcher*.so in {_HERE})")
         try:
-            fn = lib.kvmgpu_launch_records
-        except AttributeError:
-            raise OSError(f"{path} is from another kvmgpu version: reinstall kvmgpu to rebuild "
-                          "it") from None
-        fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p]
-        fn.restype = ctypes.c_int
-        _lib = lib
-    return _lib
+            spec = importlib.util.spec_from_file_location("kvmgpu.backend._launcher", path)
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+        except ImportError as e:
+            raise OSError(f"{path} is from another kvmgpu version or Python ({e}): reinstall "
+                          "kvmgpu to rebuild it") from None
+        missing = [name for name in CALLS if not hasattr(module, name)]
+        if missing:
+            raise OSError(f"{path} is from another kvmgpu version (no {', '.join(missing)}): "
+                          "reinstall kvmgpu to rebuild it")
+        _module = module
+    return _module
+
+
+def wanted() -> bool:
+    """Whether the C calls are asked for (`KVMGPU_LAUNCHER=python` turns them off)."""
+    return os.environ.get("KVMGPU_LAUNCHER", "c") != "python"
 
 
 class LaunchRecords:
@@ -66,28 +76,19 @@ class LaunchRecords:
     """
 
     def __init__(self, launch_fn: int, capacity: int = CAPACITY):
-        lib = _load()
-        if lib is None:
-            raise OSError(f"kvmgpu's launcher library is not built (no {_LIB_GLOB})")
+        call = load().launch_records
         self.capacity = capacity
-        self.records = bytearray(capacity * RECORD.size)
-        self._records = (ctypes.c_char * len(self.records)).from_buffer(self.records)
-        self._error = ctypes.c_int(0)
-        size = RECORD.size
-        call, fn, recs, err = (lib.kvmgpu_launch_records, launch_fn,
-                               ctypes.addressof(self._records), ctypes.addressof(self._error))
-        error = self._error
+        self.records = records = bytearray(capacity * RECORD.size)
 
         def launch(first: int, count: int) -> tuple[int, int]:
-            done = call(fn, recs + first * size, count, err)
-            return done, error.value
+            return call(launch_fn, records, first, count)
         self.launch = launch
 
 
 def open_records(launch_fn: int) -> LaunchRecords | None:
     """Records launched by `launch_fn` through the C loop, or None (and why, in the log) where
-    the library is not built or `KVMGPU_LAUNCHER=python` asks for the cuda-bindings path."""
-    if os.environ.get("KVMGPU_LAUNCHER", "c") == "python":
+    the module is not built or `KVMGPU_LAUNCHER=python` asks for the cuda-bindings path."""
+    if not wanted():
         return None
     try:
         return LaunchRecords(launch_fn)

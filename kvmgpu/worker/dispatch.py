@@ -384,11 +384,10 @@ def launch_run(vg: VGpu, cid: int, launches: list, buf: bytearray) -> int:
     The launches go, in the order received, through the first the backend has of:
     `launch_records` (the C loop, kvmgpu/backend/launcher.py: each validated launch is packed into
     a record and the records are launched together, at the end of the run, when the buffer is
-    full, and before a launch that goes the general way), `launch_at` (cuda-bindings, one call a
-    launch), `launch_flat`. The first two read each launch's parameter bytes where they are in
-    `buf` (nothing resizes it during the run). A run of one launch (a launch and a synchronise in
-    one message) takes `launch_at`: one ctypes call and a record cost more than cuda-bindings'
-    call (measured on the H200).
+    full, and before a launch that goes the general way), `launch_in` (one call a launch), and
+    `launch_flat`. The first two read each launch's parameter bytes where they are in `buf`
+    (nothing resizes it during the run). A run of one launch (a launch and a synchronise in one
+    message) takes `launch_in`: no record to pack, no buffer address to take.
 
     The gate's `before_launch` comes right before the launches go to the driver (for packed
     records: before the C loop, so the meter's run does not start while they are being checked
@@ -397,11 +396,11 @@ def launch_run(vg: VGpu, cid: int, launches: list, buf: bytearray) -> int:
     sessions = vg.sessions
     backend = vg.backend
     records = backend.launch_records if len(launches) > 1 else None
-    at = backend.launch_at if records is None else None
+    one = backend.launch_in if records is None else None
     flat = backend.launch_flat
-    fast = records is not None or at is not None or flat is not None
+    fast = records is not None or one is not None or flat is not None
     base = 0
-    if records is not None or at is not None:
+    if records is not None:
         holder = ctypes.c_char.from_buffer(buf)
         base = ctypes.addressof(holder)
         del holder  # no export left: the buffer may grow again once the run is done
@@ -473,8 +472,8 @@ def launch_run(vg: VGpu, cid: int, launches: list, buf: bytearray) -> int:
                 continue
             if gate is not None and clock() >= until:
                 until = before()  # may wait for this VM's turn on the GPU
-            if at is not None:
-                at(f.backend, gx, gy, gz, bx, by, bz, shared, st, base + start)
+            if one is not None:
+                one(f.backend, gx, gy, gz, bx, by, bz, shared, st, buf, start, nbytes)
             else:
                 flat(f.backend, gx, gy, gz, bx, by, bz, shared, st, buf[start: start + nbytes])
         except Exception as e:

@@ -11,12 +11,13 @@ export KVMGPU_RESULTS="$OUT" KVMGPU_COMPUTE_DIR="$(mktemp -d)"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
 # PTX is rebuilt where nvcc is (it is checked in too)
 if command -v nvcc >/dev/null; then nvcc -ptx -arch=compute_80 tests/kernels/kernels.cu -o /tmp/kernels.ptx && cp /tmp/kernels.ptx tests/kernels/kernels.ptx; fi
-# the worker's C launch loop (kvmgpu/backend/launcher.c), as `pip install` builds it; a bare
-# compiler where setuptools is missing. Without it the worker launches through cuda-bindings.
+# the worker's C module (kvmgpu/backend/launcher.c), as `pip install` builds it; the compiler
+# by hand where setuptools is missing. Without it the worker's driver calls go through cuda-bindings.
 # (always built afresh: a library left from another version of the tree would be stale)
 rm -f kvmgpu/backend/_launcher*.so
 python3 setup.py -q build_ext --inplace 2>/dev/null \
-  || cc -O2 -shared -fPIC kvmgpu/backend/launcher.c -o kvmgpu/backend/_launcher.so
+  || cc -O2 -shared -fPIC $(python3-config --includes) kvmgpu/backend/launcher.c \
+       -o "kvmgpu/backend/_launcher$(python3-config --extension-suffix)"
 timeout 330 python3 -m pytest -q -rs -p no:cacheprovider --junitxml="$OUT/junit.xml" tests/gpu tests/compute 2>&1 | tee "$OUT/gpu_tests.log"
 tests_rc=$?
 timeout 400 python3 -m kvmgpu.benchgpu --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.log"

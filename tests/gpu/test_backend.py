@@ -10,6 +10,8 @@ import pytest
 
 from kvmgpu_guest.cudefs import CUresult
 
+from kvmgpu.backend.base import CudaError
+
 pytestmark = pytest.mark.gpu
 
 
@@ -98,6 +100,38 @@ def test_launch_matches_numpy(backend, ptx, mode):
     np.testing.assert_allclose(got, np.float32(2.5) * x + y, rtol=1e-6)
     ptr, size = backend.module_get_global(mod, "scale")
     assert size == 4
+    backend.module_unload(mod)
+
+
+@pytest.mark.parametrize("path", ["C module", "cuda-bindings"])
+def test_one_launch_from_the_receive_buffer_matches_numpy(backend, ptx, path):
+    """The worker's launch + synchronise path: one launch whose argument bytes are read where they
+    arrived in a bytearray (`launch_in`), then cuStreamSynchronize, through kvmgpu's C module and
+    through cuda-bindings; a range outside the buffer launches nothing."""
+    if path == "C module":
+        assert backend._c is not None, "the C module is not built: launches would take cuda-bindings"
+        launch_in, sync = backend.launch_in, backend.stream_synchronize
+    else:
+        c, backend._c = backend._c, None
+        launch_in, sync = backend._in_launcher(), type(backend).stream_synchronize.__get__(backend)
+        backend._c = c
+    mod = backend.module_load(ptx)
+    f, _ = backend.module_get_function(mod, "saxpy")
+    n = 100_000
+    x, y, dx, dy = saxpy_inputs(backend, 3, n)
+    received = bytearray(b"frame header" + struct.pack("<f4xQQi", 3.0, dx, dy, n) + b"next frame")
+    stream = backend.stream_create(0)
+    launch_in(f, (n + 255) // 256, 1, 1, 256, 1, 1, 0, stream, received, 12, 28)
+    sync(stream)
+    launch_in(f, (n + 255) // 256, 1, 1, 256, 1, 1, 0, None, received, 12, 28)  # the null stream
+    sync(None)
+    with pytest.raises((ValueError, CudaError)):
+        launch_in(f, 1, 1, 1, 1, 1, 1, 0, None, received, len(received) - 8, 28)
+    sync(None)
+    backend.memcpy_dtoh(0, dy, 4 * n, None)
+    got = np.frombuffer(bytes(backend.region[0:4 * n]), dtype=np.float32)
+    np.testing.assert_allclose(got, y + np.float32(6.0) * x, rtol=1e-5)
+    backend.stream_destroy(stream)
     backend.module_unload(mod)
 
 

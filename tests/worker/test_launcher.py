@@ -15,6 +15,7 @@ from kvmgpu_guest.protocol import Op
 from rawguest import Host, floats, unfloats
 
 from kvmgpu.backend import launcher
+from kvmgpu.backend.base import CudaError
 from kvmgpu.backend.launcher import RECORD, LaunchRecords
 from kvmgpu.backend.sim import SimBackend
 
@@ -61,24 +62,81 @@ def pack(recs: LaunchRecords, i: int, f: int, args: bytes, shape=(1, 1, 1, 1, 1,
                      *shape, shared, 0)
 
 
-def test_the_library_is_built():
-    """`make test` installs kvmgpu with its launch loop; without it the cuda backend falls back
+SYNC_PROTO = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p)
+
+
+def test_the_module_is_built():
+    """`make test` installs kvmgpu with its C module; without it the cuda backend falls back
     to the slower cuda-bindings path, which a user would notice only in the benchmarks."""
     assert launcher.library_path() is not None
+    assert launcher.load().launch is not None
 
 
-def test_a_library_from_another_version_is_not_used(tmp_path, monkeypatch, caplog):
-    """A `_launcher*.so` left from another kvmgpu version (no `kvmgpu_launch_records`): the cuda
-    backend is told so, with what to do, and launches through cuda-bindings instead of crashing."""
-    src = tmp_path / "old.c"
-    src.write_text("int kvmgpu_something_else(void) { return 0; }\n")
-    lib = tmp_path / "_launcher.old.so"
-    subprocess.run(["cc", "-shared", "-fPIC", str(src), "-o", str(lib)], check=True)
-    monkeypatch.setattr(launcher, "library_path", lambda: str(lib))
-    monkeypatch.setattr(launcher, "_lib", None)
+def _stale_module(tmp_path, source: str) -> str:
+    src = tmp_path / "stale.c"
+    src.write_text(source)
+    lib = tmp_path / "_launcher.stale.so"
+    includes = subprocess.run(["python3-config", "--includes"], capture_output=True, text=True,
+                              check=True).stdout.split()
+    subprocess.run(["cc", "-shared", "-fPIC", *includes, str(src), "-o", str(lib)], check=True)
+    return str(lib)
+
+
+@pytest.mark.parametrize("source, why", [
+    # the ctypes library of kvmgpu before the module (no PyInit__launcher)
+    ("int kvmgpu_launch_records(void) { return 0; }\n", "another kvmgpu version or Python"),
+    # a module without the calls this kvmgpu makes
+    ("#include <Python.h>\nstatic struct PyModuleDef m = {PyModuleDef_HEAD_INIT, \"_launcher\", 0, -1, 0};\n"
+     "PyMODINIT_FUNC PyInit__launcher(void) { return PyModule_Create(&m); }\n",
+     "no launch_records, launch, stream_synchronize"),
+])
+def test_a_module_from_another_version_is_not_used(tmp_path, monkeypatch, caplog, source, why):
+    """A `_launcher*.so` left from another kvmgpu version: the cuda backend is told so, with what
+    to do, and launches through cuda-bindings instead of crashing."""
+    lib = _stale_module(tmp_path, source)
+    monkeypatch.setattr(launcher, "library_path", lambda: lib)
+    monkeypatch.setattr(launcher, "_module", None)
     with caplog.at_level("WARNING", logger="kvmgpu.backend"):
         assert launcher.open_records(0) is None
-    assert "another kvmgpu version" in caplog.text and "reinstall kvmgpu" in caplog.text
+    assert why in caplog.text and "reinstall kvmgpu" in caplog.text
+
+
+def test_one_launch_reads_its_argument_bytes_where_they_are():
+    drv, c = FakeDriver(), launcher.load()
+    buf = bytearray(b"head" + struct.pack("<Qi", 0xABCDEF, -5) + b"tail")
+    assert c.launch(drv.address, 0x1000, 2, 3, 4, 32, 2, 1, 64, None, buf, 4, 12) == 0
+    assert c.launch(drv.address, 0x2000, 1, 1, 1, 1, 1, 1, 0, 0x77, buf, 0, 0) == 0
+    (first, second) = drv.calls
+    assert first["f"] == 0x1000 and first["shape"] == (2, 3, 4, 32, 2, 1) and first["shared"] == 64
+    assert first["args"] == struct.pack("<Qi", 0xABCDEF, -5) and first["stream"] is None
+    assert second["args"] is None and second["stream"] == 0x77  # no parameters: no extra at all
+    refusing = FakeDriver(refuse=lambda call: OUT_OF_RESOURCES)
+    assert c.launch(refusing.address, 0x1000, 1, 1, 1, 1, 1, 1, 0, None, buf, 0, 8) == OUT_OF_RESOURCES
+
+
+@pytest.mark.parametrize("buf, start, nbytes, error", [
+    (bytearray(16), 12, 8, ValueError),  # past the end
+    (bytearray(16), -1, 4, ValueError),
+    (bytearray(16), 0, -4, ValueError),
+    (bytearray(16), 17, 0, ValueError),
+    (b"\0" * 16, 0, 8, TypeError),  # only a bytearray (the receive buffer) is taken
+])
+def test_one_launch_refuses_bytes_outside_its_buffer_and_launches_nothing(buf, start, nbytes, error):
+    drv = FakeDriver()
+    with pytest.raises(error):
+        launcher.load().launch(drv.address, 0x1000, 1, 1, 1, 1, 1, 1, 0, None, buf, start, nbytes)
+    assert drv.calls == []
+
+
+def test_stream_synchronize_waits_on_the_stream_it_is_given():
+    seen = []
+    fn = SYNC_PROTO(lambda stream: seen.append(stream) or (700 if stream == 0xBAD else 0))
+    address = ctypes.cast(fn, ctypes.c_void_p).value
+    c = launcher.load()
+    assert c.stream_synchronize(address, None) == 0
+    assert c.stream_synchronize(address, 0x55) == 0
+    assert c.stream_synchronize(address, 0xBAD) == 700
+    assert seen == [None, 0x55, 0xBAD]
 
 
 def test_records_are_launched_in_order_with_their_arguments():
@@ -118,6 +176,13 @@ class SimThroughC(SimBackend):
         self.driver = FakeDriver(refuse=self._run_or_refuse)
         self._refuse = refuse
         self.launch_records = LaunchRecords(self.driver.address)
+        c, fn = launcher.load(), self.driver.address
+
+        def launch_in(f, gx, gy, gz, bx, by, bz, shared, stream, buf, start, nbytes) -> None:
+            err = c.launch(fn, f.address, gx, gy, gz, bx, by, bz, shared, stream, buf, start, nbytes)
+            if err:
+                raise CudaError(err, "cuLaunchKernel")
+        self.launch_in = launch_in
 
     def module_get_function(self, module, name):
         fn, layout = super().module_get_function(module, name)
@@ -214,12 +279,19 @@ def test_a_long_run_is_launched_in_pieces(host_c, vadd_c):
 
 
 def test_a_run_of_one_launch_goes_the_direct_way(host_c, vadd_c):
-    """A launch sent alone with its synchronise (the round-trip pattern) is not worth a record and a
-    ctypes call: it goes through the backend's direct launch, with the same result."""
+    """A launch sent alone with its synchronise (the round-trip pattern) is not worth a record: it
+    goes through the module's single launch, its argument bytes read in the receive buffer, with
+    the same result; a refused one is that launch's error at the synchronise."""
     g, f, (a, b, c, d), n = vadd_c
     frames = [g.frame(Op.LAUNCH, f, 1, 1, 1, n, 1, 1, 0, 0, blob=vadd_args(a, b, c, n), queued=True),
               g.frame(Op.CTX_SYNCHRONIZE)]
     (r,) = g.send(frames)
     assert r.status == 0
     assert unfloats(g.get(c, 4 * n)) == [i + 1.0 for i in range(n)]
-    assert host_c.vgpu.backend.driver.calls == []
+    (call,) = host_c.vgpu.backend.driver.calls
+    assert call["args"] == vadd_args(a, b, c, n)
+    frames = [g.frame(Op.LAUNCH, f, 7, 1, 1, n, 1, 1, 0, 0, blob=vadd_args(a, b, d, n), queued=True),
+              g.frame(Op.CTX_SYNCHRONIZE)]
+    (r,) = g.send(frames)
+    assert r.status == OUT_OF_RESOURCES and b"cuLaunchKernel" in r.blob
+    assert unfloats(g.get(d, 4 * n)) == [0.0] * n

@@ -1,5 +1,5 @@
 """The worker's own cost per queued launch through each launch path, side by side in one process:
-the C launch loop (kvmgpu/backend/launcher.c) against cuda-bindings (`launch_at`), batch by batch
+the C launch loop (kvmgpu/backend/launcher.c) against cuda-bindings (`launch_in`), batch by batch
 in turn, on the same worker, context and kernel. The guest is left out: batches of QUEUED LAUNCH
 frames (as the guest sends them, 40 to a batch) go straight into the worker's channel, so what is
 timed is decode, checks and launch.

@@ -51,10 +51,10 @@ def measure(gate: bool) -> dict:
         g = host.guest(window=1 << 20)
         f, _ = g.function(g.load(), "spin")
         b = host.vgpu.backend
-        pieces = {k: [] for k in ("receive", "launch_run", "launch_at", "cuStreamSynchronize",
+        pieces = {k: [] for k in ("receive", "launch_run", "launch_in", "cuStreamSynchronize",
                                   "before_launch")}
-        if hasattr(b, "launch_at"):
-            b.launch_at = timed(b.launch_at, pieces["launch_at"])
+        if hasattr(b, "launch_in"):
+            b.launch_in = timed(b.launch_in, pieces["launch_in"])
         b.stream_synchronize = timed(b.stream_synchronize, pieces["cuStreamSynchronize"])
         if gate:
             gt = host.vgpu.gate
