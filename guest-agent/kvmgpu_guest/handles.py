@@ -91,7 +91,7 @@ class CUuuid:
 class Function:
     """What the guest knows of a kernel: the host's handle and its parameter layout."""
 
-    __slots__ = ("handle", "params", "argsize", "packers", "pointers", "sizes", "packed")
+    __slots__ = ("handle", "params", "argsize", "packers", "pointers", "sizes", "packed", "values")
 
     def __init__(self, handle: int, params: list[tuple[int, int]]):
         self.handle = handle
@@ -101,6 +101,8 @@ class Function:
         # a void*[] at an address, read in one go; `packed`: the parameters leave no gaps
         self.pointers = ctypes.c_void_p * len(params)
         self.sizes = [size for _, size in params]
+        # one char array type per parameter: `values[i].from_address(p).raw` reads its bytes
+        self.values = [ctypes.c_char * size for size in self.sizes]
         pos, packed = 0, True
         for off, size in params:
             packed = packed and off == pos

@@ -117,12 +117,14 @@ def params_blob(info: Function, kernelParams, extra) -> bytes | None:
         return bytes(blob)
     # an address of (or a buffer holding) a void*[] with one pointer per parameter
     if type(kernelParams) is int and info.packed:  # the common native idiom: one read, one join
-        pointers = info.pointers.from_address(kernelParams)[:]
+        pointers = info.pointers.from_address(kernelParams)
+        if len(pointers) == 1:
+            p = pointers[0]
+            return None if p is None else info.values[0].from_address(p).raw
+        pointers = pointers[:]
         if None in pointers:
             return None
-        if len(pointers) == 1:
-            return ctypes.string_at(pointers[0], info.sizes[0])
-        return b"".join([ctypes.string_at(p, z) for p, z in zip(pointers, info.sizes)])
+        return b"".join([v.from_address(p).raw for v, p in zip(info.values, pointers)])
     view, addr = buffer_or_address(kernelParams)
     if view is None:
         pointers = [a or 0 for a in (ctypes.c_void_p * len(params)).from_address(addr)]

@@ -176,6 +176,10 @@ _LAUNCH_BODY = _LAUNCH_FIXED - 16  # op header + args: the shortest LAUNCH paylo
 LAUNCH_BODY = _LAUNCH_BODY  # (a LAUNCH's parameter bytes are its payload length less this)
 _KIND_HELLO, _KIND_WELCOME, _KIND_CALL, _KIND_REPLY = 1, 2, 3, 4  # Kind's values, as plain ints
 _OP_LAUNCH = 14
+# A synchronise call as take_wait reads it: header and op header, then a STREAM_SYNCHRONIZE's stream
+_WAIT_HEAD = struct.Struct("<HBBIIIHH")
+_WAIT_STREAM = struct.Struct("<Q")
+_OP_CTX_SYNCHRONIZE, _OP_STREAM_SYNCHRONIZE = 1, 17
 _U16 = struct.Struct("<HH")
 _STATUS = struct.Struct("<i")
 PARAM = struct.Struct("<II")  # one kernel parameter: offset, size
@@ -393,6 +397,27 @@ class Connection:
             pos = end
         self._pos = pos
         return out
+
+    def take_wait(self):
+        """Host side, the hot path's other half (a launch + synchronise message): the frame at the
+        head of the buffer if it is a whole STREAM_SYNCHRONIZE or CTX_SYNCHRONIZE call, not queued
+        and with no blob, on a session past HELLO, as `(session, seq, op, stream)` (stream 0 for
+        CTX_SYNCHRONIZE), decoded in place and consumed; None for anything else, which stays for
+        `next_event`. Every frame it takes passes `next_event`'s checks too (it is stricter: no
+        flag bits at all), so both paths take the same frames the same way."""
+        buf, pos = self._buf, self._pos
+        if len(buf) - pos < 20:
+            return None
+        magic, kind, flags, session, seq, length, opnum, nargs = _WAIT_HEAD.unpack_from(buf, pos)
+        if magic != MAGIC or kind != _KIND_CALL or flags or session not in self._sessions:
+            return None
+        if opnum == _OP_STREAM_SYNCHRONIZE and nargs == 1 and length == 12 and len(buf) - pos >= 28:
+            self._pos = pos + 28
+            return session, seq, Op.STREAM_SYNCHRONIZE, _WAIT_STREAM.unpack_from(buf, pos + 20)[0]
+        if opnum == _OP_CTX_SYNCHRONIZE and nargs == 0 and length == 4:
+            self._pos = pos + 20
+            return session, seq, Op.CTX_SYNCHRONIZE, 0
+        return None
 
     def _parse_call(self, flags: int, session: int, seq: int, buf: bytearray, start: int,
                     length: int) -> Call:

@@ -15,7 +15,7 @@ from kvmgpu_guest.protocol import (DEFAULT_MAX_FRAME, NEED_DATA, Call, Connectio
 
 from kvmgpu_guest.trace import ON as _TRACE, mark_at as _mark_at, perf_counter_ns as _ns
 
-from .dispatch import dispatch, launch_run
+from .dispatch import dispatch, launch_run, wait
 from .vgpu import VGpu
 
 log = logging.getLogger("kvmgpu.worker")
@@ -38,7 +38,7 @@ class Channel:
         vg = self.vgpu
         try:
             conn.receive_data(data)
-            take_launches, next_event = conn.take_launches, conn.next_event
+            take_launches, take_wait, next_event = conn.take_launches, conn.take_wait, conn.next_event
             while True:
                 # The hot path: runs of QUEUED LAUNCH frames, decoded in place (take_launches
                 # checks what next_event checks) and dispatched with no objects per frame. A run
@@ -50,6 +50,18 @@ class Channel:
                         continue
                 if _TRACE:
                     t1 = _ns()
+                # Its other half: a stream or context synchronise, likewise decoded in place.
+                w = take_wait()
+                if w is not None:
+                    if _TRACE:
+                        _mark_at("w1", t1)
+                        _mark_at("w2", _ns())
+                    out.append(self._wait(*w))
+                    if _TRACE:
+                        _mark_at("w4", _ns())
+                    if conn.drained():
+                        break
+                    continue
                 event = next_event()
                 if event is NEED_DATA:
                     break
@@ -69,6 +81,13 @@ class Channel:
             self.close("protocol violation")
             raise
         return b"".join(out)
+
+    def _wait(self, sid: int, seq: int, op: Op, stream: int) -> bytes:
+        """The reply to a synchronise `Connection.take_wait` decoded (as `_handle` gives it)."""
+        session = self.vgpu.sessions.get((self.cid, sid))
+        if session is None:
+            return self.conn.send_reply(sid, seq, CUresult.CUDA_ERROR_INVALID_CONTEXT, (), b"no such session")
+        return self.conn.send_reply(sid, seq, *wait(self.vgpu, session, op, stream), op)
 
     def _handle(self, event) -> bytes | None:
         if type(event) is Call:

@@ -38,27 +38,63 @@ def dispatch(vg: VGpu, s: Session, call: Call):
     op, spec = call.op, OPS[call.op]
     vg.calls[op] += 1
     if not call.queued and spec.synchronising and s.pending_error is not None:
-        code, text = s.pending_error
-        s.pending_error = None
-        return code, (), text.encode()[:MAX_ERROR_TEXT]
+        return _pending(s)
     try:
         if vg.broken is not None:
             raise CudaError(vg.broken[0], f"the context is unusable after: {vg.broken[1]}")
         values, blob = HANDLERS[op](vg, s, call)
-    except CudaError as e:
-        code, detail = e.code, e.detail or str(e)
-    except Exception as e:  # a bug here or in the backend: the guest gets an error, we go on
-        log.exception("%s on session %s:%s failed unexpectedly", op.name, *s.key)
-        code, detail = CUresult.CUDA_ERROR_UNKNOWN, f"internal error: {type(e).__name__}"
+    except Exception as e:
+        code, detail = _failed(vg, s, op, e)
     else:
         return None if call.queued else (0, values, blob)
-    vg.errors[op] += 1
-    vg.note_error(code, detail)
     if call.queued:
         if s.pending_error is None:
             s.pending_error = (code, f"{op.name} (queued, seq {call.seq}): {detail}")
         return None
     return code, (), f"{op.name}: {detail}".encode()[:MAX_ERROR_TEXT]
+
+
+def wait(vg: VGpu, s: Session, op: Op, stream: int):
+    """STREAM_SYNCHRONIZE or CTX_SYNCHRONIZE as `Connection.take_wait` decodes them (the hot path's
+    other half: a launch + synchronise message), with no Call built: what `dispatch` does for
+    them, to the same reply. (status, values, blob)."""
+    vg.calls[op] += 1
+    if s.pending_error is not None:
+        return _pending(s)
+    try:
+        if vg.broken is not None:
+            raise CudaError(vg.broken[0], f"the context is unusable after: {vg.broken[1]}")
+        if op is _STREAM_SYNCHRONIZE:
+            vg.backend.stream_synchronize(s.stream(stream))
+        else:
+            vg.backend.synchronize()
+    except Exception as e:
+        code, detail = _failed(vg, s, op, e)
+        return code, (), f"{op.name}: {detail}".encode()[:MAX_ERROR_TEXT]
+    return _WAITED
+
+
+_STREAM_SYNCHRONIZE = Op.STREAM_SYNCHRONIZE
+_WAITED = (0, (), b"")
+
+
+def _pending(s: Session):
+    """The reply of a synchronising call that reports a queued call's error (once)."""
+    code, text = s.pending_error
+    s.pending_error = None
+    return code, (), text.encode()[:MAX_ERROR_TEXT]
+
+
+def _failed(vg: VGpu, s: Session, op: Op, e: Exception) -> tuple[int, str]:
+    """A call's failure, counted and noted (a sticky error breaks the context): (code, detail)."""
+    if isinstance(e, CudaError):
+        code, detail = e.code, e.detail or str(e)
+    else:  # a bug here or in the backend: the guest gets an error, we go on
+        log.error("%s on session %s:%s failed unexpectedly", op.name, *s.key, exc_info=e)
+        code, detail = CUresult.CUDA_ERROR_UNKNOWN, f"internal error: {type(e).__name__}"
+    vg.errors[op] += 1
+    vg.note_error(code, detail)
+    return code, detail
 
 
 def _invalid(detail: str):
@@ -361,13 +397,7 @@ def launch_queued(vg: VGpu, s: Session, seq: int, args, blob: bytes) -> None:
 
 def _queued_launch_failed(vg: VGpu, s: Session, seq: int, e: Exception) -> None:
     """Keep a queued launch's failure for the session's next synchronising call (as `dispatch`)."""
-    if isinstance(e, CudaError):
-        code, detail = e.code, e.detail or str(e)
-    else:  # a bug here or in the backend: the guest gets an error, we go on
-        log.error("LAUNCH on session %s:%s failed unexpectedly", *s.key, exc_info=e)
-        code, detail = CUresult.CUDA_ERROR_UNKNOWN, f"internal error: {type(e).__name__}"
-    vg.errors[Op.LAUNCH] += 1
-    vg.note_error(code, detail)
+    code, detail = _failed(vg, s, Op.LAUNCH, e)
     if s.pending_error is None:
         s.pending_error = (code, f"LAUNCH (queued, seq {seq}): {detail}")
 

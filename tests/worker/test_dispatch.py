@@ -474,6 +474,8 @@ def test_illegal_address_is_sticky_until_the_sessions_end(host, g):
     r = g.call(Op.CTX_SYNCHRONIZE)
     assert r.status == CUresult.CUDA_ERROR_ILLEGAL_ADDRESS and b"write_oob" in r.blob
     assert status(g.call(Op.MEM_ALLOC, 64)) == CUresult.CUDA_ERROR_ILLEGAL_ADDRESS
+    assert status(g.call(Op.STREAM_SYNCHRONIZE, 0)) == CUresult.CUDA_ERROR_ILLEGAL_ADDRESS
+    assert status(g.call(Op.CTX_SYNCHRONIZE)) == CUresult.CUDA_ERROR_ILLEGAL_ADDRESS
     assert host.vgpu.stats()["broken"]
     g.channel.close()
     fresh = host.guest(window=4096)  # a new context: the VM can start again
@@ -495,7 +497,10 @@ def test_backend_bug_is_unknown_error_and_worker_goes_on(host, g, monkeypatch):
     def boom(*a):
         raise RuntimeError("bug")
     monkeypatch.setattr(host.vgpu.backend, "synchronize", boom)
+    monkeypatch.setattr(host.vgpu.backend, "stream_synchronize", boom)
     assert status(g.call(Op.CTX_SYNCHRONIZE)) == CUresult.CUDA_ERROR_UNKNOWN
+    assert status(g.call(Op.STREAM_SYNCHRONIZE, 0)) == CUresult.CUDA_ERROR_UNKNOWN
+    assert host.vgpu.stats()["errors"] == {"CTX_SYNCHRONIZE": 1, "STREAM_SYNCHRONIZE": 1}
     still_serves(g)
 
 

@@ -21,15 +21,19 @@ def pump(src_bytes: bytes, dst: Connection):
     return events
 
 
-@pytest.fixture
-def pair():
-    """(client, host) after a handshake on session 7."""
+def handshaken():
+    """(client, host) Connections after a handshake on session 7."""
     client, host = Connection(Role.CLIENT), Connection(Role.HOST)
     [hello] = pump(client.send(Hello(7, window=8192, client="t")), host)
     version, max_frame = negotiate(hello)
     [welcome] = pump(host.send(Welcome(7, version, max_frame, 0, 8192, {"name": "x"}, {})), client)
     assert isinstance(welcome, Welcome) and welcome.window_size == 8192
     return client, host
+
+
+@pytest.fixture
+def pair():
+    return handshaken()
 
 
 def frame(kind, payload: bytes, session=7, seq=1, flags=0, magic=MAGIC, length=None):
@@ -145,6 +149,45 @@ def test_malformed_frames_are_remote_errors(pair, name):
     _, host = pair
     with pytest.raises(RemoteProtocolError):
         pump(MALFORMED[name](), host)
+
+
+STREAM_WAIT = call_payload(Op.STREAM_SYNCHRONIZE, (5,))
+WAITS = {  # frame -> what take_wait makes of it (None: left to next_event)
+    "stream synchronise": (frame(Kind.CALL, STREAM_WAIT, seq=3), (7, 3, Op.STREAM_SYNCHRONIZE, 5)),
+    "context synchronise": (frame(Kind.CALL, call_payload(Op.CTX_SYNCHRONIZE, ()), seq=4),
+                            (7, 4, Op.CTX_SYNCHRONIZE, 0)),
+    "queued": (frame(Kind.CALL, STREAM_WAIT, flags=QUEUED), None),
+    "another flag bit": (frame(Kind.CALL, STREAM_WAIT, flags=0x80), None),
+    "with a blob": (frame(Kind.CALL, STREAM_WAIT + b"x"), None),
+    "no stream": (frame(Kind.CALL, call_payload(Op.STREAM_SYNCHRONIZE, ())), None),
+    "a context synchronise with an arg": (frame(Kind.CALL, call_payload(Op.CTX_SYNCHRONIZE, (1,))), None),
+    "before hello": (frame(Kind.CALL, STREAM_WAIT, session=8), None),
+    "bad magic": (frame(Kind.CALL, STREAM_WAIT, magic=0x1234), None),
+    "another op": (frame(Kind.CALL, call_payload(Op.MEM_GET_INFO, ())), None),
+    "half a frame": (frame(Kind.CALL, STREAM_WAIT)[:24], None),
+}
+
+
+@pytest.mark.parametrize("name", sorted(WAITS))
+def test_take_wait_takes_exactly_the_well_formed_synchronise_calls(pair, name):
+    """The worker's fast decode of a synchronise (take_wait) takes a frame only when next_event
+    would decode it to the same call, and leaves every other frame, byte for byte, to
+    next_event's checks (which refuse the malformed ones)."""
+    _, host = pair
+    data, want = WAITS[name]
+    host.receive_data(data)
+    assert host.take_wait() == want
+    if want is not None:
+        assert host.drained()
+        _, general = handshaken()
+        (call,) = pump(data, general)
+        assert (call.session, call.seq, call.op, (call.args or (0,))[0]) == want and not call.queued
+        return
+    try:
+        event = host.next_event()
+    except RemoteProtocolError:
+        return
+    assert event is NEED_DATA or isinstance(event, Call)  # the frame was still there
 
 
 def test_buffer_limit():
