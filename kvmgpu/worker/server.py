@@ -286,6 +286,19 @@ class Worker:
                     self._drop(cid, "protocol violation")
                     return False
                 if reply:
+                    if not peer.unsent:  # the common case: the reply goes out whole, right away
+                        try:
+                            sent = peer.sock.send(reply)
+                        except (BlockingIOError, InterruptedError):
+                            sent = 0
+                        except OSError:
+                            self._drop(cid, "send failed")
+                            return True
+                        if sent == len(reply):
+                            if _TRACE:
+                                _mark("w5")
+                            return True
+                        reply = reply[sent:]
                     peer.unsent += reply
             elif not peer.unsent:
                 return False
