@@ -29,7 +29,7 @@ import logging
 from cuda.bindings import driver as cu
 
 from kvmgpu.backend.base import Backend, CudaError, DeviceInfo
-from kvmgpu.backend.launcher import LaunchRecords, load, wanted
+from kvmgpu.backend.launcher import LaunchRecords, open_module
 
 log = logging.getLogger("kvmgpu.backend")
 
@@ -131,12 +131,7 @@ class CudaBackend(Backend):
         _check(cu.cuInit(0), "cuInit")
         # The worker's hot driver calls in C where the module is built (launcher.py): queued
         # launches as packed records, one launch from the receive buffer, cuStreamSynchronize.
-        self._c = None
-        if launch_mode == "extra" and wanted():
-            try:
-                self._c = load()
-            except OSError as e:
-                log.warning("the worker's driver calls go through cuda-bindings (slower): %s", e)
+        self._c = open_module() if launch_mode == "extra" else None
         if self._c is not None:
             self._launch_fn = self._driver_function(b"cuLaunchKernel")
             self._sync_fn = self._driver_function(b"cuStreamSynchronize")

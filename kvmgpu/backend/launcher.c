@@ -67,6 +67,18 @@ static int as_address(PyObject *o, void **out)
     return (*out == NULL && PyErr_Occurred()) ? -1 : 0;
 }
 
+/* A driver function's address: as_address, and never NULL. */
+static int as_function(PyObject *o, const char *name, void **out)
+{
+    if (as_address(o, out) < 0)
+        return -1;
+    if (*out == NULL) {
+        PyErr_Format(PyExc_ValueError, "no %s", name);
+        return -1;
+    }
+    return 0;
+}
+
 static int as_uint(PyObject *o, unsigned *out)
 {
     unsigned long v = PyLong_AsUnsignedLong(o);
@@ -94,12 +106,8 @@ static PyObject *launch_records(PyObject *self, PyObject *const *args, Py_ssize_
         return NULL;
     }
     void *fn;
-    if (as_address(args[0], &fn) < 0)
+    if (as_function(args[0], "cuLaunchKernel", &fn) < 0)
         return NULL;
-    if (fn == NULL) {
-        PyErr_SetString(PyExc_ValueError, "no cuLaunchKernel");
-        return NULL;
-    }
     Py_ssize_t first = PyLong_AsSsize_t(args[2]), count = PyLong_AsSsize_t(args[3]);
     if ((first == -1 || count == -1) && PyErr_Occurred())
         return NULL;
@@ -145,17 +153,13 @@ static PyObject *launch(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     }
     void *fn, *function, *stream;
     unsigned shape[6], shared;
-    if (as_address(args[0], &fn) < 0 || as_address(args[1], &function) < 0)
+    if (as_function(args[0], "cuLaunchKernel", &fn) < 0 || as_address(args[1], &function) < 0)
         return NULL;
     for (int i = 0; i < 6; i++)
         if (as_uint(args[2 + i], &shape[i]) < 0)
             return NULL;
     if (as_uint(args[8], &shared) < 0 || as_address(args[9], &stream) < 0)
         return NULL;
-    if (fn == NULL) {
-        PyErr_SetString(PyExc_ValueError, "no cuLaunchKernel");
-        return NULL;
-    }
     PyObject *buf = args[10];
     if (!PyByteArray_Check(buf)) {
         PyErr_SetString(PyExc_TypeError, "the argument bytes must be in a bytearray");
@@ -188,12 +192,8 @@ static PyObject *stream_synchronize(PyObject *self, PyObject *const *args, Py_ss
         return NULL;
     }
     void *fn, *stream;
-    if (as_address(args[0], &fn) < 0 || as_address(args[1], &stream) < 0)
+    if (as_function(args[0], "cuStreamSynchronize", &fn) < 0 || as_address(args[1], &stream) < 0)
         return NULL;
-    if (fn == NULL) {
-        PyErr_SetString(PyExc_ValueError, "no cuStreamSynchronize");
-        return NULL;
-    }
     int err;
     Py_BEGIN_ALLOW_THREADS
     err = ((cu_stream_synchronize_fn)fn)(stream);

@@ -60,11 +60,6 @@ def load():
     return _module
 
 
-def wanted() -> bool:
-    """Whether the C calls are asked for (`KVMGPU_LAUNCHER=python` turns them off)."""
-    return os.environ.get("KVMGPU_LAUNCHER", "c") != "python"
-
-
 class LaunchRecords:
     """A buffer of launch records and the call that launches them.
 
@@ -85,13 +80,13 @@ class LaunchRecords:
         self.launch = launch
 
 
-def open_records(launch_fn: int) -> LaunchRecords | None:
-    """Records launched by `launch_fn` through the C loop, or None (and why, in the log) where
-    the module is not built or `KVMGPU_LAUNCHER=python` asks for the cuda-bindings path."""
-    if not wanted():
+def open_module():
+    """The C module for the cuda backend, or None (and why, in the log) where it is not built,
+    is stale, or `KVMGPU_LAUNCHER=python` asks for the cuda-bindings path."""
+    if os.environ.get("KVMGPU_LAUNCHER", "c") == "python":
         return None
     try:
-        return LaunchRecords(launch_fn)
+        return load()
     except OSError as e:
-        log.warning("queued launches go through cuda-bindings (slower): %s", e)
+        log.warning("the worker's driver calls go through cuda-bindings (slower): %s", e)
         return None

@@ -97,8 +97,19 @@ def test_a_module_from_another_version_is_not_used(tmp_path, monkeypatch, caplog
     monkeypatch.setattr(launcher, "library_path", lambda: lib)
     monkeypatch.setattr(launcher, "_module", None)
     with caplog.at_level("WARNING", logger="kvmgpu.backend"):
-        assert launcher.open_records(0) is None
+        assert launcher.open_module() is None
     assert why in caplog.text and "reinstall kvmgpu" in caplog.text
+
+
+def test_no_driver_function_is_refused_before_any_call():
+    """A driver function's address of 0 (a failed lookup) is a clear error, never a call to NULL."""
+    c, recs = launcher.load(), bytearray(RECORD.size)
+    with pytest.raises(ValueError, match="no cuLaunchKernel"):
+        c.launch(0, 0x1000, 1, 1, 1, 1, 1, 1, 0, None, bytearray(8), 0, 8)
+    with pytest.raises(ValueError, match="no cuLaunchKernel"):
+        c.launch_records(None, recs, 0, 1)
+    with pytest.raises(ValueError, match="no cuStreamSynchronize"):
+        c.stream_synchronize(0, None)
 
 
 def test_one_launch_reads_its_argument_bytes_where_they_are():
