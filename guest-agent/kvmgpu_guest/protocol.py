@@ -179,6 +179,8 @@ _OP_LAUNCH = 14
 # A synchronise call as take_wait reads it: header and op header, then a STREAM_SYNCHRONIZE's stream
 _WAIT_HEAD = struct.Struct("<HBBIIIHH")
 _WAIT_STREAM = struct.Struct("<Q")
+_CTX_WAIT_SIZE = _WAIT_HEAD.size  # a whole CTX_SYNCHRONIZE frame (20 bytes, payload 4)
+_STREAM_WAIT_SIZE = _WAIT_HEAD.size + _WAIT_STREAM.size  # a whole STREAM_SYNCHRONIZE (28, payload 12)
 _OP_CTX_SYNCHRONIZE, _OP_STREAM_SYNCHRONIZE = 1, 17
 _U16 = struct.Struct("<HH")
 _STATUS = struct.Struct("<i")
@@ -406,16 +408,17 @@ class Connection:
         `next_event`. Every frame it takes passes `next_event`'s checks too (it is stricter: no
         flag bits at all), so both paths take the same frames the same way."""
         buf, pos = self._buf, self._pos
-        if len(buf) - pos < 20:
+        if len(buf) - pos < _CTX_WAIT_SIZE:
             return None
         magic, kind, flags, session, seq, length, opnum, nargs = _WAIT_HEAD.unpack_from(buf, pos)
         if magic != MAGIC or kind != _KIND_CALL or flags or session not in self._sessions:
             return None
-        if opnum == _OP_STREAM_SYNCHRONIZE and nargs == 1 and length == 12 and len(buf) - pos >= 28:
-            self._pos = pos + 28
-            return session, seq, Op.STREAM_SYNCHRONIZE, _WAIT_STREAM.unpack_from(buf, pos + 20)[0]
-        if opnum == _OP_CTX_SYNCHRONIZE and nargs == 0 and length == 4:
-            self._pos = pos + 20
+        if (opnum == _OP_STREAM_SYNCHRONIZE and nargs == 1 and length == _STREAM_WAIT_SIZE - HEADER_SIZE
+                and len(buf) - pos >= _STREAM_WAIT_SIZE):
+            self._pos = pos + _STREAM_WAIT_SIZE
+            return session, seq, Op.STREAM_SYNCHRONIZE, _WAIT_STREAM.unpack_from(buf, pos + _CTX_WAIT_SIZE)[0]
+        if opnum == _OP_CTX_SYNCHRONIZE and nargs == 0 and length == _CTX_WAIT_SIZE - HEADER_SIZE:
+            self._pos = pos + _CTX_WAIT_SIZE
             return session, seq, Op.CTX_SYNCHRONIZE, 0
         return None
 

@@ -51,24 +51,15 @@ class Channel:
                 if _TRACE:
                     t1 = _ns()
                 # Its other half: a stream or context synchronise, likewise decoded in place.
-                w = take_wait()
-                if w is not None:
-                    if _TRACE:
-                        _mark_at("w1", t1)
-                        _mark_at("w2", _ns())
-                    out.append(self._wait(*w))
-                    if _TRACE:
-                        _mark_at("w4", _ns())
-                    if conn.drained():
+                waited = take_wait()
+                if waited is None:
+                    event = next_event()
+                    if event is NEED_DATA:
                         break
-                    continue
-                event = next_event()
-                if event is NEED_DATA:
-                    break
                 if _TRACE:
                     _mark_at("w1", t1)
                     _mark_at("w2", _ns())
-                reply = self._handle(event)
+                reply = self._handle(event) if waited is None else self._wait(*waited)
                 if _TRACE:
                     _mark_at("w4", _ns())
                 if reply:

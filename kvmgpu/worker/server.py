@@ -285,38 +285,36 @@ class Worker:
                 except RemoteProtocolError:
                     self._drop(cid, "protocol violation")
                     return False
-                if reply:
-                    if not peer.unsent:  # the common case: the reply goes out whole, right away
-                        try:
-                            sent = peer.sock.send(reply)
-                        except (BlockingIOError, InterruptedError):
-                            sent = 0
-                        except OSError:
-                            self._drop(cid, "send failed")
-                            return True
-                        if sent == len(reply):
-                            if _TRACE:
-                                _mark("w5")
-                            return True
-                        reply = reply[sent:]
-                    peer.unsent += reply
-            elif not peer.unsent:
+                self._flush(cid, peer, reply)
+                return True
+            if not peer.unsent:
                 return False
         self._flush(cid, peer)
         return n > 0
 
-    def _flush(self, cid: int, peer: _Peer) -> None:
-        if peer.unsent:
+    def _flush(self, cid: int, peer: _Peer, reply: bytes = b"") -> None:
+        """Send `reply` and what is still unsent from before it, as much as the socket takes; keep
+        the rest. The common case, a reply with nothing before it, goes out straight from `reply`
+        (no copy into the unsent buffer and out again)."""
+        if reply and peer.unsent:
+            peer.unsent += reply
+            reply = b""
+        data = reply or peer.unsent
+        if data:
             try:
-                n = peer.sock.send(peer.unsent)
-                del peer.unsent[:n]
+                sent = peer.sock.send(data)
                 if _TRACE:
                     _mark("w5")
             except (BlockingIOError, InterruptedError):
-                pass
+                sent = 0
             except OSError:
                 self._drop(cid, "send failed")
                 return
+            if data is reply:
+                if sent < len(reply):
+                    peer.unsent += reply[sent:]
+            else:
+                del peer.unsent[:sent]
         if len(peer.unsent) > MAX_UNSENT:
             self._drop(cid, f"more than {MAX_UNSENT} bytes of replies unread")
             return
