@@ -198,6 +198,15 @@ def start_worker(tmp: str, region: int, backend: str = "cuda"):
     return proc, sock, shm
 
 
+def stop_worker(proc, sock: str, shm: str) -> None:
+    """Stop a worker `start_worker` started and remove its socket and region file."""
+    proc.terminate()
+    proc.wait(10)
+    for path in (sock, shm):
+        if os.path.exists(path):
+            os.unlink(path)
+
+
 TARGETS = {  # figure: (how forwarded compares to native, the limit)
     "queued_launch_us": ("ratio <=", 1.2),
     "launch_sync_us": ("ratio <=", 3.0),
@@ -360,11 +369,7 @@ def main(argv=None) -> int:
                   for _ in range(a.rounds)]
         nat, fwd, spread = median_round(rounds)
     finally:
-        proc.terminate()
-        proc.wait(10)
-        for p in (sock, shm):
-            if os.path.exists(p):
-                os.unlink(p)
+        stop_worker(proc, sock, shm)
     text = table(nat, fwd, spread if a.rounds > 1 else None)
     for key in (k for k in nat if k.endswith("_checksum")):  # the forwarded run computed the same
         same = nat[key] == fwd.get(key)

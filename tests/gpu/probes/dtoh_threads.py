@@ -49,6 +49,4 @@ try:
             return (time.perf_counter() - t) / 20 * 1e6
         g(); print(f"DTOH_WHOLE {whole >> 20} MiB: {min(g() for _ in range(5)):.1f} us")
 finally:
-    proc.terminate(); proc.wait(10)
-    for p in (sock, shm):
-        if os.path.exists(p): os.unlink(p)
+    B.stop_worker(proc, sock, shm)

@@ -69,7 +69,4 @@ try:
         client._copy = (lambda *a: None) if skip else real_copy
         print(f"{name:24s}", figures(fs))
 finally:
-    proc.terminate(); proc.wait(10)
-    for p in (sock, shm):
-        if os.path.exists(p):
-            os.unlink(p)
+    B.stop_worker(proc, sock, shm)

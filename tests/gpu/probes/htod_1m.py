@@ -20,6 +20,4 @@ try:
         return size * reps / (time.perf_counter() - t) / 1e9
     print("htod 1M GB/s", [round(h(), 2) for _ in range(6)])
 finally:
-    proc.terminate(); proc.wait(10)
-    for p in (sock, shm):
-        if os.path.exists(p): os.unlink(p)
+    B.stop_worker(proc, sock, shm)

@@ -54,7 +54,4 @@ try:
         print(f"{name:20s} forwarded µs per round: {v}")
 finally:
     os.sched_setaffinity(0, ALL)
-    proc.terminate(); proc.wait(10)
-    for p in (sock, shm):
-        if os.path.exists(p):
-            os.unlink(p)
+    B.stop_worker(proc, sock, shm)

@@ -70,9 +70,7 @@ if __name__ == "__main__":
         try:
             subprocess.run([sys.executable, __file__, label], env={**e, "KVMGPU_SOCKET": sock, "KVMGPU_SHM": shm}, check=True)
         finally:
-            proc.terminate(); proc.wait(10)
-            for p in (sock, shm):
-                if os.path.exists(p): os.unlink(p)
+            B.stop_worker(proc, sock, shm)
             for k in env: os.environ.pop(k, None)
         if "KVMGPU_TRACE" in env:
             from kvmgpu_guest import trace

@@ -55,6 +55,4 @@ try:
     ok(F.cuInit(0))
     print("forwarded", measure(F, False))
 finally:
-    proc.terminate(); proc.wait(10)
-    for p in (sock, shm):
-        if os.path.exists(p): os.unlink(p)
+    B.stop_worker(proc, sock, shm)

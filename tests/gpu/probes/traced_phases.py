@@ -133,10 +133,7 @@ if __name__ == "__main__":
         try:
             subprocess.run([sys.executable, __file__, mode], env=env, check=True)
         finally:
-            proc.terminate(); proc.wait(10)
-            for p in (sock, shm):
-                if os.path.exists(p):
-                    os.unlink(p)
+            B.stop_worker(proc, sock, shm)
         from kvmgpu_guest import trace
         print(f"trace, {mode}:")
         print(trace.report(prefix))
