@@ -125,16 +125,17 @@ def test_one_launch_reads_its_argument_bytes_where_they_are():
     assert c.launch(refusing.address, 0x1000, 1, 1, 1, 1, 1, 1, 0, None, buf, 0, 8) == OUT_OF_RESOURCES
 
 
-@pytest.mark.parametrize("buf, start, nbytes, error", [
-    (bytearray(16), 12, 8, ValueError),  # past the end
-    (bytearray(16), -1, 4, ValueError),
-    (bytearray(16), 0, -4, ValueError),
-    (bytearray(16), 17, 0, ValueError),
-    (b"\0" * 16, 0, 8, TypeError),  # only a bytearray (the receive buffer) is taken
+@pytest.mark.parametrize("buf, start, nbytes, error, says", [
+    (bytearray(16), 12, 8, ValueError, "argument bytes 12..20 outside a buffer of 16"),  # past the end
+    (bytearray(16), -1, 4, ValueError, "outside a buffer of 16"),
+    (bytearray(16), 0, -4, ValueError, "outside a buffer of 16"),
+    (bytearray(16), 17, 0, ValueError, "outside a buffer of 16"),
+    (b"\0" * 16, 0, 8, TypeError, "must be in a bytearray"),  # only the receive buffer's type
 ])
-def test_one_launch_refuses_bytes_outside_its_buffer_and_launches_nothing(buf, start, nbytes, error):
+def test_one_launch_refuses_bytes_outside_its_buffer_and_launches_nothing(buf, start, nbytes, error,
+                                                                          says):
     drv = FakeDriver()
-    with pytest.raises(error):
+    with pytest.raises(error, match=says):
         launcher.load().launch(drv.address, 0x1000, 1, 1, 1, 1, 1, 1, 0, None, buf, start, nbytes)
     assert drv.calls == []
 
