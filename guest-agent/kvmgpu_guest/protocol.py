@@ -174,6 +174,8 @@ _LAUNCH_HEAD = struct.Struct("<HBBIIIHH9Q")
 _LAUNCH_FIXED = _LAUNCH_HEAD.size  # 92
 _LAUNCH_BODY = _LAUNCH_FIXED - 16  # op header + args: the shortest LAUNCH payload
 LAUNCH_BODY = _LAUNCH_BODY  # (a LAUNCH's parameter bytes are its payload length less this)
+_SEQ_AT = 8  # where a frame's sequence number is (HEADER: magic, kind, flags, session, seq, length)
+_SEQ = struct.Struct("<I")
 _KIND_HELLO, _KIND_WELCOME, _KIND_CALL, _KIND_REPLY = 1, 2, 3, 4  # Kind's values, as plain ints
 _OP_LAUNCH = 14
 # A synchronise call as take_wait reads it: header and op header, then a STREAM_SYNCHRONIZE's stream
@@ -367,16 +369,24 @@ class Connection:
         """The bytes received and not yet dropped (where `take_launches` points)."""
         return self._buf
 
-    def take_launches(self, limit: int = 256) -> list:
+    def take_launches(self, limit: int = 256, repeats=None) -> list:
         """Host side, the hot path: the run of well-formed QUEUED LAUNCH frames at the head of the
-        buffer (at most `limit`), each as `(fields, start)`: `fields` the frame's header, op header
-        and nine args as one 17-tuple (`_LAUNCH_HEAD`: magic, kind, flags, session, seq, length,
-        op, nargs, function, gx, gy, gz, bx, by, bz, shared, stream), `start` where its parameter
-        bytes (`length - LAUNCH_BODY` of them) begin in `buffer`, which holds them until the next
-        `receive_data`. Decoded in place with one struct per frame, nothing copied. It stops at the first frame that is
-        anything else, is not whole yet, or breaks any rule `next_event` enforces, and leaves that
-        frame to `next_event` (which checks it and raises, or decodes it the general way). So the
-        checks are the same on both paths.
+        buffer (at most `limit` launches), each as `(fields, start, more)`: `fields` the frame's
+        header, op header and nine args as one 17-tuple (`_LAUNCH_HEAD`: magic, kind, flags,
+        session, seq, length, op, nargs, function, gx, gy, gz, bx, by, bz, shared, stream), `start`
+        where its parameter bytes (`length - LAUNCH_BODY` of them) begin in `buffer`, which holds
+        them until the next `receive_data`, and `more` how many frames right after it repeat it
+        (0 without `repeats`). Decoded in place with one struct per frame, nothing copied. It stops
+        at the first frame that is anything else, is not whole yet, or breaks any rule
+        `next_event` enforces, and leaves that frame to `next_event` (which checks it and raises,
+        or decodes it the general way). So the checks are the same on both paths.
+
+        `repeats` (the worker's C `count_repeats`, kvmgpu/backend/launcher.c) counts the whole
+        frames after a taken one that are equal to it in every byte of their first
+        `_LAUNCH_FIXED` but the sequence number's: the same session, flags, length, function,
+        shape and stream, so the same outcome of every check here and in the worker; only their
+        sequence numbers (`launch_seq`) and argument bytes (one frame, `HEADER_SIZE + length`,
+        apart) differ. They are consumed with it and not decoded at all.
         """
         buf, pos = self._buf, self._pos
         end_buf = len(buf)
@@ -386,7 +396,8 @@ class Connection:
         sessions = self._sessions
         max_frame = self.max_frame
         unpack = _LAUNCH_HEAD.unpack_from
-        while len(out) < limit and end_buf - pos >= _LAUNCH_FIXED:
+        taken = 0
+        while taken < limit and end_buf - pos >= _LAUNCH_FIXED:
             t = unpack(buf, pos)
             magic, kind, flags, session, seq, length, opnum, nargs = t[:8]
             end = pos + HEADER_SIZE + length
@@ -395,8 +406,12 @@ class Connection:
                     or length < _LAUNCH_BODY or length - _LAUNCH_BODY > MAX_ARG_BYTES
                     or session not in sessions):
                 break
-            out.append((t, pos + _LAUNCH_FIXED))
-            pos = end
+            more = 0
+            if repeats is not None and taken + 1 < limit:
+                more = repeats(buf, pos, end - pos, _LAUNCH_FIXED, _SEQ_AT, 4, limit - taken - 1)
+            out.append((t, pos + _LAUNCH_FIXED, more))
+            taken += 1 + more
+            pos = end + more * (end - pos)
         self._pos = pos
         return out
 
@@ -540,6 +555,12 @@ class Connection:
 
 def _frame(kind: Kind, flags: int, session: int, seq: int, payload: bytes) -> bytes:
     return HEADER.pack(MAGIC, kind, flags, session, seq, len(payload)) + payload
+
+
+def launch_seq(buf, start: int) -> int:
+    """The sequence number of the LAUNCH frame in `buf` whose parameter bytes begin at `start`
+    (as `Connection.take_launches` gives it, or a repeat of it)."""
+    return _SEQ.unpack_from(buf, start - _LAUNCH_FIXED + _SEQ_AT)[0]
 
 
 def negotiate(hello: Hello, host_max_frame: int = DEFAULT_MAX_FRAME) -> tuple[int, int]:

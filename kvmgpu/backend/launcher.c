@@ -3,11 +3,13 @@
  * A CPython extension module (kvmgpu.backend._launcher) with three functions that call the CUDA
  * driver through function pointers the cuda backend looked up (cuGetProcAddress): the launch loop
  * over packed records, one launch with its argument bytes read where they arrived, and a stream
- * synchronise. Each call takes what the worker has already validated in Python (function and
- * stream handles from the VM's own tables, grid and block against the device's limits, the
- * argument size against the function's parameter table): it reads no byte from the guest other
- * than the argument bytes it hands to the driver, whose size the worker checked and whose place
- * it checks again here against the buffer they are in.
+ * synchronise; and one that compares bytes (count_repeats). Each call takes what the worker has
+ * already validated in Python (function and stream handles from the VM's own tables, grid and
+ * block against the device's limits, the argument size against the function's parameter table):
+ * it reads no byte from the guest other than the argument bytes it hands to the driver, whose
+ * size the worker checked and whose place it checks again here against the buffer they are in,
+ * and the frames count_repeats compares, byte for byte, with one the worker has checked (it
+ * interprets none of them).
  *
  * Why it exists (docs/performance.md): on the H200 a cuLaunchKernel costs ~4.4 us called from C
  * and ~5.9 us through cuda-bindings, and a call through ctypes costs more than either; the worker
@@ -19,19 +21,23 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <limits.h>
+#include <string.h>
 
 typedef int (*cu_launch_kernel_fn)(void *f, unsigned gx, unsigned gy, unsigned gz, unsigned bx,
                                    unsigned by, unsigned bz, unsigned shared, void *stream,
                                    void **kernel_params, void **extra);
 typedef int (*cu_stream_synchronize_fn)(void *stream);
 
-/* One launch: 64 bytes, packed by launcher.py's RECORD ("=4Q8I"). */
+/* A launch and its repeats: 72 bytes, packed by launcher.py's RECORD ("=5Q8I"). The record
+ * stands for `count` launches of the same function and shape whose argument bytes lie `stride`
+ * bytes apart (a run of frames the worker found to repeat one it validated). */
 struct launch_record {
     unsigned long long function; /* CUfunction */
     unsigned long long stream;   /* CUstream; 0: the legacy null stream */
-    unsigned long long params;   /* address of the argument bytes */
+    unsigned long long params;   /* address of the first launch's argument bytes */
     unsigned long long size;     /* their length: exactly the function's argument size */
-    unsigned int grid[3], block[3], shared, pad;
+    unsigned long long stride;   /* from one launch's argument bytes to the next one's */
+    unsigned int grid[3], block[3], shared, count;
 };
 
 #define CU_LAUNCH_PARAM_END ((void *)0x00)
@@ -93,29 +99,32 @@ static int as_uint(PyObject *o, unsigned *out)
 }
 
 PyDoc_STRVAR(launch_records_doc,
-"launch_records(launch_fn, records, first, count) -> (launched, error)\n\n"
-"Launch records[first:first + count] (a writable buffer of 64-byte records) in order with the\n"
-"cuLaunchKernel at address launch_fn, stopping at the first launch the driver refuses: how many\n"
-"were launched, and that launch's CUresult (0 when all went).");
+"launch_records(launch_fn, records, first, count, skip) -> (record, repeat, error)\n\n"
+"Launch records[first:first + count] (a writable buffer of 72-byte records, each standing for\n"
+"`count` launches) in order with the cuLaunchKernel at address launch_fn, leaving out the first\n"
+"`skip` launches of records[first], and stop at the first launch the driver refuses: where it\n"
+"is (its record and its place among that record's launches) and its CUresult; (first + count,\n"
+"0, 0) when all went.");
 
 static PyObject *launch_records(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)self;
-    if (nargs != 4) {
-        PyErr_SetString(PyExc_TypeError, "launch_records takes 4 arguments");
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "launch_records takes 5 arguments");
         return NULL;
     }
     void *fn;
     if (as_function(args[0], "cuLaunchKernel", &fn) < 0)
         return NULL;
     Py_ssize_t first = PyLong_AsSsize_t(args[2]), count = PyLong_AsSsize_t(args[3]);
-    if ((first == -1 || count == -1) && PyErr_Occurred())
+    Py_ssize_t skip = PyLong_AsSsize_t(args[4]);
+    if ((first == -1 || count == -1 || skip == -1) && PyErr_Occurred())
         return NULL;
     Py_buffer view;
     if (PyObject_GetBuffer(args[1], &view, PyBUF_WRITABLE) < 0)
         return NULL;
     Py_ssize_t have = view.len / (Py_ssize_t)sizeof(struct launch_record);
-    if (first < 0 || count < 0 || first > have || count > have - first) {
+    if (first < 0 || count < 0 || skip < 0 || first > have || count > have - first) {
         PyBuffer_Release(&view);
         PyErr_Format(PyExc_ValueError, "records %zd..%zd of a buffer of %zd", first,
                      first + count, have);
@@ -124,17 +133,66 @@ static PyObject *launch_records(PyObject *self, PyObject *const *args, Py_ssize_
     const struct launch_record *r = (const struct launch_record *)view.buf + first;
     cu_launch_kernel_fn launch = (cu_launch_kernel_fn)fn;
     Py_ssize_t i;
+    unsigned long long j = 0;
     int err = 0;
-    for (i = 0; i < count; i++, r++) {
+    for (i = first; i < first + count; i++, r++) {
         unsigned shape[6] = {r->grid[0], r->grid[1], r->grid[2], r->block[0], r->block[1],
                              r->block[2]};
-        err = call_launch(launch, (void *)(uintptr_t)r->function, shape, r->shared,
-                          (void *)(uintptr_t)r->stream, (void *)(uintptr_t)r->params, r->size);
-        if (err)
-            break;
+        for (j = i == first ? (unsigned long long)skip : 0; j < r->count; j++) {
+            err = call_launch(launch, (void *)(uintptr_t)r->function, shape, r->shared,
+                              (void *)(uintptr_t)r->stream,
+                              (void *)(uintptr_t)(r->params + j * r->stride), r->size);
+            if (err)
+                goto out;
+        }
+    }
+    j = 0;
+out:
+    PyBuffer_Release(&view);
+    return Py_BuildValue("(nKi)", i, j, err);
+}
+
+PyDoc_STRVAR(count_repeats_doc,
+"count_repeats(buf, pos, size, head, skip_at, skip_len, limit) -> n\n\n"
+"How many records of `size` bytes follow the one at buf[pos:pos + size], one after the other,\n"
+"each whole inside `buf` and equal to it in its first `head` bytes except the `skip_len` bytes\n"
+"at `skip_at` (at most `limit`). The worker's way of finding the frames that repeat a launch it\n"
+"validated: they differ from it only in their sequence number and their argument bytes.");
+
+static PyObject *count_repeats(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)self;
+    if (nargs != 7) {
+        PyErr_SetString(PyExc_TypeError, "count_repeats takes 7 arguments");
+        return NULL;
+    }
+    Py_ssize_t v[6];
+    for (int k = 0; k < 6; k++) {
+        v[k] = PyLong_AsSsize_t(args[1 + k]);
+        if (v[k] == -1 && PyErr_Occurred())
+            return NULL;
+    }
+    Py_ssize_t pos = v[0], size = v[1], head = v[2], skip_at = v[3], skip_len = v[4], limit = v[5];
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    if (pos < 0 || head < 1 || size < head || skip_at < 0 || skip_len < 0
+        || skip_at > head - skip_len || pos > view.len || size > view.len - pos || limit < 0) {
+        PyBuffer_Release(&view);
+        PyErr_Format(PyExc_ValueError,
+                     "no record of %zd bytes (head %zd, skipping %zd at %zd) at %zd of a "
+                     "buffer of %zd", size, head, skip_len, skip_at, pos, view.len);
+        return NULL;
+    }
+    const char *b = (const char *)view.buf, *one = b + pos;
+    Py_ssize_t after = skip_at + skip_len, n = 0, at = pos + size;
+    while (n < limit && size <= view.len - at && memcmp(b + at, one, (size_t)skip_at) == 0
+           && memcmp(b + at + after, one + after, (size_t)(head - after)) == 0) {
+        n++;
+        at += size;
     }
     PyBuffer_Release(&view);
-    return Py_BuildValue("(ni)", i, err);
+    return PyLong_FromSsize_t(n);
 }
 
 PyDoc_STRVAR(launch_doc,
@@ -204,6 +262,8 @@ static PyObject *stream_synchronize(PyObject *self, PyObject *const *args, Py_ss
 static PyMethodDef methods[] = {
     {"launch_records", (PyCFunction)(void (*)(void))launch_records, METH_FASTCALL,
      launch_records_doc},
+    {"count_repeats", (PyCFunction)(void (*)(void))count_repeats, METH_FASTCALL,
+     count_repeats_doc},
     {"launch", (PyCFunction)(void (*)(void))launch, METH_FASTCALL, launch_doc},
     {"stream_synchronize", (PyCFunction)(void (*)(void))stream_synchronize, METH_FASTCALL,
      synchronize_doc},

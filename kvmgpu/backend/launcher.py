@@ -1,9 +1,12 @@
 """The worker's driver calls on the hot path, in C (launcher.c, the extension module `_launcher`):
 queued launches packed into records and launched in order by one call, one launch with its
-argument bytes read where they arrived, and cuStreamSynchronize.
+argument bytes read where they arrived, and cuStreamSynchronize; and `count_repeats`, which finds
+the frames that repeat a launch the worker validated (equal to it but for their sequence number
+and argument bytes), so that a run of the same launch costs the worker one check, not one each.
 
 The worker validates every launch in Python (dispatch.launch_run) before any of these sees it;
-the C side reads nothing from the guest but the argument bytes whose size the worker checked.
+the C side reads nothing from the guest but the argument bytes whose size the worker checked and
+the frames it compares, byte for byte, with one the worker checked.
 
 The module is built when the package is installed (setup.py, an optional extension: a host
 without a C compiler or Python's headers gets a working kvmgpu without it). Without it, or with
@@ -22,10 +25,11 @@ import struct
 
 log = logging.getLogger("kvmgpu.backend")
 
-# function, stream, argument bytes' address, their size; grid x y z, block x y z, shared, pad
-RECORD = struct.Struct("=4Q8I")
+# function, stream, the first launch's argument bytes' address, their size, the stride to the
+# next launch's; grid x y z, block x y z, shared, how many launches the record stands for
+RECORD = struct.Struct("=5Q8I")
 CAPACITY = 256  # records a buffer holds; a longer run is launched in pieces
-CALLS = ("launch_records", "launch", "stream_synchronize")  # what the module must have
+CALLS = ("launch_records", "count_repeats", "launch", "stream_synchronize")  # what it must have
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _module = None
@@ -64,19 +68,24 @@ class LaunchRecords:
     """A buffer of launch records and the call that launches them.
 
     `records` (a bytearray of `CAPACITY` records) is filled with `RECORD.pack_into(records,
-    i * RECORD.size, ...)`; `launch(first, count)` launches records first..first+count-1 in order
-    and returns `(launched, error)`: how many went, and the CUresult of the one the driver refused
-    (0 when all went). The argument bytes each record points at must stay where they are until then.
-    `launch_fn` is the address of a function with cuLaunchKernel's C signature.
+    i * RECORD.size, ...)`, a record standing for `count` launches of one function and shape whose
+    argument bytes lie `stride` apart; `launch(first, count, skip=0)` launches records
+    first..first+count-1 in order, less the first `skip` launches of records[first], and returns
+    `(record, repeat, error)`: where the launch the driver refused is and its CUresult, or
+    `(first + count, 0, 0)` when all went. The argument bytes each record points at must stay
+    where they are until then. `launch_fn` is the address of a function with cuLaunchKernel's C
+    signature. `count_repeats` is the module's (launcher.c), for `Connection.take_launches`.
     """
 
     def __init__(self, launch_fn: int, capacity: int = CAPACITY):
-        call = load().launch_records
+        module = load()
+        call = module.launch_records
+        self.count_repeats = module.count_repeats
         self.capacity = capacity
         self.records = records = bytearray(capacity * RECORD.size)
 
-        def launch(first: int, count: int) -> tuple[int, int]:
-            return call(launch_fn, records, first, count)
+        def launch(first: int, count: int, skip: int = 0) -> tuple[int, int, int]:
+            return call(launch_fn, records, first, count, skip)
         self.launch = launch
 
 

@@ -20,6 +20,7 @@ from .vgpu import VGpu
 
 log = logging.getLogger("kvmgpu.worker")
 _LAUNCH = Op.LAUNCH  # (an enum member looked up once, not per message)
+_RUN = 256  # the most launches take_launches hands over at once (the gate's check comes between)
 
 
 class Channel:
@@ -39,14 +40,18 @@ class Channel:
         try:
             conn.receive_data(data)
             take_launches, take_wait, next_event = conn.take_launches, conn.take_wait, conn.next_event
+            # Frames that repeat a launch (the C loop launches them with it, unchecked one by one)
+            records = vg.backend.launch_records
+            repeats = None if records is None else records.count_repeats
             while True:
                 # The hot path: runs of QUEUED LAUNCH frames, decoded in place (take_launches
                 # checks what next_event checks) and dispatched with no objects per frame. A run
                 # ends at a frame that is not one, or at the end of the bytes: next_event goes on.
-                launches = take_launches()
+                launches = take_launches(_RUN, repeats)
                 if launches:
-                    vg.calls[_LAUNCH] += launch_run(vg, self.cid, launches, conn.buffer)
-                    if len(launches) == 256:  # take_launches' limit: there may be more
+                    n = launch_run(vg, self.cid, launches, conn.buffer)
+                    vg.calls[_LAUNCH] += n
+                    if n == _RUN:  # take_launches' limit: there may be more
                         continue
                 if _TRACE:
                     t1 = _ns()

@@ -13,8 +13,8 @@ import hashlib
 import logging
 
 from kvmgpu_guest.cudefs import CUresult
-from kvmgpu_guest.protocol import (LAUNCH_BODY, MAX_ERROR_TEXT, MAX_PIECES, OPS, Call, Op,
-                                   pack_params)
+from kvmgpu_guest.protocol import (HEADER_SIZE, LAUNCH_BODY, MAX_ERROR_TEXT, MAX_PIECES, OPS, Call,
+                                   Op, launch_seq, pack_params)
 
 from ..backend.base import CudaError
 from ..backend.launcher import RECORD
@@ -403,21 +403,24 @@ def _queued_launch_failed(vg: VGpu, s: Session, seq: int, e: Exception) -> None:
 
 
 def launch_run(vg: VGpu, cid: int, launches: list, buf: bytearray) -> int:
-    """A run of QUEUED LAUNCH frames from channel `cid` (`Connection.take_launches` pairs, their
+    """A run of QUEUED LAUNCH frames from channel `cid` (`Connection.take_launches` triples, their
     parameter bytes in `buf`), with what every launch needs looked up once per run. Each launch
     passes exactly the checks of `_check_launch` (session, function, stream, grid, block, threads,
     shared memory, argument size) inline; any launch that fails one, a broken context, or a
     backend without a queued-launch path goes through `launch_queued`, which gives the same error
-    the general path gives. Returns how many launches were on a live session (the caller counts
-    them).
+    the general path gives. A launch's repeats (the frames right after it that differ from it only
+    in their sequence number and argument bytes) pass or fail its checks with it and go the same
+    way. Returns how many launches were on a live session (the caller counts them).
 
     The launches go, in the order received, through the first the backend has of:
-    `launch_records` (the C loop, kvmgpu/backend/launcher.py: each validated launch is packed into
-    a record and the records are launched together, at the end of the run, when the buffer is
-    full, and before a launch that goes the general way), `launch_in` (one call a launch), and
-    `launch_flat`. The first two read each launch's parameter bytes where they are in `buf`
-    (nothing resizes it during the run). A run of one launch (a launch and a synchronise in one
-    message) takes `launch_in`: no record to pack, no buffer address to take.
+    `launch_records` (the C loop, kvmgpu/backend/launcher.py: each validated launch is packed,
+    with its repeats, into one record and the records are launched together, at the end of the
+    run, when the buffer is full, and before a launch that goes the general way), `launch_in` (one
+    call a launch), and `launch_flat`. The first two read each launch's parameter bytes where they
+    are in `buf` (nothing resizes it during the run). A run of one launch and no repeats (a launch
+    and a synchronise in one message) takes `launch_in`: no record to pack, no buffer address to
+    take. Repeats come only with `launch_records` (the channel asks for them only then); without
+    it they would go through `launch_queued` one by one.
 
     The gate's `before_launch` comes right before the launches go to the driver (for packed
     records: before the C loop, so the meter's run does not start while they are being checked
@@ -425,7 +428,7 @@ def launch_run(vg: VGpu, cid: int, launches: list, buf: bytearray) -> int:
     to end)."""
     sessions = vg.sessions
     backend = vg.backend
-    records = backend.launch_records if len(launches) > 1 else None
+    records = backend.launch_records if len(launches) > 1 or launches[0][2] else None
     one = backend.launch_in if records is None else None
     flat = backend.launch_flat
     fast = records is not None or one is not None or flat is not None
@@ -441,7 +444,7 @@ def launch_run(vg: VGpu, cid: int, launches: list, buf: bytearray) -> int:
     packed = 0
     if records is not None:
         pack, rsize, rbuf, cap = RECORD.pack_into, RECORD.size, records.records, records.capacity
-        owners: list = []  # (session, seq) of each packed record
+        owners: list = []  # (session, start, count, stride) of each packed record
 
         def launch_packed() -> int:
             """Launch the packed records; a launch the driver refuses is that launch's error, as
@@ -449,18 +452,22 @@ def launch_run(vg: VGpu, cid: int, launches: list, buf: bytearray) -> int:
             nonlocal until
             if gate is not None and clock() >= until:
                 until = before()  # may wait for this VM's turn on the GPU
-            first = 0
+            first, skip = 0, 0
             while first < packed:
-                done, err = records.launch(first, packed - first)
-                first += done
+                first, skip, err = records.launch(first, packed - first, skip)
                 if not err:
                     break
-                _queued_launch_failed(vg, *owners[first], CudaError(err, "cuLaunchKernel"))
-                first += 1
+                s_, start_, count_, stride_ = owners[first]
+                _queued_launch_failed(vg, s_, launch_seq(buf, start_ + skip * stride_),
+                                      CudaError(err, "cuLaunchKernel"))
+                skip += 1
                 if vg.broken is not None:
-                    for s_, seq_ in owners[first:packed]:
-                        _queued_launch_failed(vg, s_, seq_, CudaError(
-                            vg.broken[0], f"the context is unusable after: {vg.broken[1]}"))
+                    code, why = vg.broken
+                    for s_, start_, count_, stride_ in owners[first:packed]:
+                        for j in range(skip, count_):
+                            _queued_launch_failed(vg, s_, launch_seq(buf, start_ + j * stride_), CudaError(
+                                code, f"the context is unusable after: {why}"))
+                        skip = 0
                     break
             owners.clear()
             return 0
@@ -468,7 +475,7 @@ def launch_run(vg: VGpu, cid: int, launches: list, buf: bytearray) -> int:
     gxm, gym, gzm, bxm, bym, bzm, threads, smem = _launch_limits(vg)
     last_sid, s, functions, streams = None, None, None, None
     n = 0
-    for t, start in launches:
+    for t, start, more in launches:
         _, _, _, sid, seq, length, _, _, fh, gx, gy, gz, bx, by, bz, shared, stream = t
         if sid != last_sid:
             last_sid, s = sid, sessions.get((cid, sid))
@@ -476,7 +483,7 @@ def launch_run(vg: VGpu, cid: int, launches: list, buf: bytearray) -> int:
                 functions, streams = s.functions, s.streams
         if s is None:
             continue  # a queued call on no session: dropped, as in Channel._handle
-        n += 1
+        n += 1 + more
         f = functions.get(fh)
         st = None if stream == 0 else streams.get(stream)
         nbytes = length - LAUNCH_BODY
@@ -484,18 +491,21 @@ def launch_run(vg: VGpu, cid: int, launches: list, buf: bytearray) -> int:
                 or nbytes != f.arg_bytes or not (1 <= gx <= gxm and 1 <= gy <= gym and 1 <= gz <= gzm
                                                  and 1 <= bx <= bxm and 1 <= by <= bym
                                                  and 1 <= bz <= bzm)
-                or bx * by * bz > threads or shared > smem):
+                or bx * by * bz > threads or shared > smem or (more and records is None)):
             if packed:
                 packed = launch_packed()
-            launch_queued(vg, s, seq, t[8:], bytes(buf[start: start + nbytes]))
+            stride = HEADER_SIZE + length
+            for at in range(start, start + (1 + more) * stride, stride):
+                launch_queued(vg, s, launch_seq(buf, at), t[8:], bytes(buf[at: at + nbytes]))
             if gate is not None:
                 until = gate.free_until()  # launch_queued may have called before_launch
             continue
         try:
             if records is not None:
+                stride = HEADER_SIZE + length
                 pack(rbuf, packed * rsize, f.backend.address, 0 if st is None else int(st),
-                     base + start, nbytes, gx, gy, gz, bx, by, bz, shared, 0)
-                owners.append((s, seq))
+                     base + start, nbytes, stride, gx, gy, gz, bx, by, bz, shared, 1 + more)
+                owners.append((s, start, 1 + more, stride))
                 packed += 1
                 if packed == cap:
                     packed = launch_packed()

@@ -137,7 +137,8 @@ def test_one_launch_from_the_receive_buffer_matches_numpy(backend, ptx, path):
 
 def test_c_launch_loop_matches_numpy(backend, ptx):
     """The worker's queued launches go through kvmgpu's C loop (built by `pip install`; the GPU
-    run script builds it too): three saxpy launches from records, in order, on a stream."""
+    run script builds it too): three saxpy launches from records, in order, on a stream, the
+    last two as one record of a launch and its repeat (their arguments one stride apart)."""
     from kvmgpu.backend.launcher import RECORD
     recs = backend.launch_records
     assert recs is not None, "the C launch loop is not built: queued launches would take cuda-bindings"
@@ -147,18 +148,20 @@ def test_c_launch_loop_matches_numpy(backend, ptx):
     x, y, dx, dy = saxpy_inputs(backend, 2, n)
     r = backend.region
     stream = backend.stream_create(0)
-    args = [ctypes.create_string_buffer(struct.pack("<f4xQQi", a, dx, dy, n), 28) for a in (1.0, 2.0, -0.5)]
-    for i, buf in enumerate(args):
-        RECORD.pack_into(recs.records, i * RECORD.size, f.address, int(stream), ctypes.addressof(buf), 28,
-                         (n + 255) // 256, 1, 1, 256, 1, 1, 0, 0)
-    assert recs.launch(0, 3) == (3, 0)
+    args = ctypes.create_string_buffer(b"".join(struct.pack("<f4xQQi", a, dx, dy, n) + bytes(4)
+                                                for a in (1.0, 2.0, -0.5)), 96)
+    shape = ((n + 255) // 256, 1, 1, 256, 1, 1, 0)
+    RECORD.pack_into(recs.records, 0, f.address, int(stream), ctypes.addressof(args), 28, 0, *shape, 1)
+    RECORD.pack_into(recs.records, RECORD.size, f.address, int(stream), ctypes.addressof(args) + 32, 28,
+                     32, *shape, 2)
+    assert recs.launch(0, 2) == (2, 0, 0)
     backend.stream_synchronize(stream)
     backend.memcpy_dtoh(0, dy, 4 * n, None)
     got = np.frombuffer(bytes(r[0:4 * n]), dtype=np.float32)
     np.testing.assert_allclose(got, ((y + x) + np.float32(2.0) * x) - np.float32(0.5) * x, rtol=1e-5)
     bad = ctypes.create_string_buffer(28)  # a grid the device refuses: the driver's error, loop stops
-    RECORD.pack_into(recs.records, 0, f.address, 0, ctypes.addressof(bad), 28, 1, 1, 1, 4096, 1, 1, 0, 0)
-    assert recs.launch(0, 1) == (0, CUresult.CUDA_ERROR_INVALID_VALUE)
+    RECORD.pack_into(recs.records, 0, f.address, 0, ctypes.addressof(bad), 28, 0, 1, 1, 1, 4096, 1, 1, 0, 1)
+    assert recs.launch(0, 1) == (0, 0, CUresult.CUDA_ERROR_INVALID_VALUE)
     backend.stream_destroy(stream)
     backend.module_unload(mod)
 

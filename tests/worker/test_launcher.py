@@ -11,8 +11,10 @@ import subprocess
 import pytest
 
 from kvmgpu_guest.cudefs import CUresult
-from kvmgpu_guest.protocol import Op
+from kvmgpu_guest import protocol
+from kvmgpu_guest.protocol import HEADER_SIZE, Connection, Op, launch_seq
 from rawguest import Host, floats, unfloats
+from test_protocol import handshaken
 
 from kvmgpu.backend import launcher
 from kvmgpu.backend.base import CudaError
@@ -54,12 +56,16 @@ class FakeDriver:
 
 
 def pack(recs: LaunchRecords, i: int, f: int, args: bytes, shape=(1, 1, 1, 1, 1, 1), shared=0,
-         stream=0, keep: list | None = None) -> None:
-    buf = ctypes.create_string_buffer(args, len(args) or 1)
+         stream=0, keep: list | None = None, repeats: list[bytes] = ()) -> None:
+    """Record i: a launch of `f` with `args`, and one of the same for each of `repeats` (their
+    argument bytes laid out one stride apart after `args`, as repeated frames lie)."""
+    stride = len(args) + 7  # bytes between one launch's arguments and the next's
+    laid = b"".join(a + b"\xee" * 7 for a in (args, *repeats))
+    buf = ctypes.create_string_buffer(laid, len(laid) or 1)
     if keep is not None:
         keep.append(buf)
     RECORD.pack_into(recs.records, i * RECORD.size, f, stream, ctypes.addressof(buf), len(args),
-                     *shape, shared, 0)
+                     stride, *shape, shared, 1 + len(repeats))
 
 
 SYNC_PROTO = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p)
@@ -88,7 +94,14 @@ def _stale_module(tmp_path, source: str) -> str:
     # a module without the calls this kvmgpu makes
     ("#include <Python.h>\nstatic struct PyModuleDef m = {PyModuleDef_HEAD_INIT, \"_launcher\", 0, -1, 0};\n"
      "PyMODINIT_FUNC PyInit__launcher(void) { return PyModule_Create(&m); }\n",
-     "no launch_records, launch, stream_synchronize"),
+     "no launch_records, count_repeats, launch, stream_synchronize"),
+    # the sixth session's module: 64-byte records, no repeats
+    ("#include <Python.h>\nstatic PyObject *f(PyObject *s, PyObject *a) { Py_RETURN_NONE; }\n"
+     "static PyMethodDef d[] = {{\"launch_records\", f, METH_VARARGS, 0}, {\"launch\", f, METH_VARARGS, 0},"
+     " {\"stream_synchronize\", f, METH_VARARGS, 0}, {0}};\n"
+     "static struct PyModuleDef m = {PyModuleDef_HEAD_INIT, \"_launcher\", 0, -1, d};\n"
+     "PyMODINIT_FUNC PyInit__launcher(void) { return PyModule_Create(&m); }\n",
+     "another kvmgpu version (no count_repeats)"),
 ])
 def test_a_module_from_another_version_is_not_used(tmp_path, monkeypatch, caplog, source, why):
     """A `_launcher*.so` left from another kvmgpu version: the cuda backend is told so, with what
@@ -107,7 +120,7 @@ def test_no_driver_function_is_refused_before_any_call():
     with pytest.raises(ValueError, match="no cuLaunchKernel"):
         c.launch(0, 0x1000, 1, 1, 1, 1, 1, 1, 0, None, bytearray(8), 0, 8)
     with pytest.raises(ValueError, match="no cuLaunchKernel"):
-        c.launch_records(None, recs, 0, 1)
+        c.launch_records(None, recs, 0, 1, 0)
     with pytest.raises(ValueError, match="no cuStreamSynchronize"):
         c.stream_synchronize(0, None)
 
@@ -157,7 +170,7 @@ def test_records_are_launched_in_order_with_their_arguments():
     pack(recs, 0, 0x1000, b"\x01" * 12, shape=(2, 3, 4, 32, 2, 1), shared=128, keep=keep)
     pack(recs, 1, 0x2000, b"", stream=0x77, keep=keep)  # no parameters: no extra at all
     pack(recs, 2, 0x1000, struct.pack("<Qi", 0xABCDEF, -5), keep=keep)
-    assert recs.launch(0, 3) == (3, 0)
+    assert recs.launch(0, 3) == (3, 0, 0)
     assert [c["f"] for c in drv.calls] == [0x1000, 0x2000, 0x1000]
     assert drv.calls[0]["shape"] == (2, 3, 4, 32, 2, 1) and drv.calls[0]["shared"] == 128
     assert drv.calls[0]["args"] == b"\x01" * 12 and drv.calls[0]["stream"] is None
@@ -171,9 +184,67 @@ def test_a_refused_launch_stops_the_loop_there():
     recs = LaunchRecords(drv.address)
     for i, f in enumerate((0x1, 0xBAD, 0x3)):
         pack(recs, i, f, b"", keep=keep)
-    assert recs.launch(0, 3) == (1, OUT_OF_RESOURCES)
-    assert recs.launch(2, 1) == (1, 0)
+    assert recs.launch(0, 3) == (1, 0, OUT_OF_RESOURCES)
+    assert recs.launch(2, 1) == (3, 0, 0)
     assert [c["f"] for c in drv.calls] == [0x1, 0x3]
+
+
+def test_a_record_with_repeats_launches_each_with_its_own_arguments():
+    drv, keep = FakeDriver(), []
+    recs = LaunchRecords(drv.address)
+    args = [struct.pack("<Qi", i, -i) for i in range(4)]
+    pack(recs, 0, 0x1000, args[0], shape=(2, 1, 1, 64, 1, 1), repeats=args[1:], keep=keep)
+    pack(recs, 1, 0x2000, b"\x05" * 8, keep=keep)
+    assert recs.launch(0, 2) == (2, 0, 0)
+    assert [(c["f"], c["args"]) for c in drv.calls] == [(0x1000, a) for a in args] + [(0x2000, b"\x05" * 8)]
+    assert {c["shape"] for c in drv.calls[:4]} == {(2, 1, 1, 64, 1, 1)}
+
+
+def test_a_refused_repeat_is_named_by_its_record_and_place_and_the_loop_goes_on_after_it():
+    """The worker restarts the loop with `skip` one past the refused launch: the launches before
+    it are not made twice, those after it are made."""
+    bad = struct.pack("<Q", 0xBAD)
+    drv = FakeDriver(refuse=lambda c: OUT_OF_RESOURCES if c["args"] == bad else 0)
+    recs, keep = LaunchRecords(drv.address), []
+    args = [struct.pack("<Q", i) for i in (1, 2, 0xBAD, 4)]
+    pack(recs, 0, 0x1000, b"\x00" * 8, keep=keep)
+    pack(recs, 1, 0x1000, args[0], repeats=args[1:], keep=keep)
+    pack(recs, 2, 0x3000, b"", keep=keep)
+    assert recs.launch(0, 3) == (1, 2, OUT_OF_RESOURCES)
+    assert recs.launch(1, 2, 3) == (3, 0, 0)
+    assert [c["args"] for c in drv.calls] == [b"\x00" * 8, args[0], args[1], args[3], None]
+    assert recs.launch(1, 1, 4) == (2, 0, 0)  # skipping all of a record's launches: none made
+    assert len(drv.calls) == 5
+
+
+def test_count_repeats_counts_whole_equal_records_and_skips_only_the_bytes_it_is_told():
+    c = launcher.load()
+    one = b"HEAD" + b"SQ" + b"TAIL" + b"args"  # size 14, head 10, skip 2 bytes at 4
+    same = [b"HEAD" + bytes([i, i]) + b"TAIL" + b"ar%02d" % i for i in range(3)]
+    buf = bytearray(b"xx" + one + b"".join(same))
+
+    def count(data, limit=99, pos=2):
+        return c.count_repeats(data, pos, 14, 10, 4, 2, limit)
+    assert count(buf) == 3
+    assert count(buf, limit=2) == 2 and count(buf, limit=0) == 0
+    assert count(buf[:-1]) == 2  # the last is not whole
+    assert count(buf + b"HEADzzTAIXargs") == 3  # one byte of the head differs
+    changed = bytearray(buf)
+    changed[2 + 14 + 14] = ord("h")  # the second repeat's first byte
+    assert count(changed) == 1
+    assert c.count_repeats(buf, 2, 14, 10, 0, 0, 99) == 0  # the sequence bytes differ, now compared
+
+
+@pytest.mark.parametrize("pos, size, head, skip_at, skip_len, says", [
+    (0, 8, 10, 0, 0, "no record of 8 bytes"),  # head longer than the record
+    (40, 14, 10, 4, 2, "at 40 of a buffer of 30"),  # the record itself is not whole
+    (-1, 14, 10, 4, 2, "at -1"),
+    (0, 14, 10, 9, 2, "skipping 2 at 9"),  # the skipped bytes run past the head
+    (0, 14, 0, 0, 0, "head 0"),
+])
+def test_count_repeats_refuses_a_record_outside_its_buffer(pos, size, head, skip_at, skip_len, says):
+    with pytest.raises(ValueError, match=says):
+        launcher.load().count_repeats(bytearray(30), pos, size, head, skip_at, skip_len, 5)
 
 
 # --- the worker's queued launches through the C loop, run on the sim backend ----------------------
@@ -307,3 +378,164 @@ def test_a_run_of_one_launch_goes_the_direct_way(host_c, vadd_c):
     (r,) = g.send(frames)
     assert r.status == OUT_OF_RESOURCES and b"cuLaunchKernel" in r.blob
     assert unfloats(g.get(d, 4 * n)) == [0.0] * n
+
+
+# --- repeats: frames that differ from a validated launch only in seq and argument bytes ----------
+
+def test_repeated_launches_each_run_with_their_own_arguments_in_order(host_c, vadd_c):
+    """A launch repeated (the same function, shape and stream; other arguments) is checked once
+    and launched as often as it came, each time with its own argument bytes, in the order sent,
+    around other launches; each is counted."""
+    g, f, (a, b, c, d), n = vadd_c
+    other = g.function(g.load(offset=64 * 1024), "vector_add")[0]  # same kernel, another handle
+    host_c.vgpu.calls.clear()
+    steps = [(f, c, b, c), (f, c, b, c), (f, c, b, c), (other, c, c, d), (f, c, b, c), (f, d, b, d)]
+    frames = [g.frame(Op.LAUNCH, fn, 1, 1, 1, n, 1, 1, 0, 0, blob=vadd_args(x, y, out, n), queued=True)
+              for fn, x, y, out in steps]
+    assert g.send(frames) == []
+    g.ok(Op.CTX_SYNCHRONIZE)
+    # c = 3 (three times c += 1), d = c + c = 6, c = 4, d = 7
+    assert unfloats(g.get(c, 4 * n)) == [4.0] * n and unfloats(g.get(d, 4 * n)) == [7.0] * n
+    calls = host_c.vgpu.backend.driver.calls
+    assert [call["args"] for call in calls] == [vadd_args(x, y, out, n) for _, x, y, out in steps]
+    assert host_c.vgpu.calls[Op.LAUNCH] == len(steps)
+
+
+def test_repeats_split_across_reads_all_run_once(host_c, vadd_c):
+    """The last repeat not yet whole waits for the rest of its bytes, as any frame does."""
+    g, f, (a, b, c, d), n = vadd_c
+    frames = b"".join(g.frame(Op.LAUNCH, f, 1, 1, 1, n, 1, 1, 0, 0, blob=vadd_args(c, b, c, n),
+                              queued=True) for _ in range(5))
+    cut = len(frames) - 7  # inside the fifth frame's arguments
+    assert g.channel.receive(frames[:cut]) == b""
+    assert len(host_c.vgpu.backend.driver.calls) == 4
+    assert g.channel.receive(frames[cut:]) == b""
+    g.ok(Op.CTX_SYNCHRONIZE)
+    assert unfloats(g.get(c, 4 * n)) == [5.0] * n
+
+
+def test_a_repeated_bad_launch_fails_every_time_with_the_first_ones_error(host_c, vadd_c):
+    """A launch that fails the worker's checks fails for each of its repeats (none reaches the
+    driver); the synchronise reports the first, and a good launch after them still runs."""
+    g, f, (a, b, c, d), n = vadd_c
+    host_c.vgpu.errors.clear()
+    first_seq = g.conn.next_seq() + 1
+    frames = [g.frame(Op.LAUNCH, f, 1, 1, 1, 0, 1, 1, 0, 0, blob=vadd_args(a, b, c, n), queued=True)
+              for _ in range(3)]
+    frames.append(g.frame(Op.LAUNCH, f, 1, 1, 1, n, 1, 1, 0, 0, blob=vadd_args(a, b, d, n), queued=True))
+    assert g.send(frames) == []
+    r = g.call(Op.CTX_SYNCHRONIZE)
+    assert r.status == CUresult.CUDA_ERROR_INVALID_VALUE
+    assert r.blob.startswith(f"LAUNCH (queued, seq {first_seq}): ".encode())
+    assert host_c.vgpu.errors[Op.LAUNCH] == 3
+    assert len(host_c.vgpu.backend.driver.calls) == 1
+    assert unfloats(g.get(d, 4 * n)) == [i + 1.0 for i in range(n)]
+
+
+def _refusing_host(tmp_path, refused: set, code: int) -> Host:
+    """A host whose fake driver refuses, with `code`, the launches whose argument bytes are in
+    `refused` (filled in once the test knows its pointers)."""
+    return Host(tmp_path, backend=lambda **kw: SimThroughC(
+        refuse=lambda call: code if call["args"] in refused else 0, **kw))
+
+
+def test_a_refused_repeat_is_reported_by_its_own_seq_and_the_repeats_after_it_run(tmp_path):
+    refused: set = set()
+    h = _refusing_host(tmp_path, refused, OUT_OF_RESOURCES)
+    try:
+        g = h.guest(window=1 << 20)
+        n = 16
+        a, b, c = (g.alloc(4 * n) for _ in range(3))
+        g.put(b, floats([1.0] * n))
+        f, _ = g.function(g.load(offset=64 * 1024), "vector_add")
+        refused.add(vadd_args(a, b, a, n))
+        plan = [(c, b, c), (c, b, c), (a, b, a), (c, b, c), (c, b, c)]
+        first = g.conn.next_seq() + 1  # (next_seq counts one on: the first frame's is the one after)
+        seqs = [first + i for i in range(len(plan))]
+        frames = [g.frame(Op.LAUNCH, f, 1, 1, 1, n, 1, 1, 0, 0, blob=vadd_args(*p, n), queued=True)
+                  for p in plan]
+        assert g.send(frames) == []
+        r = g.call(Op.CTX_SYNCHRONIZE)
+        assert r.status == OUT_OF_RESOURCES
+        assert r.blob.startswith(f"LAUNCH (queued, seq {seqs[2]}): ".encode())
+        assert unfloats(g.get(c, 4 * n)) == [4.0] * n  # the four others ran
+        assert unfloats(g.get(a, 4 * n)) == [0.0] * n
+        g.ok(Op.CTX_SYNCHRONIZE)  # reported once
+    finally:
+        h.close()
+
+
+def test_repeats_after_a_launch_that_broke_the_context_are_not_made(tmp_path):
+    """A sticky error in the middle of a run of repeats: the launches after it fail with the
+    broken context's error, one each, without reaching the driver."""
+    refused: set = set()
+    h = _refusing_host(tmp_path, refused, CUresult.CUDA_ERROR_ILLEGAL_ADDRESS)
+    try:
+        g = h.guest(window=1 << 20)
+        n = 16
+        a, b, c = (g.alloc(4 * n) for _ in range(3))
+        f, _ = g.function(g.load(offset=64 * 1024), "vector_add")
+        refused.add(vadd_args(a, b, a, n))
+        plan = [(c, b, c), (a, b, a), (c, b, c), (c, b, c)]
+        h.vgpu.errors.clear()
+        frames = [g.frame(Op.LAUNCH, f, 1, 1, 1, n, 1, 1, 0, 0, blob=vadd_args(*p, n), queued=True)
+                  for p in plan]
+        assert g.send(frames) == []
+        assert len(h.vgpu.backend.driver.calls) == 1
+        assert h.vgpu.broken is not None and h.vgpu.errors[Op.LAUNCH] == 3
+        r = g.call(Op.CTX_SYNCHRONIZE)
+        assert r.status == CUresult.CUDA_ERROR_ILLEGAL_ADDRESS
+    finally:
+        h.close()
+
+
+def _expanded(launches: list, buf) -> list:
+    """take_launches' triples as one (fields, start) pair per frame, each repeat with its own seq."""
+    out = []
+    for t, start, more in launches:
+        stride = HEADER_SIZE + t[5]
+        for j in range(1 + more):
+            at = start + j * stride
+            out.append((t[:4] + (launch_seq(buf, at),) + t[5:], at))
+    return out
+
+
+def _launch_frames(conn: Connection, plans) -> bytearray:
+    return bytearray(b"".join(conn.send_call(7, conn.next_seq(), Op.LAUNCH, shape, blob, True)
+                              for shape, blob in plans))
+
+
+SAME = ((3, 1, 1, 1, 64, 1, 1, 0, 0), struct.pack("<Qi", 1, 2))
+
+
+@pytest.mark.parametrize("at", [i for i in range(protocol._LAUNCH_FIXED) if not 8 <= i < 12])
+def test_a_frame_is_a_repeat_only_when_every_checked_byte_is_the_same(at):
+    """take_launches with the C module's count_repeats hands over exactly the frames it hands over
+    without it, with the same fields: a frame with any byte of its header, op header or args
+    changed (all but its seq) is decoded and checked on its own (and, where the change breaks a
+    rule, left to next_event)."""
+    client, _ = handshaken()
+    buf = _launch_frames(client, [SAME, SAME, SAME, SAME])
+    stride = len(buf) // 4
+    buf[2 * stride + at] ^= 0x5A  # the third frame
+    found = []
+    for repeats in (launcher.load().count_repeats, None):
+        _, host = handshaken()
+        host.receive_data(bytes(buf))
+        launches = host.take_launches(256, repeats)
+        found.append((_expanded(launches, host.buffer), host.buffer[host._pos:]))
+        if repeats is not None:
+            assert launches[0][2] == 1  # the second frame is a repeat of the first
+    assert found[0] == found[1]
+
+
+def test_take_launches_hands_over_repeats_with_their_count_and_no_more_than_its_limit():
+    client, host = handshaken()
+    other = ((1, 1, 1, 1, 32, 1, 1, 0, 0), struct.pack("<Qi", 1, 2))
+    buf = _launch_frames(client, [SAME] * 3 + [other] + [SAME] * 4)
+    host.receive_data(bytes(buf))
+    repeats = launcher.load().count_repeats
+    launches = host.take_launches(6, repeats)
+    assert [(t[8:11], more) for t, _, more in launches] == [((3, 1, 1), 2), ((1, 1, 1), 0), ((3, 1, 1), 1)]
+    launches = host.take_launches(6, repeats)
+    assert [more for _, _, more in launches] == [1] and host.drained()

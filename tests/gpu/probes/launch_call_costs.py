@@ -35,8 +35,8 @@ def main() -> None:
     fn = ok(cu.cuGetProcAddress(b"cuLaunchKernel", ok(cu.cuDriverGetVersion()), 0))[0]
     recs = LaunchRecords(int(fn), capacity=N)
     for i in range(N):
-        RECORD.pack_into(recs.records, i * RECORD.size, int(spin), 0, ctypes.addressof(arg), 8,
-                         1, 1, 1, 1, 1, 1, 0, 0)
+        RECORD.pack_into(recs.records, i * RECORD.size, int(spin), 0, ctypes.addressof(arg), 8, 0,
+                         1, 1, 1, 1, 1, 1, 0, 1)
     e1, e2 = ok(cu.cuEventCreate(0)), ok(cu.cuEventCreate(0))
 
     def timed(body, n):
@@ -48,7 +48,7 @@ def main() -> None:
         return round(best / n * 1e6, 2)
 
     def c_loop():
-        assert recs.launch(0, N) == (N, 0)
+        assert recs.launch(0, N) == (N, 0, 0)
         cu.cuCtxSynchronize()
 
     def c_one_a_call():
