@@ -40,7 +40,8 @@ class Channel:
         try:
             conn.receive_data(data)
             take_launches, take_wait, next_event = conn.take_launches, conn.take_wait, conn.next_event
-            # Frames that repeat a launch (the C loop launches them with it, unchecked one by one)
+            # take_launches hands over a launch's repeats with it (checked once, launched from
+            # its record by the C loop); only where the backend has that loop
             records = vg.backend.launch_records
             repeats = None if records is None else records.count_repeats
             while True:
