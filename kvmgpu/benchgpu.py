@@ -183,10 +183,12 @@ def run_side_by_side(sides: dict, repeat: int = 5) -> dict:
     return out
 
 
-def start_worker(tmp: str, region: int, backend: str = "cuda"):
+def start_worker(tmp: str, region: int, backend: str = "cuda", env: dict | None = None):
+    """A loopback worker (its socket in `tmp`, its region in /dev/shm), with this process's
+    environment and `env`: (process, socket, region file)."""
     sock, shm = os.path.join(tmp, "bench.sock"), f"/dev/shm/kvmgpu-benchgpu-{os.getpid()}"
     log = open(os.path.join(tmp, "worker.log"), "w+")
-    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'guest-agent'}:{ROOT}"}
+    env = {**os.environ, **(env or {}), "PYTHONPATH": f"{ROOT / 'guest-agent'}:{ROOT}"}
     proc = subprocess.Popen([sys.executable, "-c", WORKER, "8G", sock, shm, f"{region // MiB}M", "bench",
                              "100", "share", backend], stdout=log, stderr=subprocess.STDOUT, env=env)
     deadline = time.monotonic() + 60
@@ -205,6 +207,18 @@ def stop_worker(proc, sock: str, shm: str) -> None:
     for path in (sock, shm):
         if os.path.exists(path):
             os.unlink(path)
+
+
+def run_guest(args: list, env: dict | None = None, region: int = 256 * MiB) -> None:
+    """`python *args` as a guest process against a loopback worker of its own, both with this
+    process's environment and `env`; the worker is stopped when the guest is done (the probes'
+    way of measuring a fresh pair of processes)."""
+    proc, sock, shm = start_worker(tempfile.mkdtemp(), region, env=env)
+    try:
+        subprocess.run([sys.executable, *args], check=True,
+                       env={**os.environ, **(env or {}), "KVMGPU_SOCKET": sock, "KVMGPU_SHM": shm})
+    finally:
+        stop_worker(proc, sock, shm)
 
 
 TARGETS = {  # figure: (how forwarded compares to native, the limit)

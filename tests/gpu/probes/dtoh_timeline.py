@@ -4,7 +4,7 @@ from the call; alone and after 100 stencil launches (the launch-bound stencil's 
 five runs around the median of 20. The guest's copier is replaced by one that does the same and
 notes the times. Run on the GPU machine from the repository root:
 `PYTHONPATH=guest-agent:. python3 tests/gpu/probes/dtoh_timeline.py`"""
-import ctypes, os, sys, tempfile, time, subprocess
+import ctypes, sys, time
 import numpy as np
 sys.path[:0] = ["guest-agent", "."]
 from kvmgpu import benchgpu as B
@@ -17,7 +17,6 @@ def run(mode):
     from kvmgpu_guest import driver as cu, client
     ev = []
     T0 = [0]
-    orig_part = client._Copier.part
     def mm(d, s, n, k):
         ctypes.memmove(d, s, n); ev.append(("done", k, ns() - T0[0]))
     def part(self, pos, n, last=False):
@@ -61,10 +60,4 @@ if __name__ == "__main__":
     if len(sys.argv) > 1:
         run(sys.argv[1]); sys.exit(0)
     for mode in ("alone", "stencil"):
-        tmp = tempfile.mkdtemp()
-        proc, sock, shm = B.start_worker(tmp, 256 << 20)
-        env = {**os.environ, "KVMGPU_SOCKET": sock, "KVMGPU_SHM": shm}
-        try:
-            subprocess.run([sys.executable, __file__, mode], env=env, check=True)
-        finally:
-            B.stop_worker(proc, sock, shm)
+        B.run_guest([__file__, mode])

@@ -6,7 +6,7 @@ KVMGPU_TRACE and each phase's distribution, and once more plain: each case has i
 the spread between cases is the spread between workers (where the scheduler put them). Run on the
 GPU machine from the repository root:
 `PYTHONPATH=guest-agent:. python3 tests/gpu/probes/round_trip_spread.py`"""
-import ctypes, os, subprocess, sys, tempfile, time
+import ctypes, os, sys, tempfile, time
 sys.path[:0] = ["guest-agent", "."]
 from kvmgpu import benchgpu as B
 ok = B._ok
@@ -61,20 +61,12 @@ if __name__ == "__main__":
     if len(sys.argv) > 1:
         child(sys.argv[1]); sys.exit(0)
     for label, env in (("plain", {}), ("traced", {"KVMGPU_TRACE": "T"}), ("plain2", {})):
-        tmp = tempfile.mkdtemp()
-        e = {**os.environ, **env}
         if "KVMGPU_TRACE" in env:
-            e["KVMGPU_TRACE"] = os.path.join(tmp, "trace")
-        os.environ.update(e)
-        proc, sock, shm = B.start_worker(tmp, 256 << 20)
-        try:
-            subprocess.run([sys.executable, __file__, label], env={**e, "KVMGPU_SOCKET": sock, "KVMGPU_SHM": shm}, check=True)
-        finally:
-            B.stop_worker(proc, sock, shm)
-            for k in env: os.environ.pop(k, None)
+            env = {"KVMGPU_TRACE": os.path.join(tempfile.mkdtemp(), "trace")}
+        B.run_guest([__file__, label], env)
         if "KVMGPU_TRACE" in env:
             from kvmgpu_guest import trace
-            every = trace.calls(trace.load(e["KVMGPU_TRACE"]))
+            every = trace.calls(trace.load(env["KVMGPU_TRACE"]))
             from kvmgpu_guest.protocol import Op
             cs = [c for c in every if c["op"] == str(int(Op.STREAM_SYNCHRONIZE))]
             print(f"traced STREAM_SYNCHRONIZE calls: {len(cs)}")

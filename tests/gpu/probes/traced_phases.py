@@ -5,7 +5,7 @@ same host: the DMA into registered (pinned) memory, a copy of 4 MiB between host
 threads, native pageable DtoH. Run on the GPU machine from the repository root:
 `PYTHONPATH=guest-agent:. python3 tests/gpu/probes/traced_phases.py` (it runs itself once per
 forwarded case, each with its own loopback worker and trace files)."""
-import ctypes, mmap, os, subprocess, sys, tempfile, time
+import ctypes, mmap, os, sys, tempfile, time
 from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 sys.path[:0] = ["guest-agent", "."]
@@ -125,15 +125,8 @@ if __name__ == "__main__":
     from cuda.bindings import driver as cu
     cu.cuDevicePrimaryCtxRelease(ok(cu.cuDeviceGet(0)))
     for mode in ("alone", "stencil", "launchsync"):
-        tmp = tempfile.mkdtemp()
-        prefix = os.path.join(tmp, "trace")
-        os.environ["KVMGPU_TRACE"] = prefix
-        proc, sock, shm = B.start_worker(tmp, 256 << 20)
-        env = {**os.environ, "KVMGPU_SOCKET": sock, "KVMGPU_SHM": shm}
-        try:
-            subprocess.run([sys.executable, __file__, mode], env=env, check=True)
-        finally:
-            B.stop_worker(proc, sock, shm)
+        prefix = os.path.join(tempfile.mkdtemp(), "trace")
+        B.run_guest([__file__, mode], {"KVMGPU_TRACE": prefix})
         from kvmgpu_guest import trace
         print(f"trace, {mode}:")
         print(trace.report(prefix))
