@@ -539,3 +539,13 @@ def test_take_launches_hands_over_repeats_with_their_count_and_no_more_than_its_
     assert [(t[8:11], more) for t, _, more in launches] == [((3, 1, 1), 2), ((1, 1, 1), 0), ((3, 1, 1), 1)]
     launches = host.take_launches(6, repeats)
     assert [more for _, _, more in launches] == [1] and host.drained()
+
+
+@pytest.mark.parametrize("first, count, skip", [(-1, 1, 0), (0, 2, 0), (0, 1, -1), (1, 1, 0)])
+def test_launch_records_refuses_records_outside_its_buffer_and_launches_nothing(first, count, skip):
+    drv = FakeDriver()
+    recs = LaunchRecords(drv.address, capacity=1)
+    pack(recs, 0, 0x1000, b"\x01" * 8, keep=[])
+    with pytest.raises(ValueError, match="of a buffer of 1"):
+        recs.launch(first, count, skip)
+    assert drv.calls == []
