@@ -214,6 +214,36 @@ class Session:
             self._send(frame)
         return seq
 
+    def synchronize(self, op: Op, stream: int = 0) -> int:
+        """STREAM_SYNCHRONIZE (on `stream`) or CTX_SYNCHRONIZE, as `call` makes them, on the hot
+        path of a launch + synchronise: the batch and the call in one write, and the reply taken
+        by one comparison where it is the plain success it nearly always is. Its status."""
+        with self.lock:
+            if self.closed:
+                raise SessionError("the session is closed")
+            if _TRACE:
+                _mark(f"g0.{int(op)}")
+            conn = self.conn
+            seq = (self._seq + 1) & 0xFFFFFFFF
+            frame = conn.send_wait(self.id, seq, op, stream)
+            self._seq = seq
+            batch = self._batch
+            if batch:
+                batch += frame
+                self._send(batch)
+                batch.clear()
+            else:
+                self._send(frame)
+            if _TRACE:
+                _mark("g1")
+            if conn.take_waited(self._recv(), self.id, seq):
+                status = self._answered(op, 0)
+            else:
+                status = self._wait(seq, op).status
+            if _TRACE:
+                _mark("g3")
+            return status
+
     def _wait(self, seq: int, op: Op) -> Reply:
         """The reply to call `seq` (calls are answered in order: wait for them in order)."""
         while True:
@@ -223,6 +253,12 @@ class Session:
             if isinstance(event, Goodbye):
                 self.closed = True
                 raise SessionError(f"the host ended the session: {event.reason or 'no reason given'}")
+        status = self._answered(op, event.status)
+        return event if status == event.status else event._replace(status=status, values=())
+
+    def _answered(self, op: Op, status: int) -> int:
+        """What the reply to a call of `op` with `status` means for this session (the status to
+        report: a deferred error where the call is synchronising and succeeded)."""
         # The host answers in order and finishes a staged copy before it reads on: every staged
         # copy sent before this call is done. And the host is idle now: start small again.
         if self._staged:
@@ -232,10 +268,10 @@ class Session:
             if op in _DRAINING:
                 self._head = 0  # nothing queued uses the window any more
             if self._deferred:
-                if event.status == 0:
-                    event = event._replace(status=self._deferred, values=())
+                if status == 0:
+                    status = self._deferred
                 self._deferred = 0
-        return event
+        return status
 
     def queue(self, op: Op, args=(), blob: bytes = b"") -> None:
         """Append a QUEUED call to the batch (no reply; errors surface at a synchronising call)."""
@@ -509,26 +545,33 @@ class Session:
             event = conn.next_event()
             if event is not NEED_DATA:
                 return event
-            try:
-                data = None
-                poll = getattr(self.transport, "recv_nowait", None) if POLL_US > 0 else None
-                if poll is not None:  # spin a little: the answer is often a few µs away
+            conn.receive_data(self._recv())
+
+    def _recv(self) -> bytes:
+        """The next bytes from the host, spinning for them POLL_US first where the transport can
+        be polled (the answer is often a few µs away)."""
+        try:
+            data = None
+            poll = getattr(self.transport, "recv_nowait", None) if POLL_US > 0 else None
+            if poll is not None:
+                data = poll(RECV_BYTES)
+                if data is None:
                     deadline = time.perf_counter() + POLL_US / 1e6
                     while True:
                         data = poll(RECV_BYTES)
                         if data is not None or time.perf_counter() > deadline:
                             break
-                if data is None:
-                    data = self.transport.recv(RECV_BYTES)
-            except OSError as e:
-                self.closed = True
-                raise SessionError(f"lost the channel to the host: {e.strerror or e}") from None
-            if not data:
-                self.closed = True
-                raise SessionError("the host closed the channel")
-            if _TRACE:
-                _mark("g2")
-            conn.receive_data(data)
+            if data is None:
+                data = self.transport.recv(RECV_BYTES)
+        except OSError as e:
+            self.closed = True
+            raise SessionError(f"lost the channel to the host: {e.strerror or e}") from None
+        if not data:
+            self.closed = True
+            raise SessionError("the host closed the channel")
+        if _TRACE:
+            _mark("g2")
+        return data
 
     def close(self, reason: str = "") -> None:
         """Send what is queued, say GOODBYE, and let go of the channel and the region."""

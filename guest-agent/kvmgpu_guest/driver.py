@@ -332,8 +332,25 @@ def cuCtxGetDevice():
 
 
 def cuCtxSynchronize():
-    status, _ = _call(Op.CTX_SYNCHRONIZE)
-    return (status,)
+    return _synchronize(_CTX_SYNCHRONIZE, 0)
+
+
+def _synchronize(op, stream) -> tuple:
+    """cuCtxSynchronize / cuStreamSynchronize: `_call` for the two, through the session's lean
+    path (`Session.synchronize`)."""
+    bad = _ready()
+    if bad is not None:
+        return (bad,)
+    try:
+        status = _session.synchronize(op, stream)
+    except SessionError as e:
+        return (_lost(e),)
+    except (struct.error, OverflowError):
+        return (CUresult.CUDA_ERROR_INVALID_VALUE,)
+    return (_result(status),)
+
+
+_CTX_SYNCHRONIZE, _STREAM_SYNCHRONIZE = Op.CTX_SYNCHRONIZE, Op.STREAM_SYNCHRONIZE
 
 
 def cuDevicePrimaryCtxRetain(dev):
@@ -651,8 +668,7 @@ cuStreamDestroy_v2 = cuStreamDestroy
 
 
 def cuStreamSynchronize(hStream):
-    status, _ = _call(Op.STREAM_SYNCHRONIZE, (_stream(hStream),))
-    return (status,)
+    return _synchronize(_STREAM_SYNCHRONIZE, _stream(hStream))
 
 
 def cuStreamQuery(hStream):

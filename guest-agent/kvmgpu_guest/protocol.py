@@ -184,9 +184,23 @@ _WAIT_STREAM = struct.Struct("<Q")
 _CTX_WAIT_SIZE = _WAIT_HEAD.size  # a whole CTX_SYNCHRONIZE frame (20 bytes, payload 4)
 _STREAM_WAIT_SIZE = _WAIT_HEAD.size + _WAIT_STREAM.size  # a whole STREAM_SYNCHRONIZE (28, payload 12)
 _OP_CTX_SYNCHRONIZE, _OP_STREAM_SYNCHRONIZE = 1, 17
+_STREAM_WAIT_CALL = struct.Struct("<HBBIIIHHQ")  # a whole STREAM_SYNCHRONIZE call (send_wait)
+_WAITED = struct.Struct("<HBBIIIi")  # a whole success reply with no results (take_waited)
 _U16 = struct.Struct("<HH")
 _STATUS = struct.Struct("<i")
 PARAM = struct.Struct("<II")  # one kernel parameter: offset, size
+
+
+class LaunchWaitShape(NamedTuple):
+    """A launch + synchronise message as the host saw it, less its two sequence numbers and the
+    launch's parameter bytes (`Connection.launch_wait_shape`, `Connection.take_launch_wait`)."""
+
+    launch_head: bytes  # the launch frame's bytes before its seq
+    launch_tail: bytes  # ... after its seq, to its parameter bytes (op header, nine args)
+    launch_size: int  # the whole launch frame
+    wait_head: bytes  # the synchronise frame's bytes before its seq
+    wait_tail: bytes  # ... after it
+    size: int  # the whole message
 
 
 # ---------------------------------------------------------------------------------------- messages
@@ -437,6 +451,41 @@ class Connection:
             return session, seq, Op.CTX_SYNCHRONIZE, 0
         return None
 
+    def launch_wait_shape(self, start: int) -> "LaunchWaitShape":
+        """Host side, after a message of one QUEUED LAUNCH frame (its parameter bytes at `start`,
+        as `take_launches` gave it) and one synchronise (`take_wait`) that ended the bytes
+        received: the bytes a later message must have to be the same launch and synchronise
+        (`take_launch_wait`)."""
+        buf = self._buf
+        at = start - _LAUNCH_FIXED
+        length, = _SEQ.unpack_from(buf, at + _SEQ_AT + 4)
+        wait = at + HEADER_SIZE + length
+        return LaunchWaitShape(bytes(buf[at: at + _SEQ_AT]), bytes(buf[at + _SEQ_AT + 4: start]),
+                               HEADER_SIZE + length, bytes(buf[wait: wait + _SEQ_AT]),
+                               bytes(buf[wait + _SEQ_AT + 4:]), len(buf) - at)
+
+    def take_launch_wait(self, shape: "LaunchWaitShape"):
+        """Host side, the hottest path (a loop of launch + synchronise): if the bytes received
+        and not yet decoded are exactly one message of `shape` -- the same launch frame in every
+        byte but its sequence number and its parameter bytes, then the same synchronise frame in
+        every byte but its sequence number -- consume them and give `(start, seq, wait_seq)`:
+        where the launch's parameter bytes start in `buffer`, and the two sequence numbers.
+        Otherwise None, and nothing is consumed. Equal bytes are the same session, op, flags,
+        lengths, function, shape and stream as a message `take_launches` and `take_wait`
+        accepted, so the same outcome of their checks (the caller answers for the tables)."""
+        buf, pos = self._buf, self._pos
+        if len(buf) - pos != shape.size:
+            return None
+        wait = pos + shape.launch_size
+        if (buf[pos + _SEQ_AT + 4: pos + _LAUNCH_FIXED] != shape.launch_tail
+                or buf[pos: pos + _SEQ_AT] != shape.launch_head
+                or buf[wait + _SEQ_AT + 4: pos + shape.size] != shape.wait_tail
+                or buf[wait: wait + _SEQ_AT] != shape.wait_head):
+            return None
+        self._pos = pos + shape.size
+        return (pos + _LAUNCH_FIXED, _SEQ.unpack_from(buf, pos + _SEQ_AT)[0],
+                _SEQ.unpack_from(buf, wait + _SEQ_AT)[0])
+
     def _parse_call(self, flags: int, session: int, seq: int, buf: bytearray, start: int,
                     length: int) -> Call:
         """The CALL whose `length` payload bytes start at `buf[start]` (the blob is copied out)."""
@@ -533,6 +582,32 @@ class Connection:
         if not queued:
             self._pending[(session, seq)] = op
         return frame + blob if blob else frame
+
+    def send_wait(self, session: int, seq: int, op: Op, stream: int = 0) -> bytes:
+        """Client side: a STREAM_SYNCHRONIZE (on `stream`) or CTX_SYNCHRONIZE call, as `send_call`
+        makes it, with its reply awaited: the guest's hot path (a launch + synchronise), packed
+        whole by one struct. struct.error where `stream` is not a u64."""
+        if op == _OP_STREAM_SYNCHRONIZE:
+            frame = _STREAM_WAIT_CALL.pack(MAGIC, _KIND_CALL, 0, session, seq,
+                                           _STREAM_WAIT_SIZE - HEADER_SIZE, op, 1, stream)
+        elif op == _OP_CTX_SYNCHRONIZE:
+            frame = _WAIT_HEAD.pack(MAGIC, _KIND_CALL, 0, session, seq, _CTX_WAIT_SIZE - HEADER_SIZE, op, 0)
+        else:
+            raise LocalProtocolError(f"{Op(op).name} is not a synchronise")
+        self._pending[(session, seq)] = op
+        return frame
+
+    def take_waited(self, data: bytes, session: int, seq: int) -> bool:
+        """Client side, after `send_wait`: whether `data`, just read, is the success reply to it
+        and nothing else, with nothing undecoded before it; then it is consumed (where
+        `next_event` would give `Reply(session, seq, 0, (), b"")`). Otherwise `data` is received as
+        by `receive_data`, for `next_event` to decode."""
+        if self._pos == len(self._buf) and data == _WAITED.pack(MAGIC, _KIND_REPLY, 0, session, seq,
+                                                                _WAITED.size - HEADER_SIZE, 0):
+            del self._pending[(session, seq)]
+            return True
+        self.receive_data(data)
+        return False
 
     def send_reply(self, session: int, seq: int, status: int, values=(), blob: bytes = b"",
                    op: Op | None = None) -> bytes:

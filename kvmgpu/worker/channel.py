@@ -8,19 +8,38 @@ channel (and only this one), and `close` ends its sessions.
 from __future__ import annotations
 
 import logging
+from typing import NamedTuple
 
 from kvmgpu_guest.cudefs import CUresult
-from kvmgpu_guest.protocol import (DEFAULT_MAX_FRAME, NEED_DATA, Call, Connection, Goodbye, Hello, Op,
-                                   RemoteProtocolError, Role, Welcome, negotiate)
+from kvmgpu_guest.protocol import (DEFAULT_MAX_FRAME, LAUNCH_BODY, NEED_DATA, Call, Connection, Goodbye,
+                                   Hello, LaunchWaitShape, Op, RemoteProtocolError, Role, Welcome,
+                                   negotiate)
 
 from kvmgpu_guest.trace import ON as _TRACE, mark_at as _mark_at, perf_counter_ns as _ns
 
-from .dispatch import dispatch, launch_run, wait
+from .dispatch import dispatch, launch_again, launch_run, wait
+from .session import Function, Session
 from .vgpu import VGpu
 
 log = logging.getLogger("kvmgpu.worker")
 _LAUNCH = Op.LAUNCH  # (an enum member looked up once, not per message)
 _RUN = 256  # the most launches take_launches hands over at once (the gate's check comes between)
+
+
+class _LaunchWait(NamedTuple):
+    """A launch + synchronise message that went fine, and what its launch was checked against."""
+
+    shape: LaunchWaitShape
+    session: Session
+    function: Function
+    fh: int
+    st: object  # the backend stream, None for the null stream
+    stream: int
+    grid_block_shared: tuple
+    nbytes: int
+    wait_op: Op
+    wait_stream: int
+    info: object  # the device info the launch limits were read from
 
 
 class Channel:
@@ -31,6 +50,9 @@ class Channel:
         self.conn = Connection(Role.HOST)
         self.sessions: set[int] = set()
         self.closed = False
+        # The last message, where it was one launch and one synchronise that both went fine: a
+        # loop's next one is taken by comparing its bytes (`_launch_wait_again`).
+        self._again: _LaunchWait | None = None
 
     def receive(self, data: bytes) -> bytes:
         """Bytes to send back for `data`. Raises RemoteProtocolError on a protocol violation."""
@@ -39,6 +61,12 @@ class Channel:
         vg = self.vgpu
         try:
             conn.receive_data(data)
+            again, self._again = self._again, None  # whatever comes now, it is used up
+            if again is not None:
+                reply = self._launch_wait_again(again)
+                if reply is not None:
+                    return reply
+            one = None  # the message's first and only launch, while it may be a launch + wait
             take_launches, take_wait, next_event = conn.take_launches, conn.take_wait, conn.next_event
             # take_launches hands over a launch's repeats with it (checked once, launched from
             # its record by the C loop); only where the backend has that loop
@@ -54,6 +82,8 @@ class Channel:
                     vg.calls[_LAUNCH] += n
                     if n == _RUN:  # take_launches' limit: there may be more
                         continue
+                    if not out and len(launches) == 1 and not launches[0][2]:
+                        one = launches[0]
                 if _TRACE:
                     t1 = _ns()
                 # Its other half: a stream or context synchronise, likewise decoded in place.
@@ -65,7 +95,13 @@ class Channel:
                 if _TRACE:
                     _mark_at("w1", t1)
                     _mark_at("w2", _ns())
-                reply = self._handle(event) if waited is None else self._wait(*waited)
+                if waited is None:
+                    reply = self._handle(event)
+                else:
+                    reply, ok = self._wait(*waited)
+                    if ok and one is not None and not out and conn.drained():
+                        self._again = self._launch_wait(one, waited)
+                one = None
                 if _TRACE:
                     _mark_at("w4", _ns())
                 if reply:
@@ -79,12 +115,64 @@ class Channel:
             raise
         return b"".join(out)
 
-    def _wait(self, sid: int, seq: int, op: Op, stream: int) -> bytes:
-        """The reply to a synchronise `Connection.take_wait` decoded (as `_handle` gives it)."""
+    def _wait(self, sid: int, seq: int, op: Op, stream: int) -> tuple[bytes, bool]:
+        """The reply to a synchronise `Connection.take_wait` decoded (as `_handle` gives it), and
+        whether it said success."""
         session = self.vgpu.sessions.get((self.cid, sid))
         if session is None:
-            return self.conn.send_reply(sid, seq, CUresult.CUDA_ERROR_INVALID_CONTEXT, (), b"no such session")
-        return self.conn.send_reply(sid, seq, *wait(self.vgpu, session, op, stream), op)
+            return self.conn.send_reply(sid, seq, CUresult.CUDA_ERROR_INVALID_CONTEXT, (),
+                                        b"no such session"), False
+        status, values, blob = wait(self.vgpu, session, op, stream)
+        return self.conn.send_reply(sid, seq, status, values, blob, op), status == 0
+
+    def _launch_wait(self, launch: tuple, waited: tuple) -> _LaunchWait | None:
+        """What a message of `launch` (as `take_launches` gave it) and the synchronise `waited` (as
+        `take_wait` gave it), both done without an error, must be taken again by: None where the
+        backend has no `launch_in`, the two are on different sessions, or it went another way."""
+        t, start, _ = launch
+        sid, fh, stream = t[3], t[8], t[16]
+        vg = self.vgpu
+        s = vg.sessions.get((self.cid, sid))
+        if s is None or waited[0] != sid or vg.backend.launch_in is None:
+            return None
+        f = s.functions.get(fh)
+        st = s.streams.get(stream) if stream else None
+        if f is None or (stream and st is None) or t[5] - LAUNCH_BODY != f.arg_bytes:
+            return None
+        return _LaunchWait(self.conn.launch_wait_shape(start), s, f, fh, st, stream, t[9:16],
+                           f.arg_bytes, waited[2], waited[3], vg.info)
+
+    def _launch_wait_again(self, a: _LaunchWait) -> bytes | None:
+        """The reply to a message that repeats the last one (`a`), a launch + synchronise, or None
+        (nothing consumed) where it does not: its bytes differ in more than the two sequence
+        numbers and the launch's parameter bytes (`Connection.take_launch_wait`), or the session,
+        its function or stream are no longer those the launch was checked against, or the
+        context broke. Such a message passes every check the last one passed; the launch goes
+        through `launch_again` (the gate, then the backend; an error is kept for the wait, as
+        for any queued launch) and the synchronise through `wait`, as `receive` would."""
+        vg = self.vgpu
+        shape, s, f, fh, st, stream, grid_block_shared, nbytes, wait_op, wait_stream, info = a
+        if (vg.sessions.get(s.key) is not s or s.functions.get(fh) is not f
+                or (stream and s.streams.get(stream) is not st) or vg.broken is not None
+                or vg.info is not info):
+            return None
+        conn = self.conn
+        taken = conn.take_launch_wait(shape)
+        if taken is None:
+            return None
+        start, seq, wait_seq = taken
+        launch_again(vg, s, seq, f, st, grid_block_shared, conn.buffer, start, nbytes)
+        vg.calls[_LAUNCH] += 1
+        if _TRACE:
+            t = _ns()
+            _mark_at("w1", t)
+            _mark_at("w2", t)
+        status, values, blob = wait(vg, s, wait_op, wait_stream)
+        if _TRACE:
+            _mark_at("w4", _ns())
+        if status == 0:
+            self._again = a
+        return conn.send_reply(s.key[1], wait_seq, status, values, blob, wait_op)
 
     def _handle(self, event) -> bytes | None:
         if type(event) is Call:

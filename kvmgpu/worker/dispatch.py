@@ -523,6 +523,21 @@ def launch_run(vg: VGpu, cid: int, launches: list, buf: bytearray) -> int:
     return n
 
 
+def launch_again(vg: VGpu, s: Session, seq: int, f: Function, st, shape: tuple, buf: bytearray,
+                 start: int, nbytes: int) -> None:
+    """One QUEUED LAUNCH that repeats, byte for byte but for its seq and parameter bytes, one that
+    `launch_run` checked and launched through `launch_in`, with function `f` and stream `st`
+    still those of the session's tables (the caller makes sure: `Channel`): so it passes the same
+    checks and goes the same way, the gate first. `shape` is its grid, block and shared memory."""
+    gate = vg.gate
+    if gate is not None and gate.clock() >= gate.free_until():
+        gate.before_launch()  # may wait for this VM's turn on the GPU
+    try:
+        vg.backend.launch_in(f.backend, *shape, st, buf, start, nbytes)
+    except Exception as e:
+        _queued_launch_failed(vg, s, seq, e)
+
+
 # --- streams and events --------------------------------------------------------------------------
 
 def stream_create(vg, s: Session, call):

@@ -2,12 +2,14 @@
 
 import os
 import socket
+import struct
 import tempfile
 
 import pytest
 
 from kvmgpu_guest.channel import UnixTransport
 from kvmgpu_guest.client import BATCH_BYTES, Session
+from kvmgpu_guest.cudefs import CUresult
 from kvmgpu_guest.protocol import Op
 from kvmgpu_guest.region import Region
 
@@ -69,6 +71,42 @@ def test_error_of_a_queued_call_surfaces_at_the_synchronising_call(pair):
     assert session.call(Op.MEM_GET_INFO).status == 0  # not synchronising: no report
     assert session.call(Op.CTX_SYNCHRONIZE).status == 1
     assert session.call(Op.CTX_SYNCHRONIZE).status == 0  # reported once
+
+
+@pytest.mark.parametrize("op, stream", [(Op.STREAM_SYNCHRONIZE, 5), (Op.CTX_SYNCHRONIZE, 0)])
+def test_synchronize_sends_the_batch_and_the_call_in_one_write_and_says_success(pair, op, stream):
+    session, host = pair
+    session.queue_launch(77, 1, 1, 1, 1, 1, 1, 0, 0, b"\0" * 20)
+    assert session.synchronize(op, stream) == 0
+    assert [c.op for c in host.calls] == [Op.LAUNCH, op]
+    assert host.calls[1].args == ((stream,) if op == Op.STREAM_SYNCHRONIZE else ())
+    assert not session.conn._pending  # the reply was taken: nothing is awaited any more
+    assert session.call(Op.MEM_GET_INFO).status == 0  # and the next call pairs with its own reply
+
+
+def test_synchronize_reports_an_error_reply_and_a_queued_calls_error_once(pair):
+    """A reply that is not the plain success (here a queued call's error, reported with its text
+    by the host) is decoded the general way; the next synchronise is a success again."""
+    session, host = pair
+    host.fail_queued.add(Op.MEM_FREE)
+    session.queue(Op.MEM_FREE, (0xDEAD,))
+    assert session.synchronize(Op.STREAM_SYNCHRONIZE, 0) == 1
+    assert session.synchronize(Op.STREAM_SYNCHRONIZE, 0) == 0
+
+
+def test_synchronize_reports_an_error_the_guest_deferred_once(pair):
+    session, _ = pair
+    session.defer(CUresult.CUDA_ERROR_INVALID_VALUE)
+    assert session.synchronize(Op.CTX_SYNCHRONIZE) == CUresult.CUDA_ERROR_INVALID_VALUE
+    assert session.synchronize(Op.CTX_SYNCHRONIZE) == 0
+
+
+def test_synchronize_refuses_a_stream_that_is_no_u64_and_sends_nothing(pair):
+    session, host = pair
+    with pytest.raises(struct.error):
+        session.synchronize(Op.STREAM_SYNCHRONIZE, -1)
+    assert session.call(Op.MEM_GET_INFO).status == 0
+    assert [c.op for c in host.calls] == [Op.MEM_GET_INFO]
 
 
 def test_copies_bigger_than_the_window_go_in_chunks_and_come_back(pair):
