@@ -204,7 +204,11 @@ class Session:
         if self.closed:
             raise SessionError("the session is closed")
         self._seq = seq = (self._seq + 1) & 0xFFFFFFFF
-        frame = self.conn.send_call(self.id, seq, op, args, blob)
+        self._send_after_batch(self.conn.send_call(self.id, seq, op, args, blob))
+        return seq
+
+    def _send_after_batch(self, frame: bytes) -> None:
+        """Send what is queued and `frame` in one write."""
         batch = self._batch
         if batch:
             batch += frame
@@ -212,7 +216,6 @@ class Session:
             batch.clear()
         else:
             self._send(frame)
-        return seq
 
     def synchronize(self, op: Op, stream: int = 0) -> int:
         """STREAM_SYNCHRONIZE (on `stream`) or CTX_SYNCHRONIZE, as `call` makes them, on the hot
@@ -227,13 +230,7 @@ class Session:
             seq = (self._seq + 1) & 0xFFFFFFFF
             frame = conn.send_wait(self.id, seq, op, stream)
             self._seq = seq
-            batch = self._batch
-            if batch:
-                batch += frame
-                self._send(batch)
-                batch.clear()
-            else:
-                self._send(frame)
+            self._send_after_batch(frame)
             if _TRACE:
                 _mark("g1")
             if conn.take_waited(self._recv(), self.id, seq):

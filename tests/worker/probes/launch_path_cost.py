@@ -5,38 +5,15 @@ turn in one process; and the same with two shapes alternating (no frame repeats 
 
     .venv/bin/python tests/worker/probes/launch_path_cost.py     (repository root; needs cc)
 """
-import ctypes, os, struct, subprocess, sys, tempfile, time
+import struct, sys, tempfile, time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[3]
-sys.path[:0] = [str(ROOT / "guest-agent"), str(ROOT), str(ROOT / "tests" / "worker")]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from nodriver import NoDriver  # noqa: E402  (and the paths)
 from rawguest import Host  # noqa: E402
 from kvmgpu_guest.protocol import Op  # noqa: E402
-from kvmgpu.backend.launcher import LaunchRecords  # noqa: E402
-from kvmgpu.backend.sim import SimBackend  # noqa: E402
 
-tmp = tempfile.mkdtemp()
-src, lib = os.path.join(tmp, "noop.c"), os.path.join(tmp, "noop.so")
-Path(src).write_text("int launch(void *f, unsigned a, unsigned b, unsigned c, unsigned d, unsigned e,"
-                     " unsigned g, unsigned h, void *s, void **p, void **x) { return 0; }\n")
-subprocess.run(["cc", "-O2", "-shared", "-fPIC", src, "-o", lib], check=True)
-NOOP = ctypes.cast(ctypes.CDLL(lib).launch, ctypes.c_void_p).value
-
-
-class NoDriver(SimBackend):
-    """The sim backend whose queued launches go through the C loop to a driver that does nothing."""
-
-    def __init__(self, **kw):
-        super().__init__(**kw)
-        self.launch_records = LaunchRecords(NOOP)
-
-    def module_get_function(self, module, name):
-        fn, layout = super().module_get_function(module, name)
-        fn.address = 0x10000
-        return fn, layout
-
-
-h = Host(Path(tmp), backend=NoDriver)
+h = Host(Path(tempfile.mkdtemp()), backend=NoDriver)
 g = h.guest()
 fh, _ = g.function(g.load(), "spin")
 records = h.vgpu.backend.launch_records

@@ -7,50 +7,16 @@ The ways take turns in one process (best and median of 8).
 
     .venv/bin/python tests/worker/probes/round_trip_cost.py     (repository root; needs cc)
 """
-import ctypes, os, struct, subprocess, sys, tempfile, time
+import ctypes, struct, sys, tempfile, time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[3]
-sys.path[:0] = [str(ROOT / "guest-agent"), str(ROOT), str(ROOT / "tests" / "worker")]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from nodriver import NoDriver  # noqa: E402  (and the paths)
 from rawguest import PTX, Host  # noqa: E402
 from kvmgpu_guest import driver as cu  # noqa: E402
 from kvmgpu_guest.client import Session  # noqa: E402
 from kvmgpu_guest.protocol import Op  # noqa: E402
-from kvmgpu.backend import launcher  # noqa: E402
-from kvmgpu.backend.launcher import LaunchRecords  # noqa: E402
-from kvmgpu.backend.sim import SimBackend  # noqa: E402
 from kvmgpu.worker.channel import Channel  # noqa: E402
-
-tmp = tempfile.mkdtemp()
-src, lib = os.path.join(tmp, "noop.c"), os.path.join(tmp, "noop.so")
-Path(src).write_text("int launch(void *f, unsigned a, unsigned b, unsigned c, unsigned d, unsigned e,"
-                     " unsigned g, unsigned h, void *s, void **p, void **x) { return 0; }\n"
-                     "int sync(void *s) { return 0; }\n")
-subprocess.run(["cc", "-O2", "-shared", "-fPIC", src, "-o", lib], check=True)
-NOOP = ctypes.CDLL(lib)
-LAUNCH, SYNC = (ctypes.cast(f, ctypes.c_void_p).value for f in (NOOP.launch, NOOP.sync))
-
-
-class NoDriver(SimBackend):
-    """The sim backend whose launches and stream waits go through the C module to a driver that
-    does nothing (as the cuda backend's do to libcuda)."""
-
-    def __init__(self, **kw):
-        super().__init__(**kw)
-        c = launcher.load()
-        self.launch_records = LaunchRecords(LAUNCH)
-
-        def launch_in(f, gx, gy, gz, bx, by, bz, shared, stream, buf, start, nbytes):
-            c.launch(LAUNCH, f.address, gx, gy, gz, bx, by, bz, shared, stream, buf, start, nbytes)
-
-        def stream_synchronize(stream):
-            c.stream_synchronize(SYNC, stream)
-        self.launch_in, self.stream_synchronize = launch_in, stream_synchronize
-
-    def module_get_function(self, module, name):
-        fn, layout = super().module_get_function(module, name)
-        fn.address = 0x10000
-        return fn, layout
 
 
 def taking_turns(ways: dict, run) -> None:
@@ -64,7 +30,7 @@ def taking_turns(ways: dict, run) -> None:
 
 take_again = Channel._launch_wait
 AGAIN = {"taken again": take_again, "decoded and checked": lambda self, launch, waited: None}
-h = Host(Path(tmp), region_size=64 << 20, backend=NoDriver)
+h = Host(Path(tempfile.mkdtemp()), region_size=64 << 20, backend=NoDriver)
 REPS = 20000
 
 # --- the worker alone: one message (a launch and a STREAM_SYNCHRONIZE) at a time
