@@ -98,6 +98,26 @@ static int as_uint(PyObject *o, unsigned *out)
     return 0;
 }
 
+/* 0 where `nargs` is `want`; else -1 with a TypeError naming the call. */
+static int check_nargs(const char *name, Py_ssize_t nargs, Py_ssize_t want)
+{
+    if (nargs == want)
+        return 0;
+    PyErr_Format(PyExc_TypeError, "%s takes %zd arguments", name, want);
+    return -1;
+}
+
+/* args[0:n] as Py_ssize_t in out[0:n]; -1 with the exception set where one is no such int. */
+static int as_ssizes(PyObject *const *args, int n, Py_ssize_t *out)
+{
+    for (int k = 0; k < n; k++) {
+        out[k] = PyLong_AsSsize_t(args[k]);
+        if (out[k] == -1 && PyErr_Occurred())
+            return -1;
+    }
+    return 0;
+}
+
 PyDoc_STRVAR(launch_records_doc,
 "launch_records(launch_fn, records, first, count, skip) -> (record, repeat, error)\n\n"
 "Launch records[first:first + count] (a writable buffer of 72-byte records, each standing for\n"
@@ -109,17 +129,12 @@ PyDoc_STRVAR(launch_records_doc,
 static PyObject *launch_records(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)self;
-    if (nargs != 5) {
-        PyErr_SetString(PyExc_TypeError, "launch_records takes 5 arguments");
-        return NULL;
-    }
     void *fn;
-    if (as_function(args[0], "cuLaunchKernel", &fn) < 0)
+    Py_ssize_t v[3];
+    if (check_nargs("launch_records", nargs, 5) < 0 || as_function(args[0], "cuLaunchKernel", &fn) < 0
+        || as_ssizes(args + 2, 3, v) < 0)
         return NULL;
-    Py_ssize_t first = PyLong_AsSsize_t(args[2]), count = PyLong_AsSsize_t(args[3]);
-    Py_ssize_t skip = PyLong_AsSsize_t(args[4]);
-    if ((first == -1 || count == -1 || skip == -1) && PyErr_Occurred())
-        return NULL;
+    Py_ssize_t first = v[0], count = v[1], skip = v[2];
     Py_buffer view;
     if (PyObject_GetBuffer(args[1], &view, PyBUF_WRITABLE) < 0)
         return NULL;
@@ -162,16 +177,9 @@ PyDoc_STRVAR(count_repeats_doc,
 static PyObject *count_repeats(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)self;
-    if (nargs != 7) {
-        PyErr_SetString(PyExc_TypeError, "count_repeats takes 7 arguments");
-        return NULL;
-    }
     Py_ssize_t v[6];
-    for (int k = 0; k < 6; k++) {
-        v[k] = PyLong_AsSsize_t(args[1 + k]);
-        if (v[k] == -1 && PyErr_Occurred())
-            return NULL;
-    }
+    if (check_nargs("count_repeats", nargs, 7) < 0 || as_ssizes(args + 1, 6, v) < 0)
+        return NULL;
     Py_ssize_t pos = v[0], size = v[1], head = v[2], skip_at = v[3], skip_len = v[4], limit = v[5];
     Py_buffer view;
     if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
@@ -205,13 +213,10 @@ PyDoc_STRVAR(launch_doc,
 static PyObject *launch(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)self;
-    if (nargs != 13) {
-        PyErr_SetString(PyExc_TypeError, "launch takes 13 arguments");
-        return NULL;
-    }
     void *fn, *function, *stream;
     unsigned shape[6], shared;
-    if (as_function(args[0], "cuLaunchKernel", &fn) < 0 || as_address(args[1], &function) < 0)
+    if (check_nargs("launch", nargs, 13) < 0 || as_function(args[0], "cuLaunchKernel", &fn) < 0
+        || as_address(args[1], &function) < 0)
         return NULL;
     for (int i = 0; i < 6; i++)
         if (as_uint(args[2 + i], &shape[i]) < 0)
@@ -223,9 +228,10 @@ static PyObject *launch(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "the argument bytes must be in a bytearray");
         return NULL;
     }
-    Py_ssize_t start = PyLong_AsSsize_t(args[11]), nbytes = PyLong_AsSsize_t(args[12]);
-    if ((start == -1 || nbytes == -1) && PyErr_Occurred())
+    Py_ssize_t v[2];
+    if (as_ssizes(args + 11, 2, v) < 0)
         return NULL;
+    Py_ssize_t start = v[0], nbytes = v[1];
     Py_ssize_t len = PyByteArray_GET_SIZE(buf);
     if (start < 0 || nbytes < 0 || start > len || nbytes > len - start) {
         PyErr_Format(PyExc_ValueError, "argument bytes %zd..%zd outside a buffer of %zd", start,
@@ -245,12 +251,9 @@ PyDoc_STRVAR(synchronize_doc,
 static PyObject *stream_synchronize(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)self;
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "stream_synchronize takes 2 arguments");
-        return NULL;
-    }
     void *fn, *stream;
-    if (as_function(args[0], "cuStreamSynchronize", &fn) < 0 || as_address(args[1], &stream) < 0)
+    if (check_nargs("stream_synchronize", nargs, 2) < 0
+        || as_function(args[0], "cuStreamSynchronize", &fn) < 0 || as_address(args[1], &stream) < 0)
         return NULL;
     int err;
     Py_BEGIN_ALLOW_THREADS
