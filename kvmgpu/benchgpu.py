@@ -209,16 +209,35 @@ def stop_worker(proc, sock: str, shm: str) -> None:
             os.unlink(path)
 
 
+def loopback_worker(region: int, env: dict | None = None):
+    """A loopback worker of its own (`start_worker` in a new directory), with KVMGPU_SOCKET and
+    KVMGPU_SHM set in this process's environment to it (where the guest driver's cuInit, here or
+    in a child, finds it): (its process, `stop`). `stop()` stops it, removes its files and puts
+    the two variables back as they were."""
+    proc, sock, shm = start_worker(tempfile.mkdtemp(prefix="kvmgpu-benchgpu-"), region, env=env)
+    names = ("KVMGPU_SOCKET", "KVMGPU_SHM")
+    before = {name: os.environ.get(name) for name in names}
+    os.environ.update(zip(names, (sock, shm)))
+
+    def stop() -> None:
+        stop_worker(proc, sock, shm)
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+    return proc, stop
+
+
 def run_guest(args: list, env: dict | None = None, region: int = 256 * MiB) -> None:
     """`python *args` as a guest process against a loopback worker of its own, both with this
     process's environment and `env`; the worker is stopped when the guest is done (the probes'
     way of measuring a fresh pair of processes)."""
-    proc, sock, shm = start_worker(tempfile.mkdtemp(), region, env=env)
+    _, stop = loopback_worker(region, env)
     try:
-        subprocess.run([sys.executable, *args], check=True,
-                       env={**os.environ, **(env or {}), "KVMGPU_SOCKET": sock, "KVMGPU_SHM": shm})
+        subprocess.run([sys.executable, *args], check=True, env={**os.environ, **(env or {})})
     finally:
-        stop_worker(proc, sock, shm)
+        stop()
 
 
 TARGETS = {  # figure: (how forwarded compares to native, the limit)
@@ -372,10 +391,8 @@ def main(argv=None) -> int:
             "python": sys.version.split()[0], "command": "python -m kvmgpu.benchgpu " + " ".join(argv or sys.argv[1:])}
     native_side = Workloads(native, sizes, iters=a.iters, pinned=True)
 
-    tmp = tempfile.mkdtemp(prefix="kvmgpu-benchgpu-")
-    proc, sock, shm = start_worker(tmp, region)
+    _, stop = loopback_worker(region)
     try:
-        os.environ["KVMGPU_SOCKET"], os.environ["KVMGPU_SHM"] = sock, shm
         from kvmgpu_guest import driver as fwd_driver
         _ok(fwd_driver.cuInit(0))
         forwarded_side = Workloads(fwd_driver, sizes, iters=a.iters)
@@ -383,7 +400,7 @@ def main(argv=None) -> int:
                   for _ in range(a.rounds)]
         nat, fwd, spread = median_round(rounds)
     finally:
-        stop_worker(proc, sock, shm)
+        stop()
     text = table(nat, fwd, spread if a.rounds > 1 else None)
     for key in (k for k in nat if k.endswith("_checksum")):  # the forwarded run computed the same
         same = nat[key] == fwd.get(key)

@@ -1,7 +1,7 @@
 """DtoH of 4 MiB, native pageable against forwarded with 1/2/4/8 copy-out threads and in one piece
 or in 1 MiB chunks. Run on the GPU machine from the repository root:
 `PYTHONPATH=guest-agent:. python3 tests/gpu/probes/dtoh_threads.py`."""
-import os, sys, tempfile, time
+import sys, time
 import numpy as np
 sys.path[:0] = ["guest-agent", "."]
 from kvmgpu import benchgpu as B
@@ -17,9 +17,7 @@ def nat():
     return (time.perf_counter() - t) / 20 * 1e6
 nat(); print("native dtoh 4MiB", round(min(nat() for _ in range(5)), 1), "us")
 ok(N.cuMemFree(d)); N.cuDevicePrimaryCtxRelease(ok(N.cuDeviceGet(0)))
-tmp = tempfile.mkdtemp()
-proc, sock, shm = B.start_worker(tmp, 256 << 20)
-os.environ["KVMGPU_SOCKET"], os.environ["KVMGPU_SHM"] = sock, shm
+_, stop = B.loopback_worker(256 << 20)
 from kvmgpu_guest import driver as cu, client
 try:
     ok(cu.cuInit(0)); ok(cu.cuCtxCreate(0, ok(cu.cuDeviceGet(0))))
@@ -49,4 +47,4 @@ try:
             return (time.perf_counter() - t) / 20 * 1e6
         g(); print(f"DTOH_WHOLE {whole >> 20} MiB: {min(g() for _ in range(5)):.1f} us")
 finally:
-    B.stop_worker(proc, sock, shm)
+    stop()

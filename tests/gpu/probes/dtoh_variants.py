@@ -3,7 +3,7 @@ GPU machine, alone and right after 100 stencil launches (as benchgpu's launch-bo
 the guest's knobs (KVMGPU_DTOH_PIECE, KVMGPU_PIECE_THREADS, KVMGPU_COPY_PART) set per variant, and
 a variant that skips the copy out of the window (the DMA and the round trip alone).
 `PYTHONPATH=guest-agent:. python3 tests/gpu/probes/dtoh_variants.py`"""
-import os, sys, tempfile, time
+import os, sys, time
 import numpy as np
 sys.path[:0] = ["guest-agent", ".", os.path.dirname(os.path.abspath(__file__))]
 from kvmgpu import benchgpu as B
@@ -46,9 +46,7 @@ ok(N.cuCtxSetCurrent(ok(N.cuDevicePrimaryCtxRetain(dev))))
 print(HEAD)
 print(f"{'native pageable':24s}", figures(setup(N)))
 N.cuDevicePrimaryCtxRelease(dev)
-tmp = tempfile.mkdtemp()
-proc, sock, shm = B.start_worker(tmp, 256 << 20)
-os.environ["KVMGPU_SOCKET"], os.environ["KVMGPU_SHM"] = sock, shm
+_, stop = B.loopback_worker(256 << 20)
 from kvmgpu_guest import client, driver as cu
 try:
     ok(cu.cuInit(0)); ok(cu.cuCtxCreate(0, ok(cu.cuDeviceGet(0))))
@@ -69,4 +67,4 @@ try:
         client._copy = (lambda *a: None) if skip else real_copy
         print(f"{name:24s}", figures(fs))
 finally:
-    B.stop_worker(proc, sock, shm)
+    stop()

@@ -1,14 +1,12 @@
 """Forwarded HtoD of 1 MiB, 20 copies then one cuCtxSynchronize, six times (GB/s). Run with
 KVMGPU_STAGE_SLOTS / KVMGPU_STAGE_CHUNK set to compare staging layouts:
 `PYTHONPATH=guest-agent:. python3 tests/gpu/probes/htod_1m.py`."""
-import os, sys, tempfile, time
+import sys, time
 import numpy as np
 sys.path[:0] = ["guest-agent", "."]
 from kvmgpu import benchgpu as B
 ok = B._ok
-tmp = tempfile.mkdtemp()
-proc, sock, shm = B.start_worker(tmp, 256 << 20)
-os.environ["KVMGPU_SOCKET"], os.environ["KVMGPU_SHM"] = sock, shm
+_, stop = B.loopback_worker(256 << 20)
 from kvmgpu_guest import driver as cu
 try:
     ok(cu.cuInit(0)); ok(cu.cuCtxCreate(0, ok(cu.cuDeviceGet(0))))
@@ -20,4 +18,4 @@ try:
         return size * reps / (time.perf_counter() - t) / 1e9
     print("htod 1M GB/s", [round(h(), 2) for _ in range(6)])
 finally:
-    B.stop_worker(proc, sock, shm)
+    stop()

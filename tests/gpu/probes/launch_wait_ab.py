@@ -5,7 +5,7 @@ off in turn in one run: the worker taking a message that repeats the last one by
 The configurations take turns round by round, so a drift of the machine falls on all alike, and
 the one worker process means one placement for all. Run on the GPU machine from the repository root:
 `PYTHONPATH=guest-agent:. python3 tests/gpu/probes/launch_wait_ab.py`"""
-import os, sys, tempfile
+import os, sys
 sys.path[:0] = ["guest-agent", "."]
 from kvmgpu import benchgpu as B
 
@@ -13,8 +13,7 @@ B.WORKER = ("from kvmgpu.worker import channel as _ch; _on = _ch.Channel._launch
             "_ch.Channel._launch_wait = lambda self, a, b: _on(self, a, b) if self.cid % 2 else None; "
             + B.WORKER)
 os.environ["KVMGPU_WINDOW"] = str(64 << 20)  # two sessions in one region
-proc, sock, shm = B.start_worker(tempfile.mkdtemp(), 256 << 20)
-os.environ["KVMGPU_SOCKET"], os.environ["KVMGPU_SHM"] = sock, shm
+_, stop = B.loopback_worker(256 << 20)
 from cuda.bindings import driver as nat  # noqa: E402
 from kvmgpu_guest import driver as cu  # noqa: E402
 from kvmgpu_guest.protocol import Op  # noqa: E402
@@ -63,4 +62,4 @@ try:
               + " ".join(f"{t:.1f}" for t in ts))
 finally:
     cu.cuStreamSynchronize = lean
-    B.stop_worker(proc, sock, shm)
+    stop()

@@ -3,7 +3,7 @@ worker, with the worker's and the guest's main threads left to the scheduler or 
 CPUs (os.sched_setaffinity), in turn, several rounds: how much of the run-to-run spread is where
 the two busy-polling threads land. Native launch + sync of the same kernel first.
 `PYTHONPATH=guest-agent:. python3 tests/gpu/probes/placement.py`"""
-import ctypes, os, sys, tempfile, time
+import ctypes, os, sys, time
 sys.path[:0] = ["guest-agent", "."]
 from kvmgpu import benchgpu as B
 ok = B._ok
@@ -32,9 +32,7 @@ zero = ctypes.c_longlong(0)
 ptrs = (ctypes.c_void_p * 1)(ctypes.addressof(zero))
 print("native launch + sync µs:", best(N, spin, ctypes.addressof(ptrs)))
 N.cuDevicePrimaryCtxRelease(dev)
-tmp = tempfile.mkdtemp()
-proc, sock, shm = B.start_worker(tmp, 64 << 20)
-os.environ["KVMGPU_SOCKET"], os.environ["KVMGPU_SHM"] = sock, shm
+proc, stop = B.loopback_worker(64 << 20)
 from kvmgpu_guest import driver as cu
 try:
     ok(cu.cuInit(0)); ok(cu.cuCtxCreate(0, ok(cu.cuDeviceGet(0))))
@@ -54,4 +52,4 @@ try:
         print(f"{name:20s} forwarded µs per round: {v}")
 finally:
     os.sched_setaffinity(0, ALL)
-    B.stop_worker(proc, sock, shm)
+    stop()

@@ -1,7 +1,7 @@
 """The launch-bound stencil (1M floats, 1000 launches, DtoH every 100), native then forwarded: the
 whole, the time inside the DtoH calls, the launches alone, and the GPU time of 1000 launches by
 events. `PYTHONPATH=guest-agent:. python3 tests/gpu/probes/stencil_phases.py`."""
-import ctypes, os, sys, tempfile, time
+import ctypes, sys, time
 import numpy as np
 sys.path[:0] = ["guest-agent", "."]
 from kvmgpu import benchgpu as B
@@ -47,12 +47,10 @@ from cuda.bindings import driver as N
 ok(N.cuInit(0))
 print("native   ", measure(N, True))
 N.cuDevicePrimaryCtxRelease(ok(N.cuDeviceGet(0)))
-tmp = tempfile.mkdtemp()
-proc, sock, shm = B.start_worker(tmp, 256 << 20)
-os.environ["KVMGPU_SOCKET"], os.environ["KVMGPU_SHM"] = sock, shm
+_, stop = B.loopback_worker(256 << 20)
 from kvmgpu_guest import driver as F
 try:
     ok(F.cuInit(0))
     print("forwarded", measure(F, False))
 finally:
-    B.stop_worker(proc, sock, shm)
+    stop()
