@@ -4,6 +4,7 @@ import os
 import socket
 import struct
 import tempfile
+import threading
 
 import pytest
 
@@ -107,6 +108,19 @@ def test_synchronize_refuses_a_stream_that_is_no_u64_and_sends_nothing(pair):
         session.synchronize(Op.STREAM_SYNCHRONIZE, -1)
     assert session.call(Op.MEM_GET_INFO).status == 0
     assert [c.op for c in host.calls] == [Op.MEM_GET_INFO]
+
+
+@pytest.mark.parametrize("stream", [-1, 1 << 64])
+def test_cuStreamSynchronize_on_a_stream_that_is_no_u64_is_invalid_value_and_sends_nothing(
+        pair, monkeypatch, stream):
+    from kvmgpu_guest import driver
+    session, host = pair
+    monkeypatch.setattr(driver, "_session", session)
+    monkeypatch.setattr(driver, "_tls", threading.local())  # a context stack of this test's own
+    assert driver.cuCtxCreate(0, driver.cuDeviceGet(0)[1])[0] == CUresult.CUDA_SUCCESS
+    assert driver.cuStreamSynchronize(stream) == (CUresult.CUDA_ERROR_INVALID_VALUE,)
+    assert driver.cuStreamSynchronize(0) == (CUresult.CUDA_SUCCESS,)
+    assert [c.op for c in host.calls] == [Op.STREAM_SYNCHRONIZE] and host.calls[0].args == (0,)
 
 
 def test_copies_bigger_than_the_window_go_in_chunks_and_come_back(pair):
