@@ -166,8 +166,9 @@ class Agent:
             return
         out = bytearray()
         for f in frames:
-            if client.own_session is None:
-                client.own_session = frame_session(f)
+            # the number the process gives its session: the one it said HELLO with, then the
+            # channel's, once the WELCOME told it (it posts to its mailbox with that number)
+            client.own_session = frame_session(f)
             out += set_session(f, client.session)
         if out:
             self._write_channel(bytes(out))

@@ -9,6 +9,10 @@ A `Session` owns one transport (control channel) and the session's window of the
 - `queue(op, args, blob)` appends a QUEUED frame to the batch; the batch goes out in one write when
   a call needs an answer or the batch passes `BATCH_BYTES`. This is the hot path: frames are packed
   with one precomputed struct per op, no objects are built per call.
+- The mailbox: a synchronous call whose frames (with the batch before it) fit, sent while nothing
+  sent on the channel since the last reply may still be unread, is posted to the mailbox at the
+  window's end instead, and its reply read there (kvmgpu_guest/mailbox.py): no system call on
+  either side while both are awake.
 - The window: bulk bytes (HtoD payloads, module images, DtoH results) go through a ring in it.
   `reserve(n)` hands out the next `n` bytes; when the ring is full the session sends FENCE (the host
   waits until no queued work still uses the window) and starts again at 0. A big enough window
@@ -27,8 +31,9 @@ from collections import deque
 
 from . import __version__
 from .trace import ON as _TRACE, mark as _mark
-from .protocol import (HEADER, MAGIC, NEED_DATA, OPS, QUEUED, Connection, Goodbye, Hello, Kind,
-                       Op, Reply, Role, Welcome)
+from .mailbox import REQUEST_MAX, SUPPORTED as _MAILBOX_SUPPORTED, Mailbox, mailbox_at
+from .protocol import (HEADER, MAGIC, NEED_DATA, OPS, QUEUED, Connection, Doorbell, Goodbye, Hello,
+                       Kind, Op, Reply, Role, Welcome)
 
 BATCH_BYTES = int(os.environ.get("KVMGPU_BATCH_BYTES") or 4096)  # a batch is written once it is this big
 # (small enough that the worker starts on a run of launches while the guest queues the rest: the
@@ -72,6 +77,8 @@ STAGE_WAIT_S = 0.002  # a slot not given back in this long: FENCE (all staged co
 # After a reply the worker (and often the GPU) is idle: the next batch goes out this small, and each
 # one after it twice as big up to BATCH_BYTES, so the GPU gets work at once
 FIRST_BATCH = int(os.environ.get("KVMGPU_FIRST_BATCH") or 512)
+# Synchronous calls through the mailbox at the window's end where they may (0: always the channel)
+MAILBOX = os.environ.get("KVMGPU_MAILBOX", "1") != "0" and _MAILBOX_SUPPORTED
 RECV_BYTES = 64 * 1024  # under glibc's mmap threshold: a larger recv() buffer costs an mmap per call
 RING_ALIGN = 64
 WINDOW_ENV = "KVMGPU_WINDOW"  # bytes of the region a session asks for (0: all that is free)
@@ -120,7 +127,12 @@ class Session:
         self._done_at = 0  # its offset in the window
         self._landed = None  # the u32 where the host says how much of a DtoH has landed
         self._landed_at = 0  # its offset in the window (8 past the done word)
+        self._end = 0  # where the ring and the staging slots end (the mailbox, if any, is after)
         self._deferred = 0  # an error met while nobody waited, for the next synchronising call
+        self._box: Mailbox | None = None  # the mailbox, where this session posts its calls
+        self._posted = False  # a call is posted and its reply not read yet
+        self._clean = False  # nothing written to the channel since the last reply
+        self._doorbell = b""
         self.closed = False
 
     @classmethod
@@ -152,6 +164,11 @@ class Session:
                 if isinstance(event, Goodbye):
                     raise SessionError(f"the host refused the session: {event.reason or 'no reason given'}")
             self.welcome = event
+            if event.channel_session and event.channel_session != self.id:
+                # a guest agent numbers sessions on the channel: from now on use its number (the
+                # agent then passes frames on as they are), which the mailbox's frames must carry
+                self.id = event.channel_session
+            self._doorbell = self.conn.send(Doorbell(self.id))
             self.device = event.device
             self.vgpu = event.vgpu
             self.conn.max_frame = event.max_frame
@@ -160,13 +177,28 @@ class Session:
             self.view = self.window.view
             self.window_size = event.window_size
             self._head = 0
+            self._setup_mailbox()
             self._setup_staging()
             return event
 
+    def _setup_mailbox(self) -> None:
+        """The mailbox: the window's last MAILBOX_BYTES, where it has one (the host makes it for
+        every window that size allows, whether or not this side posts to it)."""
+        if self._box is not None:
+            self._box.release()
+            self._box = None
+        at = mailbox_at(self.window_size)
+        self._end = self.window_size if at is None else at  # the ring and the staging slots end here
+        if at is not None and MAILBOX:
+            self._box = Mailbox(self.view, at)
+            self._box.wake()
+            self._clean = True
+
     def _setup_staging(self) -> None:
-        """Carve the staging slots and the host's done word out of the window's end, if the window
-        is big enough to spare them (four times their size); the rest is the ring."""
-        size = self.window_size
+        """Carve the staging slots and the host's done word out of the window's end (below the
+        mailbox), if the window is big enough to spare them (four times their size); the rest is
+        the ring."""
+        size = self._end
         stage = STAGE_SLOTS * STAGE_CHUNK
         self._staged.clear()
         if self._done is not None:
@@ -192,20 +224,40 @@ class Session:
         with self.lock:
             if _TRACE:
                 _mark(f"g0.{int(op)}")
-                seq = self._send_call(op, args, blob)
+                seq = self._send_call(op, args, blob, True)
                 _mark("g1")
                 reply = self._wait(seq, op)
                 _mark("g3")
                 return reply
-            return self._wait(self._send_call(op, args, blob), op)
+            return self._wait(self._send_call(op, args, blob, True), op)
 
-    def _send_call(self, op: Op, args=(), blob: bytes = b"") -> int:
-        """Send the batch and this call (one write); its seq, for `_wait`."""
+    def _send_call(self, op: Op, args=(), blob: bytes = b"", post: bool = False) -> int:
+        """Send the batch and this call (one write; with `post`, to the mailbox where it may go:
+        `_deliver`); its seq, for `_wait`."""
         if self.closed:
             raise SessionError("the session is closed")
         self._seq = seq = (self._seq + 1) & 0xFFFFFFFF
-        self._send_after_batch(self.conn.send_call(self.id, seq, op, args, blob))
+        frame = self.conn.send_call(self.id, seq, op, args, blob)
+        if post:
+            self._deliver(frame)
+        else:
+            self._send_after_batch(frame)
         return seq
+
+    def _deliver(self, frame: bytes) -> None:
+        """Send what is queued and `frame`, a call whose reply is read next: posted to the mailbox
+        where both fit and nothing written to the channel since the last reply may still be
+        unread (the host takes a post as it comes, not after the channel's bytes); otherwise
+        written to the channel. A post rings the host when it said it sleeps."""
+        box, batch = self._box, self._batch
+        if box is not None and self._clean and len(batch) + len(frame) <= REQUEST_MAX:
+            awake = box.post(batch, frame)
+            batch.clear()
+            self._posted = True
+            if not awake:
+                self._send(self._doorbell)
+            return
+        self._send_after_batch(frame)
 
     def _send_after_batch(self, frame: bytes) -> None:
         """Send what is queued and `frame` in one write."""
@@ -230,7 +282,7 @@ class Session:
             seq = (self._seq + 1) & 0xFFFFFFFF
             frame = conn.send_wait(self.id, seq, op, stream)
             self._seq = seq
-            self._send_after_batch(frame)
+            self._deliver(frame)
             if _TRACE:
                 _mark("g1")
             if conn.take_waited(self._recv(), self.id, seq):
@@ -260,6 +312,8 @@ class Session:
         # copy sent before this call is done. And the host is idle now: start small again.
         if self._staged:
             self._staged.clear()
+        self._posted = False
+        self._clean = True  # all that was sent before the call is done: the mailbox may be used
         self._batch_limit = FIRST_BATCH
         if op in _SYNCHRONISING:
             if op in _DRAINING:
@@ -530,6 +584,7 @@ class Session:
     # --- plumbing --------------------------------------------------------------------------------
 
     def _send(self, data) -> None:
+        self._clean = False
         try:
             self.transport.send(data)
         except OSError as e:
@@ -545,11 +600,47 @@ class Session:
             conn.receive_data(self._recv())
 
     def _recv(self) -> bytes:
-        """The next bytes from the host, spinning for them POLL_US first where the transport can
-        be polled (the answer is often a few µs away)."""
+        """The next bytes from the host: the answer in the mailbox to a posted call where it is
+        there (`_answer`), else from the channel, spinning for them POLL_US first where the
+        transport can be polled (the answer is often a few µs away)."""
+        if self._posted:
+            data = self._answer()
+            if data is not None:
+                return data
+        return self._recv_channel()
+
+    def _answer(self):
+        """The host's answer to the posted call, read in the mailbox once the host has stored its
+        number: spun for POLL_US, then waited for on the channel (the host rings when it answers
+        and sees this side asleep). None where the answer went through the channel; bytes from the
+        channel where those came meanwhile (a DOORBELL, the answer itself, a GOODBYE: the caller
+        decodes them)."""
+        box = self._box
+        data = None
+        if not box.answered():
+            deadline = time.perf_counter() + POLL_US / 1e6
+            while not box.answered():
+                if time.perf_counter() > deadline:
+                    if box.sleep():  # answered meanwhile
+                        box.wake()
+                        break
+                    data = self._recv_channel(spin=False)
+                    box.wake()
+                    if not box.answered():
+                        return data
+                    break
+        self._posted = False
+        answer = box.answer_bytes()
+        if data is None or answer is None:
+            return answer or data
+        self.conn.receive_data(data)  # (a DOORBELL: decoded and passed over before the answer)
+        return answer
+
+    def _recv_channel(self, spin: bool = True) -> bytes:
+        """The next bytes from the channel (`_recv`)."""
         try:
             data = None
-            poll = getattr(self.transport, "recv_nowait", None) if POLL_US > 0 else None
+            poll = getattr(self.transport, "recv_nowait", None) if POLL_US > 0 and spin else None
             if poll is not None:
                 data = poll(RECV_BYTES)
                 if data is None:
@@ -585,6 +676,9 @@ class Session:
             self._close_io()
 
     def _close_io(self) -> None:
+        if self._box is not None:
+            self._box.release()
+            self._box = None
         if self._done is not None:
             self._done.release()
             self._landed.release()

@@ -9,7 +9,8 @@ Frame: a 16-byte header, then `length` bytes of payload.
     magic u16 | kind u8 | flags u8 | session u32 | seq u32 | length u32      (little-endian)
 
 Kinds: HELLO and WELCOME (the handshake, JSON payloads), CALL (op u16, nargs u16, nargs x u64,
-then a small blob), REPLY (status i32, the op's fixed results, then a small blob), GOODBYE.
+then a small blob), REPLY (status i32, the op's fixed results, then a small blob), GOODBYE, and
+DOORBELL (no payload: look at the session's mailbox, kvmgpu_guest/mailbox.py).
 A CALL with the QUEUED flag gets no reply; if it fails, its error is reported by the next
 synchronising call of the same session, the way CUDA reports asynchronous errors.
 
@@ -25,7 +26,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import NamedTuple, Union
 
-PROTOCOL_VERSION = 3  # 2: MEMCPY_HTOD_STAGED; 3: MEMCPY_DTOH_PIECES
+PROTOCOL_VERSION = 4  # 2: MEMCPY_HTOD_STAGED; 3: MEMCPY_DTOH_PIECES; 4: the mailbox, DOORBELL
 MAGIC = 0x474B  # "KG"
 HEADER = struct.Struct("<HBBIII")
 HEADER_SIZE = HEADER.size  # 16
@@ -57,6 +58,7 @@ class Kind(enum.IntEnum):
     CALL = 3
     REPLY = 4
     GOODBYE = 5
+    DOORBELL = 6
 
 
 QUEUED = 0x01  # CALL flag: no reply; an error surfaces at the next synchronising call
@@ -232,9 +234,12 @@ class Welcome:
     window_size: int
     device: dict
     vgpu: dict
+    # the session's number on the channel (a guest agent renumbers sessions on their way through;
+    # frames posted to the mailbox bypass it and carry this number); 0: the frame header's
+    channel_session: int = 0
 
     _FIELDS = {"version": int, "max_frame": int, "window_offset": int, "window_size": int,
-               "device": dict, "vgpu": dict}
+               "device": dict, "vgpu": dict, "channel_session": int}
 
 
 class Call(NamedTuple):
@@ -260,13 +265,21 @@ class Goodbye:
     reason: str = ""
 
 
+@dataclass(frozen=True)
+class Doorbell:
+    """Either way: the sender posted to the session's mailbox (guest) or answered there (host)
+    while the other side said it sleeps."""
+
+    session: int
+
+
 class _NeedData:
     def __repr__(self):
         return "NEED_DATA"
 
 
 NEED_DATA = _NeedData()
-Message = Union[Hello, Welcome, Call, Reply, Goodbye]
+Message = Union[Hello, Welcome, Call, Reply, Goodbye, Doorbell]
 
 
 def _json_payload(msg, fields: dict) -> bytes:
@@ -286,7 +299,8 @@ def _parse_json(cls, session: int, payload: bytes):
     kw = {}
     for name, typ in cls._FIELDS.items():
         if name not in obj:
-            if cls is Hello and name in ("window", "client", "max_frame"):
+            if (cls is Hello and name in ("window", "client", "max_frame")
+                    or cls is Welcome and name == "channel_session"):
                 continue
             raise RemoteProtocolError(f"{cls.__name__}: missing field {name!r}")
         value = obj[name]
@@ -313,12 +327,14 @@ class Connection:
     The client side pairs each REPLY with the call it answers so results decode by their op.
     """
 
-    def __init__(self, role: Role, max_frame: int = DEFAULT_MAX_FRAME):
+    def __init__(self, role: Role, max_frame: int = DEFAULT_MAX_FRAME, sessions=()):
         self.role = role
         self.max_frame = max_frame
         self._buf = bytearray()
         self._pos = 0
-        self._sessions: set[int] = set()  # sessions past HELLO (host) or WELCOME (client)
+        # sessions past HELLO (host) or WELCOME (client); `sessions`: a host side that takes calls
+        # of these sessions only (a session's mailbox) and no handshake
+        self._sessions: set[int] = set(sessions)
         self._pending: dict[tuple[int, int], Op] = {}  # client: (session, seq) -> op awaiting reply
         self._seq = 0
         self.closed = False
@@ -372,6 +388,12 @@ class Connection:
         if kind == Kind.GOODBYE:
             self._sessions.discard(session)
             return Goodbye(session, payload[:MAX_ERROR_TEXT].decode("utf-8", "replace"))
+        if kind == Kind.DOORBELL:
+            if length:
+                raise RemoteProtocolError(f"DOORBELL with a {length}-byte payload")
+            if self.role is Role.HOST and session not in self._sessions:
+                raise RemoteProtocolError(f"DOORBELL on session {session}, which has not said HELLO")
+            return Doorbell(session)
         raise RemoteProtocolError(f"unknown frame kind {kind}")
 
     def drained(self) -> bool:
@@ -559,6 +581,8 @@ class Connection:
         if isinstance(msg, Goodbye):
             self._sessions.discard(msg.session)
             return _frame(Kind.GOODBYE, 0, msg.session, 0, msg.reason.encode()[:MAX_ERROR_TEXT])
+        if isinstance(msg, Doorbell):
+            return _frame(Kind.DOORBELL, 0, msg.session, 0, b"")
         raise LocalProtocolError(f"cannot send {type(msg).__name__}")
 
     def send_call(self, session: int, seq: int, op: Op, args, blob: bytes = b"",

@@ -1,8 +1,9 @@
 """One channel's host side, with no I/O in it: bytes from the guest in, bytes to send out.
 
-A channel carries any number of sessions (guest processes). The server feeds it what it reads;
-tests feed it directly. A malformed frame raises `RemoteProtocolError`: the caller closes this
-channel (and only this one), and `close` ends its sessions.
+A channel carries any number of sessions (guest processes). The server feeds it what it reads
+(`receive`) and what a session posted to its mailbox (`take_post`); tests feed it directly. A
+malformed frame raises `RemoteProtocolError`: the caller closes this channel (and only this one),
+and `close` ends its sessions.
 """
 
 from __future__ import annotations
@@ -11,9 +12,9 @@ import logging
 from typing import NamedTuple
 
 from kvmgpu_guest.cudefs import CUresult
-from kvmgpu_guest.protocol import (DEFAULT_MAX_FRAME, LAUNCH_BODY, NEED_DATA, Call, Connection, Goodbye,
-                                   Hello, LaunchWaitShape, Op, RemoteProtocolError, Role, Welcome,
-                                   negotiate)
+from kvmgpu_guest.protocol import (DEFAULT_MAX_FRAME, LAUNCH_BODY, NEED_DATA, Call, Connection, Doorbell,
+                                   Goodbye, Hello, LaunchWaitShape, Op, RemoteProtocolError, Role,
+                                   Welcome, negotiate)
 
 from kvmgpu_guest.trace import ON as _TRACE, mark_at as _mark_at, perf_counter_ns as _ns
 
@@ -29,6 +30,7 @@ _RUN = 256  # the most launches take_launches hands over at once (the gate's che
 class _LaunchWait(NamedTuple):
     """A launch + synchronise message that went fine, and what its launch was checked against."""
 
+    conn: Connection  # where it came: the channel or the session's mailbox
     shape: LaunchWaitShape
     session: Session
     function: Function
@@ -54,15 +56,17 @@ class Channel:
         # loop's next one is taken by comparing its bytes (`_launch_wait_again`).
         self._again: _LaunchWait | None = None
 
-    def receive(self, data: bytes) -> bytes:
-        """Bytes to send back for `data`. Raises RemoteProtocolError on a protocol violation."""
+    def receive(self, data: bytes, conn: Connection | None = None) -> bytes:
+        """Bytes to send back for `data`, read from the channel (or, with `conn`, a session's
+        `posted` Connection: `take_post`). Raises RemoteProtocolError on a protocol violation."""
         out = []
-        conn = self.conn
+        if conn is None:
+            conn = self.conn
         vg = self.vgpu
         try:
             conn.receive_data(data)
             again, self._again = self._again, None  # whatever comes now, it is used up
-            if again is not None:
+            if again is not None and again.conn is conn:
                 reply = self._launch_wait_again(again)
                 if reply is not None:
                     return reply
@@ -96,11 +100,11 @@ class Channel:
                     _mark_at("w1", t1)
                     _mark_at("w2", _ns())
                 if waited is None:
-                    reply = self._handle(event)
+                    reply = self._handle(event, conn)
                 else:
-                    reply, ok = self._wait(*waited)
+                    reply, ok = self._wait(conn, *waited)
                     if ok and one is not None and not out and conn.drained():
-                        self._again = self._launch_wait(one, waited)
+                        self._again = self._launch_wait(conn, one, waited)
                 one = None
                 if _TRACE:
                     _mark_at("w4", _ns())
@@ -108,24 +112,42 @@ class Channel:
                     out.append(reply)
                 if conn.drained():
                     break
+            if conn is not self.conn and not conn.drained():
+                raise RemoteProtocolError("a mailbox request ends inside a frame")
         except RemoteProtocolError as e:
-            self.vgpu.protocol_violations += 1
-            log.warning("channel %s: protocol violation, closing it: %s", self.cid, e)
-            self.close("protocol violation")
+            self._violation(e)
             raise
         return b"".join(out)
 
-    def _wait(self, sid: int, seq: int, op: Op, stream: int) -> tuple[bytes, bool]:
+    def take_post(self, session: Session) -> bytes | None:
+        """The reply to what `session` posted to its mailbox, or None where nothing new is there.
+        A post is whole CALL frames of that session only, as they would come on the channel, and
+        is taken the same way. Raises RemoteProtocolError on a protocol violation."""
+        try:
+            data = session.mailbox.take()
+        except ValueError as e:
+            self._violation(RemoteProtocolError(str(e)))
+            raise RemoteProtocolError(str(e)) from None
+        if data is None:
+            return None
+        return self.receive(data, session.posted)
+
+    def _violation(self, e: RemoteProtocolError) -> None:
+        self.vgpu.protocol_violations += 1
+        log.warning("channel %s: protocol violation, closing it: %s", self.cid, e)
+        self.close("protocol violation")
+
+    def _wait(self, conn: Connection, sid: int, seq: int, op: Op, stream: int) -> tuple[bytes, bool]:
         """The reply to a synchronise `Connection.take_wait` decoded (as `_handle` gives it), and
         whether it said success."""
         session = self.vgpu.sessions.get((self.cid, sid))
         if session is None:
-            return self.conn.send_reply(sid, seq, CUresult.CUDA_ERROR_INVALID_CONTEXT, (),
-                                        b"no such session"), False
+            return conn.send_reply(sid, seq, CUresult.CUDA_ERROR_INVALID_CONTEXT, (),
+                                   b"no such session"), False
         status, values, blob = wait(self.vgpu, session, op, stream)
-        return self.conn.send_reply(sid, seq, status, values, blob, op), status == 0
+        return conn.send_reply(sid, seq, status, values, blob, op), status == 0
 
-    def _launch_wait(self, launch: tuple, waited: tuple) -> _LaunchWait | None:
+    def _launch_wait(self, conn: Connection, launch: tuple, waited: tuple) -> _LaunchWait | None:
         """What a message of `launch` (as `take_launches` gave it) and the synchronise `waited` (as
         `take_wait` gave it), both done without an error, must be taken again by: None where the
         backend has no `launch_in`, the two are on different sessions, or it went another way."""
@@ -139,7 +161,7 @@ class Channel:
         st = s.streams.get(stream) if stream else None
         if f is None or (stream and st is None) or t[5] - LAUNCH_BODY != f.arg_bytes:
             return None
-        return _LaunchWait(self.conn.launch_wait_shape(start), s, f, fh, st, stream, t[9:16],
+        return _LaunchWait(conn, conn.launch_wait_shape(start), s, f, fh, st, stream, t[9:16],
                            f.arg_bytes, waited[2], waited[3], vg.info)
 
     def _launch_wait_again(self, a: _LaunchWait) -> bytes | None:
@@ -151,12 +173,11 @@ class Channel:
         through `launch_again` (the gate, then the backend; an error is kept for the wait, as
         for any queued launch) and the synchronise through `wait`, as `receive` would."""
         vg = self.vgpu
-        shape, s, f, fh, st, stream, grid_block_shared, nbytes, wait_op, wait_stream, info = a
+        conn, shape, s, f, fh, st, stream, grid_block_shared, nbytes, wait_op, wait_stream, info = a
         if (vg.sessions.get(s.key) is not s or s.functions.get(fh) is not f
                 or (stream and s.streams.get(stream) is not st) or vg.broken is not None
                 or vg.info is not info):
             return None
-        conn = self.conn
         taken = conn.take_launch_wait(shape)
         if taken is None:
             return None
@@ -174,19 +195,23 @@ class Channel:
             self._again = a
         return conn.send_reply(s.key[1], wait_seq, status, values, blob, wait_op)
 
-    def _handle(self, event) -> bytes | None:
+    def _handle(self, event, conn: Connection) -> bytes | None:
         if type(event) is Call:
             session = self.vgpu.sessions.get((self.cid, event.session))
             if session is None:
                 if event.queued:
                     return None
-                return self.conn.send_reply(event.session, event.seq,
-                                            CUresult.CUDA_ERROR_INVALID_CONTEXT, (), b"no such session")
+                return conn.send_reply(event.session, event.seq,
+                                       CUresult.CUDA_ERROR_INVALID_CONTEXT, (), b"no such session")
             result = dispatch(self.vgpu, session, event)
             if result is None:
                 return None
             status, values, blob = result
-            return self.conn.send_reply(event.session, event.seq, status, values, blob, event.op)
+            return conn.send_reply(event.session, event.seq, status, values, blob, event.op)
+        if conn is not self.conn:
+            raise RemoteProtocolError(f"{type(event).__name__} posted to a mailbox (only calls go there)")
+        if type(event) is Doorbell:  # the guest posted while this side slept: the loop looks now
+            return None
         if isinstance(event, Hello):
             return self._hello(event)
         if isinstance(event, Goodbye):
@@ -210,9 +235,12 @@ class Channel:
             self.sessions.discard(hello.session)
             return self.conn.send(Goodbye(hello.session, session))
         self.sessions.add(hello.session)
+        if session.mailbox is not None:
+            session.posted = Connection(Role.HOST, max_frame, (hello.session,))
+            session.doorbell = self.conn.send(Doorbell(hello.session))
         w = session.window
         return self.conn.send(Welcome(hello.session, version, max_frame, w.offset, w.size,
-                                      self.vgpu.device(), self.vgpu.describe()))
+                                      self.vgpu.device(), self.vgpu.describe(), hello.session))
 
     def close(self, reason: str = "channel closed") -> None:
         if self.closed:

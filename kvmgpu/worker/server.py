@@ -21,6 +21,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+from kvmgpu_guest.mailbox import REPLY_MAX, fence
 from kvmgpu_guest.protocol import DEFAULT_MAX_FRAME, WINDOW_ALIGN, RemoteProtocolError
 from kvmgpu_guest.region import Region, RegionError
 from kvmgpu_guest.trace import ON as _TRACE, mark as _mark, side as _trace_side
@@ -42,6 +43,7 @@ IDLE_S = 0.002  # no message for this long while holding the GPU: let the other 
 # (no scheduler wake-up on the round trip), at the cost of up to this much CPU after each burst.
 # 0 turns it off. The window starts after the handling: counted from the request, a call that
 # waited for the GPU left too little of it for the guest's next call and the worker slept.
+# The sessions' mailboxes are looked at on every spin (a load each), and once more before blocking.
 POLL_US = 50
 POLL_ENV = "KVMGPU_WORKER_POLL_US"
 
@@ -207,11 +209,19 @@ class Worker:
             hot = None  # the channel served last: while polling, read it directly
             hot_polled, hot_poll = None, None
             spins = 0
+            boxed = self.vgpu.boxed  # the sessions with a mailbox
             while self._listener is not None or self._peers:
                 polling = poll_s and clock() < poll_until
                 served = False
                 ready = ()
-                if polling:
+                for s in boxed:
+                    box = s.mailbox
+                    if box.words[0] != box.number:  # posted (Mailbox.posted, inline)
+                        served = self._take_post(s)
+                        break  # (the list may have changed)
+                if served:
+                    pass
+                elif polling:
                     # Asking the channel that just spoke is far cheaper than a select() over all (that
                     # is the hop a waiting guest pays); the others are looked at every 8th spin. A
                     # poll object on that channel alone: no exception when it is empty, as a recv has.
@@ -226,12 +236,16 @@ class Worker:
                         if spins & 7:
                             continue
                         ready = select(0)
+                elif self._posted_before_sleep(boxed):
+                    served = True
                 else:
                     timeout = STATS_INTERVAL if c.stats_file else None
                     gate = self.vgpu.gate
                     if gate is not None and gate.held:
                         timeout = IDLE_S
                     ready = select(timeout)
+                    for s in boxed:
+                        s.mailbox.set_awake(True)
                     if not ready and gate is not None and gate.held:
                         gate.idle()
                 for key, mask in ready:
@@ -255,6 +269,53 @@ class Worker:
             for s, h in old.items():
                 signal.signal(s, h)
             self.close()
+
+    def _posted_before_sleep(self, boxed: list) -> bool:
+        """Say in every mailbox that this worker is about to block, then look at them once more:
+        a guest that posted before it read that did not ring (Mailbox.post). Whether one had (it
+        is served, and every mailbox is awake again)."""
+        if not boxed:
+            return False
+        for s in boxed:
+            s.mailbox.set_awake(False)
+        fence()
+        for s in boxed:
+            if s.mailbox.posted():
+                self._take_post(s)
+                for t in boxed:
+                    t.mailbox.set_awake(True)
+                return True
+        return False
+
+    def _take_post(self, session) -> bool:
+        """Serve what `session` posted to its mailbox: the reply goes back there, or through the
+        channel where it is too big for the mailbox or replies sent before it are still unsent
+        (the mailbox then says so); a DOORBELL follows where the guest said it sleeps. Whether
+        anything was posted."""
+        cid = session.key[0]
+        peer = self._peers.get(cid)
+        if peer is None:
+            return False
+        if _TRACE:
+            _mark("w0")
+        try:
+            reply = peer.channel.take_post(session)
+        except RemoteProtocolError:
+            self._drop(cid, "protocol violation")
+            return False
+        if reply is None:
+            return False
+        if len(reply) > REPLY_MAX or peer.unsent:
+            self._flush(cid, peer, reply)
+            reply = b""
+        box = session.mailbox
+        if box is None:  # the session ended (the channel with it)
+            return True
+        if box.answer(reply):
+            self._flush(cid, peer, session.doorbell)
+        elif _TRACE:
+            _mark("w5")
+        return True
 
     def _accept(self) -> None:
         try:

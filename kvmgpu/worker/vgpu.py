@@ -9,6 +9,7 @@ from collections import Counter
 from typing import Callable
 
 from kvmgpu_guest.cudefs import CUresult
+from kvmgpu_guest.mailbox import Mailbox, mailbox_at
 from kvmgpu_guest.region import Region
 from kvmgpu_guest.trace import ON as _TRACE, mark as _mark
 
@@ -42,6 +43,7 @@ class VGpu:
         self.compute = compute
         self.compute_mode = compute_mode
         self.sessions: dict[tuple, Session] = {}
+        self.boxed: list[Session] = []  # the sessions with a mailbox (the worker's loop looks at them)
         self.broken: tuple[int, str] | None = None  # (code, detail) of a sticky error
         # Called when the last session ends after a sticky error; None: restart_backend() in this
         # process (enough for the sim backend; the worker process re-executes itself instead).
@@ -117,6 +119,11 @@ class VGpu:
             return (f"no room for a {window or 'any'}-byte window in the {self.region.size}-byte "
                     f"region ({self.windows.used} bytes in use by {len(self.sessions)} sessions)")
         session = Session(key, self.region.window(*placed), client)
+        at = mailbox_at(session.window.size)
+        if at is not None:
+            session.mailbox = Mailbox(session.window.view, at)
+            session.mailbox.reset()
+            self.boxed.append(session)
         self.sessions[key] = session
         self.sessions_started += 1
         log.info("session %s:%s start (client %r, window %d+%d)", key[0], key[1], client, *placed)
@@ -137,6 +144,10 @@ class VGpu:
                 self.quota.release(r.size)
         for digest in session.modules.values():
             self.modules.release(digest)
+        if session.mailbox is not None:
+            self.boxed.remove(session)
+            session.mailbox.release()
+            session.mailbox = None
         session.window.view.release()
         self.windows.release(session.window.offset, session.window.size)
         log.info("session %s:%s end%s", key[0], key[1], f" ({reason})" if reason else "")

@@ -2,15 +2,20 @@
 
 It answers the few ops the tests use from a dict of "device" bytearrays and records every call
 it saw (queued or not), so tests can check what the client put on the wire and in which order.
+It serves the session's mailbox as the worker does: asleep (the default; the guest rings a
+DOORBELL with each post) or, with `awake`, looking at it every millisecond.
 """
 
 from __future__ import annotations
 
+import select
 import socket
 import threading
+import time
 
-from kvmgpu_guest.protocol import (NEED_DATA, Call, Connection, Goodbye, Hello, Op, Role, Welcome,
-                                   negotiate, pack_params)
+from kvmgpu_guest.mailbox import REPLY_MAX, Mailbox, mailbox_at
+from kvmgpu_guest.protocol import (NEED_DATA, Call, Connection, Doorbell, Goodbye, Hello, Op, Role,
+                                   Welcome, negotiate, pack_params)
 from kvmgpu_guest.region import Region
 
 DEVICE = {"name": "fake vGPU", "uuid": "GPU-00000000-1111-2222-3333-444444444444",
@@ -32,26 +37,69 @@ class FakeHost(threading.Thread):
         self.fail_queued: set[Op] = set()
         self.next_ptr = 0x1000
         self.say_staged_done = True  # False: never store a staged copy's seq (a host that is stuck)
+        self.awake = False  # True: look at the mailbox every millisecond (no DOORBELL needed)
+        self.box: Mailbox | None = None
+        self.posted: Connection | None = None  # decodes the mailbox's requests
+        self.posts = 0  # requests taken from the mailbox
+        self.rung = 0  # DOORBELLs sent to the guest
+        self.doorbells = 0  # DOORBELLs the guest sent
+        self.answer_after = 0.0  # seconds to take before answering a post (the guest goes to sleep)
+        self.answer_on_channel = False  # answer posts through the channel (as a worker with replies unsent)
 
     def run(self):
         try:
             while True:
-                data = self.sock.recv(1 << 20)
-                if not data:
-                    return
-                self.conn.receive_data(data)
-                while (event := self.conn.next_event()) is not NEED_DATA:
-                    out = self.handle(event)
-                    if out:
-                        self.sock.sendall(out)
-        except OSError:
+                ready, _, _ = select.select([self.sock], [], [], 0.001 if self.awake else None)
+                if ready:
+                    data = self.sock.recv(1 << 20)
+                    if not data:
+                        return
+                    self.conn.receive_data(data)
+                    while (event := self.conn.next_event()) is not NEED_DATA:
+                        out = self.handle(event)
+                        if out:
+                            self.sock.sendall(out)
+                if self.box is not None:
+                    self._serve_mailbox()
+        except (OSError, ValueError):  # the test closed the socket
             return
+        finally:
+            if self.box is not None:
+                self.box.release()
+
+    def _serve_mailbox(self):
+        data = self.box.take()
+        if data is None:
+            return
+        self.posts += 1
+        self.posted.receive_data(data)
+        out = b""
+        while (event := self.posted.next_event()) is not NEED_DATA:
+            out += self.handle(event) or b""
+        time.sleep(self.answer_after)
+        if len(out) > REPLY_MAX or self.answer_on_channel:
+            self.sock.sendall(out)
+            out = b""
+        if self.box.answer(out):
+            self.rung += 1
+            self.sock.sendall(self.conn.send(Doorbell(self.session)))
 
     def handle(self, ev):
         if isinstance(ev, Hello):
             version, max_frame = negotiate(ev)
             off, size = self.window
-            return self.conn.send(Welcome(ev.session, version, max_frame, off, size, DEVICE, VGPU))
+            at = mailbox_at(size)
+            if at is not None:
+                self.box = Mailbox(self.region.view[off: off + size], at)
+                self.box.reset()
+                self.box.set_awake(self.awake)
+                self.posted = Connection(Role.HOST, max_frame, (ev.session,))
+            self.session = ev.session
+            return self.conn.send(Welcome(ev.session, version, max_frame, off, size, DEVICE, VGPU,
+                                          ev.session))
+        if isinstance(ev, Doorbell):
+            self.doorbells += 1
+            return None
         if isinstance(ev, Goodbye):
             return None
         self.calls.append(ev)

@@ -11,6 +11,7 @@ import pytest
 from kvmgpu_guest.channel import UnixTransport
 from kvmgpu_guest.client import BATCH_BYTES, Session
 from kvmgpu_guest.cudefs import CUresult
+from kvmgpu_guest.mailbox import MAILBOX_BYTES
 from kvmgpu_guest.protocol import Op
 from kvmgpu_guest.region import Region
 
@@ -19,14 +20,14 @@ from fakehost import DEVICE, FakeHost
 WINDOW = (4096, 64 * 1024)
 
 
-@pytest.fixture
-def pair():
+def _pair(awake: bool):
     fd, path = tempfile.mkstemp(prefix="kvmgpu-fake-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
     os.close(fd)
     guest_region = Region.open_file(path, 1 << 20, create=True)
     host_region = Region.open_file(path)
     a, b = socket.socketpair()
     host = FakeHost(b, host_region, WINDOW)
+    host.awake = awake
     host.start()
     session = Session(UnixTransport("socketpair", a), guest_region, session_id=3)
     session.handshake()
@@ -36,6 +37,18 @@ def pair():
     host.join(5)
     host_region.close()
     os.unlink(path)
+
+
+@pytest.fixture
+def pair():
+    """A session and a fake host that sleeps between messages (a post rings it)."""
+    yield from _pair(awake=False)
+
+
+@pytest.fixture
+def awake_pair():
+    """... and one that looks at the mailbox every millisecond."""
+    yield from _pair(awake=True)
 
 
 def test_handshake_caches_device_and_window(pair):
@@ -125,12 +138,14 @@ def test_cuStreamSynchronize_on_a_stream_that_is_no_u64_is_invalid_value_and_sen
 
 def test_copies_bigger_than_the_window_go_in_chunks_and_come_back(pair):
     session, host = pair
-    n = WINDOW[1] * 3 + 1234
+    ring = WINDOW[1] - MAILBOX_BYTES  # the window less its mailbox
+    n = ring * 3 + 1234
     ptr = session.call(Op.MEM_ALLOC, (n,)).values[0]
     data = os.urandom(n)
     assert session.htod(ptr, memoryview(data)) == 0
     htods = [c for c in host.calls if c.op == Op.MEMCPY_HTOD]
-    assert len(htods) == 4 and max(c.args[2] for c in htods) == WINDOW[1]
+    assert len(htods) == 4 and max(c.args[2] for c in htods) == ring
+    assert max(c.args[1] + c.args[2] for c in htods) <= ring  # never into the mailbox
     assert host.memory[ptr] == data
     out = bytearray(n)
     assert session.dtoh(memoryview(out), ptr) == 0
@@ -166,7 +181,7 @@ def test_a_full_ring_sends_fence_and_starts_again(pair):
     ops = [c.op for c in host.calls]
     assert Op.FENCE in ops
     offsets = [c.args[1] for c in host.calls if c.op == Op.MEMCPY_HTOD]
-    assert offsets[0] == 0 and 0 in offsets[1:] and max(offsets) + 4096 <= WINDOW[1]
+    assert offsets[0] == 0 and 0 in offsets[1:] and max(offsets) + 4096 <= WINDOW[1] - MAILBOX_BYTES
 
 
 def test_each_module_image_is_sent_once(pair, monkeypatch):
@@ -234,3 +249,80 @@ def test_a_host_that_never_says_done_gets_a_fence_and_the_copy_still_lands(stage
     session.call(Op.CTX_SYNCHRONIZE)
     assert Op.FENCE in [c.op for c in host.calls]
     assert host.memory[ptr] == data
+
+
+# --- the mailbox (kvmgpu_guest/mailbox.py) ----------------------------------------------------------
+
+def test_a_call_is_posted_with_the_batch_and_rings_a_host_that_sleeps(pair):
+    session, host = pair
+    session.queue(Op.MEM_FREE, (0x1000,))
+    reply = session.call(Op.MEM_GET_INFO)
+    assert reply.values == (DEVICE["total_memory"], DEVICE["total_memory"])
+    assert [c.op for c in host.calls] == [Op.MEM_FREE, Op.MEM_GET_INFO]
+    assert host.posts == 1 and host.doorbells == 1
+    assert session.synchronize(Op.STREAM_SYNCHRONIZE, 0) == 0
+    assert host.posts == 2 and host.doorbells == 2
+
+
+def test_a_host_that_is_awake_is_not_rung(awake_pair):
+    session, host = awake_pair
+    for _ in range(3):
+        assert session.synchronize(Op.CTX_SYNCHRONIZE) == 0
+    assert session.call(Op.MEM_GET_INFO).status == 0
+    assert host.posts == 4 and host.doorbells == 0
+    # (it looks every millisecond: the guest's spin is over by then, and it is rung)
+
+
+def test_a_guest_that_went_to_sleep_on_its_answer_is_rung(awake_pair):
+    session, host = awake_pair
+    host.answer_after = 0.02  # far past the guest's spin
+    assert session.call(Op.MEM_GET_INFO).values == (DEVICE["total_memory"],) * 2
+    assert host.rung == 1
+    host.answer_after = 0
+    assert session.synchronize(Op.CTX_SYNCHRONIZE) == 0  # and the next call pairs with its own answer
+    assert host.posts == 2
+
+
+def test_an_answer_the_host_sent_through_the_channel_is_read_there(pair):
+    session, host = pair
+    host.answer_on_channel = True
+    host.fail_queued.add(Op.MEM_FREE)
+    session.queue(Op.MEM_FREE, (0xDEAD,))
+    assert session.synchronize(Op.CTX_SYNCHRONIZE) == 1  # the queued call's error, reported once
+    assert session.call(Op.MEM_GET_INFO).status == 0
+    assert host.posts == 2
+
+
+def test_after_frames_written_to_the_channel_the_next_call_goes_there_too(pair):
+    """The host takes a post as it sees it; frames still unread on the channel would come after it.
+    So the first call after a batch was written goes on the channel; the one after it is posted."""
+    session, host = pair
+    frames = BATCH_BYTES // 100 + 10
+    for _ in range(frames):
+        session.queue_launch(77, 1, 1, 1, 1, 1, 1, 0, 0, b"\0" * 20)
+    assert session.synchronize(Op.CTX_SYNCHRONIZE) == 0
+    assert host.posts == 0
+    assert [c.op for c in host.calls] == [Op.LAUNCH] * frames + [Op.CTX_SYNCHRONIZE]
+    assert session.synchronize(Op.CTX_SYNCHRONIZE) == 0
+    assert host.posts == 1
+
+
+def test_a_call_too_big_for_the_mailbox_goes_on_the_channel(pair, monkeypatch):
+    import kvmgpu_guest.client as client
+    session, host = pair
+    session.queue(Op.MEM_FREE, (0x1000,))
+    monkeypatch.setattr(client, "REQUEST_MAX", 40)  # the queued call and the call are 60 bytes
+    assert session.call(Op.MEM_GET_INFO).status == 0
+    assert host.posts == 0 and [c.op for c in host.calls] == [Op.MEM_FREE, Op.MEM_GET_INFO]
+
+
+def test_without_the_mailbox_every_call_goes_on_the_channel(monkeypatch):
+    import kvmgpu_guest.client as client
+    monkeypatch.setattr(client, "MAILBOX", False)
+    pairs = _pair(awake=False)
+    session, host = next(pairs)
+    assert session.call(Op.MEM_GET_INFO).status == 0
+    assert session.synchronize(Op.CTX_SYNCHRONIZE) == 0
+    assert host.posts == 0 and len(host.calls) == 2
+    assert session._ring_size == WINDOW[1] - MAILBOX_BYTES  # the layout is the same
+    next(pairs, None)
