@@ -34,7 +34,8 @@ while not os.path.exists(sys.argv[2]):    # hold the session until all are in
     time.sleep(0.02)
 _, free, total = cuda.cuMemGetInfo()
 from kvmgpu_guest import driver
-print("OK", (total - free) >> 20, driver._session.window_size, flush=True)
+s = driver._session
+print("OK", (total - free) >> 20, s.window_size, s._box.number, s.id, flush=True)
 """
 
 
@@ -96,9 +97,11 @@ def test_several_processes_at_once_share_the_vm_quota(agent, tmp_path):
                 p.kill()
     for p, (out, err) in zip(procs, outs):
         assert p.returncode == 0, (out, err, agent.worker.output())
-        ok, used_mib, window = out.split()
+        ok, used_mib, window, posts, session = out.split()
         assert ok == "OK" and int(used_mib) >= 1
         assert window == str((16 << 20) // 16)
+        assert int(posts) >= 3  # its calls went through its mailbox, with the channel's session number
+    assert sorted(int(out.split()[4]) for out, _ in outs) == list(range(1, n + 1))
     # each process's exit was a GOODBYE: the worker released its memory and windows
     deadline = time.monotonic() + 10
     while True:

@@ -1,6 +1,10 @@
 """The mailbox's two ends over one buffer: what a post carries, what the host takes, what it answers,
 and who is told to ring whom."""
 
+import ctypes
+import threading
+import time
+
 import pytest
 
 from kvmgpu_guest.mailbox import (MAILBOX_BYTES, MAILBOX_MIN_WINDOW, REPLY_MAX, REQUEST_MAX, Mailbox,
@@ -87,3 +91,55 @@ def test_the_host_copies_a_request_out_before_anyone_reads_it(ends):
     taken = host.take()
     guest.request[:4] = b"zzzz"  # the guest writes on after posting
     assert taken == b"abcd"
+
+
+# --- against a real worker process ------------------------------------------------------------------
+
+@pytest.mark.parametrize("poll_us", ["0", "50"])
+def test_a_real_worker_answers_posts_awake_and_asleep_and_rings_a_guest_that_sleeps(
+        monkeypatch, poll_us):
+    """Posts to a worker that spins after each message (50 µs) and to one that never does (0: each
+    post finds it asleep or about to be, and the post rings or the worker's last look finds it);
+    pauses that let it fall asleep; and a 20 ms kernel, whose answer comes after the guest has gone
+    to sleep on the channel (the worker rings it). No post may be lost: each call returns."""
+    from loopback import KERNELS, LoopbackWorker
+    from kvmgpu_guest import driver as cuda
+
+    w = LoopbackWorker(env={"KVMGPU_WORKER_POLL_US": poll_us})
+    monkeypatch.setenv("KVMGPU_SOCKET", w.socket)
+    monkeypatch.setenv("KVMGPU_SHM", w.shm)
+    cuda._reset_for_tests()
+    done = []
+
+    def calls():
+        assert cuda.cuInit(0) == (0,)
+        _, ctx = cuda.cuCtxCreate(0, cuda.cuDeviceGet(0)[1])
+        box = cuda._session._box
+        assert box is not None
+        for i in range(300):
+            assert cuda.cuCtxSynchronize() == (0,)
+            if i % 60 == 0:
+                time.sleep(0.003)  # past the worker's spin
+        assert box.number == 300
+        _, module = cuda.cuModuleLoadData(KERNELS.read_bytes())
+        _, spin = cuda.cuModuleGetFunction(module, b"spin")
+        ns = ctypes.c_uint64(20_000_000)
+        params = (ctypes.c_void_p * 1)(ctypes.addressof(ns))
+        t = time.perf_counter()
+        assert cuda.cuLaunchKernel(spin, 1, 1, 1, 1, 1, 1, 0, 0, params, 0) == (0,)
+        assert cuda.cuCtxSynchronize() == (0,)
+        assert time.perf_counter() - t >= 0.02
+        assert box.number > 300  # (module load and function calls were posted too)
+        assert cuda.cuCtxDestroy(ctx) == (0,)
+        done.append(True)
+
+    t = threading.Thread(target=calls, daemon=True)
+    try:
+        t.start()
+        t.join(60)
+        assert not t.is_alive(), "a call never returned: a post or an answer was lost"
+        assert done  # (an assertion in the thread failed otherwise: see its traceback above)
+    finally:
+        w.stop()  # (a call still waiting then fails: the channel closed)
+        t.join(10)
+        cuda._reset_for_tests()
