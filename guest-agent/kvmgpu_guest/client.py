@@ -32,7 +32,7 @@ from collections import deque
 from . import __version__
 from .trace import ON as _TRACE, mark as _mark
 from .mailbox import REQUEST_MAX, SUPPORTED as _MAILBOX_SUPPORTED, Mailbox, mailbox_at
-from .protocol import (HEADER, MAGIC, NEED_DATA, OPS, QUEUED, Connection, Doorbell, Goodbye, Hello,
+from .protocol import (MAGIC, NEED_DATA, OPS, QUEUED, Connection, Doorbell, Goodbye, Hello,
                        Kind, Op, Reply, Role, Welcome)
 
 BATCH_BYTES = int(os.environ.get("KVMGPU_BATCH_BYTES") or 4096)  # a batch is written once it is this big

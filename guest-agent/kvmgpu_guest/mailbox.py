@@ -30,7 +30,6 @@ stores are otherwise in order (TSO): elsewhere the guest does not use the mailbo
 from __future__ import annotations
 
 import platform
-import struct
 import threading
 
 MAILBOX_BYTES = 4096
