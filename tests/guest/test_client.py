@@ -326,3 +326,22 @@ def test_without_the_mailbox_every_call_goes_on_the_channel(monkeypatch):
     assert host.posts == 0 and len(host.calls) == 2
     assert session._ring_size == WINDOW[1] - MAILBOX_BYTES  # the layout is the same
     next(pairs, None)
+
+
+def test_after_a_reply_the_first_batch_goes_small_but_a_launch_waits_for_its_synchronise(pair):
+    """Right after a reply the GPU is idle: the next launches go as soon as they make FIRST_BATCH
+    bytes; but never one frame alone, so a launch + synchronise stays one message (posted whole)."""
+    import kvmgpu_guest.client as client
+    session, host = pair
+    assert session.call(Op.MEM_GET_INFO).status == 0
+    big = b"\0" * (client.FIRST_BATCH + 8)  # one launch frame over FIRST_BATCH by itself
+    session.queue_launch(77, 1, 1, 1, 1, 1, 1, 0, 0, big)
+    assert session._batch  # not sent alone
+    assert session.synchronize(Op.CTX_SYNCHRONIZE) == 0
+    assert host.posts == 2 and [c.op for c in host.calls][-2:] == [Op.LAUNCH, Op.CTX_SYNCHRONIZE]
+    small = b"\0" * 24
+    n = 0
+    while session._batch or n == 0:  # the stencil's launches: out after a few
+        session.queue_launch(77, 1, 1, 1, 1, 1, 1, 0, 0, small)
+        n += 1
+    assert n == -(-client.FIRST_BATCH // (92 + 24)) == 3
