@@ -14,11 +14,9 @@ from kvmgpu_guest import client, driver as cu  # noqa: E402
 ROUNDS = int(os.environ.get("ROUNDS", "15"))
 DEFAULTS = {k: getattr(client, k) for k in ("FIRST_BATCH", "PIECE_THREADS", "COPY_PART", "DTOH_PIECE")}
 WAYS = {"native": None, "as is": {},
+        "first batch 512 B (before)": {"FIRST_BATCH": 512},
         "first batch 1 launch": {"FIRST_BATCH": 100},
-        "first batch 256 B": {"FIRST_BATCH": 256},
-        "4 piece threads": {"PIECE_THREADS": 4},
-        "256 B, 4 piece threads": {"FIRST_BATCH": 256, "PIECE_THREADS": 4}}
-WAYS = {k: v for k, v in WAYS.items() if k in os.environ.get("WAYS", ",".join(WAYS)).split(",")}
+        "4 piece threads": {"PIECE_THREADS": 4}}
 try:
     B._ok(nat.cuInit(0))
     native = B.Workloads(nat, [1 << 20])
