@@ -69,6 +69,7 @@ def test_client_queue_frames_match_the_protocol():
     a, b = socket.socketpair()
     try:
         s = Session(None, None, session_id=7)
+        s._batch_limit = 1 << 20  # (the frames stay in the batch: they are read from there)
         s.queue_launch(5, 1, 2, 3, 4, 5, 6, 0, 0, b"\1" * 12)
         s.queue(Op.MEMSET_D32, (0x1000, 9, 16, 3))
         host = Connection(Role.HOST)

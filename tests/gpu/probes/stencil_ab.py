@@ -14,9 +14,9 @@ from kvmgpu_guest import client, driver as cu  # noqa: E402
 ROUNDS = int(os.environ.get("ROUNDS", "15"))
 DEFAULTS = {k: getattr(client, k) for k in ("FIRST_BATCH", "PIECE_THREADS", "COPY_PART", "DTOH_PIECE")}
 WAYS = {"native": None, "as is": {},
-        "first batch 512 B (before)": {"FIRST_BATCH": 512},
-        "first batch 1 launch": {"FIRST_BATCH": 100},
-        "4 piece threads": {"PIECE_THREADS": 4}}
+        "first batch 512 B, 3 piece threads (before)": {"FIRST_BATCH": 512, "PIECE_THREADS": 3},
+        "first batch 512 B": {"FIRST_BATCH": 512},
+        "3 piece threads": {"PIECE_THREADS": 3}}
 try:
     B._ok(nat.cuInit(0))
     native = B.Workloads(nat, [1 << 20])
@@ -39,7 +39,7 @@ try:
     base = sorted(times["native"])[ROUNDS // 2]
     for name, ts in times.items():
         med = sorted(ts)[ROUNDS // 2]
-        print(f"{name:24} median {med:6.2f} ms  best {min(ts):6.2f}  ({(med / base - 1) * 100:+5.1f} % on native)  "
+        print(f"{name:44} median {med:6.2f} ms  best {min(ts):6.2f}  ({(med / base - 1) * 100:+5.1f} % on native)  "
               + " ".join(f"{t:.1f}" for t in ts))
 finally:
     stop()
