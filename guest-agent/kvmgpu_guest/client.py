@@ -48,12 +48,12 @@ COPY_PIECE = int(os.environ.get("KVMGPU_COPY_PIECE") or 1 << 20)
 # on the H200 host that took a 4 MiB copy's median from 525-555 to 350 µs)
 COPY_PART = int(os.environ.get("KVMGPU_COPY_PART") or 1 << 20)
 COPY_WAKE = os.environ.get("KVMGPU_COPY_WAKE", "1") != "0"
-# Threads that copy a DtoH's pieces out (this one and a pool): one a piece of a 4 MiB copy. Four
-# made the launch-bound stencil (ten 4 MiB copies) 0.2-0.8 ms faster than three in each of seven
-# runs on the H200 in one process pair (tests/gpu/probes/stencil_ab.py; with three, one pool thread
-# copied two pieces one after the other: tests/gpu/probes/dtoh_timeline.py). (The fifth session had
-# three ahead, 950-1010 against 1100-1190 µs a stencil segment, measured between process pairs.)
-PIECE_THREADS = int(os.environ.get("KVMGPU_PIECE_THREADS") or min(4, COPY_THREADS))
+# Threads that copy a DtoH's pieces out (this one and a pool): three beat four on the H200 host for
+# 4 MiB in 1 MiB pieces (median 330 against 350 µs alone; 950-1010 against 1100-1190 µs for a
+# stencil segment of 100 launches and the copy), the GIL being contended. It depends on the
+# machine: in one process pair (tests/gpu/probes/stencil_ab.py) four made the launch-bound stencil
+# 0.2-0.8 ms faster in seven runs on three machines and 0.4-0.7 ms slower in two on a fourth.
+PIECE_THREADS = int(os.environ.get("KVMGPU_PIECE_THREADS") or min(3, COPY_THREADS))
 # Bulk copies go in chunks of n/4, at least PIPE_MIN and at most PIPE_MAX bytes.
 PIPE_MIN = int(os.environ.get("KVMGPU_PIPE_MIN") or 1 << 20)
 PIPE_MAX = int(os.environ.get("KVMGPU_PIPE_CHUNK") or 16 << 20)
@@ -79,10 +79,10 @@ STAGE_WAIT_S = 0.002  # a slot not given back in this long: FENCE (all staged co
 # After a reply the worker (and often the GPU) is idle: the next batch goes out this small, and each
 # one after it twice as big up to BATCH_BYTES, so the GPU gets work at once. But never one frame
 # alone: the launch of a launch + synchronise goes with its synchronise (one message, which the
-# mailbox and the worker take whole). 100 (so: the first two launches) against 512 (about five):
-# the launch-bound stencil 0.3-0.9 ms faster in each of seven runs on the H200 in one process pair
-# (tests/gpu/probes/stencil_ab.py)
-FIRST_BATCH = int(os.environ.get("KVMGPU_FIRST_BATCH") or 100)
+# mailbox and the worker take whole). 100 (the first two launches at once) against 512 (about
+# five), in one process pair on the H200 (tests/gpu/probes/stencil_ab.py): the launch-bound stencil
+# 0.3-0.9 ms faster in seven runs on three machines, no better or slower in two on a fourth.
+FIRST_BATCH = int(os.environ.get("KVMGPU_FIRST_BATCH") or 512)
 # Synchronous calls through the mailbox at the window's end where they may (0: always the channel)
 MAILBOX = os.environ.get("KVMGPU_MAILBOX", "1") != "0" and _MAILBOX_SUPPORTED
 RECV_BYTES = 64 * 1024  # under glibc's mmap threshold: a larger recv() buffer costs an mmap per call

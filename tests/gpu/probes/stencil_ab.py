@@ -14,9 +14,9 @@ from kvmgpu_guest import client, driver as cu  # noqa: E402
 ROUNDS = int(os.environ.get("ROUNDS", "15"))
 DEFAULTS = {k: getattr(client, k) for k in ("FIRST_BATCH", "PIECE_THREADS", "COPY_PART", "DTOH_PIECE")}
 WAYS = {"native": None, "as is": {},
-        "first batch 512 B, 3 piece threads (before)": {"FIRST_BATCH": 512, "PIECE_THREADS": 3},
-        "first batch 512 B": {"FIRST_BATCH": 512},
-        "3 piece threads": {"PIECE_THREADS": 3}}
+        "first batch 100 B": {"FIRST_BATCH": 100},
+        "4 piece threads": {"PIECE_THREADS": 4},
+        "first batch 100 B, 4 piece threads": {"FIRST_BATCH": 100, "PIECE_THREADS": 4}}
 try:
     B._ok(nat.cuInit(0))
     native = B.Workloads(nat, [1 << 20])
