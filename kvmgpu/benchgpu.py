@@ -240,6 +240,30 @@ def run_guest(args: list, env: dict | None = None, region: int = 256 * MiB) -> N
         stop()
 
 
+def in_turn(names: list, run, rounds: int) -> dict:
+    """{name: [value of each round]}: `run(name)` for every name, the names in turn round by round
+    (each round starting one name later, so a drift of the machine falls on all alike), after one
+    round that is not kept (the warm-up). The probes' way of comparing ways in one process pair."""
+    times = {name: [] for name in names}
+    for r in range(rounds + 1):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            value = run(name)
+            if r:
+                times[name].append(value)
+    return times
+
+
+def report_turns(times: dict, unit: str, relative) -> None:
+    """One line a way of `in_turn`'s figures: median, best, `relative(median, native median)`, and
+    every round."""
+    base = sorted(times["native"])[len(times["native"]) // 2]
+    width = max(map(len, times))
+    for name, ts in times.items():
+        med = sorted(ts)[len(ts) // 2]
+        print(f"{name:{width}} median {med:6.2f} {unit}  best {min(ts):6.2f}  ({relative(med, base)})  "
+              + " ".join(f"{t:.1f}" for t in ts))
+
+
 TARGETS = {  # figure: (how forwarded compares to native, the limit)
     "queued_launch_us": ("ratio <=", 1.2),
     "launch_sync_us": ("ratio <=", 3.0),

@@ -10,7 +10,7 @@ sys.path[:0] = ["guest-agent", "."]
 from kvmgpu import benchgpu as B
 
 B.WORKER = ("from kvmgpu.worker import channel as _ch; _on = _ch.Channel._launch_wait; "
-            "_ch.Channel._launch_wait = lambda self, a, b: _on(self, a, b) if self.cid % 2 else None; "
+            "_ch.Channel._launch_wait = lambda self, *a: _on(self, *a) if self.cid % 2 else None; "
             + B.WORKER)
 os.environ["KVMGPU_WINDOW"] = str(64 << 20)  # two sessions in one region
 _, stop = B.loopback_worker(256 << 20)
@@ -44,22 +44,15 @@ try:
         if session is not None:
             cu._session = session
         loops[name] = [fn for f, fn, _ in w.figures() if f == "launch_sync_us"][0]
-    times = {name: [] for name in configs}
-    names = list(configs)
-    for r in range(ROUNDS + 1):
-        for name in names[r % len(names):] + names[:r % len(names)]:
-            w, session, sync = configs[name]
-            w.current()
-            if session is not None:
-                cu._session, cu.cuStreamSynchronize = session, sync
-            t = loops[name]() / 2000 * 1e6
-            if r:
-                times[name].append(t)
-    base = sorted(times["native"])[ROUNDS // 2]
-    for name, ts in times.items():
-        med = sorted(ts)[ROUNDS // 2]
-        print(f"{name:32} median {med:6.2f} µs  best {min(ts):6.2f}  ({med / base:4.2f}x native median)  "
-              + " ".join(f"{t:.1f}" for t in ts))
+
+    def run(name):
+        w, session, sync = configs[name]
+        w.current()
+        if session is not None:
+            cu._session, cu.cuStreamSynchronize = session, sync
+        return loops[name]() / 2000 * 1e6
+    B.report_turns(B.in_turn(list(configs), run, ROUNDS), "µs",
+                   lambda med, base: f"{med / base:4.2f}x native median")
 finally:
     cu.cuStreamSynchronize = lean
     stop()

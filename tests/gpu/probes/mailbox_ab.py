@@ -24,22 +24,15 @@ try:
     configs = {"native": (native, None), "mailbox": (forwarded, box), "channel": (forwarded, False)}
     loops = {name: [fn for f, fn, _ in w.figures() if f == "launch_sync_us"][0]
              for name, (w, _) in configs.items()}
-    times = {name: [] for name in configs}
-    names = list(configs)
-    for r in range(ROUNDS + 1):
-        for name in names[r % len(names):] + names[:r % len(names)]:
-            w, way = configs[name]
-            w.current()
-            if way is not None:
-                session._box = way or None
-            t = loops[name]() / 2000 * 1e6
-            if r:
-                times[name].append(t)
+
+    def run(name):
+        w, way = configs[name]
+        w.current()
+        if way is not None:
+            session._box = way or None
+        return loops[name]() / 2000 * 1e6
+    times = B.in_turn(list(configs), run, ROUNDS)
     session._box = box
-    base = sorted(times["native"])[ROUNDS // 2]
-    for name, ts in times.items():
-        med = sorted(ts)[ROUNDS // 2]
-        print(f"{name:8} median {med:6.2f} µs  best {min(ts):6.2f}  ({med / base:4.2f}x native median)  "
-              + " ".join(f"{t:.1f}" for t in ts))
+    B.report_turns(times, "µs", lambda med, base: f"{med / base:4.2f}x native median")
 finally:
     stop()

@@ -24,22 +24,14 @@ try:
     forwarded = B.Workloads(cu, [1 << 20])
     loops = {side: [fn for f, fn, _ in w.figures() if f == "stencil_1M_e2e_s"][0]
              for side, w in (("native", native), ("forwarded", forwarded))}
-    times = {name: [] for name in WAYS}
-    names = list(WAYS)
-    for r in range(ROUNDS + 1):
-        for name in names[r % len(names):] + names[:r % len(names)]:
-            knobs = WAYS[name]
-            w = native if knobs is None else forwarded
-            w.current()
-            for k, v in {**DEFAULTS, **(knobs or {})}.items():
-                setattr(client, k, v)
-            t = loops["native" if knobs is None else "forwarded"]() * 1e3
-            if r:
-                times[name].append(t)
-    base = sorted(times["native"])[ROUNDS // 2]
-    for name, ts in times.items():
-        med = sorted(ts)[ROUNDS // 2]
-        print(f"{name:44} median {med:6.2f} ms  best {min(ts):6.2f}  ({(med / base - 1) * 100:+5.1f} % on native)  "
-              + " ".join(f"{t:.1f}" for t in ts))
+
+    def run(name):
+        knobs = WAYS[name]
+        (native if knobs is None else forwarded).current()
+        for k, v in {**DEFAULTS, **(knobs or {})}.items():
+            setattr(client, k, v)
+        return loops["native" if knobs is None else "forwarded"]() * 1e3
+    B.report_turns(B.in_turn(list(WAYS), run, ROUNDS), "ms",
+                   lambda med, base: f"{(med / base - 1) * 100:+5.1f} % on native")
 finally:
     stop()
