@@ -126,8 +126,9 @@ class Channel:
         try:
             data = session.mailbox.take()
         except ValueError as e:
-            self._violation(RemoteProtocolError(str(e)))
-            raise RemoteProtocolError(str(e)) from None
+            err = RemoteProtocolError(str(e))
+            self._violation(err)
+            raise err from None
         if data is None:
             return None
         return self.receive(data, session.posted)

@@ -41,7 +41,7 @@ def dispatch(vg: VGpu, s: Session, call: Call):
         return _pending(s)
     try:
         if vg.broken is not None:
-            raise CudaError(vg.broken[0], f"the context is unusable after: {vg.broken[1]}")
+            raise _unusable(vg)
         values, blob = HANDLERS[op](vg, s, call)
     except Exception as e:
         code, detail = _failed(vg, s, op, e)
@@ -63,7 +63,7 @@ def wait(vg: VGpu, s: Session, op: Op, stream: int):
         return _pending(s)
     try:
         if vg.broken is not None:
-            raise CudaError(vg.broken[0], f"the context is unusable after: {vg.broken[1]}")
+            raise _unusable(vg)
         if op is _STREAM_SYNCHRONIZE:
             vg.backend.stream_synchronize(s.stream(stream))
         else:
@@ -76,6 +76,12 @@ def wait(vg: VGpu, s: Session, op: Op, stream: int):
 
 _STREAM_SYNCHRONIZE = Op.STREAM_SYNCHRONIZE
 _WAITED = (0, (), b"")
+
+
+def _unusable(vg: VGpu) -> CudaError:
+    """The error of every call after a sticky one broke the context (`vg.broken`)."""
+    code, why = vg.broken
+    return CudaError(code, f"the context is unusable after: {why}")
 
 
 def _pending(s: Session):
@@ -376,7 +382,7 @@ def launch_queued(vg: VGpu, s: Session, seq: int, args, blob: bytes) -> None:
     counts the call in `vg.calls`."""
     try:
         if vg.broken is not None:
-            raise CudaError(vg.broken[0], f"the context is unusable after: {vg.broken[1]}")
+            raise _unusable(vg)
         fh, gx, gy, gz, bx, by, bz, shared, stream = args
         f = s.functions.get(fh)
         st = None if stream == 0 else s.streams.get(stream)
@@ -462,11 +468,10 @@ def launch_run(vg: VGpu, cid: int, launches: list, buf: bytearray) -> int:
                                       CudaError(err, "cuLaunchKernel"))
                 skip += 1
                 if vg.broken is not None:
-                    code, why = vg.broken
                     for s_, start_, count_, stride_ in owners[first:packed]:
                         for j in range(skip, count_):
-                            _queued_launch_failed(vg, s_, launch_seq(buf, start_ + j * stride_), CudaError(
-                                code, f"the context is unusable after: {why}"))
+                            _queued_launch_failed(vg, s_, launch_seq(buf, start_ + j * stride_),
+                                                  _unusable(vg))
                         skip = 0
                     break
             owners.clear()

@@ -109,6 +109,14 @@ def test_a_doorbell_on_the_channel_is_answered_with_nothing(posting):
     assert g.channel.receive(g.conn.send(Doorbell(1))) == b""
     with pytest.raises(RemoteProtocolError, match="DOORBELL on session 9"):
         g.channel.receive(g.conn.send(Doorbell(9)))
+    assert g.channel.closed and h.vgpu.protocol_violations == 1 and not h.vgpu.sessions
+
+
+def test_a_doorbell_with_a_payload_is_a_violation(posting):
+    h, g, f, bufs, session, box = posting
+    with pytest.raises(RemoteProtocolError, match="DOORBELL with a 3-byte payload"):
+        g.channel.receive(g.conn.send(Doorbell(1))[:12] + (3).to_bytes(4, "little") + b"abc")
+    assert g.channel.closed and h.vgpu.protocol_violations == 1 and not h.vgpu.sessions
 
 
 def test_a_window_taken_over_by_a_new_session_has_nothing_posted(posting):
