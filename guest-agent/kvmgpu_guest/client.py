@@ -25,6 +25,7 @@ from __future__ import annotations
 import ctypes
 import os
 import struct
+import sys
 import threading
 import time
 from collections import deque
@@ -69,12 +70,16 @@ DTOH_SPIN_S = 0.05  # watch for landed pieces this long at most, then wait for t
 # Synchronous host-to-device copies into memory the process allocated go through two staging
 # slots at the window's end, refilled as the host reports each slot's copy done (MEMCPY_HTOD_STAGED):
 # the same few MiB are written again and again, so they stay in the CPU cache (measured on the H200
-# host: 1 MiB into a cached slot 38 µs, into the next cold MiB of a ring 146 µs).
-STAGE_CHUNK = int(os.environ.get("KVMGPU_STAGE_CHUNK") or 1 << 20)
+# host: 1 MiB into a cached slot 38 µs, into the next cold MiB of a ring 146 µs). A slot's bytes are
+# copied in by COPY_THREADS threads, COPY_PIECE each. A slot is this big where the window allows
+# (at least four times the slots), halved down to 1 MiB where it does not: in one process pair on
+# the H200 host (tests/gpu/probes/htod_stage_ab.py), 16 MiB slots against 1 MiB ones (and the ring
+# from 8 MiB up) made 16 MiB copies 2.1x as fast, 64 MiB ones 1.6x, 256 MiB ones 1.5x; 1 MiB ones
+# the same.
+STAGE_CHUNK = int(os.environ.get("KVMGPU_STAGE_CHUNK") or 16 << 20)
 STAGE_SLOTS = int(os.environ.get("KVMGPU_STAGE_SLOTS") or 2)
-# Larger copies are cold anyway: they go through the ring in big chunks, copied in by COPY_THREADS
-# threads (measured faster from 16 MiB up)
-STAGE_MAX = int(os.environ.get("KVMGPU_STAGE_MAX") or 8 << 20)
+# Larger synchronous copies go through the ring (0: none do)
+STAGE_MAX = int(os.environ.get("KVMGPU_STAGE_MAX") or 0) or sys.maxsize
 STAGE_WAIT_S = 0.002  # a slot not given back in this long: FENCE (all staged copies are then done)
 # After a reply the worker (and often the GPU) is idle: the next batch goes out this small, and each
 # one after it twice as big up to BATCH_BYTES, so the GPU gets work at once. But never one frame
@@ -129,6 +134,7 @@ class Session:
         self._ring_size = 0  # the ring: [0, _ring_size) of the window
         self._stage_base = -1  # the staging slots (-1: the window is too small for them)
         self._slot = 0  # the next staging slot
+        self._chunk = 0  # a staging slot's bytes
         self._staged: deque = deque()  # seqs of staged copies the host may not have done, oldest first
         self._done = None  # the u32 where the host stores the seq of its last staged copy
         self._done_at = 0  # its offset in the window
@@ -206,14 +212,16 @@ class Session:
         mailbox), if the window is big enough to spare them (four times their size); the rest is
         the ring."""
         size = self._end
-        stage = STAGE_SLOTS * STAGE_CHUNK
+        chunk = _slot_size(size)
         self._staged.clear()
         if self._done is not None:
             self._done.release()
             self._landed.release()
-        if STAGE_SLOTS < 2 or size < 4 * stage + 4096:
+        if not chunk:
             self._ring_size, self._stage_base, self._done, self._landed = size, -1, None, None
             return
+        self._chunk = chunk
+        stage = STAGE_SLOTS * chunk
         done_at = size - 64
         self._stage_base = (done_at - stage) & ~(RING_ALIGN - 1)
         self._ring_size = self._stage_base
@@ -449,7 +457,7 @@ class Session:
         pos = 0
         view = self.view
         while pos < n:
-            size = min(STAGE_CHUNK, n - pos)
+            size = min(self._chunk, n - pos)
             off = self._free_slot()
             _copy(view, off, src, pos, size)
             self._seq = seq = (self._seq + 1) & 0xFFFFFFFF
@@ -478,7 +486,7 @@ class Session:
                     time.sleep(0)  # let the program's other threads run meanwhile
             if self._staged:
                 self._staged.popleft()
-        off = self._stage_base + self._slot * STAGE_CHUNK
+        off = self._stage_base + self._slot * self._chunk
         self._slot = (self._slot + 1) % STAGE_SLOTS
         return off
 
@@ -705,6 +713,15 @@ class Session:
 
 
 # --------------------------------------------------------------------------------- bulk memory copy
+
+def _slot_size(end: int) -> int:
+    """The staging slots' size in a window whose ring and slots end at `end`: STAGE_CHUNK, halved
+    (not below 1 MiB) until the window holds four times the slots; 0 where it cannot (no slots)."""
+    chunk = STAGE_CHUNK
+    while chunk > 1 << 20 and end < 4 * STAGE_SLOTS * chunk + 4096:
+        chunk = max(1 << 20, chunk // 2)
+    return chunk if STAGE_SLOTS >= 2 and end >= 4 * STAGE_SLOTS * chunk + 4096 else 0
+
 
 def _chunk(n: int, window: int) -> int:
     return max(1, min(window, n, max(PIPE_MIN, min(PIPE_MAX, (n // 4 + 0xFFFF) & ~0xFFFF))))

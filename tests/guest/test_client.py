@@ -238,6 +238,20 @@ def test_staged_copies_refill_a_slot_when_the_host_says_it_is_done(staged, monke
     assert host.memory[ptr] == data
 
 
+def test_staging_slots_are_as_big_as_the_window_allows(monkeypatch):
+    """16 MiB slots where the window holds four times the two of them, halved down to 1 MiB in
+    smaller windows (a process behind the guest agent gets 1/16 of the region), none below that."""
+    import kvmgpu_guest.client as client
+    monkeypatch.setattr(client, "STAGE_CHUNK", 16 << 20)
+    MiB = 1 << 20
+    assert client._slot_size(1 << 30) == 16 * MiB
+    assert client._slot_size(128 * MiB + 4096) == 16 * MiB
+    assert client._slot_size(128 * MiB) == 8 * MiB
+    assert client._slot_size(20 * MiB) == 2 * MiB
+    assert client._slot_size(8 * MiB + 4096) == MiB
+    assert client._slot_size(8 * MiB) == 0
+
+
 def test_a_host_that_never_says_done_gets_a_fence_and_the_copy_still_lands(staged, monkeypatch):
     import kvmgpu_guest.client as client
     monkeypatch.setattr(client, "STAGE_WAIT_S", 0.001)

@@ -189,7 +189,7 @@ def test_synchronous_copies_through_the_staging_slots(fresh_driver, monkeypatch)
     _, ctx = cuda.cuCtxCreate(0, cuda.cuDeviceGet(0)[1])
     session = cuda._session_for_tools()
     assert session._stage_base > 0
-    n = 1 << 20  # 16 slots' worth: the 4 slots are refilled four times a copy
+    n = 1 << 20  # 16 slots' worth: each of the two slots is refilled eight times a copy
     _, dptr = cuda.cuMemAlloc(n)
     src = bytearray(n)
     expect = b""
