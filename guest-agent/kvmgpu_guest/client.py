@@ -261,11 +261,14 @@ class Session:
 
     def _deliver(self, frame: bytes) -> None:
         """Send what is queued and `frame`, a call whose reply is read next: posted to the mailbox
-        where both fit and nothing written to the channel since the last reply may still be
-        unread (the host takes a post as it comes, not after the channel's bytes); otherwise
-        written to the channel. A post rings the host when it said it sleeps."""
+        where both fit, nothing written to the channel since the last reply may still be unread
+        (the host takes a post as it comes, not after the channel's bytes) and the worker says it
+        looks there (one that blocks is woken by the channel's bytes anyway: a post would add the
+        DOORBELL's turn); otherwise written to the channel. A post rings a worker that blocked
+        after all."""
         box, batch = self._box, self._batch
-        if box is not None and self._clean and len(batch) + len(frame) <= REQUEST_MAX:
+        if (box is not None and self._clean and len(batch) + len(frame) <= REQUEST_MAX
+                and box.host_awake()):
             awake = box.post(batch, frame)
             batch.clear()
             self._posted = True

@@ -20,9 +20,8 @@ DEFAULTS = {k: getattr(client, k) for k in ("STAGE_CHUNK", "STAGE_MAX", "COPY_PI
 WAYS = {"native": None,
         "as is": {},
         "1 MiB slots, the ring from 8 MiB (ninth session)": {"STAGE_CHUNK": MiB, "STAGE_MAX": 8 * MiB},
-        "8 MiB slots": {"STAGE_CHUNK": 8 * MiB},
-        "16 MiB slots, the ring from 64 MiB": {"STAGE_CHUNK": 16 * MiB, "STAGE_MAX": 32 * MiB},
-        "32 MiB slots": {"STAGE_CHUNK": 32 * MiB}}
+        "pieces of 2 MiB": {"COPY_PIECE": 2 * MiB},
+        "pieces of 4 MiB": {"COPY_PIECE": 4 * MiB}}
 try:
     B._ok(nat.cuInit(0))
     native = B.Workloads(nat, SIZES)
