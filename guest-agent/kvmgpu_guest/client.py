@@ -49,6 +49,8 @@ COPY_PIECE = int(os.environ.get("KVMGPU_COPY_PIECE") or 1 << 20)
 # on the H200 host that took a 4 MiB copy's median from 525-555 to 350 µs)
 COPY_PART = int(os.environ.get("KVMGPU_COPY_PART") or 1 << 20)
 COPY_WAKE = os.environ.get("KVMGPU_COPY_WAKE", "1") != "0"
+# ... and once the last has landed this thread copies the parts no pool thread has started yet
+COPY_STEAL = os.environ.get("KVMGPU_COPY_STEAL", "1") != "0"
 # Threads that copy a DtoH's pieces out (this one and a pool): three beat four on the H200 host for
 # 4 MiB in 1 MiB pieces (median 330 against 350 µs alone; 950-1010 against 1100-1190 µs for a
 # stencil segment of 100 launches and the copy), the GIL being contended. It depends on the
@@ -764,7 +766,7 @@ class _Copier:
     def __init__(self, dst: memoryview, src: memoryview, base: int):
         self.dst, self.src, self.base = dst, src, base
         self.d, self.s = _address(dst), _address(src)
-        self.futures: list = []
+        self.futures: list = []  # (future, its memmove's arguments or None)
 
     def part(self, pos: int, n: int, last: bool = False) -> None:
         """Copy [pos, pos+n): handed to the pool in COPY_PART parts (this thread goes back to
@@ -776,8 +778,9 @@ class _Copier:
         end = n if not last else max(0, n - COPY_PART)
         if end:
             pool = _get_pool(PIECE_THREADS - 1)
-            self.futures += [pool.submit(ctypes.memmove, d + i, s + i, min(COPY_PART, end - i))
-                             for i in range(0, end, COPY_PART)]
+            for i in range(0, end, COPY_PART):
+                args = (d + i, s + i, min(COPY_PART, end - i))
+                self.futures.append((pool.submit(ctypes.memmove, *args), args))
         if end < n:
             ctypes.memmove(d + end, s + end, n - end)
 
@@ -785,11 +788,18 @@ class _Copier:
         """Wake the copy threads now, so that they are up when the first piece lands."""
         if PIECE_THREADS > 1 and self.d is not None and self.s is not None:
             pool = _get_pool(PIECE_THREADS - 1)
-            self.futures += [pool.submit(int) for _ in range(PIECE_THREADS - 1)]
+            self.futures += [(pool.submit(int), None) for _ in range(PIECE_THREADS - 1)]
 
     def finish(self) -> None:
-        for f in self.futures:
-            f.result()
+        """Wait until every part is copied: those the pool has not started yet this thread copies
+        itself (the latest first), instead of waiting for a pool thread to come to them."""
+        if COPY_STEAL:
+            for f, args in reversed(self.futures):
+                if args is not None and f.cancel():
+                    ctypes.memmove(*args)
+        for f, _ in self.futures:
+            if not f.cancelled():
+                f.result()
         self.futures.clear()
 
 
