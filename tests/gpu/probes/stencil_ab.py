@@ -16,13 +16,17 @@ MiB = 1 << 20
 ROUNDS = int(os.environ.get("ROUNDS", "15"))
 FIGURES = os.environ.get("FIGURES", "stencil_1M_e2e_s").split(",")
 SIZES = [1 * MiB, 4 * MiB, 16 * MiB]
-KNOBS = ("FIRST_BATCH", "PIECE_THREADS", "COPY_PART", "DTOH_PIECE", "COPY_STEAL")
+KNOBS = ("FIRST_BATCH", "PIECE_THREADS", "COPY_PART", "DTOH_PIECE", "COPY_STEAL", "COPY_PIECE")
 DEFAULTS = {k: getattr(client, k) for k in KNOBS}
 WAYS = {"native": None, "as is": {},
         "no stealing (ninth session)": {"COPY_STEAL": False},
         "512 KiB parts": {"COPY_PART": MiB // 2},
-        "256 KiB parts": {"COPY_PART": MiB // 4},
         "4 piece threads": {"PIECE_THREADS": 4}}
+if os.environ.get("WAYS") == "small dtoh":
+    WAYS = {"native": None, "as is": {},
+            "512 KiB DtoH pieces": {"DTOH_PIECE": MiB // 2, "COPY_PART": MiB // 2},
+            "256 KiB DtoH pieces": {"DTOH_PIECE": MiB // 4, "COPY_PART": MiB // 4},
+            "512 KiB copy pieces": {"COPY_PIECE": MiB // 2}}
 try:
     B._ok(nat.cuInit(0))
     native = B.Workloads(nat, SIZES)
