@@ -263,6 +263,25 @@ def test_staging_slots_are_as_big_as_the_window_allows(monkeypatch):
     assert client._slot_size(8 * MiB) == 0
 
 
+def test_big_copies_go_through_big_slots_or_else_the_ring(pair, monkeypatch):
+    """With slots of 8 MiB and up every synchronous copy into an allocation is staged; with smaller
+    ones those over STAGE_MAX go through the ring (queued MEMCPY_HTOD in chunks)."""
+    import kvmgpu_guest.client as client
+    session, host = pair
+    ptr = session.call(Op.MEM_ALLOC, (20000,)).values[0]
+    data = os.urandom(20000)
+    monkeypatch.setattr(client, "STAGE_CHUNK", 4096)
+    monkeypatch.setattr(client, "STAGE_MAX", 8192)
+    session.handshake()
+    for stage_all, op in ((1 << 30, Op.MEMCPY_HTOD), (4096, Op.MEMCPY_HTOD_STAGED)):
+        monkeypatch.setattr(client, "STAGE_ALL", stage_all)
+        host.calls.clear()
+        assert session.htod(ptr, memoryview(data), wait=False) == 0
+        assert session.synchronize(Op.CTX_SYNCHRONIZE) == 0
+        assert {c.op for c in host.calls} == {op, Op.CTX_SYNCHRONIZE}
+        assert host.memory[ptr] == data
+
+
 def test_a_host_that_never_says_done_gets_a_fence_and_the_copy_still_lands(staged, monkeypatch):
     import kvmgpu_guest.client as client
     monkeypatch.setattr(client, "STAGE_WAIT_S", 0.001)

@@ -19,9 +19,11 @@ ROUNDS = int(os.environ.get("ROUNDS", "9"))
 DEFAULTS = {k: getattr(client, k) for k in ("STAGE_CHUNK", "STAGE_MAX", "COPY_PIECE")}
 WAYS = {"native": None,
         "as is": {},
-        "1 MiB slots, the ring from 8 MiB (ninth session)": {"STAGE_CHUNK": MiB, "STAGE_MAX": 8 * MiB},
-        "pieces of 2 MiB": {"COPY_PIECE": 2 * MiB},
-        "pieces of 4 MiB": {"COPY_PIECE": 4 * MiB}}
+        "1 MiB slots, the ring from 8 MiB (ninth session)": {"STAGE_CHUNK": MiB},
+        "4 MiB slots, the ring from 8 MiB": {"STAGE_CHUNK": 4 * MiB},
+        "4 MiB slots, all staged": {"STAGE_CHUNK": 4 * MiB, "STAGE_MAX": 1 << 62},
+        "8 MiB slots": {"STAGE_CHUNK": 8 * MiB},
+        "32 MiB slots": {"STAGE_CHUNK": 32 * MiB}}
 try:
     B._ok(nat.cuInit(0))
     native = B.Workloads(nat, SIZES)
