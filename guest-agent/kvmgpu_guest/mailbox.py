@@ -88,7 +88,7 @@ class Mailbox:
     def host_awake(self) -> bool:
         """Whether the worker says it will look at the mailbox: a hint (it may block the moment
         after; `post` fences and reads it again, and rings a worker that blocked)."""
-        return self.words[_AWAKE] != 0
+        return self.words[_AWAKE] == 1
 
     def answered(self) -> bool:
         """Whether the worker has answered the last post."""
