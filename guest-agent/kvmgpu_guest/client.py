@@ -139,7 +139,7 @@ class Session:
         self._ring_size = 0  # the ring: [0, _ring_size) of the window
         self._stage_base = -1  # the staging slots (-1: the window is too small for them)
         self._slot = 0  # the next staging slot
-        self._chunk = 0  # a staging slot's bytes
+        self._chunk = 0  # a staging slot's bytes (0: no slots)
         self._staged: deque = deque()  # seqs of staged copies the host may not have done, oldest first
         self._done = None  # the u32 where the host stores the seq of its last staged copy
         self._done_at = 0  # its offset in the window
@@ -217,7 +217,7 @@ class Session:
         mailbox), if the window is big enough to spare them (four times their size); the rest is
         the ring."""
         size = self._end
-        chunk = _slot_size(size)
+        self._chunk = chunk = _slot_size(size)
         self._staged.clear()
         if self._done is not None:
             self._done.release()
@@ -225,7 +225,6 @@ class Session:
         if not chunk:
             self._ring_size, self._stage_base, self._done, self._landed = size, -1, None, None
             return
-        self._chunk = chunk
         stage = STAGE_SLOTS * chunk
         done_at = size - 64
         self._stage_base = (done_at - stage) & ~(RING_ALIGN - 1)
