@@ -23,7 +23,8 @@ deps: .stamps/debs
 	@touch $@
 
 venv: $(VENV)/.ready
-$(VENV)/.ready: .stamps/debs pyproject.toml setup.py kvmgpu/backend/launcher.c guest-agent/pyproject.toml
+$(VENV)/.ready: .stamps/debs pyproject.toml setup.py kvmgpu/backend/launcher.c guest-agent/pyproject.toml \
+                guest-agent/setup.py guest-agent/kvmgpu_guest/copier.c
 	/usr/bin/python3 -m venv --system-site-packages $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -e ./guest-agent -e '.[test]'

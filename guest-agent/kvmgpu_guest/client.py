@@ -50,6 +50,20 @@ COPY_PART = int(os.environ.get("KVMGPU_COPY_PART") or 1 << 20)
 COPY_WAKE = os.environ.get("KVMGPU_COPY_WAKE", "1") != "0"
 # ... and once the last has landed this thread copies the parts no pool thread has started yet
 COPY_STEAL = os.environ.get("KVMGPU_COPY_STEAL", "1") != "0"
+# Bulk copies into the window go through the copier (kvmgpu_guest/copier.c, where it was built):
+# COPY_THREADS - 1 helper threads and this one take COPY_SPLIT-byte pieces, no GIL between them,
+# the helpers spinning COPY_SPIN_US for the next copy before they sleep. In one process pair on the
+# H200 host (tests/gpu/probes/htod_stage_ab.py, WAYS=copier) ... (KVMGPU_COPIER=0: without it).
+COPY_SPLIT = int(os.environ.get("KVMGPU_COPY_SPLIT") or 64 << 10)
+COPY_SPIN_US = int(os.environ.get("KVMGPU_COPY_SPIN_US") or 200)
+COPIER_DTOH = os.environ.get("KVMGPU_COPIER_DTOH", "1") != "0"  # a DtoH's landed parts too
+_copier = None
+if os.environ.get("KVMGPU_COPIER", "1") != "0":
+    try:
+        from . import _copier
+        _copier.configure(min(COPY_THREADS - 1, 15), COPY_SPIN_US)
+    except ImportError:
+        _copier = None
 # Threads that copy a DtoH's pieces out (this one and a pool): three beat four on the H200 host for
 # 4 MiB in 1 MiB pieces (median 330 against 350 µs alone; 950-1010 against 1100-1190 µs for a
 # stencil segment of 100 launches and the copy), the GIL being contended. It depends on the
@@ -777,6 +791,9 @@ class _Copier:
         if self.d is None or self.s is None or PIECE_THREADS < 2:
             self.dst[pos: pos + n] = self.src[self.base + pos: self.base + pos + n]
             return
+        if _copier is not None and COPIER_DTOH:  # at once, by the copier's threads and this one
+            _copier.copy(self.d + pos, self.s + self.base + pos, n, COPY_SPLIT)
+            return
         d, s = self.d + pos, self.s + self.base + pos
         end = n if not last else max(0, n - COPY_PART)
         if end:
@@ -789,7 +806,8 @@ class _Copier:
 
     def wake(self) -> None:
         """Wake the copy threads now, so that they are up when the first piece lands."""
-        if PIECE_THREADS > 1 and self.d is not None and self.s is not None:
+        if PIECE_THREADS > 1 and self.d is not None and self.s is not None and not (
+                _copier is not None and COPIER_DTOH):
             pool = _get_pool(PIECE_THREADS - 1)
             self.futures += [(pool.submit(int), None) for _ in range(PIECE_THREADS - 1)]
 
@@ -807,12 +825,17 @@ class _Copier:
 
 
 def _copy(dst: memoryview, dpos: int, src: memoryview, spos: int, n: int) -> None:
-    """dst[dpos:dpos+n] = src[spos:spos+n]; large copies in pieces on COPY_THREADS threads
-    (ctypes.memmove releases the GIL, so the pieces run at once)."""
+    """dst[dpos:dpos+n] = src[spos:spos+n]; large copies shared among threads: by the copier
+    from two COPY_SPLITs, or else in pieces on COPY_THREADS threads (ctypes.memmove releases the
+    GIL, so the pieces run at once)."""
+    split = _copier is not None and n >= 2 * COPY_SPLIT
     pieces = min(COPY_THREADS, n // COPY_PIECE)
-    if pieces > 1:
+    if (split or pieces > 1) and dpos + n <= len(dst) and spos + n <= len(src):
         d, s = _address(dst), _address(src)
-        if d is not None and s is not None:
+        if d is not None and s is not None and split:
+            _copier.copy(d + dpos, s + spos, n, COPY_SPLIT)
+            return
+        if d is not None and s is not None and pieces > 1:
             pool = _get_pool(COPY_THREADS - 1)
             d += dpos
             s += spos

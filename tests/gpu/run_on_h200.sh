@@ -18,6 +18,11 @@ rm -f kvmgpu/backend/_launcher*.so
 python3 setup.py -q build_ext --inplace 2>/dev/null \
   || cc -O2 -shared -fPIC $(python3-config --includes) kvmgpu/backend/launcher.c \
        -o "kvmgpu/backend/_launcher$(python3-config --extension-suffix)"
+# ... and the guest's copier (guest-agent/kvmgpu_guest/copier.c, kvmgpu_guest._copier) the same way
+rm -f guest-agent/kvmgpu_guest/_copier*.so
+(cd guest-agent && python3 setup.py -q build_ext --inplace 2>/dev/null) \
+  || cc -O2 -shared -fPIC -pthread $(python3-config --includes) guest-agent/kvmgpu_guest/copier.c \
+       -o "guest-agent/kvmgpu_guest/_copier$(python3-config --extension-suffix)"
 timeout 330 python3 -m pytest -q -rs -p no:cacheprovider --junitxml="$OUT/junit.xml" tests/gpu tests/compute 2>&1 | tee "$OUT/gpu_tests.log"
 tests_rc=$?
 timeout 400 python3 -m kvmgpu.benchgpu --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.log"

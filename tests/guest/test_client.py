@@ -282,6 +282,32 @@ def test_big_copies_go_through_big_slots_or_else_the_ring(pair, monkeypatch):
         assert host.memory[ptr] == data
 
 
+def test_bulk_copies_go_through_the_copier_both_ways(staged, monkeypatch):
+    """The staged slots' bytes and a DtoH's bytes out of the window are copied by the copier
+    (kvmgpu_guest/copier.c) where it is built and the copy is two COPY_SPLITs or more."""
+    import kvmgpu_guest.client as client
+    real = client._copier
+    assert real is not None, "kvmgpu_guest._copier is not built (make venv builds it)"
+    sizes = []
+
+    class Spy:
+        def copy(self, dst, src, n, piece):
+            sizes.append(n)
+            real.copy(dst, src, n, piece)
+    monkeypatch.setattr(client, "_copier", Spy())
+    monkeypatch.setattr(client, "COPY_SPLIT", 1024)
+    session, host = staged
+    ptr = session.call(Op.MEM_ALLOC, (40000,)).values[0]
+    data = bytearray(os.urandom(40000))  # (a read-only buffer is copied the plain way)
+    assert session.htod(ptr, memoryview(data), wait=False) == 0
+    assert session.synchronize(Op.CTX_SYNCHRONIZE) == 0
+    assert host.memory[ptr] == data and sum(sizes) == 40000  # ten 4 KiB slots' worth
+    sizes.clear()
+    out = bytearray(40000)
+    assert session.dtoh(memoryview(out), ptr) == 0
+    assert out == data and sum(sizes) >= 40000 - 2048
+
+
 def test_a_host_that_never_says_done_gets_a_fence_and_the_copy_still_lands(staged, monkeypatch):
     import kvmgpu_guest.client as client
     monkeypatch.setattr(client, "STAGE_WAIT_S", 0.001)

@@ -3,7 +3,8 @@ benchgpu figures (FIGURES=stencil_1M_e2e_s,dtoh_pageable_GBps_4M,...), with the 
 shape them set one way and another in turn, in one guest process against one worker process (one
 placement for all; fresh processes for each way measured 9.3-12.4 ms for the same code), native
 cuda-bindings beside them. The ways take turns round by round. Run on the GPU machine from the
-repository root: `PYTHONPATH=guest-agent:. python3 tests/gpu/probes/stencil_ab.py` (ROUNDS=n)"""
+repository root: `PYTHONPATH=guest-agent:. python3 tests/gpu/probes/stencil_ab.py` (ROUNDS=n;
+WAYS="small dtoh" or WAYS=copier for other ways)"""
 import os, sys
 sys.path[:0] = ["guest-agent", "."]
 from kvmgpu import benchgpu as B
@@ -16,7 +17,8 @@ MiB = 1 << 20
 ROUNDS = int(os.environ.get("ROUNDS", "15"))
 FIGURES = os.environ.get("FIGURES", "stencil_1M_e2e_s").split(",")
 SIZES = [1 * MiB, 4 * MiB, 16 * MiB]
-KNOBS = ("FIRST_BATCH", "PIECE_THREADS", "COPY_PART", "DTOH_PIECE", "COPY_STEAL", "COPY_PIECE")
+KNOBS = ("FIRST_BATCH", "PIECE_THREADS", "COPY_PART", "DTOH_PIECE", "COPY_STEAL", "COPY_PIECE",
+         "_copier", "COPIER_DTOH")
 DEFAULTS = {k: getattr(client, k) for k in KNOBS}
 WAYS = {"native": None, "as is": {},
         "no stealing (ninth session)": {"COPY_STEAL": False},
@@ -27,6 +29,10 @@ if os.environ.get("WAYS") == "small dtoh":
             "512 KiB DtoH pieces": {"DTOH_PIECE": MiB // 2, "COPY_PART": MiB // 2},
             "256 KiB DtoH pieces": {"DTOH_PIECE": MiB // 4, "COPY_PART": MiB // 4},
             "512 KiB copy pieces": {"COPY_PIECE": MiB // 2}}
+elif os.environ.get("WAYS") == "copier":  # the guest's copier (kvmgpu_guest/copier.c, built in place)
+    WAYS = {"native": None, "as is": {},
+            "without the copier": {"_copier": None},
+            "DtoH without the copier": {"COPIER_DTOH": False}}
 try:
     B._ok(nat.cuInit(0))
     native = B.Workloads(nat, SIZES)
