@@ -15,7 +15,7 @@ def test_every_host_package_is_listed_in_pyproject():
     assert found - listed == set(), "add these packages to [tool.setuptools] packages in pyproject.toml"
 
 
-def test_wheels_carry_templates_unit_hook_shim_and_launcher(tmp_path):
+def test_wheels_carry_templates_unit_hook_shim_launcher_and_copier(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
                     str(REPO), str(REPO / "guest-agent"), "-w", str(tmp_path)], check=True)
     host = zipfile.ZipFile(next(tmp_path.glob("kvmgpu-*.whl"))).namelist()
@@ -26,3 +26,5 @@ def test_wheels_carry_templates_unit_hook_shim_and_launcher(tmp_path):
     # the worker's launch loop, built for the host (the wheel is then a platform wheel)
     assert any(n.startswith("kvmgpu/backend/_launcher") and n.endswith(".so") for n in host)
     assert "kvmgpu_guest/shim/cuda/bindings/driver.py" in guest
+    # the guest's copier, built for the Python that built the wheel (a platform wheel too)
+    assert any(n.startswith("kvmgpu_guest/_copier") and n.endswith(".so") for n in guest)
