@@ -20,7 +20,7 @@ MiB = 1 << 20
 def restore():
     yield
     from kvmgpu_guest import client
-    _copier.configure(min(client.COPY_THREADS - 1, 15), client.COPY_SPIN_US)
+    _copier.configure(max(0, min(client.COPIER_THREADS - 1, 15)), client.COPY_SPIN_US)
 
 
 def _copy_checked(rng, size: int, piece: int, shift: int = 0) -> None:

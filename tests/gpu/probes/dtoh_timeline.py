@@ -1,8 +1,9 @@
 """Timeline of a forwarded 4 MiB DtoH (MEMCPY_DTOH_PIECES) in the guest: when each piece was seen
 landed (seenK), when its copy out of the window finished (doneK), when the reply came, in µs
 from the call; alone and after 100 stencil launches (the launch-bound stencil's copy out), the
-five runs around the median of 20. The guest's copier is replaced by one that does the same and
-notes the times. Run on the GPU machine from the repository root:
+five runs around the median of 20. The guest's part copier (client._Copier) is replaced by one
+that does the same and notes the times; with the C copier (kvmgpu_guest._copier), its `part` is
+wrapped instead (seenK: a part from piece K seen landed, doneK: copied out up to piece K). Run on the GPU machine from the repository root:
 `PYTHONPATH=guest-agent:. python3 tests/gpu/probes/dtoh_timeline.py`"""
 import ctypes, sys, time
 import numpy as np
@@ -25,11 +26,17 @@ def run(mode):
         end = n if not last else max(0, n - client.COPY_PART)
         if end:
             pool = client._get_pool(client.PIECE_THREADS - 1)
-            self.futures += [pool.submit(mm, d + i, s + i, min(client.COPY_PART, end - i), (pos + i) >> 20)
+            self.futures += [(pool.submit(mm, d + i, s + i, min(client.COPY_PART, end - i), (pos + i) >> 20), None)
                              for i in range(0, end, client.COPY_PART)]
         if end < n:
             mm(d + end, s + end, n - end, (pos + end) >> 20)
-    client._Copier.part = part
+    plain = client._Copier.part
+
+    def timed_part(self, pos, n, last=False):
+        ev.append(("seen", pos >> 20, ns() - T0[0]))
+        plain(self, pos, n, last)
+        ev.append(("done", (pos + n - 1) >> 20, ns() - T0[0]))
+    client._Copier.part = timed_part if client._copier is not None and client.COPIER_DTOH else part
     orig_wait = client.Session._wait
     def wait(self, seq, op):
         r = orig_wait(self, seq, op); ev.append(("reply", 0, ns() - T0[0])); return r

@@ -220,7 +220,9 @@ elif os.environ.get("WAYS") == "copier":
             "copier, 64 KiB pieces": {"COPY_SPLIT": 64 << 10},
             "copier, 512 KiB pieces": {"COPY_SPLIT": 512 << 10},
             "copier, 1 helper": {"copier": (1, client.COPY_SPIN_US)},
-            "copier, helpers asleep": {"copier": (client.COPY_THREADS - 1, 0)}}
+            "copier, 3 helpers": {"copier": (3, client.COPY_SPIN_US)},
+            "copier, 5 helpers": {"copier": (5, client.COPY_SPIN_US)},
+            "copier, helpers asleep": {"copier": (client.COPIER_THREADS - 1, 0)}}
 elif os.environ.get("WAYS") == "quiet":
     WAYS = {"native": None, "as is": {},
             **{f"quiet up to {n} MiB": {"Session._htod_staged": quiet(n * MiB)} for n in (1, 2, 4)}}
@@ -228,7 +230,7 @@ elif os.environ.get("WAYS") == "quiet":
 
 class _Configure:
     """The copier's (helpers, spin µs) as if it were a module attribute (the `copier` knob)."""
-    value = (client.COPY_THREADS - 1, client.COPY_SPIN_US)
+    value = (client.COPIER_THREADS - 1, client.COPY_SPIN_US)
     module = client._copier
 
     def __setattr__(self, name, value):

@@ -32,7 +32,10 @@ if os.environ.get("WAYS") == "small dtoh":
 elif os.environ.get("WAYS") == "copier":  # the guest's copier (kvmgpu_guest/copier.c, built in place)
     WAYS = {"native": None, "as is": {},
             "without the copier": {"_copier": None},
-            "DtoH without the copier": {"COPIER_DTOH": False}}
+            "DtoH without the copier": {"COPIER_DTOH": False},
+            "copier, 3 helpers": {"helpers": 3},
+            "copier, 5 helpers": {"helpers": 5}}
+COPIER, HELPERS = client._copier, client.COPIER_THREADS - 1  # "helpers": the copier's, for a way
 try:
     B._ok(nat.cuInit(0))
     native = B.Workloads(nat, SIZES)
@@ -47,7 +50,10 @@ try:
             knobs = WAYS[name]
             (native if knobs is None else forwarded).current()
             for k, v in {**DEFAULTS, **(knobs or {})}.items():
-                setattr(client, k, v)
+                if k != "helpers":
+                    setattr(client, k, v)
+            if COPIER is not None:
+                COPIER.configure((knobs or {}).get("helpers", HELPERS), client.COPY_SPIN_US)
             fn, value = loops["native" if knobs is None else "forwarded"]
             return fn() * 1e3 if seconds else value(fn())
         print("---", figure)
