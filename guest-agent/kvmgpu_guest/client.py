@@ -53,13 +53,13 @@ COPY_STEAL = os.environ.get("KVMGPU_COPY_STEAL", "1") != "0"
 # Bulk copies into and out of the window from two COPY_SPLITs go through the copier
 # (kvmgpu_guest/copier.c, where it was built; KVMGPU_COPIER=0: without it): COPIER_THREADS - 1
 # helper threads and this one take COPY_SPLIT-byte pieces, no GIL between them, the helpers
-# spinning COPY_SPIN_US for the next copy before they sleep. In one process pair on the H200 host, ways in
-# turn (tests/gpu/probes/htod_stage_ab.py, WAYS=copier, three runs): synchronous HtoD 1 MiB
-# 1.33-1.36x native pageable against 0.95-1.18x without it, 2 MiB 1.46-1.58x against 0.85-1.07x,
-# 16 MiB 2.50-2.67x against 1.57-1.65x; 64 KiB pieces beat 512 KiB ones (1.34-1.43x at 1 MiB
-# against 1.08-1.14x), three helpers one (1.09-1.26x), spinning helpers sleeping ones (1.21-1.26x).
-# Eight threads beat four (one run on one machine: DtoH 16 MiB 2.70x native against 1.66x, 4 MiB
-# 1.45x against 1.19x, HtoD 16 MiB 2.94x against 2.54x, 1 MiB 1.40x against 1.35x).
+# spinning COPY_SPIN_US for the next copy before they sleep. In one process pair on the H200
+# host, ways in turn (tests/gpu/probes/htod_stage_ab.py, WAYS=copier, three runs, four threads
+# then): synchronous HtoD 1 MiB 1.33-1.36x native pageable against 0.95-1.18x without it, 2 MiB
+# 1.46-1.58x against 0.85-1.07x, 16 MiB 2.50-2.67x against 1.57-1.65x; 64 KiB pieces beat 512 KiB
+# ones (1.34-1.43x at 1 MiB against 1.08-1.14x), spinning helpers sleeping ones (1.21-1.26x).
+# Eight threads beat four (docs/benchmarks.md, "How many threads": DtoH 16 MiB 2.48-2.70x native
+# against 1.66-1.75x, 4 MiB 1.40-1.45x against 1.19-1.24x; HtoD about the same).
 COPIER_THREADS = int(os.environ.get("KVMGPU_COPIER_THREADS") or min(8, os.cpu_count() or 1))
 COPY_SPLIT = int(os.environ.get("KVMGPU_COPY_SPLIT") or 64 << 10)
 COPY_SPIN_US = int(os.environ.get("KVMGPU_COPY_SPIN_US") or 200)
