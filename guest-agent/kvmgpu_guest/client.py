@@ -790,6 +790,7 @@ class _Copier:
     def __init__(self, dst: memoryview, src: memoryview, base: int):
         self.dst, self.src, self.base = dst, src, base
         self.d, self.s = _address(dst), _address(src)
+        self.split = _copier is not None and COPIER_DTOH  # each part at once, by `_copy`'s copier
         self.futures: list = []  # (future, its memmove's arguments or None)
 
     def part(self, pos: int, n: int, last: bool = False) -> None:
@@ -798,9 +799,8 @@ class _Copier:
         if self.d is None or self.s is None or PIECE_THREADS < 2:
             self.dst[pos: pos + n] = self.src[self.base + pos: self.base + pos + n]
             return
-        if (_copier is not None and COPIER_DTOH and pos + n <= len(self.dst)
-                and self.base + pos + n <= len(self.src)):  # at once, by the copier's threads and this one
-            _copier.copy(self.d + pos, self.s + self.base + pos, n, COPY_SPLIT)
+        if self.split:
+            _copy(self.dst, pos, self.src, self.base + pos, n)
             return
         d, s = self.d + pos, self.s + self.base + pos
         end = n if not last else max(0, n - COPY_PART)
@@ -814,8 +814,7 @@ class _Copier:
 
     def wake(self) -> None:
         """Wake the copy threads now, so that they are up when the first piece lands."""
-        if PIECE_THREADS > 1 and self.d is not None and self.s is not None and not (
-                _copier is not None and COPIER_DTOH):
+        if PIECE_THREADS > 1 and self.d is not None and self.s is not None and not self.split:
             pool = _get_pool(PIECE_THREADS - 1)
             self.futures += [(pool.submit(int), None) for _ in range(PIECE_THREADS - 1)]
 

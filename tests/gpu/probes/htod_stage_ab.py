@@ -142,7 +142,7 @@ void split_copy(char *d, const char *s, size_t n, int helpers) {
 """
 
 
-def nt_lib():
+def trial_lib():
     import subprocess
     import tempfile
     tmp = tempfile.mkdtemp()
@@ -152,9 +152,9 @@ def nt_lib():
     return ctypes.CDLL(f"{tmp}/nt.so")
 
 
-def nt_copy(fn, below: int = 1 << 62):
-    """A `client._copy` that copies with `fn` (non-temporal stores) in place of memmove, for
-    copies under `below` bytes (in the same pieces on the same threads)."""
+def copy_with(fn, below: int = 1 << 62):
+    """A `client._copy` that copies with `fn` (one of NT_C's) in place of memmove, for copies under
+    `below` bytes (in the same pieces on the same threads)."""
     plain = client._copy
     fn.argtypes, fn.restype = (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t), None
 
@@ -189,21 +189,21 @@ if os.environ.get("WAYS") == "steal":
             "steal 128K, 2 helpers": {"_copy": stealing(128 << 10, 2)},
             "steal 64K, 3 helpers": {"_copy": stealing(64 << 10, 3)}}
 elif os.environ.get("WAYS") == "nt":
-    _nt = nt_lib()
+    _nt = trial_lib()
     WAYS = {"native": None, "as is": {},
-            "nt sse2": {"_copy": nt_copy(_nt.nt_sse2)},
-            "nt avx2": {"_copy": nt_copy(_nt.nt_avx2)},
-            "nt avx2 under 4 MiB": {"_copy": nt_copy(_nt.nt_avx2, 4 * MiB)},
-            "nt avx2, 4 MiB slots": {"_copy": nt_copy(_nt.nt_avx2), "STAGE_CHUNK": 4 * MiB}}
+            "nt sse2": {"_copy": copy_with(_nt.nt_sse2)},
+            "nt avx2": {"_copy": copy_with(_nt.nt_avx2)},
+            "nt avx2 under 4 MiB": {"_copy": copy_with(_nt.nt_avx2, 4 * MiB)},
+            "nt avx2, 4 MiB slots": {"_copy": copy_with(_nt.nt_avx2), "STAGE_CHUNK": 4 * MiB}}
 elif os.environ.get("WAYS") == "demote":
-    _nt = nt_lib()
+    _nt = trial_lib()
     WAYS = {"native": None, "as is": {},
             "3 slots": {"STAGE_SLOTS": 3},
-            **{insn: {"_copy": nt_copy(fn, 4 * MiB)}  # (the guest's CPU must have the instruction)
+            **{insn: {"_copy": copy_with(fn, 4 * MiB)}  # (the guest's CPU must have the instruction)
                for insn, fn in (("cldemote", _nt.copy_demote), ("clwb", _nt.copy_clwb),
                                 ("clflushopt", _nt.copy_flush)) if f" {insn}" in open("/proc/cpuinfo").read()}}
 elif os.environ.get("WAYS") == "spin":
-    _nt = nt_lib()
+    _nt = trial_lib()
     _nt.split_copy.argtypes = (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
 
     def _split(helpers):
