@@ -101,14 +101,17 @@ def test_a_forked_child_copies_with_helpers_of_its_own():
     _copy_checked(rng, 2 * MiB, 65536)  # and the parent's helpers still take part
 
 
-@pytest.mark.parametrize("args, message", [
-    ((1, 1, -1, 4096), "size -1"),
-    ((1, 1, 10, 0), "piece 0"),
-    ((0, 1, 10, 4096), "null address"),
+@pytest.mark.parametrize("size, piece, null, message", [
+    (-1, 4096, False, "size -1"),
+    (10, 0, False, "piece 0"),
+    (10, 4096, True, "null address"),
 ])
-def test_bad_copy_arguments_are_refused(args, message):
+def test_bad_copy_arguments_are_refused_and_copy_nothing(size, piece, null, message):
+    src = ctypes.create_string_buffer(b"x" * 64)
+    dst = ctypes.create_string_buffer(b"\xa5" * 64)
     with pytest.raises(ValueError, match=message):
-        _copier.copy(*args)
+        _copier.copy(0 if null else ctypes.addressof(dst), ctypes.addressof(src), size, piece)
+    assert dst.raw[:64] == b"\xa5" * 64  # (the 65th byte is the buffer's NUL)
 
 
 def test_bad_configuration_is_refused():
