@@ -19,6 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "guest-agent"))
 
 from kvmgpu_wire import spec  # noqa: E402
+from kvmgpu_wire import kinds  # noqa: E402
 from kvmgpu_wire.kinds import NewHandle  # noqa: E402
 
 BANNER = "generated from guest-agent/kvmgpu_wire/spec.py by tools/gen_wire.py (make gen): do not edit"
@@ -121,6 +122,132 @@ def c_header() -> str:
     return "\n".join(out)
 
 
+# --- the worker's checked requests -----------------------------------------------------------------
+
+def _camel(name: str) -> str:
+    return "".join(part.capitalize() for part in name.split("_"))
+
+
+def _length_expr(d: spec.OpDecl, a) -> str:
+    if isinstance(a.length, int):
+        return str(a.length)
+    n = f"a_{a.length}"
+    return n if getattr(a, "scale", 1) == 1 else f"{n} * {a.scale}"
+
+
+def _check(d: spec.OpDecl, a) -> tuple[str, str]:
+    """(the statement that checks argument `a` of op `d`, the request field's comment)."""
+    v = f"a_{a.name}"
+    if isinstance(a, kinds.Handle):
+        null = ", null=True" if a.null else ""
+        return (f'{a.name} = s.lookup("{a.table}", {v}, "{a.name}"{null})',
+                f"the object of handle {a.name} in the session's {a.table}")
+    if isinstance(a, kinds.Allocation):
+        return f'{a.name} = checks.allocation(s, {v}, "{a.name}")', "the allocation's range (None for 0)"
+    if isinstance(a, kinds.DevicePtr):
+        return (f'{a.name} = checks.device_range(s, {v}, {_length_expr(d, a)}, "{a.name}")',
+                f"[{a.name}, +{a.length}) is inside one of the session's ranges")
+    if isinstance(a, kinds.WindowOffset):
+        align = f", {a.align}" if a.align > 1 else ""
+        return (f'{a.name} = checks.window(s, {v}, {_length_expr(d, a)}, "{a.name}"{align})',
+                "the region offset of the window range")
+    if isinstance(a, kinds.Length):
+        if a.min or a.max < 2**64 - 1:
+            high = f", {a.max:#x}" if a.max < 2**64 - 1 else ""
+            hint = f", hint={a.hint!r}" if a.hint else ""
+            return f'{a.name} = checks.length({v}, "{a.name}", {a.min}{high}{hint})', f"{a.check}"
+        return f"{a.name} = {v}", "bounded by the ranges that use it"
+    if isinstance(a, kinds.Flags):
+        return f'{a.name} = checks.flags({v}, {a.mask:#x}, "{a.name}")', a.check
+    if isinstance(a, kinds.Value):
+        if a.max < 2**64 - 1:
+            return f'{a.name} = checks.value({v}, {a.max:#x}, "{a.name}")', a.check
+        return f"{a.name} = {v}", "any value"
+    raise SystemExit(f"{d.name}: no generated check for {type(a).__name__} {a.name}: declare it manual")
+
+
+def _field_order(d: spec.OpDecl, fields: list[str]) -> list[str]:
+    """The request's fields in declaration order (the checks ran in another)."""
+    order = []
+    for a in d.args:
+        if isinstance(a, kinds.Allocation):
+            order += [f"a_{a.name}", f"{a.name}_range"]
+        elif isinstance(a, kinds.Handle):
+            order += [a.name, f"a_{a.name}"]
+        else:
+            order.append(a.name)
+    return order + [f for f in fields if f not in order]
+
+
+def python_requests() -> str:
+    out = [f'"""The worker\'s checked requests ({BANNER}).',
+           "",
+           "For every op whose arguments their kinds fully check, a request type (the checked, resolved",
+           "arguments a handler works with) and the function that builds it from a call, or raises",
+           "CudaError with the error the kind documents (kvmgpu/worker/checks.py). `CHECKS[op]` is that",
+           "function, None for the ops whose handlers check their arguments themselves (the",
+           'specification says why). `THIN` are the ops whose handler is one backend call."""',
+           "", "from __future__ import annotations", "", "from typing import NamedTuple", "",
+           "from kvmgpu_guest.protocol import Call, Op", "",
+           "from . import checks", "from .session import Session", ""]
+    table = []
+    for d in spec.OPS:
+        if d.manual:
+            table.append(f"    Op.{d.name}: None,  # {d.manual}")
+            continue
+        cls = _camel(d.name)
+        out += ["", f"class {cls}(NamedTuple):", f'    """{d.name}: {d.doc}."""', ""]
+        lines = [_check(d, a) for a in d.args]
+        for a, (_, why) in zip(d.args, lines):
+            if isinstance(a, kinds.Allocation):
+                out.append(f"    {a.name}: int  # as the guest sent it")
+                out.append(f"    {a.name}_range: object  # {why}")
+                continue
+            typ = "object" if isinstance(a, kinds.Handle) else "int"
+            out.append(f"    {a.name}: {typ}  # {why}")
+            if isinstance(a, kinds.Handle):
+                out.append(f"    {a.name}_handle: int  # as the guest sent it")
+        if isinstance(d.blob, kinds.Name):
+            out.append("    name: str  # the blob: UTF-8, not empty, no NUL")
+        if not d.args and not d.blob:
+            out.pop()  # (the docstring's blank line: nothing follows it)
+        out += ["", "", f"def {d.name.lower()}(s: Session, call: Call) -> {cls}:"]
+        if d.args:
+            names = ", ".join(f"a_{a.name}" for a in d.args)
+            out.append(f"    {names}{',' if len(d.args) == 1 else ''} = call.args")
+        for r in d.results:
+            if isinstance(r, NewHandle):
+                out.append(f'    checks.room(s, "{r.table}")')
+        fields = []
+        # the numbers' own bounds first (cheap, and their errors say the most), then the handles
+        # and ranges in the declared order
+        scalar = (kinds.Length, kinds.Flags, kinds.Value)
+        for a, (stmt, _) in sorted(zip(d.args, lines), key=lambda p: not isinstance(p[0], scalar)):
+            if isinstance(a, kinds.Allocation):
+                out.append(f"    {stmt.replace(a.name + ' = ', a.name + '_range = ', 1)}")
+                fields += [f"a_{a.name}", f"{a.name}_range"]
+                continue
+            out.append(f"    {stmt}")
+            fields.append(a.name)
+            if isinstance(a, kinds.Handle):
+                fields.append(f"a_{a.name}")
+        if isinstance(d.blob, kinds.Name):
+            out.append("    name = checks.symbol(call.blob)")
+            fields.append("name")
+        out.append(f"    return {cls}({', '.join(_field_order(d, fields))})")
+        out.append("")
+        table.append(f"    Op.{d.name}: {d.name.lower()},")
+    out += ["", "CHECKS = {"] + table + ["}", "",
+            "# op: (the backend method, the request fields it takes)", "THIN = {"]
+    for d in spec.OPS:
+        if d.backend:
+            method, _, rest = d.backend.partition("(")
+            fields = tuple(f.strip() for f in rest.rstrip(")").split(",") if f.strip())
+            out.append(f"    Op.{d.name}: ({method!r}, {fields!r}),")
+    out += ["}", ""]
+    return "\n".join(out)
+
+
 # --- docs -----------------------------------------------------------------------------------------
 
 BEGIN, END = "<!-- ops:begin (make gen) -->", "<!-- ops:end -->"
@@ -161,6 +288,7 @@ def outputs() -> dict[Path, str]:
     doc = REPO / "docs" / "protocol.md"
     return {REPO / "guest-agent" / "kvmgpu_wire" / "ops.py": python_ops(),
             REPO / "guest-agent" / "include" / "kvmgpu_wire.h": c_header(),
+            REPO / "kvmgpu" / "worker" / "requests.py": python_requests(),
             doc: protocol_doc(doc.read_text())}
 
 

@@ -105,6 +105,7 @@ class Length(Arg):
 
     min: int = 0
     max: int = 2**64 - 1
+    hint: str = ""  # what to do instead, in the error's text
     error = INVALID_VALUE
 
     @property

@@ -56,6 +56,8 @@ class OpDecl:
     queueable: bool = False
     synchronising: bool = False
     waits_gpu: str = ""  # "": never; "always"; "if_sync": only when not queued
+    manual: str = ""  # why the worker's handler checks the arguments itself ("": the kinds say it all)
+    backend: str = ""  # a thin call: the backend method and the request fields it takes
     charges: str = ""  # the argument whose bytes are charged to the memory quota
     releases: str = ""  # the argument whose allocation's bytes go back to the quota
     backends: tuple[str, ...] = BACKENDS
@@ -75,7 +77,7 @@ def _stream(doc: str = "the stream; 0 the null stream") -> Handle:
 
 OPS: tuple[OpDecl, ...] = (
     OpDecl(1, "CTX_SYNCHRONIZE", "cuCtxSynchronize", "wait for all of the context's work",
-           synchronising=True, waits_gpu="always"),
+           synchronising=True, waits_gpu="always", backend="synchronize()"),
     OpDecl(2, "MEM_ALLOC", "cuMemAlloc_v2", "allocate device memory",
            args=(Length("nbytes", "bytes to allocate", min=1),),
            results=(Result("dptr", doc="the allocation's device address"),), charges="nbytes"),
@@ -105,7 +107,8 @@ OPS: tuple[OpDecl, ...] = (
            "load a module image from the window, known by its sha256 (nbytes 0: does the host "
            "have it already?); its globals are charged to the quota",
            args=(WindowOffset("offset"), Length("nbytes")),
-           results=(NewHandle("module", table="modules"),), blob=Digest(32, "the image's sha256")),
+           results=(NewHandle("module", table="modules"),), blob=Digest(32, "the image's sha256"),
+           manual="the window range is read only when the host does not have the image"),
     OpDecl(11, "MODULE_UNLOAD", "cuModuleUnload", "unload a module",
            args=(Handle("module", table="modules"),), queueable=True),
     OpDecl(12, "MODULE_GET_FUNCTION", "cuModuleGetFunction",
@@ -122,21 +125,24 @@ OPS: tuple[OpDecl, ...] = (
                  Dim("bz", attribute=4), Dim("shared", "dynamic shared memory bytes", attribute=8, min=0),
                  _stream()),
            blob=Params(MAX_ARG_BYTES, "the kernel's parameter bytes, laid out as its table says"),
-           queueable=True),
+           queueable=True, manual="one launch check for every launch path (dispatch._check_launch)"),
     OpDecl(15, "STREAM_CREATE", "cuStreamCreate", "a new stream",
            args=(Flags("flags", mask=STREAM_FLAGS),), results=(NewHandle("stream", table="streams"),)),
     OpDecl(16, "STREAM_DESTROY", "cuStreamDestroy_v2", "destroy a stream",
            args=(Handle("stream", table="streams"),), queueable=True),
     OpDecl(17, "STREAM_SYNCHRONIZE", "cuStreamSynchronize", "wait for a stream's work",
-           args=(_stream(),), synchronising=True, waits_gpu="always"),
+           args=(_stream(),), synchronising=True, waits_gpu="always",
+           backend="stream_synchronize(stream)"),
     OpDecl(18, "STREAM_QUERY", "cuStreamQuery", "whether a stream's work is done (NOT_READY)",
            args=(_stream(),), synchronising=True),
     OpDecl(19, "EVENT_CREATE", "cuEventCreate", "a new event",
            args=(Flags("flags", mask=EVENT_FLAGS),), results=(NewHandle("event", table="events"),)),
     OpDecl(20, "EVENT_RECORD", "cuEventRecord", "record an event on a stream",
-           args=(Handle("event", table="events"), _stream()), queueable=True),
+           args=(Handle("event", table="events"), _stream()), queueable=True,
+           backend="event_record(event, stream)"),
     OpDecl(21, "EVENT_SYNCHRONIZE", "cuEventSynchronize", "wait for an event",
-           args=(Handle("event", table="events"),), synchronising=True, waits_gpu="always"),
+           args=(Handle("event", table="events"),), synchronising=True, waits_gpu="always",
+           backend="event_synchronize(event)"),
     OpDecl(22, "EVENT_QUERY", "cuEventQuery", "whether an event has happened (NOT_READY)",
            args=(Handle("event", table="events"),), synchronising=True),
     OpDecl(23, "EVENT_ELAPSED", "cuEventElapsedTime", "milliseconds between two events",
@@ -146,17 +152,19 @@ OPS: tuple[OpDecl, ...] = (
            args=(Handle("event", table="events"),), queueable=True),
     OpDecl(25, "FENCE", "(the guest's staging ring)",
            "wait until no queued work still reads or writes this session's window",
-           synchronising=True, waits_gpu="always"),
+           synchronising=True, waits_gpu="always", backend="synchronize()"),
     OpDecl(26, "MEMCPY_HTOD_STAGED", "cuMemcpyHtoD_v2 (staged)",
            "a synchronous HtoD the guest does not wait for: the host copies in null-stream order, "
            "waits, then stores the call's seq (u32) at window offset `done`",
            args=(DevicePtr("dst"), WindowOffset("offset"), Length("nbytes"),
                  WindowOffset("done", length=4, align=4)),
-           queueable=True, waits_gpu="always"),
+           queueable=True, waits_gpu="always",
+           manual="`done` is stored whatever the outcome, so it is checked first and alone"),
     OpDecl(27, "MEMCPY_DTOH_PIECES", "cuMemcpyDtoH_v2 (in pieces)",
            "a DtoH in pieces of about `piece` bytes; after each the host stores the bytes landed "
            "(u32) at window offset `landed`",
-           args=(WindowOffset("offset"), DevicePtr("src"), Length("nbytes", max=0xFFFFFFFF), _stream(),
+           args=(WindowOffset("offset"), DevicePtr("src"), Length("nbytes", max=0xFFFFFFFF,
+                                                                hint="a u32 counts landed bytes: use MEMCPY_DTOH"), _stream(),
                  Length("piece", "bytes a piece, at least"),
                  WindowOffset("landed", length=4, align=4)),
            synchronising=True, waits_gpu="always"),
