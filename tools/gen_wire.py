@@ -248,6 +248,48 @@ def python_requests() -> str:
     return "\n".join(out)
 
 
+def c_calls() -> str:
+    """The guest's stubs: one function an op, which packs its arguments and hands them to the
+    library's transport (`kvmgpu_call`, which the guest library defines)."""
+    out = [f"/* The guest's call stubs ({BANNER}). */",
+           "#ifndef KVMGPU_CALLS_H", "#define KVMGPU_CALLS_H", "", "#include <stddef.h>",
+           '#include "kvmgpu_wire.h"', "",
+           "struct kvmgpu_client;",
+           "/* Sends op `op` with `nargs` arguments and a blob; `queued`: no reply (its error comes with",
+           " * the next synchronising call). Otherwise waits for the reply: its status (a CUresult), its",
+           " * results copied to `results` (`results_size` bytes) and its blob to `reply_blob` (at most",
+           " * `*reply_blob_size` bytes; the size it had is stored back). Defined by the library. */",
+           "int kvmgpu_call(struct kvmgpu_client *c, enum kvmgpu_op op, const uint64_t *args, unsigned nargs,",
+           "                const void *blob, size_t blob_size, int queued, void *results, size_t results_size,",
+           "                void *reply_blob, size_t *reply_blob_size);", ""]
+    for op in spec.OPS:
+        lower = op.name.lower()
+        params = ["struct kvmgpu_client *c"] + [f"uint64_t {a.name}" for a in op.args]
+        if op.blob:
+            params += ["const void *blob", "size_t blob_size"]
+        if op.queueable:
+            params.append("int queued")
+        if op.results:
+            params.append(f"struct kvmgpu_results_{lower} *out")
+        if op.name in ("MODULE_GET_FUNCTION",):
+            params += ["void *reply_blob", "size_t *reply_blob_size"]
+        out.append(f"/* {op.name}: {op.cuda}: {op.doc}. */")
+        out.append(f"static inline int kvmgpu_{lower}({', '.join(params)})")
+        out.append("{")
+        if op.args:
+            out.append(f"    const uint64_t args[{len(op.args)}] = {{{', '.join(a.name for a in op.args)}}};")
+        call = [f"KVMGPU_OP_{op.name}", "args" if op.args else "NULL", str(len(op.args)),
+                "blob" if op.blob else "NULL", "blob_size" if op.blob else "0",
+                "queued" if op.queueable else "0",
+                "out" if op.results else "NULL", "sizeof *out" if op.results else "0",
+                "reply_blob" if op.name == "MODULE_GET_FUNCTION" else "NULL",
+                "reply_blob_size" if op.name == "MODULE_GET_FUNCTION" else "NULL"]
+        out.append(f"    return kvmgpu_call(c, {', '.join(call)});")
+        out += ["}", ""]
+    out += ["#endif", ""]
+    return "\n".join(out)
+
+
 # --- docs -----------------------------------------------------------------------------------------
 
 BEGIN, END = "<!-- ops:begin (make gen) -->", "<!-- ops:end -->"
@@ -288,6 +330,7 @@ def outputs() -> dict[Path, str]:
     doc = REPO / "docs" / "protocol.md"
     return {REPO / "guest-agent" / "kvmgpu_wire" / "ops.py": python_ops(),
             REPO / "guest-agent" / "include" / "kvmgpu_wire.h": c_header(),
+            REPO / "guest-agent" / "include" / "kvmgpu_calls.h": c_calls(),
             REPO / "kvmgpu" / "worker" / "requests.py": python_requests(),
             doc: protocol_doc(doc.read_text())}
 

@@ -53,14 +53,14 @@ def test_every_declaration_is_consistent(d):
 
 
 def test_c_header_compiles_and_agrees_with_python(tmp_path):
-    """The C header builds with -Wall -Werror (its static asserts hold) and its layouts are the
+    """The C headers (wire format, guest stubs) build with -Wall -Werror (its static asserts hold) and its layouts are the
     ones the Python side packs."""
     from kvmgpu_wire import ops
     probe = tmp_path / "probe.c"
     probe.write_text("""
 #include <stddef.h>
 #include <stdio.h>
-#include "kvmgpu_wire.h"
+#include "kvmgpu_calls.h"  /* the guest's stubs, and through it kvmgpu_wire.h */
 int main(void) {
     printf("%zu %zu %zu %zu %zu\\n", sizeof(struct kvmgpu_frame_header),
            offsetof(struct kvmgpu_frame_header, length), sizeof(struct kvmgpu_launch_record),
