@@ -1,0 +1,126 @@
+"""The native guest library (guest-agent/libcuda, libcuda.so.1): an unmodified C program written
+against CUDA's own cuda.h, linked with -lcuda, runs on a real `kvmgpu worker --backend sim` in
+loopback mode through it. Needs gcc and CUDA's cuda.h (nvcc's include directory); skipped, saying
+which, where they are not there."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from loopback import PROGRAMS, ROOT, need_kernels
+
+PROGRAM = PROGRAMS / "driver_api.c"
+_spec = importlib.util.spec_from_file_location("libcuda_build", ROOT / "guest-agent" / "libcuda" / "build.py")
+libcuda_build = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(libcuda_build)
+
+
+def cuda_include() -> Path | None:
+    """CUDA's include directory (the one with cuda.h): CUDA_HOME, /usr/local/cuda, or nvcc's."""
+    candidates = [os.environ.get("CUDA_HOME", ""), "/usr/local/cuda"]
+    nvcc = shutil.which("nvcc")
+    if nvcc:
+        candidates.append(str(Path(nvcc).resolve().parent.parent))
+    for base in candidates:
+        if base and (Path(base) / "include" / "cuda.h").exists():
+            return Path(base) / "include"
+    return None
+
+
+def build_program(lib_dir: Path, out: Path, extra=()) -> Path:
+    include = cuda_include()
+    if include is None:
+        pytest.skip("CUDA's cuda.h is not here (install the CUDA toolkit's headers or set CUDA_HOME)")
+    subprocess.run(["gcc", "-std=c11", "-Wall", "-Werror", "-Wno-deprecated-declarations", *extra,
+                    "-I", str(include), str(PROGRAM), "-L", str(lib_dir), "-lcuda", "-ldl",
+                    f"-Wl,-rpath,{lib_dir}", "-o", str(out)], check=True)
+    return out
+
+
+@pytest.fixture(scope="module")
+def program(tmp_path_factory):
+    if libcuda_build.compiler() is None:
+        pytest.skip("no C compiler (gcc) to build libcuda.so.1")
+    lib_dir = tmp_path_factory.mktemp("libcuda")
+    libcuda_build.build(lib_dir)
+    return build_program(lib_dir, lib_dir / "driver_api")
+
+
+def run(program, worker, *args, env=None, timeout=120):
+    proc = subprocess.run([str(program), *args], capture_output=True, text=True, timeout=timeout,
+                          env={**worker.env, **(env or {})})
+    assert proc.returncode == 0 and proc.stdout.rstrip().endswith("DONE"), \
+        f"{proc.stdout}\n{proc.stderr}\n--- worker ---\n{worker.output()}"
+    assert "FAIL" not in proc.stdout, proc.stdout
+    return proc
+
+
+def test_library_exports_only_the_driver_api(program):
+    symbols = subprocess.run(["nm", "-D", "--defined-only", str(program.parent / "libcuda.so.1")],
+                             capture_output=True, text=True, check=True).stdout.split("\n")
+    names = [line.split()[-1] for line in symbols if line.strip()]
+    assert names and all(n.startswith("cu") for n in names), names
+    for needed in ("cuInit", "cuMemAlloc_v2", "cuLaunchKernel", "cuGetProcAddress_v2", "cuMemcpyHtoD_v2_ptds"):
+        assert needed in names
+    assert os.readlink(program.parent / "libcuda.so") == "libcuda.so.1"
+
+
+def test_a_driver_api_program_runs_a_kernel_on_the_vgpu(program, worker):
+    # a 1 MiB window: the program's 3 MiB copies go through it in pieces
+    out = run(program, worker, "main", str(need_kernels()), env={"KVMGPU_WINDOW": str(1 << 20)}).stdout
+    for what in ("vector_add (0 wrong)", "saxpy through extra (0 wrong)", "dtod and memset (0 wrong)",
+                 "big copy round trip", "elapsed time not negative", "everything freed",
+                 "created context is current", "pop gives the pushed context"):
+        assert f"OK {what}" in out, out
+    assert "name=kvmgpu sim device" in out and f"total={64 << 20}" in out
+    assert "libcuda" in worker.output()  # the worker saw the library's HELLO
+
+
+def test_past_the_quota_is_out_of_memory(program, worker):
+    out = run(program, worker, "quota").stdout
+    assert "OK cuMemAlloc(&p, total + 1) = CUDA_ERROR_OUT_OF_MEMORY" in out
+
+
+def test_bad_pointers_and_handles_are_errors(program, worker):
+    out = run(program, worker, "bad").stdout
+    assert "OK cuMemcpyHtoD(p + 4096, host, 64) = CUDA_ERROR_INVALID_VALUE" in out
+    assert "OK cuMemFree(p + 8) = CUDA_ERROR_INVALID_VALUE" in out
+    assert "= CUDA_ERROR_INVALID_HANDLE" in out and "TEXT out of memory" in out
+
+
+def test_get_proc_address_resolves_versions_and_logs_an_unknown_name_once(program, worker):
+    proc = run(program, worker, "procaddr")
+    assert "OK unknown: SYMBOL_NOT_FOUND" in proc.stdout
+    assert proc.stderr.count("cuNoSuchThing is not forwarded yet") == 1, proc.stderr
+    quiet = run(program, worker, "procaddr", env={"KVMGPU_LOG": "off"})
+    assert "cuNoSuchThing" not in quiet.stderr
+
+
+def test_no_worker_is_no_device_with_the_reason(program, worker):
+    env = {**worker.env, "KVMGPU_SHM": worker.shm + "-missing"}
+    proc = subprocess.run([str(program), "quota"], capture_output=True, text=True, timeout=60, env=env)
+    assert proc.returncode == 1 and "cuInit(0): CUDA_ERROR_NO_DEVICE" in proc.stdout
+    assert f"cannot open shared region {worker.shm}-missing" in proc.stderr
+
+
+def test_a_killed_worker_is_an_error_not_a_crash(program, worker):
+    proc = subprocess.Popen([str(program), "lost"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=worker.env)
+    try:
+        assert proc.stdout.readline().strip() == "READY"
+        worker.proc.kill()
+        worker.proc.wait()
+        out, err = proc.communicate("go\n", timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, f"{out}\n{err}"
+    assert out.split("\n")[:3] == ["sync CUDA_ERROR_DEVICE_UNAVAILABLE", "copy CUDA_ERROR_DEVICE_UNAVAILABLE",
+                                   "alloc CUDA_ERROR_DEVICE_UNAVAILABLE"], out
+    assert "lost the channel to the host" in err
