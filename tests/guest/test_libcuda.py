@@ -124,3 +124,26 @@ def test_a_killed_worker_is_an_error_not_a_crash(program, worker):
     assert out.split("\n")[:3] == ["sync CUDA_ERROR_DEVICE_UNAVAILABLE", "copy CUDA_ERROR_DEVICE_UNAVAILABLE",
                                    "alloc CUDA_ERROR_DEVICE_UNAVAILABLE"], out
     assert "lost the channel to the host" in err
+
+
+def _cli(*args, env=None, timeout=120):
+    import sys
+    return subprocess.run([sys.executable, "-c", "import sys; from kvmgpu_guest.cli import main; sys.exit(main())",
+                           *args], capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def test_kvmgpu_guest_run_puts_the_library_first_for_a_program_without_rpath(worker, tmp_path):
+    from kvmgpu_guest import cli
+    if not os.path.exists(os.path.join(cli.LIB_DIR, "libcuda.so.1")):
+        pytest.skip(f"kvmgpu-guest was installed without libcuda.so.1 ({cli.LIB_DIR}; `make venv` builds it)")
+    include = cuda_include()
+    if include is None:
+        pytest.skip("CUDA's cuda.h is not here (install the CUDA toolkit's headers or set CUDA_HOME)")
+    prog = tmp_path / "driver_api"
+    subprocess.run(["gcc", "-std=c11", "-Wno-deprecated-declarations", "-I", str(include), str(PROGRAM),
+                    "-L", cli.LIB_DIR, "-lcuda", "-ldl", "-o", str(prog)], check=True)
+    env = {k: v for k, v in os.environ.items() if k not in ("LD_LIBRARY_PATH", "KVMGPU_SOCKET", "KVMGPU_SHM")}
+    proc = _cli("run", "--socket", worker.socket, "--shm", worker.shm, "--", str(prog), "quota", env=env)
+    assert proc.returncode == 0 and proc.stdout.rstrip().endswith("DONE"), proc.stdout + proc.stderr
+    info = _cli("info", "--socket", worker.socket, "--shm", worker.shm, env=env)
+    assert "libcuda.so.1" in info.stdout and "(loads;" in info.stdout, info.stdout
