@@ -147,3 +147,18 @@ def test_kvmgpu_guest_run_puts_the_library_first_for_a_program_without_rpath(wor
     assert proc.returncode == 0 and proc.stdout.rstrip().endswith("DONE"), proc.stdout + proc.stderr
     info = _cli("info", "--socket", worker.socket, "--shm", worker.shm, env=env)
     assert "libcuda.so.1" in info.stdout and "(loads;" in info.stdout, info.stdout
+
+
+def test_an_nvcc_built_driver_api_program_runs_on_the_library(program, worker, tmp_path):
+    """nvcc's own build (the runtime linked static, as nvcc does by default) of a vectorAddDrv-style
+    program, linked with -lcuda against this library. The kernel is PTX loaded by the program;
+    kernels the runtime registers from an embedded fatbin are the next milestone's."""
+    nvcc = shutil.which("nvcc")
+    if nvcc is None:
+        pytest.skip("no nvcc here (the CUDA toolkit)")
+    lib_dir = program.parent
+    prog = tmp_path / "vector_add_driver"
+    subprocess.run([nvcc, "-o", str(prog), str(PROGRAMS / "vector_add_driver.cu"), "-L", str(lib_dir), "-lcuda",
+                    "-Xlinker", f"-rpath={lib_dir}"], check=True, cwd=tmp_path)
+    out = run(prog, worker, str(need_kernels())).stdout
+    assert "OK vectorAdd (0 wrong)" in out
