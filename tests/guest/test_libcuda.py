@@ -162,3 +162,41 @@ def test_an_nvcc_built_driver_api_program_runs_on_the_library(program, worker, t
                     "-Xlinker", f"-rpath={lib_dir}"], check=True, cwd=tmp_path)
     out = run(prog, worker, str(need_kernels())).stdout
     assert "OK vectorAdd (0 wrong)" in out
+
+
+from test_agent import agent  # noqa: E402,F401 (the fixture: a guest agent in front of a sim worker)
+
+
+def _wait_listening(path: str) -> None:
+    """The fixture waits for the socket file, which the agent binds before it listens."""
+    import socket
+    import time
+    deadline = time.monotonic() + 10
+    while True:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            try:
+                s.connect(path)
+                return
+            except ConnectionRefusedError:
+                assert time.monotonic() < deadline, "the guest agent does not listen"
+                time.sleep(0.02)
+
+
+def test_programs_one_and_two_at_once_through_the_guest_agent(program, agent):
+    """As in a VM: no loopback variables, the guest agent's socket, which hands over the region's
+    fd; each process its own session and window (a sixteenth of the region: copies in pieces)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("KVMGPU_SOCKET", "KVMGPU_SHM")}
+    env["KVMGPU_AGENT_SOCKET"] = agent.path
+    _wait_listening(agent.path)
+    # the whole program alone (its last check is that the VM's quota is all free again), then two at once
+    runs = [[("main", str(need_kernels()))], [("bad",), ("bad",)]]
+    for batch in runs:
+        procs = [subprocess.Popen([str(program), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True, env=env) for args in batch]
+        for p in procs:
+            out, err = p.communicate(timeout=120)
+            assert p.returncode == 0 and out.rstrip().endswith("DONE") and "FAIL" not in out, \
+                f"{out}\n{err}\n--- worker ---\n{agent.worker.output()}"
+            assert batch[0][0] != "main" or "OK vector_add (0 wrong)" in out and "OK big copy round trip" in out
+    log = agent.worker.output()
+    assert log.count("client 'kvmgpu libcuda/") == 3 and "window 0+1048576" in log  # a sixteenth each
