@@ -5,12 +5,13 @@
 #include "api.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
 struct kvmgpu_client kvmgpu_session;
 static pthread_mutex_t init_lock = PTHREAD_MUTEX_INITIALIZER;
-static int initialised; /* a session is open (it may have been lost since) */
+static atomic_int initialised; /* a session is open (it may have been lost since) */
 
 #define MAX_CONTEXTS 64
 #define STACK_DEPTH 32

@@ -5,6 +5,7 @@
 #define KVMGPU_CLIENT_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -37,7 +38,7 @@ struct kvmgpu_client {
     uint32_t session;
     uint32_t seq;
     uint32_t max_frame;
-    int dead; /* the channel is gone: every call fails */
+    atomic_int dead; /* the channel is gone: every call fails (read without the lock) */
     uint8_t *frame; /* max_frame + header bytes: a call being sent, then a reply being read */
     struct kvmgpu_device device;
     char last_error[KVMGPU_MAX_ERROR_TEXT + 1]; /* the host's text of its last failed reply */
