@@ -54,7 +54,7 @@ COPY_STEAL = os.environ.get("KVMGPU_COPY_STEAL", "1") != "0"
 # (kvmgpu_guest/copier.c, where it was built; KVMGPU_COPIER=0: without it): COPIER_THREADS - 1
 # helper threads and this one take COPY_SPLIT-byte pieces, no GIL between them, the helpers
 # spinning COPY_SPIN_US for the next copy before they sleep. In one process pair on the H200
-# host, ways in turn (tests/gpu/probes/htod_stage_ab.py, WAYS=copier, three runs, four threads
+# host, ways in turn (bench/gpu/htod_stage_ab.py, WAYS=copier, three runs, four threads
 # then): synchronous HtoD 1 MiB 1.33-1.36x native pageable against 0.95-1.18x without it, 2 MiB
 # 1.46-1.58x against 0.85-1.07x, 16 MiB 2.50-2.67x against 1.57-1.65x; 64 KiB pieces beat 512 KiB
 # ones (1.34-1.43x at 1 MiB against 1.08-1.14x), spinning helpers sleeping ones (1.21-1.26x).
@@ -74,7 +74,7 @@ if os.environ.get("KVMGPU_COPIER", "1") != "0":
 # Threads that copy a DtoH's pieces out (this one and a pool): three beat four on the H200 host for
 # 4 MiB in 1 MiB pieces (median 330 against 350 µs alone; 950-1010 against 1100-1190 µs for a
 # stencil segment of 100 launches and the copy), the GIL being contended. It depends on the
-# machine: in one process pair (tests/gpu/probes/stencil_ab.py) four made the launch-bound stencil
+# machine: in one process pair (bench/gpu/stencil_ab.py) four made the launch-bound stencil
 # 0.2-0.8 ms faster in seven runs on three machines and 0.4-0.7 ms slower in two on a fourth.
 PIECE_THREADS = int(os.environ.get("KVMGPU_PIECE_THREADS") or min(3, COPY_THREADS))
 # Bulk copies go in chunks of n/4, at least PIPE_MIN and at most PIPE_MAX bytes.
@@ -95,7 +95,7 @@ DTOH_SPIN_S = 0.05  # watch for landed pieces this long at most, then wait for t
 # host: 1 MiB into a cached slot 38 µs, into the next cold MiB of a ring 146 µs). A slot's bytes are
 # copied in by COPY_THREADS threads, COPY_PIECE each. A slot is this big where the window allows
 # (at least four times the slots), halved down to 1 MiB where it does not: in one process pair on
-# the H200 host (tests/gpu/probes/htod_stage_ab.py), 16 MiB slots against 1 MiB ones (and the ring
+# the H200 host (bench/gpu/htod_stage_ab.py), 16 MiB slots against 1 MiB ones (and the ring
 # from 8 MiB up) made 16 MiB copies 2.1x as fast, 64 MiB ones 1.6x, 256 MiB ones 1.5x; 1 MiB ones
 # the same.
 STAGE_CHUNK = int(os.environ.get("KVMGPU_STAGE_CHUNK") or 16 << 20)
@@ -111,7 +111,7 @@ STAGE_WAIT_S = 0.002  # a slot not given back in this long: FENCE (all staged co
 # one after it twice as big up to BATCH_BYTES, so the GPU gets work at once. But never one frame
 # alone: the launch of a launch + synchronise goes with its synchronise (one message, which the
 # mailbox and the worker take whole). 100 (the first two launches at once) against 512 (about
-# five), in one process pair on the H200 (tests/gpu/probes/stencil_ab.py): the launch-bound stencil
+# five), in one process pair on the H200 (bench/gpu/stencil_ab.py): the launch-bound stencil
 # 0.3-0.9 ms faster in seven runs on three machines, no better or slower in two on a fourth.
 FIRST_BATCH = int(os.environ.get("KVMGPU_FIRST_BATCH") or 512)
 # Synchronous calls through the mailbox at the window's end where they may (0: always the channel)

@@ -21,11 +21,11 @@ trip) is charged to nobody. A run is timed one of two ways, chosen when it start
   the wait that ends it (`mark_idle`); the end event completes when the run's last work does.
   Elapsed times are read at the slice's end. The records go through the backend's
   `null_stream_recorder()` where it has one; the driver call itself is ~1.5 µs on the H200
-  whatever calls it (tests/gpu/call_costs.py).
+  whatever calls it (bench/gpu/call_costs.py).
 
 Why two ways: a forwarded launch + synchronise is ~10 µs of GPU work and driver calls; two event
 records, their elapsed reads at the slice's end and the meter's Python added 11-14 µs to it
-(tests/gpu/gate_cost.py), and the common program (one stream, synchronising the context or the
+(bench/gpu/gate_cost.py), and the common program (one stream, synchronising the context or the
 null stream) does not need them to be charged right.
 """
 
