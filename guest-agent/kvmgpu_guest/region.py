@@ -59,9 +59,8 @@ class Region:
 
     def populate(self, offset: int, size: int) -> None:
         """Map the pages of [offset, +size) into this process now, so that the first copies
-        through them do not take a page fault every 4 KiB (measured on a /dev/shm file: 1 MiB copies
-        into untouched pages 0.8 GB/s, into populated ones 11.5). Best effort: older kernels and a
-        PCI BAR say no, harmlessly."""
+        through them do not take a page fault every 4 KiB (docs/performance.md, "Bulk copies").
+        Best effort: older kernels and a PCI BAR say no, harmlessly."""
         try:
             self._mmap.madvise(MADV_POPULATE_WRITE, offset, size)
         except (OSError, ValueError, AttributeError):

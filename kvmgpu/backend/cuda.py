@@ -8,14 +8,14 @@ Launches are the hot path. Each function gets, when it is looked up, a parameter
 array of pointers into it laid out by the function's own parameter table (`cuFuncGetParamInfo`);
 a launch then costs one `memmove` of the argument bytes and one `cuLaunchKernel`, and the worker's
 queued launches (`launch_in`, `launch_records`) not even the memmove: the driver reads the bytes where they arrived.
-Parameters go as one packed buffer through `extra` (measured on the H200: 4.9 µs a queued launch
-from Python against 6.5 µs for a void*[] through `kernelParams`; plain cuda.bindings 4.2 µs);
+Parameters go as one packed buffer through `extra`, cheaper than a void*[] through `kernelParams`
+(docs/performance.md, "Queued launches");
 `launch_mode="params"` keeps the other way for comparison.
 
 `launch_mode="ctypes"` makes the same `cuLaunchKernel` call (same libcuda, same context, same
 thread, the same prepared `extra` buffer) through a ctypes prototype with its argument types
-preset instead of through cuda-bindings. Measured on the H200 (2026-11-22) it was slower (7.1 µs
-a queued launch against 5.9 µs through cuda-bindings' `extra` path), so it is not the default.
+preset instead of through cuda-bindings. It is slower (docs/performance.md, "Queued launches"),
+so it is not the default.
 
 A sticky error (an out-of-bounds kernel: CUDA_ERROR_ILLEGAL_ADDRESS) kills the context; `reset()`
 gives the VM a fresh one.
@@ -386,9 +386,8 @@ class CudaBackend(Backend):
         argument bytes are `buf[start:start + nbytes]` (a bytearray, the channel's receive buffer),
         read where they are, not copied into the function's buffer first; `stream` None is the
         null stream. Through the C module where it is built, else cuda-bindings with the bytes'
-        address in the function's `extra`. A closure with what it needs bound once (measured on the
-        H200: a method spent ~0.7 µs around a 4 µs cuLaunchKernel, lookups and branches a good part
-        of it)."""
+        address in the function's `extra`. A closure with what it needs bound once: a method's
+        lookups and branches cost a good part of a launch (docs/performance.md, "Queued launches")."""
         fail = _fail
         if self._c is not None:
             c_launch, fn = self._c.launch, self._launch_fn

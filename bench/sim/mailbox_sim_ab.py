@@ -5,7 +5,7 @@ polling, median of 50 a round. Three ways: the mailbox as the guest uses it (the
 worker says it sleeps), the mailbox posting whatever the worker says (the ninth session's way: a
 post to a sleeping worker rings it), the channel alone.
 
-    .venv/bin/python tests/worker/probes/mailbox_sim_ab.py     (repository root)
+    .venv/bin/python bench/sim/mailbox_sim_ab.py     (repository root)
 """
 import sys, tempfile, time
 sys.path[:0] = ["guest-agent", "."]

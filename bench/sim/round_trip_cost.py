@@ -5,7 +5,7 @@ cuLaunchKernel + cuStreamSynchronize through the driver shim with its transport 
 bytes to that channel, with the lean synchronise (`Session.synchronize`) and the general call.
 The ways take turns in one process (best and median of 8).
 
-    .venv/bin/python tests/worker/probes/round_trip_cost.py     (repository root; needs cc)
+    .venv/bin/python bench/sim/round_trip_cost.py     (repository root; needs cc)
 """
 import ctypes, struct, sys, tempfile, time
 from pathlib import Path

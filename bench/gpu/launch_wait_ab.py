@@ -4,7 +4,7 @@ off in turn in one run: the worker taking a message that repeats the last one by
 (`Session.synchronize`, against the general `Session.call`), with native cuda-bindings beside them.
 The configurations take turns round by round, so a drift of the machine falls on all alike, and
 the one worker process means one placement for all. Run on the GPU machine from the repository root:
-`PYTHONPATH=guest-agent:. python3 tests/gpu/probes/launch_wait_ab.py`"""
+`PYTHONPATH=guest-agent:. python3 bench/gpu/launch_wait_ab.py`"""
 import os, sys
 sys.path[:0] = ["guest-agent", "."]
 from kvmgpu import benchgpu as B

@@ -1,5 +1,5 @@
 """Round trip between two processes: unix socket with busy-poll vs a u32 in shared memory (spin).
-`python3 tests/gpu/probes/pingpong.py` (no GPU needed)."""
+`python3 bench/sim/pingpong.py` (no GPU needed)."""
 import mmap, os, socket, time
 N = 20000
 m = mmap.mmap(-1, 4096); v = memoryview(m).cast("I")

@@ -1,7 +1,7 @@
 """What the compute gate costs on the forwarded path: a loopback worker (cuda backend) with the gate
 on and with it off (KVMGPU_COMPUTE_GATE=0), a guest timing, per call, a bare cuCtxSynchronize round
 trip, an empty-kernel launch + cuCtxSynchronize, and a queued launch (1000 then one sync).
-Usage (repository root, on a GPU machine): python3 tests/gpu/gate_cost.py [--json FILE]"""
+Usage (repository root, on a GPU machine): python3 bench/gpu/gate_cost.py [--json FILE]"""
 
 import json
 import os
@@ -12,8 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT / "guest-agent"), str(ROOT)]
 
 
@@ -54,7 +53,7 @@ def guest() -> dict:
 
 
 def measure(gate: bool) -> dict:
-    sys.path.insert(0, str(HERE))
+    sys.path.insert(0, str(ROOT / "tests" / "gpu"))  # the GPU tests' worker command
     from conftest import WORKER
     d = Path(tempfile.mkdtemp(prefix="kvgc"))
     sock, shm = str(d / "w.sock"), f"/dev/shm/kvmgpu-gatecost-{os.getpid()}"

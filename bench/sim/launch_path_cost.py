@@ -3,7 +3,7 @@ the guest sends them) through `Channel.receive` on the sim backend, with the C l
 a driver that does nothing (compiled here), repeats found (`count_repeats`) and not, batch sets in
 turn in one process; and the same with two shapes alternating (no frame repeats the one before).
 
-    .venv/bin/python tests/worker/probes/launch_path_cost.py     (repository root; needs cc)
+    .venv/bin/python bench/sim/launch_path_cost.py     (repository root; needs cc)
 """
 import struct, sys, tempfile, time
 from pathlib import Path

@@ -1,5 +1,5 @@
 """Does a launch onto a GPU that sat idle for a while cost more? Native cuda-bindings, spin kernel.
-`python3 tests/gpu/probes/launch_after_idle.py`."""
+`python3 bench/gpu/launch_after_idle.py`."""
 import ctypes, statistics, time
 from pathlib import Path
 from cuda.bindings import driver as cu

@@ -2,7 +2,7 @@
 worker, with the worker's and the guest's main threads left to the scheduler or pinned to given
 CPUs (os.sched_setaffinity), in turn, several rounds: how much of the run-to-run spread is where
 the two busy-polling threads land. Native launch + sync of the same kernel first.
-`PYTHONPATH=guest-agent:. python3 tests/gpu/probes/placement.py`"""
+`PYTHONPATH=guest-agent:. python3 bench/gpu/placement.py`"""
 import ctypes, os, sys, time
 sys.path[:0] = ["guest-agent", "."]
 from kvmgpu import benchgpu as B

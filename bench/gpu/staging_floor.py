@@ -2,7 +2,7 @@
 async, memmove into slot B, ... in one process with no worker and no Python around it (median copy
 µs, µs an iteration), with the slots in /dev/shm memory as the region is, or anonymous, each with
 and without MADV_HUGEPAGE asked for; and a 1 MiB DMA from them alone. Run on the GPU machine:
-`python3 tests/gpu/probes/staging_floor.py`"""
+`python3 bench/gpu/staging_floor.py`"""
 import ctypes, mmap, os, time
 import numpy as np
 from cuda.bindings import driver as cu

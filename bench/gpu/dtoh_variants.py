@@ -2,7 +2,7 @@
 GPU machine, alone and right after 100 stencil launches (as benchgpu's launch-bound stencil does):
 the guest's knobs (KVMGPU_DTOH_PIECE, KVMGPU_PIECE_THREADS, KVMGPU_COPY_PART) set per variant, and
 a variant that skips the copy out of the window (the DMA and the round trip alone).
-`PYTHONPATH=guest-agent:. python3 tests/gpu/probes/dtoh_variants.py`"""
+`PYTHONPATH=guest-agent:. python3 bench/gpu/dtoh_variants.py`"""
 import os, sys, time
 import numpy as np
 sys.path[:0] = ["guest-agent", ".", os.path.dirname(os.path.abspath(__file__))]

@@ -1,5 +1,5 @@
 """The guest's copy into a registered /dev/shm region: fresh pages, populated, hot; and madvise support.
-`python3 tests/gpu/probes/copy_into_region.py`."""
+`python3 bench/gpu/copy_into_region.py`."""
 import ctypes, mmap, os, time
 import numpy as np
 from cuda.bindings import driver as cu

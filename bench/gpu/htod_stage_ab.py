@@ -2,7 +2,7 @@
 then one cuCtxSynchronize) with the guest's staging laid out one way and another in turn, in one
 guest process against one worker process, native cuda-bindings beside them. Between ways the
 session lays its window out again. GB/s, and the ratio to native. Run on the GPU machine from the
-repository root: `PYTHONPATH=guest-agent:. python3 tests/gpu/probes/htod_stage_ab.py`
+repository root: `PYTHONPATH=guest-agent:. python3 bench/gpu/htod_stage_ab.py`
 (ROUNDS=n, SIZES=1,16,64 in MiB; WAYS=copier for the guest's copier (kvmgpu_guest/copier.c, built
 in place: `cd guest-agent && python3 setup.py build_ext --inplace`) against the ways before it and
 its knobs; WAYS=steal, quiet, nt, demote or spin for the trials below, not kept)."""

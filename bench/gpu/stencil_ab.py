@@ -3,7 +3,7 @@ benchgpu figures (FIGURES=stencil_1M_e2e_s,dtoh_pageable_GBps_4M,...), with the 
 shape them set one way and another in turn, in one guest process against one worker process (one
 placement for all; fresh processes for each way measured 9.3-12.4 ms for the same code), native
 cuda-bindings beside them. The ways take turns round by round. Run on the GPU machine from the
-repository root: `PYTHONPATH=guest-agent:. python3 tests/gpu/probes/stencil_ab.py` (ROUNDS=n;
+repository root: `PYTHONPATH=guest-agent:. python3 bench/gpu/stencil_ab.py` (ROUNDS=n;
 WAYS="small dtoh" or WAYS=copier for other ways)"""
 import os, sys
 sys.path[:0] = ["guest-agent", "."]

@@ -4,7 +4,7 @@ in turn, on the same worker, context and kernel. The guest is left out: batches 
 frames (as the guest sends them, 40 to a batch) go straight into the worker's channel, so what is
 timed is decode, checks and launch.
 Usage (repository root, on a GPU machine, the launcher built):
-    python3 tests/gpu/probes/worker_launch_path.py"""
+    python3 bench/gpu/worker_launch_path.py"""
 
 import shutil
 import struct
@@ -13,7 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT / "guest-agent"), str(ROOT), str(ROOT / "tests" / "worker")]
 
 from kvmgpu_guest.protocol import Op  # noqa: E402

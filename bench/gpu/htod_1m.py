@@ -1,6 +1,6 @@
 """Forwarded HtoD of 1 MiB, 20 copies then one cuCtxSynchronize, six times (GB/s). Run with
 KVMGPU_STAGE_SLOTS / KVMGPU_STAGE_CHUNK set to compare staging layouts:
-`PYTHONPATH=guest-agent:. python3 tests/gpu/probes/htod_1m.py`."""
+`PYTHONPATH=guest-agent:. python3 bench/gpu/htod_1m.py`."""
 import sys, time
 import numpy as np
 sys.path[:0] = ["guest-agent", "."]

@@ -3,7 +3,7 @@ the channel in turn, in one guest process against one worker process (one placem
 native cuda-bindings beside them. The guest's mailbox is switched off and on between rounds (the
 worker serves both ways as they come); the ways take turns round by round, so a drift of the
 machine falls on all alike. Run on the GPU machine from the repository root:
-`PYTHONPATH=guest-agent:. python3 tests/gpu/probes/mailbox_ab.py`"""
+`PYTHONPATH=guest-agent:. python3 bench/gpu/mailbox_ab.py`"""
 import os, sys
 sys.path[:0] = ["guest-agent", "."]
 from kvmgpu import benchgpu as B

@@ -4,7 +4,7 @@ from the call; alone and after 100 stencil launches (the launch-bound stencil's 
 five runs around the median of 20. The guest's part copier (client._Copier) is replaced by one
 that does the same and notes the times; with the C copier (kvmgpu_guest._copier), its `part` is
 wrapped instead (seenK: a part from piece K seen landed, doneK: copied out up to piece K). Run on the GPU machine from the repository root:
-`PYTHONPATH=guest-agent:. python3 tests/gpu/probes/dtoh_timeline.py`"""
+`PYTHONPATH=guest-agent:. python3 bench/gpu/dtoh_timeline.py`"""
 import ctypes, sys, time
 import numpy as np
 sys.path[:0] = ["guest-agent", "."]

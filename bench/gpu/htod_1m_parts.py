@@ -2,7 +2,7 @@
 cuCtxSynchronize), with native beside it: the guest's parts timed by wrapping them (the copy into
 the staging slot, the send, the wait for a free slot, the whole staged path), then the same copy
 into the slot with no DMA running, and into a private buffer. Run on the GPU machine from the
-repository root: `PYTHONPATH=guest-agent:. python3 tests/gpu/probes/htod_1m_parts.py`"""
+repository root: `PYTHONPATH=guest-agent:. python3 bench/gpu/htod_1m_parts.py`"""
 import sys, time
 import numpy as np
 sys.path[:0] = ["guest-agent", "."]

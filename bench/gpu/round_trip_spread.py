@@ -5,7 +5,7 @@ way) and as (values, types); benchgpu's own figure (best of 5 means); then the s
 KVMGPU_TRACE and each phase's distribution, and once more plain: each case has its own worker, so
 the spread between cases is the spread between workers (where the scheduler put them). Run on the
 GPU machine from the repository root:
-`PYTHONPATH=guest-agent:. python3 tests/gpu/probes/round_trip_spread.py`"""
+`PYTHONPATH=guest-agent:. python3 bench/gpu/round_trip_spread.py`"""
 import ctypes, os, sys, tempfile, time
 sys.path[:0] = ["guest-agent", "."]
 from kvmgpu import benchgpu as B

@@ -1,6 +1,6 @@
 """The launch-bound stencil (1M floats, 1000 launches, DtoH every 100), native then forwarded: the
 whole, the time inside the DtoH calls, the launches alone, and the GPU time of 1000 launches by
-events. `PYTHONPATH=guest-agent:. python3 tests/gpu/probes/stencil_phases.py`."""
+events. `PYTHONPATH=guest-agent:. python3 bench/gpu/stencil_phases.py`."""
 import ctypes, sys, time
 import numpy as np
 sys.path[:0] = ["guest-agent", "."]

@@ -2,14 +2,14 @@
 over records (kvmgpu's launcher, the same launch 20000 times), the C loop one record a call (what
 a run of one costs), and cuda-bindings from Python; then launch + stream synchronise, with and
 without the compute meter's two event records around it, by both ways.
-Usage (repository root, on a GPU machine, the launcher built): python3 tests/gpu/probes/launch_call_costs.py"""
+Usage (repository root, on a GPU machine, the launcher built): python3 bench/gpu/launch_call_costs.py"""
 
 import ctypes
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT / "guest-agent"), str(ROOT)]
 
 from cuda.bindings import driver as cu  # noqa: E402

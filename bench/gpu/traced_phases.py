@@ -3,7 +3,7 @@ alone and as the launch-bound stencil makes it (after 100 queued launches), and 
 cuStreamSynchronize round trip (benchgpu's launch_sync); first the floors native code gets on the
 same host: the DMA into registered (pinned) memory, a copy of 4 MiB between host buffers on 1-8
 threads, native pageable DtoH. Run on the GPU machine from the repository root:
-`PYTHONPATH=guest-agent:. python3 tests/gpu/probes/traced_phases.py` (it runs itself once per
+`PYTHONPATH=guest-agent:. python3 bench/gpu/traced_phases.py` (it runs itself once per
 forwarded case, each with its own loopback worker and trace files)."""
 import ctypes, mmap, os, sys, tempfile, time
 from concurrent.futures import ThreadPoolExecutor

@@ -3,7 +3,7 @@ launch + sync spends 12-16 µs in its one cuLaunchKernel (traced, docs/performan
 native loop's launch costs ~4 µs. One process, the spin kernel, the launch call timed alone after
 each kind of pause between the synchronise and the next launch.
 
-Usage (repository root, on a GPU machine): python3 tests/gpu/probes/first_launch.py [--register]
+Usage (repository root, on a GPU machine): python3 bench/gpu/first_launch.py [--register]
 (--register: 64 MiB of host memory registered first, as the worker registers its region)."""
 
 import ctypes
@@ -17,7 +17,7 @@ from pathlib import Path
 
 from cuda.bindings import driver as cu
 
-PTX = Path(__file__).resolve().parents[2] / "kernels" / "kernels.ptx"
+PTX = Path(__file__).resolve().parents[2] / "tests" / "kernels" / "kernels.ptx"
 
 
 def ok(r):

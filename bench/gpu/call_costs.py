@@ -3,7 +3,7 @@ event records and elapsed-time reads (cuda-bindings against a ctypes call of lib
 (CUfunction/CUstream objects against plain ints, ctypes with and without releasing the GIL), and
 a launch + synchronise round trip with 0, 1 or 2 timing events recorded on the null stream (what
 the compute gate's meter adds per run, GPU side included).
-Usage (repository root, on a GPU machine): python3 tests/gpu/call_costs.py [--json FILE]"""
+Usage (repository root, on a GPU machine): python3 bench/gpu/call_costs.py [--json FILE]"""
 
 import ctypes
 import json

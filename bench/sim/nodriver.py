@@ -4,7 +4,7 @@ libcuda, so that what a probe times is the worker's own Python and the module's 
 import ctypes, os, subprocess, sys, tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT / "guest-agent"), str(ROOT), str(ROOT / "tests" / "worker")]
 from kvmgpu.backend import launcher  # noqa: E402
 from kvmgpu.backend.launcher import LaunchRecords  # noqa: E402

@@ -3,7 +3,7 @@ a cuStreamSynchronize through cuda-bindings and through kvmgpu's C module (kvmgp
 launcher.c), what a synchronise costs when the kernel has had 0-20 µs to finish (and a poll with
 cuStreamQuery instead), and launch + sync both ways. Run on the GPU machine from the repository
 root after building the module (`python3 setup.py build_ext --inplace`):
-`PYTHONPATH=guest-agent:. python3 tests/gpu/probes/driver_call_costs.py`"""
+`PYTHONPATH=guest-agent:. python3 bench/gpu/driver_call_costs.py`"""
 import ctypes, sys, time
 sys.path[:0] = ["guest-agent", "."]
 from cuda.bindings import driver as cu

@@ -1,6 +1,6 @@
 """DtoH of 4 MiB, native pageable against forwarded with 1/2/4/8 copy-out threads and in one piece
 or in 1 MiB chunks. Run on the GPU machine from the repository root:
-`PYTHONPATH=guest-agent:. python3 tests/gpu/probes/dtoh_threads.py`."""
+`PYTHONPATH=guest-agent:. python3 bench/gpu/dtoh_threads.py`."""
 import sys, time
 import numpy as np
 sys.path[:0] = ["guest-agent", "."]
