@@ -38,6 +38,10 @@ def bench_command(
     if kernels is None:
         with sample_kernels() as path:
             return bench_command(backend, gmem, region_size, str(path), launches, json_out)
+    if not os.path.isfile(kernels):
+        typer.echo(f"kvmgpu bench: --kernels {kernels}: no such file (a PTX with a spin(long long) kernel)",
+                   err=True)
+        raise typer.Exit(2)
     tmp = tempfile.mkdtemp(prefix="kvmgpu-bench-")
     sock = os.path.join(tmp, "channel.sock")
     shm = f"/dev/shm/kvmgpu-bench-{os.getpid()}"
