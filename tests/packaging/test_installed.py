@@ -57,6 +57,14 @@ def clean_env(**extra: str) -> dict[str, str]:
     return {**env, **extra}
 
 
+README_VENV = "/usr/bin/python3 -m venv --system-site-packages /opt/kvmgpu && /opt/kvmgpu/bin/pip install ./guest-agent ."
+
+
+def test_the_readme_installs_as_these_tests_do():
+    """If the README's Install changes, `venv` below must change with it."""
+    assert f"    {README_VENV}\n" in (REPO / "README.md").read_text()
+
+
 @pytest.fixture(scope="module")
 def venv(tmp_path_factory) -> Path:
     """The README's install: a fresh venv with Debian's Python, both wheels, no extras."""
