@@ -25,7 +25,9 @@ def test_wheels_carry_templates_unit_hook_shim_launcher_and_copier(tmp_path):
     assert "kvmgpu/data/kvmgpu.service" in host and "kvmgpu/data/qemu-hook" in host
     # the worker's launch loop, built for the host (the wheel is then a platform wheel)
     assert any(n.startswith("kvmgpu/backend/_launcher") and n.endswith(".so") for n in host)
+    assert "kvmgpu/xml_templates/__init__.py" in host          # a real package: importlib.resources finds it
     assert "kvmgpu_guest/shim/cuda/bindings/driver.py" in guest
+    assert "kvmgpu_guest/kernels.ptx" in guest                 # `kvmgpu bench` and examples/ run it
     # the guest's copier, built for the Python that built the wheel (a platform wheel too)
     assert any(n.startswith("kvmgpu_guest/_copier") and n.endswith(".so") for n in guest)
 
