@@ -37,6 +37,7 @@ STOP_GRACE = 10.0           # seconds a worker has to exit by itself after its V
 KILL_GRACE = 3.0            # then seconds after SIGTERM before SIGKILL
 HISTORY_EVERY = 5.0         # seconds between writes of a run's counters
 RESTART_BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
+STOP_WITHIN = 5.0           # seconds after SIGTERM / SIGINT before the process exits whatever it does
 
 
 @dataclass(frozen=True)
@@ -94,14 +95,15 @@ class Daemon:
         self.gpu_watch.start()
         # refuse early if another daemon serves the socket, before touching any worker
         self.api_server = api.ApiServer(self.config.api_socket, self.handle_request)
+        if self.config.metrics_port:    # a port in use is refused here, before any worker is touched
+            self.metrics_server = MetricsServer(self.options.metrics_host, self.config.metrics_port, self.status)
         self._try_connect()          # adopts or starts the running VMs' workers
         if self.libvirt.connected:
             kept = {w.run_id for w in self._all_workers() if w.run_id is not None}
             closed = self.history.close_open_runs(kept)
             if closed:
                 log.info("closed %d history run(s) whose workers ended while no daemon ran", closed)
-        if self.config.metrics_port:
-            self.metrics_server = MetricsServer(self.options.metrics_host, self.config.metrics_port, self.status)
+        if self.metrics_server is not None:
             self.metrics_server.start()
         self.api_server.start()      # the API answers once the first reconciliation is done
 
@@ -477,20 +479,58 @@ def _status_text(code: int | None) -> str:
     return f"exit status {code}"
 
 
+class _Stopped(Exception):
+    """SIGTERM or SIGINT while the daemon was still starting: start-up is abandoned."""
+
+
 def serve(config: Config, options: Options) -> int:
-    """Run the daemon in the foreground until SIGTERM or SIGINT; returns the exit status."""
+    """Run the daemon in the foreground until SIGTERM or SIGINT; returns the exit status.
+
+    A signal stops the daemon in every phase: while it runs, the main loop ends at once; while it
+    starts, start-up is abandoned (the handler raises); and should the main thread be stuck where
+    Python cannot run a handler (a libvirt call that does not return), a watcher thread, woken by
+    the signal itself (set_wakeup_fd), ends the process STOP_WITHIN seconds later. Workers are
+    separate processes and keep running either way; the next daemon adopts them."""
     daemon = Daemon(config, options)
+    starting = True
+    finished = threading.Event()
 
     def on_signal(signum: int, frame) -> None:
-        log.info("%s: stopping", signal.Signals(signum).name)
-        daemon.stop()
+        daemon.stop()                   # the watcher says so in the log
+        if starting:
+            raise _Stopped(signal.Signals(signum).name)
 
+    wake_read, wake_write = os.pipe()
+    os.set_blocking(wake_write, False)
+
+    def watch() -> None:
+        while (signum := os.read(wake_read, 1)[0]) not in (signal.SIGTERM, signal.SIGINT):
+            pass
+        log.info("%s: stopping", signal.Signals(signum).name)
+        daemon.stop()                   # in case the main thread cannot run its handler
+        if not finished.wait(STOP_WITHIN):
+            log.error("still not stopped %.0f s after the signal (stuck in a call that does not "
+                      "return, e.g. to an unresponsive libvirtd): exiting now; workers keep running",
+                      STOP_WITHIN)
+            logging.shutdown()
+            os._exit(1)
+
+    signal.set_wakeup_fd(wake_write, warn_on_full_buffer=False)
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    threading.Thread(target=watch, name="kvmgpu-stop", daemon=True).start()
     try:
-        daemon.open()
-        log.info("kvmgpu daemon running (pid %d)", os.getpid())
-        daemon.run()
+        try:
+            daemon.open()
+            starting = False
+            if not daemon.stopping.is_set():
+                log.info("kvmgpu daemon running (pid %d)", os.getpid())
+            daemon.run()
+        except _Stopped:
+            log.info("start-up abandoned")
+        finally:
+            starting = False
+            daemon.close()
     finally:
-        daemon.close()
+        finished.set()
     return 0
