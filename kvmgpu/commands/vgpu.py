@@ -44,16 +44,24 @@ def _parse_gpu(text: str) -> int | None:
     return int(text)
 
 
+def _settings(v: VGpu) -> str:
+    return f"{format_size(v.gmem)}, compute {v.compute}% ({v.compute_mode}) on GPU {v.gpu}"
+
+
 @reports_errors
 def attach(vm: str = typer.Argument(..., help="libvirt domain name"),
-           gmem: str = typer.Option(..., "--gmem", help="device-memory quota, e.g. 8G"),
-           compute: int = typer.Option(100, "--compute", help="compute share in percent, 1..100"),
-           compute_mode: str = typer.Option("share", "--compute-mode", help="limit | share"),
-           gpu: str = typer.Option("auto", "--gpu", help="auto | GPU index"),
+           gmem: Optional[str] = typer.Option(None, "--gmem", help="device-memory quota, e.g. 8G "
+                                              "(needed for a new vGPU; else the vGPU's is kept)"),
+           compute: Optional[int] = typer.Option(None, "--compute", help="compute share in percent, 1..100 "
+                                                 "(default: the vGPU's; 100 for a new one)"),
+           compute_mode: Optional[str] = typer.Option(None, "--compute-mode", help="limit | share "
+                                                      "(default: the vGPU's; share for a new one)"),
+           gpu: str = typer.Option("auto", "--gpu", help="auto (the GPU it has, if it fits) | GPU index"),
            connect: Optional[str] = typer.Option(None, "--connect", "-c", help=CONNECT_HELP),
            as_json: bool = typer.Option(False, "--json", help="print the result as JSON")) -> None:
-    """Give VM a vGPU (or change its vGPU) in its persistent configuration."""
-    size = parse_size(gmem, "--gmem")
+    """Give VM a vGPU (or change its vGPU) in its persistent configuration. On a VM that has one,
+    what is not given is kept."""
+    size = None if gmem is None else parse_size(gmem, "--gmem")
     want = _parse_gpu(gpu)
     config = load_config()
     gpus = inventory.discover(config)
@@ -61,11 +69,11 @@ def attach(vm: str = typer.Argument(..., help="libvirt domain name"),
     conn = host.open_connection(connect)
     change = host.attach(conn, config, gpus, vm, size, compute, compute_mode, want)
     v = change.vgpu
-    what = f"{format_size(v.gmem)}, compute {v.compute}% ({v.compute_mode}) on GPU {v.gpu}"
+    what = _settings(v)
     if not change.changed:
         text = f"{vm} already has this vGPU ({what}); nothing changed"
     elif change.previous:
-        text = f"updated {vm}'s vGPU: {what}"
+        text = f"updated {vm}'s vGPU: {what} (was {_settings(change.previous)})"
     else:
         text = f"attached a vGPU to {vm}: {what}"
     if change.changed and change.running:

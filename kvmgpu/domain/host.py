@@ -14,7 +14,7 @@ import libvirt
 
 from ..errors import InvalidInput, KvmgpuError, LibvirtUnavailable, NotFound, PermissionDenied
 from ..placement import choose_gpu
-from ..vgpu import VGpu, channel_path, check_settings
+from ..vgpu import DEFAULT_COMPUTE, DEFAULT_COMPUTE_MODE, VGpu, channel_path, check_settings
 from . import xml
 
 DEFAULT_URI = "qemu:///system"
@@ -181,15 +181,19 @@ def _placement_lock(config):
         os.close(fd)
 
 
-def attach(conn, config, gpus, vm: str, gmem: int, compute: int = 100, compute_mode: str = "share",
-           gpu: int | None = None) -> Change:
+def attach(conn, config, gpus, vm: str, gmem: int | None, compute: int | None = None,
+           compute_mode: str | None = None, gpu: int | None = None) -> Change:
     """Give `vm` a vGPU (or update its vGPU, keeping its id) in the domain's persistent config.
 
-    `gpus` is the host's inventory; `gpu` an index or None for auto placement. Nothing is
-    defined when the result would be the domain as it was. Raises before touching the domain
-    for bad settings, bad names, unknown VMs and no room."""
+    `gpus` is the host's inventory; `gpu` an index or None for auto placement (the GPU it has, if
+    it still fits). A setting given as None keeps what the VM's vGPU has (its memory quota, compute
+    share and mode, region size): a re-attach changes only what it names. A new vGPU needs `gmem`
+    and gets compute 100, mode share and the configured region size. Nothing is defined when the
+    result would be the domain as it was. Raises before touching the domain for bad settings, bad
+    names, unknown VMs and no room."""
     xml.check_vm_name(vm)
-    check_settings(gmem, compute, compute_mode)
+    check_settings(1 if gmem is None else gmem, DEFAULT_COMPUTE if compute is None else compute,
+                   DEFAULT_COMPUTE_MODE if compute_mode is None else compute_mode)
     path = channel_path(config, vm)
     if len(path.encode()) > 107:
         raise InvalidInput(f"the channel socket path {path} is longer than a unix socket allows (107 bytes)",
@@ -206,12 +210,21 @@ def attach(conn, config, gpus, vm: str, gmem: int, compute: int = 100, compute_m
         original = inactive_xml(dom)
         root = xml.parse(original)
         current = xml.read_vgpu(root)
+        if gmem is None:
+            if current is None:
+                raise InvalidInput(f"VM {vm!r} has no vGPU yet: a new vGPU needs a memory quota",
+                                   "give --gmem, e.g. --gmem 8G")
+            gmem = current.gmem
+        if compute is None:
+            compute = current.compute if current else DEFAULT_COMPUTE
+        if compute_mode is None:
+            compute_mode = current.compute_mode if current else DEFAULT_COMPUTE_MODE
         others = [v for v in list_vgpus(conn) if v.vm != vm]
         chosen = choose_gpu(gpus, others + ([current] if current else []), gmem,
                             config.context_overhead, want=gpu, vm=vm)
         vgpu = VGpu(id=current.id if current else str(uuid.uuid4()), vm=vm, gpu=chosen.index,
                     gpu_uuid=chosen.uuid, gmem=gmem, compute=compute, compute_mode=compute_mode,
-                    region_size=config.region_size)
+                    region_size=current.region_size if current else config.region_size)
         before = xml.controllers(root)
         xml.apply_vgpu(root, vgpu, path)
         running = bool(dom.isActive())
