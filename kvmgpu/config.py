@@ -21,7 +21,8 @@ class Config:
     state_dir: str = "/var/lib/kvmgpu"
     api_socket: str = "/run/kvmgpu/daemon.sock"
     metrics_port: int = 9464
-    qemu_group: str = "libvirt-qemu"        # QEMU's group (Debian); owns channel_dir
+    qemu_group: str | None = None           # channel_dir's group; None: qemu.conf's, else libvirt-qemu
+                                            # (the rule: kvmgpu.domain.host.channel_group)
 
     def __post_init__(self) -> None:
         size = self.region_size

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import Config
-from ..domain.host import prepare_channel_dir
+from ..domain.host import channel_group, prepare_channel_dir
 from ..errors import KvmgpuError
 from ..inventory import Gpu, discover
 from ..vgpu import VGpu, channel_path, region_path
@@ -88,7 +88,7 @@ class Daemon:
         state_dir = Path(self.config.state_dir)
         state_dir.mkdir(parents=True, exist_ok=True)
         self.history = History(state_dir / "history.db")
-        run_as = choose_run_as(self.options.worker_user, self.config.qemu_group)
+        run_as = choose_run_as(self.options.worker_user, channel_group(self.config))
         self.workers = Workers(self.options.run_dir, state_dir / "logs", run_as)
         prepare_channel_dir(self.config)
         self.rediscover()

@@ -4,13 +4,19 @@ qemu:///system in integration tests); libvirt errors become kvmgpu errors here, 
 from __future__ import annotations
 
 import fcntl
+import functools
 import grp
+import importlib.machinery
+import importlib.util
 import os
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import libvirt
+
+import kvmgpu.data
 
 from ..errors import InvalidInput, KvmgpuError, LibvirtUnavailable, NotFound, PermissionDenied
 from ..placement import choose_gpu
@@ -145,16 +151,36 @@ def _define(conn, text: str, doing: str):
         raise _translate(e, doing) from None
 
 
+@functools.cache
+def _hook():
+    """The libvirt hook (kvmgpu/data/qemu-hook) as a module: it holds the one definition of the
+    channel directory's group, and it must stand alone (system python3, no kvmgpu)."""
+    path = Path(kvmgpu.data.__file__).with_name("qemu-hook")
+    loader = importlib.machinery.SourceFileLoader("kvmgpu_qemu_hook", str(path))
+    module = importlib.util.module_from_spec(importlib.util.spec_from_loader(loader.name, loader))
+    loader.exec_module(module)
+    return module
+
+
+def channel_group(config, qemu_conf: str | None = None) -> str:
+    """The channel directory's group, as the libvirt hook decides it: `qemu_group` when set, else
+    qemu.conf's `group =`, else libvirt-qemu."""
+    hook = _hook()
+    return hook.channel_group(config.qemu_group, qemu_conf or hook.QEMU_CONF)
+
+
 def prepare_channel_dir(config) -> None:
-    """Create the channel directory QEMU binds sockets in: root:<qemu_group>, mode 2770 (setgid,
-    so sockets keep the group), since QEMU runs as libvirt-qemu:kvm and the worker connects."""
+    """Create the channel directory QEMU binds sockets in: root:<channel_group>, mode 2770
+    (setgid, so sockets keep the group), as the libvirt hook does; QEMU binds there and the
+    worker connects."""
     path = config.channel_dir
     try:
         os.makedirs(path, exist_ok=True)
         st = os.stat(path)
         if st.st_uid == os.getuid() == 0:
+            group = channel_group(config)
             try:
-                gid = grp.getgrnam(config.qemu_group).gr_gid
+                gid = int(group.lstrip("+")) if group.lstrip("+").isdigit() else grp.getgrnam(group).gr_gid
             except KeyError:
                 gid = st.st_gid
             if st.st_gid != gid:
