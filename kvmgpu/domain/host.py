@@ -136,6 +136,28 @@ def list_vgpus(conn) -> list[VGpu]:
     return sorted(found, key=lambda v: v.vm)
 
 
+def running_vgpus(conn) -> list[VGpu]:
+    """The vGPUs the running domains run with now (each one's live XML: what its worker serves,
+    whatever was changed for its next boot)."""
+    found = []
+    try:
+        domains = conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
+    except libvirt.libvirtError as e:
+        raise _translate(e, "listing running domains") from None
+    for dom in domains:
+        try:
+            vgpu = xml.read_vgpu(dom.XMLDesc(0))
+        except libvirt.libvirtError as e:
+            if e.get_error_code() in (libvirt.VIR_ERR_NO_DOMAIN, libvirt.VIR_ERR_OPERATION_INVALID):
+                continue                # undefined or stopped meanwhile
+            raise _translate(e, "reading a running domain's XML") from None
+        except InvalidInput:
+            continue
+        if vgpu:
+            found.append(vgpu)
+    return sorted(found, key=lambda v: v.vm)
+
+
 def live_has_vgpu(dom) -> bool:
     """Whether the running domain has kvmgpu's devices (False: they come at its next boot)."""
     try:
@@ -247,7 +269,7 @@ def attach(conn, config, gpus, vm: str, gmem: int | None, compute: int | None = 
             compute_mode = current.compute_mode if current else DEFAULT_COMPUTE_MODE
         others = [v for v in list_vgpus(conn) if v.vm != vm]
         chosen = choose_gpu(gpus, others + ([current] if current else []), gmem,
-                            config.context_overhead, want=gpu, vm=vm)
+                            config.context_overhead, want=gpu, vm=vm, live=running_vgpus(conn))
         vgpu = VGpu(id=current.id if current else str(uuid.uuid4()), vm=vm, gpu=chosen.index,
                     gpu_uuid=chosen.uuid, gmem=gmem, compute=compute, compute_mode=compute_mode,
                     region_size=current.region_size if current else config.region_size)

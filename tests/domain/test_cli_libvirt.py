@@ -55,3 +55,57 @@ def test_a_new_vgpu_needs_gmem(make_domain, kvmgpu):
     assert r.returncode == 2 and f"VM '{name}' has no vGPU yet" in r.stderr and "--gmem" in r.stderr
     assert json.loads(kvmgpu("list", "--json").stdout) == [] or \
         name not in [v["vm"] for v in json.loads(kvmgpu("list", "--json").stdout)]
+
+
+def _item(kvmgpu, name):
+    r = kvmgpu("list", "--json")
+    assert r.returncode == 0, r.stderr
+    return next(v for v in json.loads(r.stdout) if v["vm"] == name)
+
+
+def test_a_running_vm_counts_with_what_it_runs_until_it_restarts(make_domain, system_conn, kvmgpu):
+    """16G running, changed to 4G for its next boot: 16G stays promised, list says both."""
+    dom = make_domain()
+    name = dom.name()
+    assert kvmgpu("attach", name, "--gmem", "16G", "--compute", "30").returncode == 0
+    dom.create()
+    r = kvmgpu("attach", name, "--gmem", "4G")
+    assert r.returncode == 0 and "takes effect at its next boot" in r.stdout, r.stderr
+
+    item = _item(kvmgpu, name)
+    assert (item["gmem"], item["live"]["gmem"], item["next_boot"]["gmem"]) == (16 * G, 16 * G, 4 * G)
+    assert item["pending_restart"] is True and item["state"] == "running"
+    row = next(line for line in kvmgpu("list").stdout.splitlines() if line.startswith(name))
+    assert "16 GiB (4 GiB at next boot)" in row and "(vGPU changes at next boot)" in row
+
+    gpu = json.loads(kvmgpu("gpus", "--json").stdout)[0]
+    assert gpu["promised"] >= 16 * G, gpu            # others' running vGPUs may add to it
+
+    # another VM cannot be promised the 12G the first still uses
+    other = make_domain().name()
+    free = gpu["free"]
+    r = kvmgpu("attach", other, "--gmem", f"{(free >> 30) + 1}G")
+    assert r.returncode == 4, r.stdout
+    assert f"running VMs with a change pending serve until they restart: {name} 16 GiB" in r.stderr
+
+    # once it restarts, it runs with 4G and nothing is pending
+    dom.destroy()
+    dom.create()
+    item = _item(kvmgpu, name)
+    assert (item["gmem"], item["live"]["gmem"], item["pending_restart"]) == (4 * G, 4 * G, False)
+    row = next(line for line in kvmgpu("list").stdout.splitlines() if line.startswith(name))
+    assert "at next boot" not in row
+
+
+def test_a_vgpu_detached_while_running_still_counts(make_domain, system_conn, kvmgpu):
+    dom = make_domain()
+    name = dom.name()
+    assert kvmgpu("attach", name, "--gmem", "8G").returncode == 0
+    dom.create()
+    before = json.loads(kvmgpu("gpus", "--json").stdout)[0]["promised"]
+    assert kvmgpu("detach", name).returncode == 0
+    item = _item(kvmgpu, name)
+    assert (item["live"]["gmem"], item["next_boot"], item["pending_restart"]) == (8 * G, None, True)
+    assert json.loads(kvmgpu("gpus", "--json").stdout)[0]["promised"] == before
+    row = next(line for line in kvmgpu("list").stdout.splitlines() if line.startswith(name))
+    assert "(no vGPU at next boot)" in row
