@@ -143,7 +143,7 @@ def choose_run_as(user: str | None, channel_group: str | None = None) -> RunAs |
         return None
     group: str | None = None
     if user is None:
-        user, group = qemu_identity(default_group=default_group)
+        user, group = qemu_identity()
     if user == "root":
         log.warning("workers run as root (configured so); they should run as QEMU's user")
         return None
