@@ -37,6 +37,7 @@ STOP_GRACE = 10.0           # seconds a worker has to exit by itself after its V
 KILL_GRACE = 3.0            # then seconds after SIGTERM before SIGKILL
 HISTORY_EVERY = 5.0         # seconds between writes of a run's counters
 RESTART_BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
+NOT_READY_WARN_AFTER = 30.0  # seconds a running VM's channel may stay missing before that is a warning
 STOP_WITHIN = 5.0           # seconds after SIGTERM / SIGINT before the process exits whatever it does
 
 
@@ -58,6 +59,7 @@ class LiveVgpu:
     worker: Worker | None = None
     failures: int = 0
     restart_at: float = 0.0
+    not_ready_since: float | None = None    # since when its channel or region has been missing
 
 
 class Daemon:
@@ -278,9 +280,21 @@ class Daemon:
             return
         not_ready = channel_ready(spec)
         if not_ready:
-            log.warning("%s: not starting its worker yet: %s", vm, not_ready)
-            live.state, live.restart_at = "restarting", time.time() + RESTART_BACKOFF[0]
+            # normal for a moment while QEMU starts or goes (libvirt still says it runs after the
+            # channel is gone): a warning only when it lasts
+            now = time.time()
+            if live.not_ready_since is None:
+                live.not_ready_since = now
+            waited = now - live.not_ready_since
+            if waited >= NOT_READY_WARN_AFTER:
+                log.warning("%s: not starting its worker: %s for %.0f s while libvirt says the VM runs",
+                            vm, not_ready, waited)
+                live.not_ready_since = now          # said again after as long again
+            else:
+                log.info("%s: not starting its worker yet: %s", vm, not_ready)
+            live.state, live.restart_at = "restarting", now + RESTART_BACKOFF[0]
             return
+        live.not_ready_since = None
         worker = self.workers.start(spec)
         self._begin_run(worker, vgpu)
         live.worker, live.state = worker, "running"
@@ -357,11 +371,16 @@ class Daemon:
                 live.failures += 1
                 live.restart_at = now + delay
                 live.state = "restarting"
-                # exit 0: its channel closed, usually because QEMU is going and libvirt has not
-                # said so yet; the restart checks with libvirt again first
-                (log.info if w.exit_status == 0 else log.warning)(
-                    "worker for %s (pid %d) ended while its VM runs (%s); starting another in %.0f s "
-                    "if the VM still runs", w.vm, w.pid, _status_text(w.exit_status), delay)
+                # exit 0: its channel closed, which QEMU does when it goes: the VM is stopping and
+                # libvirt has not said so yet (a normal stop). The restart asks libvirt again first.
+                # An adopted worker's exit status is unknown: taken as such an end, not as a crash.
+                if w.exit_status in (0, None):
+                    log.info("worker for %s (pid %d) ended: its channel closed (the VM is stopping?); "
+                             "another in %.0f s if the VM still runs then", w.vm, w.pid, delay)
+                else:
+                    log.warning("worker for %s (pid %d) ended while its VM runs (%s); starting another "
+                                "in %.0f s if the VM still runs", w.vm, w.pid, _status_text(w.exit_status),
+                                delay)
             for vm, live in list(self.live.items()):
                 if live.worker is None and live.state == "restarting" and now >= live.restart_at:
                     self.reconcile_one(vm)               # re-checked with libvirt before starting
