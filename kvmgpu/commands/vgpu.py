@@ -137,8 +137,8 @@ def list_(connect: Optional[str] = typer.Option(None, "--connect", "-c", help=CO
         except KvmgpuError:
             continue                                  # undefined meanwhile
         running = state not in ("shut off", "crashed")
-        shown = now if running and now is not None else then
-        items.append({**dataclasses.asdict(shown),
+        # the top level is the configured vGPU (what attach and detach manage), else the one it runs with
+        items.append({**dataclasses.asdict(then if then is not None else now),
                       "used": None if usages is None else usages.get(vm),
                       "daemon": usages is not None, "state": state,
                       "live": _vgpu_dict(now) if running else None,
@@ -154,9 +154,11 @@ def list_(connect: Optional[str] = typer.Option(None, "--connect", "-c", help=CO
             used = "unknown (daemon not running)"
         else:
             used = "-" if i["used"] is None else format_size(i["used"])
-        gpu, quota, compute = str(i["gpu"]), format_size(i["gmem"]), f"{i['compute']}% {i['compute_mode']}"
-        state = i["state"]
         now, then = i["live"], i["next_boot"]
+        shown = now or then                           # a running VM: what it runs with
+        gpu, quota, compute = str(shown["gpu"]), format_size(shown["gmem"]), \
+            f"{shown['compute']}% {shown['compute_mode']}"
+        state = i["state"]
         if i["pending_restart"] and now is None:
             state += " (vGPU at next boot)"
         elif i["pending_restart"] and then is None:

@@ -73,7 +73,7 @@ def test_a_running_vm_counts_with_what_it_runs_until_it_restarts(make_domain, sy
     assert r.returncode == 0 and "takes effect at its next boot" in r.stdout, r.stderr
 
     item = _item(kvmgpu, name)
-    assert (item["gmem"], item["live"]["gmem"], item["next_boot"]["gmem"]) == (16 * G, 16 * G, 4 * G)
+    assert (item["gmem"], item["live"]["gmem"], item["next_boot"]["gmem"]) == (4 * G, 16 * G, 4 * G)
     assert item["pending_restart"] is True and item["state"] == "running"
     row = next(line for line in kvmgpu("list").stdout.splitlines() if line.startswith(name))
     assert "16 GiB (4 GiB at next boot)" in row and "(vGPU changes at next boot)" in row
