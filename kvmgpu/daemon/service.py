@@ -498,8 +498,9 @@ def _status_text(code: int | None) -> str:
     return f"exit status {code}"
 
 
-class _Stopped(Exception):
-    """SIGTERM or SIGINT while the daemon was still starting: start-up is abandoned."""
+class _Stopped(BaseException):
+    """SIGTERM or SIGINT while the daemon was still starting: start-up is abandoned (a
+    BaseException, as KeyboardInterrupt is, so that no `except Exception` on the way keeps it)."""
 
 
 def serve(config: Config, options: Options) -> int:
@@ -515,7 +516,8 @@ def serve(config: Config, options: Options) -> int:
     finished = threading.Event()
 
     def on_signal(signum: int, frame) -> None:
-        daemon.stop()                   # the watcher says so in the log
+        log.info("%s: stopping", signal.Signals(signum).name)
+        daemon.stop()
         if starting:
             raise _Stopped(signal.Signals(signum).name)
 
@@ -525,12 +527,11 @@ def serve(config: Config, options: Options) -> int:
     def watch() -> None:
         while (signum := os.read(wake_read, 1)[0]) not in (signal.SIGTERM, signal.SIGINT):
             pass
-        log.info("%s: stopping", signal.Signals(signum).name)
         daemon.stop()                   # in case the main thread cannot run its handler
         if not finished.wait(STOP_WITHIN):
-            log.error("still not stopped %.0f s after the signal (stuck in a call that does not "
-                      "return, e.g. to an unresponsive libvirtd): exiting now; workers keep running",
-                      STOP_WITHIN)
+            log.error("%s: still not stopped %.0f s after it (stuck in a call that does not return, "
+                      "e.g. to an unresponsive libvirtd): exiting now; workers keep running",
+                      signal.Signals(signum).name, STOP_WITHIN)
             logging.shutdown()
             os._exit(1)
 
