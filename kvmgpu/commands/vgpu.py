@@ -111,8 +111,7 @@ def _differs(live: VGpu | None, configured: VGpu | None) -> bool:
     """Whether a running VM's vGPU (None: none) is not the one configured for its next boot."""
     if live is None or configured is None:
         return live is not configured
-    key = lambda v: (v.gpu_uuid, v.gmem, v.compute, v.compute_mode, v.region_size)  # noqa: E731
-    return key(live) != key(configured)
+    return dataclasses.replace(live, id=configured.id, gpu=configured.gpu) != configured
 
 
 def _next_boot(now: str, then: str) -> str:

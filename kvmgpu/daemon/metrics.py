@@ -133,8 +133,12 @@ class MetricsPortTaken(KvmgpuError):
     """The metrics port cannot be bound (another process listens there, or it is not allowed)."""
 
     def __init__(self, host: str, port: int, error: OSError):
-        why = "another process listens there" if error.errno == errno.EADDRINUSE else (error.strerror or str(error))
-        super().__init__(f"cannot serve metrics on {host}:{port}: {why}",
-                         f"free port {port} (`ss -ltnp 'sport = :{port}'` shows who has it) or set "
-                         "another port with metrics_port in kvmgpu's configuration file "
-                         "(/etc/kvmgpu/kvmgpu.toml, or the file --config / KVMGPU_CONFIG names)")
+        setting = ("metrics_port in kvmgpu's configuration file (/etc/kvmgpu/kvmgpu.toml, or the file "
+                   "--config / KVMGPU_CONFIG names)")
+        if error.errno == errno.EADDRINUSE:
+            super().__init__(f"cannot serve metrics on {host}:{port}: another process listens there",
+                             f"free port {port} (`ss -ltnp 'sport = :{port}'` shows who has it) or set "
+                             f"another port with {setting}")
+        else:
+            super().__init__(f"cannot serve metrics on {host}:{port}: {error.strerror or error}",
+                             f"set another port with {setting}")
