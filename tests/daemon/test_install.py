@@ -11,7 +11,9 @@ from importlib import resources
 
 import pytest
 
+from kvmgpu.config import load_config
 from kvmgpu.daemon import install
+from kvmgpu.domain import host
 
 HOOK = str(resources.files("kvmgpu.data").joinpath("qemu-hook"))
 
@@ -36,7 +38,7 @@ def test_hook_makes_the_channel_directory(tmp_path):
     st = d.stat()
     assert stat.S_IMODE(st.st_mode) == 0o2770 and st.st_uid == 0
     try:
-        assert st.st_gid == grp.getgrnam("kvm").gr_gid
+        assert st.st_gid == grp.getgrnam(host.channel_group(load_config())).gr_gid
     except KeyError:
         pass
 
