@@ -291,6 +291,8 @@ def _parse_json(cls, session: int, payload: bytes):
         obj = json.loads(payload.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as e:
         raise RemoteProtocolError(f"{cls.__name__}: payload is not JSON ({e})") from None
+    except RecursionError:  # JSON nested deeper than the parser's stack (a few [ per byte is cheap)
+        raise RemoteProtocolError(f"{cls.__name__}: payload nests too deep") from None
     if not isinstance(obj, dict):
         raise RemoteProtocolError(f"{cls.__name__}: payload is not a JSON object")
     unknown = set(obj) - set(cls._FIELDS)

@@ -303,6 +303,9 @@ class Worker:
         except RemoteProtocolError:
             self._drop(cid, "protocol violation")
             return False
+        except Exception:
+            self._failed(cid)
+            return False
         if reply is None:
             return False
         if len(reply) > REPLY_MAX or peer.unsent:
@@ -346,6 +349,9 @@ class Worker:
                 except RemoteProtocolError:
                     self._drop(cid, "protocol violation")
                     return False
+                except Exception:
+                    self._failed(cid)
+                    return False
                 self._flush(cid, peer, reply)
                 return True
             if not peer.unsent:
@@ -383,6 +389,14 @@ class Worker:
         if peer.events != want:
             self._sel.modify(peer.sock, want, cid)
             peer.events = want
+
+    def _failed(self, cid: int) -> None:
+        """What channel `cid` sent raised something other than a protocol error: a bug in this
+        worker that a guest's bytes reach. Logged with its traceback and counted; that channel is
+        closed (its sessions end) and the worker serves the others."""
+        log.exception("channel %s: unexpected error while serving it (a bug): closing it", cid)
+        self.vgpu.internal_errors += 1
+        self._drop(cid, "internal error")
 
     def _drop(self, cid: int, reason: str) -> None:
         peer = self._peers.pop(cid)

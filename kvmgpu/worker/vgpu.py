@@ -53,6 +53,7 @@ class VGpu:
         self.bytes = {"htod": 0, "dtoh": 0, "dtod": 0}
         self.sessions_started = 0
         self.protocol_violations = 0
+        self.internal_errors = 0  # channels closed by an unexpected exception (a bug: logged)
         self.started = time.time()
         self._module_capacity = module_capacity
         # The compute gate (kvmgpu.compute.ComputeGate or None): before_launch(), idle(), close().
@@ -188,6 +189,7 @@ class VGpu:
             "bytes": dict(self.bytes),
             "modules_cached": len(self.modules),
             "protocol_violations": self.protocol_violations,
+            "internal_errors": self.internal_errors,
             "broken": self.broken[1] if self.broken else None,
             "compute": {"percent": self.compute, "mode": self.compute_mode,
                         "gpu_seconds": round(getattr(self.gate, "gpu_seconds", 0.0), 6)},
