@@ -12,6 +12,7 @@ import errno
 import json
 import logging
 import os
+import resource
 import select as select_mod
 import selectors
 import signal
@@ -22,7 +23,8 @@ import time
 from dataclasses import dataclass, field
 
 from kvmgpu_guest.mailbox import REPLY_MAX, fence
-from kvmgpu_guest.protocol import DEFAULT_MAX_FRAME, WINDOW_ALIGN, RemoteProtocolError
+from kvmgpu_guest.protocol import (DEFAULT_MAX_FRAME, WINDOW_ALIGN, Connection, Goodbye,
+                                   RemoteProtocolError, Role)
 from kvmgpu_guest.region import Region, RegionError
 from kvmgpu_guest.trace import ON as _TRACE, mark as _mark, side as _trace_side
 
@@ -46,6 +48,13 @@ IDLE_S = 0.002  # no message for this long while holding the GPU: let the other 
 # The sessions' mailboxes are looked at on every spin (a load each), and once more before blocking.
 POLL_US = 50
 POLL_ENV = "KVMGPU_WORKER_POLL_US"
+# Loopback mode: connections served at once. Past it a new connection gets a GOODBYE naming the
+# limit and is closed. Each connection costs a file descriptor; the limit is also kept FD_SPARE
+# under the process's descriptor limit (RLIMIT_NOFILE), for the region, the stats file, the
+# driver's own and the spare one that sheds a connection when descriptors run out anyway.
+MAX_CHANNELS = 256
+FD_SPARE = 64
+ACCEPT_PAUSE_S = 0.1  # no descriptor even to shed a connection with: stop accepting this long
 
 
 class Stop(BaseException):
@@ -65,6 +74,7 @@ class WorkerConfig:
     compute_mode: str = "share"
     stats_file: str | None = None
     max_frame: int = DEFAULT_MAX_FRAME
+    max_channels: int = MAX_CHANNELS
     poll_us: int = field(default_factory=lambda: int(os.environ.get(POLL_ENV) or POLL_US))
 
     def check(self) -> None:
@@ -76,6 +86,8 @@ class WorkerConfig:
             raise InvalidInput(f"compute mode {self.compute_mode!r}", "use share or limit")
         if self.gpu < 0:
             raise InvalidInput(f"GPU index {self.gpu} is negative")
+        if self.max_channels < 1:
+            raise InvalidInput(f"--max-channels {self.max_channels} is under 1")
         if self.region_size < WINDOW_ALIGN:
             raise InvalidInput(f"region size {self.region_size} is under one page ({WINDOW_ALIGN})")
 
@@ -120,6 +132,13 @@ class Worker:
         self._listener: socket.socket | None = None
         self._connected = False
         self._stats_written = 0.0
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        fds = soft - FD_SPARE if soft != resource.RLIM_INFINITY else config.max_channels
+        self.max_channels = max(1, min(config.max_channels, fds))
+        self.channels_refused = 0
+        self._refused_logged = 0.0
+        self._spare_fd = -1  # closed to accept (and close) a connection when descriptors run out
+        self._accept_paused_until = 0.0
         if _TRACE:
             _trace_side("worker")
 
@@ -180,7 +199,8 @@ class Worker:
         sock.setblocking(False)
         self._listener = sock
         self._sel.register(sock, selectors.EVENT_READ, None)
-        log.info("listening on %s (loopback mode)", path)
+        self._spare_fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        log.info("listening on %s (loopback mode, at most %d connections)", path, self.max_channels)
 
     def _add_peer(self, sock: socket.socket) -> None:
         sock.setblocking(False)
@@ -243,6 +263,8 @@ class Worker:
                     gate = self.vgpu.gate
                     if gate is not None and gate.held:
                         timeout = IDLE_S
+                    if self._accept_paused_until:
+                        timeout = self._resume_accepting(timeout)
                     ready = select(timeout)
                     for s in boxed:
                         s.mailbox.set_awake(True)
@@ -256,6 +278,8 @@ class Worker:
                         hot = key.data
                 if (ready or served) and poll_s:  # counted from the reply, not the request: a call that waits
                     poll_until = clock() + poll_s  # for the GPU must not use up the window
+                if self._accept_paused_until:
+                    self._resume_accepting(None)
                 if self._restart:
                     self._reexec()
                 if c.stats_file and time.monotonic() - self._stats_written >= STATS_INTERVAL:
@@ -321,11 +345,75 @@ class Worker:
         return True
 
     def _accept(self) -> None:
+        """Take the connections waiting: serve each while fewer than `max_channels` are, refuse
+        the rest (a GOODBYE that names the limit, then closed). Out of descriptors (EMFILE,
+        ENFILE), one is shed with the spare descriptor, or accepting pauses a moment: the
+        connections being served go on either way."""
+        for _ in range(64):  # then the others' turn
+            try:
+                sock, _ = self._listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    self._shed(e)
+                    return
+                if e.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EPERM):
+                    continue  # that client gave up or is not allowed: the next one
+                raise
+            if len(self._peers) >= self.max_channels:
+                self._refuse(sock, f"the worker already serves {self.max_channels} connections")
+            else:
+                self._add_peer(sock)
+
+    def _refuse(self, sock: socket.socket, why: str) -> None:
+        """Tell a connection why it is not served (best effort) and close it."""
+        self.channels_refused += 1
         try:
-            sock, _ = self._listener.accept()
-        except (BlockingIOError, InterruptedError):
-            return
-        self._add_peer(sock)
+            sock.setblocking(False)
+            sock.send(Connection(Role.HOST).send(Goodbye(0, why)))
+        except OSError:
+            pass
+        sock.close()
+        now = time.monotonic()
+        if now - self._refused_logged >= 1.0:  # one line a second, however many come
+            self._refused_logged = now
+            log.warning("refused a connection (%d so far): %s", self.channels_refused, why)
+
+    def _shed(self, e: OSError) -> None:
+        """accept() found no descriptor: give the spare one up to accept the connection and close
+        it, or, where even that fails, stop accepting for ACCEPT_PAUSE_S (a listener that stays
+        readable must not spin the loop)."""
+        why = f"out of file descriptors ({e.strerror})"
+        if self._spare_fd >= 0:
+            os.close(self._spare_fd)
+            self._spare_fd = -1
+            try:
+                sock, _ = self._listener.accept()
+            except OSError:
+                sock = None
+            if sock is not None:
+                self._refuse(sock, why)
+            try:
+                self._spare_fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                pass
+            if sock is not None:
+                return
+        if not self._accept_paused_until:
+            log.warning("%s: not accepting connections for %.1f s", why, ACCEPT_PAUSE_S)
+            self._sel.unregister(self._listener)
+        self._accept_paused_until = time.monotonic() + ACCEPT_PAUSE_S
+
+    def _resume_accepting(self, timeout: float | None) -> float | None:
+        """Listen again once the pause is over; the select timeout that wakes the loop then."""
+        left = self._accept_paused_until - time.monotonic()
+        if left > 0:
+            return left if timeout is None else min(timeout, left)
+        self._accept_paused_until = 0.0
+        if self._listener is not None:
+            self._sel.register(self._listener, selectors.EVENT_READ, None)
+        return timeout
 
     def _service(self, cid: int, mask: int) -> bool:
         """Read and answer what channel `cid` sent, send what is pending; whether it read bytes."""
@@ -430,7 +518,8 @@ class Worker:
             self._drop(cid, "worker restarting")
         handover = {"created": list(self._created)}
         if self._listener is not None:
-            self._sel.unregister(self._listener)
+            if not self._accept_paused_until:
+                self._sel.unregister(self._listener)
             self._listener.set_inheritable(True)
             handover["listen_fd"] = self._listener.fileno()
         self.vgpu.close()
@@ -456,9 +545,13 @@ class Worker:
         for cid in list(self._peers):
             self._drop(cid, "worker stopping")
         if self._listener is not None:
-            self._sel.unregister(self._listener)
+            if not self._accept_paused_until:
+                self._sel.unregister(self._listener)
             self._listener.close()
             self._listener = None
+        if self._spare_fd >= 0:
+            os.close(self._spare_fd)
+            self._spare_fd = -1
         self._sel.close()
         self.vgpu.close()
         self.write_stats()
@@ -481,6 +574,7 @@ class Worker:
         s = self.vgpu.stats()
         s["pid"] = os.getpid()
         s["channels"] = len(self._peers)
+        s["channels_refused"] = self.channels_refused
         return s
 
     def write_stats(self) -> None:

@@ -3,14 +3,17 @@ own connection at most; the worker goes on serving the others."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from kvmgpu_guest.protocol import HEADER, MAGIC, Kind, Op, Welcome
+from kvmgpu.worker import Worker, WorkerConfig
 from test_process import KVMGPU, WorkerProcess, wait_for, worker  # noqa: F401 (a fixture)
 
 
@@ -83,3 +86,147 @@ def test_an_unexpected_error_is_logged_and_closes_that_channel_only(tmp_path):
         wait_for(lambda: json.loads(Path(w.stats).read_text()).get("internal_errors") == 1, "the count")
     finally:
         w.kill()
+
+
+def refused(sock: socket.socket) -> str:
+    """The reason of the GOODBYE the worker sent before it closed `sock` ('' if none)."""
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    if len(data) < HEADER.size:
+        return ""
+    _, kind, _, _, _, length = HEADER.unpack_from(data)
+    assert kind == Kind.GOODBYE
+    return data[HEADER.size: HEADER.size + length].decode()
+
+
+def test_connections_past_the_limit_are_refused_and_the_others_served(worker):
+    w = worker("--max-channels", "4")
+    w.wait_listening()
+    socks = [w.connect() for _ in range(4)]
+    guests = [w.guest(s, window=4096) for s in socks]
+    for _ in range(20):
+        with w.connect() as s:
+            assert refused(s) == "the worker already serves 4 connections"
+    for g in guests:
+        assert g.ok(Op.MEM_GET_INFO)[1] == 64 << 20
+    guests[0].window.view.release()
+    socks[0].close()
+    wait_for(lambda: json.loads(Path(w.stats).read_text())["channels"] == 3, "the closed one gone")
+    serves(w)  # a place is free again
+    assert "refused a connection (1 so far): the worker already serves 4 connections" in w.log()
+    for g, s in zip(guests[1:], socks[1:]):
+        g.window.view.release()
+        s.close()
+
+
+def test_a_thousand_connections_at_once_under_a_small_descriptor_limit(worker):
+    """With RLIMIT_NOFILE at 128 the worker serves 64 connections (FD_SPARE under it) and refuses
+    the rest; it never runs out of descriptors, and it keeps serving."""
+    import resource
+    old = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (128, old[1]))  # the worker inherits it
+    try:
+        w = worker()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, old)
+    w.wait_listening()
+    socks = []
+    try:
+        while len(socks) < 1000:
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                s.connect(w.socket)
+            except BlockingIOError:  # the backlog is full: the worker takes them as it goes
+                s.close()
+                time.sleep(0.001)
+                continue
+            socks.append(s)
+        wait_for(lambda: _stats(w).get("channels_refused") == 1000 - 64, "the refusals")
+        assert w.proc.poll() is None, w.log()
+        assert _stats(w)["channels"] == 64
+        served = [s for s in socks if not refused_now(s)]
+        assert len(served) == 64
+        served[0].settimeout(15)
+        g = w.guest(served[0], window=4096)
+        assert g.ok(Op.MEM_GET_INFO)[1] == 64 << 20
+        g.window.view.release()
+    finally:
+        for s in socks:
+            s.close()
+    serves(w)
+    assert "at most 64 connections" in w.log()
+
+
+def _stats(w: WorkerProcess) -> dict:
+    try:
+        return json.loads(Path(w.stats).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def refused_now(sock: socket.socket) -> bool:
+    """Whether the worker has refused `sock` (a GOODBYE or its end is there to read)."""
+    sock.setblocking(False)
+    try:
+        data = sock.recv(65536)
+    except BlockingIOError:
+        return False
+    return not data or HEADER.unpack_from(data)[1] == Kind.GOODBYE
+
+
+class _NoDescriptors:
+    """A listening socket whose accept() fails with EMFILE `times` times, then accepts."""
+
+    def __init__(self, sock, times: int):
+        self.sock, self.times = sock, times
+
+    def fileno(self):
+        return self.sock.fileno()
+
+    def accept(self):
+        if self.times:
+            self.times -= 1
+            raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+        return self.sock.accept()
+
+    def __getattr__(self, name):
+        return getattr(self.sock, name)
+
+
+def loopback_worker(tmp_path) -> Worker:
+    w = Worker(WorkerConfig(backend="sim", gmem=64 << 20, socket=str(tmp_path / "s"),
+                            shm=str(tmp_path / "r"), region_size=1 << 20))
+    w._open_socket()
+    return w
+
+
+def test_out_of_descriptors_sheds_the_connection_with_the_spare_one(tmp_path):
+    w = loopback_worker(tmp_path)
+    try:
+        w._listener = _NoDescriptors(w._listener, 1)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as c:
+            c.connect(w.config.socket)
+            w._accept()
+            assert refused(c).startswith("out of file descriptors")
+        assert not w._peers and w._spare_fd >= 0 and not w._accept_paused_until
+    finally:
+        w.close()
+
+
+def test_out_of_descriptors_even_to_shed_pauses_accepting(tmp_path):
+    w = loopback_worker(tmp_path)
+    try:
+        w._listener = _NoDescriptors(w._listener, 2)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as c:
+            c.connect(w.config.socket)
+            w._accept()  # EMFILE, and EMFILE again with the spare descriptor given up
+            assert w._accept_paused_until and w._listener.fileno() not in w._sel.get_map()
+            assert 0 < w._resume_accepting(None) <= 0.1  # select wakes the loop when it is over
+            w._accept_paused_until = time.monotonic()
+            assert w._resume_accepting(5.0) == 5.0
+            assert w._listener.fileno() in w._sel.get_map()  # listening again
+            w._accept()
+            assert len(w._peers) == 1
+    finally:
+        w.close()
