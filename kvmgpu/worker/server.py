@@ -230,16 +230,30 @@ class Worker:
             hot_polled, hot_poll = None, None
             spins = 0
             boxed = self.vgpu.boxed  # the sessions with a mailbox
+            # Fairness: one post per session until every channel has been looked at again (a post
+            # can post again itself: its work may write the post word), the sessions in turn.
+            taken: set = set()  # the sessions a post was taken from since the last select
+            turn = 0  # where the next look at the mailboxes starts
             while self._listener is not None or self._peers:
                 polling = poll_s and clock() < poll_until
-                served = False
+                served = look = False
                 ready = ()
-                for s in boxed:
+                n = len(boxed)
+                for i in range(n):
+                    s = boxed[(turn + i) % n]
                     box = s.mailbox
                     if box.words[0] != box.number:  # posted (Mailbox.posted, inline)
+                        if s.key in taken:
+                            look = True
+                            break
+                        taken.add(s.key)
+                        turn = (turn + i + 1) % n
                         served = self._take_post(s)
                         break  # (the list may have changed)
-                if served:
+                if look:
+                    ready = select(0)
+                    taken.clear()
+                elif served:
                     pass
                 elif polling:
                     # Asking the channel that just spoke is far cheaper than a select() over all (that
@@ -256,6 +270,7 @@ class Worker:
                         if spins & 7:
                             continue
                         ready = select(0)
+                        taken.clear()
                 elif self._posted_before_sleep(boxed):
                     served = True
                 else:
@@ -266,6 +281,7 @@ class Worker:
                     if self._accept_paused_until:
                         timeout = self._resume_accepting(timeout)
                     ready = select(timeout)
+                    taken.clear()
                     for s in boxed:
                         s.mailbox.set_awake(True)
                     if not ready and gate is not None and gate.held:
@@ -296,8 +312,8 @@ class Worker:
 
     def _posted_before_sleep(self, boxed: list) -> bool:
         """Say in every mailbox that this worker is about to block, then look at them once more:
-        a guest that posted before it read that did not ring (Mailbox.post). Whether one had (it
-        is served, and every mailbox is awake again)."""
+        a guest that posted before it read that did not ring (Mailbox.post). Whether one had
+        (then every mailbox is awake again, and the loop's next turn takes the post)."""
         if not boxed:
             return False
         for s in boxed:
@@ -305,7 +321,6 @@ class Worker:
         fence()
         for s in boxed:
             if s.mailbox.posted():
-                self._take_post(s)
                 for t in boxed:
                     t.mailbox.set_awake(True)
                 return True

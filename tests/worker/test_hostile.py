@@ -7,12 +7,14 @@ import errno
 import json
 import os
 import socket
+import struct
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from kvmgpu_guest.protocol import HEADER, MAGIC, Kind, Op, Welcome
+from kvmgpu_guest.mailbox import Mailbox, mailbox_at
+from kvmgpu_guest.protocol import HEADER, MAGIC, Doorbell, Kind, Op
 from kvmgpu.worker import Worker, WorkerConfig
 from test_process import KVMGPU, WorkerProcess, wait_for, worker  # noqa: F401 (a fixture)
 
@@ -230,3 +232,48 @@ def test_out_of_descriptors_even_to_shed_pauses_accepting(tmp_path):
             assert len(w._peers) == 1
     finally:
         w.close()
+
+
+def self_posting(w: WorkerProcess, sock: socket.socket):
+    """A session whose mailbox post, once taken, posts again: its work swaps two device words and
+    copies one of them over the post word, so the word differs from the one taken every time.
+    (guest, its mailbox) once posted."""
+    g = w.guest(sock, window=1 << 20)
+    box = Mailbox(g.window.view, mailbox_at(g.window.size))
+    a, b, t = g.alloc(4), g.alloc(4), g.alloc(4)
+    g.put(a, struct.pack("<I", 8))
+    g.put(b, struct.pack("<I", 7))
+    post_word = mailbox_at(g.window.size)
+    frames = [g.frame(Op.MEMCPY_DTOD, t, a, 4, 0, queued=True),
+              g.frame(Op.MEMCPY_DTOD, a, b, 4, 0, queued=True),
+              g.frame(Op.MEMCPY_DTOD, b, t, 4, 0, queued=True),
+              g.frame(Op.MEMCPY_DTOH, post_word, a, 4, 0)]
+    if not box.post(b"", b"".join(frames)):
+        sock.sendall(g.conn.send(Doorbell(g.session)))
+    wait_for(lambda: box.words[16] != 0, "the first answer")  # (answer: it posted itself again)
+    return g, box
+
+
+def test_a_post_that_posts_itself_again_starves_no_one(worker):
+    """The worker takes one post per session until it has looked at the channels again, the
+    sessions in turn: a session whose post posts itself keeps only itself busy, another session's
+    post and another connection are served, and when the guest goes its session ends."""
+    w = worker()
+    w.wait_listening()
+    with w.connect() as bad_sock:
+        bad, bad_box = self_posting(w, bad_sock)
+        with w.connect() as other_sock:
+            other = w.guest(other_sock, window=1 << 20)
+            box = Mailbox(other.window.view, mailbox_at(other.window.size))
+            if not box.post(b"", other.frame(Op.MEM_GET_INFO)):
+                other_sock.sendall(other.conn.send(Doorbell(other.session)))
+            wait_for(box.answered, "the other session's answer", timeout=10)
+            (reply,) = other._events(box.answer_bytes())
+            assert reply.status == 0 and reply.values[1] == 64 << 20
+            box.release()
+            other.window.view.release()
+        serves(w)
+        bad_box.release()
+        bad.window.view.release()
+    wait_for(lambda: "session 1:1 end" in w.log(), "the gone guest's session to end")
+    serves(w)
