@@ -13,8 +13,11 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
+from kvmgpu_guest.cudefs import CUresult
 from kvmgpu_guest.mailbox import Mailbox, mailbox_at
-from kvmgpu_guest.protocol import HEADER, MAGIC, Doorbell, Kind, Op
+from kvmgpu_guest.protocol import HEADER, MAGIC, Doorbell, Kind, Op, RemoteProtocolError
 from kvmgpu.worker import Worker, WorkerConfig
 from test_process import KVMGPU, WorkerProcess, wait_for, worker  # noqa: F401 (a fixture)
 
@@ -277,3 +280,23 @@ def test_a_post_that_posts_itself_again_starves_no_one(worker):
         bad.window.view.release()
     wait_for(lambda: "session 1:1 end" in w.log(), "the gone guest's session to end")
     serves(w)
+
+
+def test_frame_limits_are_each_sessions_own(host):
+    """Two sessions on one channel negotiate 4 KiB and 64 KiB frames: a 8 KiB frame is legal on
+    the second (its call is answered) and a violation on the first only."""
+    small = host.guest(window=65536, session=1, max_frame=4096)
+    assert small.welcome.max_frame == 4096
+    ch = small.channel
+    big = host.guest(window=65536, session=2, channel=ch)
+    assert big.welcome.max_frame == 64 << 10
+    r = big.call(Op.LAUNCH, 99, 1, 1, 1, 1, 1, 1, 0, 0, blob=bytes(8000))  # no function 99
+    assert r.status == CUresult.CUDA_ERROR_INVALID_HANDLE and not ch.closed
+    launches = b"".join(big.frame(Op.LAUNCH, 99, 1, 1, 1, 1, 1, 1, 0, 0, blob=bytes(8000), queued=True)
+                        for _ in range(3))  # the queued launches' fast path too
+    assert ch.receive(launches) == b"" and not ch.closed
+    r = big.call(Op.CTX_SYNCHRONIZE)  # the first queued launch's error
+    assert r.status == CUresult.CUDA_ERROR_INVALID_HANDLE and not ch.closed
+    with pytest.raises(RemoteProtocolError, match="over the limit of 4096"):
+        small.call(Op.LAUNCH, 99, 1, 1, 1, 1, 1, 1, 0, 0, blob=bytes(8000), queued=True)
+    assert ch.closed
