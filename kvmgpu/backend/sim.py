@@ -15,6 +15,7 @@ context fails with it until the worker replaces the backend (see docs/security.m
 from __future__ import annotations
 
 import bisect
+import logging
 import re
 import struct
 import time
@@ -24,6 +25,8 @@ from kvmgpu_guest.cudefs import CUresult
 
 from . import simkernels
 from .base import Backend, CudaError, DeviceInfo
+
+log = logging.getLogger("kvmgpu.backend")
 
 BASE_ADDRESS = 0x7F00_0000_0000
 ALIGN = 256
@@ -280,11 +283,24 @@ class SimBackend(Backend):
         self._check()
 
     def module_get_function(self, module: SimModule, name: str):
+        """The function, where the module has the entry point and this backend a Python twin
+        of it with as many parameters: a kernel the sim backend cannot run fails here, at the
+        call that names it, not at a later launch or synchronise."""
         self._check()
         layout = module.entries.get(name)
         if layout is None:
             _fail(CUresult.CUDA_ERROR_NOT_FOUND, f"no entry point {name!r} in the module")
-        return SimFunction(module, name, layout), list(layout)
+        twin = simkernels.KERNELS.get(name)
+        if twin is None:
+            why = (f"the sim development backend cannot run kernel {name!r}: it runs only its test "
+                   f"kernels ({', '.join(sorted(simkernels.KERNELS))}); use --backend cuda")
+        elif len(twin.params) != len(layout):
+            why = (f"kernel {name!r} has {len(layout)} parameters in the image, "
+                   f"{len(twin.params)} in the sim backend's twin of it")
+        else:
+            return SimFunction(module, name, layout), list(layout)
+        log.warning("%s", why)
+        _fail(CUresult.CUDA_ERROR_NOT_SUPPORTED, why)
 
     def module_get_global(self, module: SimModule, name: str) -> tuple[int, int]:
         self._check()
@@ -294,14 +310,7 @@ class SimBackend(Backend):
 
     def launch(self, function: SimFunction, grid, block, shared, stream, args: bytes) -> None:
         self._check()
-        twin = simkernels.KERNELS.get(function.name)
-        if twin is None:
-            _fail(CUresult.CUDA_ERROR_NOT_SUPPORTED,
-                  f"the sim backend has no Python implementation of {function.name}")
-        if len(twin.params) != len(function.layout):
-            _fail(CUresult.CUDA_ERROR_NOT_SUPPORTED,
-                  f"{function.name} has {len(function.layout)} parameters in the image, "
-                  f"{len(twin.params)} in its sim twin")
+        twin = simkernels.KERNELS[function.name]  # (module_get_function made sure)
         try:
             values = simkernels.decode_args(twin, function.layout, args)
         except (ValueError, struct.error) as e:

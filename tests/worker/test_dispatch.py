@@ -437,12 +437,19 @@ def test_saxpy_stencil_and_global(g):
     assert status(g.call(Op.MEMCPY_DTOH, 0, ptr, 4, 0)) == INVALID_VALUE
 
 
-def test_kernel_without_a_sim_twin(g):
+def test_a_kernel_the_sim_backend_lacks_fails_where_it_is_named(g, caplog):
+    """At cuModuleGetFunction, with the kernel's name and why, logged in the worker too: not at
+    a later launch or synchronise with no word of why."""
     ptx = PTX.replace(b"vector_add", b"mystery_kernel")
     m = g.load(ptx)
-    f, _ = g.function(m, "mystery_kernel")
-    r = g.call(Op.LAUNCH, f, 1, 1, 1, 1, 1, 1, 0, 0, blob=bytes(28))
-    assert r.status == CUresult.CUDA_ERROR_NOT_SUPPORTED and b"no Python implementation" in r.blob
+    r = g.call(Op.MODULE_GET_FUNCTION, m, blob=b"mystery_kernel")
+    assert r.status == CUresult.CUDA_ERROR_NOT_SUPPORTED
+    text = r.blob.decode()
+    assert "cannot run kernel 'mystery_kernel'" in text and "only its test kernels" in text
+    assert "vector_add" in text and "--backend cuda" in text
+    assert "cannot run kernel 'mystery_kernel'" in caplog.text
+    g.ok(Op.CTX_SYNCHRONIZE)  # nothing left to fail later
+    assert g.function(m, "saxpy")[1] == 4  # the module's other kernels are there
 
 
 # --- queued calls and sticky errors -------------------------------------------------------------
