@@ -19,6 +19,7 @@ sys.path.insert(0, str(HERE))
 
 import fuzz_channel  # noqa: E402
 import fuzz_protocol  # noqa: E402
+from kvmgpu_guest.protocol import Op  # noqa: E402
 
 HARNESSES = {"protocol": fuzz_protocol.one_input, "channel": fuzz_channel.one_input}
 RUN_SECONDS = int(os.environ.get("KVMGPU_FUZZ_SECONDS") or 25)
@@ -61,3 +62,41 @@ def test_a_bounded_run_finds_nothing(harness, tmp_path):
                     f"with `python tests/fuzz/fuzz_{harness}.py INPUT`, fix it and keep the input in "
                     f"tests/fuzz/regressions/{harness}/\n{tail}")
     assert "Done" in run.stderr, run.stderr[-2000:]
+
+
+# --- the checks themselves catch what they are for --------------------------------------------
+
+def _corpus(harness: str, name: str) -> bytes:
+    return (HERE / "corpus" / harness / name).read_bytes()
+
+
+def test_a_free_that_keeps_its_quota_is_caught(monkeypatch):
+    from kvmgpu.worker import dispatch
+
+    def mem_free(vg, s, call):  # forgets vg.quota.release
+        s.drop_range(call.args[0])
+        vg.backend.mem_free(call.args[0])
+        return dispatch.OK
+    monkeypatch.setitem(dispatch.HANDLERS, Op.MEM_FREE, mem_free)
+    with pytest.raises(AssertionError, match="quota in use"):
+        fuzz_channel.one_input(_corpus("channel", "op-mem_free"))
+
+
+def test_a_call_left_unanswered_is_caught(monkeypatch):
+    from kvmgpu.worker import channel
+    real = channel.dispatch
+    monkeypatch.setattr(channel, "dispatch",
+                        lambda vg, s, call: None if call.op == Op.MEM_GET_INFO else real(vg, s, call))
+    with pytest.raises(AssertionError, match="1 answers due, 0 came"):
+        fuzz_channel.one_input(_corpus("channel", "op-mem_get_info"))
+
+
+def test_a_hot_path_that_decodes_otherwise_is_caught(monkeypatch):
+    real = fuzz_protocol.decode
+
+    def skewed(data, mailbox, pieces, fast, repeats=None):  # the hot path loses a message
+        events, error = real(data, mailbox, pieces, fast, repeats)
+        return (events[:-1], error) if fast and events else (events, error)
+    monkeypatch.setattr(fuzz_protocol, "decode", skewed)
+    with pytest.raises(AssertionError, match="hot paths decoded differently"):
+        fuzz_protocol.one_input(_corpus("protocol", "driver-calls-000"))
