@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import bisect
 import logging
-import re
 import struct
 import time
 import uuid
@@ -25,6 +24,7 @@ from kvmgpu_guest.cudefs import CUresult
 
 from . import simkernels
 from .base import Backend, CudaError, DeviceInfo
+from .ptx import parse_ptx
 
 log = logging.getLogger("kvmgpu.backend")
 
@@ -67,69 +67,8 @@ ATTRIBUTES = {
     97: 232448,  # MAX_SHARED_MEMORY_PER_BLOCK_OPTIN
 }
 
-_SIZES = {"8": 1, "16": 2, "32": 4, "64": 8}
-_ENTRY = re.compile(r"\.entry\s+([A-Za-z_$][\w$]*)\s*\((.*?)\)", re.S)
-_PARAM = re.compile(
-    r"\.param\s+(?:\.align\s+(\d+)\s+)?\.([busf])(8|16|32|64)\s+"
-    r"(?:\.ptr\s+(?:\.\w+\s+)*?(?:\.align\s+\d+\s+)?)?([A-Za-z_$][\w$]*)(?:\s*\[(\d+)\])?")
-_GLOBAL = re.compile(
-    r"^\s*(?:\.visible\s+|\.weak\s+)?\.global\s+(?:\.align\s+(\d+)\s+)?\.([busf])(8|16|32|64)\s+"
-    r"([A-Za-z_$][\w$]*)(?:\s*\[(\d+)\])?\s*(?:=\s*([^;]*))?;", re.M)
-
-
 def _fail(code: CUresult, detail: str = ""):
     raise CudaError(code, detail)
-
-
-def parse_ptx(image: bytes) -> tuple[dict, dict]:
-    """({entry: [(offset, size)]}, {global: (size, initial bytes)}) read from a PTX image."""
-    if image[:4] == b"\x7fELF":
-        _fail(CUresult.CUDA_ERROR_NO_BINARY_FOR_GPU,
-              "the sim backend runs PTX only; this image is a cubin (ELF)")
-    if image[:4] == b"\x50\xed\x55\xba":
-        _fail(CUresult.CUDA_ERROR_NO_BINARY_FOR_GPU,
-              "the sim backend runs PTX only; this image is a fatbin")
-    try:
-        text = image.rstrip(b"\0").decode("utf-8")
-    except UnicodeDecodeError:
-        _fail(CUresult.CUDA_ERROR_INVALID_IMAGE, "the image is neither PTX text nor a CUDA binary")
-    if ".version" not in text or ".target" not in text:
-        _fail(CUresult.CUDA_ERROR_INVALID_PTX, "PTX without .version/.target directives")
-    entries = {}
-    for m in _ENTRY.finditer(text):
-        layout, offset = [], 0
-        for p in _PARAM.finditer(m.group(2)):
-            align, _, bits, _, count = p.groups()
-            elem = _SIZES[bits]
-            size = elem * int(count or 1)
-            a = int(align) if align else elem
-            offset = (offset + a - 1) // a * a
-            layout.append((offset, size))
-            offset += size
-        entries[m.group(1)] = layout
-    globals_ = {}
-    for g in _GLOBAL.finditer(text):
-        _, kind, bits, name, count, init = g.groups()
-        elem = _SIZES[bits]
-        size = elem * int(count or 1)
-        globals_[name] = (size, _initial(kind, bits, init, size))
-    return entries, globals_
-
-
-def _initial(kind: str, bits: str, init: str | None, size: int) -> bytes:
-    """Initial bytes of a scalar global (`0f3F800000`, `0d...`, integers); others start zeroed."""
-    if not init or "{" in init:
-        return bytes(size)
-    init = init.strip()
-    try:
-        if init[:2] in ("0f", "0F") and bits == "32":
-            return bytes.fromhex(init[2:])[::-1]
-        if init[:2] in ("0d", "0D") and bits == "64":
-            return bytes.fromhex(init[2:])[::-1]
-        value = int(init, 0)
-        return (value & ((1 << (8 * size)) - 1)).to_bytes(size, "little")
-    except ValueError:
-        return bytes(size)
 
 
 class SimModule:
@@ -267,7 +206,7 @@ class SimBackend(Backend):
         try:
             for name, (size, initial) in globals_.items():
                 ptr = self._allocate(max(size, 1))
-                self._allocs[ptr][:size] = initial
+                self._allocs[ptr][:len(initial)] = initial
                 placed[name] = (ptr, size)
         except CudaError:
             for ptr, _ in placed.values():
