@@ -12,7 +12,7 @@ def worker(
     backend: str = typer.Option(..., help="cuda (the product) or sim (DEVELOPMENT backend: no GPU, test kernels only)"),
     gmem: str = typer.Option(..., help="device-memory quota, libvirt units (8G, 512M)"),
     socket: str = typer.Option(..., help="channel socket: connect if QEMU listens on it, else listen (loopback)"),
-    shm: str = typer.Option(..., help="shared region file: opened if present, else created"),
+    shm: str = typer.Option(..., help="shared region file: opened if present, else created; its space is reserved; loopback mode removes it on exit"),
     region_size: str = typer.Option("64M", help="size of the shared region when the worker creates it"),
     vm: str = typer.Option("", help="the VM's name (logs, stats)"),
     gpu: int = typer.Option(0, help="GPU index (cuda backend)"),

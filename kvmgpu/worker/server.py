@@ -55,6 +55,7 @@ POLL_ENV = "KVMGPU_WORKER_POLL_US"
 MAX_CHANNELS = 256
 FD_SPARE = 64
 ACCEPT_PAUSE_S = 0.1  # no descriptor even to shed a connection with: stop accepting this long
+SUN_PATH_MAX = 107  # the longest path a unix socket can be bound or connected to (sun_path, less its NUL)
 
 
 class Stop(BaseException):
@@ -86,6 +87,10 @@ class WorkerConfig:
             raise InvalidInput(f"compute mode {self.compute_mode!r}", "use share or limit")
         if self.gpu < 0:
             raise InvalidInput(f"GPU index {self.gpu} is negative")
+        n = len(os.fsencode(self.socket))
+        if n > SUN_PATH_MAX:
+            raise InvalidInput(f"socket path {self.socket} is {n} bytes, over the {SUN_PATH_MAX}-byte "
+                               "limit of a unix socket's path", "give --socket a shorter path")
         if self.max_channels < 1:
             raise InvalidInput(f"--max-channels {self.max_channels} is under 1")
         if self.region_size < WINDOW_ALIGN:
@@ -149,12 +154,12 @@ class Worker:
             if os.path.exists(path):
                 if path in self._inherited.get("created", ()):
                     self._created.append(path)  # made by this worker before it re-executed
-                return Region.open_file(path)
+                return Region.open_file(path, reserve=True)  # QEMU's (a VM), or a worker's before
             region = Region.open_file(path, self.config.region_size, create=True)
             self._created.append(path)
             return region
         except RegionError as e:
-            raise KvmgpuError(str(e), "check --shm and its permissions") from None
+            raise KvmgpuError(str(e), e.hint or "check --shm and its permissions") from None
 
     def _open_socket(self) -> None:
         path = self.config.socket
@@ -178,7 +183,7 @@ class Worker:
             except OSError as e:
                 sock.close()
                 if e.errno not in (errno.ECONNREFUSED, errno.ENOENT):
-                    raise KvmgpuError(f"cannot connect to {path}: {e.strerror}") from None
+                    raise KvmgpuError(f"cannot connect to {path}: {e.strerror or e}") from None
                 os.unlink(path)  # a stale socket nobody listens on
             else:
                 self._connected = True
@@ -190,7 +195,7 @@ class Worker:
             sock.bind(path)
         except OSError as e:
             sock.close()
-            raise KvmgpuError(f"cannot create socket {path}: {e.strerror}") from None
+            raise KvmgpuError(f"cannot create socket {path}: {e.strerror or e}") from None
         self._created.append(path)
         sock.listen(16)
         self._listen(sock, path)
@@ -200,6 +205,10 @@ class Worker:
         self._listener = sock
         self._sel.register(sock, selectors.EVENT_READ, None)
         self._spare_fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        # In loopback mode the region is this worker's to remove on exit, also one it found (a
+        # worker before it was killed and left it); a VM's region is QEMU's (the daemon removes it)
+        if self.config.shm not in self._created:
+            self._created.append(self.config.shm)
         log.info("listening on %s (loopback mode, at most %d connections)", path, self.max_channels)
 
     def _add_peer(self, sock: socket.socket) -> None:

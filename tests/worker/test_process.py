@@ -55,10 +55,11 @@ def wait_for(predicate, what: str, timeout: float = 15.0):
 
 
 class WorkerProcess:
-    def __init__(self, *extra: str, gmem: str = "64M", socket_path: str | None = None):
+    def __init__(self, *extra: str, gmem: str = "64M", socket_path: str | None = None,
+                 shm_path: str | None = None):
         self.dir = Path(tempfile.mkdtemp(prefix="kvw", dir="/tmp"))  # short: unix socket paths
         self.socket = socket_path or str(self.dir / "ch.sock")
-        self.shm = str(self.dir / "region")
+        self.shm = shm_path or str(self.dir / "region")
         self.stats = str(self.dir / "stats.json")
         self.stderr = open(self.dir / "stderr", "w+")
         self.proc = subprocess.Popen(
