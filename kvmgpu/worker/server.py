@@ -9,6 +9,7 @@ all share the one vGPU and its quota. SIGTERM or SIGINT stops it cleanly.
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import logging
 import os
@@ -55,6 +56,7 @@ POLL_ENV = "KVMGPU_WORKER_POLL_US"
 MAX_CHANNELS = 256
 FD_SPARE = 64
 ACCEPT_PAUSE_S = 0.1  # no descriptor even to shed a connection with: stop accepting this long
+LOCK_SUFFIX = ".lock"  # next to a loopback worker's socket, locked while it listens
 SUN_PATH_MAX = 107  # the longest path a unix socket can be bound or connected to (sun_path, less its NUL)
 
 
@@ -114,6 +116,7 @@ class Worker:
         config.check()
         self.config = config
         self._created: list[str] = []  # paths this worker made and removes on exit
+        self._lock_fd = -1  # loopback: <socket>.lock, locked while this worker listens
         self._inherited = json.loads(os.environ.pop(RESTART_ENV, "") or "{}")  # after a re-exec
         self._restart = False  # set after a sticky error once no session is left: re-execute
         self._region = self._open_region()
@@ -168,6 +171,7 @@ class Worker:
             sock = socket.socket(fileno=fd)
             sock.set_inheritable(False)
             self._created.append(path)
+            self._lock(path)
             self._listen(sock, path)
             return
         try:
@@ -177,6 +181,11 @@ class Worker:
         if st is not None:
             if not stat.S_ISSOCK(st.st_mode):
                 raise InvalidInput(f"{path} exists and is not a socket", "give --socket a free path")
+            pid = _worker_listening(path)
+            if pid is not None:
+                who = f"a kvmgpu worker (pid {pid})" if pid else "a kvmgpu worker"
+                raise KvmgpuError(f"{who} already listens on {path}: it is not a VM's channel",
+                                  "stop that worker, or give this one another --socket")
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
                 sock.connect(path)
@@ -197,8 +206,25 @@ class Worker:
             sock.close()
             raise KvmgpuError(f"cannot create socket {path}: {e.strerror or e}") from None
         self._created.append(path)
+        self._lock(path)
         sock.listen(16)
         self._listen(sock, path)
+
+    def _lock(self, path: str) -> None:
+        """Hold `<socket>.lock` while listening, with this worker's pid in it: a second worker
+        started on the same socket finds it locked and refuses, instead of connecting to this
+        one as if it were QEMU (`_worker_listening`)."""
+        lock = path + LOCK_SUFFIX
+        self._lock_fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+            raise KvmgpuError(f"another kvmgpu worker holds {lock}", "give --socket another path") from None
+        os.ftruncate(self._lock_fd, 0)
+        os.write(self._lock_fd, f"{os.getpid()}\n".encode())
+        self._created.append(lock)
 
     def _listen(self, sock: socket.socket, path: str) -> None:
         sock.setblocking(False)
@@ -592,6 +618,9 @@ class Worker:
             except FileNotFoundError:
                 pass
         self._created.clear()
+        if self._lock_fd >= 0:  # (after its file is gone: no second worker takes a lock on it meanwhile)
+            os.close(self._lock_fd)
+            self._lock_fd = -1
 
     # --- counters --------------------------------------------------------------------------------
     def stats(self) -> dict:
@@ -614,6 +643,25 @@ class Worker:
             os.replace(tmp, path)
         except OSError as e:
             log.warning("cannot write stats to %s: %s", path, e)
+
+
+def _worker_listening(path: str) -> int | None:
+    """The pid of the kvmgpu worker that listens on socket `path` (it holds `<path>.lock`), or None
+    (QEMU's socket, or a worker's that is gone)."""
+    try:
+        fd = os.open(path + LOCK_SUFFIX, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            text = os.read(fd, 32).decode(errors="replace").strip()
+            return int(text) if text.isdigit() and len(text) < 10 else 0
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
 
 
 def serve(config: WorkerConfig) -> None:

@@ -87,3 +87,22 @@ def test_a_socket_path_too_long_is_said(tmp_path):
     assert r.returncode == 2, r.stderr
     assert f"socket path {path} is 115 bytes, over the 107-byte limit" in r.stderr
     assert "None" not in r.stderr and not (tmp_path / "r").exists()
+
+
+def test_a_second_worker_on_a_loopback_workers_socket_refuses(worker, tmp_path):
+    """It does not connect to the first as if it were QEMU's channel: the first holds
+    `<socket>.lock` while it listens, the second names it and exits non-zero, the first serves on."""
+    w = worker()
+    w.wait_listening()
+    r = run_worker("--socket", w.socket, "--shm", str(tmp_path / "r2"))
+    assert r.returncode == 1, r.stderr
+    assert f"a kvmgpu worker (pid {w.proc.pid}) already listens on {w.socket}" in r.stderr
+    assert "not a VM's channel" in r.stderr and not (tmp_path / "r2").exists()
+    with w.connect() as sock:
+        g = w.guest(sock, window=4096)
+        g.window.view.release()
+    assert "session 1:1 start" in w.log()  # the first connection it had (no second worker's)
+    w._region.close()
+    w.proc.send_signal(signal.SIGTERM)
+    assert w.proc.wait(15) == 0, w.log()
+    assert not os.path.exists(w.socket + ".lock") and not os.path.exists(w.socket)
