@@ -29,7 +29,7 @@ import zlib
 from pathlib import Path
 
 from kvmgpu_guest.cudefs import CUresult
-from kvmgpu_guest.mailbox import REPLY_MAX
+from kvmgpu_guest.mailbox import REPLY_MAX, REQUEST_MAX
 from kvmgpu_guest.protocol import (HEADER, HEADER_SIZE, OPS, Connection, Hello, LocalProtocolError,
                                    Op, RemoteProtocolError, Role, Goodbye)
 from kvmgpu_guest.region import Region
@@ -248,6 +248,7 @@ class Host:
         legal = sid in self.limits and len(frame) - HEADER_SIZE <= self.limits[sid]
         try:
             if flags & 2:
+                legal = legal and len(frame) <= REQUEST_MAX
                 self.post(slot, len(frame), frame)
             else:
                 legal = legal and not self.frames.buf
