@@ -14,7 +14,8 @@ input is dropped. Multi-byte fields are little-endian.
     HELLO   slot window maxframe           a session says HELLO (again)
     GOODBYE slot
     IMAGE   slot image offset:u32 load     an image written into the session's window (one of
-                                           IMAGES, or raw bytes), then, where `load` is odd,
+                                           IMAGES, or from 128 on, n:u16 bytes[n] after
+                                           `load`), then, where `load` is odd,
                                            a MODULE_LOAD naming it by its sha256
     POKE    slot offset:u32 n:u8 bytes[n]  the guest writes its own window
     POST    slot size n:u16 bytes[n]       bytes posted to the session's mailbox (`size` odd:
@@ -56,7 +57,7 @@ SMALL_PTX = b""".version 8.0
 IMAGES = [PTX, SMALL_PTX, b"\x7fELF" + bytes(60), b"\x50\xed\x55\xba" + bytes(60), b"not ptx"]
 NAMES = [b"vector_add", b"saxpy", b"stencil1d", b"scale_by_global", b"write_oob", b"spin", b"scale",
          b"counter", b"table", b"odd", b"no_such", b"", b"a\0b", b"\xff"]
-RAW_IMAGE_MAX = 4096  # raw image bytes (the sim parser is no subject for a stress test here)
+RAW_IMAGE_MAX = 8192  # raw image bytes a step may carry
 
 STEPS = ("RAW", "CALL", "HELLO", "GOODBYE", "IMAGE", "POKE", "POST")
 TAG = {name: i for i, name in enumerate(STEPS)}
@@ -212,6 +213,12 @@ def goodbye(slot: int) -> bytes:
 
 def image(slot: int, which: int, offset: int, load: bool = True) -> bytes:
     return bytes([TAG["IMAGE"], slot - 1, which]) + struct.pack("<I", offset) + bytes([1 if load else 0])
+
+
+def image_raw(slot: int, data: bytes, offset: int, load: bool = True) -> bytes:
+    """An image given as its bytes (the PTX reader's input, mutated)."""
+    return (bytes([TAG["IMAGE"], slot - 1, 128]) + struct.pack("<I", offset) + bytes([1 if load else 0])
+            + struct.pack("<H", len(data)) + data)
 
 
 def post(slot: int, frames: bytes) -> bytes:

@@ -167,6 +167,10 @@ def op_scripts() -> dict[str, bytes]:
             body += gs.call(1, Op.CTX_SYNCHRONIZE, [])
         out[f"op-{op.name.lower()}"] = b"\x00" + setup + body
         out[f"op-{op.name.lower()}-posted"] = b"\x01" + setup + gs.call(1, op, args, blob, posted=True)
+    for name, image in (("small", gs.SMALL_PTX), ("kernels", gs.PTX)):  # the PTX reader's seeds
+        out[f"image-{name}-ptx"] = (b"\x00" + gs.image_raw(1, image, 4096)
+                                    + gs.call(1, Op.MODULE_GET_GLOBAL, [a(0)], gs.blob_name(7))
+                                    + gs.call(1, Op.MODULE_GET_FUNCTION, [a(0)], gs.blob_name(0)))
     return out
 
 

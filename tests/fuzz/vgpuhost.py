@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import ctypes
 import json
+import logging
 import struct
 import tempfile
+import traceback
 import zlib
 from pathlib import Path
 
@@ -393,6 +395,24 @@ class Host:
         vg.close()
 
 
+class InternalErrors(logging.Handler):
+    """The worker's "failed unexpectedly" log lines: a handler's exception that dispatch turned
+    into CUDA_ERROR_UNKNOWN for the guest is a bug all the same (a finding)."""
+
+    def __init__(self):
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def check(self) -> None:
+        if self.records:
+            r = self.records[0]
+            trace = "".join(traceback.format_exception(*r.exc_info)) if r.exc_info else ""
+            raise AssertionError(f"internal error in the worker: {r.getMessage()}\n{trace}")
+
+
 _region: Region | None = None
 
 
@@ -409,6 +429,16 @@ def region() -> Region:
 def play(data: bytes) -> None:
     if not data:
         return
+    errors = InternalErrors()
+    log = logging.getLogger("kvmgpu")
+    log.addHandler(errors)
+    try:
+        _play(data, errors)
+    finally:
+        log.removeHandler(errors)
+
+
+def _play(data: bytes, errors: InternalErrors) -> None:
     host = Host(region(), bool(data[0] & 1))
     host.check()
     steps = {"RAW": host.send, "CALL": host.call, "HELLO": host.hello, "GOODBYE": host.goodbye,
@@ -421,4 +451,6 @@ def play(data: bytes) -> None:
             host.check()
             break
         host.check()
+        errors.check()
     host.finish()
+    errors.check()
