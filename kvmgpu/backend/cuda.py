@@ -29,6 +29,7 @@ import logging
 from cuda.bindings import driver as cu
 
 from kvmgpu.backend.base import Backend, CudaError, DeviceInfo
+from kvmgpu.backend.images import globals_size
 from kvmgpu.backend.launcher import LaunchRecords, open_module
 
 log = logging.getLogger("kvmgpu.backend")
@@ -144,12 +145,29 @@ class CudaBackend(Backend):
         log.info("the worker's launches and stream waits go through %s", "kvmgpu's C module"
                  if self._c is not None else f"cuda-bindings ({launch_mode})")
         self.device = _check(cu.cuDeviceGet(index), f"cuDeviceGet({index})")
+        self.alloc_granularity = self._read_granularity()
+        self._load_costs: dict[int, int] = {}  # module -> device memory its load took (module_load)
         self._region: memoryview | None = None
         self._region_addr = 0
         self._region_size = 0
         self._registered = False
         self._info: DeviceInfo | None = None
         self._open_context()
+
+    def _read_granularity(self) -> int:
+        """The page size the driver maps this device's memory in (cuMemGetAllocationGranularity,
+        recommended, for device memory): what an allocation is rounded up to in the quota."""
+        prop = cu.CUmemAllocationProp()
+        prop.type = cu.CUmemAllocationType.CU_MEM_ALLOCATION_TYPE_PINNED
+        prop.location.type = cu.CUmemLocationType.CU_MEM_LOCATION_TYPE_DEVICE
+        prop.location.id = self.index
+        err, granularity = cu.cuMemGetAllocationGranularity(
+            prop, cu.CUmemAllocationGranularity_flags.CU_MEM_ALLOC_GRANULARITY_RECOMMENDED)
+        if err or not granularity:
+            log.warning("cuMemGetAllocationGranularity failed (%s): allocations are charged in "
+                        "%d-byte pages", err, Backend.alloc_granularity)
+            return Backend.alloc_granularity
+        return int(granularity)
 
     @staticmethod
     def _driver_function(name: bytes) -> int:
@@ -229,6 +247,7 @@ class CudaBackend(Backend):
         exit so that a new process (and a new context) takes its place.
         """
         self._unregister_region()
+        self._load_costs.clear()
         cu.cuCtxSetCurrent(cu.CUcontext(0))
         cu.cuDevicePrimaryCtxRelease(self.device)
         _check(cu.cuDevicePrimaryCtxReset(self.device), "cuDevicePrimaryCtxReset")
@@ -326,13 +345,28 @@ class CudaBackend(Backend):
 
     # --- modules and launches ----------------------------------------------------------------
 
+    def _free_memory(self) -> int:
+        err, free, _ = cu.cuMemGetInfo()
+        return 0 if err else int(free)
+
     def module_load(self, image: bytes):
         image = bytes(image)
         if not image.startswith(_BINARY_MAGIC) and not image.endswith(b"\0"):
             image += b"\0"  # PTX is text and must be NUL-terminated
-        return _check(cu.cuModuleLoadData(image), "cuModuleLoadData")
+        before = self._free_memory()
+        module = _check(cu.cuModuleLoadData(image), "cuModuleLoadData")
+        # what the load took on the device (its globals and code): the GPU's free memory before
+        # and after; another process's allocation or free in between moves it too (module_memory)
+        self._load_costs[int(module)] = max(0, before - self._free_memory()) if before else 0
+        return module
+
+    def module_memory(self, module, image: bytes) -> int:
+        """The larger of what the load was measured to take (module_load) and the globals the
+        image declares where they can be read (PTX, cubin: kvmgpu/backend/images.py)."""
+        return max(self._load_costs.pop(int(module), 0), globals_size(image))
 
     def module_unload(self, module) -> None:
+        self._load_costs.pop(int(module), None)
         _check(cu.cuModuleUnload(module), "cuModuleUnload")
 
     def module_get_function(self, module, name: str):

@@ -126,13 +126,15 @@ class SimBackend(Backend):
             raise self._sticky
 
     def _allocate(self, nbytes: int) -> int:
-        if self._used + nbytes > self.total_memory:
-            _fail(CUresult.CUDA_ERROR_OUT_OF_MEMORY)
+        taken = self.allocation_size(nbytes)  # as the GPU takes it (and the worker charges it)
+        if self._used + taken > self.total_memory:
+            _fail(CUresult.CUDA_ERROR_OUT_OF_MEMORY, f"{taken} bytes more would pass the sim device's "
+                  f"{self.total_memory} ({self._used} in use)")
         ptr = self._next
         self._next += (nbytes + ALIGN - 1) // ALIGN * ALIGN or ALIGN
         self._allocs[ptr] = bytearray(nbytes)
         bisect.insort(self._starts, ptr)
-        self._used += nbytes
+        self._used += taken
         return ptr
 
     def _release(self, ptr: int) -> None:
@@ -140,7 +142,7 @@ class SimBackend(Backend):
         if buf is None:
             _fail(CUresult.CUDA_ERROR_INVALID_VALUE, f"0x{ptr:x} is not an allocation")
         del self._starts[bisect.bisect_left(self._starts, ptr)]
-        self._used -= len(buf)
+        self._used -= self.allocation_size(len(buf))
 
     def resolve(self, ptr: int, nbytes: int) -> memoryview | None:
         """A view of [ptr, ptr+nbytes) when it lies inside one allocation, else None."""
@@ -213,6 +215,10 @@ class SimBackend(Backend):
                 self._release(ptr)
             raise
         return SimModule(entries, placed)
+
+    def module_memory(self, module: SimModule, image: bytes) -> int:
+        """Its globals, each an allocation of its own here."""
+        return sum(self.allocation_size(max(size, 1)) for _, size in module.globals.values())
 
     def module_unload(self, module: SimModule) -> None:
         for ptr, _ in module.globals.values():

@@ -24,7 +24,9 @@ from .vgpu import VGpu
 log = logging.getLogger("kvmgpu.worker")
 
 MAX_HANDLES = 65536  # per table (streams, events, modules, functions) per session
-MAX_RANGES = 1 << 20  # device allocations per session
+# What the worker keeps for a VM, all its sessions together: allocations, module globals and
+# handles (each costs the worker host memory, however little device memory it names).
+MAX_OBJECTS = 1 << 20
 MIN_PIECE = 64 << 10  # the smallest piece of a MEMCPY_DTOH_PIECES (each piece costs an event wait)
 OK = ((), b"")
 
@@ -107,9 +109,19 @@ def _invalid(detail: str):
     raise CudaError(INVALID_VALUE, detail)
 
 
-def _room(table: dict, what: str) -> None:
-    if len(table) >= MAX_HANDLES:
+def _room(vg: VGpu, table: dict | None, what: str) -> None:
+    """OUT_OF_MEMORY where `table` (of a session) is full, or the VM holds MAX_OBJECTS."""
+    if table is not None and len(table) >= MAX_HANDLES:
         raise CudaError(CUresult.CUDA_ERROR_OUT_OF_MEMORY, f"more than {MAX_HANDLES} {what} in one session")
+    if sum(s.objects for s in vg.sessions.values()) >= MAX_OBJECTS:
+        raise CudaError(CUresult.CUDA_ERROR_OUT_OF_MEMORY,
+                        f"the VM holds {MAX_OBJECTS} allocations and handles, the most a worker keeps")
+
+
+def _over_quota(vg: VGpu, nbytes: int, what: str) -> CudaError:
+    return CudaError(CUresult.CUDA_ERROR_OUT_OF_MEMORY,
+                     f"{what} would take {nbytes} bytes, more than the vGPU's quota has left "
+                     f"({vg.quota.used} of {vg.quota.limit} bytes in use)")
 
 
 # --- context -------------------------------------------------------------------------------------
@@ -131,18 +143,16 @@ def mem_alloc(vg: VGpu, s: Session, call):
     (nbytes,) = call.args
     if nbytes == 0:
         _invalid("cannot allocate 0 bytes")
-    if len(s.ranges) >= MAX_RANGES:
-        raise CudaError(CUresult.CUDA_ERROR_OUT_OF_MEMORY, f"more than {MAX_RANGES} allocations")
-    if not vg.quota.charge(nbytes):
-        raise CudaError(CUresult.CUDA_ERROR_OUT_OF_MEMORY,
-                        f"{nbytes} bytes would pass the vGPU's quota ({vg.quota.used} of "
-                        f"{vg.quota.limit} bytes in use)")
+    _room(vg, None, "allocations")
+    charge = vg.backend.allocation_size(nbytes)  # its size on the GPU (granularity), not as asked
+    if not vg.quota.charge(charge):
+        raise _over_quota(vg, charge, f"an allocation of {nbytes} bytes")
     try:
         ptr = vg.backend.mem_alloc(nbytes)
     except BaseException:
-        vg.quota.release(nbytes)
+        vg.quota.release(charge)
         raise
-    s.add_range(ptr, nbytes)
+    s.add_range(ptr, nbytes, charge=charge)
     return (ptr,), b""
 
 
@@ -155,7 +165,7 @@ def mem_free(vg, s: Session, call):
         _invalid(f"0x{ptr:x} is not the start of an allocation of this session")
     vg.backend.mem_free(ptr)
     s.drop_range(ptr)
-    vg.quota.release(r.size)
+    vg.quota.release(r.charge)
     return OK
 
 
@@ -269,7 +279,7 @@ def module_load(vg: VGpu, s: Session, call):
     digest = call.blob
     if len(digest) != 32:
         _invalid("the blob must be the image's 32-byte sha256")
-    _room(s.modules, "modules")
+    _room(vg, s.modules, "modules")
     module = vg.modules.acquire(digest)
     if module is None:
         if nbytes == 0:
@@ -278,7 +288,15 @@ def module_load(vg: VGpu, s: Session, call):
         image = bytes(vg.region.view[start: start + nbytes])  # a copy the guest cannot change
         if hashlib.sha256(image).digest() != digest:
             _invalid("the image in the window does not match its sha256")
-        module = vg.modules.add(digest, vg.backend.module_load(image), nbytes)
+        loaded = vg.backend.module_load(image)
+        try:
+            charge = vg.backend.module_memory(loaded, image)  # its globals
+            if not vg.quota.charge(charge):
+                raise _over_quota(vg, charge, "the module's .global variables")
+        except BaseException:
+            vg.backend.module_unload(loaded)
+            raise
+        module = vg.modules.add(digest, loaded, nbytes, charge)
     handle = s.new_handle()
     s.modules[handle] = digest
     return (handle,), b""
@@ -311,7 +329,7 @@ def module_get_function(vg: VGpu, s: Session, call):
     (handle,) = call.args
     digest = s.module(handle)
     name = _name(call.blob)
-    _room(s.functions, "functions")
+    _room(vg, s.functions, "functions")
     fn, layout = vg.backend.module_get_function(vg.modules.get(digest), name)
     layout = [(int(o), int(z)) for o, z in layout]
     arg_bytes = max((o + z for o, z in layout), default=0)
@@ -325,7 +343,8 @@ def module_get_global(vg: VGpu, s: Session, call):
     digest = s.module(handle)
     name = _name(call.blob)
     ptr, size = vg.backend.module_get_global(vg.modules.get(digest), name)
-    if size > 0:
+    if size > 0 and ptr not in s.ranges:
+        _room(vg, None, "globals")
         s.add_range(ptr, size, digest)
     return (ptr, size), b""
 
@@ -549,7 +568,7 @@ def stream_create(vg, s: Session, call):
     (flags,) = call.args
     if flags & ~_STREAM_FLAGS:
         _invalid(f"stream flags 0x{flags:x}")
-    _room(s.streams, "streams")
+    _room(vg, s.streams, "streams")
     h = s.new_handle()
     s.streams[h] = vg.backend.stream_create(flags)
     return (h,), b""
@@ -580,7 +599,7 @@ def event_create(vg, s: Session, call):
     (flags,) = call.args
     if flags & ~_EVENT_FLAGS:
         _invalid(f"event flags 0x{flags:x}")
-    _room(s.events, "events")
+    _room(vg, s.events, "events")
     h = s.new_handle()
     s.events[h] = vg.backend.event_create(flags)
     return (h,), b""

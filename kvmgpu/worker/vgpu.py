@@ -64,7 +64,7 @@ class VGpu:
         self.backend = self._factory()
         self.backend.attach_region(self.region.view)
         self.info = self.backend.device_info()
-        self.modules = ModuleCache(self.backend, self._module_capacity)
+        self.modules = ModuleCache(self.backend, self._module_capacity, self.quota)
         self._hook_backend()
 
     def attach_gate(self, gate) -> None:
@@ -142,7 +142,7 @@ class VGpu:
         for ptr, r in list(session.ranges.items()):
             if r.digest is None:
                 _quietly(b.mem_free, ptr)
-                self.quota.release(r.size)
+                self.quota.release(r.charge)
         for digest in session.modules.values():
             self.modules.release(digest)
         if session.mailbox is not None:
