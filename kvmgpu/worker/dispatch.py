@@ -41,6 +41,7 @@ def dispatch(vg: VGpu, s: Session, call: Call):
     vg.calls[op] += 1
     if not call.queued and spec.synchronising and s.pending_error is not None:
         return _pending(s)
+    held = s.objects if op in _HOLDING else -1
     try:
         if vg.broken is not None:
             raise _unusable(vg)
@@ -49,6 +50,9 @@ def dispatch(vg: VGpu, s: Session, call: Call):
         code, detail = _failed(vg, s, op, e)
     else:
         return None if call.queued else (0, values, blob)
+    finally:
+        if held >= 0:
+            vg.objects += s.objects - held  # what the VM holds, counted (_room)
     if call.queued:
         if s.pending_error is None:
             s.pending_error = (code, f"{op.name} (queued, seq {call.seq}): {detail}")
@@ -113,7 +117,7 @@ def _room(vg: VGpu, table: dict | None, what: str) -> None:
     """OUT_OF_MEMORY where `table` (of a session) is full, or the VM holds MAX_OBJECTS."""
     if table is not None and len(table) >= MAX_HANDLES:
         raise CudaError(CUresult.CUDA_ERROR_OUT_OF_MEMORY, f"more than {MAX_HANDLES} {what} in one session")
-    if sum(s.objects for s in vg.sessions.values()) >= MAX_OBJECTS:
+    if vg.objects >= MAX_OBJECTS:
         raise CudaError(CUresult.CUDA_ERROR_OUT_OF_MEMORY,
                         f"the VM holds {MAX_OBJECTS} allocations and handles, the most a worker keeps")
 
@@ -634,6 +638,11 @@ def event_destroy(vg, s: Session, call):
     vg.backend.event_destroy(ev)
     return OK
 
+
+# The ops that add to or take from a session's tables (dispatch counts what they change).
+_HOLDING = frozenset({Op.MEM_ALLOC, Op.MEM_FREE, Op.MODULE_LOAD, Op.MODULE_UNLOAD,
+                      Op.MODULE_GET_FUNCTION, Op.MODULE_GET_GLOBAL, Op.STREAM_CREATE,
+                      Op.STREAM_DESTROY, Op.EVENT_CREATE, Op.EVENT_DESTROY})
 
 HANDLERS = {
     Op.CTX_SYNCHRONIZE: ctx_synchronize,

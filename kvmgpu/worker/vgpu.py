@@ -54,6 +54,7 @@ class VGpu:
         self.sessions_started = 0
         self.protocol_violations = 0
         self.internal_errors = 0  # channels closed by an unexpected exception (a bug: logged)
+        self.objects = 0  # allocations, globals and handles of all sessions (dispatch counts them)
         self.started = time.time()
         self._module_capacity = module_capacity
         # The compute gate (kvmgpu.compute.ComputeGate or None): before_launch(), idle(), close().
@@ -134,6 +135,7 @@ class VGpu:
         session = self.sessions.pop(key, None)
         if session is None:
             return
+        self.objects -= session.objects
         b = self.backend
         for event in session.events.values():
             _quietly(b.event_destroy, event)

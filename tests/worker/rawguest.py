@@ -121,6 +121,8 @@ class Host:
         return g
 
     def close(self):
+        vg = self.vgpu  # what the worker counts it holds is what its sessions hold
+        assert vg.objects == sum(s.objects for s in vg.sessions.values()), vg.objects
         for g in self.guests:
             if g.welcome is not None:
                 g.window.view.release()

@@ -107,6 +107,7 @@ def test_what_the_worker_keeps_for_a_vm_is_bounded(host, monkeypatch):
         assert r.status == OOM and b"the VM holds 6 allocations and handles" in r.blob
     g.channel.receive(g.conn.send(Goodbye(1)))
     other.alloc(1)  # room again
+    assert host.vgpu.objects == 2
 
 
 def _cubin(sections: dict[str, int]) -> bytes:
