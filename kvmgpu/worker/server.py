@@ -2,8 +2,9 @@
 
 If the socket path is a socket someone listens on (QEMU bound it for the VM's channel), the
 worker connects to it and exits when it closes: the VM stopped. Otherwise it creates the socket
-and listens (loopback mode: tests, benchmarks, demos), serving any number of connections that
-all share the one vGPU and its quota. SIGTERM or SIGINT stops it cleanly.
+and listens (loopback mode: tests, benchmarks, demos), serving up to `max_channels` connections
+that all share the one vGPU and its quota, and removes its socket and region when it stops.
+SIGTERM or SIGINT stops it cleanly.
 """
 
 from __future__ import annotations
