@@ -19,7 +19,7 @@ from kvmgpu_guest.cudefs import CUresult
 from kvmgpu_guest.mailbox import Mailbox, mailbox_at
 from kvmgpu_guest.protocol import HEADER, MAGIC, Doorbell, Kind, Op, RemoteProtocolError
 from kvmgpu.worker import Worker, WorkerConfig
-from test_process import KVMGPU, WorkerProcess, wait_for, worker  # noqa: F401 (a fixture)
+from test_process import WorkerProcess, wait_for, worker  # noqa: F401 (a fixture)
 
 
 def hello_frame(payload: bytes, session: int = 1) -> bytes:
