@@ -8,7 +8,6 @@ import json
 import os
 import socket
 import struct
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -18,8 +17,9 @@ import pytest
 from kvmgpu_guest.cudefs import CUresult
 from kvmgpu_guest.mailbox import Mailbox, mailbox_at
 from kvmgpu_guest.protocol import HEADER, MAGIC, Doorbell, Kind, Op, RemoteProtocolError
-from kvmgpu.worker import Worker, WorkerConfig
 from test_process import WorkerProcess, wait_for, worker  # noqa: F401 (a fixture)
+
+from kvmgpu.worker import Worker, WorkerConfig
 
 
 def hello_frame(payload: bytes, session: int = 1) -> bytes:
@@ -60,7 +60,7 @@ def test_a_hello_nested_too_deep_closes_its_connection_only(worker):
     assert "nests too deep" in w.log()
 
 
-def test_an_unexpected_error_is_logged_and_closes_that_channel_only(tmp_path):
+def test_an_unexpected_error_is_logged_and_closes_that_channel_only(worker):
     """A bug that a guest's bytes reach (here: opening a session raises) is logged with its
     traceback and counted; that channel closes and the worker serves the next one."""
     boom = ("import kvmgpu.worker.vgpu as v\n"
@@ -71,26 +71,17 @@ def test_an_unexpected_error_is_logged_and_closes_that_channel_only(tmp_path):
             "real = v.VGpu.open_session\n"
             "v.VGpu.open_session = open_session\n"
             "from kvmgpu.cli import main; main()\n")
-    w = WorkerProcess.__new__(WorkerProcess)
-    w.dir = Path(__import__("tempfile").mkdtemp(prefix="kvw", dir="/tmp"))
-    w.socket, w.shm, w.stats = str(w.dir / "ch.sock"), str(w.dir / "region"), str(w.dir / "stats.json")
-    w.stderr = open(w.dir / "stderr", "w+")
-    w.proc = subprocess.Popen([sys.executable, "-c", boom, "worker", "--backend", "sim", "--gmem", "64M",
-                               "--socket", w.socket, "--shm", w.shm, "--region-size", "8M",
-                               "--stats-file", w.stats], stderr=w.stderr, stdout=subprocess.DEVNULL)
-    try:
-        w.wait_listening()
-        with w.connect() as bad:
-            bad.sendall(hello_frame(json.dumps({"version_min": 4, "version_max": 4,
-                                                "client": "boom"}).encode()))
-            assert closed(bad)
-        serves(w)
-        log = w.log()
-        assert "unexpected error while serving it (a bug): closing it" in log
-        assert "RuntimeError: a bug" in log  # the traceback
-        wait_for(lambda: json.loads(Path(w.stats).read_text()).get("internal_errors") == 1, "the count")
-    finally:
-        w.kill()
+    w = worker(command=[sys.executable, "-c", boom])
+    w.wait_listening()
+    with w.connect() as bad:
+        bad.sendall(hello_frame(json.dumps({"version_min": 4, "version_max": 4,
+                                            "client": "boom"}).encode()))
+        assert closed(bad)
+    serves(w)
+    log = w.log()
+    assert "unexpected error while serving it (a bug): closing it" in log
+    assert "RuntimeError: a bug" in log  # the traceback
+    wait_for(lambda: _stats(w).get("internal_errors") == 1, "the count")
 
 
 def refused(sock: socket.socket) -> str:

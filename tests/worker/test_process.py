@@ -56,14 +56,14 @@ def wait_for(predicate, what: str, timeout: float = 15.0):
 
 class WorkerProcess:
     def __init__(self, *extra: str, gmem: str = "64M", socket_path: str | None = None,
-                 shm_path: str | None = None):
+                 shm_path: str | None = None, command: list[str] = KVMGPU):
         self.dir = Path(tempfile.mkdtemp(prefix="kvw", dir="/tmp"))  # short: unix socket paths
         self.socket = socket_path or str(self.dir / "ch.sock")
         self.shm = shm_path or str(self.dir / "region")
         self.stats = str(self.dir / "stats.json")
         self.stderr = open(self.dir / "stderr", "w+")
         self.proc = subprocess.Popen(
-            [*KVMGPU, "worker", "--backend", "sim", "--gmem", gmem, "--socket", self.socket,
+            [*command, "worker", "--backend", "sim", "--gmem", gmem, "--socket", self.socket,
              "--shm", self.shm, "--region-size", "8M", "--vm", "t", "--stats-file", self.stats, *extra],
             stderr=self.stderr, stdout=subprocess.DEVNULL)
 
