@@ -66,13 +66,15 @@ def vgpu_on_cuda(tmp_path):
         from kvmgpu.backend.cuda import CudaBackend
         region = Region.open_file(str(tmp_path / f"region{len(made)}"), 8 * MIB, create=True)
         vg = VGpu(lambda: CudaBackend(0), quota, region)
-        made.append((vg, region))
         g = Guest(Channel(vg, 1).receive, region, 1)
+        made.append((vg, region, g))
         g.hello(window=4 * MIB)
         g.vgpu = vg
         return g
     yield make
-    for vg, region in made:
+    for vg, region, g in reversed(made):  # (each closes the one primary context: the last first)
+        if g.welcome is not None:
+            g.window.view.release()
         vg.close()
         region.close()
 
