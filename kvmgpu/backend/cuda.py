@@ -361,9 +361,13 @@ class CudaBackend(Backend):
         return module
 
     def module_memory(self, module, image: bytes) -> int:
-        """The larger of what the load was measured to take (module_load) and the globals the
-        image declares where they can be read (PTX, cubin: kvmgpu/backend/images.py)."""
-        return max(self._load_costs.pop(int(module), 0), globals_size(image))
+        """The globals the image declares where they can be read (PTX, a cubin:
+        kvmgpu/backend/images.py); for a fatbin, whose images are not read, what the load was
+        measured to take (module_load: its code too, and whatever else the driver set up then)."""
+        measured = self._load_costs.pop(int(module), 0)
+        if bytes(image[:4]) == _BINARY_MAGIC[1]:
+            return measured
+        return globals_size(image)
 
     def module_unload(self, module) -> None:
         self._load_costs.pop(int(module), None)

@@ -3,7 +3,7 @@
 PTX text is read by `ptx.py`; a cubin is an ELF file whose `.nv.global` section (zeroed globals)
 and `.nv.global.init` section (initialised ones) hold them, so their sizes are read from its section
 headers. A fatbin holds several images (often compressed), one of which the driver picks: none is
-read here, and the cuda backend measures what its load took instead. Every offset and size is the
+read here, and the cuda backend measures what its load took instead (CudaBackend.module_memory). Every offset and size is the
 guest's: each is checked against the image before it is used, and a malformed image declares 0
 here (the driver refuses it, or the measure counts it).
 """
