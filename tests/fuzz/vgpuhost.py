@@ -37,7 +37,7 @@ from kvmgpu_guest.protocol import (HEADER, HEADER_SIZE, OPS, Connection, Hello, 
 from kvmgpu_guest.region import Region
 
 from kvmgpu.backend.base import CudaError
-from kvmgpu.backend.sim import SimBackend
+from kvmgpu.backend.sim import SimBackend, SimStream
 from kvmgpu.worker import Channel, VGpu
 
 import guestscript as gs
@@ -61,9 +61,21 @@ _LAUNCH_PROTO = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, *([ctypes.c_uint
                                  ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)
 
 
+class FuzzStream(SimStream):
+    """A sim stream that, like a driver's CUstream, is a number to the C launch loop."""
+
+    def __int__(self) -> int:
+        return id(self)
+
+
 class FuzzSim(SimBackend):
     """The sim backend less the test kernel `spin`, which sleeps as long as its argument says (a
-    kernel for the compute gate's tests, not a subject here)."""
+    kernel for the compute gate's tests, not a subject here); its streams are numbers, as the
+    driver's are."""
+
+    def stream_create(self, flags: int) -> FuzzStream:
+        super().stream_create(flags)
+        return FuzzStream()
 
     def launch(self, function, grid, block, shared, stream, args: bytes) -> None:
         if function.name == "spin":
@@ -345,8 +357,15 @@ class Host:
     def check(self) -> None:
         vg = self.vgpu
         live = vg.sessions.values()
-        allocated = sum(s.allocated for s in live)
-        assert vg.quota.used == allocated, f"quota in use {vg.quota.used}, allocations {allocated}"
+        # what the quota was charged: each allocation (at its size on the GPU), each loaded
+        # module's globals
+        allocated = sum(getattr(r, "charge", r.size) for s in live for r in s.ranges.values()
+                        if r.digest is None)
+        modules = sum(getattr(e, "charge", 0) for e in vg.modules._entries.values())
+        assert vg.quota.used == allocated + modules, \
+            f"quota in use {vg.quota.used}, allocations {allocated}, module globals {modules}"
+        assert all(e.refs for e in vg.modules._entries.values() if getattr(e, "charge", 0)), \
+            "a module no handle uses still holds quota"
         assert 0 <= vg.quota.used <= vg.quota.limit
         # windows: disjoint, inside the region, those the allocator took
         spans = sorted((s.window.offset, s.window.size) for s in live)
@@ -366,6 +385,8 @@ class Host:
             assert all(r.digest is None or r.digest in s.modules.values() for r in s.ranges.values()), \
                 "a global outlived its module"
             assert s.starts == sorted(s.ranges), "the range index is out of order"
+        if hasattr(vg, "objects"):
+            assert vg.objects == sum(s.objects for s in live), "the VM's object count is not its tables'"
         cached = {d: e.refs for d, e in vg.modules._entries.items()}
         assert {d: n for d, n in cached.items() if n} == refs, (cached, refs)
         if vg.broken is None:
@@ -375,6 +396,8 @@ class Host:
                 held.update({p: n for p, n in e.module.globals.values()})
             have = {p: len(buf) for p, buf in b._allocs.items()}
             assert have == {p: max(n, 1) for p, n in held.items()}, "backend memory is not the tables'"
+            size = getattr(b, "allocation_size", lambda n: n)
+            assert b._used == sum(size(n) for n in have.values()), "the backend's count is not its memory"
             assert b.streams_live == sum(len(s.streams) for s in live), "backend streams are not the tables'"
         self.bystander.check()
 
