@@ -174,6 +174,21 @@ def op_scripts() -> dict[str, bytes]:
     return out
 
 
+def known_findings() -> dict[str, bytes]:
+    """Inputs for the bugs issue 19 found before these harnesses (fixed on the i19-worker branch),
+    kept as regressions: each failed the harness before its fix."""
+    nested = b"[" * 16000  # under HANDSHAKE_MAX; json's RecursionError ended the worker
+    hello = HEADER.pack(0x474B, 1, 0, 5, 0, len(nested)) + nested
+    return {
+        "protocol/hello-nested-deep": b"\x00\x00" + hello,
+        "channel/hello-nested-deep": b"\x00" + gs.raw(hello),
+        # session 2 negotiates 4096-byte frames; session 1's legal 6 KB launch closed the channel
+        "channel/frame-limit-of-another-session": (
+            b"\x00" + gs.hello(2, 0, 1) + gs.call(1, Op.LAUNCH, [gs.arg_byte(1)] * 9,
+                                             b"\x03" + struct.pack("<H", 6000) + bytes(6000))),
+    }
+
+
 def write(folder: Path, name: str, data: bytes) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / name).write_bytes(data)
@@ -188,6 +203,9 @@ def main() -> None:
         write(CORPUS / "channel", name, bytes(rec.script))
     for name, data in op_scripts().items():
         write(CORPUS / "channel", name, data)
+    for name, data in known_findings().items():
+        harness, name = name.split("/")
+        write(HERE / "regressions" / harness, name, data)
     rec = recorded["driver-calls"]
     hello, seen = rec.writes[0], set()
     for i, data in enumerate(rec.writes[1:]):
