@@ -10,7 +10,9 @@ input is dropped. Multi-byte fields are little-endian.
     CALL    slot op flags arg... blob      one well-formed call, built by the guest's own
                                            `Connection` (GUEST role), its fields picked from
                                            what the session has seen (handles, pointers) or
-                                           raw; flags bit 0: queued, bit 1: posted to the mailbox
+                                           raw; flags bit 0: queued, bit 1: posted to the
+                                           mailbox, bit 2: held to go with the next call (a
+                                           batch, as the guest sends them)
     HELLO   slot window maxframe           a session says HELLO (again)
     GOODBYE slot
     IMAGE   slot image offset:u32 load     an image written into the session's window (one of
@@ -186,8 +188,9 @@ def arg_size(n: int) -> bytes:
     return b"\x07" + struct.pack("<H", n // 4)
 
 
-def call(slot: int, op: Op, args: list[bytes], blob: bytes = b"\x00", queued=False, posted=False) -> bytes:
-    flags = (1 if queued else 0) | (2 if posted else 0)
+def call(slot: int, op: Op, args: list[bytes], blob: bytes = b"\x00", queued=False, posted=False,
+         held=False) -> bytes:
+    flags = (1 if queued else 0) | (2 if posted else 0) | (4 if held else 0)
     return bytes([TAG["CALL"], slot - 1, OP_LIST.index(op), flags]) + b"".join(args) + blob
 
 

@@ -167,6 +167,16 @@ def op_scripts() -> dict[str, bytes]:
             body += gs.call(1, Op.CTX_SYNCHRONIZE, [])
         out[f"op-{op.name.lower()}"] = b"\x00" + setup + body
         out[f"op-{op.name.lower()}-posted"] = b"\x01" + setup + gs.call(1, op, args, blob, posted=True)
+    # batches of launches, behind the C launch loop: a run of launches (records), and a loop of
+    # launch + synchronise messages (the second taken by comparing its bytes), on the channel and
+    # posted
+    launch_args, params = calls[Op.LAUNCH]
+    launch = gs.call(1, Op.LAUNCH, launch_args, params, queued=True, held=True)
+    out["launch-batch"] = (b"\x01" + setup + launch * 3
+                           + gs.call(1, Op.STREAM_SYNCHRONIZE, [gs.arg_byte(0)]))
+    for how, posted in (("", False), ("-posted", True)):
+        out[f"launch-wait-loop{how}"] = b"\x01" + setup + 3 * (
+            launch + gs.call(1, Op.CTX_SYNCHRONIZE, [], posted=posted))
     for name, image in (("small", gs.SMALL_PTX), ("kernels", gs.PTX)):  # the PTX reader's seeds
         out[f"image-{name}-ptx"] = (b"\x00" + gs.image_raw(1, image, 4096)
                                     + gs.call(1, Op.MODULE_GET_GLOBAL, [a(0)], gs.blob_name(7))

@@ -205,6 +205,8 @@ class Host:
         self.seen: dict[int, list[int]] = {1: [], 2: [], 3: []}  # values each session was given
         self.ops: dict[tuple, Op] = {}
         self.limits: dict[int, int] = {}  # session -> the frame limit its WELCOME gave
+        self.batch = b""  # calls held to go together with the next (CALL flags bit 2)
+        self.batch_legal = True  # whether every call held is legal on its own
         self.hello(0, 2, 0)  # session 1, a 256 KiB window (with a mailbox): the script starts past HELLO
 
     def new_channel(self) -> Channel:
@@ -214,7 +216,9 @@ class Host:
     # --- the steps --------------------------------------------------------------------------------
 
     def send(self, data: bytes) -> bytes:
-        """`data` on the channel: the reply bytes, checked against what the frames ask for."""
+        """`data` on the channel (after the calls held for a batch): the reply bytes, checked
+        against what the frames ask for."""
+        data, self.batch = self.batch + data, b""
         want = self.frames.feed(data)
         out = self.channel.receive(data)
         self._check_answers(want, answers(out))
@@ -260,9 +264,16 @@ class Host:
         # A well-formed call within its session's limit, on a channel at a frame boundary, is
         # answered: it never closes the channel.
         legal = sid in self.limits and len(frame) - HEADER_SIZE <= self.limits[sid]
+        if flags & 4 and len(self.batch) < 8192:  # held, to go with the next call (a batch)
+            self.batch += frame
+            self.batch_legal = self.batch_legal and legal
+            return
+        legal = legal and self.batch_legal
+        self.batch_legal = True
         try:
             if flags & 2:
-                legal = legal and len(frame) <= REQUEST_MAX
+                frame, self.batch = self.batch + frame, b""
+                legal = legal and len(frame) <= REQUEST_MAX and sid in self.batch_sessions(frame)
                 self.post(slot, len(frame), frame)
             else:
                 legal = legal and not self.frames.buf
@@ -270,6 +281,16 @@ class Host:
         except RemoteProtocolError as e:
             assert not legal, f"a legal {op.name} call closed the channel: {e}"
             raise
+
+    @staticmethod
+    def batch_sessions(frames: bytes) -> set:
+        """The sessions whose frames `frames` holds (a post may carry only its own session's)."""
+        out, pos = set(), 0
+        while pos + HEADER_SIZE <= len(frames):
+            _, _, _, session, _, length = HEADER.unpack_from(frames, pos)
+            out.add(session)
+            pos += HEADER_SIZE + length
+        return out if len(out) == 1 else set()
 
     def _arg(self, a: tuple, seen: list) -> int:
         kind = a[0]
