@@ -9,7 +9,7 @@ DEBS := libvirt-daemon-system libvirt-clients libvirt-daemon-driver-qemu qemu-sy
         python3-libvirt python3-pyudev python3-venv libxml2-utils gcc libc6-dev python3-dev
 PYTEST_ARGS ?=
 
-.PHONY: test demo deps venv libvirtd clean
+.PHONY: test demo deps venv libvirtd clean gen
 
 deps: .stamps/debs
 .stamps/debs:
@@ -24,7 +24,7 @@ deps: .stamps/debs
 
 venv: $(VENV)/.ready
 $(VENV)/.ready: .stamps/debs pyproject.toml setup.py kvmgpu/backend/launcher.c guest-agent/pyproject.toml \
-                guest-agent/setup.py guest-agent/kvmgpu_guest/copier.c
+                guest-agent/setup.py guest-agent/kvmgpu_guest/copier.c guest-agent/include/kvmgpu_wire.h
 	/usr/bin/python3 -m venv --system-site-packages $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -e ./guest-agent -e '.[test]'
@@ -46,6 +46,10 @@ demo: venv libvirtd
 
 test: venv libvirtd
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# What is generated from the op specification (guest-agent/kvmgpu_wire/spec.py); a test fails when stale.
+gen:
+	/usr/bin/python3 tools/gen_wire.py
 
 clean:
 	rm -rf $(VENV) .stamps .pytest_cache

@@ -6,5 +6,7 @@ pyproject.toml."""
 
 from setuptools import Extension, setup
 
+# The wire format's C header (generated from the op specification) is the guest package's.
 setup(ext_modules=[Extension("kvmgpu.backend._launcher", ["kvmgpu/backend/launcher.c"],
-                             extra_compile_args=["-O2"], optional=True)])
+                             include_dirs=["guest-agent/include"], depends=["guest-agent/include/kvmgpu_wire.h"],
+                             extra_compile_args=["-O2", "-Wall", "-Werror"], optional=True)])

@@ -7,4 +7,4 @@ Everything else is in pyproject.toml."""
 from setuptools import Extension, setup
 
 setup(ext_modules=[Extension("kvmgpu_guest._copier", ["kvmgpu_guest/copier.c"],
-                             extra_compile_args=["-O2"], optional=True)])
+                             extra_compile_args=["-O2", "-Wall", "-Werror"], optional=True)])

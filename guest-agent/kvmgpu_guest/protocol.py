@@ -26,16 +26,15 @@ import struct
 from dataclasses import dataclass, field
 from typing import NamedTuple, Union
 
-PROTOCOL_VERSION = 4  # 2: MEMCPY_HTOD_STAGED; 3: MEMCPY_DTOH_PIECES; 4: the mailbox, DOORBELL
-MAGIC = 0x474B  # "KG"
-HEADER = struct.Struct("<HBBIII")
+from kvmgpu_wire.ops import (CALL_HEAD_FORMAT, HEADER_FORMAT, MAGIC, MAX_ARG_BYTES, MAX_NAME,  # noqa: F401
+                             PROTOCOL_VERSION, QUEUED, TABLE, Kind, Op)
+
+HEADER = struct.Struct(HEADER_FORMAT)
 HEADER_SIZE = HEADER.size  # 16
 
 HANDSHAKE_MAX = 16 * 1024  # largest HELLO / WELCOME payload, before limits are negotiated
 DEFAULT_MAX_FRAME = 64 * 1024  # largest frame payload after the handshake
 MIN_MAX_FRAME = 4096  # the smallest max_frame a session may negotiate
-MAX_ARG_BYTES = 32764  # CUDA's own limit on a kernel's parameter bytes (12.1+)
-MAX_NAME = 1024  # longest symbol name
 MAX_ERROR_TEXT = 512  # longest error text in a reply blob
 MAX_BUFFERED = 16 << 20  # undecoded bytes a Connection holds before it refuses more
 WINDOW_ALIGN = 4096  # windows start on page boundaries so guests can mmap them
@@ -51,48 +50,6 @@ class LocalProtocolError(ProtocolError):
 
 class RemoteProtocolError(ProtocolError):
     """The peer sent something malformed or out of limits; the channel should be closed."""
-
-
-class Kind(enum.IntEnum):
-    HELLO = 1
-    WELCOME = 2
-    CALL = 3
-    REPLY = 4
-    GOODBYE = 5
-    DOORBELL = 6
-
-
-QUEUED = 0x01  # CALL flag: no reply; an error surfaces at the next synchronising call
-
-
-class Op(enum.IntEnum):
-    CTX_SYNCHRONIZE = 1
-    MEM_ALLOC = 2
-    MEM_FREE = 3
-    MEM_GET_INFO = 4
-    MEMCPY_HTOD = 5
-    MEMCPY_DTOH = 6
-    MEMCPY_DTOD = 7
-    MEMSET_D8 = 8
-    MEMSET_D32 = 9
-    MODULE_LOAD = 10
-    MODULE_UNLOAD = 11
-    MODULE_GET_FUNCTION = 12
-    MODULE_GET_GLOBAL = 13
-    LAUNCH = 14
-    STREAM_CREATE = 15
-    STREAM_DESTROY = 16
-    STREAM_SYNCHRONIZE = 17
-    STREAM_QUERY = 18
-    EVENT_CREATE = 19
-    EVENT_RECORD = 20
-    EVENT_SYNCHRONIZE = 21
-    EVENT_QUERY = 22
-    EVENT_ELAPSED = 23
-    EVENT_DESTROY = 24
-    FENCE = 25  # wait until no queued work still reads or writes this session's window
-    MEMCPY_HTOD_STAGED = 26  # a synchronous HtoD the guest does not wait for (see OPS)
-    MEMCPY_DTOH_PIECES = 27  # a DtoH whose pieces the guest copies out as they land (see OPS)
 
 
 @dataclass(frozen=True)
@@ -116,53 +73,9 @@ class OpSpec:
         object.__setattr__(self, "result_struct", struct.Struct("<" + self.results))
 
 
-def _spec(args: str = "", results: str = "", **kw) -> OpSpec:
-    return OpSpec(tuple(args.split()), results, **kw)
-
-
-# The op table. `stream` 0 is the null stream; offsets are relative to the session's window.
-OPS: dict[Op, OpSpec] = {
-    Op.CTX_SYNCHRONIZE: _spec(synchronising=True),
-    Op.MEM_ALLOC: _spec("nbytes", "Q"),
-    Op.MEM_FREE: _spec("dptr", queueable=True),
-    Op.MEM_GET_INFO: _spec("", "QQ"),
-    Op.MEMCPY_HTOD: _spec("dst offset nbytes stream", queueable=True, synchronising=True),
-    Op.MEMCPY_DTOH: _spec("offset src nbytes stream", synchronising=True),
-    Op.MEMCPY_DTOD: _spec("dst src nbytes stream", queueable=True, synchronising=True),
-    Op.MEMSET_D8: _spec("dst value count stream", queueable=True, synchronising=True),
-    Op.MEMSET_D32: _spec("dst value count stream", queueable=True, synchronising=True),
-    # blob: sha256 of the image (32 bytes). nbytes 0 asks whether the host already has it.
-    Op.MODULE_LOAD: _spec("offset nbytes", "Q", blob=32),
-    Op.MODULE_UNLOAD: _spec("module", queueable=True),
-    # blob: the name. Result: the handle and the parameter count; reply blob: (offset u32, size u32)
-    # for each parameter, as the host read them from the loaded function.
-    Op.MODULE_GET_FUNCTION: _spec("module", "QQ", blob=MAX_NAME),
-    Op.MODULE_GET_GLOBAL: _spec("module", "QQ", blob=MAX_NAME),
-    # blob: the kernel's parameter bytes, laid out as the function's parameter table says.
-    Op.LAUNCH: _spec("function gx gy gz bx by bz shared stream", blob=MAX_ARG_BYTES, queueable=True),
-    Op.STREAM_CREATE: _spec("flags", "Q"),
-    Op.STREAM_DESTROY: _spec("stream", queueable=True),
-    Op.STREAM_SYNCHRONIZE: _spec("stream", synchronising=True),
-    Op.STREAM_QUERY: _spec("stream", synchronising=True),
-    Op.EVENT_CREATE: _spec("flags", "Q"),
-    Op.EVENT_RECORD: _spec("event stream", queueable=True),
-    Op.EVENT_SYNCHRONIZE: _spec("event", synchronising=True),
-    Op.EVENT_QUERY: _spec("event", synchronising=True),
-    Op.EVENT_ELAPSED: _spec("start end", "f"),
-    Op.EVENT_DESTROY: _spec("event", queueable=True),
-    Op.FENCE: _spec(synchronising=True),
-    # cuMemcpyHtoD, sent QUEUED: the host copies [offset, +nbytes) of the window to dst in null-
-    # stream order and waits for the copy, then stores this call's seq (u32) at window offset
-    # `done` (4-aligned), so the guest knows when it may refill those staging bytes. An error
-    # surfaces at the next synchronising call; `done` is stored whatever the outcome.
-    Op.MEMCPY_HTOD_STAGED: _spec("dst offset nbytes done", queueable=True),
-    # cuMemcpyDtoH into [offset, +nbytes) of the window, in pieces of about `piece` bytes (the
-    # host may make them bigger, at most MAX_PIECES of them): each time a piece has landed the host
-    # stores how many bytes have (u32) at window offset `landed` (4-aligned), so the guest copies
-    # the bytes out while the next piece is on its way. Replied once every piece has landed, or
-    # with the error; `landed` is not stored past a failure.
-    Op.MEMCPY_DTOH_PIECES: _spec("offset src nbytes stream piece landed", synchronising=True),
-}
+# The op table, from the specification (kvmgpu_wire/spec.py, generated into kvmgpu_wire/ops.py).
+OPS: dict[Op, OpSpec] = {op: OpSpec(args, results, blob, queueable, synchronising)
+                         for op, (args, results, blob, queueable, synchronising) in TABLE.items()}
 MAX_PIECES = 16  # the most pieces one MEMCPY_DTOH_PIECES is split into
 
 _OP_SPECS: dict[int, tuple[Op, OpSpec]] = {int(op): (op, spec) for op, spec in OPS.items()}

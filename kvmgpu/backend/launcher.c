@@ -23,22 +23,17 @@
 #include <limits.h>
 #include <string.h>
 
+#include "kvmgpu_wire.h"
+
 typedef int (*cu_launch_kernel_fn)(void *f, unsigned gx, unsigned gy, unsigned gz, unsigned bx,
                                    unsigned by, unsigned bz, unsigned shared, void *stream,
                                    void **kernel_params, void **extra);
 typedef int (*cu_stream_synchronize_fn)(void *stream);
 
-/* A launch and its repeats: 72 bytes, packed by launcher.py's RECORD ("=5Q8I"). The record
- * stands for `count` launches of the same function and shape whose argument bytes lie `stride`
- * bytes apart (a run of frames the worker found to repeat one it validated). */
-struct launch_record {
-    unsigned long long function; /* CUfunction */
-    unsigned long long stream;   /* CUstream; 0: the legacy null stream */
-    unsigned long long params;   /* address of the first launch's argument bytes */
-    unsigned long long size;     /* their length: exactly the function's argument size */
-    unsigned long long stride;   /* from one launch's argument bytes to the next one's */
-    unsigned int grid[3], block[3], shared, count;
-};
+/* A launch and its repeats (struct kvmgpu_launch_record, from the op specification: launcher.py's
+ * RECORD packs it): the record stands for `count` launches of the same function and shape whose
+ * argument bytes lie `stride` bytes apart (a run of frames the worker found to repeat one it
+ * validated). */
 
 #define CU_LAUNCH_PARAM_END ((void *)0x00)
 #define CU_LAUNCH_PARAM_BUFFER_POINTER ((void *)0x01)
@@ -138,14 +133,14 @@ static PyObject *launch_records(PyObject *self, PyObject *const *args, Py_ssize_
     Py_buffer view;
     if (PyObject_GetBuffer(args[1], &view, PyBUF_WRITABLE) < 0)
         return NULL;
-    Py_ssize_t have = view.len / (Py_ssize_t)sizeof(struct launch_record);
+    Py_ssize_t have = view.len / (Py_ssize_t)sizeof(struct kvmgpu_launch_record);
     if (first < 0 || count < 0 || skip < 0 || first > have || count > have - first) {
         PyBuffer_Release(&view);
         PyErr_Format(PyExc_ValueError, "records %zd..%zd of a buffer of %zd", first,
                      first + count, have);
         return NULL;
     }
-    const struct launch_record *r = (const struct launch_record *)view.buf + first;
+    const struct kvmgpu_launch_record *r = (const struct kvmgpu_launch_record *)view.buf + first;
     cu_launch_kernel_fn launch = (cu_launch_kernel_fn)fn;
     Py_ssize_t i;
     unsigned long long j = 0;

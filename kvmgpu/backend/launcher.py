@@ -23,11 +23,14 @@ import logging
 import os
 import struct
 
+from kvmgpu_wire.ops import LAUNCH_RECORD_FORMAT
+
 log = logging.getLogger("kvmgpu.backend")
 
 # function, stream, the first launch's argument bytes' address, their size, the stride to the
 # next launch's; grid x y z, block x y z, shared, how many launches the record stands for
-RECORD = struct.Struct("=5Q8I")
+# (struct kvmgpu_launch_record, guest-agent/include/kvmgpu_wire.h: both from the op specification)
+RECORD = struct.Struct(LAUNCH_RECORD_FORMAT)
 CAPACITY = 256  # records a buffer holds; a longer run is launched in pieces
 CALLS = ("launch_records", "count_repeats", "launch", "stream_synchronize")  # what it must have
 

@@ -1,9 +1,11 @@
-"""Op handlers: validate a guest's call against its session's tables, then call the backend.
+"""Op handlers: a guest's call, checked against its session's tables, goes to the backend.
 
-Every argument is hostile. A handler checks handles, device-pointer ranges, window offsets,
-sizes and launch shapes before anything is allocated or touched, and reports a failure by
-raising `CudaError`; `dispatch` turns the outcome into a reply, or, for a queued call, keeps the
-first failure for the session's next synchronising call.
+Every argument is hostile. Each op's arguments are checked as the specification's kinds say
+(guest-agent/kvmgpu_wire/spec.py) by its generated request (requests.py, kvmgpu/worker/checks.py)
+before its handler runs: a handler works with checked, resolved values. The few ops whose checks
+kinds cannot say (launch, module load, the staged copy) check in their handlers, with the same
+functions. A failure is a `CudaError`; `dispatch` turns the outcome into a reply, or, for a
+queued call, keeps the first failure for the session's next synchronising call.
 """
 
 from __future__ import annotations
@@ -18,21 +20,19 @@ from kvmgpu_guest.protocol import (HEADER_SIZE, LAUNCH_BODY, MAX_ERROR_TEXT, MAX
 
 from ..backend.base import CudaError
 from ..backend.launcher import RECORD
+from . import checks
+from .requests import CHECKS, THIN
 from .session import Function, Session
 from .vgpu import VGpu
 
 log = logging.getLogger("kvmgpu.worker")
 
-MAX_HANDLES = 65536  # per table (streams, events, modules, functions) per session
 # What the worker keeps for a VM, all its sessions together: allocations, module globals and
 # handles (each costs the worker host memory, however little device memory it names).
 MAX_OBJECTS = 1 << 20
 MIN_PIECE = 64 << 10  # the smallest piece of a MEMCPY_DTOH_PIECES (each piece costs an event wait)
 OK = ((), b"")
 
-INVALID_VALUE = CUresult.CUDA_ERROR_INVALID_VALUE
-_STREAM_FLAGS = 0x1  # CU_STREAM_NON_BLOCKING
-_EVENT_FLAGS = 0x3  # CU_EVENT_BLOCKING_SYNC | CU_EVENT_DISABLE_TIMING (no interprocess events)
 
 
 def dispatch(vg: VGpu, s: Session, call: Call):
@@ -45,14 +45,15 @@ def dispatch(vg: VGpu, s: Session, call: Call):
     try:
         if vg.broken is not None:
             raise _unusable(vg)
-        values, blob = HANDLERS[op](vg, s, call)
+        check = CHECKS[op]
+        values, blob = HANDLERS[op](vg, s, None if check is None else check(s, call), call)
     except Exception as e:
         code, detail = _failed(vg, s, op, e)
     else:
         return None if call.queued else (0, values, blob)
     finally:
         if held >= 0:
-            vg.objects += s.objects - held  # what the VM holds, counted (_room)
+            vg.objects += s.objects - held  # what the VM holds, counted (_vm_room)
     if call.queued:
         if s.pending_error is None:
             s.pending_error = (code, f"{op.name} (queued, seq {call.seq}): {detail}")
@@ -109,14 +110,9 @@ def _failed(vg: VGpu, s: Session, op: Op, e: Exception) -> tuple[int, str]:
     return code, detail
 
 
-def _invalid(detail: str):
-    raise CudaError(INVALID_VALUE, detail)
-
-
-def _room(vg: VGpu, table: dict | None, what: str) -> None:
-    """OUT_OF_MEMORY where `table` (of a session) is full, or the VM holds MAX_OBJECTS."""
-    if table is not None and len(table) >= MAX_HANDLES:
-        raise CudaError(CUresult.CUDA_ERROR_OUT_OF_MEMORY, f"more than {MAX_HANDLES} {what} in one session")
+def _vm_room(vg: VGpu) -> None:
+    """OUT_OF_MEMORY where the VM already holds MAX_OBJECTS (a session's own tables are checked
+    by the specification's NewHandle kind: checks.room)."""
     if vg.objects >= MAX_OBJECTS:
         raise CudaError(CUresult.CUDA_ERROR_OUT_OF_MEMORY,
                         f"the VM holds {MAX_OBJECTS} allocations and handles, the most a worker keeps")
@@ -128,26 +124,11 @@ def _over_quota(vg: VGpu, nbytes: int, what: str) -> CudaError:
                      f"({vg.quota.used} of {vg.quota.limit} bytes in use)")
 
 
-# --- context -------------------------------------------------------------------------------------
-
-def ctx_synchronize(vg, s, call):
-    vg.backend.synchronize()
-    return OK
-
-
-def fence(vg, s, call):
-    # The guest reuses its staging ring after this: no queued copy may still read or write it.
-    vg.backend.synchronize()
-    return OK
-
-
 # --- memory --------------------------------------------------------------------------------------
 
-def mem_alloc(vg: VGpu, s: Session, call):
-    (nbytes,) = call.args
-    if nbytes == 0:
-        _invalid("cannot allocate 0 bytes")
-    _room(vg, None, "allocations")
+def mem_alloc(vg: VGpu, s: Session, r, call):
+    nbytes = r.nbytes
+    _vm_room(vg)
     charge = vg.backend.allocation_size(nbytes)  # its size on the GPU (granularity), not as asked
     if not vg.quota.charge(charge):
         raise _over_quota(vg, charge, f"an allocation of {nbytes} bytes")
@@ -160,48 +141,37 @@ def mem_alloc(vg: VGpu, s: Session, call):
     return (ptr,), b""
 
 
-def mem_free(vg, s: Session, call):
-    (ptr,) = call.args
-    if ptr == 0:
+def mem_free(vg, s: Session, r, call):
+    if r.dptr_range is None:
         return OK
-    r = s.ranges.get(ptr)
-    if r is None or r.digest is not None:
-        _invalid(f"0x{ptr:x} is not the start of an allocation of this session")
-    vg.backend.mem_free(ptr)
-    s.drop_range(ptr)
-    vg.quota.release(r.charge)
+    vg.backend.mem_free(r.dptr)
+    s.drop_range(r.dptr)
+    vg.quota.release(r.dptr_range.charge)
     return OK
 
 
-def mem_get_info(vg, s, call):
+def mem_get_info(vg, s, r, call):
     return (vg.quota.free, vg.quota.limit), b""
 
 
-def memcpy_htod(vg, s: Session, call):
-    dst, offset, nbytes, stream = call.args
-    st = s.stream(stream)
-    if nbytes == 0:
-        return OK
-    s.check_range(dst, nbytes, "destination")
-    host = s.check_window(offset, nbytes)
-    vg.backend.memcpy_htod(dst, host, nbytes, st, not call.queued)
-    vg.bytes["htod"] += nbytes
+def memcpy_htod(vg, s: Session, r, call):
+    if r.nbytes:
+        vg.backend.memcpy_htod(r.dst, r.offset, r.nbytes, r.stream, not call.queued)
+        vg.bytes["htod"] += r.nbytes
     return OK
 
 
-def memcpy_htod_staged(vg, s: Session, call):
+def memcpy_htod_staged(vg, s: Session, r, call):
     """cuMemcpyHtoD that the guest did not wait for: copied now and waited for (in null-stream
     order, as natively), then the call's seq goes to the u32 at window offset `done`: the guest
     refills its staging bytes once it reads there a seq at or past the one it sent. Only this
     worker writes there; what the guest writes there misleads only the guest itself."""
     dst, offset, nbytes, done = call.args
-    if done % 4:
-        _invalid(f"done offset {done} is not 4-aligned")
-    at = s.check_window(done, 4)
+    at = checks.window(s, done, 4, "done", 4)
     try:
         if nbytes:
-            s.check_range(dst, nbytes, "destination")
-            host = s.check_window(offset, nbytes)
+            checks.device_range(s, dst, nbytes, "dst")
+            host = checks.window(s, offset, nbytes, "offset")
             vg.backend.memcpy_htod(dst, host, nbytes, None, True)
             vg.bytes["htod"] += nbytes
     finally:
@@ -209,89 +179,61 @@ def memcpy_htod_staged(vg, s: Session, call):
     return OK
 
 
-def memcpy_dtoh(vg, s: Session, call):
-    offset, src, nbytes, stream = call.args
-    st = s.stream(stream)
-    if nbytes == 0:
-        return OK
-    host = s.check_window(offset, nbytes)
-    s.check_range(src, nbytes, "source")
-    vg.backend.memcpy_dtoh(host, src, nbytes, st)
-    vg.bytes["dtoh"] += nbytes
+def memcpy_dtoh(vg, s: Session, r, call):
+    if r.nbytes:
+        vg.backend.memcpy_dtoh(r.offset, r.src, r.nbytes, r.stream)
+        vg.bytes["dtoh"] += r.nbytes
     return OK
 
 
-def memcpy_dtoh_pieces(vg, s: Session, call):
+def memcpy_dtoh_pieces(vg, s: Session, r, call):
     """cuMemcpyDtoH whose pieces the guest copies out as they land: after each piece the bytes
     landed so far go to the u32 at window offset `landed`. The pieces are at least MIN_PIECE and
     at most MAX_PIECES (a smaller `piece` is made bigger). What the guest writes at `landed`
     misleads only the guest itself."""
-    offset, src, nbytes, stream, piece, landed = call.args
-    st = s.stream(stream)
-    if nbytes == 0:
+    if not r.nbytes:
         return OK
-    if nbytes > 0xFFFFFFFF:
-        _invalid(f"{nbytes} bytes is more than a u32 count of landed bytes can say: use MEMCPY_DTOH")
-    if landed % 4:
-        _invalid(f"landed offset {landed} is not 4-aligned")
-    at = s.check_window(landed, 4)
-    word = vg.region.view[at: at + 4].cast("I")
-    host = s.check_window(offset, nbytes)
-    s.check_range(src, nbytes, "source")
-    piece = max(piece, MIN_PIECE, -(-nbytes // MAX_PIECES))
+    word = vg.region.view[r.landed: r.landed + 4].cast("I")
+    piece = max(r.piece, MIN_PIECE, -(-r.nbytes // MAX_PIECES))
 
     def tell(n: int) -> None:
         word[0] = n  # one aligned store: never torn
 
-    vg.backend.memcpy_dtoh(host, src, nbytes, st, piece, tell)
-    vg.bytes["dtoh"] += nbytes
+    vg.backend.memcpy_dtoh(r.offset, r.src, r.nbytes, r.stream, piece, tell)
+    vg.bytes["dtoh"] += r.nbytes
     return OK
 
 
-def memcpy_dtod(vg, s: Session, call):
-    dst, src, nbytes, stream = call.args
-    st = s.stream(stream)
-    if nbytes == 0:
-        return OK
-    s.check_range(dst, nbytes, "destination")
-    s.check_range(src, nbytes, "source")
-    vg.backend.memcpy_dtod(dst, src, nbytes, st, not call.queued)
-    vg.bytes["dtod"] += nbytes
+def memcpy_dtod(vg, s: Session, r, call):
+    if r.nbytes:
+        vg.backend.memcpy_dtod(r.dst, r.src, r.nbytes, r.stream, not call.queued)
+        vg.bytes["dtod"] += r.nbytes
     return OK
 
 
 def _memset(width: int):
-    limit = 0xFF if width == 1 else 0xFFFFFFFF
-
-    def memset(vg, s: Session, call):
-        dst, value, count, stream = call.args
-        st = s.stream(stream)
-        if value > limit:
-            _invalid(f"value {value} does not fit in {width} byte(s)")
-        if count == 0:
-            return OK
-        s.check_range(dst, count * width, "destination")
-        vg.backend.memset(dst, value, count, width, st, not call.queued)
+    def memset(vg, s: Session, r, call):
+        if r.count:
+            vg.backend.memset(r.dst, r.value, r.count, width, r.stream, not call.queued)
         return OK
     return memset
 
 
 # --- modules -------------------------------------------------------------------------------------
 
-def module_load(vg: VGpu, s: Session, call):
+def module_load(vg: VGpu, s: Session, r, call):
     offset, nbytes = call.args
-    digest = call.blob
-    if len(digest) != 32:
-        _invalid("the blob must be the image's 32-byte sha256")
-    _room(vg, s.modules, "modules")
+    digest = checks.digest(call.blob)
+    checks.room(s, "modules")
+    _vm_room(vg)
     module = vg.modules.acquire(digest)
     if module is None:
         if nbytes == 0:
             raise CudaError(CUresult.CUDA_ERROR_NOT_FOUND, "the host does not have this image; send it")
-        start = s.check_window(offset, nbytes)
+        start = checks.window(s, offset, nbytes, "offset")
         image = bytes(vg.region.view[start: start + nbytes])  # a copy the guest cannot change
         if hashlib.sha256(image).digest() != digest:
-            _invalid("the image in the window does not match its sha256")
+            checks.invalid("the image in the window does not match its sha256")
         loaded = vg.backend.module_load(image)
         try:
             charge = vg.backend.module_memory(loaded, image)  # its globals
@@ -306,50 +248,33 @@ def module_load(vg: VGpu, s: Session, call):
     return (handle,), b""
 
 
-def module_unload(vg: VGpu, s: Session, call):
-    (handle,) = call.args
-    digest = s.module(handle)
+def module_unload(vg: VGpu, s: Session, r, call):
+    handle, digest = r.module_handle, r.module
     del s.modules[handle]
     for fh in [fh for fh, f in s.functions.items() if f.module == handle]:
         del s.functions[fh]
     if digest not in s.modules.values():
-        for ptr in [p for p, r in s.ranges.items() if r.digest == digest]:
+        for ptr in [p for p, g in s.ranges.items() if g.digest == digest]:
             s.drop_range(ptr)
     vg.modules.release(digest)
     return OK
 
 
-def _name(blob: bytes) -> str:
-    try:
-        name = blob.decode("utf-8")
-    except UnicodeDecodeError:
-        _invalid("the name is not UTF-8")
-    if not name or "\0" in name:
-        _invalid("the name is empty or holds a NUL")
-    return name
-
-
-def module_get_function(vg: VGpu, s: Session, call):
-    (handle,) = call.args
-    digest = s.module(handle)
-    name = _name(call.blob)
-    _room(vg, s.functions, "functions")
-    fn, layout = vg.backend.module_get_function(vg.modules.get(digest), name)
+def module_get_function(vg: VGpu, s: Session, r, call):
+    _vm_room(vg)
+    fn, layout = vg.backend.module_get_function(vg.modules.get(r.module), r.name)
     layout = [(int(o), int(z)) for o, z in layout]
     arg_bytes = max((o + z for o, z in layout), default=0)
     fh = s.new_handle()
-    s.functions[fh] = Function(handle, fn, layout, arg_bytes)
+    s.functions[fh] = Function(r.module_handle, fn, layout, arg_bytes)
     return (fh, len(layout)), pack_params(layout)
 
 
-def module_get_global(vg: VGpu, s: Session, call):
-    (handle,) = call.args
-    digest = s.module(handle)
-    name = _name(call.blob)
-    ptr, size = vg.backend.module_get_global(vg.modules.get(digest), name)
+def module_get_global(vg: VGpu, s: Session, r, call):
+    ptr, size = vg.backend.module_get_global(vg.modules.get(r.module), r.name)
     if size > 0 and ptr not in s.ranges:
-        _room(vg, None, "globals")
-        s.add_range(ptr, size, digest)
+        _vm_room(vg)
+        s.add_range(ptr, size, r.module)
     return (ptr, size), b""
 
 
@@ -379,18 +304,17 @@ def _check_launch(vg: VGpu, s: Session, args, blob):
     if not (1 <= gx <= gxm and 1 <= gy <= gym and 1 <= gz <= gzm
             and 1 <= bx <= bxm and 1 <= by <= bym and 1 <= bz <= bzm):
         for dim, value, top in zip(_DIMS, args[1:7], (gxm, gym, gzm, bxm, bym, bzm)):
-            if not 1 <= value <= top:
-                _invalid(f"{dim} is {value}, must be 1..{top}")
+            checks.length(value, dim, 1, top)
     if bx * by * bz > threads:
-        _invalid(f"block of {bx * by * bz} threads, more than {threads}")
+        checks.invalid(f"block of {bx * by * bz} threads, more than {threads}")
     if shared > smem:
-        _invalid(f"{shared} bytes of dynamic shared memory, more than {smem}")
+        checks.invalid(f"{shared} bytes of dynamic shared memory, more than {smem}")
     if len(blob) != fn.arg_bytes:
-        _invalid(f"{len(blob)} bytes of arguments, the function takes {fn.arg_bytes}")
+        checks.invalid(f"{len(blob)} bytes of arguments, the function takes {fn.arg_bytes}")
     return fn.backend, st
 
 
-def launch(vg: VGpu, s: Session, call):
+def launch(vg: VGpu, s: Session, r, call):
     fn, st = _check_launch(vg, s, call.args, call.blob)
     if vg.gate is not None:
         vg.gate.before_launch()  # may wait for this VM's turn on the GPU
@@ -568,75 +492,55 @@ def launch_again(vg: VGpu, s: Session, seq: int, f: Function, st, shape: tuple, 
 
 # --- streams and events --------------------------------------------------------------------------
 
-def stream_create(vg, s: Session, call):
-    (flags,) = call.args
-    if flags & ~_STREAM_FLAGS:
-        _invalid(f"stream flags 0x{flags:x}")
-    _room(vg, s.streams, "streams")
+def stream_create(vg, s: Session, r, call):
+    _vm_room(vg)
     h = s.new_handle()
-    s.streams[h] = vg.backend.stream_create(flags)
+    s.streams[h] = vg.backend.stream_create(r.flags)
     return (h,), b""
 
 
-def stream_destroy(vg, s: Session, call):
-    (h,) = call.args
-    if h == 0:
-        raise CudaError(CUresult.CUDA_ERROR_INVALID_HANDLE, "the null stream cannot be destroyed")
-    st = s.stream(h)
-    del s.streams[h]
-    vg.backend.stream_destroy(st)
+def stream_destroy(vg, s: Session, r, call):
+    del s.streams[r.stream_handle]
+    vg.backend.stream_destroy(r.stream)
     return OK
 
 
-def stream_synchronize(vg, s: Session, call):
-    vg.backend.stream_synchronize(s.stream(call.args[0]))
-    return OK
-
-
-def stream_query(vg, s: Session, call):
-    if not vg.backend.stream_query(s.stream(call.args[0])):
+def stream_query(vg, s: Session, r, call):
+    if not vg.backend.stream_query(r.stream):
         raise CudaError(CUresult.CUDA_ERROR_NOT_READY)
     return OK
 
 
-def event_create(vg, s: Session, call):
-    (flags,) = call.args
-    if flags & ~_EVENT_FLAGS:
-        _invalid(f"event flags 0x{flags:x}")
-    _room(vg, s.events, "events")
+def event_create(vg, s: Session, r, call):
+    _vm_room(vg)
     h = s.new_handle()
-    s.events[h] = vg.backend.event_create(flags)
+    s.events[h] = vg.backend.event_create(r.flags)
     return (h,), b""
 
 
-def event_record(vg, s: Session, call):
-    ev, stream = call.args
-    vg.backend.event_record(s.event(ev), s.stream(stream))
-    return OK
-
-
-def event_synchronize(vg, s: Session, call):
-    vg.backend.event_synchronize(s.event(call.args[0]))
-    return OK
-
-
-def event_query(vg, s: Session, call):
-    if not vg.backend.event_query(s.event(call.args[0])):
+def event_query(vg, s: Session, r, call):
+    if not vg.backend.event_query(r.event):
         raise CudaError(CUresult.CUDA_ERROR_NOT_READY)
     return OK
 
 
-def event_elapsed(vg, s: Session, call):
-    start, end = call.args
-    return (float(vg.backend.event_elapsed(s.event(start), s.event(end))),), b""
+def event_elapsed(vg, s: Session, r, call):
+    return (float(vg.backend.event_elapsed(r.start, r.end)),), b""
 
 
-def event_destroy(vg, s: Session, call):
-    (h,) = call.args
-    ev = s.event(h)
-    del s.events[h]
-    vg.backend.event_destroy(ev)
+def event_destroy(vg, s: Session, r, call):
+    del s.events[r.event_handle]
+    vg.backend.event_destroy(r.event)
     return OK
+
+
+def _thin(method: str, fields: tuple):
+    """The handler of an op that is one backend call with request fields (requests.THIN)."""
+    def handler(vg, s, r, call):
+        getattr(vg.backend, method)(*(getattr(r, f) for f in fields))  # (the gate may wrap it)
+        return OK
+    handler.__name__ = method
+    return handler
 
 
 # The ops that add to or take from a session's tables (dispatch counts what they change).
@@ -645,7 +549,6 @@ _HOLDING = frozenset({Op.MEM_ALLOC, Op.MEM_FREE, Op.MODULE_LOAD, Op.MODULE_UNLOA
                       Op.STREAM_DESTROY, Op.EVENT_CREATE, Op.EVENT_DESTROY})
 
 HANDLERS = {
-    Op.CTX_SYNCHRONIZE: ctx_synchronize,
     Op.MEM_ALLOC: mem_alloc,
     Op.MEM_FREE: mem_free,
     Op.MEM_GET_INFO: mem_get_info,
@@ -661,16 +564,13 @@ HANDLERS = {
     Op.LAUNCH: launch,
     Op.STREAM_CREATE: stream_create,
     Op.STREAM_DESTROY: stream_destroy,
-    Op.STREAM_SYNCHRONIZE: stream_synchronize,
     Op.STREAM_QUERY: stream_query,
     Op.EVENT_CREATE: event_create,
-    Op.EVENT_RECORD: event_record,
-    Op.EVENT_SYNCHRONIZE: event_synchronize,
     Op.EVENT_QUERY: event_query,
     Op.EVENT_ELAPSED: event_elapsed,
     Op.EVENT_DESTROY: event_destroy,
-    Op.FENCE: fence,
     Op.MEMCPY_HTOD_STAGED: memcpy_htod_staged,
     Op.MEMCPY_DTOH_PIECES: memcpy_dtoh_pieces,
+    **{op: _thin(method, fields) for op, (method, fields) in THIN.items()},
 }
-assert set(HANDLERS) == set(Op), "every op needs a handler"
+assert set(HANDLERS) == set(Op) == set(CHECKS), "every op needs a check (or None) and a handler"

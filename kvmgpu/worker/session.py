@@ -96,22 +96,28 @@ class Session:
         return self.window.offset + offset
 
     # --- handles ---
-    def _lookup(self, table: dict, handle: int, what: str):
+    def lookup(self, table: str, handle: int, what: str, null: bool = False):
+        """The object `handle` names in this session's `table` (modules, functions, streams,
+        events), or INVALID_HANDLE; with `null`, stream 0 is the null stream (None)."""
+        if handle == 0 and table == "streams":
+            if null:
+                return None
+            raise CudaError(CUresult.CUDA_ERROR_INVALID_HANDLE, f"{what}: the null stream cannot be given here")
         try:
-            return table[handle]
+            return getattr(self, table)[handle]
         except KeyError:
             raise CudaError(CUresult.CUDA_ERROR_INVALID_HANDLE,
                             f"{what} {handle} is not a handle of this session") from None
 
     def module(self, handle: int) -> bytes:
-        return self._lookup(self.modules, handle, "module")
+        return self.lookup("modules", handle, "module")
 
     def function(self, handle: int) -> Function:
-        return self._lookup(self.functions, handle, "function")
+        return self.lookup("functions", handle, "function")
 
     def stream(self, handle: int):
         """The backend stream; handle 0 is the null stream (None)."""
-        return None if handle == 0 else self._lookup(self.streams, handle, "stream")
+        return self.lookup("streams", handle, "stream", null=True)
 
     def event(self, handle: int):
-        return self._lookup(self.events, handle, "event")
+        return self.lookup("events", handle, "event")

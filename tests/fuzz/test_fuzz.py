@@ -73,9 +73,9 @@ def _corpus(harness: str, name: str) -> bytes:
 def test_a_free_that_keeps_its_quota_is_caught(monkeypatch):
     from kvmgpu.worker import dispatch
 
-    def mem_free(vg, s, call):  # forgets vg.quota.release
-        s.drop_range(call.args[0])
-        vg.backend.mem_free(call.args[0])
+    def mem_free(vg, s, r, call):  # forgets vg.quota.release
+        s.drop_range(r.dptr)
+        vg.backend.mem_free(r.dptr)
         return dispatch.OK
     monkeypatch.setitem(dispatch.HANDLERS, Op.MEM_FREE, mem_free)
     with pytest.raises(AssertionError, match="quota in use"):

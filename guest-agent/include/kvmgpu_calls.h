@@ -1,0 +1,203 @@
+/* The guest's call stubs (generated from guest-agent/kvmgpu_wire/spec.py by tools/gen_wire.py (make gen): do not edit). */
+#ifndef KVMGPU_CALLS_H
+#define KVMGPU_CALLS_H
+
+#include <stddef.h>
+#include "kvmgpu_wire.h"
+
+struct kvmgpu_client;
+/* Sends op `op` with `nargs` arguments and a blob; `queued`: no reply (its error comes with
+ * the next synchronising call). Otherwise waits for the reply: its status (a CUresult), its
+ * results copied to `results` (`results_size` bytes) and its blob to `reply_blob` (at most
+ * `*reply_blob_size` bytes; the size it had is stored back). Defined by the library. */
+int kvmgpu_call(struct kvmgpu_client *c, enum kvmgpu_op op, const uint64_t *args, unsigned nargs,
+                const void *blob, size_t blob_size, int queued, void *results, size_t results_size,
+                void *reply_blob, size_t *reply_blob_size);
+
+/* CTX_SYNCHRONIZE: cuCtxSynchronize: wait for all of the context's work. */
+static inline int kvmgpu_ctx_synchronize(struct kvmgpu_client *c)
+{
+    return kvmgpu_call(c, KVMGPU_OP_CTX_SYNCHRONIZE, NULL, 0, NULL, 0, 0, NULL, 0, NULL, NULL);
+}
+
+/* MEM_ALLOC: cuMemAlloc_v2: allocate device memory. */
+static inline int kvmgpu_mem_alloc(struct kvmgpu_client *c, uint64_t nbytes, struct kvmgpu_results_mem_alloc *out)
+{
+    const uint64_t args[1] = {nbytes};
+    return kvmgpu_call(c, KVMGPU_OP_MEM_ALLOC, args, 1, NULL, 0, 0, out, sizeof *out, NULL, NULL);
+}
+
+/* MEM_FREE: cuMemFree_v2: free an allocation. */
+static inline int kvmgpu_mem_free(struct kvmgpu_client *c, uint64_t dptr, int queued)
+{
+    const uint64_t args[1] = {dptr};
+    return kvmgpu_call(c, KVMGPU_OP_MEM_FREE, args, 1, NULL, 0, queued, NULL, 0, NULL, NULL);
+}
+
+/* MEM_GET_INFO: cuMemGetInfo_v2: the quota's free and total bytes. */
+static inline int kvmgpu_mem_get_info(struct kvmgpu_client *c, struct kvmgpu_results_mem_get_info *out)
+{
+    return kvmgpu_call(c, KVMGPU_OP_MEM_GET_INFO, NULL, 0, NULL, 0, 0, out, sizeof *out, NULL, NULL);
+}
+
+/* MEMCPY_HTOD: cuMemcpyHtoD_v2, cuMemcpyHtoDAsync_v2: copy window bytes to device memory. */
+static inline int kvmgpu_memcpy_htod(struct kvmgpu_client *c, uint64_t dst, uint64_t offset, uint64_t nbytes, uint64_t stream, int queued)
+{
+    const uint64_t args[4] = {dst, offset, nbytes, stream};
+    return kvmgpu_call(c, KVMGPU_OP_MEMCPY_HTOD, args, 4, NULL, 0, queued, NULL, 0, NULL, NULL);
+}
+
+/* MEMCPY_DTOH: cuMemcpyDtoH_v2, cuMemcpyDtoHAsync_v2: copy device memory into the window. */
+static inline int kvmgpu_memcpy_dtoh(struct kvmgpu_client *c, uint64_t offset, uint64_t src, uint64_t nbytes, uint64_t stream)
+{
+    const uint64_t args[4] = {offset, src, nbytes, stream};
+    return kvmgpu_call(c, KVMGPU_OP_MEMCPY_DTOH, args, 4, NULL, 0, 0, NULL, 0, NULL, NULL);
+}
+
+/* MEMCPY_DTOD: cuMemcpyDtoD_v2, cuMemcpyDtoDAsync_v2: copy device to device. */
+static inline int kvmgpu_memcpy_dtod(struct kvmgpu_client *c, uint64_t dst, uint64_t src, uint64_t nbytes, uint64_t stream, int queued)
+{
+    const uint64_t args[4] = {dst, src, nbytes, stream};
+    return kvmgpu_call(c, KVMGPU_OP_MEMCPY_DTOD, args, 4, NULL, 0, queued, NULL, 0, NULL, NULL);
+}
+
+/* MEMSET_D8: cuMemsetD8_v2, cuMemsetD8Async: set bytes. */
+static inline int kvmgpu_memset_d8(struct kvmgpu_client *c, uint64_t dst, uint64_t value, uint64_t count, uint64_t stream, int queued)
+{
+    const uint64_t args[4] = {dst, value, count, stream};
+    return kvmgpu_call(c, KVMGPU_OP_MEMSET_D8, args, 4, NULL, 0, queued, NULL, 0, NULL, NULL);
+}
+
+/* MEMSET_D32: cuMemsetD32_v2, cuMemsetD32Async: set 32-bit words. */
+static inline int kvmgpu_memset_d32(struct kvmgpu_client *c, uint64_t dst, uint64_t value, uint64_t count, uint64_t stream, int queued)
+{
+    const uint64_t args[4] = {dst, value, count, stream};
+    return kvmgpu_call(c, KVMGPU_OP_MEMSET_D32, args, 4, NULL, 0, queued, NULL, 0, NULL, NULL);
+}
+
+/* MODULE_LOAD: cuModuleLoadData, cuModuleLoadDataEx, cuModuleLoadFatBinary: load a module image from the window, known by its sha256 (nbytes 0: does the host have it already?); its globals are charged to the quota. */
+static inline int kvmgpu_module_load(struct kvmgpu_client *c, uint64_t offset, uint64_t nbytes, const void *blob, size_t blob_size, struct kvmgpu_results_module_load *out)
+{
+    const uint64_t args[2] = {offset, nbytes};
+    return kvmgpu_call(c, KVMGPU_OP_MODULE_LOAD, args, 2, blob, blob_size, 0, out, sizeof *out, NULL, NULL);
+}
+
+/* MODULE_UNLOAD: cuModuleUnload: unload a module. */
+static inline int kvmgpu_module_unload(struct kvmgpu_client *c, uint64_t module, int queued)
+{
+    const uint64_t args[1] = {module};
+    return kvmgpu_call(c, KVMGPU_OP_MODULE_UNLOAD, args, 1, NULL, 0, queued, NULL, 0, NULL, NULL);
+}
+
+/* MODULE_GET_FUNCTION: cuModuleGetFunction: a kernel by name; the reply blob has (offset u32, size u32) per parameter. */
+static inline int kvmgpu_module_get_function(struct kvmgpu_client *c, uint64_t module, const void *blob, size_t blob_size, struct kvmgpu_results_module_get_function *out, void *reply_blob, size_t *reply_blob_size)
+{
+    const uint64_t args[1] = {module};
+    return kvmgpu_call(c, KVMGPU_OP_MODULE_GET_FUNCTION, args, 1, blob, blob_size, 0, out, sizeof *out, reply_blob, reply_blob_size);
+}
+
+/* MODULE_GET_GLOBAL: cuModuleGetGlobal_v2: a module global's address and size. */
+static inline int kvmgpu_module_get_global(struct kvmgpu_client *c, uint64_t module, const void *blob, size_t blob_size, struct kvmgpu_results_module_get_global *out)
+{
+    const uint64_t args[1] = {module};
+    return kvmgpu_call(c, KVMGPU_OP_MODULE_GET_GLOBAL, args, 1, blob, blob_size, 0, out, sizeof *out, NULL, NULL);
+}
+
+/* LAUNCH: cuLaunchKernel: launch a kernel. */
+static inline int kvmgpu_launch(struct kvmgpu_client *c, uint64_t function, uint64_t gx, uint64_t gy, uint64_t gz, uint64_t bx, uint64_t by, uint64_t bz, uint64_t shared, uint64_t stream, const void *blob, size_t blob_size, int queued)
+{
+    const uint64_t args[9] = {function, gx, gy, gz, bx, by, bz, shared, stream};
+    return kvmgpu_call(c, KVMGPU_OP_LAUNCH, args, 9, blob, blob_size, queued, NULL, 0, NULL, NULL);
+}
+
+/* STREAM_CREATE: cuStreamCreate: a new stream. */
+static inline int kvmgpu_stream_create(struct kvmgpu_client *c, uint64_t flags, struct kvmgpu_results_stream_create *out)
+{
+    const uint64_t args[1] = {flags};
+    return kvmgpu_call(c, KVMGPU_OP_STREAM_CREATE, args, 1, NULL, 0, 0, out, sizeof *out, NULL, NULL);
+}
+
+/* STREAM_DESTROY: cuStreamDestroy_v2: destroy a stream. */
+static inline int kvmgpu_stream_destroy(struct kvmgpu_client *c, uint64_t stream, int queued)
+{
+    const uint64_t args[1] = {stream};
+    return kvmgpu_call(c, KVMGPU_OP_STREAM_DESTROY, args, 1, NULL, 0, queued, NULL, 0, NULL, NULL);
+}
+
+/* STREAM_SYNCHRONIZE: cuStreamSynchronize: wait for a stream's work. */
+static inline int kvmgpu_stream_synchronize(struct kvmgpu_client *c, uint64_t stream)
+{
+    const uint64_t args[1] = {stream};
+    return kvmgpu_call(c, KVMGPU_OP_STREAM_SYNCHRONIZE, args, 1, NULL, 0, 0, NULL, 0, NULL, NULL);
+}
+
+/* STREAM_QUERY: cuStreamQuery: whether a stream's work is done (NOT_READY). */
+static inline int kvmgpu_stream_query(struct kvmgpu_client *c, uint64_t stream)
+{
+    const uint64_t args[1] = {stream};
+    return kvmgpu_call(c, KVMGPU_OP_STREAM_QUERY, args, 1, NULL, 0, 0, NULL, 0, NULL, NULL);
+}
+
+/* EVENT_CREATE: cuEventCreate: a new event. */
+static inline int kvmgpu_event_create(struct kvmgpu_client *c, uint64_t flags, struct kvmgpu_results_event_create *out)
+{
+    const uint64_t args[1] = {flags};
+    return kvmgpu_call(c, KVMGPU_OP_EVENT_CREATE, args, 1, NULL, 0, 0, out, sizeof *out, NULL, NULL);
+}
+
+/* EVENT_RECORD: cuEventRecord: record an event on a stream. */
+static inline int kvmgpu_event_record(struct kvmgpu_client *c, uint64_t event, uint64_t stream, int queued)
+{
+    const uint64_t args[2] = {event, stream};
+    return kvmgpu_call(c, KVMGPU_OP_EVENT_RECORD, args, 2, NULL, 0, queued, NULL, 0, NULL, NULL);
+}
+
+/* EVENT_SYNCHRONIZE: cuEventSynchronize: wait for an event. */
+static inline int kvmgpu_event_synchronize(struct kvmgpu_client *c, uint64_t event)
+{
+    const uint64_t args[1] = {event};
+    return kvmgpu_call(c, KVMGPU_OP_EVENT_SYNCHRONIZE, args, 1, NULL, 0, 0, NULL, 0, NULL, NULL);
+}
+
+/* EVENT_QUERY: cuEventQuery: whether an event has happened (NOT_READY). */
+static inline int kvmgpu_event_query(struct kvmgpu_client *c, uint64_t event)
+{
+    const uint64_t args[1] = {event};
+    return kvmgpu_call(c, KVMGPU_OP_EVENT_QUERY, args, 1, NULL, 0, 0, NULL, 0, NULL, NULL);
+}
+
+/* EVENT_ELAPSED: cuEventElapsedTime: milliseconds between two events. */
+static inline int kvmgpu_event_elapsed(struct kvmgpu_client *c, uint64_t start, uint64_t end, struct kvmgpu_results_event_elapsed *out)
+{
+    const uint64_t args[2] = {start, end};
+    return kvmgpu_call(c, KVMGPU_OP_EVENT_ELAPSED, args, 2, NULL, 0, 0, out, sizeof *out, NULL, NULL);
+}
+
+/* EVENT_DESTROY: cuEventDestroy_v2: destroy an event. */
+static inline int kvmgpu_event_destroy(struct kvmgpu_client *c, uint64_t event, int queued)
+{
+    const uint64_t args[1] = {event};
+    return kvmgpu_call(c, KVMGPU_OP_EVENT_DESTROY, args, 1, NULL, 0, queued, NULL, 0, NULL, NULL);
+}
+
+/* FENCE: (the guest's staging ring): wait until no queued work still reads or writes this session's window. */
+static inline int kvmgpu_fence(struct kvmgpu_client *c)
+{
+    return kvmgpu_call(c, KVMGPU_OP_FENCE, NULL, 0, NULL, 0, 0, NULL, 0, NULL, NULL);
+}
+
+/* MEMCPY_HTOD_STAGED: cuMemcpyHtoD_v2 (staged): a synchronous HtoD the guest does not wait for: the host copies in null-stream order, waits, then stores the call's seq (u32) at window offset `done`. */
+static inline int kvmgpu_memcpy_htod_staged(struct kvmgpu_client *c, uint64_t dst, uint64_t offset, uint64_t nbytes, uint64_t done, int queued)
+{
+    const uint64_t args[4] = {dst, offset, nbytes, done};
+    return kvmgpu_call(c, KVMGPU_OP_MEMCPY_HTOD_STAGED, args, 4, NULL, 0, queued, NULL, 0, NULL, NULL);
+}
+
+/* MEMCPY_DTOH_PIECES: cuMemcpyDtoH_v2 (in pieces): a DtoH in pieces of about `piece` bytes; after each the host stores the bytes landed (u32) at window offset `landed`. */
+static inline int kvmgpu_memcpy_dtoh_pieces(struct kvmgpu_client *c, uint64_t offset, uint64_t src, uint64_t nbytes, uint64_t stream, uint64_t piece, uint64_t landed)
+{
+    const uint64_t args[6] = {offset, src, nbytes, stream, piece, landed};
+    return kvmgpu_call(c, KVMGPU_OP_MEMCPY_DTOH_PIECES, args, 6, NULL, 0, 0, NULL, 0, NULL, NULL);
+}
+
+#endif

@@ -1,0 +1,387 @@
+/* kvmgpu's wire format (generated from guest-agent/kvmgpu_wire/spec.py by tools/gen_wire.py (make gen): do not edit). */
+#ifndef KVMGPU_WIRE_H
+#define KVMGPU_WIRE_H
+
+#include <stdint.h>
+
+#define KVMGPU_PROTOCOL_VERSION 4
+#define KVMGPU_MAGIC 0x474Bu
+#define KVMGPU_QUEUED 0x01u
+#define KVMGPU_MAX_ARG_BYTES 32764
+#define KVMGPU_MAX_NAME 1024
+
+/* Every frame: this header (little-endian), then `length` bytes of payload. */
+struct kvmgpu_frame_header {
+    uint16_t magic;
+    uint8_t kind;
+    uint8_t flags;
+    uint32_t session;
+    uint32_t seq;
+    uint32_t length;
+};
+_Static_assert(sizeof(struct kvmgpu_frame_header) == 16, "frame header");
+
+enum kvmgpu_kind {
+    KVMGPU_HELLO = 1,
+    KVMGPU_WELCOME = 2,
+    KVMGPU_CALL = 3,
+    KVMGPU_REPLY = 4,
+    KVMGPU_GOODBYE = 5,
+    KVMGPU_DOORBELL = 6,
+};
+
+/* A CALL's payload starts with this; `nargs` u64 arguments follow, then the blob. */
+struct kvmgpu_call_head {
+    uint16_t op;
+    uint16_t nargs;
+};
+_Static_assert(sizeof(struct kvmgpu_call_head) == 4, "call head");
+
+enum kvmgpu_op {
+    KVMGPU_OP_CTX_SYNCHRONIZE = 1, /* cuCtxSynchronize */
+    KVMGPU_OP_MEM_ALLOC = 2, /* cuMemAlloc_v2 */
+    KVMGPU_OP_MEM_FREE = 3, /* cuMemFree_v2 */
+    KVMGPU_OP_MEM_GET_INFO = 4, /* cuMemGetInfo_v2 */
+    KVMGPU_OP_MEMCPY_HTOD = 5, /* cuMemcpyHtoD_v2, cuMemcpyHtoDAsync_v2 */
+    KVMGPU_OP_MEMCPY_DTOH = 6, /* cuMemcpyDtoH_v2, cuMemcpyDtoHAsync_v2 */
+    KVMGPU_OP_MEMCPY_DTOD = 7, /* cuMemcpyDtoD_v2, cuMemcpyDtoDAsync_v2 */
+    KVMGPU_OP_MEMSET_D8 = 8, /* cuMemsetD8_v2, cuMemsetD8Async */
+    KVMGPU_OP_MEMSET_D32 = 9, /* cuMemsetD32_v2, cuMemsetD32Async */
+    KVMGPU_OP_MODULE_LOAD = 10, /* cuModuleLoadData, cuModuleLoadDataEx, cuModuleLoadFatBinary */
+    KVMGPU_OP_MODULE_UNLOAD = 11, /* cuModuleUnload */
+    KVMGPU_OP_MODULE_GET_FUNCTION = 12, /* cuModuleGetFunction */
+    KVMGPU_OP_MODULE_GET_GLOBAL = 13, /* cuModuleGetGlobal_v2 */
+    KVMGPU_OP_LAUNCH = 14, /* cuLaunchKernel */
+    KVMGPU_OP_STREAM_CREATE = 15, /* cuStreamCreate */
+    KVMGPU_OP_STREAM_DESTROY = 16, /* cuStreamDestroy_v2 */
+    KVMGPU_OP_STREAM_SYNCHRONIZE = 17, /* cuStreamSynchronize */
+    KVMGPU_OP_STREAM_QUERY = 18, /* cuStreamQuery */
+    KVMGPU_OP_EVENT_CREATE = 19, /* cuEventCreate */
+    KVMGPU_OP_EVENT_RECORD = 20, /* cuEventRecord */
+    KVMGPU_OP_EVENT_SYNCHRONIZE = 21, /* cuEventSynchronize */
+    KVMGPU_OP_EVENT_QUERY = 22, /* cuEventQuery */
+    KVMGPU_OP_EVENT_ELAPSED = 23, /* cuEventElapsedTime */
+    KVMGPU_OP_EVENT_DESTROY = 24, /* cuEventDestroy_v2 */
+    KVMGPU_OP_FENCE = 25, /* (the guest's staging ring) */
+    KVMGPU_OP_MEMCPY_HTOD_STAGED = 26, /* cuMemcpyHtoD_v2 (staged) */
+    KVMGPU_OP_MEMCPY_DTOH_PIECES = 27, /* cuMemcpyDtoH_v2 (in pieces) */
+};
+
+/* Each op's arguments, in order (copied after the call head: not aligned there), its
+ * most blob bytes, whether it may be queued, and its success reply's results (packed). */
+#define KVMGPU_CTX_SYNCHRONIZE_NARGS 0
+#define KVMGPU_CTX_SYNCHRONIZE_BLOB_MAX 0
+#define KVMGPU_CTX_SYNCHRONIZE_QUEUEABLE 0
+#define KVMGPU_CTX_SYNCHRONIZE_SYNCHRONISING 1
+
+#define KVMGPU_MEM_ALLOC_NARGS 1
+#define KVMGPU_MEM_ALLOC_BLOB_MAX 0
+#define KVMGPU_MEM_ALLOC_QUEUEABLE 0
+#define KVMGPU_MEM_ALLOC_SYNCHRONISING 0
+struct kvmgpu_args_mem_alloc {
+    uint64_t nbytes;
+};
+_Static_assert(sizeof(struct kvmgpu_args_mem_alloc) == 8, "MEM_ALLOC args");
+struct __attribute__((packed)) kvmgpu_results_mem_alloc {
+    uint64_t dptr;
+};
+_Static_assert(sizeof(struct kvmgpu_results_mem_alloc) == 8, "MEM_ALLOC results");
+
+#define KVMGPU_MEM_FREE_NARGS 1
+#define KVMGPU_MEM_FREE_BLOB_MAX 0
+#define KVMGPU_MEM_FREE_QUEUEABLE 1
+#define KVMGPU_MEM_FREE_SYNCHRONISING 0
+struct kvmgpu_args_mem_free {
+    uint64_t dptr;
+};
+_Static_assert(sizeof(struct kvmgpu_args_mem_free) == 8, "MEM_FREE args");
+
+#define KVMGPU_MEM_GET_INFO_NARGS 0
+#define KVMGPU_MEM_GET_INFO_BLOB_MAX 0
+#define KVMGPU_MEM_GET_INFO_QUEUEABLE 0
+#define KVMGPU_MEM_GET_INFO_SYNCHRONISING 0
+struct __attribute__((packed)) kvmgpu_results_mem_get_info {
+    uint64_t free;
+    uint64_t total;
+};
+_Static_assert(sizeof(struct kvmgpu_results_mem_get_info) == 16, "MEM_GET_INFO results");
+
+#define KVMGPU_MEMCPY_HTOD_NARGS 4
+#define KVMGPU_MEMCPY_HTOD_BLOB_MAX 0
+#define KVMGPU_MEMCPY_HTOD_QUEUEABLE 1
+#define KVMGPU_MEMCPY_HTOD_SYNCHRONISING 1
+struct kvmgpu_args_memcpy_htod {
+    uint64_t dst;
+    uint64_t offset;
+    uint64_t nbytes;
+    uint64_t stream;
+};
+_Static_assert(sizeof(struct kvmgpu_args_memcpy_htod) == 32, "MEMCPY_HTOD args");
+
+#define KVMGPU_MEMCPY_DTOH_NARGS 4
+#define KVMGPU_MEMCPY_DTOH_BLOB_MAX 0
+#define KVMGPU_MEMCPY_DTOH_QUEUEABLE 0
+#define KVMGPU_MEMCPY_DTOH_SYNCHRONISING 1
+struct kvmgpu_args_memcpy_dtoh {
+    uint64_t offset;
+    uint64_t src;
+    uint64_t nbytes;
+    uint64_t stream;
+};
+_Static_assert(sizeof(struct kvmgpu_args_memcpy_dtoh) == 32, "MEMCPY_DTOH args");
+
+#define KVMGPU_MEMCPY_DTOD_NARGS 4
+#define KVMGPU_MEMCPY_DTOD_BLOB_MAX 0
+#define KVMGPU_MEMCPY_DTOD_QUEUEABLE 1
+#define KVMGPU_MEMCPY_DTOD_SYNCHRONISING 1
+struct kvmgpu_args_memcpy_dtod {
+    uint64_t dst;
+    uint64_t src;
+    uint64_t nbytes;
+    uint64_t stream;
+};
+_Static_assert(sizeof(struct kvmgpu_args_memcpy_dtod) == 32, "MEMCPY_DTOD args");
+
+#define KVMGPU_MEMSET_D8_NARGS 4
+#define KVMGPU_MEMSET_D8_BLOB_MAX 0
+#define KVMGPU_MEMSET_D8_QUEUEABLE 1
+#define KVMGPU_MEMSET_D8_SYNCHRONISING 1
+struct kvmgpu_args_memset_d8 {
+    uint64_t dst;
+    uint64_t value;
+    uint64_t count;
+    uint64_t stream;
+};
+_Static_assert(sizeof(struct kvmgpu_args_memset_d8) == 32, "MEMSET_D8 args");
+
+#define KVMGPU_MEMSET_D32_NARGS 4
+#define KVMGPU_MEMSET_D32_BLOB_MAX 0
+#define KVMGPU_MEMSET_D32_QUEUEABLE 1
+#define KVMGPU_MEMSET_D32_SYNCHRONISING 1
+struct kvmgpu_args_memset_d32 {
+    uint64_t dst;
+    uint64_t value;
+    uint64_t count;
+    uint64_t stream;
+};
+_Static_assert(sizeof(struct kvmgpu_args_memset_d32) == 32, "MEMSET_D32 args");
+
+#define KVMGPU_MODULE_LOAD_NARGS 2
+#define KVMGPU_MODULE_LOAD_BLOB_MAX 32
+#define KVMGPU_MODULE_LOAD_QUEUEABLE 0
+#define KVMGPU_MODULE_LOAD_SYNCHRONISING 0
+struct kvmgpu_args_module_load {
+    uint64_t offset;
+    uint64_t nbytes;
+};
+_Static_assert(sizeof(struct kvmgpu_args_module_load) == 16, "MODULE_LOAD args");
+struct __attribute__((packed)) kvmgpu_results_module_load {
+    uint64_t module;
+};
+_Static_assert(sizeof(struct kvmgpu_results_module_load) == 8, "MODULE_LOAD results");
+
+#define KVMGPU_MODULE_UNLOAD_NARGS 1
+#define KVMGPU_MODULE_UNLOAD_BLOB_MAX 0
+#define KVMGPU_MODULE_UNLOAD_QUEUEABLE 1
+#define KVMGPU_MODULE_UNLOAD_SYNCHRONISING 0
+struct kvmgpu_args_module_unload {
+    uint64_t module;
+};
+_Static_assert(sizeof(struct kvmgpu_args_module_unload) == 8, "MODULE_UNLOAD args");
+
+#define KVMGPU_MODULE_GET_FUNCTION_NARGS 1
+#define KVMGPU_MODULE_GET_FUNCTION_BLOB_MAX 1024
+#define KVMGPU_MODULE_GET_FUNCTION_QUEUEABLE 0
+#define KVMGPU_MODULE_GET_FUNCTION_SYNCHRONISING 0
+struct kvmgpu_args_module_get_function {
+    uint64_t module;
+};
+_Static_assert(sizeof(struct kvmgpu_args_module_get_function) == 8, "MODULE_GET_FUNCTION args");
+struct __attribute__((packed)) kvmgpu_results_module_get_function {
+    uint64_t function;
+    uint64_t nparams;
+};
+_Static_assert(sizeof(struct kvmgpu_results_module_get_function) == 16, "MODULE_GET_FUNCTION results");
+
+#define KVMGPU_MODULE_GET_GLOBAL_NARGS 1
+#define KVMGPU_MODULE_GET_GLOBAL_BLOB_MAX 1024
+#define KVMGPU_MODULE_GET_GLOBAL_QUEUEABLE 0
+#define KVMGPU_MODULE_GET_GLOBAL_SYNCHRONISING 0
+struct kvmgpu_args_module_get_global {
+    uint64_t module;
+};
+_Static_assert(sizeof(struct kvmgpu_args_module_get_global) == 8, "MODULE_GET_GLOBAL args");
+struct __attribute__((packed)) kvmgpu_results_module_get_global {
+    uint64_t dptr;
+    uint64_t nbytes;
+};
+_Static_assert(sizeof(struct kvmgpu_results_module_get_global) == 16, "MODULE_GET_GLOBAL results");
+
+#define KVMGPU_LAUNCH_NARGS 9
+#define KVMGPU_LAUNCH_BLOB_MAX 32764
+#define KVMGPU_LAUNCH_QUEUEABLE 1
+#define KVMGPU_LAUNCH_SYNCHRONISING 0
+struct kvmgpu_args_launch {
+    uint64_t function;
+    uint64_t gx;
+    uint64_t gy;
+    uint64_t gz;
+    uint64_t bx;
+    uint64_t by;
+    uint64_t bz;
+    uint64_t shared;
+    uint64_t stream;
+};
+_Static_assert(sizeof(struct kvmgpu_args_launch) == 72, "LAUNCH args");
+
+#define KVMGPU_STREAM_CREATE_NARGS 1
+#define KVMGPU_STREAM_CREATE_BLOB_MAX 0
+#define KVMGPU_STREAM_CREATE_QUEUEABLE 0
+#define KVMGPU_STREAM_CREATE_SYNCHRONISING 0
+struct kvmgpu_args_stream_create {
+    uint64_t flags;
+};
+_Static_assert(sizeof(struct kvmgpu_args_stream_create) == 8, "STREAM_CREATE args");
+struct __attribute__((packed)) kvmgpu_results_stream_create {
+    uint64_t stream;
+};
+_Static_assert(sizeof(struct kvmgpu_results_stream_create) == 8, "STREAM_CREATE results");
+
+#define KVMGPU_STREAM_DESTROY_NARGS 1
+#define KVMGPU_STREAM_DESTROY_BLOB_MAX 0
+#define KVMGPU_STREAM_DESTROY_QUEUEABLE 1
+#define KVMGPU_STREAM_DESTROY_SYNCHRONISING 0
+struct kvmgpu_args_stream_destroy {
+    uint64_t stream;
+};
+_Static_assert(sizeof(struct kvmgpu_args_stream_destroy) == 8, "STREAM_DESTROY args");
+
+#define KVMGPU_STREAM_SYNCHRONIZE_NARGS 1
+#define KVMGPU_STREAM_SYNCHRONIZE_BLOB_MAX 0
+#define KVMGPU_STREAM_SYNCHRONIZE_QUEUEABLE 0
+#define KVMGPU_STREAM_SYNCHRONIZE_SYNCHRONISING 1
+struct kvmgpu_args_stream_synchronize {
+    uint64_t stream;
+};
+_Static_assert(sizeof(struct kvmgpu_args_stream_synchronize) == 8, "STREAM_SYNCHRONIZE args");
+
+#define KVMGPU_STREAM_QUERY_NARGS 1
+#define KVMGPU_STREAM_QUERY_BLOB_MAX 0
+#define KVMGPU_STREAM_QUERY_QUEUEABLE 0
+#define KVMGPU_STREAM_QUERY_SYNCHRONISING 1
+struct kvmgpu_args_stream_query {
+    uint64_t stream;
+};
+_Static_assert(sizeof(struct kvmgpu_args_stream_query) == 8, "STREAM_QUERY args");
+
+#define KVMGPU_EVENT_CREATE_NARGS 1
+#define KVMGPU_EVENT_CREATE_BLOB_MAX 0
+#define KVMGPU_EVENT_CREATE_QUEUEABLE 0
+#define KVMGPU_EVENT_CREATE_SYNCHRONISING 0
+struct kvmgpu_args_event_create {
+    uint64_t flags;
+};
+_Static_assert(sizeof(struct kvmgpu_args_event_create) == 8, "EVENT_CREATE args");
+struct __attribute__((packed)) kvmgpu_results_event_create {
+    uint64_t event;
+};
+_Static_assert(sizeof(struct kvmgpu_results_event_create) == 8, "EVENT_CREATE results");
+
+#define KVMGPU_EVENT_RECORD_NARGS 2
+#define KVMGPU_EVENT_RECORD_BLOB_MAX 0
+#define KVMGPU_EVENT_RECORD_QUEUEABLE 1
+#define KVMGPU_EVENT_RECORD_SYNCHRONISING 0
+struct kvmgpu_args_event_record {
+    uint64_t event;
+    uint64_t stream;
+};
+_Static_assert(sizeof(struct kvmgpu_args_event_record) == 16, "EVENT_RECORD args");
+
+#define KVMGPU_EVENT_SYNCHRONIZE_NARGS 1
+#define KVMGPU_EVENT_SYNCHRONIZE_BLOB_MAX 0
+#define KVMGPU_EVENT_SYNCHRONIZE_QUEUEABLE 0
+#define KVMGPU_EVENT_SYNCHRONIZE_SYNCHRONISING 1
+struct kvmgpu_args_event_synchronize {
+    uint64_t event;
+};
+_Static_assert(sizeof(struct kvmgpu_args_event_synchronize) == 8, "EVENT_SYNCHRONIZE args");
+
+#define KVMGPU_EVENT_QUERY_NARGS 1
+#define KVMGPU_EVENT_QUERY_BLOB_MAX 0
+#define KVMGPU_EVENT_QUERY_QUEUEABLE 0
+#define KVMGPU_EVENT_QUERY_SYNCHRONISING 1
+struct kvmgpu_args_event_query {
+    uint64_t event;
+};
+_Static_assert(sizeof(struct kvmgpu_args_event_query) == 8, "EVENT_QUERY args");
+
+#define KVMGPU_EVENT_ELAPSED_NARGS 2
+#define KVMGPU_EVENT_ELAPSED_BLOB_MAX 0
+#define KVMGPU_EVENT_ELAPSED_QUEUEABLE 0
+#define KVMGPU_EVENT_ELAPSED_SYNCHRONISING 0
+struct kvmgpu_args_event_elapsed {
+    uint64_t start;
+    uint64_t end;
+};
+_Static_assert(sizeof(struct kvmgpu_args_event_elapsed) == 16, "EVENT_ELAPSED args");
+struct __attribute__((packed)) kvmgpu_results_event_elapsed {
+    float ms;
+};
+_Static_assert(sizeof(struct kvmgpu_results_event_elapsed) == 4, "EVENT_ELAPSED results");
+
+#define KVMGPU_EVENT_DESTROY_NARGS 1
+#define KVMGPU_EVENT_DESTROY_BLOB_MAX 0
+#define KVMGPU_EVENT_DESTROY_QUEUEABLE 1
+#define KVMGPU_EVENT_DESTROY_SYNCHRONISING 0
+struct kvmgpu_args_event_destroy {
+    uint64_t event;
+};
+_Static_assert(sizeof(struct kvmgpu_args_event_destroy) == 8, "EVENT_DESTROY args");
+
+#define KVMGPU_FENCE_NARGS 0
+#define KVMGPU_FENCE_BLOB_MAX 0
+#define KVMGPU_FENCE_QUEUEABLE 0
+#define KVMGPU_FENCE_SYNCHRONISING 1
+
+#define KVMGPU_MEMCPY_HTOD_STAGED_NARGS 4
+#define KVMGPU_MEMCPY_HTOD_STAGED_BLOB_MAX 0
+#define KVMGPU_MEMCPY_HTOD_STAGED_QUEUEABLE 1
+#define KVMGPU_MEMCPY_HTOD_STAGED_SYNCHRONISING 0
+struct kvmgpu_args_memcpy_htod_staged {
+    uint64_t dst;
+    uint64_t offset;
+    uint64_t nbytes;
+    uint64_t done;
+};
+_Static_assert(sizeof(struct kvmgpu_args_memcpy_htod_staged) == 32, "MEMCPY_HTOD_STAGED args");
+
+#define KVMGPU_MEMCPY_DTOH_PIECES_NARGS 6
+#define KVMGPU_MEMCPY_DTOH_PIECES_BLOB_MAX 0
+#define KVMGPU_MEMCPY_DTOH_PIECES_QUEUEABLE 0
+#define KVMGPU_MEMCPY_DTOH_PIECES_SYNCHRONISING 1
+struct kvmgpu_args_memcpy_dtoh_pieces {
+    uint64_t offset;
+    uint64_t src;
+    uint64_t nbytes;
+    uint64_t stream;
+    uint64_t piece;
+    uint64_t landed;
+};
+_Static_assert(sizeof(struct kvmgpu_args_memcpy_dtoh_pieces) == 48, "MEMCPY_DTOH_PIECES args");
+
+/* The worker's packed launches: `count` launches of one function and shape whose parameter
+ * bytes lie `stride` bytes apart (kvmgpu/backend/launcher.py packs, launcher.c reads). */
+struct kvmgpu_launch_record {
+    uint64_t function;
+    uint64_t stream;
+    uint64_t params;
+    uint64_t size;
+    uint64_t stride;
+    uint32_t grid[3];
+    uint32_t block[3];
+    uint32_t shared;
+    uint32_t count;
+};
+_Static_assert(sizeof(struct kvmgpu_launch_record) == 72, "launch record");
+
+#endif

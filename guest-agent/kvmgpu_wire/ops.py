@@ -1,0 +1,98 @@
+"""The op tables (generated from guest-agent/kvmgpu_wire/spec.py by tools/gen_wire.py (make gen): do not edit)."""
+
+import enum
+
+PROTOCOL_VERSION = 4
+MAGIC = 0x474B
+HEADER_FORMAT = "<HBBIII"
+CALL_HEAD_FORMAT = "<HH"
+LAUNCH_RECORD_FORMAT = "=QQQQQ3I3III"
+QUEUED = 0x01
+MAX_ARG_BYTES = 32764
+MAX_NAME = 1024
+
+
+class Kind(enum.IntEnum):
+    HELLO = 1
+    WELCOME = 2
+    CALL = 3
+    REPLY = 4
+    GOODBYE = 5
+    DOORBELL = 6
+
+
+class Op(enum.IntEnum):
+    CTX_SYNCHRONIZE = 1  # cuCtxSynchronize
+    MEM_ALLOC = 2  # cuMemAlloc_v2
+    MEM_FREE = 3  # cuMemFree_v2
+    MEM_GET_INFO = 4  # cuMemGetInfo_v2
+    MEMCPY_HTOD = 5  # cuMemcpyHtoD_v2, cuMemcpyHtoDAsync_v2
+    MEMCPY_DTOH = 6  # cuMemcpyDtoH_v2, cuMemcpyDtoHAsync_v2
+    MEMCPY_DTOD = 7  # cuMemcpyDtoD_v2, cuMemcpyDtoDAsync_v2
+    MEMSET_D8 = 8  # cuMemsetD8_v2, cuMemsetD8Async
+    MEMSET_D32 = 9  # cuMemsetD32_v2, cuMemsetD32Async
+    MODULE_LOAD = 10  # cuModuleLoadData, cuModuleLoadDataEx, cuModuleLoadFatBinary
+    MODULE_UNLOAD = 11  # cuModuleUnload
+    MODULE_GET_FUNCTION = 12  # cuModuleGetFunction
+    MODULE_GET_GLOBAL = 13  # cuModuleGetGlobal_v2
+    LAUNCH = 14  # cuLaunchKernel
+    STREAM_CREATE = 15  # cuStreamCreate
+    STREAM_DESTROY = 16  # cuStreamDestroy_v2
+    STREAM_SYNCHRONIZE = 17  # cuStreamSynchronize
+    STREAM_QUERY = 18  # cuStreamQuery
+    EVENT_CREATE = 19  # cuEventCreate
+    EVENT_RECORD = 20  # cuEventRecord
+    EVENT_SYNCHRONIZE = 21  # cuEventSynchronize
+    EVENT_QUERY = 22  # cuEventQuery
+    EVENT_ELAPSED = 23  # cuEventElapsedTime
+    EVENT_DESTROY = 24  # cuEventDestroy_v2
+    FENCE = 25  # (the guest's staging ring)
+    MEMCPY_HTOD_STAGED = 26  # cuMemcpyHtoD_v2 (staged)
+    MEMCPY_DTOH_PIECES = 27  # cuMemcpyDtoH_v2 (in pieces)
+
+
+# op: (argument names, result struct format, most blob bytes, queueable, synchronising)
+TABLE = {
+    Op.CTX_SYNCHRONIZE: ((), '', 0, False, True),
+    Op.MEM_ALLOC: (('nbytes',), 'Q', 0, False, False),
+    Op.MEM_FREE: (('dptr',), '', 0, True, False),
+    Op.MEM_GET_INFO: ((), 'QQ', 0, False, False),
+    Op.MEMCPY_HTOD: (('dst', 'offset', 'nbytes', 'stream'), '', 0, True, True),
+    Op.MEMCPY_DTOH: (('offset', 'src', 'nbytes', 'stream'), '', 0, False, True),
+    Op.MEMCPY_DTOD: (('dst', 'src', 'nbytes', 'stream'), '', 0, True, True),
+    Op.MEMSET_D8: (('dst', 'value', 'count', 'stream'), '', 0, True, True),
+    Op.MEMSET_D32: (('dst', 'value', 'count', 'stream'), '', 0, True, True),
+    Op.MODULE_LOAD: (('offset', 'nbytes'), 'Q', 32, False, False),
+    Op.MODULE_UNLOAD: (('module',), '', 0, True, False),
+    Op.MODULE_GET_FUNCTION: (('module',), 'QQ', 1024, False, False),
+    Op.MODULE_GET_GLOBAL: (('module',), 'QQ', 1024, False, False),
+    Op.LAUNCH: (('function', 'gx', 'gy', 'gz', 'bx', 'by', 'bz', 'shared', 'stream'), '', 32764, True, False),
+    Op.STREAM_CREATE: (('flags',), 'Q', 0, False, False),
+    Op.STREAM_DESTROY: (('stream',), '', 0, True, False),
+    Op.STREAM_SYNCHRONIZE: (('stream',), '', 0, False, True),
+    Op.STREAM_QUERY: (('stream',), '', 0, False, True),
+    Op.EVENT_CREATE: (('flags',), 'Q', 0, False, False),
+    Op.EVENT_RECORD: (('event', 'stream'), '', 0, True, False),
+    Op.EVENT_SYNCHRONIZE: (('event',), '', 0, False, True),
+    Op.EVENT_QUERY: (('event',), '', 0, False, True),
+    Op.EVENT_ELAPSED: (('start', 'end'), 'f', 0, False, False),
+    Op.EVENT_DESTROY: (('event',), '', 0, True, False),
+    Op.FENCE: ((), '', 0, False, True),
+    Op.MEMCPY_HTOD_STAGED: (('dst', 'offset', 'nbytes', 'done'), '', 0, True, False),
+    Op.MEMCPY_DTOH_PIECES: (('offset', 'src', 'nbytes', 'stream', 'piece', 'landed'), '', 0, False, True),
+}
+
+# the ops that wait for the GPU: always, or only when not queued (the compute gate meters them)
+WAITS_GPU = {
+    Op.CTX_SYNCHRONIZE: 'always',
+    Op.MEMCPY_HTOD: 'if_sync',
+    Op.MEMCPY_DTOH: 'always',
+    Op.MEMCPY_DTOD: 'if_sync',
+    Op.MEMSET_D8: 'if_sync',
+    Op.MEMSET_D32: 'if_sync',
+    Op.STREAM_SYNCHRONIZE: 'always',
+    Op.EVENT_SYNCHRONIZE: 'always',
+    Op.FENCE: 'always',
+    Op.MEMCPY_HTOD_STAGED: 'always',
+    Op.MEMCPY_DTOH_PIECES: 'always',
+}

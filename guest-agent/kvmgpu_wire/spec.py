@@ -1,0 +1,174 @@
+"""kvmgpu's forwarded calls, each declared once.
+
+An `OpDecl` says what crosses the channel for one op: its number, the CUDA driver function(s) it
+forwards, its u64 arguments with their kinds (kvmgpu_wire/kinds.py: the host's check of each),
+its blob, the results of a success reply, and how the op behaves: whether the guest may queue it
+(no reply; its error surfaces at the next synchronising call), whether it reports such an error
+(synchronising), whether it waits for the GPU (the compute gate meters those waits), what it
+charges to or releases from the vGPU's memory quota, and which backends serve it.
+
+From this file `make gen` (tools/gen_wire.py) writes the op tables both sides read
+(kvmgpu_wire/ops.py, guest-agent/include/kvmgpu_wire.h), and the op table of docs/protocol.md;
+the negative-test matrix (tests/worker/test_op_matrix.py) reads it directly. Adding a call is
+adding an entry here, then its handler in kvmgpu/worker/dispatch.py (and the guest's stub).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .kinds import (Allocation, Arg, Blob, DevicePtr, Digest, Dim, Flags, Handle, Length, Name,
+                    NewHandle, Params, Result, Value, WindowOffset)
+
+# --- frames ----------------------------------------------------------------------------------------
+PROTOCOL_VERSION = 4  # 2: MEMCPY_HTOD_STAGED; 3: MEMCPY_DTOH_PIECES; 4: the mailbox, DOORBELL
+MAGIC = 0x474B  # "KG"
+# magic u16 | kind u8 | flags u8 | session u32 | seq u32 | length u32, little-endian; then the payload
+HEADER = (("magic", "H"), ("kind", "B"), ("flags", "B"), ("session", "I"), ("seq", "I"), ("length", "I"))
+KINDS = (("HELLO", 1), ("WELCOME", 2), ("CALL", 3), ("REPLY", 4), ("GOODBYE", 5), ("DOORBELL", 6))
+QUEUED = 0x01  # CALL flag: no reply; an error surfaces at the next synchronising call
+# A CALL's payload: op u16, nargs u16, nargs x u64, then the blob. A REPLY's: status i32, then on
+# success the op's results (packed, little-endian) and a blob, on failure a short UTF-8 error text.
+CALL_HEAD = (("op", "H"), ("nargs", "H"))
+# The worker's packed launches (kvmgpu/backend/launcher.c reads what launcher.py packs): a launch
+# and its repeats, `count` launches of one function and shape whose parameter bytes lie `stride`
+# bytes apart.
+LAUNCH_RECORD = (("function", "Q"), ("stream", "Q"), ("params", "Q"), ("size", "Q"), ("stride", "Q"),
+                 ("grid", "3I"), ("block", "3I"), ("shared", "I"), ("count", "I"))
+
+# --- limits ----------------------------------------------------------------------------------------
+MAX_ARG_BYTES = 32764  # CUDA's own limit on a kernel's parameter bytes (12.1+)
+MAX_NAME = 1024  # longest symbol name
+STREAM_FLAGS = 0x1  # CU_STREAM_NON_BLOCKING
+EVENT_FLAGS = 0x3  # CU_EVENT_BLOCKING_SYNC | CU_EVENT_DISABLE_TIMING (no interprocess events)
+BACKENDS = ("cuda", "sim")
+
+
+@dataclass(frozen=True)
+class OpDecl:
+    id: int
+    name: str
+    cuda: str  # the driver function(s) a guest calls to send it
+    doc: str
+    args: tuple[Arg, ...] = ()
+    results: tuple[Result, ...] = ()
+    blob: Blob | None = None
+    queueable: bool = False
+    synchronising: bool = False
+    waits_gpu: str = ""  # "": never; "always"; "if_sync": only when not queued
+    manual: str = ""  # why the worker's handler checks the arguments itself ("": the kinds say it all)
+    backend: str = ""  # a thin call: the backend method and the request fields it takes
+    charges: str = ""  # the argument whose bytes are charged to the memory quota
+    releases: str = ""  # the argument whose allocation's bytes go back to the quota
+    backends: tuple[str, ...] = BACKENDS
+
+    @property
+    def arg_names(self) -> tuple[str, ...]:
+        return tuple(a.name for a in self.args)
+
+    @property
+    def result_format(self) -> str:
+        return "".join(r.format for r in self.results)
+
+
+def _stream(doc: str = "the stream; 0 the null stream") -> Handle:
+    return Handle("stream", doc, table="streams", null=True)
+
+
+OPS: tuple[OpDecl, ...] = (
+    OpDecl(1, "CTX_SYNCHRONIZE", "cuCtxSynchronize", "wait for all of the context's work",
+           synchronising=True, waits_gpu="always", backend="synchronize()"),
+    OpDecl(2, "MEM_ALLOC", "cuMemAlloc_v2", "allocate device memory",
+           args=(Length("nbytes", "bytes to allocate", min=1),),
+           results=(Result("dptr", doc="the allocation's device address"),), charges="nbytes"),
+    OpDecl(3, "MEM_FREE", "cuMemFree_v2", "free an allocation",
+           args=(Allocation("dptr"),), queueable=True, releases="dptr"),
+    OpDecl(4, "MEM_GET_INFO", "cuMemGetInfo_v2", "the quota's free and total bytes",
+           results=(Result("free"), Result("total"))),
+    OpDecl(5, "MEMCPY_HTOD", "cuMemcpyHtoD_v2, cuMemcpyHtoDAsync_v2",
+           "copy window bytes to device memory",
+           args=(DevicePtr("dst"), WindowOffset("offset"), Length("nbytes"), _stream()),
+           queueable=True, synchronising=True, waits_gpu="if_sync"),
+    OpDecl(6, "MEMCPY_DTOH", "cuMemcpyDtoH_v2, cuMemcpyDtoHAsync_v2",
+           "copy device memory into the window",
+           args=(WindowOffset("offset"), DevicePtr("src"), Length("nbytes"), _stream()),
+           synchronising=True, waits_gpu="always"),
+    OpDecl(7, "MEMCPY_DTOD", "cuMemcpyDtoD_v2, cuMemcpyDtoDAsync_v2", "copy device to device",
+           args=(DevicePtr("dst"), DevicePtr("src"), Length("nbytes"), _stream()),
+           queueable=True, synchronising=True, waits_gpu="if_sync"),
+    OpDecl(8, "MEMSET_D8", "cuMemsetD8_v2, cuMemsetD8Async", "set bytes",
+           args=(DevicePtr("dst", length="count"), Value("value", max=0xFF), Length("count"), _stream()),
+           queueable=True, synchronising=True, waits_gpu="if_sync"),
+    OpDecl(9, "MEMSET_D32", "cuMemsetD32_v2, cuMemsetD32Async", "set 32-bit words",
+           args=(DevicePtr("dst", length="count", scale=4), Value("value", max=0xFFFFFFFF),
+                 Length("count"), _stream()),
+           queueable=True, synchronising=True, waits_gpu="if_sync"),
+    OpDecl(10, "MODULE_LOAD", "cuModuleLoadData, cuModuleLoadDataEx, cuModuleLoadFatBinary",
+           "load a module image from the window, known by its sha256 (nbytes 0: does the host "
+           "have it already?); its globals are charged to the quota",
+           args=(WindowOffset("offset"), Length("nbytes")),
+           results=(NewHandle("module", table="modules"),), blob=Digest(32, "the image's sha256"),
+           manual="the window range is read only when the host does not have the image"),
+    OpDecl(11, "MODULE_UNLOAD", "cuModuleUnload", "unload a module",
+           args=(Handle("module", table="modules"),), queueable=True),
+    OpDecl(12, "MODULE_GET_FUNCTION", "cuModuleGetFunction",
+           "a kernel by name; the reply blob has (offset u32, size u32) per parameter",
+           args=(Handle("module", table="modules"),),
+           results=(NewHandle("function", table="functions"), Result("nparams")),
+           blob=Name(MAX_NAME, "the kernel's name")),
+    OpDecl(13, "MODULE_GET_GLOBAL", "cuModuleGetGlobal_v2", "a module global's address and size",
+           args=(Handle("module", table="modules"),), results=(Result("dptr"), Result("nbytes")),
+           blob=Name(MAX_NAME, "the global's name")),
+    OpDecl(14, "LAUNCH", "cuLaunchKernel", "launch a kernel",
+           args=(Handle("function", table="functions"), Dim("gx", attribute=5), Dim("gy", attribute=6),
+                 Dim("gz", attribute=7), Dim("bx", attribute=2), Dim("by", attribute=3),
+                 Dim("bz", attribute=4), Dim("shared", "dynamic shared memory bytes", attribute=8, min=0),
+                 _stream()),
+           blob=Params(MAX_ARG_BYTES, "the kernel's parameter bytes, laid out as its table says"),
+           queueable=True, manual="one launch check for every launch path (dispatch._check_launch)"),
+    OpDecl(15, "STREAM_CREATE", "cuStreamCreate", "a new stream",
+           args=(Flags("flags", mask=STREAM_FLAGS),), results=(NewHandle("stream", table="streams"),)),
+    OpDecl(16, "STREAM_DESTROY", "cuStreamDestroy_v2", "destroy a stream",
+           args=(Handle("stream", table="streams"),), queueable=True),
+    OpDecl(17, "STREAM_SYNCHRONIZE", "cuStreamSynchronize", "wait for a stream's work",
+           args=(_stream(),), synchronising=True, waits_gpu="always",
+           backend="stream_synchronize(stream)"),
+    OpDecl(18, "STREAM_QUERY", "cuStreamQuery", "whether a stream's work is done (NOT_READY)",
+           args=(_stream(),), synchronising=True),
+    OpDecl(19, "EVENT_CREATE", "cuEventCreate", "a new event",
+           args=(Flags("flags", mask=EVENT_FLAGS),), results=(NewHandle("event", table="events"),)),
+    OpDecl(20, "EVENT_RECORD", "cuEventRecord", "record an event on a stream",
+           args=(Handle("event", table="events"), _stream()), queueable=True,
+           backend="event_record(event, stream)"),
+    OpDecl(21, "EVENT_SYNCHRONIZE", "cuEventSynchronize", "wait for an event",
+           args=(Handle("event", table="events"),), synchronising=True, waits_gpu="always",
+           backend="event_synchronize(event)"),
+    OpDecl(22, "EVENT_QUERY", "cuEventQuery", "whether an event has happened (NOT_READY)",
+           args=(Handle("event", table="events"),), synchronising=True),
+    OpDecl(23, "EVENT_ELAPSED", "cuEventElapsedTime", "milliseconds between two events",
+           args=(Handle("start", table="events"), Handle("end", table="events")),
+           results=(Result("ms", "f"),)),
+    OpDecl(24, "EVENT_DESTROY", "cuEventDestroy_v2", "destroy an event",
+           args=(Handle("event", table="events"),), queueable=True),
+    OpDecl(25, "FENCE", "(the guest's staging ring)",
+           "wait until no queued work still reads or writes this session's window",
+           synchronising=True, waits_gpu="always", backend="synchronize()"),
+    OpDecl(26, "MEMCPY_HTOD_STAGED", "cuMemcpyHtoD_v2 (staged)",
+           "a synchronous HtoD the guest does not wait for: the host copies in null-stream order, "
+           "waits, then stores the call's seq (u32) at window offset `done`",
+           args=(DevicePtr("dst"), WindowOffset("offset"), Length("nbytes"),
+                 WindowOffset("done", length=4, align=4)),
+           queueable=True, waits_gpu="always",
+           manual="`done` is stored whatever the outcome, so it is checked first and alone"),
+    OpDecl(27, "MEMCPY_DTOH_PIECES", "cuMemcpyDtoH_v2 (in pieces)",
+           "a DtoH in pieces of about `piece` bytes; after each the host stores the bytes landed "
+           "(u32) at window offset `landed`",
+           args=(WindowOffset("offset"), DevicePtr("src"), Length("nbytes", max=0xFFFFFFFF,
+                                                                hint="a u32 counts landed bytes: use MEMCPY_DTOH"), _stream(),
+                 Length("piece", "bytes a piece, at least"),
+                 WindowOffset("landed", length=4, align=4)),
+           synchronising=True, waits_gpu="always"),
+)
+
+BY_NAME = {op.name: op for op in OPS}
+assert len(BY_NAME) == len(OPS) and len({op.id for op in OPS}) == len(OPS), "op names and ids are unique"

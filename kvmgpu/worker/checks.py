@@ -1,0 +1,89 @@
+"""The host's check of each argument kind (guest-agent/kvmgpu_wire/kinds.py), one function a kind.
+
+The generated requests (kvmgpu/worker/requests.py) call these in the order the specification
+declares the arguments; the hand-written handlers (launch, module load, staged copies) call the
+same ones. A Handle's check is the session's own `Session.lookup`. Each returns what the handler works with (a table's object, a region offset, a
+decoded name) or raises CudaError with the error the kind documents.
+"""
+
+from __future__ import annotations
+
+from kvmgpu_guest.cudefs import CUresult
+
+from ..backend.base import CudaError
+from .session import Range, Session
+
+MAX_HANDLES = 65536  # per table (streams, events, modules, functions) per session
+INVALID_VALUE = CUresult.CUDA_ERROR_INVALID_VALUE
+
+
+def invalid(detail: str):
+    raise CudaError(INVALID_VALUE, detail)
+
+
+def room(s: Session, table: str) -> None:
+    """NewHandle: the session may hold one more handle in `table`."""
+    if len(getattr(s, table)) >= MAX_HANDLES:
+        raise CudaError(CUresult.CUDA_ERROR_OUT_OF_MEMORY, f"more than {MAX_HANDLES} {table} in one session")
+
+
+def allocation(s: Session, ptr: int, name: str) -> Range | None:
+    """Allocation: the range of the allocation starting at `ptr` (None for 0)."""
+    if ptr == 0:
+        return None
+    r = s.ranges.get(ptr)
+    if r is None or r.digest is not None:
+        invalid(f"{name} 0x{ptr:x} is not the start of an allocation of this session")
+    return r
+
+
+def device_range(s: Session, ptr: int, nbytes: int, name: str) -> int:
+    """DevicePtr: [ptr, ptr+nbytes) inside one of the session's ranges (nothing to check for 0)."""
+    if nbytes:
+        s.check_range(ptr, nbytes, name)
+    return ptr
+
+
+def window(s: Session, offset: int, nbytes: int, name: str, align: int = 1) -> int:
+    """WindowOffset: the region offset of [offset, offset+nbytes) of the session's window."""
+    if offset % align:
+        invalid(f"{name} offset {offset} is not {align}-aligned")
+    if not nbytes:
+        return 0
+    return s.check_window(offset, nbytes)
+
+
+def length(value: int, name: str, low: int = 0, high: int = 2**64 - 1, hint: str = "") -> int:
+    if not low <= value <= high:
+        invalid(f"{name} is {value}, must be {low}..{high}{': ' + hint if hint else ''}")
+    return value
+
+
+def flags(value: int, mask: int, name: str) -> int:
+    if value & ~mask:
+        invalid(f"{name} 0x{value:x} has bits outside 0x{mask:x}")
+    return value
+
+
+def value(v: int, high: int, name: str) -> int:
+    if v > high:
+        invalid(f"{name} {v} is over 0x{high:x}")
+    return v
+
+
+def symbol(blob: bytes) -> str:
+    """Name: UTF-8, not empty, no NUL."""
+    try:
+        text = blob.decode("utf-8")
+    except UnicodeDecodeError:
+        invalid("the name is not UTF-8")
+    if not text or "\0" in text:
+        invalid("the name is empty or holds a NUL")
+    return text
+
+
+def digest(blob: bytes) -> bytes:
+    """Digest: exactly a sha256."""
+    if len(blob) != 32:
+        invalid("the blob must be the image's 32-byte sha256")
+    return blob

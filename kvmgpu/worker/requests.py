@@ -1,0 +1,403 @@
+"""The worker's checked requests (generated from guest-agent/kvmgpu_wire/spec.py by tools/gen_wire.py (make gen): do not edit).
+
+For every op whose arguments their kinds fully check, a request type (the checked, resolved
+arguments a handler works with) and the function that builds it from a call, or raises
+CudaError with the error the kind documents (kvmgpu/worker/checks.py). `CHECKS[op]` is that
+function, None for the ops whose handlers check their arguments themselves (the
+specification says why). `THIN` are the ops whose handler is one backend call."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from kvmgpu_guest.protocol import Call, Op
+
+from . import checks
+from .session import Session
+
+
+class CtxSynchronize(NamedTuple):
+    """CTX_SYNCHRONIZE: wait for all of the context's work."""
+
+
+def ctx_synchronize(s: Session, call: Call) -> CtxSynchronize:
+    return CtxSynchronize()
+
+
+class MemAlloc(NamedTuple):
+    """MEM_ALLOC: allocate device memory."""
+
+    nbytes: int  # at least 1; bounded by its ranges
+
+
+def mem_alloc(s: Session, call: Call) -> MemAlloc:
+    a_nbytes, = call.args
+    nbytes = checks.length(a_nbytes, "nbytes", 1)
+    return MemAlloc(nbytes)
+
+
+class MemFree(NamedTuple):
+    """MEM_FREE: free an allocation."""
+
+    dptr: int  # as the guest sent it
+    dptr_range: object  # the allocation's range (None for 0)
+
+
+def mem_free(s: Session, call: Call) -> MemFree:
+    a_dptr, = call.args
+    dptr_range = checks.allocation(s, a_dptr, "dptr")
+    return MemFree(a_dptr, dptr_range)
+
+
+class MemGetInfo(NamedTuple):
+    """MEM_GET_INFO: the quota's free and total bytes."""
+
+
+def mem_get_info(s: Session, call: Call) -> MemGetInfo:
+    return MemGetInfo()
+
+
+class MemcpyHtod(NamedTuple):
+    """MEMCPY_HTOD: copy window bytes to device memory."""
+
+    dst: int  # [dst, +nbytes) is inside one of the session's ranges
+    offset: int  # the region offset of the window range
+    nbytes: int  # bounded by the ranges that use it
+    stream: object  # the object of handle stream in the session's streams
+    stream_handle: int  # as the guest sent it
+
+
+def memcpy_htod(s: Session, call: Call) -> MemcpyHtod:
+    a_dst, a_offset, a_nbytes, a_stream = call.args
+    nbytes = a_nbytes
+    dst = checks.device_range(s, a_dst, a_nbytes, "dst")
+    offset = checks.window(s, a_offset, a_nbytes, "offset")
+    stream = s.lookup("streams", a_stream, "stream", null=True)
+    return MemcpyHtod(dst, offset, nbytes, stream, a_stream)
+
+
+class MemcpyDtoh(NamedTuple):
+    """MEMCPY_DTOH: copy device memory into the window."""
+
+    offset: int  # the region offset of the window range
+    src: int  # [src, +nbytes) is inside one of the session's ranges
+    nbytes: int  # bounded by the ranges that use it
+    stream: object  # the object of handle stream in the session's streams
+    stream_handle: int  # as the guest sent it
+
+
+def memcpy_dtoh(s: Session, call: Call) -> MemcpyDtoh:
+    a_offset, a_src, a_nbytes, a_stream = call.args
+    nbytes = a_nbytes
+    offset = checks.window(s, a_offset, a_nbytes, "offset")
+    src = checks.device_range(s, a_src, a_nbytes, "src")
+    stream = s.lookup("streams", a_stream, "stream", null=True)
+    return MemcpyDtoh(offset, src, nbytes, stream, a_stream)
+
+
+class MemcpyDtod(NamedTuple):
+    """MEMCPY_DTOD: copy device to device."""
+
+    dst: int  # [dst, +nbytes) is inside one of the session's ranges
+    src: int  # [src, +nbytes) is inside one of the session's ranges
+    nbytes: int  # bounded by the ranges that use it
+    stream: object  # the object of handle stream in the session's streams
+    stream_handle: int  # as the guest sent it
+
+
+def memcpy_dtod(s: Session, call: Call) -> MemcpyDtod:
+    a_dst, a_src, a_nbytes, a_stream = call.args
+    nbytes = a_nbytes
+    dst = checks.device_range(s, a_dst, a_nbytes, "dst")
+    src = checks.device_range(s, a_src, a_nbytes, "src")
+    stream = s.lookup("streams", a_stream, "stream", null=True)
+    return MemcpyDtod(dst, src, nbytes, stream, a_stream)
+
+
+class MemsetD8(NamedTuple):
+    """MEMSET_D8: set bytes."""
+
+    dst: int  # [dst, +count) is inside one of the session's ranges
+    value: int  # at most 0xff
+    count: int  # bounded by the ranges that use it
+    stream: object  # the object of handle stream in the session's streams
+    stream_handle: int  # as the guest sent it
+
+
+def memset_d8(s: Session, call: Call) -> MemsetD8:
+    a_dst, a_value, a_count, a_stream = call.args
+    value = checks.value(a_value, 0xff, "value")
+    count = a_count
+    dst = checks.device_range(s, a_dst, a_count, "dst")
+    stream = s.lookup("streams", a_stream, "stream", null=True)
+    return MemsetD8(dst, value, count, stream, a_stream)
+
+
+class MemsetD32(NamedTuple):
+    """MEMSET_D32: set 32-bit words."""
+
+    dst: int  # [dst, +count) is inside one of the session's ranges
+    value: int  # at most 0xffffffff
+    count: int  # bounded by the ranges that use it
+    stream: object  # the object of handle stream in the session's streams
+    stream_handle: int  # as the guest sent it
+
+
+def memset_d32(s: Session, call: Call) -> MemsetD32:
+    a_dst, a_value, a_count, a_stream = call.args
+    value = checks.value(a_value, 0xffffffff, "value")
+    count = a_count
+    dst = checks.device_range(s, a_dst, a_count * 4, "dst")
+    stream = s.lookup("streams", a_stream, "stream", null=True)
+    return MemsetD32(dst, value, count, stream, a_stream)
+
+
+class ModuleUnload(NamedTuple):
+    """MODULE_UNLOAD: unload a module."""
+
+    module: object  # the object of handle module in the session's modules
+    module_handle: int  # as the guest sent it
+
+
+def module_unload(s: Session, call: Call) -> ModuleUnload:
+    a_module, = call.args
+    module = s.lookup("modules", a_module, "module")
+    return ModuleUnload(module, a_module)
+
+
+class ModuleGetFunction(NamedTuple):
+    """MODULE_GET_FUNCTION: a kernel by name; the reply blob has (offset u32, size u32) per parameter."""
+
+    module: object  # the object of handle module in the session's modules
+    module_handle: int  # as the guest sent it
+    name: str  # the blob: UTF-8, not empty, no NUL
+
+
+def module_get_function(s: Session, call: Call) -> ModuleGetFunction:
+    a_module, = call.args
+    checks.room(s, "functions")
+    module = s.lookup("modules", a_module, "module")
+    name = checks.symbol(call.blob)
+    return ModuleGetFunction(module, a_module, name)
+
+
+class ModuleGetGlobal(NamedTuple):
+    """MODULE_GET_GLOBAL: a module global's address and size."""
+
+    module: object  # the object of handle module in the session's modules
+    module_handle: int  # as the guest sent it
+    name: str  # the blob: UTF-8, not empty, no NUL
+
+
+def module_get_global(s: Session, call: Call) -> ModuleGetGlobal:
+    a_module, = call.args
+    module = s.lookup("modules", a_module, "module")
+    name = checks.symbol(call.blob)
+    return ModuleGetGlobal(module, a_module, name)
+
+
+class StreamCreate(NamedTuple):
+    """STREAM_CREATE: a new stream."""
+
+    flags: int  # bits within 0x1
+
+
+def stream_create(s: Session, call: Call) -> StreamCreate:
+    a_flags, = call.args
+    checks.room(s, "streams")
+    flags = checks.flags(a_flags, 0x1, "flags")
+    return StreamCreate(flags)
+
+
+class StreamDestroy(NamedTuple):
+    """STREAM_DESTROY: destroy a stream."""
+
+    stream: object  # the object of handle stream in the session's streams
+    stream_handle: int  # as the guest sent it
+
+
+def stream_destroy(s: Session, call: Call) -> StreamDestroy:
+    a_stream, = call.args
+    stream = s.lookup("streams", a_stream, "stream")
+    return StreamDestroy(stream, a_stream)
+
+
+class StreamSynchronize(NamedTuple):
+    """STREAM_SYNCHRONIZE: wait for a stream's work."""
+
+    stream: object  # the object of handle stream in the session's streams
+    stream_handle: int  # as the guest sent it
+
+
+def stream_synchronize(s: Session, call: Call) -> StreamSynchronize:
+    a_stream, = call.args
+    stream = s.lookup("streams", a_stream, "stream", null=True)
+    return StreamSynchronize(stream, a_stream)
+
+
+class StreamQuery(NamedTuple):
+    """STREAM_QUERY: whether a stream's work is done (NOT_READY)."""
+
+    stream: object  # the object of handle stream in the session's streams
+    stream_handle: int  # as the guest sent it
+
+
+def stream_query(s: Session, call: Call) -> StreamQuery:
+    a_stream, = call.args
+    stream = s.lookup("streams", a_stream, "stream", null=True)
+    return StreamQuery(stream, a_stream)
+
+
+class EventCreate(NamedTuple):
+    """EVENT_CREATE: a new event."""
+
+    flags: int  # bits within 0x3
+
+
+def event_create(s: Session, call: Call) -> EventCreate:
+    a_flags, = call.args
+    checks.room(s, "events")
+    flags = checks.flags(a_flags, 0x3, "flags")
+    return EventCreate(flags)
+
+
+class EventRecord(NamedTuple):
+    """EVENT_RECORD: record an event on a stream."""
+
+    event: object  # the object of handle event in the session's events
+    event_handle: int  # as the guest sent it
+    stream: object  # the object of handle stream in the session's streams
+    stream_handle: int  # as the guest sent it
+
+
+def event_record(s: Session, call: Call) -> EventRecord:
+    a_event, a_stream = call.args
+    event = s.lookup("events", a_event, "event")
+    stream = s.lookup("streams", a_stream, "stream", null=True)
+    return EventRecord(event, a_event, stream, a_stream)
+
+
+class EventSynchronize(NamedTuple):
+    """EVENT_SYNCHRONIZE: wait for an event."""
+
+    event: object  # the object of handle event in the session's events
+    event_handle: int  # as the guest sent it
+
+
+def event_synchronize(s: Session, call: Call) -> EventSynchronize:
+    a_event, = call.args
+    event = s.lookup("events", a_event, "event")
+    return EventSynchronize(event, a_event)
+
+
+class EventQuery(NamedTuple):
+    """EVENT_QUERY: whether an event has happened (NOT_READY)."""
+
+    event: object  # the object of handle event in the session's events
+    event_handle: int  # as the guest sent it
+
+
+def event_query(s: Session, call: Call) -> EventQuery:
+    a_event, = call.args
+    event = s.lookup("events", a_event, "event")
+    return EventQuery(event, a_event)
+
+
+class EventElapsed(NamedTuple):
+    """EVENT_ELAPSED: milliseconds between two events."""
+
+    start: object  # the object of handle start in the session's events
+    start_handle: int  # as the guest sent it
+    end: object  # the object of handle end in the session's events
+    end_handle: int  # as the guest sent it
+
+
+def event_elapsed(s: Session, call: Call) -> EventElapsed:
+    a_start, a_end = call.args
+    start = s.lookup("events", a_start, "start")
+    end = s.lookup("events", a_end, "end")
+    return EventElapsed(start, a_start, end, a_end)
+
+
+class EventDestroy(NamedTuple):
+    """EVENT_DESTROY: destroy an event."""
+
+    event: object  # the object of handle event in the session's events
+    event_handle: int  # as the guest sent it
+
+
+def event_destroy(s: Session, call: Call) -> EventDestroy:
+    a_event, = call.args
+    event = s.lookup("events", a_event, "event")
+    return EventDestroy(event, a_event)
+
+
+class Fence(NamedTuple):
+    """FENCE: wait until no queued work still reads or writes this session's window."""
+
+
+def fence(s: Session, call: Call) -> Fence:
+    return Fence()
+
+
+class MemcpyDtohPieces(NamedTuple):
+    """MEMCPY_DTOH_PIECES: a DtoH in pieces of about `piece` bytes; after each the host stores the bytes landed (u32) at window offset `landed`."""
+
+    offset: int  # the region offset of the window range
+    src: int  # [src, +nbytes) is inside one of the session's ranges
+    nbytes: int  # 0..4294967295
+    stream: object  # the object of handle stream in the session's streams
+    stream_handle: int  # as the guest sent it
+    piece: int  # bounded by the ranges that use it
+    landed: int  # the region offset of the window range
+
+
+def memcpy_dtoh_pieces(s: Session, call: Call) -> MemcpyDtohPieces:
+    a_offset, a_src, a_nbytes, a_stream, a_piece, a_landed = call.args
+    nbytes = checks.length(a_nbytes, "nbytes", 0, 0xffffffff, hint='a u32 counts landed bytes: use MEMCPY_DTOH')
+    piece = a_piece
+    offset = checks.window(s, a_offset, a_nbytes, "offset")
+    src = checks.device_range(s, a_src, a_nbytes, "src")
+    stream = s.lookup("streams", a_stream, "stream", null=True)
+    landed = checks.window(s, a_landed, 4, "landed", 4)
+    return MemcpyDtohPieces(offset, src, nbytes, stream, a_stream, piece, landed)
+
+
+CHECKS = {
+    Op.CTX_SYNCHRONIZE: ctx_synchronize,
+    Op.MEM_ALLOC: mem_alloc,
+    Op.MEM_FREE: mem_free,
+    Op.MEM_GET_INFO: mem_get_info,
+    Op.MEMCPY_HTOD: memcpy_htod,
+    Op.MEMCPY_DTOH: memcpy_dtoh,
+    Op.MEMCPY_DTOD: memcpy_dtod,
+    Op.MEMSET_D8: memset_d8,
+    Op.MEMSET_D32: memset_d32,
+    Op.MODULE_LOAD: None,  # the window range is read only when the host does not have the image
+    Op.MODULE_UNLOAD: module_unload,
+    Op.MODULE_GET_FUNCTION: module_get_function,
+    Op.MODULE_GET_GLOBAL: module_get_global,
+    Op.LAUNCH: None,  # one launch check for every launch path (dispatch._check_launch)
+    Op.STREAM_CREATE: stream_create,
+    Op.STREAM_DESTROY: stream_destroy,
+    Op.STREAM_SYNCHRONIZE: stream_synchronize,
+    Op.STREAM_QUERY: stream_query,
+    Op.EVENT_CREATE: event_create,
+    Op.EVENT_RECORD: event_record,
+    Op.EVENT_SYNCHRONIZE: event_synchronize,
+    Op.EVENT_QUERY: event_query,
+    Op.EVENT_ELAPSED: event_elapsed,
+    Op.EVENT_DESTROY: event_destroy,
+    Op.FENCE: fence,
+    Op.MEMCPY_HTOD_STAGED: None,  # `done` is stored whatever the outcome, so it is checked first and alone
+    Op.MEMCPY_DTOH_PIECES: memcpy_dtoh_pieces,
+}
+
+# op: (the backend method, the request fields it takes)
+THIN = {
+    Op.CTX_SYNCHRONIZE: ('synchronize', ()),
+    Op.STREAM_SYNCHRONIZE: ('stream_synchronize', ('stream',)),
+    Op.EVENT_RECORD: ('event_record', ('event', 'stream')),
+    Op.EVENT_SYNCHRONIZE: ('event_synchronize', ('event',)),
+    Op.FENCE: ('synchronize', ()),
+}

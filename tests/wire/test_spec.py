@@ -1,0 +1,79 @@
+"""The op specification (guest-agent/kvmgpu_wire/spec.py) and what is generated from it."""
+
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kvmgpu_guest.protocol import OPS, Op
+from kvmgpu_wire import spec
+from kvmgpu_wire.kinds import TABLES, Allocation, DevicePtr, Handle, Length, NewHandle, WindowOffset
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_generated_files_are_current():
+    """`make gen` was run after the last change to the specification (CI fails otherwise)."""
+    r = subprocess.run([sys.executable, str(REPO / "tools" / "gen_wire.py"), "--check"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
+def test_the_wire_tables_are_the_specification():
+    assert [(op.name, int(op)) for op in Op] == [(d.name, d.id) for d in spec.OPS]
+    for d in spec.OPS:
+        o = OPS[Op[d.name]]
+        assert (o.args, o.results, o.queueable, o.synchronising) == \
+               (d.arg_names, d.result_format, d.queueable, d.synchronising)
+        assert o.blob == (d.blob.max if d.blob else 0)
+
+
+@pytest.mark.parametrize("d", spec.OPS, ids=lambda d: d.name)
+def test_every_declaration_is_consistent(d):
+    names = d.arg_names
+    assert len(set(names)) == len(names), "argument names are unique"
+    assert not (d.queueable and d.results), "a queued op cannot return results"
+    assert d.waits_gpu in ("", "always", "if_sync")
+    assert d.waits_gpu != "if_sync" or d.queueable, "only a queueable op waits only when not queued"
+    for a in d.args:
+        if isinstance(a, (DevicePtr, WindowOffset)) and isinstance(a.length, str):
+            assert a.length in names and isinstance(d.args[names.index(a.length)], Length), \
+                f"{a.name}'s length {a.length!r} is a Length argument of {d.name}"
+        if isinstance(a, Handle):
+            assert a.table in TABLES
+    if d.charges:
+        assert isinstance(d.args[names.index(d.charges)], Length)
+    if d.releases:
+        assert isinstance(d.args[names.index(d.releases)], Allocation)
+    for r in d.results:
+        struct.calcsize("<" + r.format)
+        assert not isinstance(r, NewHandle) or r.table in TABLES
+
+
+def test_c_header_compiles_and_agrees_with_python(tmp_path):
+    """The C headers (wire format, guest stubs) build with -Wall -Werror (its static asserts hold) and its layouts are the
+    ones the Python side packs."""
+    from kvmgpu_wire import ops
+    probe = tmp_path / "probe.c"
+    probe.write_text("""
+#include <stddef.h>
+#include <stdio.h>
+#include "kvmgpu_calls.h"  /* the guest's stubs, and through it kvmgpu_wire.h */
+int main(void) {
+    printf("%zu %zu %zu %zu %zu\\n", sizeof(struct kvmgpu_frame_header),
+           offsetof(struct kvmgpu_frame_header, length), sizeof(struct kvmgpu_launch_record),
+           offsetof(struct kvmgpu_launch_record, count), sizeof(struct kvmgpu_args_launch));
+    printf("%d %d %u\\n", KVMGPU_OP_MEMCPY_DTOH_PIECES, KVMGPU_PROTOCOL_VERSION, KVMGPU_MAGIC);
+    return 0;
+}
+""")
+    exe = tmp_path / "probe"
+    subprocess.run(["gcc", "-std=c11", "-Wall", "-Wextra", "-Werror", "-I", str(REPO / "guest-agent" / "include"),
+                    str(probe), "-o", str(exe)], check=True)
+    sizes, ids = subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout.splitlines()
+    record = struct.Struct(ops.LAUNCH_RECORD_FORMAT)
+    assert sizes.split() == [str(struct.calcsize(ops.HEADER_FORMAT)), "12", str(record.size),
+                             str(record.size - 4), str(8 * len(OPS[Op.LAUNCH].args))]
+    assert ids.split() == [str(int(Op.MEMCPY_DTOH_PIECES)), str(ops.PROTOCOL_VERSION), str(ops.MAGIC)]
