@@ -6,27 +6,42 @@ own interpreter), so the figures are those a guest program sees, minus the VM's 
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
+from importlib import resources
+from typing import Optional
 
 import typer
 
-KERNELS = Path(__file__).resolve().parents[1] / "tests" / "kernels" / "kernels.ptx"
+
+def sample_kernels() -> contextlib.AbstractContextManager:
+    """The sample kernels the guest agent's wheel carries (kvmgpu_guest/kernels.ptx, built from
+    tests/kernels/kernels.cu): a context giving their path."""
+    return resources.as_file(resources.files("kvmgpu_guest").joinpath("kernels.ptx"))
 
 
 def bench_command(
     backend: str = typer.Option("sim", help="worker backend: sim (development) or cuda"),
     gmem: str = typer.Option("1G", help="the vGPU's memory quota"),
     region_size: str = typer.Option("128M", help="shared region size (the session's window is all of it)"),
-    kernels: str = typer.Option(str(KERNELS), help="PTX with a spin(long long) kernel"),
+    kernels: Optional[str] = typer.Option(None, help="PTX with a spin(long long) kernel "
+                                          "(default: the sample kernels the guest agent carries)"),
     launches: int = typer.Option(20000, help="queued launches per measurement"),
     json_out: bool = typer.Option(False, "--json", help="print JSON"),
 ) -> None:
     """Measure the forwarded call path: round trip, queued launch, host-to-device bandwidth."""
+    if kernels is None:
+        with sample_kernels() as path:
+            return bench_command(backend, gmem, region_size, str(path), launches, json_out)
+    if not os.path.isfile(kernels):
+        typer.echo(f"kvmgpu bench: --kernels {kernels}: no such file (a PTX with a spin(long long) kernel)",
+                   err=True)
+        raise typer.Exit(2)
     tmp = tempfile.mkdtemp(prefix="kvmgpu-bench-")
     sock = os.path.join(tmp, "channel.sock")
     shm = f"/dev/shm/kvmgpu-bench-{os.getpid()}"
@@ -54,8 +69,7 @@ def bench_command(
             worker.wait(10)
         except subprocess.TimeoutExpired:
             worker.kill()
-        for path in (sock, shm):
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                pass
+        log.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(shm)
+        shutil.rmtree(tmp, ignore_errors=True)

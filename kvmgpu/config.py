@@ -21,7 +21,8 @@ class Config:
     state_dir: str = "/var/lib/kvmgpu"
     api_socket: str = "/run/kvmgpu/daemon.sock"
     metrics_port: int = 9464
-    qemu_group: str = "libvirt-qemu"        # QEMU's group (Debian); owns channel_dir
+    qemu_group: str | None = None           # channel_dir's group; None: qemu.conf's, else libvirt-qemu
+                                            # (the rule: kvmgpu.domain.host.channel_group)
 
     def __post_init__(self) -> None:
         size = self.region_size
@@ -79,4 +80,10 @@ def config_from_dict(raw: dict, where: str = "configuration") -> Config:
         elif not isinstance(value, str):
             raise InvalidInput(f"{where}: {key} must be a string, not {value!r}")
         values[key] = value
+    if values.get("sim_gpus"):
+        from .inventory import parse_sim_gpus      # checked now: a bad value is an error where it is read
+        try:
+            parse_sim_gpus(values["sim_gpus"], "sim_gpus")
+        except InvalidInput as e:
+            raise InvalidInput(f"{where}: {e.message}", e.hint) from None
     return Config(**values)

@@ -13,6 +13,7 @@ from .sizes import parse_size
 SIM_NAME = "kvmgpu simulated GPU"
 _SIM_NAMESPACE = uuid.UUID("6b766d67-7075-5369-6d00-000000000000")
 _SPEC = re.compile(r"^\s*(?:(\d+)\s*x\s*)?(\S+)\s*$", re.IGNORECASE)
+SIM_MIN_MEMORY = 1 << 20     # a simulated GPU smaller than 1 MiB is a size written without its unit
 
 
 @dataclass
@@ -26,21 +27,33 @@ class Gpu:
     utilization: int | None = None   # percent of the last sample period the GPU was busy (NVML)
 
 
-def parse_sim_gpus(spec: str) -> list[Gpu]:
-    """`2x80G` -> two 80 GiB simulated GPUs; `80G,2x40G` -> three. Uuids are stable per index+size."""
+def parse_sim_gpus(spec: str, where: str = "KVMGPU_SIM_GPUS") -> list[Gpu]:
+    """`2x80G` -> two 80 GiB simulated GPUs; `80G,2x40G` -> three. Uuids are stable per index+size.
+    `where` names the setting in errors. A GPU of less than SIM_MIN_MEMORY (1 MiB) is refused:
+    `2x80` is 80 bytes, never what was meant."""
     gpus: list[Gpu] = []
     for part in spec.split(","):
         m = _SPEC.match(part)
         if not part.strip() or not m:
-            raise InvalidInput(f"simulated GPUs {spec!r}: cannot read {part!r}",
-                               "write COUNTxSIZE, e.g. KVMGPU_SIM_GPUS=2x80G or 80G,2x40G")
+            raise InvalidInput(f"{where} {spec!r}: cannot read {part!r} as simulated GPUs",
+                               f"write COUNTxSIZE, e.g. {_setting(where, '2x80G')} or {_setting(where, '80G,2x40G')}")
         count = int(m.group(1) or 1)
-        size = parse_size(m.group(2), "simulated GPU memory")
+        size = parse_size(m.group(2), f"{where} {spec!r}: GPU memory")
+        if size < SIM_MIN_MEMORY:
+            fix = f"{m.group(1)}x{m.group(2)}G" if m.group(1) else f"{m.group(2)}G"
+            raise InvalidInput(f"{where} {spec!r}: a simulated GPU of {size} bytes is too small "
+                               f"(at least 1 MiB; a size without a unit is in bytes)",
+                               f"give the unit, e.g. {_setting(where, fix)} for {m.group(2)} GiB")
         for _ in range(count):
             index = len(gpus)
             gid = uuid.uuid5(_SIM_NAMESPACE, f"{index}/{size}")
             gpus.append(Gpu(index, f"GPU-{gid}", SIM_NAME, size, simulated=True))
     return gpus
+
+
+def _setting(where: str, value: str) -> str:
+    """How to write `value` in the environment variable or configuration key `where`."""
+    return f"{where}={value}" if where.isupper() else f'{where} = "{value}"'
 
 
 def _nvml_gpus() -> list[Gpu] | None:
@@ -77,5 +90,7 @@ def discover(config) -> list[Gpu]:
     real = _nvml_gpus()
     if real:
         return real
-    spec = os.environ.get("KVMGPU_SIM_GPUS") or getattr(config, "sim_gpus", None)
-    return parse_sim_gpus(spec) if spec else []
+    if os.environ.get("KVMGPU_SIM_GPUS"):
+        return parse_sim_gpus(os.environ["KVMGPU_SIM_GPUS"])
+    spec = getattr(config, "sim_gpus", None)
+    return parse_sim_gpus(spec, "sim_gpus") if spec else []

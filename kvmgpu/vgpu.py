@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass
 
 COMPUTE_MODES = ("share", "limit")
+DEFAULT_COMPUTE = 100          # a new vGPU's compute share (percent) when none is given
+DEFAULT_COMPUTE_MODE = "share"
 CHANNEL_NAME = "org.kvmgpu.0"  # the virtio-serial port name the guest opens
 REGION_PREFIX = "kvmgpu-"       # ivshmem-plain <shmem name='kvmgpu-VM'> -> /dev/shm/kvmgpu-VM
 

@@ -1,6 +1,9 @@
 """A sample CUDA driver-API program (cuda-python style) for a kvmgpu vGPU.
 
-    kvmgpu-guest run -- python3 vector_demo.py KERNELS.ptx [N]
+    kvmgpu-guest run -- python3 vector_demo.py [KERNELS.ptx] [N]
+
+KERNELS.ptx defaults to the sample kernels the guest agent carries (kvmgpu_guest/kernels.ptx,
+built from tests/kernels/kernels.cu).
 
 1. vector_add on N random floats (default 65536), the result checked against the sum computed here;
 2. an allocation that takes this process past the vGPU's memory quota, which must be refused with
@@ -94,7 +97,15 @@ def main(ptx_path: str, n: int) -> None:
     print(f"{TAG}: PASS", flush=True)
 
 
+def sample_kernels() -> str:
+    """The PTX the guest agent's package carries (found where kvmgpu_guest is installed)."""
+    from importlib import resources
+    return str(resources.files("kvmgpu_guest").joinpath("kernels.ptx"))
+
+
 if __name__ == "__main__":
-    if len(sys.argv) < 2:
-        raise SystemExit("usage: vector_demo.py KERNELS.ptx [N]")
-    main(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 65536)
+    args = sys.argv[1:]
+    ptx = args.pop(0) if args and not args[0].isdigit() else sample_kernels()
+    if len(args) > 1 or (args and not args[0].isdigit()) or ptx in ("-h", "--help"):
+        raise SystemExit("usage: vector_demo.py [KERNELS.ptx] [N]")
+    main(ptx, int(args[0]) if args else 65536)

@@ -49,7 +49,7 @@ class UnixTransport:
         self.send = self._sock.sendall
         self.recv = self._sock.recv
         self._poll_buf = None
-        self._poll = select.poll()  # asking it costs a third of a recv that raises when empty
+        self._poll = select.poll()  # cheaper to ask than a recv that raises when empty (docs/performance.md)
         self._poll.register(sock, select.POLLIN)
 
     def recv_nowait(self, max_bytes: int):

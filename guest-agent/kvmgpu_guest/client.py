@@ -40,12 +40,11 @@ BATCH_BYTES = int(os.environ.get("KVMGPU_BATCH_BYTES") or 4096)  # a batch is wr
 # two sides then work in parallel; one write per ~40 launches)
 POLL_US = int(os.environ.get("KVMGPU_POLL_US") or 50)  # spin this long on a reply before blocking
 COPY_THREADS = int(os.environ.get("KVMGPU_COPY_THREADS") or min(4, os.cpu_count() or 1))
-# A copy is split among threads in pieces of at least this (waking a thread costs tens of µs on a
-# VM: smaller pieces lose more than they gain; 512 KiB pieces made 1 MiB copies slower on the H200)
+# A copy is split among threads in pieces of at least this: waking a thread costs more than a
+# smaller piece gains (docs/performance.md, "Tried and measured, not kept")
 COPY_PIECE = int(os.environ.get("KVMGPU_COPY_PIECE") or 1 << 20)
 # (the pieces of a DtoH are copied out in parts of this, each by one thread, as they land; the
-# copy threads are woken when the call is sent, so that they are up when the first piece lands:
-# on the H200 host that took a 4 MiB copy's median from 525-555 to 350 µs)
+# copy threads are woken when the call is sent, so that they are up when the first piece lands)
 COPY_PART = int(os.environ.get("KVMGPU_COPY_PART") or 1 << 20)
 COPY_WAKE = os.environ.get("KVMGPU_COPY_WAKE", "1") != "0"
 # ... and once the last has landed this thread copies the parts no pool thread has started yet
@@ -53,13 +52,8 @@ COPY_STEAL = os.environ.get("KVMGPU_COPY_STEAL", "1") != "0"
 # Bulk copies into and out of the window from two COPY_SPLITs go through the copier
 # (kvmgpu_guest/copier.c, where it was built; KVMGPU_COPIER=0: without it): COPIER_THREADS - 1
 # helper threads and this one take COPY_SPLIT-byte pieces, no GIL between them, the helpers
-# spinning COPY_SPIN_US for the next copy before they sleep. In one process pair on the H200
-# host, ways in turn (tests/gpu/probes/htod_stage_ab.py, WAYS=copier, three runs, four threads
-# then): synchronous HtoD 1 MiB 1.33-1.36x native pageable against 0.95-1.18x without it, 2 MiB
-# 1.46-1.58x against 0.85-1.07x, 16 MiB 2.50-2.67x against 1.57-1.65x; 64 KiB pieces beat 512 KiB
-# ones (1.34-1.43x at 1 MiB against 1.08-1.14x), spinning helpers sleeping ones (1.21-1.26x).
-# Eight threads beat four (docs/benchmarks.md, "How many threads": DtoH 16 MiB 2.48-2.70x native
-# against 1.66-1.75x, 4 MiB 1.40-1.45x against 1.19-1.24x; HtoD about the same).
+# spinning COPY_SPIN_US for the next copy before they sleep (why, and why these numbers:
+# docs/performance.md, "The guest's copier").
 COPIER_THREADS = int(os.environ.get("KVMGPU_COPIER_THREADS") or min(8, os.cpu_count() or 1))
 COPY_SPLIT = int(os.environ.get("KVMGPU_COPY_SPLIT") or 64 << 10)
 COPY_SPIN_US = int(os.environ.get("KVMGPU_COPY_SPIN_US") or 200)
@@ -71,11 +65,8 @@ if os.environ.get("KVMGPU_COPIER", "1") != "0":
         _copier.configure(max(0, min(COPIER_THREADS - 1, 15)), COPY_SPIN_US)
     except ImportError:
         _copier = None
-# Threads that copy a DtoH's pieces out (this one and a pool): three beat four on the H200 host for
-# 4 MiB in 1 MiB pieces (median 330 against 350 µs alone; 950-1010 against 1100-1190 µs for a
-# stencil segment of 100 launches and the copy), the GIL being contended. It depends on the
-# machine: in one process pair (tests/gpu/probes/stencil_ab.py) four made the launch-bound stencil
-# 0.2-0.8 ms faster in seven runs on three machines and 0.4-0.7 ms slower in two on a fourth.
+# Threads that copy a DtoH's pieces out (this one and a pool): three, the GIL being contended (the
+# best number depends on the machine: docs/performance.md, "DtoH from 2 MiB to 16 MiB")
 PIECE_THREADS = int(os.environ.get("KVMGPU_PIECE_THREADS") or min(3, COPY_THREADS))
 # Bulk copies go in chunks of n/4, at least PIPE_MIN and at most PIPE_MAX bytes.
 PIPE_MIN = int(os.environ.get("KVMGPU_PIPE_MIN") or 1 << 20)
@@ -86,33 +77,27 @@ DTOH_IN_FLIGHT = 3  # device-to-host chunks asked for ahead of the one being cop
 # out gains more than overlapping it with the DMA of the next chunk)
 DTOH_WHOLE = int(os.environ.get("KVMGPU_DTOH_WHOLE") or 16 << 20)
 # ... and, from twice this size, in pieces of it, each copied out as soon as it has landed while
-# the next is on its way (0: never). 1 MiB pieces beat 512 KiB and 2 MiB ones on the H200 host.
+# the next is on its way (0: never; the piece size: docs/performance.md, "DtoH from 2 MiB to 16 MiB")
 DTOH_PIECE = int(os.environ.get("KVMGPU_DTOH_PIECE") or 1 << 20)
 DTOH_SPIN_S = 0.05  # watch for landed pieces this long at most, then wait for the reply
 # Synchronous host-to-device copies into memory the process allocated go through two staging
 # slots at the window's end, refilled as the host reports each slot's copy done (MEMCPY_HTOD_STAGED):
-# the same few MiB are written again and again, so they stay in the CPU cache (measured on the H200
-# host: 1 MiB into a cached slot 38 µs, into the next cold MiB of a ring 146 µs). A slot's bytes are
+# the same few MiB are written again and again, so they stay in the CPU cache. A slot's bytes are
 # copied in by COPY_THREADS threads, COPY_PIECE each. A slot is this big where the window allows
-# (at least four times the slots), halved down to 1 MiB where it does not: in one process pair on
-# the H200 host (tests/gpu/probes/htod_stage_ab.py), 16 MiB slots against 1 MiB ones (and the ring
-# from 8 MiB up) made 16 MiB copies 2.1x as fast, 64 MiB ones 1.6x, 256 MiB ones 1.5x; 1 MiB ones
-# the same.
+# (at least four times the slots), halved down to 1 MiB where it does not (docs/performance.md,
+# "The staging slots are as big as the window allows").
 STAGE_CHUNK = int(os.environ.get("KVMGPU_STAGE_CHUNK") or 16 << 20)
 STAGE_SLOTS = int(os.environ.get("KVMGPU_STAGE_SLOTS") or 2)
 # With slots under 8 MiB (a window under ~64 MiB), copies over STAGE_MAX go through the ring, whose
-# chunks all the copy threads fill (faster than 1 MiB slots from 16 MiB up, than 4 MiB ones from
-# 64 MiB up); with bigger slots every synchronous copy is staged (8 MiB slots: 64 MiB - 1 GiB
-# 1.1-1.3x as fast as the ring).
+# chunks all the copy threads fill and beat small slots at those sizes; with bigger slots every
+# synchronous copy is staged (docs/performance.md, "The staging slots are as big as the window allows").
 STAGE_MAX = int(os.environ.get("KVMGPU_STAGE_MAX") or 8 << 20)
 STAGE_ALL = 8 << 20
 STAGE_WAIT_S = 0.002  # a slot not given back in this long: FENCE (all staged copies are then done)
 # After a reply the worker (and often the GPU) is idle: the next batch goes out this small, and each
 # one after it twice as big up to BATCH_BYTES, so the GPU gets work at once. But never one frame
 # alone: the launch of a launch + synchronise goes with its synchronise (one message, which the
-# mailbox and the worker take whole). 100 (the first two launches at once) against 512 (about
-# five), in one process pair on the H200 (tests/gpu/probes/stencil_ab.py): the launch-bound stencil
-# 0.3-0.9 ms faster in seven runs on three machines, no better or slower in two on a fourth.
+# mailbox and the worker take whole). Why 512: docs/performance.md, "Synchronous calls (latency)".
 FIRST_BATCH = int(os.environ.get("KVMGPU_FIRST_BATCH") or 512)
 # Synchronous calls through the mailbox at the window's end where they may (0: always the channel)
 MAILBOX = os.environ.get("KVMGPU_MAILBOX", "1") != "0" and _MAILBOX_SUPPORTED

@@ -1,8 +1,8 @@
 """A session's mailbox: the last MAILBOX_BYTES of its window, where a synchronous call and its
 reply travel while both sides are awake, instead of through the channel.
 
-Through the channel a round trip costs four system calls and the polls that find the bytes (on the
-H200 host a busy-polled unix-socket echo is ~7 µs); through the mailbox it is a few stores and
+Through the channel a round trip costs four system calls and the polls that find the bytes
+(docs/performance.md, "Ninth session: the mailbox"); through the mailbox it is a few stores and
 loads in memory both sides map. The channel stays the way to wake a side that sleeps: a DOORBELL
 frame, sent only when the other side said it is about to block (docs/protocol.md, "The mailbox").
 

@@ -33,6 +33,7 @@ from kvmgpu_wire.ops import (CALL_HEAD_FORMAT, DEFAULT_MAX_FRAME, HANDSHAKE_MAX,
 HEADER = struct.Struct(HEADER_FORMAT)
 HEADER_SIZE = HEADER.size  # 16
 
+MIN_MAX_FRAME = 4096  # the smallest max_frame a session may negotiate
 MAX_BUFFERED = 16 << 20  # undecoded bytes a Connection holds before it refuses more
 
 
@@ -201,6 +202,8 @@ def _parse_json(cls, session: int, payload: bytes):
         obj = json.loads(payload.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as e:
         raise RemoteProtocolError(f"{cls.__name__}: payload is not JSON ({e})") from None
+    except RecursionError:  # JSON nested deeper than the parser's stack (a few [ per byte is cheap)
+        raise RemoteProtocolError(f"{cls.__name__}: payload nests too deep") from None
     if not isinstance(obj, dict):
         raise RemoteProtocolError(f"{cls.__name__}: payload is not a JSON object")
     unknown = set(obj) - set(cls._FIELDS)
@@ -245,6 +248,9 @@ class Connection:
         # sessions past HELLO (host) or WELCOME (client); `sessions`: a host side that takes calls
         # of these sessions only (a session's mailbox) and no handshake
         self._sessions: set[int] = set(sessions)
+        # host: each session's negotiated max_frame (its WELCOME's); `max_frame` is the ceiling
+        # and the limit of a session with none (a frame of another session never counts)
+        self._limits: dict[int, int] = {}
         self._pending: dict[tuple[int, int], Op] = {}  # client: (session, seq) -> op awaiting reply
         self._seq = 0
         self.closed = False
@@ -271,7 +277,10 @@ class Connection:
         magic, kind, flags, session, seq, length = HEADER.unpack_from(buf, pos)
         if magic != MAGIC:
             raise RemoteProtocolError(f"bad frame magic 0x{magic:04x}")
-        limit = HANDSHAKE_MAX if kind == _KIND_HELLO or kind == _KIND_WELCOME else self.max_frame
+        if kind == _KIND_HELLO or kind == _KIND_WELCOME:
+            limit = HANDSHAKE_MAX
+        else:
+            limit = self._limits.get(session, self.max_frame)
         if length > limit:
             raise RemoteProtocolError(f"frame of {length} bytes is over the limit of {limit}")
         end = pos + HEADER_SIZE + length
@@ -297,6 +306,7 @@ class Connection:
             return welcome
         if kind == Kind.GOODBYE:
             self._sessions.discard(session)
+            self._limits.pop(session, None)
             return Goodbye(session, payload[:MAX_ERROR_TEXT].decode("utf-8", "replace"))
         if kind == Kind.DOORBELL:
             if length:
@@ -340,7 +350,7 @@ class Connection:
             return _NONE
         out = []
         sessions = self._sessions
-        max_frame = self.max_frame
+        max_frame, limits = self.max_frame, self._limits
         unpack = _LAUNCH_HEAD.unpack_from
         taken = 0
         while taken < limit and end_buf - pos >= _LAUNCH_FIXED:
@@ -348,7 +358,8 @@ class Connection:
             magic, kind, flags, session, seq, length, opnum, nargs = t[:8]
             end = pos + HEADER_SIZE + length
             if (magic != MAGIC or kind != _KIND_CALL or not flags & QUEUED or opnum != _OP_LAUNCH
-                    or nargs != 9 or length > max_frame or end > end_buf
+                    or nargs != 9 or end > end_buf
+                    or (length > MIN_MAX_FRAME and length > limits.get(session, max_frame))
                     or length < _LAUNCH_BODY or length - _LAUNCH_BODY > MAX_ARG_BYTES
                     or session not in sessions):
                 break
@@ -486,10 +497,11 @@ class Connection:
             if self.role is not Role.HOST:
                 raise LocalProtocolError("only the host says WELCOME")
             self._sessions.add(msg.session)
-            self.max_frame = msg.max_frame
+            self._limits[msg.session] = msg.max_frame  # this session's frames, not the others'
             return _frame(Kind.WELCOME, 0, msg.session, 0, _json_payload(msg, Welcome._FIELDS))
         if isinstance(msg, Goodbye):
             self._sessions.discard(msg.session)
+            self._limits.pop(msg.session, None)
             return _frame(Kind.GOODBYE, 0, msg.session, 0, msg.reason.encode()[:MAX_ERROR_TEXT])
         if isinstance(msg, Doorbell):
             return _frame(Kind.DOORBELL, 0, msg.session, 0, b"")
@@ -579,8 +591,8 @@ def negotiate(hello: Hello, host_max_frame: int = DEFAULT_MAX_FRAME) -> tuple[in
             f"guest speaks protocol {hello.version_min}..{hello.version_max}, host speaks "
             f"{PROTOCOL_VERSION}: install matching kvmgpu and kvmgpu-guest versions")
     max_frame = min(hello.max_frame or DEFAULT_MAX_FRAME, host_max_frame)
-    if max_frame < 4096:
-        raise RemoteProtocolError(f"max_frame {hello.max_frame} is below the minimum of 4096")
+    if max_frame < MIN_MAX_FRAME:
+        raise RemoteProtocolError(f"max_frame {hello.max_frame} is below the minimum of {MIN_MAX_FRAME}")
     return PROTOCOL_VERSION, max_frame
 
 

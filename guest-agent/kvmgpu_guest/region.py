@@ -6,6 +6,7 @@ session's slice of it (offsets in calls are relative to the window).
 
 from __future__ import annotations
 
+import errno
 import mmap
 import os
 from dataclasses import dataclass
@@ -16,7 +17,11 @@ MADV_POPULATE_WRITE = getattr(mmap, "MADV_POPULATE_WRITE", 23)
 
 
 class RegionError(Exception):
-    """The region could not be opened or an access fell outside it."""
+    """The region could not be opened or an access fell outside it; `hint` says what to do."""
+
+    def __init__(self, message: str, hint: str = ""):
+        super().__init__(message)
+        self.hint = hint
 
 
 class Region:
@@ -27,11 +32,22 @@ class Region:
         self.view = memoryview(self._mmap)
 
     @classmethod
-    def open_file(cls, path: str, size: int | None = None, create: bool = False) -> "Region":
-        """Map a region file. With `create`, make it (or grow it) to `size` bytes."""
-        flags = os.O_RDWR | (os.O_CREAT if create else 0)
+    def open_file(cls, path: str, size: int | None = None, create: bool = False,
+                  reserve: bool = False) -> "Region":
+        """Map a region file. With `create`, make it (or grow it) to `size` bytes. With `create`
+        or `reserve`, its space is taken now (`posix_fallocate`): a sparse file on a full
+        filesystem would kill whoever first touches a page of it (SIGBUS) instead. A file made
+        here is removed again when that fails."""
+        made = False
         try:
-            fd = os.open(path, flags, 0o660)
+            if create:
+                try:
+                    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o660)
+                    made = True
+                except FileExistsError:
+                    fd = os.open(path, os.O_RDWR)
+            else:
+                fd = os.open(path, os.O_RDWR)
         except OSError as e:
             raise RegionError(f"cannot open shared region {path}: {e.strerror}") from None
         try:
@@ -43,7 +59,13 @@ class Region:
                 size = actual
             if size <= 0 or actual < size:
                 raise RegionError(f"shared region {path} is {actual} bytes, expected {size or 'more than 0'}")
+            if create or reserve:
+                _reserve(fd, path, size)
             return cls(fd, size, path)
+        except BaseException:
+            if made:
+                os.unlink(path)
+            raise
         finally:
             os.close(fd)
 
@@ -59,9 +81,8 @@ class Region:
 
     def populate(self, offset: int, size: int) -> None:
         """Map the pages of [offset, +size) into this process now, so that the first copies
-        through them do not take a page fault every 4 KiB (measured on a /dev/shm file: 1 MiB copies
-        into untouched pages 0.8 GB/s, into populated ones 11.5). Best effort: older kernels and a
-        PCI BAR say no, harmlessly."""
+        through them do not take a page fault every 4 KiB (docs/performance.md, "Bulk copies").
+        Best effort: older kernels and a PCI BAR say no, harmlessly."""
         try:
             self._mmap.madvise(MADV_POPULATE_WRITE, offset, size)
         except (OSError, ValueError, AttributeError):
@@ -70,6 +91,42 @@ class Region:
     def close(self) -> None:
         self.view.release()
         self._mmap.close()
+
+
+def _reserve(fd: int, path: str, size: int) -> None:
+    """Take the file's `size` bytes on its filesystem now, or say that there is no room."""
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as e:
+        if e.errno in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENODEV, errno.ESPIPE):
+            return  # a file that cannot be reserved (no such file system call there): as it is
+        if e.errno not in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+            raise RegionError(f"cannot reserve {size} bytes for shared region {path}: {e.strerror}") from None
+        mount, fstype = _filesystem(path)
+        st = os.statvfs(path)
+        free = st.f_bavail * st.f_frsize
+        raise RegionError(
+            f"no room for the {size}-byte shared region {path}: {mount} ({fstype}) has {free} bytes "
+            f"free", f"free space on {mount}, make it bigger (a tmpfs: mount -o remount,size=... "
+            f"{mount}), or ask for a smaller region") from None
+
+
+def _filesystem(path: str) -> tuple[str, str]:
+    """(mount point, file system type) of the file system that holds `path`."""
+    real = os.path.realpath(path)
+    best = ("/", "?")
+    try:
+        with open("/proc/self/mounts") as f:
+            for line in f:
+                fields = line.split()
+                if len(fields) < 3:
+                    continue
+                mount = fields[1].replace("\\040", " ")
+                if (real == mount or real.startswith(mount.rstrip("/") + "/")) and len(mount) >= len(best[0]):
+                    best = (mount, fields[2])
+    except OSError:
+        pass
+    return best
 
 
 @dataclass

@@ -58,6 +58,22 @@ class Backend(abc.ABC):
     launch_records = None
     launch_in = None
     launch_flat = None
+    # What an allocation really takes on the GPU, as the worker charges it to the quota
+    # (`allocation_size`): from half a granule up, whole granules (cuMemAlloc maps device memory in
+    # pages of this size; the cuda backend asks the driver for it); below, multiples of
+    # `alloc_small` (small allocations share pages, each at an aligned address).
+    alloc_granularity: int = 2 << 20
+    alloc_small: int = 512
+
+    def allocation_size(self, nbytes: int) -> int:
+        """The device memory an allocation of `nbytes` takes: what the quota is charged."""
+        unit = self.alloc_granularity if 2 * nbytes >= self.alloc_granularity else self.alloc_small
+        return -(-max(nbytes, 1) // unit) * unit
+
+    def module_memory(self, module, image: bytes) -> int:
+        """The device memory a module just loaded from `image` takes for its `.global`
+        variables (and, where the backend can see it, its code): what the quota is charged."""
+        return 0
 
     # --- lifetime ---
     @abc.abstractmethod

@@ -8,14 +8,14 @@ Launches are the hot path. Each function gets, when it is looked up, a parameter
 array of pointers into it laid out by the function's own parameter table (`cuFuncGetParamInfo`);
 a launch then costs one `memmove` of the argument bytes and one `cuLaunchKernel`, and the worker's
 queued launches (`launch_in`, `launch_records`) not even the memmove: the driver reads the bytes where they arrived.
-Parameters go as one packed buffer through `extra` (measured on the H200: 4.9 µs a queued launch
-from Python against 6.5 µs for a void*[] through `kernelParams`; plain cuda.bindings 4.2 µs);
+Parameters go as one packed buffer through `extra`, cheaper than a void*[] through `kernelParams`
+(docs/performance.md, "Queued launches");
 `launch_mode="params"` keeps the other way for comparison.
 
 `launch_mode="ctypes"` makes the same `cuLaunchKernel` call (same libcuda, same context, same
 thread, the same prepared `extra` buffer) through a ctypes prototype with its argument types
-preset instead of through cuda-bindings. Measured on the H200 (2026-11-22) it was slower (7.1 µs
-a queued launch against 5.9 µs through cuda-bindings' `extra` path), so it is not the default.
+preset instead of through cuda-bindings. It is slower (docs/performance.md, "Queued launches"),
+so it is not the default.
 
 A sticky error (an out-of-bounds kernel: CUDA_ERROR_ILLEGAL_ADDRESS) kills the context; `reset()`
 gives the VM a fresh one.
@@ -29,6 +29,7 @@ import logging
 from cuda.bindings import driver as cu
 
 from kvmgpu.backend.base import Backend, CudaError, DeviceInfo
+from kvmgpu.backend.images import globals_size
 from kvmgpu.backend.launcher import LaunchRecords, open_module
 
 log = logging.getLogger("kvmgpu.backend")
@@ -144,12 +145,29 @@ class CudaBackend(Backend):
         log.info("the worker's launches and stream waits go through %s", "kvmgpu's C module"
                  if self._c is not None else f"cuda-bindings ({launch_mode})")
         self.device = _check(cu.cuDeviceGet(index), f"cuDeviceGet({index})")
+        self.alloc_granularity = self._read_granularity()
+        self._load_costs: dict[int, int] = {}  # module -> device memory its load took (module_load)
         self._region: memoryview | None = None
         self._region_addr = 0
         self._region_size = 0
         self._registered = False
         self._info: DeviceInfo | None = None
         self._open_context()
+
+    def _read_granularity(self) -> int:
+        """The page size the driver maps this device's memory in (cuMemGetAllocationGranularity,
+        recommended, for device memory): what an allocation is rounded up to in the quota."""
+        prop = cu.CUmemAllocationProp()
+        prop.type = cu.CUmemAllocationType.CU_MEM_ALLOCATION_TYPE_PINNED
+        prop.location.type = cu.CUmemLocationType.CU_MEM_LOCATION_TYPE_DEVICE
+        prop.location.id = self.index
+        err, granularity = cu.cuMemGetAllocationGranularity(
+            prop, cu.CUmemAllocationGranularity_flags.CU_MEM_ALLOC_GRANULARITY_RECOMMENDED)
+        if err or not granularity:
+            log.warning("cuMemGetAllocationGranularity failed (%s): allocations are charged in "
+                        "%d-byte pages", err, Backend.alloc_granularity)
+            return Backend.alloc_granularity
+        return int(granularity)
 
     @staticmethod
     def _driver_function(name: bytes) -> int:
@@ -229,6 +247,7 @@ class CudaBackend(Backend):
         exit so that a new process (and a new context) takes its place.
         """
         self._unregister_region()
+        self._load_costs.clear()
         cu.cuCtxSetCurrent(cu.CUcontext(0))
         cu.cuDevicePrimaryCtxRelease(self.device)
         _check(cu.cuDevicePrimaryCtxReset(self.device), "cuDevicePrimaryCtxReset")
@@ -326,13 +345,32 @@ class CudaBackend(Backend):
 
     # --- modules and launches ----------------------------------------------------------------
 
+    def _free_memory(self) -> int:
+        err, free, _ = cu.cuMemGetInfo()
+        return 0 if err else int(free)
+
     def module_load(self, image: bytes):
         image = bytes(image)
         if not image.startswith(_BINARY_MAGIC) and not image.endswith(b"\0"):
             image += b"\0"  # PTX is text and must be NUL-terminated
-        return _check(cu.cuModuleLoadData(image), "cuModuleLoadData")
+        before = self._free_memory()
+        module = _check(cu.cuModuleLoadData(image), "cuModuleLoadData")
+        # what the load took on the device (its globals and code): the GPU's free memory before
+        # and after; another process's allocation or free in between moves it too (module_memory)
+        self._load_costs[int(module)] = max(0, before - self._free_memory()) if before else 0
+        return module
+
+    def module_memory(self, module, image: bytes) -> int:
+        """The globals the image declares where they can be read (PTX, a cubin:
+        kvmgpu/backend/images.py); for a fatbin, whose images are not read, what the load was
+        measured to take (module_load: its code too, and whatever else the driver set up then)."""
+        measured = self._load_costs.pop(int(module), 0)
+        if bytes(image[:4]) == _BINARY_MAGIC[1]:
+            return measured
+        return globals_size(image)
 
     def module_unload(self, module) -> None:
+        self._load_costs.pop(int(module), None)
         _check(cu.cuModuleUnload(module), "cuModuleUnload")
 
     def module_get_function(self, module, name: str):
@@ -386,9 +424,8 @@ class CudaBackend(Backend):
         argument bytes are `buf[start:start + nbytes]` (a bytearray, the channel's receive buffer),
         read where they are, not copied into the function's buffer first; `stream` None is the
         null stream. Through the C module where it is built, else cuda-bindings with the bytes'
-        address in the function's `extra`. A closure with what it needs bound once (measured on the
-        H200: a method spent ~0.7 µs around a 4 µs cuLaunchKernel, lookups and branches a good part
-        of it)."""
+        address in the function's `extra`. A closure with what it needs bound once: a method's
+        lookups and branches cost a good part of a launch (docs/performance.md, "Queued launches")."""
         fail = _fail
         if self._c is not None:
             c_launch, fn = self._c.launch, self._launch_fn

@@ -11,8 +11,8 @@
  * and the frames count_repeats compares, byte for byte, with one the worker has checked (it
  * interprets none of them).
  *
- * Why it exists (docs/performance.md): on the H200 a cuLaunchKernel costs ~4.4 us called from C
- * and ~5.9 us through cuda-bindings, and a call through ctypes costs more than either; the worker
+ * Why it exists (docs/performance.md, "The C launch loop"): a cuLaunchKernel costs less called
+ * from C than through cuda-bindings, and a call through ctypes costs more than either; the worker
  * pays the difference on every forwarded launch and synchronise.
  *
  * No CUDA headers: the driver's functions come in as addresses, so this builds with a C compiler

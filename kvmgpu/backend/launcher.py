@@ -10,8 +10,8 @@ the frames it compares, byte for byte, with one the worker checked.
 
 The module is built when the package is installed (setup.py, an optional extension: a host
 without a C compiler or Python's headers gets a working kvmgpu without it). Without it, or with
-`KVMGPU_LAUNCHER=python`, the cuda backend makes the same calls through cuda-bindings. Measured on
-the H200: ~4.4 µs a launch from C against ~5.9 µs through cuda-bindings (docs/performance.md).
+`KVMGPU_LAUNCHER=python`, the cuda backend makes the same calls through cuda-bindings, which cost
+more a launch (docs/performance.md, "The C launch loop").
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ context fails with it until the worker replaces the backend (see docs/security.m
 from __future__ import annotations
 
 import bisect
-import re
+import logging
 import struct
 import time
 import uuid
@@ -24,6 +24,9 @@ from kvmgpu_guest.cudefs import CUresult
 
 from . import simkernels
 from .base import Backend, CudaError, DeviceInfo
+from .ptx import parse_ptx
+
+log = logging.getLogger("kvmgpu.backend")
 
 BASE_ADDRESS = 0x7F00_0000_0000
 ALIGN = 256
@@ -64,69 +67,8 @@ ATTRIBUTES = {
     97: 232448,  # MAX_SHARED_MEMORY_PER_BLOCK_OPTIN
 }
 
-_SIZES = {"8": 1, "16": 2, "32": 4, "64": 8}
-_ENTRY = re.compile(r"\.entry\s+([A-Za-z_$][\w$]*)\s*\((.*?)\)", re.S)
-_PARAM = re.compile(
-    r"\.param\s+(?:\.align\s+(\d+)\s+)?\.([busf])(8|16|32|64)\s+"
-    r"(?:\.ptr\s+(?:\.\w+\s+)*?(?:\.align\s+\d+\s+)?)?([A-Za-z_$][\w$]*)(?:\s*\[(\d+)\])?")
-_GLOBAL = re.compile(
-    r"^\s*(?:\.visible\s+|\.weak\s+)?\.global\s+(?:\.align\s+(\d+)\s+)?\.([busf])(8|16|32|64)\s+"
-    r"([A-Za-z_$][\w$]*)(?:\s*\[(\d+)\])?\s*(?:=\s*([^;]*))?;", re.M)
-
-
 def _fail(code: CUresult, detail: str = ""):
     raise CudaError(code, detail)
-
-
-def parse_ptx(image: bytes) -> tuple[dict, dict]:
-    """({entry: [(offset, size)]}, {global: (size, initial bytes)}) read from a PTX image."""
-    if image[:4] == b"\x7fELF":
-        _fail(CUresult.CUDA_ERROR_NO_BINARY_FOR_GPU,
-              "the sim backend runs PTX only; this image is a cubin (ELF)")
-    if image[:4] == b"\x50\xed\x55\xba":
-        _fail(CUresult.CUDA_ERROR_NO_BINARY_FOR_GPU,
-              "the sim backend runs PTX only; this image is a fatbin")
-    try:
-        text = image.rstrip(b"\0").decode("utf-8")
-    except UnicodeDecodeError:
-        _fail(CUresult.CUDA_ERROR_INVALID_IMAGE, "the image is neither PTX text nor a CUDA binary")
-    if ".version" not in text or ".target" not in text:
-        _fail(CUresult.CUDA_ERROR_INVALID_PTX, "PTX without .version/.target directives")
-    entries = {}
-    for m in _ENTRY.finditer(text):
-        layout, offset = [], 0
-        for p in _PARAM.finditer(m.group(2)):
-            align, _, bits, _, count = p.groups()
-            elem = _SIZES[bits]
-            size = elem * int(count or 1)
-            a = int(align) if align else elem
-            offset = (offset + a - 1) // a * a
-            layout.append((offset, size))
-            offset += size
-        entries[m.group(1)] = layout
-    globals_ = {}
-    for g in _GLOBAL.finditer(text):
-        _, kind, bits, name, count, init = g.groups()
-        elem = _SIZES[bits]
-        size = elem * int(count or 1)
-        globals_[name] = (size, _initial(kind, bits, init, size))
-    return entries, globals_
-
-
-def _initial(kind: str, bits: str, init: str | None, size: int) -> bytes:
-    """Initial bytes of a scalar global (`0f3F800000`, `0d...`, integers); others start zeroed."""
-    if not init or "{" in init:
-        return bytes(size)
-    init = init.strip()
-    try:
-        if init[:2] in ("0f", "0F") and bits == "32":
-            return bytes.fromhex(init[2:])[::-1]
-        if init[:2] in ("0d", "0D") and bits == "64":
-            return bytes.fromhex(init[2:])[::-1]
-        value = int(init, 0)
-        return (value & ((1 << (8 * size)) - 1)).to_bytes(size, "little")
-    except ValueError:
-        return bytes(size)
 
 
 class SimModule:
@@ -184,13 +126,15 @@ class SimBackend(Backend):
             raise self._sticky
 
     def _allocate(self, nbytes: int) -> int:
-        if self._used + nbytes > self.total_memory:
-            _fail(CUresult.CUDA_ERROR_OUT_OF_MEMORY)
+        taken = self.allocation_size(nbytes)  # as the GPU takes it (and the worker charges it)
+        if self._used + taken > self.total_memory:
+            _fail(CUresult.CUDA_ERROR_OUT_OF_MEMORY, f"{taken} bytes more would pass the sim device's "
+                  f"{self.total_memory} ({self._used} in use)")
         ptr = self._next
         self._next += (nbytes + ALIGN - 1) // ALIGN * ALIGN or ALIGN
         self._allocs[ptr] = bytearray(nbytes)
         bisect.insort(self._starts, ptr)
-        self._used += nbytes
+        self._used += taken
         return ptr
 
     def _release(self, ptr: int) -> None:
@@ -198,7 +142,7 @@ class SimBackend(Backend):
         if buf is None:
             _fail(CUresult.CUDA_ERROR_INVALID_VALUE, f"0x{ptr:x} is not an allocation")
         del self._starts[bisect.bisect_left(self._starts, ptr)]
-        self._used -= len(buf)
+        self._used -= self.allocation_size(len(buf))
 
     def resolve(self, ptr: int, nbytes: int) -> memoryview | None:
         """A view of [ptr, ptr+nbytes) when it lies inside one allocation, else None."""
@@ -264,13 +208,17 @@ class SimBackend(Backend):
         try:
             for name, (size, initial) in globals_.items():
                 ptr = self._allocate(max(size, 1))
-                self._allocs[ptr][:size] = initial
+                self._allocs[ptr][:len(initial)] = initial
                 placed[name] = (ptr, size)
         except CudaError:
             for ptr, _ in placed.values():
                 self._release(ptr)
             raise
         return SimModule(entries, placed)
+
+    def module_memory(self, module: SimModule, image: bytes) -> int:
+        """Its globals, each an allocation of its own here."""
+        return sum(self.allocation_size(max(size, 1)) for _, size in module.globals.values())
 
     def module_unload(self, module: SimModule) -> None:
         for ptr, _ in module.globals.values():
@@ -280,11 +228,24 @@ class SimBackend(Backend):
         self._check()
 
     def module_get_function(self, module: SimModule, name: str):
+        """The function, where the module has the entry point and this backend a Python twin
+        of it with as many parameters: a kernel the sim backend cannot run fails here, at the
+        call that names it, not at a later launch or synchronise."""
         self._check()
         layout = module.entries.get(name)
         if layout is None:
             _fail(CUresult.CUDA_ERROR_NOT_FOUND, f"no entry point {name!r} in the module")
-        return SimFunction(module, name, layout), list(layout)
+        twin = simkernels.KERNELS.get(name)
+        if twin is None:
+            why = (f"the sim development backend cannot run kernel {name!r}: it runs only its test "
+                   f"kernels ({', '.join(sorted(simkernels.KERNELS))}); use --backend cuda")
+        elif len(twin.params) != len(layout):
+            why = (f"kernel {name!r} has {len(layout)} parameters in the image, "
+                   f"{len(twin.params)} in the sim backend's twin of it")
+        else:
+            return SimFunction(module, name, layout), list(layout)
+        log.warning("%s", why)
+        _fail(CUresult.CUDA_ERROR_NOT_SUPPORTED, why)
 
     def module_get_global(self, module: SimModule, name: str) -> tuple[int, int]:
         self._check()
@@ -294,14 +255,7 @@ class SimBackend(Backend):
 
     def launch(self, function: SimFunction, grid, block, shared, stream, args: bytes) -> None:
         self._check()
-        twin = simkernels.KERNELS.get(function.name)
-        if twin is None:
-            _fail(CUresult.CUDA_ERROR_NOT_SUPPORTED,
-                  f"the sim backend has no Python implementation of {function.name}")
-        if len(twin.params) != len(function.layout):
-            _fail(CUresult.CUDA_ERROR_NOT_SUPPORTED,
-                  f"{function.name} has {len(function.layout)} parameters in the image, "
-                  f"{len(twin.params)} in its sim twin")
+        twin = simkernels.KERNELS[function.name]  # (module_get_function made sure)
         try:
             values = simkernels.decode_args(twin, function.layout, args)
         except (ValueError, struct.error) as e:

@@ -11,8 +11,8 @@ import typer
 from .. import inventory
 from ..config import load_config
 from ..daemon import api as daemon_api
-from ..errors import InvalidInput
-from ..placement import usage
+from ..errors import InvalidInput, KvmgpuError
+from ..placement import on_gpu, usage
 from ..sizes import format_size, parse_size
 from ..vgpu import COMPUTE_MODES, VGpu
 from . import reports_errors
@@ -44,16 +44,24 @@ def _parse_gpu(text: str) -> int | None:
     return int(text)
 
 
+def _settings(v: VGpu) -> str:
+    return f"{format_size(v.gmem)}, compute {v.compute}% ({v.compute_mode}) on GPU {v.gpu}"
+
+
 @reports_errors
 def attach(vm: str = typer.Argument(..., help="libvirt domain name"),
-           gmem: str = typer.Option(..., "--gmem", help="device-memory quota, e.g. 8G"),
-           compute: int = typer.Option(100, "--compute", help="compute share in percent, 1..100"),
-           compute_mode: str = typer.Option("share", "--compute-mode", help="limit | share"),
-           gpu: str = typer.Option("auto", "--gpu", help="auto | GPU index"),
+           gmem: Optional[str] = typer.Option(None, "--gmem", help="device-memory quota, e.g. 8G "
+                                              "(needed for a new vGPU; else the vGPU's is kept)"),
+           compute: Optional[int] = typer.Option(None, "--compute", help="compute share in percent, 1..100 "
+                                                 "(default: the vGPU's; 100 for a new one)"),
+           compute_mode: Optional[str] = typer.Option(None, "--compute-mode", help="limit | share "
+                                                      "(default: the vGPU's; share for a new one)"),
+           gpu: str = typer.Option("auto", "--gpu", help="auto (the GPU it has, if it fits) | GPU index"),
            connect: Optional[str] = typer.Option(None, "--connect", "-c", help=CONNECT_HELP),
            as_json: bool = typer.Option(False, "--json", help="print the result as JSON")) -> None:
-    """Give VM a vGPU (or change its vGPU) in its persistent configuration."""
-    size = parse_size(gmem, "--gmem")
+    """Give VM a vGPU (or change its vGPU) in its persistent configuration. On a VM that has one,
+    what is not given is kept."""
+    size = None if gmem is None else parse_size(gmem, "--gmem")
     want = _parse_gpu(gpu)
     config = load_config()
     gpus = inventory.discover(config)
@@ -61,11 +69,11 @@ def attach(vm: str = typer.Argument(..., help="libvirt domain name"),
     conn = host.open_connection(connect)
     change = host.attach(conn, config, gpus, vm, size, compute, compute_mode, want)
     v = change.vgpu
-    what = f"{format_size(v.gmem)}, compute {v.compute}% ({v.compute_mode}) on GPU {v.gpu}"
+    what = _settings(v)
     if not change.changed:
         text = f"{vm} already has this vGPU ({what}); nothing changed"
     elif change.previous:
-        text = f"updated {vm}'s vGPU: {what}"
+        text = f"updated {vm}'s vGPU: {what} (was {_settings(change.previous)})"
     else:
         text = f"attached a vGPU to {vm}: {what}"
     if change.changed and change.running:
@@ -99,21 +107,42 @@ def _table(rows: list[list[str]]) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
 
 
+def _differs(live: VGpu | None, configured: VGpu | None) -> bool:
+    """Whether a running VM's vGPU (None: none) is not the one configured for its next boot."""
+    if live is None or configured is None:
+        return live is not configured
+    return dataclasses.replace(live, id=configured.id, gpu=configured.gpu) != configured
+
+
+def _next_boot(now: str, then: str) -> str:
+    return now if now == then else f"{now} ({then} at next boot)"
+
+
 @reports_errors
 def list_(connect: Optional[str] = typer.Option(None, "--connect", "-c", help=CONNECT_HELP),
           as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
-    """List the vGPUs of all defined domains."""
+    """List the vGPUs of all defined domains. A running VM shows the vGPU it runs with, and what
+    it gets at its next boot where that differs (attach and detach change only the next boot)."""
     host = _host()
     conn = host.open_connection(connect)
     usages = daemon_api.live_usages(load_config())  # None: no daemon to ask
+    configured = {v.vm: v for v in host.list_vgpus(conn)}
+    live = {v.vm: v for v in host.running_vgpus(conn)}
     items = []
-    for v in host.list_vgpus(conn):
-        dom = host.lookup(conn, v.vm)
-        state = host.state(dom)
-        pending = state == "running" and not host.live_has_vgpu(dom)
-        items.append({**dataclasses.asdict(v), "used": None if usages is None else usages.get(v.vm),
+    for vm in sorted(set(configured) | set(live)):
+        now, then = live.get(vm), configured.get(vm)
+        try:
+            state = host.state(host.lookup(conn, vm))
+        except KvmgpuError:
+            continue                                  # undefined meanwhile
+        running = state not in ("shut off", "crashed")
+        # the top level is the configured vGPU (what attach and detach manage), else the one it runs with
+        items.append({**dataclasses.asdict(then if then is not None else now),
+                      "used": None if usages is None else usages.get(vm),
                       "daemon": usages is not None, "state": state,
-                      "pending_restart": pending})
+                      "live": _vgpu_dict(now) if running else None,
+                      "next_boot": _vgpu_dict(then),
+                      "pending_restart": running and _differs(now, then)})
     if as_json:
         return _emit(True, items, "")
     if not items:
@@ -124,28 +153,43 @@ def list_(connect: Optional[str] = typer.Option(None, "--connect", "-c", help=CO
             used = "unknown (daemon not running)"
         else:
             used = "-" if i["used"] is None else format_size(i["used"])
-        state = i["state"] + (" (vGPU at next boot)" if i["pending_restart"] else "")
-        rows.append([i["vm"], str(i["gpu"]), format_size(i["gmem"]), used,
-                     f"{i['compute']}% {i['compute_mode']}", state])
+        now, then = i["live"], i["next_boot"]
+        shown = now or then                           # a running VM: what it runs with
+        gpu, quota, compute = str(shown["gpu"]), format_size(shown["gmem"]), \
+            f"{shown['compute']}% {shown['compute_mode']}"
+        state = i["state"]
+        if i["pending_restart"] and now is None:
+            state += " (vGPU at next boot)"
+        elif i["pending_restart"] and then is None:
+            state += " (no vGPU at next boot)"
+        elif i["pending_restart"]:
+            gpu = _next_boot(gpu, str(then["gpu"]))
+            quota = _next_boot(quota, format_size(then["gmem"]))
+            compute = _next_boot(compute, f"{then['compute']}% {then['compute_mode']}")
+            state += " (vGPU changes at next boot)"
+        rows.append([i["vm"], gpu, quota, used, compute, state])
     typer.echo(_table(rows))
 
 
 @reports_errors
 def gpus(connect: Optional[str] = typer.Option(None, "--connect", "-c", help=CONNECT_HELP),
          as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
-    """List the host's GPUs, what is promised on each, and what is free to promise."""
+    """List the host's GPUs, what is promised on each, and what is free to promise. A running VM
+    counts with the vGPU its worker serves and the one configured for its next boot, on each GPU
+    the larger of the two, until it restarts."""
     config = load_config()
     found = inventory.discover(config)
     host = _host()
     conn = host.open_connection(connect)
     vgpus = host.list_vgpus(conn)
-    uses = usage(found, vgpus, config.context_overhead)
+    running = host.running_vgpus(conn)
+    uses = usage(found, vgpus, config.context_overhead, live=running)
     live = daemon_api.live_usages(config)  # None: no daemon, so nobody knows what is in use
 
-    def used_on(index: int):
-        return None if live is None else sum(live.get(v.vm, 0) for v in vgpus if v.gpu == index)
+    def used_on(g):
+        return None if live is None else sum(live.get(v.vm, 0) for v in running if on_gpu(v, g, found))
     items = [{**dataclasses.asdict(u.gpu), "promised": u.promised, "free": u.free, "vgpus": u.vgpus,
-              "used": used_on(u.gpu.index)} for u in uses]
+              "used": used_on(u.gpu)} for u in uses]
     if as_json:
         return _emit(True, items, "")
     if not items:
@@ -158,7 +202,7 @@ def gpus(connect: Optional[str] = typer.Option(None, "--connect", "-c", help=CON
                      "-" if i["utilization"] is None else f"{i['utilization']}%", str(i["vgpus"]),
                      "yes (simulated)" if i["simulated"] else "no"])
     typer.echo(_table(rows) + f"\n(promised includes {format_size(config.context_overhead)} "
-               "context overhead per vGPU)")
+               "context overhead per vGPU, and a running VM's vGPU as it runs until it restarts)")
 
 
 def register(app: typer.Typer) -> None:

@@ -20,12 +20,12 @@ trip) is charged to nobody. A run is timed one of two ways, chosen when it start
   blocking while a gate is on, see VGpu.attach_gate): one at the run's first launch, one before
   the wait that ends it (`mark_idle`); the end event completes when the run's last work does.
   Elapsed times are read at the slice's end. The records go through the backend's
-  `null_stream_recorder()` where it has one; the driver call itself is ~1.5 µs on the H200
-  whatever calls it (tests/gpu/call_costs.py).
+  `null_stream_recorder()` where it has one; the driver call itself costs the same whatever calls
+  it (docs/performance.md, "What one record costs").
 
-Why two ways: a forwarded launch + synchronise is ~10 µs of GPU work and driver calls; two event
-records, their elapsed reads at the slice's end and the meter's Python added 11-14 µs to it
-(tests/gpu/gate_cost.py), and the common program (one stream, synchronising the context or the
+Why two ways: two event records, their elapsed reads at the slice's end and the meter's Python
+cost more than the GPU work and driver calls of a forwarded launch + synchronise (docs/performance.md,
+"What one record costs"), and the common program (one stream, synchronising the context or the
 null stream) does not need them to be charged right.
 """
 

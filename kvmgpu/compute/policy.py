@@ -73,8 +73,8 @@ def placed_vt(slots: list[SlotState], me: int, owner: int, slice_s: float = 0.0)
     the virtual time one slice adds to the lightest of them and `me` (slice_s / least weight).
     Busy VMs' virtual times lie up to a stride apart as they take turns (more while one of them
     holds a slice), so a VM whose short idle leaves it within that of the others keeps its place
-    (its credit: re-placing it there lost the 70 VM of a 30/70 pair 1-3 pp whenever its guest
-    paused past the worker's idle time), and a longer idle banks at most two strides."""
+    (its credit: re-placing it there cost the 70 VM of a 30/70 pair part of its share whenever its guest
+    paused past the worker's idle time; docs/compute.md), and a longer idle banks at most two strides."""
     mine = next(s for s in slots if s.index == me)
     busy = [s for s in slots if s.pid and s.index != me and (s.want_since > 0.0 or s.index == owner)]
     if not busy:

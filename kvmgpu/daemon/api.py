@@ -190,9 +190,10 @@ class ApiServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         log.info("API on %s", self.path)
 
     def close(self) -> None:
-        self.shutdown()
+        if self._thread.is_alive():     # shutdown() waits for a serve_forever() that runs
+            self.shutdown()
+            self._thread.join(timeout=5)
         self.server_close()
-        self._thread.join(timeout=5)
         try:
             self.path.unlink()
         except FileNotFoundError:

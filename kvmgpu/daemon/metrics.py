@@ -6,11 +6,13 @@ thread. Only GET /metrics is answered.
 
 from __future__ import annotations
 
+import errno
 import logging
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 
+from ..errors import KvmgpuError
 from .status import Status
 
 log = logging.getLogger(__name__)
@@ -104,7 +106,10 @@ class MetricsServer:
             def log_message(self, format: str, *args: object) -> None:  # noqa: A002
                 log.debug("metrics: " + format, *args)
 
-        self._server = ThreadingHTTPServer((host, port), Handler)
+        try:
+            self._server = ThreadingHTTPServer((host, port), Handler)
+        except OSError as e:
+            raise MetricsPortTaken(host, port, e) from None
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="kvmgpu-metrics", daemon=True)
 
@@ -118,6 +123,22 @@ class MetricsServer:
         log.info("metrics on http://%s/metrics", self.address)
 
     def close(self) -> None:
-        self._server.shutdown()
+        if self._thread.is_alive():     # shutdown() waits for a serve_forever() that runs
+            self._server.shutdown()
+            self._thread.join(timeout=5)
         self._server.server_close()
-        self._thread.join(timeout=5)
+
+
+class MetricsPortTaken(KvmgpuError):
+    """The metrics port cannot be bound (another process listens there, or it is not allowed)."""
+
+    def __init__(self, host: str, port: int, error: OSError):
+        setting = ("metrics_port in kvmgpu's configuration file (/etc/kvmgpu/kvmgpu.toml, or the file "
+                   "--config / KVMGPU_CONFIG names)")
+        if error.errno == errno.EADDRINUSE:
+            super().__init__(f"cannot serve metrics on {host}:{port}: another process listens there",
+                             f"free port {port} (`ss -ltnp 'sport = :{port}'` shows who has it) or set "
+                             f"another port with {setting}")
+        else:
+            super().__init__(f"cannot serve metrics on {host}:{port}: {error.strerror or error}",
+                             f"set another port with {setting}")

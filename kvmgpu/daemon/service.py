@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import Config
-from ..domain.host import prepare_channel_dir
+from ..domain.host import channel_group, prepare_channel_dir
 from ..errors import KvmgpuError
 from ..inventory import Gpu, discover
 from ..vgpu import VGpu, channel_path, region_path
@@ -37,6 +37,8 @@ STOP_GRACE = 10.0           # seconds a worker has to exit by itself after its V
 KILL_GRACE = 3.0            # then seconds after SIGTERM before SIGKILL
 HISTORY_EVERY = 5.0         # seconds between writes of a run's counters
 RESTART_BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
+NOT_READY_WARN_AFTER = 30.0  # seconds a running VM's channel may stay missing before that is a warning
+STOP_WITHIN = 5.0           # seconds after SIGTERM / SIGINT before the process exits whatever it does
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,7 @@ class LiveVgpu:
     worker: Worker | None = None
     failures: int = 0
     restart_at: float = 0.0
+    not_ready_since: float | None = None    # since when its channel or region has been missing
 
 
 class Daemon:
@@ -87,21 +90,22 @@ class Daemon:
         state_dir = Path(self.config.state_dir)
         state_dir.mkdir(parents=True, exist_ok=True)
         self.history = History(state_dir / "history.db")
-        run_as = choose_run_as(self.options.worker_user, self.config.qemu_group)
+        run_as = choose_run_as(self.options.worker_user, channel_group(self.config))
         self.workers = Workers(self.options.run_dir, state_dir / "logs", run_as)
         prepare_channel_dir(self.config)
         self.rediscover()
         self.gpu_watch.start()
         # refuse early if another daemon serves the socket, before touching any worker
         self.api_server = api.ApiServer(self.config.api_socket, self.handle_request)
+        if self.config.metrics_port:    # a port in use is refused here, before any worker is touched
+            self.metrics_server = MetricsServer(self.options.metrics_host, self.config.metrics_port, self.status)
         self._try_connect()          # adopts or starts the running VMs' workers
         if self.libvirt.connected:
             kept = {w.run_id for w in self._all_workers() if w.run_id is not None}
             closed = self.history.close_open_runs(kept)
             if closed:
                 log.info("closed %d history run(s) whose workers ended while no daemon ran", closed)
-        if self.config.metrics_port:
-            self.metrics_server = MetricsServer(self.options.metrics_host, self.config.metrics_port, self.status)
+        if self.metrics_server is not None:
             self.metrics_server.start()
         self.api_server.start()      # the API answers once the first reconciliation is done
 
@@ -276,9 +280,21 @@ class Daemon:
             return
         not_ready = channel_ready(spec)
         if not_ready:
-            log.warning("%s: not starting its worker yet: %s", vm, not_ready)
-            live.state, live.restart_at = "restarting", time.time() + RESTART_BACKOFF[0]
+            # normal for a moment while QEMU starts or goes (libvirt still says it runs after the
+            # channel is gone): a warning only when it lasts
+            now = time.time()
+            if live.not_ready_since is None:
+                live.not_ready_since = now
+            waited = now - live.not_ready_since
+            if waited >= NOT_READY_WARN_AFTER:
+                log.warning("%s: not starting its worker: %s for %.0f s while libvirt says the VM runs",
+                            vm, not_ready, waited)
+                live.not_ready_since = now          # said again after as long again
+            else:
+                log.info("%s: not starting its worker yet: %s", vm, not_ready)
+            live.state, live.restart_at = "restarting", now + RESTART_BACKOFF[0]
             return
+        live.not_ready_since = None
         worker = self.workers.start(spec)
         self._begin_run(worker, vgpu)
         live.worker, live.state = worker, "running"
@@ -355,11 +371,16 @@ class Daemon:
                 live.failures += 1
                 live.restart_at = now + delay
                 live.state = "restarting"
-                # exit 0: its channel closed, usually because QEMU is going and libvirt has not
-                # said so yet; the restart checks with libvirt again first
-                (log.info if w.exit_status == 0 else log.warning)(
-                    "worker for %s (pid %d) ended while its VM runs (%s); starting another in %.0f s "
-                    "if the VM still runs", w.vm, w.pid, _status_text(w.exit_status), delay)
+                # exit 0: its channel closed, which QEMU does when it goes: the VM is stopping and
+                # libvirt has not said so yet (a normal stop). The restart asks libvirt again first.
+                # An adopted worker's exit status is unknown: taken as such an end, not as a crash.
+                if w.exit_status in (0, None):
+                    log.info("worker for %s (pid %d) ended: its channel closed (the VM is stopping?); "
+                             "another in %.0f s if the VM still runs then", w.vm, w.pid, delay)
+                else:
+                    log.warning("worker for %s (pid %d) ended while its VM runs (%s); starting another "
+                                "in %.0f s if the VM still runs", w.vm, w.pid, _status_text(w.exit_status),
+                                delay)
             for vm, live in list(self.live.items()):
                 if live.worker is None and live.state == "restarting" and now >= live.restart_at:
                     self.reconcile_one(vm)               # re-checked with libvirt before starting
@@ -477,20 +498,59 @@ def _status_text(code: int | None) -> str:
     return f"exit status {code}"
 
 
+class _Stopped(BaseException):
+    """SIGTERM or SIGINT while the daemon was still starting: start-up is abandoned (a
+    BaseException, as KeyboardInterrupt is, so that no `except Exception` on the way keeps it)."""
+
+
 def serve(config: Config, options: Options) -> int:
-    """Run the daemon in the foreground until SIGTERM or SIGINT; returns the exit status."""
+    """Run the daemon in the foreground until SIGTERM or SIGINT; returns the exit status.
+
+    A signal stops the daemon in every phase: while it runs, the main loop ends at once; while it
+    starts, start-up is abandoned (the handler raises); and should the main thread be stuck where
+    Python cannot run a handler (a libvirt call that does not return), a watcher thread, woken by
+    the signal itself (set_wakeup_fd), ends the process STOP_WITHIN seconds later. Workers are
+    separate processes and keep running either way; the next daemon adopts them."""
     daemon = Daemon(config, options)
+    starting = True
+    finished = threading.Event()
 
     def on_signal(signum: int, frame) -> None:
         log.info("%s: stopping", signal.Signals(signum).name)
         daemon.stop()
+        if starting:
+            raise _Stopped(signal.Signals(signum).name)
 
+    wake_read, wake_write = os.pipe()
+    os.set_blocking(wake_write, False)
+
+    def watch() -> None:
+        while (signum := os.read(wake_read, 1)[0]) not in (signal.SIGTERM, signal.SIGINT):
+            pass
+        daemon.stop()                   # in case the main thread cannot run its handler
+        if not finished.wait(STOP_WITHIN):
+            log.error("%s: still not stopped %.0f s after it (stuck in a call that does not return, "
+                      "e.g. to an unresponsive libvirtd): exiting now; workers keep running",
+                      signal.Signals(signum).name, STOP_WITHIN)
+            logging.shutdown()
+            os._exit(1)
+
+    signal.set_wakeup_fd(wake_write, warn_on_full_buffer=False)
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    threading.Thread(target=watch, name="kvmgpu-stop", daemon=True).start()
     try:
-        daemon.open()
-        log.info("kvmgpu daemon running (pid %d)", os.getpid())
-        daemon.run()
+        try:
+            daemon.open()
+            starting = False
+            if not daemon.stopping.is_set():
+                log.info("kvmgpu daemon running (pid %d)", os.getpid())
+            daemon.run()
+        except _Stopped:
+            log.info("start-up abandoned")
+        finally:
+            starting = False
+            daemon.close()
     finally:
-        daemon.close()
+        finished.set()
     return 0

@@ -9,6 +9,7 @@ and nothing of root's. Its pid goes in `<run_dir>/workers/<vm>.pid`; a pid is on
 
 from __future__ import annotations
 
+import dataclasses
 import grp
 import json
 import logging
@@ -131,17 +132,18 @@ def code_paths() -> list[Path]:
     return paths
 
 
-def choose_run_as(user: str | None, default_group: str | None = None) -> RunAs | None:
+def choose_run_as(user: str | None, channel_group: str | None = None) -> RunAs | None:
     """Whom to run workers as: `user` ('root' means do not switch), else QEMU's user and group
-    from qemu.conf (the group: qemu.conf's `group =`, else `default_group`, kvmgpu's qemu_group).
-    None (run as the daemon's own user) when the daemon is not root, or, with a warning, when
-    that user cannot read kvmgpu's code."""
+    from qemu.conf; `channel_group` (the channel directory's, kvmgpu.domain.host.channel_group)
+    is added to its groups, so it can reach the channel socket. None (run as the daemon's own
+    user) when the daemon is not root, or, with a warning, when that user cannot read kvmgpu's
+    code."""
     if os.geteuid() != 0:
         log.info("the daemon is not root: workers run as uid %d", os.geteuid())
         return None
     group: str | None = None
     if user is None:
-        user, group = qemu_identity(default_group=default_group)
+        user, group = qemu_identity()
     if user == "root":
         log.warning("workers run as root (configured so); they should run as QEMU's user")
         return None
@@ -150,6 +152,11 @@ def choose_run_as(user: str | None, default_group: str | None = None) -> RunAs |
     except (KeyError, ValueError) as e:
         log.warning("worker user %r does not exist (%s): workers run as root", user, e)
         return None
+    if channel_group:
+        try:
+            who = dataclasses.replace(who, groups=tuple(sorted({*who.groups, _gid_of(channel_group)})))
+        except KeyError:
+            log.warning("the channel directory's group %r does not exist", channel_group)
     unreadable = [str(p) for p in code_paths() if not may_read(p, who)]
     if unreadable:
         log.warning("workers run as root, not as %s: %s cannot read %s (install kvmgpu where that user "

@@ -4,17 +4,23 @@ qemu:///system in integration tests); libvirt errors become kvmgpu errors here, 
 from __future__ import annotations
 
 import fcntl
+import functools
 import grp
+import importlib.machinery
+import importlib.util
 import os
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import libvirt
 
+import kvmgpu.data
+
 from ..errors import InvalidInput, KvmgpuError, LibvirtUnavailable, NotFound, PermissionDenied
 from ..placement import choose_gpu
-from ..vgpu import VGpu, channel_path, check_settings
+from ..vgpu import DEFAULT_COMPUTE, DEFAULT_COMPUTE_MODE, VGpu, channel_path, check_settings
 from . import xml
 
 DEFAULT_URI = "qemu:///system"
@@ -130,6 +136,28 @@ def list_vgpus(conn) -> list[VGpu]:
     return sorted(found, key=lambda v: v.vm)
 
 
+def running_vgpus(conn) -> list[VGpu]:
+    """The vGPUs the running domains run with now (each one's live XML: what its worker serves,
+    whatever was changed for its next boot)."""
+    found = []
+    try:
+        domains = conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
+    except libvirt.libvirtError as e:
+        raise _translate(e, "listing running domains") from None
+    for dom in domains:
+        try:
+            vgpu = xml.read_vgpu(dom.XMLDesc(0))
+        except libvirt.libvirtError as e:
+            if e.get_error_code() in (libvirt.VIR_ERR_NO_DOMAIN, libvirt.VIR_ERR_OPERATION_INVALID):
+                continue                # undefined or stopped meanwhile
+            raise _translate(e, "reading a running domain's XML") from None
+        except InvalidInput:
+            continue
+        if vgpu:
+            found.append(vgpu)
+    return sorted(found, key=lambda v: v.vm)
+
+
 def live_has_vgpu(dom) -> bool:
     """Whether the running domain has kvmgpu's devices (False: they come at its next boot)."""
     try:
@@ -145,16 +173,36 @@ def _define(conn, text: str, doing: str):
         raise _translate(e, doing) from None
 
 
+@functools.cache
+def _hook():
+    """The libvirt hook (kvmgpu/data/qemu-hook) as a module: it holds the one definition of the
+    channel directory's group, and it must stand alone (system python3, no kvmgpu)."""
+    path = Path(kvmgpu.data.__file__).with_name("qemu-hook")
+    loader = importlib.machinery.SourceFileLoader("kvmgpu_qemu_hook", str(path))
+    module = importlib.util.module_from_spec(importlib.util.spec_from_loader(loader.name, loader))
+    loader.exec_module(module)
+    return module
+
+
+def channel_group(config, qemu_conf: str | None = None) -> str:
+    """The channel directory's group, as the libvirt hook decides it: `qemu_group` when set, else
+    qemu.conf's `group =`, else libvirt-qemu."""
+    hook = _hook()
+    return hook.channel_group(config.qemu_group, qemu_conf or hook.QEMU_CONF)
+
+
 def prepare_channel_dir(config) -> None:
-    """Create the channel directory QEMU binds sockets in: root:<qemu_group>, mode 2770 (setgid,
-    so sockets keep the group), since QEMU runs as libvirt-qemu:kvm and the worker connects."""
+    """Create the channel directory QEMU binds sockets in: root:<channel_group>, mode 2770
+    (setgid, so sockets keep the group), as the libvirt hook does; QEMU binds there and the
+    worker connects."""
     path = config.channel_dir
     try:
         os.makedirs(path, exist_ok=True)
         st = os.stat(path)
         if st.st_uid == os.getuid() == 0:
+            group = channel_group(config)
             try:
-                gid = grp.getgrnam(config.qemu_group).gr_gid
+                gid = int(group.lstrip("+")) if group.lstrip("+").isdigit() else grp.getgrnam(group).gr_gid
             except KeyError:
                 gid = st.st_gid
             if st.st_gid != gid:
@@ -181,15 +229,19 @@ def _placement_lock(config):
         os.close(fd)
 
 
-def attach(conn, config, gpus, vm: str, gmem: int, compute: int = 100, compute_mode: str = "share",
-           gpu: int | None = None) -> Change:
+def attach(conn, config, gpus, vm: str, gmem: int | None, compute: int | None = None,
+           compute_mode: str | None = None, gpu: int | None = None) -> Change:
     """Give `vm` a vGPU (or update its vGPU, keeping its id) in the domain's persistent config.
 
-    `gpus` is the host's inventory; `gpu` an index or None for auto placement. Nothing is
-    defined when the result would be the domain as it was. Raises before touching the domain
-    for bad settings, bad names, unknown VMs and no room."""
+    `gpus` is the host's inventory; `gpu` an index or None for auto placement (the GPU it has, if
+    it still fits). A setting given as None keeps what the VM's vGPU has (its memory quota, compute
+    share and mode, region size): a re-attach changes only what it names. A new vGPU needs `gmem`
+    and gets compute 100, mode share and the configured region size. Nothing is defined when the
+    result would be the domain as it was. Raises before touching the domain for bad settings, bad
+    names, unknown VMs and no room."""
     xml.check_vm_name(vm)
-    check_settings(gmem, compute, compute_mode)
+    check_settings(1 if gmem is None else gmem, DEFAULT_COMPUTE if compute is None else compute,
+                   DEFAULT_COMPUTE_MODE if compute_mode is None else compute_mode)
     path = channel_path(config, vm)
     if len(path.encode()) > 107:
         raise InvalidInput(f"the channel socket path {path} is longer than a unix socket allows (107 bytes)",
@@ -206,12 +258,21 @@ def attach(conn, config, gpus, vm: str, gmem: int, compute: int = 100, compute_m
         original = inactive_xml(dom)
         root = xml.parse(original)
         current = xml.read_vgpu(root)
+        if gmem is None:
+            if current is None:
+                raise InvalidInput(f"VM {vm!r} has no vGPU yet: a new vGPU needs a memory quota",
+                                   "give --gmem, e.g. --gmem 8G")
+            gmem = current.gmem
+        if compute is None:
+            compute = current.compute if current else DEFAULT_COMPUTE
+        if compute_mode is None:
+            compute_mode = current.compute_mode if current else DEFAULT_COMPUTE_MODE
         others = [v for v in list_vgpus(conn) if v.vm != vm]
         chosen = choose_gpu(gpus, others + ([current] if current else []), gmem,
-                            config.context_overhead, want=gpu, vm=vm)
+                            config.context_overhead, want=gpu, vm=vm, live=running_vgpus(conn))
         vgpu = VGpu(id=current.id if current else str(uuid.uuid4()), vm=vm, gpu=chosen.index,
                     gpu_uuid=chosen.uuid, gmem=gmem, compute=compute, compute_mode=compute_mode,
-                    region_size=config.region_size)
+                    region_size=current.region_size if current else config.region_size)
         before = xml.controllers(root)
         xml.apply_vgpu(root, vgpu, path)
         running = bool(dom.isActive())

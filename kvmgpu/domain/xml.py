@@ -17,7 +17,6 @@ from __future__ import annotations
 import importlib.resources
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
 import jinja2
 from lxml import etree
@@ -29,19 +28,19 @@ NS = "http://kvmgpu.org/xmlns/vgpu/1"
 PREFIX = "kvmgpu"
 
 
-def _template_dir() -> Path:
-    """xml-templates/ of the source tree, or the copy a wheel carries as kvmgpu.xml_templates."""
-    tree = Path(__file__).resolve().parents[2] / "xml-templates"
-    if tree.is_dir():
-        return tree
-    return Path(str(importlib.resources.files("kvmgpu.xml_templates")))
+def template_text(name: str) -> str:
+    """The text of xml-templates/<name>, read from the package kvmgpu.xml_templates (a source
+    tree's editable install and a wheel's copy alike)."""
+    try:
+        return importlib.resources.files("kvmgpu.xml_templates").joinpath(name).read_text()
+    except FileNotFoundError:
+        raise jinja2.TemplateNotFound(name) from None
 
 
-TEMPLATE_DIR = _template_dir()
 _VM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 _Q = f"{{{NS}}}"
 
-_env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
+_env = jinja2.Environment(loader=jinja2.FunctionLoader(template_text),
                           autoescape=True, undefined=jinja2.StrictUndefined,
                           keep_trailing_newline=False)
 

@@ -49,7 +49,7 @@ class Channel:
         self.vgpu = vgpu
         self.cid = cid
         self.max_frame = max_frame
-        self.conn = Connection(Role.HOST)
+        self.conn = Connection(Role.HOST, max_frame)  # each session's own limit: its WELCOME's
         self.sessions: set[int] = set()
         self.closed = False
         # The last message, where it was one launch and one synchronise that both went fine: a

@@ -27,7 +27,9 @@ from .vgpu import VGpu
 
 log = logging.getLogger("kvmgpu.worker")
 
-MAX_RANGES = 1 << 20  # device allocations per session
+# What the worker keeps for a VM, all its sessions together: allocations, module globals and
+# handles (each costs the worker host memory, however little device memory it names).
+MAX_OBJECTS = 1 << 20
 MIN_PIECE = 64 << 10  # the smallest piece of a MEMCPY_DTOH_PIECES (each piece costs an event wait)
 OK = ((), b"")
 
@@ -39,6 +41,7 @@ def dispatch(vg: VGpu, s: Session, call: Call):
     vg.calls[op] += 1
     if not call.queued and spec.synchronising and s.pending_error is not None:
         return _pending(s)
+    held = s.objects if op in _HOLDING else -1
     try:
         if vg.broken is not None:
             raise _unusable(vg)
@@ -48,6 +51,9 @@ def dispatch(vg: VGpu, s: Session, call: Call):
         code, detail = _failed(vg, s, op, e)
     else:
         return None if call.queued else (0, values, blob)
+    finally:
+        if held >= 0:
+            vg.objects += s.objects - held  # what the VM holds, counted (_vm_room)
     if call.queued:
         if s.pending_error is None:
             s.pending_error = (code, f"{op.name} (queued, seq {call.seq}): {detail}")
@@ -104,22 +110,34 @@ def _failed(vg: VGpu, s: Session, op: Op, e: Exception) -> tuple[int, str]:
     return code, detail
 
 
+def _vm_room(vg: VGpu) -> None:
+    """OUT_OF_MEMORY where the VM already holds MAX_OBJECTS (a session's own tables are checked
+    by the specification's NewHandle kind: checks.room)."""
+    if vg.objects >= MAX_OBJECTS:
+        raise CudaError(CUresult.CUDA_ERROR_OUT_OF_MEMORY,
+                        f"the VM holds {MAX_OBJECTS} allocations and handles, the most a worker keeps")
+
+
+def _over_quota(vg: VGpu, nbytes: int, what: str) -> CudaError:
+    return CudaError(CUresult.CUDA_ERROR_OUT_OF_MEMORY,
+                     f"{what} would take {nbytes} bytes, more than the vGPU's quota has left "
+                     f"({vg.quota.used} of {vg.quota.limit} bytes in use)")
+
+
 # --- memory --------------------------------------------------------------------------------------
 
 def mem_alloc(vg: VGpu, s: Session, r, call):
     nbytes = r.nbytes
-    if len(s.ranges) >= MAX_RANGES:
-        raise CudaError(CUresult.CUDA_ERROR_OUT_OF_MEMORY, f"more than {MAX_RANGES} allocations")
-    if not vg.quota.charge(nbytes):
-        raise CudaError(CUresult.CUDA_ERROR_OUT_OF_MEMORY,
-                        f"{nbytes} bytes would pass the vGPU's quota ({vg.quota.used} of "
-                        f"{vg.quota.limit} bytes in use)")
+    _vm_room(vg)
+    charge = vg.backend.allocation_size(nbytes)  # its size on the GPU (granularity), not as asked
+    if not vg.quota.charge(charge):
+        raise _over_quota(vg, charge, f"an allocation of {nbytes} bytes")
     try:
         ptr = vg.backend.mem_alloc(nbytes)
     except BaseException:
-        vg.quota.release(nbytes)
+        vg.quota.release(charge)
         raise
-    s.add_range(ptr, nbytes)
+    s.add_range(ptr, nbytes, charge=charge)
     return (ptr,), b""
 
 
@@ -128,7 +146,7 @@ def mem_free(vg, s: Session, r, call):
         return OK
     vg.backend.mem_free(r.dptr)
     s.drop_range(r.dptr)
-    vg.quota.release(r.dptr_range.size)
+    vg.quota.release(r.dptr_range.charge)
     return OK
 
 
@@ -207,6 +225,7 @@ def module_load(vg: VGpu, s: Session, r, call):
     offset, nbytes = call.args
     digest = checks.digest(call.blob)
     checks.room(s, "modules")
+    _vm_room(vg)
     module = vg.modules.acquire(digest)
     if module is None:
         if nbytes == 0:
@@ -215,7 +234,15 @@ def module_load(vg: VGpu, s: Session, r, call):
         image = bytes(vg.region.view[start: start + nbytes])  # a copy the guest cannot change
         if hashlib.sha256(image).digest() != digest:
             checks.invalid("the image in the window does not match its sha256")
-        module = vg.modules.add(digest, vg.backend.module_load(image), nbytes)
+        loaded = vg.backend.module_load(image)
+        try:
+            charge = vg.backend.module_memory(loaded, image)  # its globals
+            if not vg.quota.charge(charge):
+                raise _over_quota(vg, charge, "the module's .global variables")
+        except BaseException:
+            vg.backend.module_unload(loaded)
+            raise
+        module = vg.modules.add(digest, loaded, nbytes, charge)
     handle = s.new_handle()
     s.modules[handle] = digest
     return (handle,), b""
@@ -234,6 +261,7 @@ def module_unload(vg: VGpu, s: Session, r, call):
 
 
 def module_get_function(vg: VGpu, s: Session, r, call):
+    _vm_room(vg)
     fn, layout = vg.backend.module_get_function(vg.modules.get(r.module), r.name)
     layout = [(int(o), int(z)) for o, z in layout]
     arg_bytes = max((o + z for o, z in layout), default=0)
@@ -244,7 +272,8 @@ def module_get_function(vg: VGpu, s: Session, r, call):
 
 def module_get_global(vg: VGpu, s: Session, r, call):
     ptr, size = vg.backend.module_get_global(vg.modules.get(r.module), r.name)
-    if size > 0:
+    if size > 0 and ptr not in s.ranges:
+        _vm_room(vg)
         s.add_range(ptr, size, r.module)
     return (ptr, size), b""
 
@@ -464,6 +493,7 @@ def launch_again(vg: VGpu, s: Session, seq: int, f: Function, st, shape: tuple, 
 # --- streams and events --------------------------------------------------------------------------
 
 def stream_create(vg, s: Session, r, call):
+    _vm_room(vg)
     h = s.new_handle()
     s.streams[h] = vg.backend.stream_create(r.flags)
     return (h,), b""
@@ -482,6 +512,7 @@ def stream_query(vg, s: Session, r, call):
 
 
 def event_create(vg, s: Session, r, call):
+    _vm_room(vg)
     h = s.new_handle()
     s.events[h] = vg.backend.event_create(r.flags)
     return (h,), b""
@@ -511,6 +542,11 @@ def _thin(method: str, fields: tuple):
     handler.__name__ = method
     return handler
 
+
+# The ops that add to or take from a session's tables (dispatch counts what they change).
+_HOLDING = frozenset({Op.MEM_ALLOC, Op.MEM_FREE, Op.MODULE_LOAD, Op.MODULE_UNLOAD,
+                      Op.MODULE_GET_FUNCTION, Op.MODULE_GET_GLOBAL, Op.STREAM_CREATE,
+                      Op.STREAM_DESTROY, Op.EVENT_CREATE, Op.EVENT_DESTROY})
 
 HANDLERS = {
     Op.MEM_ALLOC: mem_alloc,

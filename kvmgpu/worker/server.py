@@ -2,16 +2,19 @@
 
 If the socket path is a socket someone listens on (QEMU bound it for the VM's channel), the
 worker connects to it and exits when it closes: the VM stopped. Otherwise it creates the socket
-and listens (loopback mode: tests, benchmarks, demos), serving any number of connections that
-all share the one vGPU and its quota. SIGTERM or SIGINT stops it cleanly.
+and listens (loopback mode: tests, benchmarks, demos), serving up to `max_channels` connections
+that all share the one vGPU and its quota, and removes its socket and region when it stops.
+SIGTERM or SIGINT stops it cleanly.
 """
 
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import logging
 import os
+import resource
 import select as select_mod
 import selectors
 import signal
@@ -22,7 +25,8 @@ import time
 from dataclasses import dataclass, field
 
 from kvmgpu_guest.mailbox import REPLY_MAX, fence
-from kvmgpu_guest.protocol import DEFAULT_MAX_FRAME, WINDOW_ALIGN, RemoteProtocolError
+from kvmgpu_guest.protocol import (DEFAULT_MAX_FRAME, WINDOW_ALIGN, Connection, Goodbye,
+                                   RemoteProtocolError, Role)
 from kvmgpu_guest.region import Region, RegionError
 from kvmgpu_guest.trace import ON as _TRACE, mark as _mark, side as _trace_side
 
@@ -46,6 +50,15 @@ IDLE_S = 0.002  # no message for this long while holding the GPU: let the other 
 # The sessions' mailboxes are looked at on every spin (a load each), and once more before blocking.
 POLL_US = 50
 POLL_ENV = "KVMGPU_WORKER_POLL_US"
+# Loopback mode: connections served at once. Past it a new connection gets a GOODBYE naming the
+# limit and is closed. Each connection costs a file descriptor; the limit is also kept FD_SPARE
+# under the process's descriptor limit (RLIMIT_NOFILE), for the region, the stats file, the
+# driver's own and the spare one that sheds a connection when descriptors run out anyway.
+MAX_CHANNELS = 256
+FD_SPARE = 64
+ACCEPT_PAUSE_S = 0.1  # no descriptor even to shed a connection with: stop accepting this long
+LOCK_SUFFIX = ".lock"  # next to a loopback worker's socket, locked while it listens
+SUN_PATH_MAX = 107  # the longest path a unix socket can be bound or connected to (sun_path, less its NUL)
 
 
 class Stop(BaseException):
@@ -65,6 +78,7 @@ class WorkerConfig:
     compute_mode: str = "share"
     stats_file: str | None = None
     max_frame: int = DEFAULT_MAX_FRAME
+    max_channels: int = MAX_CHANNELS
     poll_us: int = field(default_factory=lambda: int(os.environ.get(POLL_ENV) or POLL_US))
 
     def check(self) -> None:
@@ -76,6 +90,12 @@ class WorkerConfig:
             raise InvalidInput(f"compute mode {self.compute_mode!r}", "use share or limit")
         if self.gpu < 0:
             raise InvalidInput(f"GPU index {self.gpu} is negative")
+        n = len(os.fsencode(self.socket))
+        if n > SUN_PATH_MAX:
+            raise InvalidInput(f"socket path {self.socket} is {n} bytes, over the {SUN_PATH_MAX}-byte "
+                               "limit of a unix socket's path", "give --socket a shorter path")
+        if self.max_channels < 1:
+            raise InvalidInput(f"--max-channels {self.max_channels} is under 1")
         if self.region_size < WINDOW_ALIGN:
             raise InvalidInput(f"region size {self.region_size} is under one page ({WINDOW_ALIGN})")
 
@@ -97,6 +117,7 @@ class Worker:
         config.check()
         self.config = config
         self._created: list[str] = []  # paths this worker made and removes on exit
+        self._lock_fd = -1  # loopback: <socket>.lock, locked while this worker listens
         self._inherited = json.loads(os.environ.pop(RESTART_ENV, "") or "{}")  # after a re-exec
         self._restart = False  # set after a sticky error once no session is left: re-execute
         self._region = self._open_region()
@@ -120,6 +141,13 @@ class Worker:
         self._listener: socket.socket | None = None
         self._connected = False
         self._stats_written = 0.0
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        fds = soft - FD_SPARE if soft != resource.RLIM_INFINITY else config.max_channels
+        self.max_channels = max(1, min(config.max_channels, fds))
+        self.channels_refused = 0
+        self._refused_logged = 0.0
+        self._spare_fd = -1  # closed to accept (and close) a connection when descriptors run out
+        self._accept_paused_until = 0.0
         if _TRACE:
             _trace_side("worker")
 
@@ -130,12 +158,12 @@ class Worker:
             if os.path.exists(path):
                 if path in self._inherited.get("created", ()):
                     self._created.append(path)  # made by this worker before it re-executed
-                return Region.open_file(path)
+                return Region.open_file(path, reserve=True)  # QEMU's (a VM), or a worker's before
             region = Region.open_file(path, self.config.region_size, create=True)
             self._created.append(path)
             return region
         except RegionError as e:
-            raise KvmgpuError(str(e), "check --shm and its permissions") from None
+            raise KvmgpuError(str(e), e.hint or "check --shm and its permissions") from None
 
     def _open_socket(self) -> None:
         path = self.config.socket
@@ -144,6 +172,7 @@ class Worker:
             sock = socket.socket(fileno=fd)
             sock.set_inheritable(False)
             self._created.append(path)
+            self._lock(path)
             self._listen(sock, path)
             return
         try:
@@ -153,13 +182,18 @@ class Worker:
         if st is not None:
             if not stat.S_ISSOCK(st.st_mode):
                 raise InvalidInput(f"{path} exists and is not a socket", "give --socket a free path")
+            pid = _worker_listening(path)
+            if pid is not None:
+                who = f"a kvmgpu worker (pid {pid})" if pid else "a kvmgpu worker"
+                raise KvmgpuError(f"{who} already listens on {path}: it is not a VM's channel",
+                                  "stop that worker, or give this one another --socket")
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
                 sock.connect(path)
             except OSError as e:
                 sock.close()
                 if e.errno not in (errno.ECONNREFUSED, errno.ENOENT):
-                    raise KvmgpuError(f"cannot connect to {path}: {e.strerror}") from None
+                    raise KvmgpuError(f"cannot connect to {path}: {e.strerror or e}") from None
                 os.unlink(path)  # a stale socket nobody listens on
             else:
                 self._connected = True
@@ -171,16 +205,38 @@ class Worker:
             sock.bind(path)
         except OSError as e:
             sock.close()
-            raise KvmgpuError(f"cannot create socket {path}: {e.strerror}") from None
+            raise KvmgpuError(f"cannot create socket {path}: {e.strerror or e}") from None
         self._created.append(path)
+        self._lock(path)
         sock.listen(16)
         self._listen(sock, path)
+
+    def _lock(self, path: str) -> None:
+        """Hold `<socket>.lock` while listening, with this worker's pid in it: a second worker
+        started on the same socket finds it locked and refuses, instead of connecting to this
+        one as if it were QEMU (`_worker_listening`)."""
+        lock = path + LOCK_SUFFIX
+        self._lock_fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+            raise KvmgpuError(f"another kvmgpu worker holds {lock}", "give --socket another path") from None
+        os.ftruncate(self._lock_fd, 0)
+        os.write(self._lock_fd, f"{os.getpid()}\n".encode())
+        self._created.append(lock)
 
     def _listen(self, sock: socket.socket, path: str) -> None:
         sock.setblocking(False)
         self._listener = sock
         self._sel.register(sock, selectors.EVENT_READ, None)
-        log.info("listening on %s (loopback mode)", path)
+        self._spare_fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        # In loopback mode the region is this worker's to remove on exit, also one it found (a
+        # worker before it was killed and left it); a VM's region is QEMU's (the daemon removes it)
+        if self.config.shm not in self._created:
+            self._created.append(self.config.shm)
+        log.info("listening on %s (loopback mode, at most %d connections)", path, self.max_channels)
 
     def _add_peer(self, sock: socket.socket) -> None:
         sock.setblocking(False)
@@ -210,16 +266,30 @@ class Worker:
             hot_polled, hot_poll = None, None
             spins = 0
             boxed = self.vgpu.boxed  # the sessions with a mailbox
+            # Fairness: one post per session until every channel has been looked at again (a post
+            # can post again itself: its work may write the post word), the sessions in turn.
+            taken: set = set()  # the sessions a post was taken from since the last select
+            turn = 0  # where the next look at the mailboxes starts
             while self._listener is not None or self._peers:
                 polling = poll_s and clock() < poll_until
-                served = False
+                served = look = False
                 ready = ()
-                for s in boxed:
+                n = len(boxed)
+                for i in range(n):
+                    s = boxed[(turn + i) % n]
                     box = s.mailbox
                     if box.words[0] != box.number:  # posted (Mailbox.posted, inline)
+                        if s.key in taken:
+                            look = True
+                            break
+                        taken.add(s.key)
+                        turn = (turn + i + 1) % n
                         served = self._take_post(s)
                         break  # (the list may have changed)
-                if served:
+                if look:
+                    ready = select(0)
+                    taken.clear()
+                elif served:
                     pass
                 elif polling:
                     # Asking the channel that just spoke is far cheaper than a select() over all (that
@@ -236,6 +306,7 @@ class Worker:
                         if spins & 7:
                             continue
                         ready = select(0)
+                        taken.clear()
                 elif self._posted_before_sleep(boxed):
                     served = True
                 else:
@@ -243,7 +314,10 @@ class Worker:
                     gate = self.vgpu.gate
                     if gate is not None and gate.held:
                         timeout = IDLE_S
+                    if self._accept_paused_until:
+                        timeout = self._resume_accepting(timeout)
                     ready = select(timeout)
+                    taken.clear()
                     for s in boxed:
                         s.mailbox.set_awake(True)
                     if not ready and gate is not None and gate.held:
@@ -256,6 +330,8 @@ class Worker:
                         hot = key.data
                 if (ready or served) and poll_s:  # counted from the reply, not the request: a call that waits
                     poll_until = clock() + poll_s  # for the GPU must not use up the window
+                if self._accept_paused_until:
+                    self._resume_accepting(None)
                 if self._restart:
                     self._reexec()
                 if c.stats_file and time.monotonic() - self._stats_written >= STATS_INTERVAL:
@@ -272,8 +348,8 @@ class Worker:
 
     def _posted_before_sleep(self, boxed: list) -> bool:
         """Say in every mailbox that this worker is about to block, then look at them once more:
-        a guest that posted before it read that did not ring (Mailbox.post). Whether one had (it
-        is served, and every mailbox is awake again)."""
+        a guest that posted before it read that did not ring (Mailbox.post). Whether one had
+        (then every mailbox is awake again, and the loop's next turn takes the post)."""
         if not boxed:
             return False
         for s in boxed:
@@ -281,7 +357,6 @@ class Worker:
         fence()
         for s in boxed:
             if s.mailbox.posted():
-                self._take_post(s)
                 for t in boxed:
                     t.mailbox.set_awake(True)
                 return True
@@ -303,6 +378,9 @@ class Worker:
         except RemoteProtocolError:
             self._drop(cid, "protocol violation")
             return False
+        except Exception:
+            self._failed(cid)
+            return False
         if reply is None:
             return False
         if len(reply) > REPLY_MAX or peer.unsent:
@@ -318,11 +396,75 @@ class Worker:
         return True
 
     def _accept(self) -> None:
+        """Take the connections waiting: serve each while fewer than `max_channels` are, refuse
+        the rest (a GOODBYE that names the limit, then closed). Out of descriptors (EMFILE,
+        ENFILE), one is shed with the spare descriptor, or accepting pauses a moment: the
+        connections being served go on either way."""
+        for _ in range(64):  # then the others' turn
+            try:
+                sock, _ = self._listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    self._shed(e)
+                    return
+                if e.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EPERM):
+                    continue  # that client gave up or is not allowed: the next one
+                raise
+            if len(self._peers) >= self.max_channels:
+                self._refuse(sock, f"the worker already serves {self.max_channels} connections")
+            else:
+                self._add_peer(sock)
+
+    def _refuse(self, sock: socket.socket, why: str) -> None:
+        """Tell a connection why it is not served (best effort) and close it."""
+        self.channels_refused += 1
         try:
-            sock, _ = self._listener.accept()
-        except (BlockingIOError, InterruptedError):
-            return
-        self._add_peer(sock)
+            sock.setblocking(False)
+            sock.send(Connection(Role.HOST).send(Goodbye(0, why)))
+        except OSError:
+            pass
+        sock.close()
+        now = time.monotonic()
+        if now - self._refused_logged >= 1.0:  # one line a second, however many come
+            self._refused_logged = now
+            log.warning("refused a connection (%d so far): %s", self.channels_refused, why)
+
+    def _shed(self, e: OSError) -> None:
+        """accept() found no descriptor: give the spare one up to accept the connection and close
+        it, or, where even that fails, stop accepting for ACCEPT_PAUSE_S (a listener that stays
+        readable must not spin the loop)."""
+        why = f"out of file descriptors ({e.strerror})"
+        if self._spare_fd >= 0:
+            os.close(self._spare_fd)
+            self._spare_fd = -1
+            try:
+                sock, _ = self._listener.accept()
+            except OSError:
+                sock = None
+            if sock is not None:
+                self._refuse(sock, why)
+            try:
+                self._spare_fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                pass
+            if sock is not None:
+                return
+        if not self._accept_paused_until:
+            log.warning("%s: not accepting connections for %.1f s", why, ACCEPT_PAUSE_S)
+            self._sel.unregister(self._listener)
+        self._accept_paused_until = time.monotonic() + ACCEPT_PAUSE_S
+
+    def _resume_accepting(self, timeout: float | None) -> float | None:
+        """Listen again once the pause is over; the select timeout that wakes the loop then."""
+        left = self._accept_paused_until - time.monotonic()
+        if left > 0:
+            return left if timeout is None else min(timeout, left)
+        self._accept_paused_until = 0.0
+        if self._listener is not None:
+            self._sel.register(self._listener, selectors.EVENT_READ, None)
+        return timeout
 
     def _service(self, cid: int, mask: int) -> bool:
         """Read and answer what channel `cid` sent, send what is pending; whether it read bytes."""
@@ -345,6 +487,9 @@ class Worker:
                     reply = peer.channel.receive(peer.rview[:n])
                 except RemoteProtocolError:
                     self._drop(cid, "protocol violation")
+                    return False
+                except Exception:
+                    self._failed(cid)
                     return False
                 self._flush(cid, peer, reply)
                 return True
@@ -384,6 +529,14 @@ class Worker:
             self._sel.modify(peer.sock, want, cid)
             peer.events = want
 
+    def _failed(self, cid: int) -> None:
+        """What channel `cid` sent raised something other than a protocol error: a bug in this
+        worker that a guest's bytes reach. Logged with its traceback and counted; that channel is
+        closed (its sessions end) and the worker serves the others."""
+        log.exception("channel %s: unexpected error while serving it (a bug): closing it", cid)
+        self.vgpu.internal_errors += 1
+        self._drop(cid, "internal error")
+
     def _drop(self, cid: int, reason: str) -> None:
         peer = self._peers.pop(cid)
         self._sel.unregister(peer.sock)
@@ -416,7 +569,8 @@ class Worker:
             self._drop(cid, "worker restarting")
         handover = {"created": list(self._created)}
         if self._listener is not None:
-            self._sel.unregister(self._listener)
+            if not self._accept_paused_until:
+                self._sel.unregister(self._listener)
             self._listener.set_inheritable(True)
             handover["listen_fd"] = self._listener.fileno()
         self.vgpu.close()
@@ -442,9 +596,13 @@ class Worker:
         for cid in list(self._peers):
             self._drop(cid, "worker stopping")
         if self._listener is not None:
-            self._sel.unregister(self._listener)
+            if not self._accept_paused_until:
+                self._sel.unregister(self._listener)
             self._listener.close()
             self._listener = None
+        if self._spare_fd >= 0:
+            os.close(self._spare_fd)
+            self._spare_fd = -1
         self._sel.close()
         self.vgpu.close()
         self.write_stats()
@@ -461,12 +619,16 @@ class Worker:
             except FileNotFoundError:
                 pass
         self._created.clear()
+        if self._lock_fd >= 0:  # (after its file is gone: no second worker takes a lock on it meanwhile)
+            os.close(self._lock_fd)
+            self._lock_fd = -1
 
     # --- counters --------------------------------------------------------------------------------
     def stats(self) -> dict:
         s = self.vgpu.stats()
         s["pid"] = os.getpid()
         s["channels"] = len(self._peers)
+        s["channels_refused"] = self.channels_refused
         return s
 
     def write_stats(self) -> None:
@@ -482,6 +644,25 @@ class Worker:
             os.replace(tmp, path)
         except OSError as e:
             log.warning("cannot write stats to %s: %s", path, e)
+
+
+def _worker_listening(path: str) -> int | None:
+    """The pid of the kvmgpu worker that listens on socket `path` (it holds `<path>.lock`), or None
+    (QEMU's socket, or a worker's that is gone)."""
+    try:
+        fd = os.open(path + LOCK_SUFFIX, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            text = os.read(fd, 32).decode(errors="replace").strip()
+            return int(text) if text.isdigit() and len(text) < 10 else 0
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
 
 
 def serve(config: WorkerConfig) -> None:

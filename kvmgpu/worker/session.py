@@ -29,6 +29,7 @@ class Function:
 class Range:
     size: int
     digest: bytes | None = None  # a module global (not freeable); None: an allocation
+    charge: int = 0  # what the quota was charged for it (an allocation: its size on the GPU)
 
 
 @dataclass
@@ -57,11 +58,17 @@ class Session:
     def allocated(self) -> int:
         return sum(r.size for r in self.ranges.values() if r.digest is None)
 
+    @property
+    def objects(self) -> int:
+        """What the worker keeps for this session, counted: allocations, globals, handles."""
+        return (len(self.ranges) + len(self.modules) + len(self.functions) + len(self.streams)
+                + len(self.events))
+
     # --- device memory ---
-    def add_range(self, ptr: int, size: int, digest: bytes | None = None) -> None:
+    def add_range(self, ptr: int, size: int, digest: bytes | None = None, charge: int = 0) -> None:
         if ptr not in self.ranges:
             bisect.insort(self.starts, ptr)
-        self.ranges[ptr] = Range(size, digest)
+        self.ranges[ptr] = Range(size, digest, charge)
 
     def drop_range(self, ptr: int) -> Range:
         r = self.ranges.pop(ptr)

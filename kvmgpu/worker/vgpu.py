@@ -53,6 +53,8 @@ class VGpu:
         self.bytes = {"htod": 0, "dtoh": 0, "dtod": 0}
         self.sessions_started = 0
         self.protocol_violations = 0
+        self.internal_errors = 0  # channels closed by an unexpected exception (a bug: logged)
+        self.objects = 0  # allocations, globals and handles of all sessions (dispatch counts them)
         self.started = time.time()
         self._module_capacity = module_capacity
         # The compute gate (kvmgpu.compute.ComputeGate or None): before_launch(), idle(), close().
@@ -63,7 +65,7 @@ class VGpu:
         self.backend = self._factory()
         self.backend.attach_region(self.region.view)
         self.info = self.backend.device_info()
-        self.modules = ModuleCache(self.backend, self._module_capacity)
+        self.modules = ModuleCache(self.backend, self._module_capacity, self.quota)
         self._hook_backend()
 
     def attach_gate(self, gate) -> None:
@@ -133,6 +135,7 @@ class VGpu:
         session = self.sessions.pop(key, None)
         if session is None:
             return
+        self.objects -= session.objects
         b = self.backend
         for event in session.events.values():
             _quietly(b.event_destroy, event)
@@ -141,7 +144,7 @@ class VGpu:
         for ptr, r in list(session.ranges.items()):
             if r.digest is None:
                 _quietly(b.mem_free, ptr)
-                self.quota.release(r.size)
+                self.quota.release(r.charge)
         for digest in session.modules.values():
             self.modules.release(digest)
         if session.mailbox is not None:
@@ -188,6 +191,7 @@ class VGpu:
             "bytes": dict(self.bytes),
             "modules_cached": len(self.modules),
             "protocol_violations": self.protocol_violations,
+            "internal_errors": self.internal_errors,
             "broken": self.broken[1] if self.broken else None,
             "compute": {"percent": self.compute, "mode": self.compute_mode,
                         "gpu_seconds": round(getattr(self.gate, "gpu_seconds", 0.0), 6)},

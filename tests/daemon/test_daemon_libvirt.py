@@ -301,3 +301,34 @@ def test_history_db_is_wal(kvmgpu_host, daemons):
         assert h.journal_mode() == "wal"
     finally:
         h.close()
+
+
+@pytest.mark.parametrize("times", [3])
+def test_a_normal_start_and_stop_logs_no_warning(conn, kvmgpu_host, daemons, vm, times):
+    """QEMU ending by itself (QMP quit, as after a guest's poweroff), a few times over: the daemon
+    logs each start and stop at info, and nothing at warning or above."""
+    import libvirt_qemu
+
+    h = kvmgpu_host
+    daemons.start()
+    dom = conn.lookupByName(vm)
+    runs = 0
+    for _ in range(times):
+        dom.create()
+        pid = running_worker(h, vm, daemons)["worker_pid"]
+        worker_log = Path(h.config.state_dir) / "logs" / f"{vm}.log"
+        wait_for(lambda: worker_log.read_text().count("connected to the VM's channel") == runs + 1,
+                 what="the worker to connect to QEMU", log=daemons.logs)
+        runs += 1
+        try:
+            libvirt_qemu.qemuMonitorCommand(dom, '{"execute":"quit"}', 0)
+        except libvirt.libvirtError:
+            pass                    # QEMU may go before it answers
+        wait_for(lambda: live_vgpu(h, vm) is None and not is_worker_pid(pid, vm), what="the VM's stop",
+                 log=daemons.logs)
+        wait_for(lambda: not dom.isActive(), what="libvirt to say the VM stopped", log=daemons.logs)
+    time.sleep(2)                   # a restart due after a stop would have been tried by now
+    logs = daemons.logs()
+    assert " WARNING " not in logs and " ERROR " not in logs and "Traceback" not in logs, \
+        logs + (Path(h.config.state_dir) / "logs" / f"{vm}.log").read_text()
+    assert logs.count("vGPU released") == times, logs

@@ -119,3 +119,53 @@ def test_a_region_left_by_a_vm_that_stopped_while_no_daemon_ran_is_swept(daemon)
         for path in (region_path(name), loopback):
             if os.path.exists(path):
                 os.unlink(path)
+
+
+def _vgpu(daemon, vm):
+    from kvmgpu.vgpu import VGpu
+    return VGpu(id="6f1c7f7e-0000-4000-8000-000000000000", vm=vm, gpu=0, gpu_uuid=daemon.gpus[0].uuid,
+                gmem=1 << 30, compute=100, compute_mode="share", region_size=1 << 20)
+
+
+def test_a_channel_missing_for_a_moment_is_no_warning_but_one_that_stays_is(daemon, caplog):
+    """While QEMU starts or goes, libvirt says the VM runs and its channel is not there: normal."""
+    import logging
+
+    from kvmgpu.daemon import service
+    vm = "kvmgpu-starting"
+    with caplog.at_level(logging.INFO, logger="kvmgpu.daemon"), daemon.lock:
+        daemon.ensure(vm, _vgpu(daemon, vm))
+        assert [r.levelname for r in caplog.records if "not starting its worker" in r.message] == ["INFO"]
+        assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+        live = daemon.live[vm]
+        live.not_ready_since -= service.NOT_READY_WARN_AFTER       # as if it had lasted
+        live.restart_at = 0
+        daemon.ensure(vm, _vgpu(daemon, vm))
+        warned = [r.message for r in caplog.records if r.levelno >= logging.WARNING]
+        assert len(warned) == 1 and "has not bound the channel" in warned[0] and "for 30 s" in warned[0]
+        daemon.live.pop(vm)
+
+
+@pytest.mark.parametrize("adopted", [False, True])
+def test_a_worker_whose_channel_closed_before_libvirt_said_the_vm_stopped_is_no_warning(
+        daemon, caplog, monkeypatch, adopted):
+    """A normal stop: QEMU goes, the worker sees its channel close and exits 0 (an adopted one's
+    status is unknown), and libvirt still says the VM runs for a moment."""
+    import logging
+    import subprocess
+
+    from kvmgpu.daemon.service import LiveVgpu
+    from kvmgpu.daemon.workers import Worker
+    vm = "kvmgpu-stopping"
+    vgpu = _vgpu(daemon, vm)
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    worker = Worker(spec=daemon._spec(vgpu, daemon.gpus[0], "sim"), pid=ended.pid, started=time.time(),
+                    process=None if adopted else ended)
+    monkeypatch.setattr(daemon, "_still_runs", lambda name: True)
+    with caplog.at_level(logging.INFO, logger="kvmgpu.daemon"), daemon.lock:
+        daemon.live[vm] = LiveVgpu(vgpu=vgpu, backend="sim", worker=worker)
+        daemon.tick()
+        daemon.live.pop(vm)
+    assert not [r.message for r in caplog.records if r.levelno >= logging.WARNING]
+    assert any("its channel closed" in r.message for r in caplog.records)

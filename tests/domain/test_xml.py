@@ -11,7 +11,7 @@ from kvmgpu.vgpu import VGpu, region_path
 VGPU = VGpu(id="6f1c7f7e-2b1e-4d3c-9a55-0d1f2e3c4b5a", vm="vm01", gpu=1,
             gpu_uuid="GPU-830ca514-062e-5d80-8770-ebc50789eb16", gmem=8 << 30, compute=50,
             compute_mode="limit", region_size=256 << 20)
-SAMPLE = (xml.TEMPLATE_DIR / "sample-domain.xml").read_text()
+SAMPLE = xml.template_text("sample-domain.xml")
 
 
 def sample():

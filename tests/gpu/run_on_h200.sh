@@ -16,7 +16,7 @@ if command -v nvcc >/dev/null; then nvcc -ptx -arch=compute_80 tests/kernels/ker
 # (always built afresh: a library left from another version of the tree would be stale)
 rm -f kvmgpu/backend/_launcher*.so
 python3 setup.py -q build_ext --inplace 2>/dev/null \
-  || cc -O2 -shared -fPIC $(python3-config --includes) kvmgpu/backend/launcher.c \
+  || cc -O2 -shared -fPIC -Iguest-agent/include $(python3-config --includes) kvmgpu/backend/launcher.c \
        -o "kvmgpu/backend/_launcher$(python3-config --extension-suffix)"
 # ... and the guest's copier (guest-agent/kvmgpu_guest/copier.c, kvmgpu_guest._copier) the same way
 rm -f guest-agent/kvmgpu_guest/_copier*.so

@@ -91,7 +91,8 @@ def test_several_processes_at_once_share_the_vm_quota(agent, tmp_path):
                 [p.communicate() for p in dead] + [agent.worker.output()]
             time.sleep(0.05)
         out, err = run_cli(agent.path, str(check)).communicate(timeout=30)
-        assert out.strip() == str(n << 20), (out, err)   # every process's 1 MiB counts: the VM's quota
+        # every process's 1 MiB counts: the VM's quota, charged at its size on the GPU (2 MiB pages)
+        assert out.strip() == str(n * (2 << 20)), (out, err)
         go.touch()
         outs = [p.communicate(timeout=60) for p in procs]
     finally:

@@ -111,15 +111,18 @@ class Host:
         self._cid += 1
         return Channel(self.vgpu, self._cid)
 
-    def guest(self, window: int = 0, session: int = 1, channel: Channel | None = None) -> Guest:
+    def guest(self, window: int = 0, session: int = 1, channel: Channel | None = None,
+              **hello) -> Guest:
         ch = channel or self.channel()
         g = Guest(ch.receive, self.guest_region, session)
         self.guests.append(g)
         g.channel = ch
-        assert isinstance(g.hello(window), Welcome)
+        assert isinstance(g.hello(window, **hello), Welcome)
         return g
 
     def close(self):
+        vg = self.vgpu  # what the worker counts it holds is what its sessions hold
+        assert vg.objects == sum(s.objects for s in vg.sessions.values()), vg.objects
         for g in self.guests:
             if g.welcome is not None:
                 g.window.view.release()

@@ -141,6 +141,8 @@ MALFORMED = {
     "hello negative field": lambda: frame(Kind.HELLO, b'{"version_min":1,"version_max":1,"window":-1}'),
     "hello wrong type": lambda: frame(Kind.HELLO, b'{"version_min":"1","version_max":1}'),
     "hello missing field": lambda: frame(Kind.HELLO, b'{"version_max":1}'),
+    "hello nested deep": lambda: frame(Kind.HELLO, b"[" * 5000),  # RecursionError in json
+    "hello nested deep, closed": lambda: frame(Kind.HELLO, b"[" * 5000 + b"]" * 5000),
 }
 
 

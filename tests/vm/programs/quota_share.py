@@ -5,7 +5,8 @@
 
 The holder allocates MIB and says so (DIR/held), then keeps it until the taker is done (DIR/done).
 The taker waits for DIR/held, sees the holder's memory as used in cuMemGetInfo, asks for MIB too
-(over the quota when 2 * MIB > quota: CUDA_ERROR_OUT_OF_MEMORY) and for what is left (succeeds).
+(over the quota when 2 * MIB > quota: CUDA_ERROR_OUT_OF_MEMORY) and for what is left, in whole
+allocation granules (succeeds).
 Each prints `QUOTA_SHARE <role> {json}` and exits 0 when everything came out as expected.
 """
 import json
@@ -16,6 +17,7 @@ import time
 from cuda.bindings import driver as cuda
 
 MIB = 1 << 20
+GRANULE = 2 * MIB
 
 
 def name(err):
@@ -57,7 +59,9 @@ def main(role, where, mib):
             out["same_alloc"] = name(err)
             if err == 0:
                 cuda.cuMemFree(ptr)
-            err2, ptr2 = cuda.cuMemAlloc(free - MIB)
+            # what is left, in whole granules: a large allocation is charged at its size on the
+            # GPU, whole 2 MiB granules (docs/security.md), as the driver takes it
+            err2, ptr2 = cuda.cuMemAlloc(free - free % GRANULE)
             out["rest_alloc"] = name(err2)
             if err2 == 0:
                 cuda.cuMemFree(ptr2)

@@ -219,7 +219,8 @@ class Kvmgpu:
         if isinstance(listing, dict):  # tolerate {"vgpus": [...]}
             listing = listing.get("vgpus", [])
         for entry in listing:
-            if entry.get("vm") == vm:
+            # "next_boot": null is a running VM whose vGPU was detached: it has none configured
+            if entry.get("vm") == vm and entry.get("next_boot", entry) is not None:
                 return dict(entry)
         return {}
 
