@@ -9,7 +9,7 @@ Layers (each cached under $XDG_CACHE_HOME/kvmgpu/guest-image, keyed by a hash of
   debs/      the .deb files (``apt-get download``), unpacked with ``dpkg-deb -x``: no install on the host
   base-*.cpio.gz   busybox-static, /usr/bin/python3.11 + its libraries + a pruned stdlib, kernel
                    modules (virtio_pci, virtio_console, virtio_rng and what they depend on), /init
-  agent-*.cpio.gz  the guest-agent package (guest-agent/kvmgpu_guest) and /usr/bin/kvmgpu-guest
+  agent-*.cpio.gz  the guest-agent packages (guest-agent/kvmgpu_guest, kvmgpu_wire) and /usr/bin/kvmgpu-guest
   initrd-*.img     base + agent, concatenated (Linux unpacks concatenated cpio archives in order)
 
 A run's payload is one more small archive (``/payload/run.sh`` and files) appended to the initrd:
@@ -437,25 +437,28 @@ def _patch_console(cpio: Cpio) -> bytes:
     return bytes(raw)
 
 
-def _agent_files(agent_dir: Path) -> list[Path]:
+def _agent_files(agent_dir: Path) -> list[tuple[str, Path]]:
+    """(path in site-packages, file) of the agent's packages: `agent_dir` and its siblings."""
     if not agent_dir.is_dir():
         return []
-    return sorted(p for p in agent_dir.rglob("*")
+    dirs = {"kvmgpu_guest": agent_dir, "kvmgpu_wire": agent_dir.parent / "kvmgpu_wire"}
+    return sorted((f"{name}/{p.relative_to(d)}", p) for name, d in dirs.items() if d.is_dir()
+                  for p in d.rglob("*")
                   if p.is_file() and "__pycache__" not in p.parts and p.suffix not in (".pyc", ".pyo"))
 
 
 def build_agent(cache: Path, log: Log, agent_dir: Path = DEFAULT_AGENT_DIR) -> Path:
     files = _agent_files(agent_dir)
-    key = _sha(BUILDER_VERSION, Path(__file__).read_bytes(), *(f"{p.relative_to(agent_dir)}" for p in files),
-               *(p.read_bytes() for p in files))
+    key = _sha(BUILDER_VERSION, Path(__file__).read_bytes(), *(rel for rel, _ in files),
+               *(p.read_bytes() for _, p in files))
     out = cache / f"agent-{key}.cpio.gz"
     if out.exists():
         return out
-    log(f"adding the guest agent from {agent_dir} ({len(files)} files) ...")
+    log(f"adding the guest agent from {agent_dir} and its wire package ({len(files)} files) ...")
     cpio = Cpio()
-    pycs = _compile_pyc([p for p in files if p.suffix == ".py"], cache, root=agent_dir)
-    for p in files:
-        rel = f"{GUEST_SITE}/kvmgpu_guest/{p.relative_to(agent_dir)}"
+    pycs = _compile_pyc([p for _, p in files if p.suffix == ".py"], cache, root=agent_dir.parent)
+    for rel, p in files:
+        rel = f"{GUEST_SITE}/{rel}"
         cpio.file(rel, p.read_bytes())
         if p in pycs:
             cpio.file(str(Path(rel).parent / "__pycache__" / f"{p.stem}.cpython-311.pyc"), pycs[p])
