@@ -9,7 +9,7 @@ DEBS := libvirt-daemon-system libvirt-clients libvirt-daemon-driver-qemu qemu-sy
         python3-libvirt python3-pyudev python3-venv libxml2-utils gcc libc6-dev python3-dev
 PYTEST_ARGS ?=
 
-.PHONY: test demo deps venv libvirtd clean gen
+.PHONY: test demo deps venv libvirtd clean gen libcuda
 
 deps: .stamps/debs
 .stamps/debs:
@@ -24,7 +24,8 @@ deps: .stamps/debs
 
 venv: $(VENV)/.ready
 $(VENV)/.ready: .stamps/debs pyproject.toml setup.py kvmgpu/backend/launcher.c guest-agent/pyproject.toml \
-                guest-agent/setup.py guest-agent/kvmgpu_guest/copier.c guest-agent/include/kvmgpu_wire.h
+                guest-agent/setup.py guest-agent/kvmgpu_guest/copier.c guest-agent/include/kvmgpu_wire.h \
+                $(wildcard guest-agent/libcuda/*.c guest-agent/libcuda/*.h)
 	/usr/bin/python3 -m venv --system-site-packages $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -e ./guest-agent -e '.[test]'
@@ -50,6 +51,10 @@ test: venv libvirtd
 # What is generated from the op specification (guest-agent/kvmgpu_wire/spec.py); a test fails when stale.
 gen:
 	/usr/bin/python3 tools/gen_wire.py
+
+# The native guest library alone (the guest package builds it into kvmgpu_guest/lib/ too).
+libcuda:
+	/usr/bin/python3 guest-agent/libcuda/build.py build/libcuda
 
 clean:
 	rm -rf $(VENV) .stamps .pytest_cache

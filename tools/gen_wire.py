@@ -5,7 +5,9 @@
 
 Generated: the Python op tables (guest-agent/kvmgpu_wire/ops.py), the C header both C pieces
 include (guest-agent/include/kvmgpu_wire.h: frame layout, kinds, op ids, each op's argument and
-result structs, the launch record, with static asserts of every size), and the op table of
+result structs, the launch record, with static asserts of every size), the guest's C call stubs
+(kvmgpu_calls.h), CUDA's result codes for the guest library (kvmgpu_cuda.h, from
+kvmgpu_guest/cudefs.py), and the op table of
 docs/protocol.md (between its `ops:begin` and `ops:end` markers).
 """
 
@@ -21,6 +23,7 @@ sys.path.insert(0, str(REPO / "guest-agent"))
 from kvmgpu_wire import spec  # noqa: E402
 from kvmgpu_wire import kinds  # noqa: E402
 from kvmgpu_wire.kinds import NewHandle  # noqa: E402
+from kvmgpu_guest import cudefs  # noqa: E402
 
 BANNER = "generated from guest-agent/kvmgpu_wire/spec.py by tools/gen_wire.py (make gen): do not edit"
 C_TYPES = {"B": "uint8_t", "H": "uint16_t", "I": "uint32_t", "Q": "uint64_t", "i": "int32_t", "f": "float"}
@@ -37,7 +40,15 @@ def python_ops() -> str:
            f'LAUNCH_RECORD_FORMAT = "={"".join(f for _, f in spec.LAUNCH_RECORD)}"',
            f"QUEUED = 0x{spec.QUEUED:02x}",
            f"MAX_ARG_BYTES = {spec.MAX_ARG_BYTES}",
-           f"MAX_NAME = {spec.MAX_NAME}", "", "",
+           f"MAX_NAME = {spec.MAX_NAME}",
+           f"HANDSHAKE_MAX = {spec.HANDSHAKE_MAX}",
+           f"DEFAULT_MAX_FRAME = {spec.DEFAULT_MAX_FRAME}",
+           f"MAX_ERROR_TEXT = {spec.MAX_ERROR_TEXT}",
+           f"WINDOW_ALIGN = {spec.WINDOW_ALIGN}",
+           f"MAILBOX_BYTES = {spec.MAILBOX_BYTES}",
+           f"MAILBOX_MIN_WINDOW = {spec.MAILBOX_MIN_WINDOW}",
+           f'PARAM_FORMAT = "<{"".join(f for _, f in spec.PARAM)}"',
+           f'AGENT_REGION_INFO_FORMAT = "<{"".join(f for _, f in spec.AGENT_REGION_INFO)}"', "", "",
            "class Kind(enum.IntEnum):"]
     out += [f"    {name} = {value}" for name, value in spec.KINDS]
     out += ["", "", "class Op(enum.IntEnum):"]
@@ -78,7 +89,13 @@ def c_header() -> str:
            f"#define KVMGPU_MAGIC 0x{spec.MAGIC:04X}u",
            f"#define KVMGPU_QUEUED 0x{spec.QUEUED:02X}u",
            f"#define KVMGPU_MAX_ARG_BYTES {spec.MAX_ARG_BYTES}",
-           f"#define KVMGPU_MAX_NAME {spec.MAX_NAME}", "",
+           f"#define KVMGPU_MAX_NAME {spec.MAX_NAME}",
+           f"#define KVMGPU_HANDSHAKE_MAX {spec.HANDSHAKE_MAX}",
+           f"#define KVMGPU_DEFAULT_MAX_FRAME {spec.DEFAULT_MAX_FRAME}",
+           f"#define KVMGPU_MAX_ERROR_TEXT {spec.MAX_ERROR_TEXT}",
+           f"#define KVMGPU_WINDOW_ALIGN {spec.WINDOW_ALIGN}",
+           f"#define KVMGPU_MAILBOX_BYTES {spec.MAILBOX_BYTES}",
+           f"#define KVMGPU_MAILBOX_MIN_WINDOW {spec.MAILBOX_MIN_WINDOW}", "",
            "/* Every frame: this header (little-endian), then `length` bytes of payload. */",
            "struct kvmgpu_frame_header {"]
     out += _c_fields(spec.HEADER)
@@ -112,6 +129,16 @@ def c_header() -> str:
             out.append(f"_Static_assert(sizeof(struct kvmgpu_results_{lower}) == {_size(op.result_format)}, "
                        f'"{op.name} results");')
         out.append("")
+    out += ["/* One kernel parameter in MODULE_GET_FUNCTION's reply blob (an array of them). */",
+            "struct kvmgpu_param {"]
+    out += _c_fields(spec.PARAM)
+    out += ["};", f"_Static_assert(sizeof(struct kvmgpu_param) == {_size(''.join(f for _, f in spec.PARAM))}, "
+            '"param");', "",
+            "/* What the guest agent sends with the region's fd (SCM_RIGHTS) to a process that connects. */",
+            "struct kvmgpu_agent_region_info {"]
+    out += _c_fields(spec.AGENT_REGION_INFO)
+    out += ["};", f"_Static_assert(sizeof(struct kvmgpu_agent_region_info) == "
+            f"{_size(''.join(f for _, f in spec.AGENT_REGION_INFO))}, \"agent region info\");", ""]
     out += ["/* The worker's packed launches: `count` launches of one function and shape whose parameter",
             " * bytes lie `stride` bytes apart (kvmgpu/backend/launcher.py packs, launcher.c reads). */",
             "struct kvmgpu_launch_record {"]
@@ -290,6 +317,30 @@ def c_calls() -> str:
     return "\n".join(out)
 
 
+def c_cuda() -> str:
+    """The CUDA driver's result codes as the guest library reports them: the enum, and each code's
+    name and text (cuGetErrorName, cuGetErrorString), from kvmgpu_guest/cudefs.py."""
+    out = [f"/* CUDA's result codes (generated from guest-agent/kvmgpu_guest/cudefs.py by tools/gen_wire.py"
+           " (make gen): do not edit). */",
+           "#ifndef KVMGPU_CUDA_H", "#define KVMGPU_CUDA_H", "",
+           "enum kvmgpu_cuda_result {"]
+    out += [f"    KVMGPU_{r.name} = {int(r)}," for r in cudefs.CUresult]
+    out += ["};", "", "struct kvmgpu_cuda_result_name {", "    int code;", "    const char *name;",
+            "    const char *text;", "};", "",
+            "/* Every code, ascending, with cuGetErrorName's and cuGetErrorString's answers. */",
+            "static const struct kvmgpu_cuda_result_name kvmgpu_cuda_results[] = {"]
+    for r in sorted(cudefs.CUresult, key=int):
+        out.append(f'    {{{int(r)}, "{r.name}", "{cudefs.error_text(int(r))}"}},')
+    out += ["};", "",
+            f"#define KVMGPU_CU_DEVICE_ATTRIBUTE_MAX {int(cudefs.CUdevice_attribute.CU_DEVICE_ATTRIBUTE_MAX)}",
+            f"#define KVMGPU_CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR "
+            f"{int(cudefs.CUdevice_attribute.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)}",
+            f"#define KVMGPU_CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR "
+            f"{int(cudefs.CUdevice_attribute.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)}",
+            "", "#endif", ""]
+    return "\n".join(out)
+
+
 # --- docs -----------------------------------------------------------------------------------------
 
 BEGIN, END = "<!-- ops:begin (make gen) -->", "<!-- ops:end -->"
@@ -331,6 +382,7 @@ def outputs() -> dict[Path, str]:
     return {REPO / "guest-agent" / "kvmgpu_wire" / "ops.py": python_ops(),
             REPO / "guest-agent" / "include" / "kvmgpu_wire.h": c_header(),
             REPO / "guest-agent" / "include" / "kvmgpu_calls.h": c_calls(),
+            REPO / "guest-agent" / "include" / "kvmgpu_cuda.h": c_cuda(),
             REPO / "kvmgpu" / "worker" / "requests.py": python_requests(),
             doc: protocol_doc(doc.read_text())}
 

@@ -9,6 +9,12 @@
 #define KVMGPU_QUEUED 0x01u
 #define KVMGPU_MAX_ARG_BYTES 32764
 #define KVMGPU_MAX_NAME 1024
+#define KVMGPU_HANDSHAKE_MAX 16384
+#define KVMGPU_DEFAULT_MAX_FRAME 65536
+#define KVMGPU_MAX_ERROR_TEXT 512
+#define KVMGPU_WINDOW_ALIGN 4096
+#define KVMGPU_MAILBOX_BYTES 4096
+#define KVMGPU_MAILBOX_MIN_WINDOW 65536
 
 /* Every frame: this header (little-endian), then `length` bytes of payload. */
 struct kvmgpu_frame_header {
@@ -368,6 +374,19 @@ struct kvmgpu_args_memcpy_dtoh_pieces {
     uint64_t landed;
 };
 _Static_assert(sizeof(struct kvmgpu_args_memcpy_dtoh_pieces) == 48, "MEMCPY_DTOH_PIECES args");
+
+/* One kernel parameter in MODULE_GET_FUNCTION's reply blob (an array of them). */
+struct kvmgpu_param {
+    uint32_t offset;
+    uint32_t size;
+};
+_Static_assert(sizeof(struct kvmgpu_param) == 8, "param");
+
+/* What the guest agent sends with the region's fd (SCM_RIGHTS) to a process that connects. */
+struct kvmgpu_agent_region_info {
+    uint64_t size;
+};
+_Static_assert(sizeof(struct kvmgpu_agent_region_info) == 8, "agent region info");
 
 /* The worker's packed launches: `count` launches of one function and shape whose parameter
  * bytes lie `stride` bytes apart (kvmgpu/backend/launcher.py packs, launcher.c reads). */

@@ -21,12 +21,14 @@ import socket
 import struct
 import time
 
+from kvmgpu_wire.ops import AGENT_REGION_INFO_FORMAT
+
 from . import protocol as p
 
 log = logging.getLogger("kvmgpu-guest.agent")
 
 AGENT_SOCKET = "/run/kvmgpu-guest/agent.sock"
-_REGION_INFO = struct.Struct("<Q")  # sent with the fd: the region's size in bytes
+_REGION_INFO = struct.Struct(AGENT_REGION_INFO_FORMAT)  # sent with the fd: the region's size in bytes
 _MAX_SESSIONS = 0xFFFF
 
 

@@ -18,6 +18,22 @@ from . import __version__
 from .protocol import PROTOCOL_VERSION
 
 SHIM_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "shim")
+LIB_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib")  # libcuda.so.1, where it was built
+
+
+def native_library() -> dict:
+    """The native libcuda.so.1 this package carries: its path (None where it was not built: no C
+    compiler at install) and whether the loader finds it, with `kvmgpu-guest run`'s library path."""
+    path = os.path.join(LIB_DIR, "libcuda.so.1")
+    if not os.path.exists(path):
+        return {"path": None, "loads": False}
+    import ctypes
+    try:
+        lib = ctypes.CDLL(path)
+        loads = hasattr(lib, "cuGetProcAddress_v2")
+    except OSError:
+        loads = False
+    return {"path": path, "loads": loads}
 
 
 class CliError(Exception):
@@ -47,6 +63,10 @@ def run_command(args) -> int:
     package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     paths = [SHIM_DIR, package_root] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    # native programs (linked with -lcuda, or loading libcuda.so.1) find this package's library first
+    if os.path.exists(os.path.join(LIB_DIR, "libcuda.so.1")):
+        libs = [LIB_DIR] + [p for p in env.get("LD_LIBRARY_PATH", "").split(os.pathsep) if p]
+        env["LD_LIBRARY_PATH"] = os.pathsep.join(dict.fromkeys(libs))
     try:
         os.execvpe(argv[0], argv, env)
     except FileNotFoundError:
@@ -99,11 +119,18 @@ def vgpu_info(socket_path: str | None = None, shm_path: str | None = None) -> di
             "protocol_version": session.welcome.version,
             "window_bytes": session.window_size,
             "guest_agent_version": __version__,
+            "native_library": native_library(),
         }
     except SessionError as e:
         raise CliError(f"lost the session: {e}", "is the host's kvmgpu worker running?")
     finally:
         session.close("info done")
+
+
+def _library_line(lib: dict) -> str:
+    if not lib["path"]:
+        return "not built (no C compiler when kvmgpu-guest was installed): only Python programs run"
+    return f"{lib['path']} ({'loads' if lib['loads'] else 'does NOT load'}; `kvmgpu-guest run` puts it first)"
 
 
 def info_command(args) -> int:
@@ -127,6 +154,7 @@ def info_command(args) -> int:
         ("driver version", info["driver_version"]),
         ("protocol version", str(info["protocol_version"])),
         ("kvmgpu-guest", info["guest_agent_version"]),
+        ("libcuda.so.1", _library_line(info["native_library"])),
     ]
     width = max(len(k) for k, _ in rows)
     for k, v in rows:

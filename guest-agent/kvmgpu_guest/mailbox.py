@@ -32,8 +32,8 @@ from __future__ import annotations
 import platform
 import threading
 
-MAILBOX_BYTES = 4096
-MAILBOX_MIN_WINDOW = 64 * 1024  # a smaller window has no mailbox
+from kvmgpu_wire.ops import MAILBOX_BYTES, MAILBOX_MIN_WINDOW  # noqa: F401 (a smaller window has none)
+
 _HEAD = 128
 REQUEST_MAX = (MAILBOX_BYTES - _HEAD) // 2  # 1984
 REPLY_MAX = MAILBOX_BYTES - _HEAD - REQUEST_MAX

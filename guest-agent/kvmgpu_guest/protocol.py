@@ -26,18 +26,15 @@ import struct
 from dataclasses import dataclass, field
 from typing import NamedTuple, Union
 
-from kvmgpu_wire.ops import (CALL_HEAD_FORMAT, HEADER_FORMAT, MAGIC, MAX_ARG_BYTES, MAX_NAME,  # noqa: F401
-                             PROTOCOL_VERSION, QUEUED, TABLE, Kind, Op)
+from kvmgpu_wire.ops import (CALL_HEAD_FORMAT, DEFAULT_MAX_FRAME, HANDSHAKE_MAX, HEADER_FORMAT,  # noqa: F401
+                             MAGIC, MAX_ARG_BYTES, MAX_ERROR_TEXT, MAX_NAME, PARAM_FORMAT,
+                             PROTOCOL_VERSION, QUEUED, TABLE, WINDOW_ALIGN, Kind, Op)
 
 HEADER = struct.Struct(HEADER_FORMAT)
 HEADER_SIZE = HEADER.size  # 16
 
-HANDSHAKE_MAX = 16 * 1024  # largest HELLO / WELCOME payload, before limits are negotiated
-DEFAULT_MAX_FRAME = 64 * 1024  # largest frame payload after the handshake
 MIN_MAX_FRAME = 4096  # the smallest max_frame a session may negotiate
-MAX_ERROR_TEXT = 512  # longest error text in a reply blob
 MAX_BUFFERED = 16 << 20  # undecoded bytes a Connection holds before it refuses more
-WINDOW_ALIGN = 4096  # windows start on page boundaries so guests can mmap them
 
 
 class ProtocolError(Exception):
@@ -104,7 +101,7 @@ _STREAM_WAIT_CALL = struct.Struct("<HBBIIIHHQ")  # a whole STREAM_SYNCHRONIZE ca
 _WAITED = struct.Struct("<HBBIIIi")  # a whole success reply with no results (take_waited)
 _U16 = struct.Struct("<HH")
 _STATUS = struct.Struct("<i")
-PARAM = struct.Struct("<II")  # one kernel parameter: offset, size
+PARAM = struct.Struct(PARAM_FORMAT)  # one kernel parameter: offset, size
 
 
 class LaunchWaitShape(NamedTuple):

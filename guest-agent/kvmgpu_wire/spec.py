@@ -36,9 +36,20 @@ CALL_HEAD = (("op", "H"), ("nargs", "H"))
 LAUNCH_RECORD = (("function", "Q"), ("stream", "Q"), ("params", "Q"), ("size", "Q"), ("stride", "Q"),
                  ("grid", "3I"), ("block", "3I"), ("shared", "I"), ("count", "I"))
 
+# One kernel parameter in MODULE_GET_FUNCTION's reply blob: where it lies in the parameter bytes.
+PARAM = (("offset", "I"), ("size", "I"))
+# What the guest agent sends with the region's fd (SCM_RIGHTS) to a process that connects to it.
+AGENT_REGION_INFO = (("size", "Q"),)
+
 # --- limits ----------------------------------------------------------------------------------------
 MAX_ARG_BYTES = 32764  # CUDA's own limit on a kernel's parameter bytes (12.1+)
 MAX_NAME = 1024  # longest symbol name
+HANDSHAKE_MAX = 16 * 1024  # largest HELLO / WELCOME payload, before limits are negotiated
+DEFAULT_MAX_FRAME = 64 * 1024  # largest frame payload after the handshake (a HELLO may ask less)
+MAX_ERROR_TEXT = 512  # longest error text in a reply blob
+WINDOW_ALIGN = 4096  # windows start on page boundaries so guests can mmap them
+MAILBOX_BYTES = 4096  # a session's mailbox: the last bytes of its window (kvmgpu_guest/mailbox.py) ...
+MAILBOX_MIN_WINDOW = 64 * 1024  # ... where the window is at least this big
 STREAM_FLAGS = 0x1  # CU_STREAM_NON_BLOCKING
 EVENT_FLAGS = 0x3  # CU_EVENT_BLOCKING_SYNC | CU_EVENT_DISABLE_TIMING (no interprocess events)
 BACKENDS = ("cuda", "sim")

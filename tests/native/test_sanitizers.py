@@ -69,3 +69,31 @@ def test_c_pieces_pass_their_tests_under_asan_and_ubsan(tree):
     found = [out.find(s) for s in ("ERROR: AddressSanitizer", "runtime error") if s in out]
     report = out[min(found):][:6000] if found else out[-6000:]  # the sanitizer's own report first
     assert run.returncode == 0 and not found, report
+
+
+def test_native_libcuda_runs_a_driver_api_program_under_asan_and_ubsan(tmp_path):
+    """guest-agent/libcuda built with the sanitizers, and the C test program with them, run
+    against a sim worker: every mode of tests/guest/programs/driver_api.c, a killed worker too."""
+    if shutil.which("gcc") is None or not (_runtime("libasan.so") and _runtime("libubsan.so")):
+        pytest.skip("needs gcc with libasan and libubsan (Debian: gcc)")
+    sys.path.insert(0, str(REPO / "tests" / "guest"))
+    import test_libcuda as t
+    from loopback import KERNELS, LoopbackWorker
+    sanitize = ["-O1", "-g", "-fno-omit-frame-pointer", "-fsanitize=address,undefined", "-fno-sanitize-recover=all"]
+    t.libcuda_build.build(tmp_path, tuple(sanitize))
+    prog = t.build_program(tmp_path, tmp_path / "driver_api", sanitize)
+    worker = LoopbackWorker()
+    try:
+        env = {"ASAN_OPTIONS": "detect_leaks=1:abort_on_error=1", "UBSAN_OPTIONS": "print_stacktrace=1",
+               "KVMGPU_WINDOW": str(1 << 20)}
+        for args in (("main", str(KERNELS)), ("quota",), ("bad",), ("procaddr",)):
+            proc = t.run(prog, worker, *args, env=env)
+            assert "Sanitizer" not in proc.stderr and "runtime error" not in proc.stderr, proc.stderr
+        lost = subprocess.Popen([str(prog), "lost"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env={**worker.env, **env})
+        assert lost.stdout.readline().strip() == "READY"
+        worker.proc.kill()
+        out, err = lost.communicate("go\n", timeout=60)
+        assert lost.returncode == 0 and "DEVICE_UNAVAILABLE" in out and "Sanitizer" not in err, out + err
+    finally:
+        worker.stop()

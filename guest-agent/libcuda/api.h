@@ -1,0 +1,20 @@
+/* What the exported cu* functions share: the process's session and the calling thread's
+ * current context. */
+#ifndef KVMGPU_API_H
+#define KVMGPU_API_H
+
+#include "client.h"
+#include "cuda_abi.h"
+
+extern struct kvmgpu_client kvmgpu_session;
+
+/* CUDA_SUCCESS when calls can be made now; else NOT_INITIALIZED, DEVICE_UNAVAILABLE (the channel
+ * is lost) or INVALID_CONTEXT (no current context on this thread). */
+CUresult kvmgpu_ready(void);
+/* NOT_INITIALIZED before cuInit, DEVICE_UNAVAILABLE once the channel is lost, else SUCCESS. */
+CUresult kvmgpu_initialised(void);
+/* A stream handle as the host knows it: CU_STREAM_LEGACY and CU_STREAM_PER_THREAD are the VM's
+ * null stream. */
+uint64_t kvmgpu_stream(CUstream s);
+
+#endif

@@ -1,0 +1,625 @@
+/* One process's session with its vGPU worker (client.h): finding the channel as
+ * kvmgpu_guest/channel.py does, the handshake, and `kvmgpu_call`. One lock around the channel:
+ * a call is sent and its reply read before the next call goes out. */
+#define _GNU_SOURCE
+#include "client.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "json.h"
+#include "sha256.h"
+
+#if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "kvmgpu's frames are little-endian and laid out by memcpy: a little-endian guest only"
+#endif
+
+#define PORT_NAME "org.kvmgpu.0"
+#define AGENT_SOCKET "/run/kvmgpu-guest/agent.sock" /* kvmgpu_guest/agent.py AGENT_SOCKET */
+#define SHARED_WINDOW_PART 16 /* through the agent a session asks for 1/16 of the region (client.py) */
+#define LIB_VERSION "0.1.0"
+
+void kvmgpu_log(const char *fmt, ...)
+{
+    const char *level = getenv("KVMGPU_LOG");
+    if (level && (!strcmp(level, "0") || !strcmp(level, "off") || !strcmp(level, "quiet")))
+        return;
+    char line[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "kvmgpu: %s\n", line);
+}
+
+void kvmgpu_client_lock(struct kvmgpu_client *c)
+{
+    pthread_mutex_lock(&c->lock);
+}
+
+void kvmgpu_client_unlock(struct kvmgpu_client *c)
+{
+    pthread_mutex_unlock(&c->lock);
+}
+
+/* --- the region and the channel --------------------------------------------------------------- */
+
+static int map_region(struct kvmgpu_client *c, int fd, size_t size, const char *what, char *err, size_t errlen)
+{
+    if (size == 0) {
+        snprintf(err, errlen, "shared region %s is empty", what);
+        return -1;
+    }
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED) {
+        snprintf(err, errlen, "cannot map shared region %s: %s", what, strerror(errno));
+        return -1;
+    }
+    c->region = p;
+    c->region_size = size;
+    return 0;
+}
+
+static int map_file(struct kvmgpu_client *c, const char *path, char *err, size_t errlen)
+{
+    int fd = open(path, O_RDWR | O_CLOEXEC);
+    if (fd < 0) {
+        snprintf(err, errlen, "cannot open shared region %s: %s", path, strerror(errno));
+        return -1;
+    }
+    struct stat st;
+    int rc = -1;
+    if (fstat(fd, &st) != 0)
+        snprintf(err, errlen, "cannot stat shared region %s: %s", path, strerror(errno));
+    else
+        rc = map_region(c, fd, (size_t)st.st_size, path, err, errlen);
+    close(fd);
+    return rc;
+}
+
+static int connect_unix(const char *path, char *err, size_t errlen)
+{
+    struct sockaddr_un addr = {.sun_family = AF_UNIX};
+    if (strlen(path) >= sizeof addr.sun_path) {
+        snprintf(err, errlen, "socket path %s is too long", path);
+        return -1;
+    }
+    strcpy(addr.sun_path, path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&addr, sizeof addr) != 0) {
+        snprintf(err, errlen, "cannot connect to %s: %s", path, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* The guest agent's socket: it sends the region's size with the region's fd (agent.py). */
+static int via_agent(struct kvmgpu_client *c, const char *path, char *err, size_t errlen)
+{
+    int fd = connect_unix(path, err, errlen);
+    if (fd < 0) {
+        size_t n = strlen(err);
+        snprintf(err + n, errlen - n, " (the guest agent)");
+        return -1;
+    }
+    struct kvmgpu_agent_region_info info;
+    char control[CMSG_SPACE(sizeof(int))];
+    struct iovec iov = {&info, sizeof info};
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control,
+                         .msg_controllen = sizeof control};
+    ssize_t got;
+    do
+        got = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC);
+    while (got < 0 && errno == EINTR);
+    struct cmsghdr *cm = got == (ssize_t)sizeof info ? CMSG_FIRSTHDR(&msg) : NULL;
+    if (!cm || cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS ||
+        cm->cmsg_len != CMSG_LEN(sizeof(int))) {
+        snprintf(err, errlen, "the kvmgpu guest agent at %s did not hand over the shared region", path);
+        close(fd);
+        return -1;
+    }
+    int region_fd;
+    memcpy(&region_fd, CMSG_DATA(cm), sizeof region_fd);
+    char what[300];
+    snprintf(what, sizeof what, "%s (agent)", path);
+    int rc = map_region(c, region_fd, (size_t)info.size, what, err, errlen);
+    close(region_fd);
+    if (rc) {
+        close(fd);
+        return -1;
+    }
+    c->fd = fd;
+    c->is_socket = 1;
+    c->shared = 1;
+    return 0;
+}
+
+static int read_file(const char *path, char *buf, size_t len)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    ssize_t n = read(fd, buf, len - 1);
+    close(fd);
+    if (n < 0)
+        return -1;
+    buf[n] = '\0';
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == ' '))
+        buf[--n] = '\0';
+    return 0;
+}
+
+/* The virtio-serial port's node: the udev link, else the vportNpM whose name matches. */
+static int find_port(char *out, size_t len)
+{
+    snprintf(out, len, "/dev/virtio-ports/" PORT_NAME);
+    if (access(out, F_OK) == 0)
+        return 0;
+    DIR *d = opendir("/sys/class/virtio-ports");
+    if (!d)
+        return -1;
+    struct dirent *e;
+    int rc = -1;
+    while (rc && (e = readdir(d))) {
+        char path[512], name[128];
+        if (e->d_name[0] == '.')
+            continue;
+        snprintf(path, sizeof path, "/sys/class/virtio-ports/%s/name", e->d_name);
+        if (read_file(path, name, sizeof name) == 0 && strcmp(name, PORT_NAME) == 0) {
+            snprintf(out, len, "/dev/%s", e->d_name);
+            rc = access(out, F_OK);
+        }
+    }
+    closedir(d);
+    return rc;
+}
+
+/* BAR2 of the first ivshmem-plain PCI device (1af4:1110). */
+static int find_ivshmem(char *out, size_t len)
+{
+    DIR *d = opendir("/sys/bus/pci/devices");
+    if (!d)
+        return -1;
+    struct dirent *e;
+    int rc = -1;
+    while (rc && (e = readdir(d))) {
+        char path[512], vendor[32], device[32];
+        if (e->d_name[0] == '.')
+            continue;
+        snprintf(path, sizeof path, "/sys/bus/pci/devices/%s/vendor", e->d_name);
+        if (read_file(path, vendor, sizeof vendor))
+            continue;
+        snprintf(path, sizeof path, "/sys/bus/pci/devices/%s/device", e->d_name);
+        if (read_file(path, device, sizeof device))
+            continue;
+        if (strtol(vendor, NULL, 16) == 0x1af4 && strtol(device, NULL, 16) == 0x1110) {
+            snprintf(out, len, "/sys/bus/pci/devices/%s/resource2", e->d_name);
+            rc = 0;
+        }
+    }
+    closedir(d);
+    return rc;
+}
+
+static int find_channel(struct kvmgpu_client *c, char *err, size_t errlen)
+{
+    const char *sock = getenv("KVMGPU_SOCKET"), *shm = getenv("KVMGPU_SHM");
+    if (sock && *sock) {
+        if (!shm || !*shm) {
+            snprintf(err, errlen, "a control socket is named (%s) but no shared region (set KVMGPU_SHM)", sock);
+            return -1;
+        }
+        if (map_file(c, shm, err, errlen))
+            return -1;
+        c->fd = connect_unix(sock, err, errlen);
+        c->is_socket = 1;
+        return c->fd < 0 ? -1 : 0;
+    }
+    const char *agent = getenv("KVMGPU_AGENT_SOCKET");
+    if (!agent || !*agent)
+        agent = AGENT_SOCKET;
+    if (access(agent, F_OK) == 0)
+        return via_agent(c, agent, err, errlen);
+    char port[300], bar[300];
+    int no_port = find_port(port, sizeof port), no_bar = find_ivshmem(bar, sizeof bar);
+    if (no_port || no_bar) {
+        snprintf(err, errlen, "no vGPU found: missing %s%s%s (and no guest agent at %s); outside a VM set "
+                 "KVMGPU_SOCKET and KVMGPU_SHM",
+                 no_port ? "virtio-serial port " PORT_NAME " (/dev/virtio-ports/" PORT_NAME ")" : "",
+                 no_port && no_bar ? " and " : "",
+                 no_bar ? "ivshmem-plain PCI device 1af4:1110 (in /sys/bus/pci/devices)" : "", agent);
+        return -1;
+    }
+    if (map_file(c, bar, err, errlen))
+        return -1;
+    c->fd = open(port, O_RDWR | O_CLOEXEC);
+    if (c->fd < 0) {
+        snprintf(err, errlen, "cannot open %s: %s", port, strerror(errno));
+        return -1;
+    }
+    c->is_socket = 0;
+    return 0;
+}
+
+/* --- frames ------------------------------------------------------------------------------------ */
+
+static void lose(struct kvmgpu_client *c, const char *why)
+{
+    if (!c->dead)
+        kvmgpu_log("lost the channel to the host: %s", why);
+    c->dead = 1;
+}
+
+static int send_all(struct kvmgpu_client *c, const void *data, size_t n)
+{
+    const uint8_t *p = data;
+    while (n) {
+        ssize_t w = c->is_socket ? send(c->fd, p, n, MSG_NOSIGNAL) : write(c->fd, p, n);
+        if (w < 0 && (errno == EINTR || errno == EAGAIN))
+            continue;
+        if (w <= 0) {
+            lose(c, w < 0 ? strerror(errno) : "the channel took no bytes");
+            return -1;
+        }
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+static int recv_all(struct kvmgpu_client *c, void *data, size_t n)
+{
+    uint8_t *p = data;
+    while (n) {
+        ssize_t r = read(c->fd, p, n);
+        if (r < 0 && (errno == EINTR || errno == EAGAIN))
+            continue;
+        if (r <= 0) {
+            lose(c, r < 0 ? strerror(errno) : "the host closed the channel");
+            return -1;
+        }
+        p += r;
+        n -= (size_t)r;
+    }
+    return 0;
+}
+
+/* The next frame: its header, its payload in c->frame (at most `limit` bytes). */
+static int next_frame(struct kvmgpu_client *c, struct kvmgpu_frame_header *h, uint32_t limit)
+{
+    if (recv_all(c, h, sizeof *h))
+        return -1;
+    if (h->magic != KVMGPU_MAGIC) {
+        lose(c, "bad frame magic (not a kvmgpu worker?)");
+        return -1;
+    }
+    if (h->length > limit) {
+        lose(c, "a frame over the negotiated size");
+        return -1;
+    }
+    return recv_all(c, c->frame, h->length);
+}
+
+static int send_frame(struct kvmgpu_client *c, uint8_t kind, const void *payload, uint32_t len)
+{
+    struct kvmgpu_frame_header h = {KVMGPU_MAGIC, kind, 0, c->session, 0, len};
+    if (send_all(c, &h, sizeof h))
+        return -1;
+    return len ? send_all(c, payload, len) : 0;
+}
+
+/* --- the handshake ----------------------------------------------------------------------------- */
+
+static int parse_uuid(const char *text, uint8_t out[16])
+{
+    int n = 0;
+    if (!strncmp(text, "GPU-", 4) || !strncmp(text, "MIG-", 4))
+        text += 4;
+    memset(out, 0, 16);
+    for (; *text && n < 32; text++) {
+        int v = *text >= '0' && *text <= '9' ? *text - '0' : *text >= 'a' && *text <= 'f' ? *text - 'a' + 10
+              : *text >= 'A' && *text <= 'F' ? *text - 'A' + 10 : -1;
+        if (v < 0)
+            continue;
+        out[n / 2] |= (uint8_t)(n % 2 ? v : v << 4);
+        n++;
+    }
+    return 0;
+}
+
+/* The WELCOME's fields this library uses; -1 with a message when one is missing or bad. */
+static int read_welcome(struct kvmgpu_client *c, const struct json *w, uint32_t asked_frame, char *err, size_t errlen)
+{
+    int64_t version, max_frame, offset, size, channel_session = 0, v;
+    if (!json_int(json_get(w, "version"), 0, UINT32_MAX, &version)) {
+        snprintf(err, errlen, "the host's WELCOME has no protocol version");
+        return -1;
+    }
+    if (version != KVMGPU_PROTOCOL_VERSION) {
+        snprintf(err, errlen, "the host speaks protocol %lld, this library %d: install matching kvmgpu and "
+                 "kvmgpu-guest versions", (long long)version, KVMGPU_PROTOCOL_VERSION);
+        return -1;
+    }
+    if (!json_int(json_get(w, "max_frame"), 4096, asked_frame, &max_frame) ||
+        !json_int(json_get(w, "window_offset"), 0, INT64_MAX, &offset) ||
+        !json_int(json_get(w, "window_size"), 1, INT64_MAX, &size) ||
+        (json_get(w, "channel_session") &&
+         !json_int(json_get(w, "channel_session"), 0, UINT32_MAX, &channel_session))) {
+        snprintf(err, errlen, "the host's WELCOME has a missing or bad max_frame, window or channel_session");
+        return -1;
+    }
+    if ((uint64_t)offset > c->region_size || (uint64_t)size > c->region_size - (uint64_t)offset) {
+        snprintf(err, errlen, "the host's window [%lld, +%lld) is outside the %zu-byte region",
+                 (long long)offset, (long long)size, c->region_size);
+        return -1;
+    }
+    c->max_frame = (uint32_t)max_frame;
+    c->window = c->region + offset;
+    c->window_size = (uint64_t)size;
+    c->ring_size = c->window_size >= KVMGPU_MAILBOX_MIN_WINDOW ? c->window_size - KVMGPU_MAILBOX_BYTES : c->window_size;
+    if (channel_session)
+        c->session = (uint32_t)channel_session; /* a guest agent numbers sessions on the channel */
+    madvise(c->window, c->ring_size, 23 /* MADV_POPULATE_WRITE, Linux 5.14: best effort */);
+
+    const struct json *d = json_get(w, "device"), *x;
+    struct kvmgpu_device *dev = &c->device;
+    if (!d || d->type != JSON_OBJECT) {
+        snprintf(err, errlen, "the host's WELCOME has no device");
+        return -1;
+    }
+    x = json_get(d, "name");
+    snprintf(dev->name, sizeof dev->name, "%s", x && x->type == JSON_STRING ? x->string : "kvmgpu vGPU");
+    x = json_get(d, "uuid");
+    parse_uuid(x && x->type == JSON_STRING ? x->string : "", dev->uuid);
+    if (json_int(json_get(d, "total_memory"), 0, INT64_MAX, &v))
+        dev->total_memory = (uint64_t)v;
+    if (json_int(json_get(d, "driver_version"), 0, INT32_MAX, &v))
+        dev->driver_version = (int)v;
+    x = json_get(d, "compute_capability");
+    if (x && x->type == JSON_ARRAY && x->child && x->child->next) {
+        if (json_int(x->child, 0, 1000, &v))
+            dev->cc_major = (int)v;
+        if (json_int(x->child->next, 0, 1000, &v))
+            dev->cc_minor = (int)v;
+    }
+    x = json_get(d, "attributes");
+    for (const struct json *a = x && x->type == JSON_OBJECT ? x->child : NULL; a; a = a->next) {
+        char *end;
+        long id = strtol(a->key, &end, 10);
+        if (*end == '\0' && id > 0 && id < KVMGPU_CU_DEVICE_ATTRIBUTE_MAX && json_int(a, INT32_MIN, INT32_MAX, &v)) {
+            dev->attribute[id] = (int)v;
+            dev->has_attribute[id] = 1;
+        }
+    }
+    return 0;
+}
+
+static int handshake(struct kvmgpu_client *c, char *err, size_t errlen)
+{
+    uint64_t window = 0;
+    const char *env = getenv("KVMGPU_WINDOW");
+    if (env && *env)
+        window = strtoull(env, NULL, 0);
+    else if (c->shared)
+        window = c->region_size / SHARED_WINDOW_PART;
+    char hello[512];
+    int n = snprintf(hello, sizeof hello,
+                     "{\"version_min\":%d,\"version_max\":%d,\"max_frame\":%d,\"window\":%llu,"
+                     "\"client\":\"kvmgpu libcuda/" LIB_VERSION " pid %d\"}",
+                     KVMGPU_PROTOCOL_VERSION, KVMGPU_PROTOCOL_VERSION, KVMGPU_DEFAULT_MAX_FRAME,
+                     (unsigned long long)window, (int)getpid());
+    if (send_frame(c, KVMGPU_HELLO, hello, (uint32_t)n)) {
+        snprintf(err, errlen, "cannot say HELLO to the host: the channel closed");
+        return -1;
+    }
+    for (;;) {
+        struct kvmgpu_frame_header h;
+        if (next_frame(c, &h, KVMGPU_HANDSHAKE_MAX)) {
+            snprintf(err, errlen, "the host closed the channel during the handshake");
+            return -1;
+        }
+        if (h.kind == KVMGPU_GOODBYE) {
+            snprintf(err, errlen, "the host refused the session: %.*s", (int)h.length, (char *)c->frame);
+            return -1;
+        }
+        if (h.kind != KVMGPU_WELCOME || h.session != c->session)
+            continue;
+        char jerr[128];
+        struct json *w = json_parse((const char *)c->frame, h.length, jerr, sizeof jerr);
+        if (!w || w->type != JSON_OBJECT) {
+            snprintf(err, errlen, "the host's WELCOME is not a JSON object (%s)", w ? "another value" : jerr);
+            json_free(w);
+            return -1;
+        }
+        int rc = read_welcome(c, w, KVMGPU_DEFAULT_MAX_FRAME, err, errlen);
+        json_free(w);
+        return rc;
+    }
+}
+
+int kvmgpu_client_open(struct kvmgpu_client *c, char *err, size_t errlen)
+{
+    pthread_mutexattr_t attr;
+    memset(c, 0, sizeof *c);
+    c->fd = -1;
+    pthread_mutexattr_init(&attr);
+    pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_RECURSIVE);
+    pthread_mutex_init(&c->lock, &attr);
+    pthread_mutexattr_destroy(&attr);
+    c->session = (uint32_t)getpid();
+    c->frame = malloc(KVMGPU_DEFAULT_MAX_FRAME + sizeof(struct kvmgpu_frame_header));
+    if (!c->frame) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    if (find_channel(c, err, errlen) == 0 && handshake(c, err, errlen) == 0)
+        return 0;
+    c->dead = 1;
+    kvmgpu_client_close(c, NULL);
+    return -1;
+}
+
+void kvmgpu_client_close(struct kvmgpu_client *c, const char *reason)
+{
+    kvmgpu_client_lock(c);
+    if (c->fd >= 0 && !c->dead && reason)
+        send_frame(c, KVMGPU_GOODBYE, reason, (uint32_t)strlen(reason));
+    if (c->fd >= 0)
+        close(c->fd);
+    c->fd = -1;
+    c->dead = 1;
+    if (c->region)
+        munmap(c->region, c->region_size);
+    c->region = c->window = NULL;
+    free(c->frame);
+    c->frame = NULL;
+    kvmgpu_client_unlock(c);
+}
+
+/* --- calls ------------------------------------------------------------------------------------- */
+
+int kvmgpu_call(struct kvmgpu_client *c, enum kvmgpu_op op, const uint64_t *args, unsigned nargs,
+                const void *blob, size_t blob_size, int queued, void *results, size_t results_size,
+                void *reply_blob, size_t *reply_blob_size)
+{
+    struct kvmgpu_call_head head = {(uint16_t)op, (uint16_t)nargs};
+    size_t length = sizeof head + 8 * (size_t)nargs + blob_size;
+    int status = KVMGPU_CUDA_ERROR_DEVICE_UNAVAILABLE;
+    kvmgpu_client_lock(c);
+    if (c->dead)
+        goto out;
+    status = KVMGPU_CUDA_ERROR_INVALID_VALUE;
+    if (length > c->max_frame)
+        goto out;
+    struct kvmgpu_frame_header h = {KVMGPU_MAGIC, KVMGPU_CALL, queued ? KVMGPU_QUEUED : 0, c->session,
+                                    ++c->seq, (uint32_t)length};
+    uint8_t *p = c->frame;
+    memcpy(p, &h, sizeof h);
+    memcpy(p + sizeof h, &head, sizeof head);
+    if (nargs)
+        memcpy(p + sizeof h + sizeof head, args, 8 * (size_t)nargs);
+    if (blob_size)
+        memcpy(p + sizeof h + sizeof head + 8 * (size_t)nargs, blob, blob_size);
+    status = KVMGPU_CUDA_ERROR_DEVICE_UNAVAILABLE;
+    if (send_all(c, p, sizeof h + length))
+        goto out;
+    status = KVMGPU_CUDA_SUCCESS;
+    if (queued)
+        goto out;
+    for (;;) {
+        struct kvmgpu_frame_header r;
+        status = KVMGPU_CUDA_ERROR_DEVICE_UNAVAILABLE;
+        if (next_frame(c, &r, c->max_frame))
+            goto out;
+        if (r.kind == KVMGPU_DOORBELL)
+            continue;
+        if (r.kind == KVMGPU_GOODBYE) {
+            char why[KVMGPU_MAX_ERROR_TEXT + 64];
+            snprintf(why, sizeof why, "the host ended the session: %.*s",
+                     (int)(r.length < KVMGPU_MAX_ERROR_TEXT ? r.length : KVMGPU_MAX_ERROR_TEXT), (char *)c->frame);
+            lose(c, why);
+            goto out;
+        }
+        if (r.kind != KVMGPU_REPLY || r.seq != h.seq || r.length < 4) {
+            lose(c, "the host sent a frame that answers no call");
+            goto out;
+        }
+        int32_t st;
+        memcpy(&st, c->frame, 4);
+        if (st != 0) {
+            size_t n = r.length - 4 < KVMGPU_MAX_ERROR_TEXT ? r.length - 4 : KVMGPU_MAX_ERROR_TEXT;
+            memcpy(c->last_error, c->frame + 4, n);
+            c->last_error[n] = '\0';
+            status = st;
+            goto out;
+        }
+        if (r.length - 4 < results_size) {
+            lose(c, "a reply shorter than its results");
+            goto out;
+        }
+        if (results_size)
+            memcpy(results, c->frame + 4, results_size);
+        if (reply_blob_size) {
+            size_t n = r.length - 4 - results_size;
+            memcpy(reply_blob, c->frame + 4 + results_size, n < *reply_blob_size ? n : *reply_blob_size);
+            *reply_blob_size = n;
+        }
+        status = KVMGPU_CUDA_SUCCESS;
+        goto out;
+    }
+out:
+    kvmgpu_client_unlock(c);
+    return status;
+}
+
+/* --- bulk bytes -------------------------------------------------------------------------------- */
+
+int kvmgpu_client_htod(struct kvmgpu_client *c, uint64_t dst, const void *src, size_t n, uint64_t stream)
+{
+    int status = KVMGPU_CUDA_ERROR_DEVICE_UNAVAILABLE;
+    kvmgpu_client_lock(c);
+    if (c->dead)
+        goto out;
+    status = n ? 0 : kvmgpu_memcpy_htod(c, dst, 0, 0, stream, 0); /* an empty copy: the host checks it */
+    for (size_t pos = 0; status == 0 && pos < n;) {
+        size_t size = n - pos < c->ring_size ? n - pos : c->ring_size;
+        memcpy(c->window, (const uint8_t *)src + pos, size);
+        status = kvmgpu_memcpy_htod(c, dst + pos, 0, size, stream, 0);
+        pos += size;
+    }
+out:
+    kvmgpu_client_unlock(c);
+    return status;
+}
+
+int kvmgpu_client_dtoh(struct kvmgpu_client *c, void *dst, uint64_t src, size_t n, uint64_t stream)
+{
+    int status = KVMGPU_CUDA_ERROR_DEVICE_UNAVAILABLE;
+    kvmgpu_client_lock(c);
+    if (c->dead)
+        goto out;
+    status = n ? 0 : kvmgpu_memcpy_dtoh(c, 0, src, 0, stream);
+    for (size_t pos = 0; status == 0 && pos < n;) {
+        size_t size = n - pos < c->ring_size ? n - pos : c->ring_size;
+        status = kvmgpu_memcpy_dtoh(c, 0, src + pos, size, stream);
+        if (status == 0)
+            memcpy((uint8_t *)dst + pos, c->window, size);
+        pos += size;
+    }
+out:
+    kvmgpu_client_unlock(c);
+    return status;
+}
+
+int kvmgpu_client_module_load(struct kvmgpu_client *c, const void *image, size_t n, uint64_t *module)
+{
+    uint8_t digest[32];
+    struct kvmgpu_results_module_load out;
+    kvmgpu_sha256(image, n, digest);
+    kvmgpu_client_lock(c);
+    int status = kvmgpu_module_load(c, 0, 0, digest, sizeof digest, &out); /* does the host have it? */
+    if (status == KVMGPU_CUDA_ERROR_NOT_FOUND) {
+        if (n > c->ring_size) {
+            status = KVMGPU_CUDA_ERROR_OUT_OF_MEMORY;
+        } else {
+            memcpy(c->window, image, n);
+            status = kvmgpu_module_load(c, 0, n, digest, sizeof digest, &out);
+        }
+    }
+    kvmgpu_client_unlock(c);
+    if (status == 0)
+        *module = out.module;
+    return status;
+}

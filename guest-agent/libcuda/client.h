@@ -1,0 +1,66 @@
+/* One process's session with its vGPU worker: the channel (a unix socket in loopback, the guest
+ * agent's socket, or the VM's virtio-serial port), the shared region mapped, the HELLO / WELCOME
+ * handshake, and calls (`kvmgpu_call`, kvmgpu_calls.h's stubs call it). */
+#ifndef KVMGPU_CLIENT_H
+#define KVMGPU_CLIENT_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kvmgpu_calls.h"
+#include "kvmgpu_cuda.h"
+
+#define KVMGPU_CLIENT_ERR 512
+
+/* The device as the WELCOME describes it (cached for the device queries). */
+struct kvmgpu_device {
+    char name[256];
+    uint8_t uuid[16];
+    uint64_t total_memory; /* the vGPU's memory quota */
+    int driver_version;
+    int cc_major, cc_minor;
+    int attribute[KVMGPU_CU_DEVICE_ATTRIBUTE_MAX];
+    uint8_t has_attribute[KVMGPU_CU_DEVICE_ATTRIBUTE_MAX];
+};
+
+struct kvmgpu_client {
+    pthread_mutex_t lock; /* recursive: callers hold it across a sequence of calls (a copy) */
+    int fd;
+    int is_socket;
+    int shared; /* the region is the guest agent's: other processes have windows in it */
+    uint8_t *region;
+    size_t region_size;
+    uint8_t *window; /* the session's part of the region */
+    uint64_t window_size;
+    uint64_t ring_size; /* [0, ring_size) of the window carries bulk bytes; a mailbox may follow */
+    uint32_t session;
+    uint32_t seq;
+    uint32_t max_frame;
+    atomic_int dead; /* the channel is gone: every call fails (read without the lock) */
+    uint8_t *frame; /* max_frame + header bytes: a call being sent, then a reply being read */
+    struct kvmgpu_device device;
+    char last_error[KVMGPU_MAX_ERROR_TEXT + 1]; /* the host's text of its last failed reply */
+};
+
+/* Find the channel (KVMGPU_SOCKET + KVMGPU_SHM; the guest agent's socket; the VM's devices), map
+ * the region, say HELLO and read the WELCOME. 0, or -1 with what went wrong in `err`. */
+int kvmgpu_client_open(struct kvmgpu_client *c, char *err, size_t errlen);
+/* Say GOODBYE (when the channel still works) and let go of the channel and the region. */
+void kvmgpu_client_close(struct kvmgpu_client *c, const char *reason);
+
+void kvmgpu_client_lock(struct kvmgpu_client *c);
+void kvmgpu_client_unlock(struct kvmgpu_client *c);
+
+/* Copies through the window's bulk part, in pieces of its size; a CUresult. `stream` 0: the
+ * null stream. Each piece's call waits for the host's reply (the window is then free again). */
+int kvmgpu_client_htod(struct kvmgpu_client *c, uint64_t dst, const void *src, size_t n, uint64_t stream);
+int kvmgpu_client_dtoh(struct kvmgpu_client *c, void *dst, uint64_t src, size_t n, uint64_t stream);
+/* A module image into the window (the host has not seen its digest yet), then loaded. */
+int kvmgpu_client_module_load(struct kvmgpu_client *c, const void *image, size_t n, uint64_t *module);
+
+/* stderr, prefixed "kvmgpu: ", unless KVMGPU_LOG is 0 / off / quiet. */
+void kvmgpu_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+#endif

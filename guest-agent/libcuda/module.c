@@ -1,0 +1,251 @@
+/* Modules and launches. A module image goes to the host as its bytes (PTX text, a cubin, or a
+ * fatbin: their sizes read from their headers); a kernel's parameters are packed as the
+ * parameter table MODULE_GET_FUNCTION returns lays them out. */
+#include "api.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define S (&kvmgpu_session)
+#define FATBIN_MAGIC 0xBA55ED50u
+#define MAX_IMAGE_BYTES ((size_t)1 << 31)
+
+struct function {
+    uint64_t handle;
+    uint32_t nparams;
+    uint32_t argsize; /* the parameter bytes: the end of the last parameter */
+    struct kvmgpu_param *params;
+};
+
+static pthread_mutex_t functions_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct function *functions; /* every function this process looked up */
+static size_t nfunctions, functions_cap;
+
+/* The image's size: a fatbin's and a cubin's from their headers, PTX's to its NUL. 0: unknown. */
+static size_t image_size(const void *image)
+{
+    const uint8_t *p = image; /* (byte by byte, stopping at a short text's NUL) */
+    if (p[0] == (FATBIN_MAGIC & 0xFF) && p[1] == (FATBIN_MAGIC >> 8 & 0xFF) && p[2] == (FATBIN_MAGIC >> 16 & 0xFF) &&
+        p[3] == FATBIN_MAGIC >> 24) { /* magic u32, version u16, header size u16, files' size u64 */
+        uint16_t hsize;
+        uint64_t fsize;
+        memcpy(&hsize, p + 6, 2);
+        memcpy(&fsize, p + 8, 8);
+        return (size_t)hsize + (size_t)fsize;
+    }
+    if (p[0] == 0x7f && p[1] == 'E' && p[2] == 'L' && p[3] == 'F' && p[4] == 2) { /* ELF64: the section headers end it */
+        uint64_t shoff;
+        uint16_t shentsize, shnum;
+        memcpy(&shoff, p + 0x28, 8);
+        memcpy(&shentsize, p + 0x3A, 2);
+        memcpy(&shnum, p + 0x3C, 2);
+        return (size_t)(shoff + (uint64_t)shentsize * shnum);
+    }
+    return strlen(image) + 1; /* PTX, with its NUL as the driver reads it */
+}
+
+CUAPI CUresult cuModuleLoadData(CUmodule *module, const void *image)
+{
+    CUresult rc = kvmgpu_ready();
+    if (rc)
+        return rc;
+    if (!module || !image)
+        return KVMGPU_CUDA_ERROR_INVALID_VALUE;
+    size_t n = image_size(image);
+    if (n == 0 || n > MAX_IMAGE_BYTES)
+        return KVMGPU_CUDA_ERROR_INVALID_IMAGE;
+    uint64_t handle;
+    rc = kvmgpu_client_module_load(S, image, n, &handle);
+    if (rc == 0)
+        *module = (CUmodule)(uintptr_t)handle;
+    return rc;
+}
+
+/* JIT options tune or report on the host's compilation; the host compiles with its own. */
+CUAPI CUresult cuModuleLoadDataEx(CUmodule *module, const void *image, unsigned int num_options,
+                                  CUjit_option *options, void **values)
+{
+    (void)num_options, (void)options, (void)values;
+    return cuModuleLoadData(module, image);
+}
+
+CUAPI CUresult cuModuleUnload(CUmodule module)
+{
+    CUresult rc = kvmgpu_ready();
+    return rc ? rc : kvmgpu_module_unload(S, (uint64_t)(uintptr_t)module, 0);
+}
+
+static size_t name_length(const char *name)
+{
+    size_t n = 0;
+    while (n <= KVMGPU_MAX_NAME && name[n])
+        n++;
+    return n;
+}
+
+/* Remember (or update) a function's parameter table. */
+static CUresult remember(uint64_t handle, const struct kvmgpu_param *params, uint32_t nparams)
+{
+    struct kvmgpu_param *copy = calloc(nparams ? nparams : 1, sizeof *copy);
+    if (!copy)
+        return KVMGPU_CUDA_ERROR_OUT_OF_MEMORY;
+    uint32_t argsize = 0;
+    for (uint32_t i = 0; i < nparams; i++) {
+        copy[i] = params[i];
+        if (params[i].offset > KVMGPU_MAX_ARG_BYTES || params[i].size > KVMGPU_MAX_ARG_BYTES - params[i].offset) {
+            free(copy);
+            return KVMGPU_CUDA_ERROR_INVALID_IMAGE; /* a table no launch could fill */
+        }
+        if (params[i].offset + params[i].size > argsize)
+            argsize = params[i].offset + params[i].size;
+    }
+    pthread_mutex_lock(&functions_lock);
+    struct function *f = NULL;
+    for (size_t i = 0; i < nfunctions && !f; i++)
+        if (functions[i].handle == handle)
+            f = &functions[i];
+    if (!f && nfunctions == functions_cap) {
+        size_t cap = functions_cap ? 2 * functions_cap : 64;
+        struct function *grown = realloc(functions, cap * sizeof *grown);
+        if (!grown) {
+            pthread_mutex_unlock(&functions_lock);
+            free(copy);
+            return KVMGPU_CUDA_ERROR_OUT_OF_MEMORY;
+        }
+        functions = grown;
+        functions_cap = cap;
+    }
+    if (!f)
+        f = &functions[nfunctions++];
+    else
+        free(f->params);
+    *f = (struct function){handle, nparams, argsize, copy};
+    pthread_mutex_unlock(&functions_lock);
+    return KVMGPU_CUDA_SUCCESS;
+}
+
+CUAPI CUresult cuModuleGetFunction(CUfunction *function, CUmodule module, const char *name)
+{
+    CUresult rc = kvmgpu_ready();
+    if (rc)
+        return rc;
+    if (!function || !name)
+        return KVMGPU_CUDA_ERROR_INVALID_VALUE;
+    size_t len = name_length(name);
+    if (len == 0 || len > KVMGPU_MAX_NAME)
+        return KVMGPU_CUDA_ERROR_INVALID_VALUE;
+    struct kvmgpu_results_module_get_function out;
+    size_t table_size = KVMGPU_DEFAULT_MAX_FRAME;
+    struct kvmgpu_param *table = malloc(table_size);
+    if (!table)
+        return KVMGPU_CUDA_ERROR_OUT_OF_MEMORY;
+    rc = kvmgpu_module_get_function(S, (uint64_t)(uintptr_t)module, name, len, &out, table, &table_size);
+    if (rc == 0 && (out.nparams > table_size / sizeof *table || table_size % sizeof *table)) {
+        kvmgpu_log("the host's parameter table for %s is shorter than its %llu parameters", name,
+                   (unsigned long long)out.nparams);
+        rc = KVMGPU_CUDA_ERROR_INVALID_IMAGE;
+    }
+    if (rc == 0)
+        rc = remember(out.function, table, (uint32_t)out.nparams);
+    if (rc == 0)
+        *function = (CUfunction)(uintptr_t)out.function;
+    free(table);
+    return rc;
+}
+
+CUAPI CUresult cuModuleGetGlobal_v2(CUdeviceptr *dptr, size_t *bytes, CUmodule module, const char *name)
+{
+    CUresult rc = kvmgpu_ready();
+    if (rc)
+        return rc;
+    if (!name)
+        return KVMGPU_CUDA_ERROR_INVALID_VALUE;
+    size_t len = name_length(name);
+    if (len == 0 || len > KVMGPU_MAX_NAME)
+        return KVMGPU_CUDA_ERROR_INVALID_VALUE;
+    struct kvmgpu_results_module_get_global out;
+    rc = kvmgpu_module_get_global(S, (uint64_t)(uintptr_t)module, name, len, &out);
+    if (rc == 0 && dptr)
+        *dptr = out.dptr;
+    if (rc == 0 && bytes)
+        *bytes = (size_t)out.nbytes;
+    return rc;
+}
+
+/* --- launches ---------------------------------------------------------------------------------- */
+
+/* The parameter bytes of a launch into `blob` (KVMGPU_MAX_ARG_BYTES): from kernelParams (one
+ * pointer a parameter) or from `extra` (CU_LAUNCH_PARAM_BUFFER_POINTER / _SIZE / _END). */
+static CUresult pack(uint64_t handle, void **params, void **extra, uint8_t *blob, size_t *size)
+{
+    CUresult rc = KVMGPU_CUDA_ERROR_INVALID_HANDLE;
+    pthread_mutex_lock(&functions_lock);
+    const struct function *f = NULL;
+    for (size_t i = 0; i < nfunctions && !f; i++)
+        if (functions[i].handle == handle)
+            f = &functions[i];
+    if (!f)
+        goto out;
+    rc = KVMGPU_CUDA_ERROR_INVALID_VALUE;
+    if (params) {
+        memset(blob, 0, f->argsize);
+        for (uint32_t i = 0; i < f->nparams; i++) {
+            if (!params[i])
+                goto out;
+            memcpy(blob + f->params[i].offset, params[i], f->params[i].size);
+        }
+        *size = f->argsize;
+    } else if (extra) {
+        void *buffer = NULL;
+        size_t *buffer_size = NULL;
+        for (int i = 0; extra[i] != CU_LAUNCH_PARAM_END; i += 2) {
+            if (i >= 16)
+                goto out;
+            if (extra[i] == CU_LAUNCH_PARAM_BUFFER_POINTER)
+                buffer = extra[i + 1];
+            else if (extra[i] == CU_LAUNCH_PARAM_BUFFER_SIZE)
+                buffer_size = extra[i + 1];
+            else
+                goto out;
+        }
+        if (!buffer || !buffer_size || *buffer_size < f->argsize || *buffer_size > KVMGPU_MAX_ARG_BYTES)
+            goto out;
+        memcpy(blob, buffer, f->argsize); /* (a struct's tail padding is not the kernel's) */
+        *size = f->argsize;
+    } else if (f->nparams == 0) {
+        *size = 0;
+    } else {
+        goto out;
+    }
+    rc = KVMGPU_CUDA_SUCCESS;
+out:
+    pthread_mutex_unlock(&functions_lock);
+    return rc;
+}
+
+CUAPI CUresult cuLaunchKernel(CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz, unsigned int bx,
+                              unsigned int by, unsigned int bz, unsigned int shared, CUstream stream,
+                              void **params, void **extra)
+{
+    static _Thread_local uint8_t blob[KVMGPU_MAX_ARG_BYTES];
+    CUresult rc = kvmgpu_ready();
+    if (rc)
+        return rc;
+    if (params && extra)
+        return KVMGPU_CUDA_ERROR_INVALID_VALUE;
+    size_t size = 0;
+    rc = pack((uint64_t)(uintptr_t)f, params, extra, blob, &size);
+    if (rc)
+        return rc;
+    /* queued: the launch's own error comes with the next synchronising call */
+    return kvmgpu_launch(S, (uint64_t)(uintptr_t)f, gx, gy, gz, bx, by, bz, shared, kvmgpu_stream(stream),
+                         blob, size, 1);
+}
+
+CUAPI CUresult cuLaunchKernel_ptsz(CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz,
+                                   unsigned int bx, unsigned int by, unsigned int bz, unsigned int shared,
+                                   CUstream stream, void **params, void **extra)
+{
+    return cuLaunchKernel(f, gx, gy, gz, bx, by, bz, shared, stream, params, extra);
+}

@@ -1,0 +1,325 @@
+/* An unmodified CUDA driver-API program (built against CUDA's own cuda.h, linked with -lcuda),
+ * run on kvmgpu's native libcuda.so.1 by tests/guest/test_libcuda.py.
+ *
+ *   driver_api main KERNELS.ptx   device queries, contexts, copies, a launch, events
+ *   driver_api quota              cuMemAlloc past the quota
+ *   driver_api bad                bad pointers and handles
+ *   driver_api procaddr           cuGetProcAddress
+ *   driver_api lost               set up, say READY, wait for a line on stdin, then call again
+ */
+#define _GNU_SOURCE
+#include <cuda.h>
+#include <dlfcn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *name(CUresult rc)
+{
+    const char *s = NULL;
+    return cuGetErrorName(rc, &s) == CUDA_SUCCESS ? s : "(unknown)";
+}
+
+#define CHECK(call)                                                                     \
+    do {                                                                                \
+        CUresult rc_ = (call);                                                          \
+        if (rc_ != CUDA_SUCCESS) {                                                      \
+            printf("FAIL %s:%d %s: %s\n", __FILE__, __LINE__, #call, name(rc_));        \
+            exit(1);                                                                    \
+        }                                                                               \
+    } while (0)
+#define EXPECT(call, want)                                                              \
+    do {                                                                                \
+        CUresult rc_ = (call);                                                          \
+        printf("%s %s = %s\n", rc_ == (want) ? "OK" : "FAIL", #call, name(rc_));        \
+        if (rc_ != (want))                                                              \
+            exit(1);                                                                    \
+    } while (0)
+
+static char *read_file(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        perror(path);
+        exit(2);
+    }
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *buf = calloc(1, (size_t)n + 1);
+    if (fread(buf, 1, (size_t)n, f) != (size_t)n)
+        exit(2);
+    fclose(f);
+    return buf;
+}
+
+static CUcontext start(void)
+{
+    CUdevice dev;
+    CUcontext ctx;
+    CHECK(cuInit(0));
+    CHECK(cuDeviceGet(&dev, 0));
+    CHECK(cuDevicePrimaryCtxRetain(&ctx, dev));
+    CHECK(cuCtxSetCurrent(ctx));
+    return ctx;
+}
+
+static int run_main(const char *ptx_path)
+{
+    int version = 0, count = 0, major = 0, minor = 0, attr = 0;
+    char dev_name[128];
+    size_t total = 0, free_bytes = 0;
+    CUdevice dev;
+    CUuuid uuid;
+
+    EXPECT(cuCtxSynchronize(), CUDA_ERROR_NOT_INITIALIZED);
+    CHECK(cuInit(0));
+    CHECK(cuDriverGetVersion(&version));
+    CHECK(cuDeviceGetCount(&count));
+    CHECK(cuDeviceGet(&dev, 0));
+    EXPECT(cuDeviceGet(&dev, 1), CUDA_ERROR_INVALID_DEVICE);
+    CHECK(cuDeviceGetName(dev_name, sizeof dev_name, dev));
+    CHECK(cuDeviceComputeCapability(&major, &minor, dev));
+    CHECK(cuDeviceGetAttribute(&attr, CU_DEVICE_ATTRIBUTE_MAX_THREADS_PER_BLOCK, dev));
+    CHECK(cuDeviceTotalMem(&total, dev));
+    CHECK(cuDeviceGetUuid(&uuid, dev));
+    printf("DEVICE count=%d name=%s cc=%d.%d driver=%d total=%zu max_threads=%d uuid0=%02x\n", count, dev_name,
+           major, minor, version, total, attr, (unsigned char)uuid.bytes[0]);
+
+    /* contexts: a created one, pushed and popped, then the primary one */
+    CUcontext ctx, primary, cur;
+    EXPECT(cuCtxSynchronize(), CUDA_ERROR_INVALID_CONTEXT);
+    CHECK(cuCtxCreate(&ctx, NULL, 0, dev));
+    CHECK(cuCtxGetCurrent(&cur));
+    printf("%s created context is current\n", cur == ctx ? "OK" : "FAIL");
+    CHECK(cuCtxSynchronize());
+    CHECK(cuDevicePrimaryCtxRetain(&primary, dev));
+    CHECK(cuCtxPushCurrent(primary));
+    CHECK(cuCtxPopCurrent(&cur));
+    printf("%s pop gives the pushed context\n", cur == primary ? "OK" : "FAIL");
+    CHECK(cuCtxDestroy(ctx));
+    CHECK(cuCtxGetCurrent(&cur));
+    printf("%s destroyed context is not current\n", cur == NULL ? "OK" : "FAIL");
+    unsigned flags = 0;
+    int active = 0;
+    CHECK(cuDevicePrimaryCtxGetState(dev, &flags, &active));
+    printf("%s primary context active\n", active ? "OK" : "FAIL");
+    CHECK(cuCtxSetCurrent(primary));
+    CUdevice ctx_dev = -1;
+    CHECK(cuCtxGetDevice(&ctx_dev));
+    CHECK(cuMemGetInfo(&free_bytes, &total));
+    printf("MEMORY free=%zu total=%zu\n", free_bytes, total);
+
+    /* memory and a launch */
+    enum { N = 1000 };
+    static float a[N], b[N], c[N];
+    for (int i = 0; i < N; i++) {
+        a[i] = (float)i;
+        b[i] = 2.0f * (float)i;
+    }
+    CUdeviceptr da, db, dc;
+    CHECK(cuMemAlloc(&da, sizeof a));
+    CHECK(cuMemAlloc(&db, sizeof b));
+    CHECK(cuMemAlloc(&dc, sizeof c));
+    CHECK(cuMemcpyHtoD(da, a, sizeof a));
+    CHECK(cuMemcpyHtoD(db, b, sizeof b));
+    CHECK(cuMemsetD32(dc, 0, N));
+
+    char *ptx = read_file(ptx_path);
+    CUmodule module;
+    CUfunction vector_add, saxpy;
+    CHECK(cuModuleLoadData(&module, ptx));
+    CHECK(cuModuleGetFunction(&vector_add, module, "vector_add"));
+    CHECK(cuModuleGetFunction(&saxpy, module, "saxpy"));
+    EXPECT(cuModuleGetFunction(&saxpy, module, "no_such_kernel"), CUDA_ERROR_NOT_FOUND);
+
+    CUstream stream;
+    CUevent start_ev, stop_ev;
+    CHECK(cuStreamCreate(&stream, CU_STREAM_NON_BLOCKING));
+    CHECK(cuEventCreate(&start_ev, CU_EVENT_DEFAULT));
+    CHECK(cuEventCreate(&stop_ev, CU_EVENT_DEFAULT));
+    int n = N;
+    void *args[] = {&da, &db, &dc, &n};
+    CHECK(cuEventRecord(start_ev, stream));
+    CHECK(cuLaunchKernel(vector_add, 1, 1, 1, N, 1, 1, 0, stream, args, NULL));
+    CHECK(cuEventRecord(stop_ev, stream));
+    CHECK(cuStreamSynchronize(stream));
+    CHECK(cuEventSynchronize(stop_ev));
+    EXPECT(cuEventQuery(stop_ev), CUDA_SUCCESS);
+    EXPECT(cuStreamQuery(stream), CUDA_SUCCESS);
+    float ms = -1;
+    CHECK(cuEventElapsedTime(&ms, start_ev, stop_ev));
+    printf("%s elapsed time %s\n", ms >= 0 ? "OK" : "FAIL", ms >= 0 ? "not negative" : "negative");
+    CHECK(cuMemcpyDtoH(c, dc, sizeof c));
+    int bad = 0;
+    for (int i = 0; i < N; i++)
+        bad += c[i] != 3.0f * (float)i;
+    printf("%s vector_add (%d wrong)\n", bad ? "FAIL" : "OK", bad);
+
+    /* saxpy through `extra`: one buffer laid out as the kernel's parameters */
+    struct {
+        float a;
+        int pad;
+        CUdeviceptr x, y;
+        int n;
+    } packed = {0.5f, 0, da, dc, N};
+    size_t packed_size = sizeof packed;
+    void *extra[] = {CU_LAUNCH_PARAM_BUFFER_POINTER, &packed, CU_LAUNCH_PARAM_BUFFER_SIZE, &packed_size,
+                     CU_LAUNCH_PARAM_END};
+    CHECK(cuLaunchKernel(saxpy, 1, 1, 1, N, 1, 1, 0, NULL, NULL, extra));
+    CHECK(cuCtxSynchronize());
+    CHECK(cuMemcpyDtoHAsync(c, dc, sizeof c, stream));
+    CHECK(cuStreamSynchronize(stream));
+    bad = 0;
+    for (int i = 0; i < N; i++)
+        bad += c[i] != 3.5f * (float)i;
+    printf("%s saxpy through extra (%d wrong)\n", bad ? "FAIL" : "OK", bad);
+
+    /* device to device, memset, async forms */
+    CHECK(cuMemcpyDtoD(db, da, sizeof a));
+    CHECK(cuMemsetD8Async(dc, 0, sizeof c, stream));
+    CHECK(cuMemcpyDtoDAsync(dc, db, 16, stream));
+    CHECK(cuMemcpyHtoDAsync(da, b, sizeof b, stream));
+    CHECK(cuStreamSynchronize(stream));
+    CHECK(cuMemcpyDtoH(c, dc, sizeof c));
+    bad = 0;
+    for (int i = 0; i < N; i++)
+        bad += c[i] != (i < 4 ? (float)i : 0.0f);
+    printf("%s dtod and memset (%d wrong)\n", bad ? "FAIL" : "OK", bad);
+
+    /* a copy larger than the window goes in pieces */
+    size_t big = 3u << 20;
+    unsigned char *src = malloc(big), *dst = malloc(big);
+    for (size_t i = 0; i < big; i++)
+        src[i] = (unsigned char)(i * 7 + 3);
+    CUdeviceptr dbig;
+    CHECK(cuMemAlloc(&dbig, big));
+    CHECK(cuMemcpyHtoD(dbig, src, big));
+    CHECK(cuMemcpyDtoH(dst, dbig, big));
+    printf("%s big copy round trip\n", memcmp(src, dst, big) ? "FAIL" : "OK");
+
+    CUdeviceptr global;
+    size_t global_size = 0;
+    EXPECT(cuModuleGetGlobal(&global, &global_size, module, "no_such_global"), CUDA_ERROR_NOT_FOUND);
+
+    CHECK(cuEventDestroy(start_ev));
+    CHECK(cuEventDestroy(stop_ev));
+    CHECK(cuStreamDestroy(stream));
+    CHECK(cuModuleUnload(module));
+    CHECK(cuMemFree(da));
+    CHECK(cuMemFree(db));
+    CHECK(cuMemFree(dc));
+    CHECK(cuMemFree(dbig));
+    CHECK(cuMemGetInfo(&free_bytes, &total));
+    printf("%s everything freed\n", free_bytes == total ? "OK" : "FAIL");
+    CHECK(cuDevicePrimaryCtxRelease(dev));
+    free(ptx);
+    free(src);
+    free(dst);
+    printf("DONE\n");
+    return 0;
+}
+
+static int run_quota(void)
+{
+    size_t free_bytes, total;
+    CUdeviceptr p;
+    start();
+    CHECK(cuMemGetInfo(&free_bytes, &total));
+    EXPECT(cuMemAlloc(&p, total + 1), CUDA_ERROR_OUT_OF_MEMORY);
+    CHECK(cuMemAlloc(&p, total / 2));
+    CUdeviceptr q;
+    EXPECT(cuMemAlloc(&q, total / 2 + 4096), CUDA_ERROR_OUT_OF_MEMORY);
+    CHECK(cuMemFree(p));
+    printf("DONE\n");
+    return 0;
+}
+
+static int run_bad(void)
+{
+    CUdeviceptr p;
+    char host[64] = {0};
+    start();
+    CHECK(cuMemAlloc(&p, 64));
+    EXPECT(cuMemcpyHtoD(p + 4096, host, 64), CUDA_ERROR_INVALID_VALUE);
+    EXPECT(cuMemcpyHtoD(p + 32, host, 64), CUDA_ERROR_INVALID_VALUE);
+    EXPECT(cuMemcpyDtoH(host, 0xdead0000, 16), CUDA_ERROR_INVALID_VALUE);
+    EXPECT(cuMemFree(p + 8), CUDA_ERROR_INVALID_VALUE);
+    EXPECT(cuMemAlloc(NULL, 64), CUDA_ERROR_INVALID_VALUE);
+    EXPECT(cuLaunchKernel((CUfunction)0x1234, 1, 1, 1, 1, 1, 1, 0, NULL, NULL, NULL), CUDA_ERROR_INVALID_HANDLE);
+    EXPECT(cuStreamSynchronize((CUstream)0x777), CUDA_ERROR_INVALID_HANDLE);
+    EXPECT(cuModuleLoadData(NULL, "x"), CUDA_ERROR_INVALID_VALUE);
+    CUmodule m;
+    EXPECT(cuModuleLoadData(&m, "this is not PTX"), CUDA_ERROR_INVALID_PTX);
+    const char *s;
+    EXPECT(cuGetErrorString(CUDA_ERROR_OUT_OF_MEMORY, &s), CUDA_SUCCESS);
+    printf("TEXT %s\n", s);
+    EXPECT(cuGetErrorName((CUresult)12345, &s), CUDA_ERROR_INVALID_VALUE);
+    CHECK(cuMemFree(p));
+    CHECK(cuCtxSynchronize());
+    printf("DONE\n");
+    return 0;
+}
+
+typedef CUresult (*alloc_fn)(CUdeviceptr *, size_t);
+
+static int run_procaddr(void)
+{
+    void *fn = NULL;
+    CUdriverProcAddressQueryResult status = -1;
+    start();
+    CHECK(cuGetProcAddress("cuMemAlloc", &fn, CUDA_VERSION, CU_GET_PROC_ADDRESS_DEFAULT, &status));
+    printf("%s cuMemAlloc resolves to cuMemAlloc_v2\n", fn == dlsym(RTLD_DEFAULT, "cuMemAlloc_v2") ? "OK" : "FAIL");
+    CUdeviceptr p;
+    CHECK(((alloc_fn)fn)(&p, 256));
+    CHECK(cuMemFree(p));
+    CHECK(cuGetProcAddress("cuMemcpyHtoD", &fn, CUDA_VERSION, CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM,
+                           &status));
+    printf("%s per-thread cuMemcpyHtoD is the _ptds one\n", fn == dlsym(RTLD_DEFAULT, "cuMemcpyHtoD_v2_ptds") ? "OK" : "FAIL");
+    CHECK(cuGetProcAddress("cuMemcpyHtoD", &fn, CUDA_VERSION, CU_GET_PROC_ADDRESS_LEGACY_STREAM, &status));
+    printf("%s legacy cuMemcpyHtoD is the _v2 one\n", fn == dlsym(RTLD_DEFAULT, "cuMemcpyHtoD_v2") ? "OK" : "FAIL");
+    CHECK(cuGetProcAddress("cuCtxCreate", &fn, 11000, 0, &status));
+    printf("%s cuCtxCreate for CUDA 11.0 is _v2\n", fn == dlsym(RTLD_DEFAULT, "cuCtxCreate_v2") ? "OK" : "FAIL");
+    EXPECT(cuGetProcAddress("cuMemAlloc", &fn, 3000, 0, &status), CUDA_ERROR_NOT_FOUND);
+    printf("%s too old a version: VERSION_NOT_SUFFICIENT\n",
+           status == CU_GET_PROC_ADDRESS_VERSION_NOT_SUFFICIENT && fn == NULL ? "OK" : "FAIL");
+    EXPECT(cuGetProcAddress("cuNoSuchThing", &fn, CUDA_VERSION, 0, &status), CUDA_ERROR_NOT_FOUND);
+    EXPECT(cuGetProcAddress("cuNoSuchThing", &fn, CUDA_VERSION, 0, &status), CUDA_ERROR_NOT_FOUND);
+    printf("%s unknown: SYMBOL_NOT_FOUND\n", status == CU_GET_PROC_ADDRESS_SYMBOL_NOT_FOUND && !fn ? "OK" : "FAIL");
+    printf("DONE\n");
+    return 0;
+}
+
+static int run_lost(void)
+{
+    CUdeviceptr p;
+    char line[16], host[16] = {0};
+    start();
+    CHECK(cuMemAlloc(&p, 4096));
+    printf("READY\n");
+    fflush(stdout);
+    if (!fgets(line, sizeof line, stdin))
+        return 2;
+    printf("sync %s\n", name(cuCtxSynchronize()));
+    printf("copy %s\n", name(cuMemcpyHtoD(p, host, sizeof host)));
+    printf("alloc %s\n", name(cuMemAlloc(&p, 16)));
+    printf("DONE\n");
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    if (argc >= 3 && !strcmp(argv[1], "main"))
+        return run_main(argv[2]);
+    if (argc >= 2 && !strcmp(argv[1], "quota"))
+        return run_quota();
+    if (argc >= 2 && !strcmp(argv[1], "bad"))
+        return run_bad();
+    if (argc >= 2 && !strcmp(argv[1], "procaddr"))
+        return run_procaddr();
+    if (argc >= 2 && !strcmp(argv[1], "lost"))
+        return run_lost();
+    fprintf(stderr, "usage: driver_api main KERNELS.ptx | quota | bad | procaddr | lost\n");
+    return 2;
+}
