@@ -4,6 +4,7 @@ module globals). Run by tests/gpu/run_on_h200.sh; skipped where there is no GPU.
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
 from pathlib import Path
 
@@ -58,13 +59,16 @@ def ptx_with_global(nbytes: int) -> bytes:
 
 
 @pytest.fixture
-def vgpu_on_cuda(tmp_path):
-    """(make(quota) -> Guest): a VGpu on the cuda backend, in this process, and a guest on it."""
-    made = []
+def vgpu_on_cuda():
+    """(make(quota) -> Guest): a VGpu on the cuda backend, in this process, and a guest on it.
+    The region lives in /dev/shm as a worker's does: the driver cannot pin (cuMemHostRegister)
+    a mapping of a file on an overlay filesystem (CUDA_ERROR_INVALID_VALUE on the H200 machine)."""
+    made, paths = [], []
 
     def make(quota: int) -> Guest:
         from kvmgpu.backend.cuda import CudaBackend
-        region = Region.open_file(str(tmp_path / f"region{len(made)}"), 8 * MIB, create=True)
+        paths.append(f"/dev/shm/kvmgpu-test-quota-{os.getpid()}-{len(made)}")
+        region = Region.open_file(paths[-1], 8 * MIB, create=True)
         vg = VGpu(lambda: CudaBackend(0), quota, region)
         g = Guest(Channel(vg, 1).receive, region, 1)
         made.append((vg, region, g))
@@ -77,6 +81,8 @@ def vgpu_on_cuda(tmp_path):
             g.window.view.release()
         vg.close()
         region.close()
+    for p in paths:
+        Path(p).unlink(missing_ok=True)
 
 
 def test_a_modules_globals_are_charged_on_the_gpu(vgpu_on_cuda, record):
