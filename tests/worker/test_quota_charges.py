@@ -50,6 +50,17 @@ def test_an_allocation_is_charged_its_size_on_the_gpu(host):
     g.alloc(2 * MIB)
 
 
+def test_allocations_that_do_not_tile_a_page_are_charged_their_share_of_it(host):
+    """None straddles two pages: 20 allocations of 100,000 bytes fill a 2 MiB page (an H200
+    took 13 pages for 256 of them), so each is charged a twentieth of a page, not 100,352 bytes."""
+    g = host.guest(window=65536)
+    ptrs = [g.alloc(100_000) for _ in range(20)]
+    assert QUOTA - free(g) == 20 * 104_858 >= 2 * MIB
+    for p in ptrs:
+        g.ok(Op.MEM_FREE, p)
+    assert free(g) == QUOTA
+
+
 def test_a_million_tiny_allocations_cannot_pass_the_quota(host):
     """At 512 bytes each the quota runs out after QUOTA / 512 allocations of 1 byte."""
     g = host.guest(window=65536)
