@@ -20,6 +20,7 @@ def worker(
     compute_mode: str = typer.Option("share", help="share (work-conserving) or limit (hard cap)"),
     stats_file: str = typer.Option(None, help="rewrite this JSON file with the worker's counters, at most once a second"),
     max_channels: int = typer.Option(256, help="loopback mode: connections served at once (also kept 64 under the descriptor limit); more are refused"),
+    connect: bool = typer.Option(False, "--connect", help="the VM's channel only: connect to the socket QEMU listens on, or exit with an error; never listen (loopback). The daemon's workers run so"),
 ) -> None:
     """Serve one vGPU to one VM in the foreground until SIGTERM/SIGINT or the VM's channel closes."""
     from ..sizes import parse_size
@@ -28,4 +29,4 @@ def worker(
     serve(WorkerConfig(backend=backend, gmem=parse_size(gmem, "--gmem"), socket=socket, shm=shm,
                        region_size=parse_size(region_size, "--region-size"), vm=vm, gpu=gpu,
                        compute=compute, compute_mode=compute_mode, stats_file=stats_file,
-                       max_channels=max_channels))
+                       max_channels=max_channels, connect=connect))

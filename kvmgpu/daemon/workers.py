@@ -195,7 +195,7 @@ class WorkerSpec:
         return worker_program() + [
             "worker", "--backend", self.backend, "--gmem", str(self.gmem), "--socket", str(self.socket),
             "--shm", str(self.shm), "--region-size", str(self.region_size), "--vm", self.vm, "--gpu", str(self.gpu), "--compute", str(self.compute),
-            "--compute-mode", self.compute_mode, "--stats-file", str(self.stats_file)]
+            "--compute-mode", self.compute_mode, "--stats-file", str(self.stats_file), "--connect"]
 
 
 def channel_ready(spec: WorkerSpec) -> str | None:

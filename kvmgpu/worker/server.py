@@ -79,6 +79,7 @@ class WorkerConfig:
     stats_file: str | None = None
     max_frame: int = DEFAULT_MAX_FRAME
     max_channels: int = MAX_CHANNELS
+    connect: bool = False  # the VM's channel only: connect to QEMU's socket, never listen (the daemon's workers)
     poll_us: int = field(default_factory=lambda: int(os.environ.get(POLL_ENV) or POLL_US))
 
     def check(self) -> None:
@@ -179,6 +180,9 @@ class Worker:
             st = os.stat(path)
         except FileNotFoundError:
             st = None
+        if st is None and self.config.connect:
+            raise KvmgpuError(f"the VM's channel {path} does not exist: QEMU has not bound it",
+                              "start the VM first (--connect never listens itself)")
         if st is not None:
             if not stat.S_ISSOCK(st.st_mode):
                 raise InvalidInput(f"{path} exists and is not a socket", "give --socket a free path")
@@ -194,6 +198,10 @@ class Worker:
                 sock.close()
                 if e.errno not in (errno.ECONNREFUSED, errno.ENOENT):
                     raise KvmgpuError(f"cannot connect to {path}: {e.strerror or e}") from None
+                if self.config.connect:  # QEMU's socket, but QEMU is gone: not ours to replace
+                    raise KvmgpuError(f"nobody listens on the VM's channel {path}: "
+                                      f"{e.strerror or e}", "is the VM running? (--connect never "
+                                      "listens itself)") from None
                 os.unlink(path)  # a stale socket nobody listens on
             else:
                 self._connected = True

@@ -106,3 +106,26 @@ def test_a_second_worker_on_a_loopback_workers_socket_refuses(worker, tmp_path):
     w.proc.send_signal(signal.SIGTERM)
     assert w.proc.wait(15) == 0, w.log()
     assert not os.path.exists(w.socket + ".lock") and not os.path.exists(w.socket)
+
+
+def test_a_connect_only_worker_never_takes_over_the_vms_channel(tmp_path):
+    """The daemon's workers run with --connect: a channel socket QEMU left behind (nobody listens)
+    or one not bound yet is an error naming it, and the socket is left as it was, never replaced
+    by a loopback listener that the next QEMU could not bind."""
+    import socket as so
+    stale = tmp_path / "vm.sock"
+    s = so.socket(so.AF_UNIX, so.SOCK_STREAM)
+    s.bind(str(stale))
+    s.close()  # bound, never listened on: connect() is refused
+    region = tmp_path / "region"
+    r = run_worker("--socket", str(stale), "--shm", str(region), "--connect")
+    assert r.returncode == 1, r.stderr
+    assert f"nobody listens on the VM's channel {stale}" in r.stderr
+    assert "is the VM running?" in r.stderr and "Traceback" not in r.stderr
+    assert stale.is_socket() and not region.exists()
+
+    missing = tmp_path / "none.sock"
+    r = run_worker("--socket", str(missing), "--shm", str(region), "--connect")
+    assert r.returncode == 1, r.stderr
+    assert f"the VM's channel {missing} does not exist: QEMU has not bound it" in r.stderr
+    assert not missing.exists() and not region.exists()
