@@ -25,6 +25,9 @@ METRICS: dict[str, tuple[str, str]] = {
     "kvmgpu_vgpu_memory_limit_bytes": ("gauge", "The vGPU's device-memory quota."),
     "kvmgpu_vgpu_gpu_seconds_total": ("counter", "GPU time the VM's work has taken in this worker run."),
     "kvmgpu_vgpu_calls_total": ("counter", "Forwarded driver calls the worker has served in this run."),
+    "kvmgpu_vgpu_channel_errors_total": ("counter", "Channels the VM's worker closed or refused in this "
+                                         "run, by why: protocol_violation (what a guest sent), "
+                                         "internal_error (a worker bug, logged), refused (over its limit)."),
     "kvmgpu_vgpu_worker_up": ("gauge", "1 when the VM's worker process is running, else 0."),
     "kvmgpu_gpu_memory_total_bytes": ("gauge", "The GPU's device memory."),
     "kvmgpu_gpu_memory_promised_bytes": ("gauge", "Sum of the memory quotas of the running vGPUs on the GPU."),
@@ -65,6 +68,8 @@ def render(status: Status) -> str:
         add("kvmgpu_vgpu_memory_limit_bytes", v.gmem, **who)
         add("kvmgpu_vgpu_gpu_seconds_total", float(v.gpu_seconds), **who)
         add("kvmgpu_vgpu_calls_total", v.calls, **who)
+        for why, n in v.channel_errors.items():
+            add("kvmgpu_vgpu_channel_errors_total", n, **who, why=why)
         add("kvmgpu_vgpu_worker_up", 1 if v.state == "running" else 0, **who)
     for g in status.gpus:
         add("kvmgpu_gpu_memory_total_bytes", g.total_memory, gpu=g.index)

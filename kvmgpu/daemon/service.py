@@ -456,7 +456,8 @@ class Daemon:
                     backend=live.backend, worker_pid=w.pid if w else None, adopted=bool(w and w.adopted),
                     started=w.started if w else None, used=stats.memory_used if stats else 0,
                     peak=w.peak if w else 0, calls=stats.calls if stats else 0,
-                    bytes=stats.bytes if stats else 0, gpu_seconds=stats.gpu_seconds if stats else 0.0))
+                    bytes=stats.bytes if stats else 0, gpu_seconds=stats.gpu_seconds if stats else 0.0,
+                    channel_errors=_channel_errors(stats)))
             gpus = []
             for g in self.gpus:
                 on = [v for v in vgpus if v.gpu_uuid == g.uuid]
@@ -554,3 +555,11 @@ def serve(config: Config, options: Options) -> int:
     finally:
         finished.set()
     return 0
+
+
+def _channel_errors(stats) -> dict[str, int]:
+    """The worker's closed and refused channels, by why (the metric's `why` label)."""
+    if stats is None:
+        return {}
+    return {"protocol_violation": stats.protocol_violations, "internal_error": stats.internal_errors,
+            "refused": stats.channels_refused}

@@ -40,6 +40,7 @@ class VgpuStatus:
     calls: int
     bytes: int             # bytes moved through the region
     gpu_seconds: float
+    channel_errors: dict[str, int] = field(default_factory=dict)  # why -> channels closed or refused
 
 
 @dataclass(frozen=True)

@@ -258,6 +258,10 @@ class WorkerStats:
     calls: int = 0
     bytes: int = 0
     gpu_seconds: float = 0.0
+    # channels the worker closed because of what a guest sent, closed on its own bug, or refused
+    protocol_violations: int = 0
+    internal_errors: int = 0
+    channels_refused: int = 0
 
 
 def _number(value: object) -> float | None:
@@ -302,6 +306,9 @@ def read_stats(path: Path) -> WorkerStats | None:
         calls=int(_pick(obj, "calls")),
         bytes=int(_pick(obj, "bytes")),
         gpu_seconds=float(_pick(obj, "gpu_seconds", "compute.gpu_seconds", "gpu_time")),
+        protocol_violations=int(_pick(obj, "protocol_violations")),
+        internal_errors=int(_pick(obj, "internal_errors")),
+        channels_refused=int(_pick(obj, "channels_refused")),
     )
 
 

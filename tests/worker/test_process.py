@@ -280,3 +280,32 @@ def test_sticky_error_in_connect_mode_reconnects_to_the_channel(worker, qemu_cha
     again.close()
     assert w.proc.wait(15) == 0, w.log()  # the VM's channel closed: the worker exits
     conn.close()
+
+
+def test_a_guests_bad_frame_reaches_the_daemons_metrics(worker):
+    """The worker counts the channel it closed for a protocol violation in its stats file; the
+    daemon reads it from there and exports it as kvmgpu_vgpu_channel_errors_total."""
+    from kvmgpu.daemon import service
+    from kvmgpu.daemon.metrics import render
+    from kvmgpu.daemon.status import DaemonStatus, Status, VgpuStatus
+    from kvmgpu.daemon.workers import read_stats
+
+    w = worker()
+    w.wait_listening()
+    with w.connect() as sock:
+        sock.sendall(b"\xff" * 64)  # no frame starts so
+        sock.settimeout(10)
+        while sock.recv(4096):  # the worker closes the channel (after a GOODBYE)
+            pass
+    wait_for(lambda: (s := read_stats(Path(w.stats))) and s.protocol_violations,
+             "the violation in the stats file")
+    stats = read_stats(Path(w.stats))
+    assert (stats.protocol_violations, stats.internal_errors, stats.channels_refused) == (1, 0, 0)
+    v = VgpuStatus(vm="t", id="i", gpu=0, gpu_uuid="GPU-x", gmem=64 << 20, compute=100,
+                   compute_mode="share", state="running", backend="sim", worker_pid=w.proc.pid,
+                   adopted=False, started=0.0, used=0, peak=0, calls=0, bytes=0, gpu_seconds=0.0,
+                   channel_errors=service._channel_errors(stats))
+    text = render(Status(DaemonStatus(pid=1, started=0.0, libvirt="connected", uri="x", metrics="x"),
+                         (), (v,)))
+    assert 'kvmgpu_vgpu_channel_errors_total{vm="t",gpu="0",why="protocol_violation"} 1' in text
+    assert 'kvmgpu_vgpu_channel_errors_total{vm="t",gpu="0",why="internal_error"} 0' in text
