@@ -43,8 +43,8 @@ class Controller:
 class MetadataError(ValueError):
     """A field's value in the XML (or one about to be written) that kvmgpu cannot use."""
 
-    def __init__(self, field: Field, problem: str):
-        super().__init__(f"{field.name} ({field.where}, {field.what}): {problem}")
+    def __init__(self, record: Record, field: Field, problem: str):
+        super().__init__(f"{field.name} ({record.where(field)}, {field.what}): {problem}")
         self.field = field
 
 
@@ -109,19 +109,17 @@ class Field:
     def attribute(self) -> str | None:
         return self.at.partition("@")[2] or None
 
-    @property
-    def where(self) -> str:
-        tag = f"{PREFIX}:{self.element}" if self.element else "the element"
-        if self.attribute:
-            return f"<{tag} {self.attribute}=...>" if self.element else f"{self.attribute}=..."
-        return f"<{tag}>"
-
 
 @dataclass(frozen=True)
 class Record:
     """An element of kvmgpu's namespace and the fields of the dataclass it stands for."""
     tag: str
     fields: tuple[Field, ...]
+
+    def where(self, field: Field) -> str:
+        """Where `field` is, as a reader of the XML sees it: <kvmgpu:gpu index=...>."""
+        tag = f"{PREFIX}:{field.element or self.tag}"
+        return f"<{tag} {field.attribute}=...>" if field.attribute else f"<{tag}>"
 
     def children(self) -> list[str]:
         """The child elements, in the order they are written: that of their first field."""
@@ -152,15 +150,15 @@ def _escape(text: str) -> str:
             .replace("'", "&#39;").replace('"', "&#34;"))
 
 
-def _value(field: Field, record: object) -> str | None:
-    value = getattr(record, field.name)
+def _value(record: Record, field: Field, value: object) -> str | None:
     if value is None and field.optional:
         return None
     if not isinstance(value, field.kind) or isinstance(value, bool):
-        raise MetadataError(field, f"{value!r} is not {'an integer' if field.kind is int else 'a string'}")
+        kind = "an integer" if field.kind is int else "a string"
+        raise MetadataError(record, field, f"{value!r} is not {kind}")
     problem = field.check(value)
     if problem:
-        raise MetadataError(field, problem)
+        raise MetadataError(record, field, problem)
     return str(value)
 
 
@@ -181,53 +179,53 @@ def _tag(record: Record, element: str, values: dict[Field, str | None], close: b
 def render(vgpu: VGpu, added_controllers: tuple[Controller, ...] = ()) -> str:
     """The <kvmgpu:vgpu> element for `vgpu` (its `vm` is the domain's name, not written here).
     Raises MetadataError, naming the field, for a value that could not be read back."""
-    values = {f: _value(f, vgpu) for f in VGPU.fields}
+    values = {f: _value(VGPU, f, getattr(vgpu, f.name)) for f in VGPU.fields}
     lines = [_tag(VGPU, "", values, close=False, first=f" xmlns:{PREFIX}='{NS}'")]
     lines += ["  " + _tag(VGPU, child, values, close=True) for child in VGPU.children()]
     for c in added_controllers:
-        cv = {f: _value(f, c) for f in ADDED_CONTROLLER.fields}
+        cv = {f: _value(ADDED_CONTROLLER, f, getattr(c, f.name)) for f in ADDED_CONTROLLER.fields}
         lines.append("  " + _tag(ADDED_CONTROLLER, "", cv, close=True))
     return "\n".join(lines + [f"</{PREFIX}:{VGPU.tag}>"]) + "\n"
 
 
 # -- reading --------------------------------------------------------------------------------------
 
-def _read_field(field: Field, el) -> Any:
+def _read_field(record: Record, field: Field, el) -> Any:
     node = el
     if field.element:
         found = el.findall(f"{_Q}{field.element}")
         if len(found) != 1:
-            raise MetadataError(field, "missing" if not found else f"written {len(found)} times")
+            raise MetadataError(record, field, "missing" if not found else f"written {len(found)} times")
         node = found[0]
     raw = node.get(field.attribute) if field.attribute else node.text
     if raw is None:
         if field.optional:
             return None
-        raise MetadataError(field, "missing")
+        raise MetadataError(record, field, "missing")
     if field.unit is not None and node.get("unit") != field.unit:
-        raise MetadataError(field, f"unit {node.get('unit')!r} is not {field.unit!r}")
+        raise MetadataError(record, field, f"unit {node.get('unit')!r} is not {field.unit!r}")
     raw = raw.strip()
     if field.kind is int:
         if not re.fullmatch(r"-?[0-9]+", raw):
-            raise MetadataError(field, f"{raw!r} is not a whole number")
+            raise MetadataError(record, field, f"{raw!r} is not a whole number")
         value: Any = int(raw)
     else:
         value = raw
     problem = field.check(value)
     if problem:
-        raise MetadataError(field, problem)
+        raise MetadataError(record, field, problem)
     return value
 
 
 def read(el, vm: str) -> VGpu:
     """The vGPU in a parsed <kvmgpu:vgpu> element of domain `vm`. Raises MetadataError, naming
     the field and what is wrong with it."""
-    return VGpu(vm=vm, **{f.name: _read_field(f, el) for f in VGPU.fields})
+    return VGpu(vm=vm, **{f.name: _read_field(VGPU, f, el) for f in VGPU.fields})
 
 
 def read_added_controllers(el) -> tuple[Controller, ...]:
     """The controllers a parsed <kvmgpu:vgpu> element says libvirt added for kvmgpu's devices."""
-    return tuple(Controller(**{f.name: _read_field(f, c) for f in ADDED_CONTROLLER.fields})
+    return tuple(Controller(**{f.name: _read_field(ADDED_CONTROLLER, f, c) for f in ADDED_CONTROLLER.fields})
                  for c in el.findall(f"{_Q}{ADDED_CONTROLLER.tag}"))
 
 

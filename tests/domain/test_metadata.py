@@ -88,12 +88,12 @@ HOSTILE = [  # (edit of the template's text, the field named, what the error say
     (">268435456<", ">1000000<", "region_size", "1000000 is not a power of two of at least 1 MiB"),
     ("index='1'", "index='-1'", "gpu (<kvmgpu:gpu index=...>", "-1 is less than 0"),
     ("uuid='GPU-830ca514-062e-5d80-8770-ebc50789eb16'", "uuid='GPU x'", "gpu_uuid", "is not a GPU uuid"),
-    ("id='6f1c7f7e-2b1e-4d3c-9a55-0d1f2e3c4b5a'", "id='x'", "id (id=...", "'x' is not a UUID"),
+    ("id='6f1c7f7e-2b1e-4d3c-9a55-0d1f2e3c4b5a'", "id='x'", "id (<kvmgpu:vgpu id=...>", "'x' is not a UUID"),
     ("  <kvmgpu:region unit='bytes'>268435456</kvmgpu:region>\n", "", "region_size (<kvmgpu:region>", "missing"),
     ("<kvmgpu:region", "<kvmgpu:region unit='bytes'>1</kvmgpu:region><kvmgpu:region", "region_size",
      "written 2 times"),
-    ("type='virtio-serial' index='0'", "type='virtio-serial' index='first'", "index (index=...",
-     "'first' is not a whole number"),
+    ("type='virtio-serial' index='0'", "type='virtio-serial' index='first'",
+     "index (<kvmgpu:added-controller index=...>", "'first' is not a whole number"),
 ]
 
 
