@@ -24,9 +24,7 @@ from lxml import etree
 from ..errors import InvalidInput
 from ..vgpu import CHANNEL_NAME, REGION_PREFIX, VGpu, region_name
 from . import metadata
-from .metadata import NS, PREFIX, Controller
-
-__all__ = ["NS", "PREFIX", "Controller"]  # re-exported: callers name them xml.NS, xml.Controller
+from .metadata import NS, PREFIX, Controller  # noqa: F401  (callers name them xml.NS, xml.Controller)
 
 
 def template_text(name: str) -> str:
