@@ -25,9 +25,9 @@ from ..inventory import Gpu, discover
 from ..vgpu import VGpu, channel_path, region_path
 from . import api
 from .history import History
-from .udev import GpusChanged, GpuWatch
 from .metrics import MetricsServer
 from .status import DaemonStatus, GpuStatus, Status, VgpuStatus
+from .udev import GpusChanged, GpuWatch
 from .workers import Worker, Workers, WorkerSpec, channel_ready, choose_run_as
 
 log = logging.getLogger("kvmgpu.daemon")

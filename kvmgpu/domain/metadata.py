@@ -165,8 +165,8 @@ def _value(record: Record, field: Field, value: object) -> str | None:
 def _tag(record: Record, element: str, values: dict[Field, str | None], close: bool,
          first: str = "") -> str:
     mine = [f for f in record.fields if f.element == element]
-    attrs = first + "".join(f" {f.attribute}='{_escape(values[f])}'"
-                            for f in mine if f.attribute and values[f] is not None)
+    attrs = first + "".join(f" {f.attribute}='{_escape(value)}'"
+                            for f in mine if f.attribute and (value := values[f]) is not None)
     text = next((f for f in mine if not f.attribute), None)
     if text is not None and text.unit:
         attrs += f" unit='{text.unit}'"
