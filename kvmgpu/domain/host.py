@@ -116,8 +116,16 @@ def state(dom) -> str:
         return "unknown"
 
 
-def list_vgpus(conn) -> list[VGpu]:
-    """The vGPUs of every defined domain (from each one's persistent metadata)."""
+Unreadable = Callable[[str, KvmgpuError], object]  # told of a domain whose metadata cannot be read
+
+
+def _unreadable_skipped(vm: str, e: KvmgpuError) -> None:
+    """A domain whose kvmgpu metadata cannot be read: left out (`kvmgpu detach` on it cleans it)."""
+
+
+def list_vgpus(conn, unreadable: Unreadable = _unreadable_skipped) -> list[VGpu]:
+    """The vGPUs of every defined domain (from each one's persistent metadata). A domain whose
+    metadata cannot be read is left out after `unreadable(vm, error)`."""
     found = []
     try:
         domains = conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_PERSISTENT)
@@ -130,18 +138,12 @@ def list_vgpus(conn) -> list[VGpu]:
             if e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:  # undefined meanwhile
                 continue
             raise _translate(e, "reading domain XML") from None
-        except InvalidInput:
-            continue  # unreadable metadata: `kvmgpu detach` on that VM cleans it
+        except InvalidInput as e:
+            unreadable(dom.name(), e)  # `kvmgpu detach` on that VM cleans it
+            continue
         if vgpu:
             found.append(vgpu)
     return sorted(found, key=lambda v: v.vm)
-
-
-Unreadable = Callable[[str, KvmgpuError], None]   # told of a domain whose metadata cannot be read
-
-
-def _unreadable_skipped(vm: str, e: KvmgpuError) -> None:
-    """A domain whose kvmgpu metadata cannot be read: left out (`kvmgpu detach` on it cleans it)."""
 
 
 def running_vgpus(conn, unreadable: Unreadable = _unreadable_skipped) -> list[VGpu]:

@@ -130,18 +130,38 @@ def test_detach_removes_unreadable_metadata():
 
 def _cli(tmp_path, *args):
     env = {**os.environ, "KVMGPU_SIM_GPUS": "2x80G", "KVMGPU_CONFIG": str(tmp_path / "k.toml")}
-    (tmp_path / "k.toml").write_text(f'channel_dir = "{tmp_path}/run"\nstate_dir = "{tmp_path}/state"\n')
-    return subprocess.run([KVMGPU, *args], capture_output=True, text=True, env=env, timeout=60)
+    (tmp_path / "k.toml").write_text(f'channel_dir = "{tmp_path}/run"\nstate_dir = "{tmp_path}/state"\n'
+                                     f'api_socket = "{tmp_path}/api.sock"\n')
+    return subprocess.run([KVMGPU, *args], capture_output=True, text=True, env=env, timeout=60, check=False)
 
 
-def test_attach_on_edited_metadata_names_the_field_and_changes_nothing(tmp_path):
-    # the test driver loads its domains from this file; each kvmgpu command reads it afresh
+EDITED = ("error: domain 'edited' has kvmgpu metadata that cannot be read: gmem (<kvmgpu:gmem>, the memory "
+          "quota): unit 'MiB' is not 'bytes'\n  hint: see `virsh dumpxml --inactive edited`")
+
+
+@pytest.fixture
+def edited(tmp_path):
+    """A test-driver URI whose domain `edited` has metadata with gmem in MiB; the driver loads the
+    file afresh for each kvmgpu command, so no command sees another's change."""
     meta = GOOD.replace("<kvmgpu:gmem unit='bytes'>8589934592", "<kvmgpu:gmem unit='MiB'>8192")
     node = tmp_path / "node.xml"
     node.write_text(f"<node>{domain(meta, 'edited')}</node>")
-    uri = f"test://{node}"
-    r = _cli(tmp_path, "attach", "edited", "--gmem", "1G", "--connect", uri)
+    return f"test://{node}"
+
+
+def test_attach_on_edited_metadata_is_an_error_naming_the_field(tmp_path, edited):
+    r = _cli(tmp_path, "attach", "edited", "--gmem", "1G", "--connect", edited)
     assert r.returncode == 2, r.stdout + r.stderr
-    assert r.stderr.startswith("error: domain 'edited' has kvmgpu metadata that cannot be read: gmem "
-                               "(<kvmgpu:gmem>, the memory quota): unit 'MiB' is not 'bytes'"), r.stderr
-    assert "hint: see `virsh dumpxml --inactive edited`" in r.stderr
+    assert r.stderr.startswith(EDITED), r.stderr
+    assert not (tmp_path / "run").exists()            # refused before the channel directory was made
+
+
+def test_list_says_which_domain_it_leaves_out_and_why(tmp_path, edited):
+    r = _cli(tmp_path, "list", "--json", "--connect", edited)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]" and r.stderr.startswith(EDITED.replace("error:", "warning:", 1)), r.stderr
+
+
+def test_detach_takes_out_edited_metadata(tmp_path, edited):
+    r = _cli(tmp_path, "detach", "edited", "--json", "--connect", edited)
+    assert r.returncode == 0 and '"changed": true' in r.stdout, r.stdout + r.stderr
