@@ -13,8 +13,9 @@ would refuse to read is never written. Pure: no libvirt calls, no policy.
       <kvmgpu:added-controller type='pci' index='4' model='pcie-root-port'/>   (0 or more)
     </kvmgpu:vgpu>
 
-The text rendered is the one the jinja2 template of kvmgpu 0.x wrote, byte for byte (single
-quotes, two-space indentation); tests/domain/samples/ holds domains written then.
+The text rendered is the one the earlier jinja2 template (xml-templates/metadata.xml.j2) wrote,
+byte for byte (single quotes, two-space indentation); tests/domain/samples/ holds domains written
+then. Elements and attributes not declared here are ignored when read (and not written again).
 """
 
 from __future__ import annotations
