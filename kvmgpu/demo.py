@@ -104,16 +104,17 @@ def domain_xml(kernel: Path, initrd: Path, console_log: Path) -> str:
 
 
 def remove_old_demo(conn) -> None:
-    import libvirt
+    from .domain import host
+    from .errors import NotFound
     try:
-        dom = conn.lookupByName(VM)
-    except libvirt.libvirtError:
+        dom = host.lookup(conn, VM)
+    except NotFound:
         return
-    if DESCRIPTION not in dom.XMLDesc(0):
+    if DESCRIPTION not in host.inactive_xml(dom):
         raise SystemExit(f"demo: a domain named {VM} exists and is not the demo's; rename or remove it")
-    if dom.isActive():
-        dom.destroy()
-    dom.undefine()
+    if host.is_active(conn, VM):
+        sh(["virsh", "-c", URI, "destroy", VM])
+    sh(["virsh", "-c", URI, "undefine", VM])
 
 
 def daemon_running() -> bool:
@@ -128,10 +129,10 @@ def daemon_running() -> bool:
 
 
 def wait_shut_off(conn, timeout: float) -> bool:
-    dom = conn.lookupByName(VM)
+    from .domain import host
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        if not dom.isActive():
+        if not host.is_active(conn, VM):
             return True
         time.sleep(0.5)
     return False
@@ -151,8 +152,8 @@ def main(argv=None) -> int:
     ap.add_argument("--timeout", type=float, default=240, help="seconds to wait for the guest")
     args = ap.parse_args(argv)
 
-    import libvirt
-    libvirt.registerErrorHandler(lambda *_: None, None)  # errors are handled here, not printed
+    from .domain import host
+    from .errors import KvmgpuError
     env = dict(os.environ)
     backend = choose_backend(env)
     say(f"kvmgpu demo: backend {backend}" + ("" if backend == "cuda" else
@@ -165,7 +166,10 @@ def main(argv=None) -> int:
     console_log.unlink(missing_ok=True)
 
     step(f"define the VM {VM} (no GPU, no disk; TCG, see docs/guest-image.md)")
-    conn = libvirt.open(URI)
+    try:
+        conn = host.open_connection(URI)
+    except KvmgpuError as e:
+        raise SystemExit(f"demo: {e}") from None
     remove_old_demo(conn)
     xml_path = WORK / f"{VM}.xml"
     xml_path.write_text(domain_xml(kernel, initrd, console_log))

@@ -126,8 +126,11 @@ def list_(connect: Optional[str] = typer.Option(None, "--connect", "-c", help=CO
     host = _host()
     conn = host.open_connection(connect)
     usages = daemon_api.live_usages(load_config())  # None: no daemon to ask
-    configured = {v.vm: v for v in host.list_vgpus(conn)}
-    live = {v.vm: v for v in host.running_vgpus(conn)}
+    unreadable: dict[str, KvmgpuError] = {}
+    configured = {v.vm: v for v in host.list_vgpus(conn, unreadable=unreadable.setdefault)}
+    live = {v.vm: v for v in host.running_vgpus(conn, unreadable=unreadable.setdefault)}
+    for vm in sorted(unreadable):                     # left out, but not silently
+        typer.echo(f"warning: {unreadable[vm]}", err=True)
     items = []
     for vm in sorted(set(configured) | set(live)):
         now, then = live.get(vm), configured.get(vm)

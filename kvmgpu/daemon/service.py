@@ -18,15 +18,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import Config
+from ..domain.events import DomainStarted, DomainStopped, Libvirt, LibvirtClosed
 from ..domain.host import channel_group, prepare_channel_dir
 from ..errors import KvmgpuError
 from ..inventory import Gpu, discover
 from ..vgpu import VGpu, channel_path, region_path
 from . import api
 from .history import History
-from .lifecycle import DomainStarted, DomainStopped, GpuWatch, GpusChanged, Libvirt, LibvirtClosed
 from .metrics import MetricsServer
 from .status import DaemonStatus, GpuStatus, Status, VgpuStatus
+from .udev import GpusChanged, GpuWatch
 from .workers import Worker, Workers, WorkerSpec, channel_ready, choose_run_as
 
 log = logging.getLogger("kvmgpu.daemon")

@@ -10,6 +10,7 @@ import importlib.machinery
 import importlib.util
 import os
 import uuid
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,8 +116,16 @@ def state(dom) -> str:
         return "unknown"
 
 
-def list_vgpus(conn) -> list[VGpu]:
-    """The vGPUs of every defined domain (from each one's persistent metadata)."""
+Unreadable = Callable[[str, KvmgpuError], object]  # told of a domain whose metadata cannot be read
+
+
+def _unreadable_skipped(vm: str, e: KvmgpuError) -> None:
+    """A domain whose kvmgpu metadata cannot be read: left out (`kvmgpu detach` on it cleans it)."""
+
+
+def list_vgpus(conn, unreadable: Unreadable = _unreadable_skipped) -> list[VGpu]:
+    """The vGPUs of every defined domain (from each one's persistent metadata). A domain whose
+    metadata cannot be read is left out after `unreadable(vm, error)`."""
     found = []
     try:
         domains = conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_PERSISTENT)
@@ -129,33 +138,80 @@ def list_vgpus(conn) -> list[VGpu]:
             if e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:  # undefined meanwhile
                 continue
             raise _translate(e, "reading domain XML") from None
-        except InvalidInput:
-            continue  # unreadable metadata: `kvmgpu detach` on that VM cleans it
+        except InvalidInput as e:
+            unreadable(dom.name(), e)  # `kvmgpu detach` on that VM cleans it
+            continue
         if vgpu:
             found.append(vgpu)
     return sorted(found, key=lambda v: v.vm)
 
 
-def running_vgpus(conn) -> list[VGpu]:
+def running_vgpus(conn, unreadable: Unreadable = _unreadable_skipped) -> list[VGpu]:
     """The vGPUs the running domains run with now (each one's live XML: what its worker serves,
-    whatever was changed for its next boot)."""
+    whatever was changed for its next boot). A domain whose metadata cannot be read is left out
+    after `unreadable(vm, error)`."""
     found = []
     try:
         domains = conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
     except libvirt.libvirtError as e:
         raise _translate(e, "listing running domains") from None
     for dom in domains:
-        try:
-            vgpu = xml.read_vgpu(dom.XMLDesc(0))
-        except libvirt.libvirtError as e:
-            if e.get_error_code() in (libvirt.VIR_ERR_NO_DOMAIN, libvirt.VIR_ERR_OPERATION_INVALID):
-                continue                # undefined or stopped meanwhile
-            raise _translate(e, "reading a running domain's XML") from None
-        except InvalidInput:
-            continue
+        vgpu = _live_vgpu(dom, unreadable)
         if vgpu:
             found.append(vgpu)
     return sorted(found, key=lambda v: v.vm)
+
+
+def _live_vgpu(dom, unreadable: Unreadable) -> VGpu | None:
+    """The vGPU in running `dom`'s live XML; None when it has none or stopped meanwhile."""
+    try:
+        return xml.read_vgpu(dom.XMLDesc(0))
+    except libvirt.libvirtError as e:
+        if e.get_error_code() in (libvirt.VIR_ERR_NO_DOMAIN, libvirt.VIR_ERR_OPERATION_INVALID):
+            return None                # undefined or stopped meanwhile
+        raise _translate(e, "reading a running domain's XML") from None
+    except InvalidInput as e:
+        unreadable(dom.name(), e)
+        return None
+
+
+def running_vgpu(conn, vm: str, unreadable: Unreadable = _unreadable_skipped) -> VGpu | None:
+    """`vm`'s vGPU if `vm` runs and has one (from its live XML), else None."""
+    try:
+        dom = conn.lookupByName(vm)
+        if not dom.isActive():
+            return None
+    except libvirt.libvirtError as e:
+        if e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+            return None
+        raise _translate(e, f"looking up {vm!r}") from None
+    return _live_vgpu(dom, unreadable)
+
+
+def stopped_vgpu_vms(conn) -> list[str]:
+    """Names of the defined domains that have a vGPU (readable or not) and do not run."""
+    try:
+        domains = conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_INACTIVE)
+    except libvirt.libvirtError as e:
+        raise _translate(e, "listing stopped domains") from None
+    names = []
+    for dom in domains:
+        try:
+            if xml.read_vgpu(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)) is not None:
+                names.append(dom.name())
+        except (libvirt.libvirtError, KvmgpuError):
+            continue
+    return names
+
+
+def is_active(conn, vm: str) -> bool:
+    """Whether domain `vm` runs now (False when libvirt has no such domain)."""
+    try:
+        return bool(conn.lookupByName(vm).isActive())
+    except libvirt.libvirtError as e:
+        if e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+            return False
+        raise _translate(e, f"asking whether {vm!r} runs") from None
 
 
 def live_has_vgpu(dom) -> bool:

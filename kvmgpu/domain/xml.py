@@ -1,8 +1,9 @@
 """kvmgpu's elements in a libvirt domain's XML, and nothing else.
 
-Pure: no libvirt calls, no policy. Functions render kvmgpu's fragments from the templates in
-xml-templates/, read a vGPU from a domain's <metadata>, and add or remove kvmgpu's elements on a
-parsed domain in place, so everything kvmgpu does not own is left as it was.
+Pure: no libvirt calls, no policy. Functions render kvmgpu's device fragments from the templates
+in xml-templates/ and its metadata from its declaration (metadata.py), read a vGPU from a domain's
+<metadata>, and add or remove kvmgpu's elements on a parsed domain in place, so everything kvmgpu
+does not own is left as it was.
 
 kvmgpu owns, in a domain:
   - <devices>/<shmem name='kvmgpu-VM'> (ivshmem-plain: the data region, /dev/shm/kvmgpu-VM)
@@ -16,16 +17,14 @@ from __future__ import annotations
 
 import importlib.resources
 import re
-from dataclasses import dataclass
 
 import jinja2
 from lxml import etree
 
 from ..errors import InvalidInput
-from ..vgpu import CHANNEL_NAME, COMPUTE_MODES, REGION_PREFIX, VGpu, region_name
-
-NS = "http://kvmgpu.org/xmlns/vgpu/1"
-PREFIX = "kvmgpu"
+from ..vgpu import CHANNEL_NAME, REGION_PREFIX, VGpu, region_name
+from . import metadata
+from .metadata import NS, PREFIX, Controller  # noqa: F401  (callers name them xml.NS, xml.Controller)
 
 
 def template_text(name: str) -> str:
@@ -45,14 +44,6 @@ _env = jinja2.Environment(loader=jinja2.FunctionLoader(template_text),
                           keep_trailing_newline=False)
 
 
-@dataclass(frozen=True)
-class Controller:
-    """A <controller> by its identity: type, index and (for pci) model."""
-    type: str
-    index: int
-    model: str | None = None
-
-
 # -- rendering ---------------------------------------------------------------------------------
 
 def render(template: str, **values) -> str:
@@ -68,7 +59,12 @@ def render_channel(path: str) -> str:
 
 
 def render_metadata(vgpu: VGpu, added_controllers: tuple[Controller, ...] = ()) -> str:
-    return render("metadata.xml.j2", ns=NS, v=vgpu, added_controllers=added_controllers)
+    """kvmgpu's <metadata> element (declared in metadata.py). A value that could not be read back
+    is refused (InvalidInput naming the field) before anything is written."""
+    try:
+        return metadata.render(vgpu, added_controllers)
+    except metadata.MetadataError as e:
+        raise InvalidInput(f"cannot record {vgpu.vm!r}'s vGPU: {e}") from None
 
 
 # -- checks ------------------------------------------------------------------------------------
@@ -99,39 +95,35 @@ def vm_name(root: etree._Element) -> str:
     return root.findtext("name") or ""
 
 
-def _vgpu_element(root):
-    meta = root.find("metadata")
-    return None if meta is None else meta.find(f"{_Q}vgpu")
+def _unreadable(root, e: metadata.MetadataError) -> InvalidInput:
+    vm = vm_name(root)
+    return InvalidInput(f"domain {vm!r} has kvmgpu metadata that cannot be read: {e}",
+                        f"see `virsh dumpxml --inactive {vm}`; fix it with `virsh edit {vm}`, "
+                        f"or `kvmgpu detach {vm}` removes it")
 
 
 def read_vgpu(domain_xml: str | etree._Element) -> VGpu | None:
-    """The vGPU recorded in a domain's metadata, or None when it has none."""
+    """The vGPU recorded in a domain's metadata, or None when it has none. InvalidInput, naming
+    the field and what is wrong with it, for metadata that cannot be read."""
     root = parse(domain_xml) if isinstance(domain_xml, str) else domain_xml
-    el = _vgpu_element(root)
+    el = metadata.find(root)
     if el is None:
         return None
     try:
-        gpu = el.find(f"{_Q}gpu")
-        compute = el.find(f"{_Q}compute")
-        mode = compute.get("mode")
-        if mode not in COMPUTE_MODES:
-            raise ValueError(mode)
-        return VGpu(id=el.get("id"), vm=vm_name(root), gpu=int(gpu.get("index")),
-                    gpu_uuid=gpu.get("uuid"), gmem=int(el.findtext(f"{_Q}gmem")),
-                    compute=int(compute.text), compute_mode=mode,
-                    region_size=int(el.findtext(f"{_Q}region")))
-    except (AttributeError, TypeError, ValueError):
-        raise InvalidInput(f"domain {vm_name(root)!r} has kvmgpu metadata that cannot be read",
-                           "see `virsh dumpxml --inactive`; `kvmgpu detach` removes it") from None
+        return metadata.read(el, vm_name(root))
+    except metadata.MetadataError as e:
+        raise _unreadable(root, e) from None
 
 
 def added_controllers(root) -> tuple[Controller, ...]:
     """The controllers the metadata says libvirt added for kvmgpu's devices."""
-    el = _vgpu_element(root)
+    el = metadata.find(root)
     if el is None:
         return ()
-    return tuple(Controller(c.get("type"), int(c.get("index")), c.get("model"))
-                 for c in el.findall(f"{_Q}added-controller"))
+    try:
+        return metadata.read_added_controllers(el)
+    except metadata.MetadataError as e:
+        raise _unreadable(root, e) from None
 
 
 def controllers(root) -> set[Controller]:
@@ -206,6 +198,7 @@ def apply_vgpu(root, vgpu: VGpu, channel: str,
     `added` replaces the recorded added-controllers; None keeps what is recorded."""
     if added is None:
         added = added_controllers(root)
+    fresh = _fragment(render_metadata(vgpu, added))   # refuses bad values before anything changes
     devices = _devices(root)
 
     shmems = find_shmem(root)
@@ -242,7 +235,6 @@ def apply_vgpu(root, vgpu: VGpu, channel: str,
             if after is not None:
                 break
         _insert(root, meta, 1, after=after)
-    fresh = _fragment(render_metadata(vgpu, added))
     old = meta.find(f"{_Q}vgpu")
     if old is not None and _same(old, fresh):
         return
@@ -281,8 +273,12 @@ def _referenced(root, c: Controller) -> bool:
 
 def remove_vgpu(root) -> bool:
     """Take kvmgpu's elements out of the parsed domain `root`: its devices, its metadata, and the
-    controllers recorded as added for them that nothing else uses. False when there was nothing."""
-    added = added_controllers(root)
+    controllers recorded as added for them that nothing else uses. False when there was nothing.
+    Unreadable metadata is removed too; the controllers it names are then left in place."""
+    try:
+        added = added_controllers(root)
+    except InvalidInput:
+        added = ()
     found = False
     for el in find_shmem(root) + find_channel(root):
         _remove(el)

@@ -8,7 +8,8 @@ import pytest
 
 from kvmgpu.config import Config
 from kvmgpu.daemon import api
-from kvmgpu.daemon.lifecycle import LibvirtClosed, is_nvidia
+from kvmgpu.daemon.udev import is_nvidia
+from kvmgpu.domain.events import LibvirtClosed
 from kvmgpu.daemon.service import Daemon, Options
 from kvmgpu.errors import DaemonUnavailable
 

@@ -20,7 +20,7 @@ def test_wheels_carry_templates_unit_hook_shim_launcher_and_copier(tmp_path):
                     str(REPO), str(REPO / "guest-agent"), "-w", str(tmp_path)], check=True)
     host = zipfile.ZipFile(next(tmp_path.glob("kvmgpu-*.whl"))).namelist()
     guest = zipfile.ZipFile(next(tmp_path.glob("kvmgpu_guest-*.whl"))).namelist()
-    for name in ("channel.xml.j2", "shmem.xml.j2", "metadata.xml.j2", "guest-vm.xml.j2"):
+    for name in ("channel.xml.j2", "shmem.xml.j2", "guest-vm.xml.j2"):  # metadata: kvmgpu/domain/metadata.py
         assert f"kvmgpu/xml_templates/{name}" in host
     assert "kvmgpu/data/kvmgpu.service" in host and "kvmgpu/data/qemu-hook" in host
     # the worker's launch loop, built for the host (the wheel is then a platform wheel)

@@ -1,8 +1,8 @@
-"""The daemon's view of libvirt and of the host's GPUs: events in, nothing decided here.
+"""The daemon's libvirt connection: lifecycle events and the connection's end in, as small event
+objects on a queue; the daemon's questions about running domains answered through host.py.
 
-libvirt's lifecycle events and close notices, and udev's NVIDIA PCI add/remove notices, arrive on
-other threads; each is turned into a small event object and put on the daemon's queue, where the
-main loop acts on it. Nothing here starts or stops a worker.
+libvirt calls its callbacks on its own event-loop thread; they only enqueue. libvirt's numeric
+event and detail codes are turned into words here, so nothing outside kvmgpu/domain/ needs them.
 """
 
 from __future__ import annotations
@@ -14,14 +14,11 @@ from dataclasses import dataclass
 
 import libvirt
 
-from ..domain.host import open_connection
-from ..domain.xml import read_vgpu
 from ..errors import KvmgpuError
 from ..vgpu import VGpu
+from . import host
 
 log = logging.getLogger(__name__)
-
-NVIDIA_VENDOR = "10DE"
 
 
 @dataclass(frozen=True)
@@ -38,12 +35,6 @@ class DomainStopped:
 @dataclass(frozen=True)
 class LibvirtClosed:
     why: str
-
-
-@dataclass(frozen=True)
-class GpusChanged:
-    action: str        # add | remove
-    device: str        # the PCI device path in sysfs
 
 
 _STARTED_DETAIL = {libvirt.VIR_DOMAIN_EVENT_STARTED_BOOTED: "booted",
@@ -83,9 +74,28 @@ def start_event_loop() -> None:
         _event_loop_started = True
 
 
+def lifecycle_event(vm: str, event: int, detail: int) -> DomainStarted | DomainStopped | None:
+    """What libvirt's lifecycle event (`event`, `detail`) about `vm` means to the daemon, or None."""
+    if event == libvirt.VIR_DOMAIN_EVENT_STARTED:
+        log.debug("%s %s", vm, _STARTED_DETAIL.get(detail, "started"))
+        return DomainStarted(vm)
+    if event == libvirt.VIR_DOMAIN_EVENT_RESUMED:
+        return DomainStarted(vm)
+    if event == libvirt.VIR_DOMAIN_EVENT_STOPPED:
+        return DomainStopped(vm, _STOPPED_DETAIL.get(detail, "stopped"))
+    if event == libvirt.VIR_DOMAIN_EVENT_CRASHED:
+        return DomainStopped(vm, "crashed")
+    return None
+
+
+def close_reason(reason: int) -> str:
+    return _CLOSE_REASON.get(reason, f"reason {reason}")
+
+
 class Libvirt:
     """One libvirt connection that reports lifecycle events and its own end to `events`.
-    `connect()` again after a LibvirtClosed to follow a restarted libvirtd."""
+    `connect()` again after a LibvirtClosed to follow a restarted libvirtd. The questions
+    (`running_vgpus`, ...) raise KvmgpuError when libvirt fails."""
 
     def __init__(self, uri: str | None, events: queue.Queue):
         self.uri = uri
@@ -100,7 +110,7 @@ class Libvirt:
     def connect(self) -> None:
         """Open the connection and subscribe; raises LibvirtUnavailable / PermissionDenied."""
         start_event_loop()
-        conn = open_connection(self.uri)
+        conn = host.open_connection(self.uri)
         for what, call in (("keepalive", lambda: conn.setKeepAlive(5, 3)),
                            ("close callback", lambda: conn.registerCloseCallback(self._on_close, None))):
             try:
@@ -130,77 +140,38 @@ class Libvirt:
         _quietly_close(conn)
 
     def running_vgpus(self) -> dict[str, VGpu]:
-        """The vGPU of every running domain that has one (from its live XML)."""
+        """The vGPU of every running domain that has one (from its live XML), by VM name; a running
+        domain whose metadata cannot be read is logged and left out."""
         assert self.conn is not None
-        found = {}
-        for dom in self.conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
-            vgpu = self._vgpu_of(dom)
-            if vgpu is not None:
-                found[vgpu.vm] = vgpu
-        return found
+        return {v.vm: v for v in host.running_vgpus(self.conn, unreadable=_warn_unreadable)}
 
     def stopped_vgpu_vms(self) -> list[str]:
         """Names of the defined domains that have a vGPU and do not run."""
         assert self.conn is not None
-        names = []
-        for dom in self.conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_INACTIVE):
-            try:
-                if read_vgpu(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)) is not None:
-                    names.append(dom.name())
-            except (libvirt.libvirtError, KvmgpuError):
-                continue
-        return names
+        return host.stopped_vgpu_vms(self.conn)
 
     def running_vgpu(self, vm: str) -> VGpu | None:
         """`vm`'s vGPU if `vm` runs and has one, else None."""
         assert self.conn is not None
-        try:
-            dom = self.conn.lookupByName(vm)
-            if not dom.isActive():
-                return None
-        except libvirt.libvirtError as e:
-            if e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-                return None
-            raise
-        return self._vgpu_of(dom)
+        return host.running_vgpu(self.conn, vm, unreadable=_warn_unreadable)
 
     def is_active(self, vm: str) -> bool:
         """Whether domain `vm` runs now (False when libvirt has no such domain)."""
         assert self.conn is not None
-        try:
-            return bool(self.conn.lookupByName(vm).isActive())
-        except libvirt.libvirtError as e:
-            if e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-                return False
-            raise
-
-    @staticmethod
-    def _vgpu_of(dom) -> VGpu | None:
-        try:
-            return read_vgpu(dom.XMLDesc(0))
-        except libvirt.libvirtError as e:
-            if e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-                return None
-            raise
-        except KvmgpuError as e:
-            log.warning("%s: cannot read its vGPU from its metadata: %s", dom.name(), e)
-            return None
+        return host.is_active(self.conn, vm)
 
     # called on the libvirt event thread: only enqueue
     def _on_lifecycle(self, conn, dom, event: int, detail: int, opaque) -> None:
-        name = dom.name()
-        if event == libvirt.VIR_DOMAIN_EVENT_STARTED:
-            log.debug("%s %s", name, _STARTED_DETAIL.get(detail, "started"))
-            self.events.put(DomainStarted(name))
-        elif event == libvirt.VIR_DOMAIN_EVENT_RESUMED:
-            self.events.put(DomainStarted(name))
-        elif event == libvirt.VIR_DOMAIN_EVENT_STOPPED:
-            self.events.put(DomainStopped(name, _STOPPED_DETAIL.get(detail, "stopped")))
-        elif event == libvirt.VIR_DOMAIN_EVENT_CRASHED:
-            self.events.put(DomainStopped(name, "crashed"))
+        seen = lifecycle_event(dom.name(), event, detail)
+        if seen is not None:
+            self.events.put(seen)
 
     def _on_close(self, conn, reason: int, opaque) -> None:
-        self.events.put(LibvirtClosed(_CLOSE_REASON.get(reason, f"reason {reason}")))
+        self.events.put(LibvirtClosed(close_reason(reason)))
+
+
+def _warn_unreadable(vm: str, e: KvmgpuError) -> None:
+    log.warning("%s: cannot read its vGPU from its metadata: %s", vm, e)
 
 
 def _quietly_close(conn) -> None:
@@ -208,45 +179,3 @@ def _quietly_close(conn) -> None:
         conn.close()
     except libvirt.libvirtError:
         pass
-
-
-class GpuWatch:
-    """NVIDIA PCI devices coming and going (udev), reported as GpusChanged. Where udev's netlink
-    socket cannot be opened (a container), it says so and reports nothing."""
-
-    def __init__(self, events: queue.Queue):
-        self.events = events
-        self._observer = None
-
-    def start(self) -> None:
-        try:
-            import pyudev
-
-            context = pyudev.Context()
-            monitor = pyudev.Monitor.from_netlink(context)
-            monitor.filter_by(subsystem="pci")
-            self._observer = pyudev.MonitorObserver(monitor, callback=self._on_device, name="kvmgpu-udev")
-            self._observer.daemon = True
-            self._observer.start()
-            log.info("watching for NVIDIA GPUs coming and going (udev)")
-        except Exception as e:  # noqa: BLE001 (no udev is not fatal: GPUs are rediscovered on restart)
-            log.warning("cannot watch udev for GPUs coming and going (%s): GPUs are found at start only", e)
-            self._observer = None
-
-    def stop(self) -> None:
-        if self._observer is not None:
-            try:
-                self._observer.send_stop()
-            except Exception:  # noqa: BLE001
-                pass
-
-    def _on_device(self, device) -> None:
-        if device.action not in ("add", "remove"):
-            return
-        if is_nvidia(dict(device.properties)):
-            self.events.put(GpusChanged(device.action, device.sys_path))
-
-
-def is_nvidia(properties: dict) -> bool:
-    """Whether a PCI uevent's properties name an NVIDIA device (PCI_ID=10DE:xxxx)."""
-    return str(properties.get("PCI_ID", "")).upper().startswith(NVIDIA_VENDOR + ":")
