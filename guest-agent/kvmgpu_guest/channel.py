@@ -15,7 +15,7 @@ import os
 import select
 import socket
 
-from .region import Region, RegionError
+from kvmgpu_wire.region import Region, RegionError
 
 PORT_NAME = "org.kvmgpu.0"
 PORT_PATH = "/dev/virtio-ports/" + PORT_NAME

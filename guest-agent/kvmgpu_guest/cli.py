@@ -14,8 +14,9 @@ import json
 import os
 import sys
 
+from kvmgpu_wire.protocol import PROTOCOL_VERSION
+
 from . import __version__
-from .protocol import PROTOCOL_VERSION
 
 SHIM_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "shim")
 LIB_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib")  # libcuda.so.1, where it was built
@@ -90,7 +91,7 @@ def vgpu_info(socket_path: str | None = None, shm_path: str | None = None) -> di
     """The vGPU as this guest sees it: the WELCOME's device and vGPU, and cuMemGetInfo."""
     from .channel import ChannelError
     from .client import Session, SessionError
-    from .protocol import Op, ProtocolError
+    from kvmgpu_wire.protocol import Op, ProtocolError
 
     try:
         session = Session.connect(socket_path, shm_path, client=f"kvmgpu-guest info {__version__}")

@@ -11,7 +11,7 @@ A `Session` owns one transport (control channel) and the session's window of the
   with one precomputed struct per op, no objects are built per call.
 - The mailbox: a synchronous call whose frames (with the batch before it) fit, sent while nothing
   sent on the channel since the last reply may still be unread, is posted to the mailbox at the
-  window's end instead, and its reply read there (kvmgpu_guest/mailbox.py): no system call on
+  window's end instead, and its reply read there (kvmgpu_wire/mailbox.py): no system call on
   either side while both are awake.
 - The window: bulk bytes (HtoD payloads, module images, DtoH results) go through a ring in it.
   `reserve(n)` hands out the next `n` bytes; when the ring is full the session sends FENCE (the host
@@ -29,11 +29,12 @@ import threading
 import time
 from collections import deque
 
+from kvmgpu_wire.mailbox import REQUEST_MAX, SUPPORTED as _MAILBOX_SUPPORTED, Mailbox, mailbox_at
+from kvmgpu_wire.protocol import (MAGIC, NEED_DATA, OPS, QUEUED, Connection, Doorbell, Goodbye, Hello,
+                                  Kind, Op, Reply, Role, Welcome)
+from kvmgpu_wire.trace import ON as _TRACE, mark as _mark
+
 from . import __version__
-from .trace import ON as _TRACE, mark as _mark
-from .mailbox import REQUEST_MAX, SUPPORTED as _MAILBOX_SUPPORTED, Mailbox, mailbox_at
-from .protocol import (MAGIC, NEED_DATA, OPS, QUEUED, Connection, Doorbell, Goodbye, Hello,
-                       Kind, Op, Reply, Role, Welcome)
 
 BATCH_BYTES = int(os.environ.get("KVMGPU_BATCH_BYTES") or 4096)  # a batch is written once it is this big
 # (small enough that the worker starts on a run of launches while the guest queues the rest: the

@@ -26,8 +26,8 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent / "kernels")]
 
 from kvmgpu_guest import client, driver  # noqa: E402
-from kvmgpu_guest.protocol import HEADER, HEADER_SIZE, Op  # noqa: E402
-from kvmgpu_guest.region import Region  # noqa: E402
+from kvmgpu_wire.protocol import HEADER, HEADER_SIZE, Op  # noqa: E402
+from kvmgpu_wire.region import Region  # noqa: E402
 
 import driver_calls  # noqa: E402
 import guestscript as gs  # noqa: E402

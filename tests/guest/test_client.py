@@ -10,10 +10,10 @@ import pytest
 
 from kvmgpu_guest.channel import UnixTransport
 from kvmgpu_guest.client import BATCH_BYTES, Session
-from kvmgpu_guest.cudefs import CUresult
-from kvmgpu_guest.mailbox import MAILBOX_BYTES
-from kvmgpu_guest.protocol import Op
-from kvmgpu_guest.region import Region
+from kvmgpu_wire.cudefs import CUresult
+from kvmgpu_wire.mailbox import MAILBOX_BYTES
+from kvmgpu_wire.protocol import Op
+from kvmgpu_wire.region import Region
 
 from fakehost import DEVICE, FakeHost
 
@@ -321,7 +321,7 @@ def test_a_host_that_never_says_done_gets_a_fence_and_the_copy_still_lands(stage
     assert host.memory[ptr] == data
 
 
-# --- the mailbox (kvmgpu_guest/mailbox.py) ----------------------------------------------------------
+# --- the mailbox (kvmgpu_wire/mailbox.py) ----------------------------------------------------------
 
 def test_a_call_is_posted_with_the_batch_and_rings_a_host_that_sleeps(pair):
     session, host = pair

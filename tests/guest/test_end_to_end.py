@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from kvmgpu_guest.protocol import PROTOCOL_VERSION
+from kvmgpu_wire.protocol import PROTOCOL_VERSION
 from loopback import PROGRAMS, need_kernels
 
 
