@@ -27,6 +27,7 @@ from kvmgpu_wire.cudefs import (CU_LAUNCH_PARAM_BUFFER_POINTER, CU_LAUNCH_PARAM_
 from kvmgpu_wire.protocol import Op, unpack_params
 
 from .client import Session, SessionError
+from .config import forget as forget_config
 from .handles import FUNCTIONS as _functions
 from .handles import Allocations as _Allocations
 from .handles import (CUcontext, CUdevice, CUdeviceptr, CUevent, CUfunction, CUmodule,  # noqa: F401
@@ -751,11 +752,13 @@ def _session_for_tools() -> Session | None:
 
 
 def _reset_for_tests() -> None:
-    """Close the session and forget the guest's tables (tests run many programs in one process)."""
+    """Close the session and forget the guest's tables and configuration (tests run many programs
+    in one process, each with its own environment)."""
     global _session
     if _session is not None:
         _session.close("reset")
     _session = None
+    forget_config()
     _functions.clear()
     _allocations.clear()
     _contexts.clear()
