@@ -16,10 +16,12 @@ import threading
 from dataclasses import dataclass, fields
 from typing import Mapping
 
+from kvmgpu_wire.protocol import MAX_BUFFERED
+
 from .channel import AGENT_SOCKET
 
 _CPUS = os.cpu_count() or 1
-_MAX_BATCH = 16 << 20  # what the host's Connection buffers undecoded (kvmgpu_wire.protocol.MAX_BUFFERED)
+_MAX_BATCH = MAX_BUFFERED  # what the host's Connection buffers undecoded
 _MAX_US = 1_000_000
 _MAX_THREADS = 64
 _TRUE, _FALSE = ("1", "yes", "true", "on"), ("0", "no", "false", "off")
