@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 
 import typer
-from kvmgpu_guest.protocol import PROTOCOL_VERSION
+from kvmgpu_wire.protocol import PROTOCOL_VERSION
 
 from . import __version__
 from .bench import bench_command

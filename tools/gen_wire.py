@@ -7,7 +7,7 @@ Generated: the Python op tables (guest-agent/kvmgpu_wire/ops.py), the C header b
 include (guest-agent/include/kvmgpu_wire.h: frame layout, kinds, op ids, each op's argument and
 result structs, the launch record, with static asserts of every size), the guest's C call stubs
 (kvmgpu_calls.h), CUDA's result codes for the guest library (kvmgpu_cuda.h, from
-kvmgpu_guest/cudefs.py), and the op table of
+kvmgpu_wire/cudefs.py), and the op table of
 docs/protocol.md (between its `ops:begin` and `ops:end` markers).
 """
 
@@ -23,7 +23,7 @@ sys.path.insert(0, str(REPO / "guest-agent"))
 from kvmgpu_wire import spec  # noqa: E402
 from kvmgpu_wire import kinds  # noqa: E402
 from kvmgpu_wire.kinds import NewHandle  # noqa: E402
-from kvmgpu_guest import cudefs  # noqa: E402
+from kvmgpu_wire import cudefs  # noqa: E402
 
 BANNER = "generated from guest-agent/kvmgpu_wire/spec.py by tools/gen_wire.py (make gen): do not edit"
 C_TYPES = {"B": "uint8_t", "H": "uint16_t", "I": "uint32_t", "Q": "uint64_t", "i": "int32_t", "f": "float"}
@@ -215,7 +215,7 @@ def python_requests() -> str:
            "function, None for the ops whose handlers check their arguments themselves (the",
            'specification says why). `THIN` are the ops whose handler is one backend call."""',
            "", "from __future__ import annotations", "", "from typing import NamedTuple", "",
-           "from kvmgpu_guest.protocol import Call, Op", "",
+           "from kvmgpu_wire.protocol import Call, Op", "",
            "from . import checks", "from .session import Session", ""]
     table = []
     for d in spec.OPS:
@@ -319,8 +319,8 @@ def c_calls() -> str:
 
 def c_cuda() -> str:
     """The CUDA driver's result codes as the guest library reports them: the enum, and each code's
-    name and text (cuGetErrorName, cuGetErrorString), from kvmgpu_guest/cudefs.py."""
-    out = [f"/* CUDA's result codes (generated from guest-agent/kvmgpu_guest/cudefs.py by tools/gen_wire.py"
+    name and text (cuGetErrorName, cuGetErrorString), from kvmgpu_wire/cudefs.py."""
+    out = [f"/* CUDA's result codes (generated from guest-agent/kvmgpu_wire/cudefs.py by tools/gen_wire.py"
            " (make gen): do not edit). */",
            "#ifndef KVMGPU_CUDA_H", "#define KVMGPU_CUDA_H", "",
            "enum kvmgpu_cuda_result {"]

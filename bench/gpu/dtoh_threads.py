@@ -18,18 +18,21 @@ def nat():
 nat(); print("native dtoh 4MiB", round(min(nat() for _ in range(5)), 1), "us")
 ok(N.cuMemFree(d)); N.cuDevicePrimaryCtxRelease(ok(N.cuDeviceGet(0)))
 _, stop = B.loopback_worker(256 << 20)
+from dataclasses import replace
 from kvmgpu_guest import driver as cu, client
 try:
     ok(cu.cuInit(0)); ok(cu.cuCtxCreate(0, ok(cu.cuDeviceGet(0))))
     d = int(ok(cu.cuMemAlloc(n)))
-    client.DTOH_PIECE = 0  # the copy in one piece, copied out after the reply (dtoh_variants.py: in pieces)
+    session = cu._session_for_tools()
     spent = []
-    real = client._copy
-    def timed(*a):
-        t = time.perf_counter(); real(*a); spent.append(time.perf_counter() - t)
-    client._copy = timed
+    def timed_copies():  # the copy in one piece, copied out after the reply (dtoh_variants.py: in pieces)
+        real = session._copies.copy
+        def timed(*a):
+            t = time.perf_counter(); real(*a); spent.append(time.perf_counter() - t)
+        session._copies.copy = timed
     for threads in (1, 2, 4, 8):
-        client.COPY_THREADS = threads
+        session.configure(replace(session.config, dtoh_piece=0, copy_threads=threads))
+        timed_copies()
         client._pools.clear()
         def f():
             spent.clear()
@@ -40,7 +43,7 @@ try:
         r = min(f() for _ in range(5))
         print(f"forwarded dtoh 4MiB threads {threads}: total {r[0]:.1f} us, copy out {r[1]:.1f} us")
     for whole in (1 << 20, 16 << 20):
-        client.DTOH_WHOLE = whole; client.COPY_THREADS = 4; client._pools.clear()
+        session.configure(replace(session.config, dtoh_whole=whole, copy_threads=4)); client._pools.clear()
         def g():
             t = time.perf_counter()
             for _ in range(20): ok(cu.cuMemcpyDtoH(y.ctypes.data, d, n))

@@ -23,11 +23,12 @@ def run(mode):
     def part(self, pos, n, last=False):
         ev.append(("seen", pos >> 20, ns() - T0[0]))
         d, s = self.d + pos, self.s + self.base + pos
-        end = n if not last else max(0, n - client.COPY_PART)
+        step = self.copies.part
+        end = n if not last else max(0, n - step)
         if end:
-            pool = client._get_pool(client.PIECE_THREADS - 1)
-            self.futures += [(pool.submit(mm, d + i, s + i, min(client.COPY_PART, end - i), (pos + i) >> 20), None)
-                             for i in range(0, end, client.COPY_PART)]
+            pool = client._get_pool(self.copies.piece_threads - 1)
+            self.futures += [(pool.submit(mm, d + i, s + i, min(step, end - i), (pos + i) >> 20), None)
+                             for i in range(0, end, step)]
         if end < n:
             mm(d + end, s + end, n - end, (pos + end) >> 20)
     plain = client._Copier.part
@@ -36,7 +37,7 @@ def run(mode):
         ev.append(("seen", pos >> 20, ns() - T0[0]))
         plain(self, pos, n, last)
         ev.append(("done", (pos + n - 1) >> 20, ns() - T0[0]))
-    client._Copier.part = timed_part if client._copier is not None and client.COPIER_DTOH else part
+    client._Copier.part = lambda self, *a: (timed_part if self.split else part)(self, *a)
     orig_wait = client.Session._wait
     def wait(self, seq, op):
         r = orig_wait(self, seq, op); ev.append(("reply", 0, ns() - T0[0])); return r

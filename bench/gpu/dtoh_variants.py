@@ -47,11 +47,13 @@ print(HEAD)
 print(f"{'native pageable':24s}", figures(setup(N)))
 N.cuDevicePrimaryCtxRelease(dev)
 _, stop = B.loopback_worker(256 << 20)
+from dataclasses import replace
 from kvmgpu_guest import client, driver as cu
 try:
     ok(cu.cuInit(0)); ok(cu.cuCtxCreate(0, ok(cu.cuDeviceGet(0))))
     fs = setup(cu)
-    real_part, real_copy = client._Copier.part, client._copy
+    session = cu._session_for_tools()
+    real_part = client._Copier.part
     variants = [("whole, 4 threads", 0, 4, 1 << 20, 0),
                 ("1M pieces, 4 thr", 1 << 20, 4, 1 << 20, 0), ("1M pcs, 4 thr, wake", 1 << 20, 4, 1 << 20, 1),
                 ("1M pcs, 3 thr, wake", 1 << 20, 3, 1 << 20, 1), ("1M pcs, 2 thr, wake", 1 << 20, 2, 1 << 20, 1),
@@ -59,12 +61,13 @@ try:
                 ("512K pcs, 8 thr, wake", 512 << 10, 8, 512 << 10, 1),
                 ("1M pieces, no copy", 1 << 20, 4, 1 << 20, 0)]
     for name, piece, threads, part, wake in variants:
-        client.DTOH_PIECE, client.PIECE_THREADS, client.COPY_PART = piece, threads, part
-        client.COPY_WAKE = wake
+        session.configure(replace(session.config, dtoh_piece=piece, piece_threads=threads, copy_part=part,
+                                  copy_wake=bool(wake)))
         client._pools.clear()
         skip = name.endswith("no copy")
         client._Copier.part = (lambda *a, **k: None) if skip else real_part
-        client._copy = (lambda *a: None) if skip else real_copy
+        if skip:
+            session._copies.copy = lambda *a: None
         print(f"{name:24s}", figures(fs))
 finally:
     stop()

@@ -38,7 +38,7 @@ try:
         return (time.perf_counter() - t) / reps * 1e6
     for _ in range(3): h(); n()
     print("µs per 1 MiB copy, native / forwarded:", [(round(n(), 1), round(h(), 1)) for _ in range(6)])
-    client._copy = timed("copy into slot", client._copy)
+    cu._session._copies.copy = timed("copy into slot", cu._session._copies.copy)
     S = client.Session
     S._send = timed("send (syscall)", S._send)
     S._free_slot = timed("free slot (wait)", S._free_slot)

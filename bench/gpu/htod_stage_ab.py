@@ -12,6 +12,7 @@ import os
 import sys
 import threading
 import time
+from dataclasses import replace
 sys.path[:0] = ["guest-agent", "."]
 from kvmgpu import benchgpu as B
 
@@ -25,13 +26,18 @@ ROUNDS = int(os.environ.get("ROUNDS", "9"))
 
 
 def stealing(piece: int, helpers: int):
-    """A `client._copy` whose copies under two COPY_PIECEs go in `piece`-byte pieces, each taken by
-    whichever of this thread and `helpers` pool threads is free (none waits for a helper to wake)."""
-    plain = client._copy
+    """For a session's copies (`client._Copies`), a `copy` whose copies under two copy pieces go in
+    `piece`-byte pieces, each taken by whichever of this thread and `helpers` pool threads is free
+    (none waits for a helper to wake)."""
+    return lambda copies: _stealing(copies, piece, helpers)
+
+
+def _stealing(copies, piece: int, helpers: int):
+    plain = copies.copy
 
     def copy(dst, dpos, src, spos, n):
         d, s = client._address(dst), client._address(src)
-        if n >= 2 * client.COPY_PIECE or n < 2 * piece or d is None or s is None:
+        if n >= 2 * copies.piece or n < 2 * piece or d is None or s is None:
             return plain(dst, dpos, src, spos, n)
         d, s, count, taken = d + dpos, s + spos, (n + piece - 1) // piece, itertools.count()
 
@@ -43,7 +49,7 @@ def stealing(piece: int, helpers: int):
             with busy:  # held while it may copy: the caller waits on it at the end
                 take()
         busy = [threading.Lock() for _ in range(helpers)]
-        pool = client._get_pool(max(helpers, client.COPY_THREADS - 1))
+        pool = client._get_pool(max(helpers, copies.threads - 1))
         for lock in busy:
             pool.submit(helper, lock)
         take()
@@ -153,19 +159,23 @@ def trial_lib():
 
 
 def copy_with(fn, below: int = 1 << 62):
-    """A `client._copy` that copies with `fn` (one of NT_C's) in place of memmove, for copies under
-    `below` bytes (in the same pieces on the same threads)."""
-    plain = client._copy
+    """For a session's copies (`client._Copies`), a `copy` that copies with `fn` (one of NT_C's) in
+    place of memmove, for copies under `below` bytes (in the same pieces on the same threads)."""
     fn.argtypes, fn.restype = (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t), None
+    return lambda copies: _copy_with(copies, fn, below)
+
+
+def _copy_with(copies, fn, below):
+    plain = copies.copy
 
     def copy(dst, dpos, src, spos, n):
         d, s = client._address(dst), client._address(src)
         if n >= below or d is None or s is None:
             return plain(dst, dpos, src, spos, n)
         d, s = d + dpos, s + spos
-        pieces = max(1, min(client.COPY_THREADS, n // client.COPY_PIECE))
+        pieces = max(1, min(copies.threads, n // copies.piece))
         step = (n // pieces + 4095) & ~4095
-        futures = [client._get_pool(client.COPY_THREADS - 1).submit(fn, d + i, s + i, min(step, n - i))
+        futures = [client._get_pool(copies.threads - 1).submit(fn, d + i, s + i, min(step, n - i))
                    for i in range(step, n, step)] if pieces > 1 else []
         fn(d, s, min(step, n))
         for f in futures:
@@ -173,33 +183,34 @@ def copy_with(fn, below: int = 1 << 62):
     return copy
 
 
-# a way: {name in kvmgpu_guest.client, or "Session.<name>": value}, set for its turn
+# a way: the session's settings (kvmgpu_guest.config.GuestConfig's fields) for its turn, and "copy" (a
+# `copy` for its `client._Copies`) or "Session._htod_staged" (in place of the client's)
 WAYS = {"native": None,
         "as is": {},
-        "1 MiB slots, the ring from 8 MiB (ninth session)": {"STAGE_CHUNK": MiB},
-        "4 MiB slots, the ring from 8 MiB": {"STAGE_CHUNK": 4 * MiB},
-        "4 MiB slots, all staged": {"STAGE_CHUNK": 4 * MiB, "STAGE_MAX": 1 << 62},
-        "8 MiB slots": {"STAGE_CHUNK": 8 * MiB},
-        "32 MiB slots": {"STAGE_CHUNK": 32 * MiB}}
+        "1 MiB slots, the ring from 8 MiB (ninth session)": {"stage_chunk": MiB},
+        "4 MiB slots, the ring from 8 MiB": {"stage_chunk": 4 * MiB},
+        "4 MiB slots, all staged": {"stage_chunk": 4 * MiB, "stage_max": 1 << 62},
+        "8 MiB slots": {"stage_chunk": 8 * MiB},
+        "32 MiB slots": {"stage_chunk": 32 * MiB}}
 if os.environ.get("WAYS") == "steal":
     WAYS = {"native": None, "as is": {},
-            "512 KiB pieces": {"COPY_PIECE": MiB // 2},
-            "steal 256K, 1 helper": {"_copy": stealing(256 << 10, 1)},
-            "steal 128K, 1 helper": {"_copy": stealing(128 << 10, 1)},
-            "steal 128K, 2 helpers": {"_copy": stealing(128 << 10, 2)},
-            "steal 64K, 3 helpers": {"_copy": stealing(64 << 10, 3)}}
+            "512 KiB pieces": {"copy_piece": MiB // 2},
+            "steal 256K, 1 helper": {"copy": stealing(256 << 10, 1)},
+            "steal 128K, 1 helper": {"copy": stealing(128 << 10, 1)},
+            "steal 128K, 2 helpers": {"copy": stealing(128 << 10, 2)},
+            "steal 64K, 3 helpers": {"copy": stealing(64 << 10, 3)}}
 elif os.environ.get("WAYS") == "nt":
     _nt = trial_lib()
     WAYS = {"native": None, "as is": {},
-            "nt sse2": {"_copy": copy_with(_nt.nt_sse2)},
-            "nt avx2": {"_copy": copy_with(_nt.nt_avx2)},
-            "nt avx2 under 4 MiB": {"_copy": copy_with(_nt.nt_avx2, 4 * MiB)},
-            "nt avx2, 4 MiB slots": {"_copy": copy_with(_nt.nt_avx2), "STAGE_CHUNK": 4 * MiB}}
+            "nt sse2": {"copy": copy_with(_nt.nt_sse2)},
+            "nt avx2": {"copy": copy_with(_nt.nt_avx2)},
+            "nt avx2 under 4 MiB": {"copy": copy_with(_nt.nt_avx2, 4 * MiB)},
+            "nt avx2, 4 MiB slots": {"copy": copy_with(_nt.nt_avx2), "stage_chunk": 4 * MiB}}
 elif os.environ.get("WAYS") == "demote":
     _nt = trial_lib()
     WAYS = {"native": None, "as is": {},
-            "3 slots": {"STAGE_SLOTS": 3},
-            **{insn: {"_copy": copy_with(fn, 4 * MiB)}  # (the guest's CPU must have the instruction)
+            "3 slots": {"stage_slots": 3},
+            **{insn: {"copy": copy_with(fn, 4 * MiB)}  # (the guest's CPU must have the instruction)
                for insn, fn in (("cldemote", _nt.copy_demote), ("clwb", _nt.copy_clwb),
                                 ("clflushopt", _nt.copy_flush)) if f" {insn}" in open("/proc/cpuinfo").read()}}
 elif os.environ.get("WAYS") == "spin":
@@ -209,53 +220,33 @@ elif os.environ.get("WAYS") == "spin":
     def _split(helpers):
         def copy(dst, dpos, src, spos, n):
             _nt.split_copy(client._address(dst) + dpos, client._address(src) + spos, n, helpers)
-        return copy
+        return lambda copies: copy
     WAYS = {"native": None, "as is": {},
-            **{f"split, {h} spinning helper(s)": {"_copy": _split(h)} for h in (1, 2, 3)}}
+            **{f"split, {h} spinning helper(s)": {"copy": _split(h)} for h in (1, 2, 3)}}
 elif os.environ.get("WAYS") == "copier":
     if client._copier is None:
         sys.exit("no kvmgpu_guest._copier here: build it first (cd guest-agent && python3 setup.py build_ext --inplace)")
     WAYS = {"native": None, "as is": {},
-            "without the copier": {"_copier": None},
-            "copier, 64 KiB pieces": {"COPY_SPLIT": 64 << 10},
-            "copier, 512 KiB pieces": {"COPY_SPLIT": 512 << 10},
-            "copier, 1 helper": {"copier": (1, client.COPY_SPIN_US)},
-            "copier, 3 helpers": {"copier": (3, client.COPY_SPIN_US)},
-            "copier, 5 helpers": {"copier": (5, client.COPY_SPIN_US)},
-            "copier, helpers asleep": {"copier": (client.COPIER_THREADS - 1, 0)}}
+            "without the copier": {"copier": False},
+            "copier, 64 KiB pieces": {"copy_split": 64 << 10},
+            "copier, 512 KiB pieces": {"copy_split": 512 << 10},
+            "copier, 1 helper": {"copier_threads": 2},
+            "copier, 3 helpers": {"copier_threads": 4},
+            "copier, 5 helpers": {"copier_threads": 6},
+            "copier, helpers asleep": {"copy_spin_us": 0}}
 elif os.environ.get("WAYS") == "quiet":
     WAYS = {"native": None, "as is": {},
             **{f"quiet up to {n} MiB": {"Session._htod_staged": quiet(n * MiB)} for n in (1, 2, 4)}}
 
 
-class _Configure:
-    """The copier's (helpers, spin µs) as if it were a module attribute (the `copier` knob)."""
-    value = (client.COPIER_THREADS - 1, client.COPY_SPIN_US)
-    module = client._copier
 
-    def __setattr__(self, name, value):
-        type(self).value = value
-        if self.module is not None:
-            self.module.configure(*value)
-
-    def __getattr__(self, name):
-        return type(self).value
-
-
-def _owner(name: str):
-    if name == "copier":
-        return _Configure(), "value"
-    return (client.Session, name[len("Session."):]) if name.startswith("Session.") else (client, name)
-
-
-DEFAULTS = {name: getattr(*_owner(name))
-            for name in {"STAGE_CHUNK", "STAGE_MAX"}.union(*(w for w in WAYS.values() if w))}
 try:
     B._ok(nat.cuInit(0))
     native = B.Workloads(nat, SIZES)
     B._ok(cu.cuInit(0))
     forwarded = B.Workloads(cu, SIZES)
     session = cu._session_for_tools()
+    base, plain_staged = session.config, client.Session._htod_staged
     for size in SIZES:
         key = f"htod_pageable_GBps_{size // MiB}M"
         loops = {side: [(fn, value) for f, fn, value in w.figures() if f == key][0]
@@ -267,8 +258,11 @@ try:
             (native if knobs is None else forwarded).current()
             if knobs is not None:
                 B._ok(cu.cuCtxSynchronize())  # nothing staged is in flight: lay the window out again
-                for k, v in {**DEFAULTS, **knobs}.items():
-                    setattr(*_owner(k), v)
+                session.configure(replace(base, **{k: v for k, v in knobs.items()
+                                                   if k not in ("copy", "Session._htod_staged")}))
+                if "copy" in knobs:
+                    session._copies.copy = knobs["copy"](session._copies)
+                client.Session._htod_staged = knobs.get("Session._htod_staged", plain_staged)
                 with session.lock:
                     session._setup_staging()
             fn, value = loops[side]
@@ -276,7 +270,7 @@ try:
         print(f"--- {size // MiB} MiB, GB/s")
         B.report_turns(B.in_turn(list(WAYS), run, ROUNDS), "GB/s",
                        lambda med, base: f"{med / base:4.2f}x native")
-    print("as is: slots of", DEFAULTS["STAGE_CHUNK"], "bytes, staged up to", DEFAULTS["STAGE_MAX"],
-          "bytes; copy threads:", client.COPY_THREADS)
+    print("as is: slots of", base.stage_chunk, "bytes, staged up to", base.stage_max,
+          "bytes; copy threads:", base.copy_threads)
 finally:
     stop()

@@ -16,7 +16,7 @@ os.environ["KVMGPU_WINDOW"] = str(64 << 20)  # two sessions in one region
 _, stop = B.loopback_worker(256 << 20)
 from cuda.bindings import driver as nat  # noqa: E402
 from kvmgpu_guest import driver as cu  # noqa: E402
-from kvmgpu_guest.protocol import Op  # noqa: E402
+from kvmgpu_wire.protocol import Op  # noqa: E402
 
 lean = cu.cuStreamSynchronize
 

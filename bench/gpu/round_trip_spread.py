@@ -65,9 +65,9 @@ if __name__ == "__main__":
             env = {"KVMGPU_TRACE": os.path.join(tempfile.mkdtemp(), "trace")}
         B.run_guest([__file__, label], env)
         if "KVMGPU_TRACE" in env:
-            from kvmgpu_guest import trace
+            from kvmgpu_wire import trace
             every = trace.calls(trace.load(env["KVMGPU_TRACE"]))
-            from kvmgpu_guest.protocol import Op
+            from kvmgpu_wire.protocol import Op
             cs = [c for c in every if c["op"] == str(int(Op.STREAM_SYNCHRONIZE))]
             print(f"traced STREAM_SYNCHRONIZE calls: {len(cs)}")
             for a, b, what in trace.PHASES:

@@ -6,41 +6,40 @@ cuda-bindings beside them. The ways take turns round by round. Run on the GPU ma
 repository root: `PYTHONPATH=guest-agent:. python3 bench/gpu/stencil_ab.py` (ROUNDS=n;
 WAYS="small dtoh" or WAYS=copier for other ways)"""
 import os, sys
+from dataclasses import replace
 sys.path[:0] = ["guest-agent", "."]
 from kvmgpu import benchgpu as B
 
 _, stop = B.loopback_worker(256 << 20)
 from cuda.bindings import driver as nat  # noqa: E402
-from kvmgpu_guest import client, driver as cu  # noqa: E402
+from kvmgpu_guest import driver as cu  # noqa: E402
 
 MiB = 1 << 20
 ROUNDS = int(os.environ.get("ROUNDS", "15"))
 FIGURES = os.environ.get("FIGURES", "stencil_1M_e2e_s").split(",")
 SIZES = [1 * MiB, 4 * MiB, 16 * MiB]
-KNOBS = ("FIRST_BATCH", "PIECE_THREADS", "COPY_PART", "DTOH_PIECE", "COPY_STEAL", "COPY_PIECE",
-         "_copier", "COPIER_DTOH")
-DEFAULTS = {k: getattr(client, k) for k in KNOBS}
-WAYS = {"native": None, "as is": {},
-        "no stealing (ninth session)": {"COPY_STEAL": False},
-        "512 KiB parts": {"COPY_PART": MiB // 2},
-        "4 piece threads": {"PIECE_THREADS": 4}}
+WAYS = {"native": None, "as is": {},  # the guest's settings (kvmgpu_guest.config.GuestConfig) of each way
+        "no stealing (ninth session)": {"copy_steal": False},
+        "512 KiB parts": {"copy_part": MiB // 2},
+        "4 piece threads": {"piece_threads": 4}}
 if os.environ.get("WAYS") == "small dtoh":
     WAYS = {"native": None, "as is": {},
-            "512 KiB DtoH pieces": {"DTOH_PIECE": MiB // 2, "COPY_PART": MiB // 2},
-            "256 KiB DtoH pieces": {"DTOH_PIECE": MiB // 4, "COPY_PART": MiB // 4},
-            "512 KiB copy pieces": {"COPY_PIECE": MiB // 2}}
+            "512 KiB DtoH pieces": {"dtoh_piece": MiB // 2, "copy_part": MiB // 2},
+            "256 KiB DtoH pieces": {"dtoh_piece": MiB // 4, "copy_part": MiB // 4},
+            "512 KiB copy pieces": {"copy_piece": MiB // 2}}
 elif os.environ.get("WAYS") == "copier":  # the guest's copier (kvmgpu_guest/copier.c, built in place)
     WAYS = {"native": None, "as is": {},
-            "without the copier": {"_copier": None},
-            "DtoH without the copier": {"COPIER_DTOH": False},
-            "copier, 3 helpers": {"helpers": 3},
-            "copier, 5 helpers": {"helpers": 5}}
-COPIER, HELPERS = client._copier, client.COPIER_THREADS - 1  # "helpers": the copier's, for a way
+            "without the copier": {"copier": False},
+            "DtoH without the copier": {"copier_dtoh": False},
+            "copier, 3 helpers": {"copier_threads": 4},
+            "copier, 5 helpers": {"copier_threads": 6}}
 try:
     B._ok(nat.cuInit(0))
     native = B.Workloads(nat, SIZES)
     B._ok(cu.cuInit(0))
     forwarded = B.Workloads(cu, SIZES)
+    session = cu._session_for_tools()
+    base = session.config
     for figure in FIGURES:
         loops = {side: [(fn, value) for f, fn, value in w.figures() if f == figure][0]
                  for side, w in (("native", native), ("forwarded", forwarded))}
@@ -49,11 +48,7 @@ try:
         def run(name):
             knobs = WAYS[name]
             (native if knobs is None else forwarded).current()
-            for k, v in {**DEFAULTS, **(knobs or {})}.items():
-                if k != "helpers":
-                    setattr(client, k, v)
-            if COPIER is not None:
-                COPIER.configure((knobs or {}).get("helpers", HELPERS), client.COPY_SPIN_US)
+            session.configure(replace(base, **(knobs or {})))
             fn, value = loops["native" if knobs is None else "forwarded"]
             return fn() * 1e3 if seconds else value(fn())
         print("---", figure)

@@ -127,6 +127,6 @@ if __name__ == "__main__":
     for mode in ("alone", "stencil", "launchsync"):
         prefix = os.path.join(tempfile.mkdtemp(), "trace")
         B.run_guest([__file__, mode], {"KVMGPU_TRACE": prefix})
-        from kvmgpu_guest import trace
+        from kvmgpu_wire import trace
         print(f"trace, {mode}:")
         print(trace.report(prefix))

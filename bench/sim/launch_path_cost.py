@@ -11,7 +11,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from nodriver import NoDriver  # noqa: E402  (and the paths)
 from rawguest import Host  # noqa: E402
-from kvmgpu_guest.protocol import Op  # noqa: E402
+from kvmgpu_wire.protocol import Op  # noqa: E402
 
 h = Host(Path(tempfile.mkdtemp()), backend=NoDriver)
 g = h.guest()

@@ -13,8 +13,8 @@ from kvmgpu import benchgpu as B  # noqa: E402
 
 proc, sock, shm = B.start_worker(tempfile.mkdtemp(), 64 << 20, backend="sim")
 from kvmgpu_guest.client import Session  # noqa: E402
-from kvmgpu_guest.mailbox import Mailbox  # noqa: E402
-from kvmgpu_guest.protocol import Op  # noqa: E402
+from kvmgpu_wire.mailbox import Mailbox  # noqa: E402
+from kvmgpu_wire.protocol import Op  # noqa: E402
 
 looks = Mailbox.host_awake
 try:

@@ -15,7 +15,7 @@ from nodriver import NoDriver  # noqa: E402  (and the paths)
 from rawguest import PTX, Host  # noqa: E402
 from kvmgpu_guest import driver as cu  # noqa: E402
 from kvmgpu_guest.client import Session  # noqa: E402
-from kvmgpu_guest.protocol import Op  # noqa: E402
+from kvmgpu_wire.protocol import Op  # noqa: E402
 from kvmgpu.worker.channel import Channel  # noqa: E402
 
 

@@ -1,4 +1,4 @@
-/* CUDA's result codes (generated from guest-agent/kvmgpu_guest/cudefs.py by tools/gen_wire.py (make gen): do not edit). */
+/* CUDA's result codes (generated from guest-agent/kvmgpu_wire/cudefs.py by tools/gen_wire.py (make gen): do not edit). */
 #ifndef KVMGPU_CUDA_H
 #define KVMGPU_CUDA_H
 

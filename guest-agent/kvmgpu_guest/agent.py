@@ -23,7 +23,7 @@ import time
 
 from kvmgpu_wire.ops import AGENT_REGION_INFO_FORMAT
 
-from . import protocol as p
+from kvmgpu_wire import protocol as p
 
 log = logging.getLogger("kvmgpu-guest.agent")
 

@@ -15,7 +15,7 @@ import os
 import select
 import socket
 
-from .region import Region, RegionError
+from kvmgpu_wire.region import Region, RegionError
 
 PORT_NAME = "org.kvmgpu.0"
 PORT_PATH = "/dev/virtio-ports/" + PORT_NAME
@@ -23,7 +23,6 @@ IVSHMEM_VENDOR = 0x1AF4
 IVSHMEM_DEVICE = 0x1110
 SOCKET_ENV = "KVMGPU_SOCKET"
 SHM_ENV = "KVMGPU_SHM"
-AGENT_ENV = "KVMGPU_AGENT_SOCKET"
 AGENT_SOCKET = "/run/kvmgpu-guest/agent.sock"  # kvmgpu_guest.agent.AGENT_SOCKET
 
 
@@ -158,17 +157,15 @@ def find_ivshmem(sys_root: str = "/sys") -> str | None:
 
 
 def find_channel(socket_path: str | None = None, shm_path: str | None = None,
-                 sys_root: str = "/sys", dev_root: str = "/dev"):
-    """(transport, region) for this guest: loopback when a socket is named, else the VM devices."""
-    socket_path = socket_path or os.environ.get(SOCKET_ENV) or None
-    shm_path = shm_path or os.environ.get(SHM_ENV) or None
+                 sys_root: str = "/sys", dev_root: str = "/dev", agent_socket: str = AGENT_SOCKET):
+    """(transport, region) for this guest: loopback when a socket is named, else the guest agent
+    where its socket exists, else the VM devices. (Session.connect passes the GuestConfig's.)"""
     if socket_path:
         if not shm_path:
             raise ChannelError(f"a control socket is named ({socket_path}) but no shared region "
                                f"(set {SHM_ENV} or pass --shm)")
         return _region_and_transport(lambda: Region.open_file(shm_path),
                                      lambda: UnixTransport(socket_path))
-    agent_socket = os.environ.get(AGENT_ENV, AGENT_SOCKET)
     if os.path.exists(agent_socket):
         return _via_agent(agent_socket)
     port = find_port(sys_root, dev_root)

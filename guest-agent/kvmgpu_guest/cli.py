@@ -14,8 +14,10 @@ import json
 import os
 import sys
 
+from kvmgpu_wire.protocol import PROTOCOL_VERSION
+
 from . import __version__
-from .protocol import PROTOCOL_VERSION
+from .config import ConfigError, GuestConfig
 
 SHIM_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "shim")
 LIB_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib")  # libcuda.so.1, where it was built
@@ -59,6 +61,10 @@ def run_command(args) -> int:
         env["KVMGPU_SHM"] = args.shm
     if env.get("KVMGPU_SOCKET") and not env.get("KVMGPU_SHM"):
         raise CliError("a socket is named but no shared region", "pass --shm or set KVMGPU_SHM", 2)
+    try:  # the program's client reads these when it connects: say now what is wrong with them
+        GuestConfig.from_environ(env)
+    except ConfigError as e:
+        raise CliError(str(e), "fix the variable or unset it (docs/guest.md lists them)", 2)
     # kvmgpu_guest itself must stay importable from the program, wherever the program runs
     package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     paths = [SHIM_DIR, package_root] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
@@ -88,12 +94,15 @@ def _mib(n: int) -> str:
 
 def vgpu_info(socket_path: str | None = None, shm_path: str | None = None) -> dict:
     """The vGPU as this guest sees it: the WELCOME's device and vGPU, and cuMemGetInfo."""
+    from kvmgpu_wire.protocol import Op, ProtocolError
+
     from .channel import ChannelError
     from .client import Session, SessionError
-    from .protocol import Op, ProtocolError
 
     try:
         session = Session.connect(socket_path, shm_path, client=f"kvmgpu-guest info {__version__}")
+    except ConfigError as e:
+        raise CliError(str(e), "fix the variable or unset it (docs/guest.md lists them)", 2)
     except ChannelError as e:
         raise CliError(str(e), "is this a VM with a kvmgpu vGPU attached? outside one, pass --socket and --shm")
     except (SessionError, ProtocolError, OSError) as e:

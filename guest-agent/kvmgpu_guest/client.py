@@ -7,11 +7,11 @@ A `Session` owns one transport (control channel) and the session's window of the
   also keeps errors it met itself while the caller was not waiting (a FENCE forced by a full ring)
   and reports them at the next synchronising call.
 - `queue(op, args, blob)` appends a QUEUED frame to the batch; the batch goes out in one write when
-  a call needs an answer or the batch passes `BATCH_BYTES`. This is the hot path: frames are packed
+  a call needs an answer or the batch passes `KVMGPU_BATCH_BYTES`. This is the hot path: frames are packed
   with one precomputed struct per op, no objects are built per call.
 - The mailbox: a synchronous call whose frames (with the batch before it) fit, sent while nothing
   sent on the channel since the last reply may still be unread, is posted to the mailbox at the
-  window's end instead, and its reply read there (kvmgpu_guest/mailbox.py): no system call on
+  window's end instead, and its reply read there (kvmgpu_wire/mailbox.py): no system call on
   either side while both are awake.
 - The window: bulk bytes (HtoD payloads, module images, DtoH results) go through a ring in it.
   `reserve(n)` hands out the next `n` bytes; when the ring is full the session sends FENCE (the host
@@ -29,81 +29,26 @@ import threading
 import time
 from collections import deque
 
-from . import __version__
-from .trace import ON as _TRACE, mark as _mark
-from .mailbox import REQUEST_MAX, SUPPORTED as _MAILBOX_SUPPORTED, Mailbox, mailbox_at
-from .protocol import (MAGIC, NEED_DATA, OPS, QUEUED, Connection, Doorbell, Goodbye, Hello,
-                       Kind, Op, Reply, Role, Welcome)
+from kvmgpu_wire.mailbox import REQUEST_MAX, SUPPORTED as _MAILBOX_SUPPORTED, Mailbox, mailbox_at
+from kvmgpu_wire.protocol import (MAGIC, NEED_DATA, OPS, QUEUED, Connection, Doorbell, Goodbye, Hello,
+                                  Kind, Op, Reply, Role, Welcome)
+from kvmgpu_wire.trace import ON as _TRACE, mark as _mark
 
-BATCH_BYTES = int(os.environ.get("KVMGPU_BATCH_BYTES") or 4096)  # a batch is written once it is this big
-# (small enough that the worker starts on a run of launches while the guest queues the rest: the
-# two sides then work in parallel; one write per ~40 launches)
-POLL_US = int(os.environ.get("KVMGPU_POLL_US") or 50)  # spin this long on a reply before blocking
-COPY_THREADS = int(os.environ.get("KVMGPU_COPY_THREADS") or min(4, os.cpu_count() or 1))
-# A copy is split among threads in pieces of at least this: waking a thread costs more than a
-# smaller piece gains (docs/performance.md, "Tried and measured, not kept")
-COPY_PIECE = int(os.environ.get("KVMGPU_COPY_PIECE") or 1 << 20)
-# (the pieces of a DtoH are copied out in parts of this, each by one thread, as they land; the
-# copy threads are woken when the call is sent, so that they are up when the first piece lands)
-COPY_PART = int(os.environ.get("KVMGPU_COPY_PART") or 1 << 20)
-COPY_WAKE = os.environ.get("KVMGPU_COPY_WAKE", "1") != "0"
-# ... and once the last has landed this thread copies the parts no pool thread has started yet
-COPY_STEAL = os.environ.get("KVMGPU_COPY_STEAL", "1") != "0"
-# Bulk copies into and out of the window from two COPY_SPLITs go through the copier
-# (kvmgpu_guest/copier.c, where it was built; KVMGPU_COPIER=0: without it): COPIER_THREADS - 1
-# helper threads and this one take COPY_SPLIT-byte pieces, no GIL between them, the helpers
-# spinning COPY_SPIN_US for the next copy before they sleep (why, and why these numbers:
-# docs/performance.md, "The guest's copier").
-COPIER_THREADS = int(os.environ.get("KVMGPU_COPIER_THREADS") or min(8, os.cpu_count() or 1))
-COPY_SPLIT = int(os.environ.get("KVMGPU_COPY_SPLIT") or 64 << 10)
-COPY_SPIN_US = int(os.environ.get("KVMGPU_COPY_SPIN_US") or 200)
-COPIER_DTOH = os.environ.get("KVMGPU_COPIER_DTOH", "1") != "0"  # a DtoH's landed parts too
-_copier = None
-if os.environ.get("KVMGPU_COPIER", "1") != "0":
-    try:
-        from . import _copier
-        _copier.configure(max(0, min(COPIER_THREADS - 1, 15)), COPY_SPIN_US)
-    except ImportError:
-        _copier = None
-# Threads that copy a DtoH's pieces out (this one and a pool): three, the GIL being contended (the
-# best number depends on the machine: docs/performance.md, "DtoH from 2 MiB to 16 MiB")
-PIECE_THREADS = int(os.environ.get("KVMGPU_PIECE_THREADS") or min(3, COPY_THREADS))
-# Bulk copies go in chunks of n/4, at least PIPE_MIN and at most PIPE_MAX bytes.
-PIPE_MIN = int(os.environ.get("KVMGPU_PIPE_MIN") or 1 << 20)
-PIPE_MAX = int(os.environ.get("KVMGPU_PIPE_CHUNK") or 16 << 20)
+from . import __version__
+from .config import GuestConfig, current as _current_config
+
+# The settings (batch sizes, polling, copy threads and sizes, the staging slots, the mailbox) are a
+# session's GuestConfig (config.py, which says why their defaults are what they are).
+try:
+    from . import _copier
+except ImportError:
+    _copier = None
 DTOH_IN_FLIGHT = 3  # device-to-host chunks asked for ahead of the one being copied out
-# A device-to-host copy up to this size goes in one piece, copied out by COPY_THREADS threads (the
-# DMA into the window is several times faster than one thread's copy out of it: splitting the copy
-# out gains more than overlapping it with the DMA of the next chunk)
-DTOH_WHOLE = int(os.environ.get("KVMGPU_DTOH_WHOLE") or 16 << 20)
-# ... and, from twice this size, in pieces of it, each copied out as soon as it has landed while
-# the next is on its way (0: never; the piece size: docs/performance.md, "DtoH from 2 MiB to 16 MiB")
-DTOH_PIECE = int(os.environ.get("KVMGPU_DTOH_PIECE") or 1 << 20)
 DTOH_SPIN_S = 0.05  # watch for landed pieces this long at most, then wait for the reply
-# Synchronous host-to-device copies into memory the process allocated go through two staging
-# slots at the window's end, refilled as the host reports each slot's copy done (MEMCPY_HTOD_STAGED):
-# the same few MiB are written again and again, so they stay in the CPU cache. A slot's bytes are
-# copied in by COPY_THREADS threads, COPY_PIECE each. A slot is this big where the window allows
-# (at least four times the slots), halved down to 1 MiB where it does not (docs/performance.md,
-# "The staging slots are as big as the window allows").
-STAGE_CHUNK = int(os.environ.get("KVMGPU_STAGE_CHUNK") or 16 << 20)
-STAGE_SLOTS = int(os.environ.get("KVMGPU_STAGE_SLOTS") or 2)
-# With slots under 8 MiB (a window under ~64 MiB), copies over STAGE_MAX go through the ring, whose
-# chunks all the copy threads fill and beat small slots at those sizes; with bigger slots every
-# synchronous copy is staged (docs/performance.md, "The staging slots are as big as the window allows").
-STAGE_MAX = int(os.environ.get("KVMGPU_STAGE_MAX") or 8 << 20)
 STAGE_ALL = 8 << 20
 STAGE_WAIT_S = 0.002  # a slot not given back in this long: FENCE (all staged copies are then done)
-# After a reply the worker (and often the GPU) is idle: the next batch goes out this small, and each
-# one after it twice as big up to BATCH_BYTES, so the GPU gets work at once. But never one frame
-# alone: the launch of a launch + synchronise goes with its synchronise (one message, which the
-# mailbox and the worker take whole). Why 512: docs/performance.md, "Synchronous calls (latency)".
-FIRST_BATCH = int(os.environ.get("KVMGPU_FIRST_BATCH") or 512)
-# Synchronous calls through the mailbox at the window's end where they may (0: always the channel)
-MAILBOX = os.environ.get("KVMGPU_MAILBOX", "1") != "0" and _MAILBOX_SUPPORTED
 RECV_BYTES = 64 * 1024  # under glibc's mmap threshold: a larger recv() buffer costs an mmap per call
 RING_ALIGN = 64
-WINDOW_ENV = "KVMGPU_WINDOW"  # bytes of the region a session asks for (0: all that is free)
 SHARED_WINDOW_PART = 16  # through the guest agent, a session asks for 1/16 of the region (several processes share it)
 
 _CALL = int(Kind.CALL)
@@ -125,7 +70,8 @@ class SessionError(Exception):
 
 
 class Session:
-    def __init__(self, transport, region, client: str = "", session_id: int | None = None):
+    def __init__(self, transport, region, client: str = "", session_id: int | None = None,
+                 config: GuestConfig | None = None):
         self.transport = transport
         self.region = region
         self.id = (os.getpid() if session_id is None else session_id) & 0xFFFFFFFF
@@ -139,13 +85,15 @@ class Session:
         self.view: memoryview | None = None
         self.window_size = 0
         self._batch = bytearray()
-        self._batch_limit = FIRST_BATCH
+        self.configure(config if config is not None else _current_config())
+        self._batch_limit = self._first_batch
         self._seq = 0
         self._head = 0  # next free byte of the ring
         self._ring_size = 0  # the ring: [0, _ring_size) of the window
         self._stage_base = -1  # the staging slots (-1: the window is too small for them)
         self._slot = 0  # the next staging slot
         self._chunk = 0  # a staging slot's bytes (0: no slots)
+        self._stage_slots = 0  # how many (the config's, when the window was laid out)
         self._staged: deque = deque()  # seqs of staged copies the host may not have done, oldest first
         self._done = None  # the u32 where the host stores the seq of its last staged copy
         self._done_at = 0  # its offset in the window
@@ -159,14 +107,27 @@ class Session:
         self._doorbell = b""
         self.closed = False
 
+    def configure(self, config: GuestConfig) -> None:
+        """Take `config`'s settings: those the per-call paths read are bound here, once. (The
+        window's layout, its staging slots and mailbox, follows at the next handshake.)"""
+        with self.lock:
+            self.config = config
+            self._first_batch = config.first_batch
+            self._batch_bytes = config.batch_bytes
+            self._poll_s = config.poll_us / 1e6
+            self._copies = _Copies(config)
+
     @classmethod
     def connect(cls, socket_path: str | None = None, shm_path: str | None = None,
-                client: str = "") -> "Session":
-        """Find the channel (loopback or VM devices), say HELLO, and return the live session."""
+                client: str = "", config: GuestConfig | None = None) -> "Session":
+        """Find the channel (loopback or VM devices), say HELLO, and return the live session.
+        `config`: this process's (config.current(), read from the environment) if not given."""
         from .channel import find_channel
-        transport, region = find_channel(socket_path, shm_path)
-        session = cls(transport, region, client)
-        window = int(os.environ.get(WINDOW_ENV) or 0)
+        cfg = config if config is not None else _current_config()
+        transport, region = find_channel(socket_path or cfg.socket or None, shm_path or cfg.shm or None,
+                                         agent_socket=cfg.agent_socket)
+        session = cls(transport, region, client, config=cfg)
+        window = cfg.window
         if not window and getattr(transport, "shared", False):
             window = region.size // SHARED_WINDOW_PART
         try:
@@ -213,7 +174,7 @@ class Session:
             self._box = None
         at = mailbox_at(self.window_size)
         self._end = self.window_size if at is None else at  # the ring and the staging slots end here
-        if at is not None and MAILBOX:
+        if at is not None and self.config.mailbox and _MAILBOX_SUPPORTED:
             self._box = Mailbox(self.view, at)
             self._box.wake()
             self._clean = True
@@ -223,7 +184,8 @@ class Session:
         mailbox), if the window is big enough to spare them (four times their size); the rest is
         the ring."""
         size = self._end
-        self._chunk = chunk = _slot_size(size)
+        self._stage_slots = slots = self.config.stage_slots
+        self._chunk = chunk = _slot_size(size, self.config.stage_chunk, slots)
         self._staged.clear()
         if self._done is not None:
             self._done.release()
@@ -231,7 +193,7 @@ class Session:
         if not chunk:
             self._ring_size, self._stage_base, self._done, self._landed = size, -1, None, None
             return
-        stage = STAGE_SLOTS * chunk
+        stage = slots * chunk
         done_at = size - 64
         self._stage_base = (done_at - stage) & ~(RING_ALIGN - 1)
         self._ring_size = self._stage_base
@@ -342,7 +304,7 @@ class Session:
             self._staged.clear()
         self._posted = False
         self._clean = True  # all that was sent before the call is done: the mailbox may be used
-        self._batch_limit = FIRST_BATCH
+        self._batch_limit = self._first_batch
         if op in _SYNCHRONISING:
             if op in _DRAINING:
                 self._head = 0  # nothing queued uses the window any more
@@ -381,8 +343,8 @@ class Session:
     def _send_batch(self) -> None:
         self._send(self._batch)
         self._batch.clear()
-        if self._batch_limit < BATCH_BYTES:
-            self._batch_limit = min(BATCH_BYTES, 2 * self._batch_limit)
+        if self._batch_limit < self._batch_bytes:
+            self._batch_limit = min(self._batch_bytes, 2 * self._batch_limit)
 
     def flush(self) -> None:
         with self.lock:
@@ -436,11 +398,12 @@ class Session:
         if _TRACE:
             _mark("gh")
         with self.lock:
+            cfg = self.config
             if sync and not wait and not stream and self._stage_base >= 0 and (
-                    n <= STAGE_MAX or self._chunk >= STAGE_ALL):
+                    n <= cfg.stage_max or self._chunk >= STAGE_ALL):
                 return self._htod_staged(dst, src)
-            chunk = _chunk(n, self._ring_size)
-            view = self.view
+            chunk = _chunk(n, self._ring_size, cfg.pipe_min, cfg.pipe_chunk)
+            view, copy = self.view, self._copies.copy
             pos = 0
             start = self._head  # a copy that waits gives back all of its chunks at the end
             while True:
@@ -449,7 +412,7 @@ class Session:
                 off = self.reserve(size)
                 if off == 0:
                     start = 0  # the ring wrapped (or was empty): nothing before this is in use
-                _copy(view, off, src, pos, size)
+                copy(view, off, src, pos, size)
                 if last and wait:
                     # the last chunk's call synchronises the stream: every chunk has landed
                     reply = self.call(Op.MEMCPY_HTOD, (dst + pos, off, size, stream))
@@ -469,11 +432,11 @@ class Session:
         host has stored that call's seq (or a later one) in the done word."""
         n = len(src)
         pos = 0
-        view = self.view
+        view, copy = self.view, self._copies.copy
         while pos < n:
             size = min(self._chunk, n - pos)
             off = self._free_slot()
-            _copy(view, off, src, pos, size)
+            copy(view, off, src, pos, size)
             self._seq = seq = (self._seq + 1) & 0xFFFFFFFF
             self._batch += _STAGED_FRAME.pack(MAGIC, _CALL, QUEUED, self.id, seq, _STAGED_BODY, _OP_STAGED,
                                               4, dst + pos, off, size, self._done_at)
@@ -485,14 +448,14 @@ class Session:
 
     def _free_slot(self) -> int:
         """The next staging slot's offset, once the host is done with its last copy."""
-        if len(self._staged) >= STAGE_SLOTS:
+        if len(self._staged) >= self._stage_slots:
             seq = self._staged[0]
             done = self._done
             deadline = spin_until = 0.0
             while (done[0] - seq) & 0xFFFFFFFF >= 0x80000000:  # the host's last seq is before `seq`
                 now = time.perf_counter()
                 if not deadline:
-                    deadline, spin_until = now + STAGE_WAIT_S, now + POLL_US / 1e6
+                    deadline, spin_until = now + STAGE_WAIT_S, now + self._poll_s
                 elif now > deadline:  # the host is busy (a long kernel first) or gone: ask it
                     self.fence()
                     break
@@ -501,7 +464,7 @@ class Session:
             if self._staged:
                 self._staged.popleft()
         off = self._stage_base + self._slot * self._chunk
-        self._slot = (self._slot + 1) % STAGE_SLOTS
+        self._slot = (self._slot + 1) % self._stage_slots
         return off
 
     def dtoh(self, dst: memoryview, src: int, stream: int = 0) -> int:
@@ -518,11 +481,14 @@ class Session:
                 reply = self.call(Op.MEMCPY_DTOH, (off, src, 0, stream))
                 self.release(off)
                 return reply.status
-            if (self._landed is not None and DTOH_PIECE and 2 * DTOH_PIECE <= n <= DTOH_WHOLE
+            cfg = self.config
+            piece, whole = cfg.dtoh_piece, cfg.dtoh_whole
+            if (self._landed is not None and piece and 2 * piece <= n <= whole
                     and n <= self._ring_size):
                 return self._dtoh_pieces(dst, src, stream)
-            chunk = min(n, self._ring_size) if n <= DTOH_WHOLE else _chunk(n, self._ring_size)
-            view = self.view
+            chunk = min(n, self._ring_size) if n <= whole else \
+                _chunk(n, self._ring_size, cfg.pipe_min, cfg.pipe_chunk)
+            view, copy = self.view, self._copies.copy
             start = self._head
             status = 0
             pending: deque = deque()
@@ -534,7 +500,7 @@ class Session:
                 if reply.status:
                     status = status or reply.status
                 elif not status:
-                    _copy(dst, pos, view, off, size)
+                    copy(dst, pos, view, off, size)
                     if _TRACE:
                         _mark("gx")
 
@@ -570,11 +536,11 @@ class Session:
         landed, view = self._landed, self.view
         landed[0] = 0
         seq = self._send_call(Op.MEMCPY_DTOH_PIECES,
-                              (off, src, n, stream, DTOH_PIECE, self._landed_at))
+                              (off, src, n, stream, self.config.dtoh_piece, self._landed_at))
         if _TRACE:
             _mark("g1")
-        copy = _Copier(dst, view, off)
-        if COPY_WAKE:
+        copy = _Copier(self._copies, dst, view, off)
+        if self._copies.wake:
             copy.wake()
         poll = getattr(self.transport, "recv_nowait", None)
         copied, spins = 0, 0
@@ -630,7 +596,7 @@ class Session:
 
     def _recv(self) -> bytes:
         """The next bytes from the host: the answer in the mailbox to a posted call where it is
-        there (`_answer`), else from the channel, spinning for them POLL_US first where the
+        there (`_answer`), else from the channel, spinning for them KVMGPU_POLL_US first where the
         transport can be polled (the answer is often a few µs away)."""
         if self._posted:
             data = self._answer()
@@ -640,14 +606,14 @@ class Session:
 
     def _answer(self):
         """The host's answer to the posted call, read in the mailbox once the host has stored its
-        number: spun for POLL_US, then waited for on the channel (the host rings when it answers
+        number: spun for KVMGPU_POLL_US, then waited for on the channel (the host rings when it answers
         and sees this side asleep). None where the answer went through the channel; bytes from the
         channel where those came meanwhile (a DOORBELL, the answer itself, a GOODBYE: the caller
         decodes them)."""
         box = self._box
         data = None
         if not box.answered():
-            deadline = time.perf_counter() + POLL_US / 1e6
+            deadline = time.perf_counter() + self._poll_s
             while not box.answered():
                 if time.perf_counter() > deadline:
                     if box.sleep():  # answered meanwhile
@@ -669,11 +635,12 @@ class Session:
         """The next bytes from the channel (`_recv`)."""
         try:
             data = None
-            poll = getattr(self.transport, "recv_nowait", None) if POLL_US > 0 and spin else None
+            poll_s = self._poll_s
+            poll = getattr(self.transport, "recv_nowait", None) if poll_s > 0 and spin else None
             if poll is not None:
                 data = poll(RECV_BYTES)
                 if data is None:
-                    deadline = time.perf_counter() + POLL_US / 1e6
+                    deadline = time.perf_counter() + poll_s
                     while True:
                         data = poll(RECV_BYTES)
                         if data is not None or time.perf_counter() > deadline:
@@ -728,17 +695,17 @@ class Session:
 
 # --------------------------------------------------------------------------------- bulk memory copy
 
-def _slot_size(end: int) -> int:
-    """The staging slots' size in a window whose ring and slots end at `end`: STAGE_CHUNK, halved
+def _slot_size(end: int, stage_chunk: int, slots: int) -> int:
+    """The staging slots' size in a window whose ring and slots end at `end`: `stage_chunk`, halved
     (not below 1 MiB) until the window holds four times the slots; 0 where it cannot (no slots)."""
-    chunk = STAGE_CHUNK
-    while chunk > 1 << 20 and end < 4 * STAGE_SLOTS * chunk + 4096:
+    chunk = stage_chunk
+    while chunk > 1 << 20 and end < 4 * slots * chunk + 4096:
         chunk = max(1 << 20, chunk // 2)
-    return chunk if STAGE_SLOTS >= 2 and end >= 4 * STAGE_SLOTS * chunk + 4096 else 0
+    return chunk if slots >= 2 and end >= 4 * slots * chunk + 4096 else 0
 
 
-def _chunk(n: int, window: int) -> int:
-    return max(1, min(window, n, max(PIPE_MIN, min(PIPE_MAX, (n // 4 + 0xFFFF) & ~0xFFFF))))
+def _chunk(n: int, window: int, pipe_min: int, pipe_max: int) -> int:
+    return max(1, min(window, n, max(pipe_min, min(pipe_max, (n // 4 + 0xFFFF) & ~0xFFFF))))
 
 
 _pools: dict = {}  # number of workers -> a ThreadPoolExecutor of kvmgpu-copy threads
@@ -767,46 +734,91 @@ def _get_pool(workers: int):
     return pool
 
 
+class _Copies:
+    """The bulk copies into and out of the window, as a session's configuration has them (its
+    settings bound here once: `copy` runs for every chunk of every bulk copy)."""
+
+    def __init__(self, cfg: GuestConfig, copier=None):
+        copier = _copier if copier is None else copier
+        self.copier = copier if cfg.copier else None
+        if self.copier is not None:
+            self.copier.configure(max(0, min(cfg.copier_threads - 1, 15)), cfg.copy_spin_us)
+        self.split_size = cfg.copy_split
+        self.threads, self.piece = cfg.copy_threads, cfg.copy_piece
+        self.piece_threads, self.part = cfg.piece_threads, cfg.copy_part
+        self.wake, self.steal = cfg.copy_wake, cfg.copy_steal
+        self.dtoh_split = self.copier is not None and cfg.copier_dtoh  # a DtoH's parts by the copier
+
+    def copy(self, dst: memoryview, dpos: int, src: memoryview, spos: int, n: int) -> None:
+        """dst[dpos:dpos+n] = src[spos:spos+n]; large copies shared among threads: by the copier
+        from two KVMGPU_COPY_SPLITs, or else in pieces on KVMGPU_COPY_THREADS threads
+        (ctypes.memmove releases the GIL, so the pieces run at once)."""
+        copier, threads = self.copier, self.threads
+        split = copier is not None and n >= 2 * self.split_size
+        pieces = min(threads, n // self.piece)
+        if (split or pieces > 1) and dpos + n <= len(dst) and spos + n <= len(src):
+            d, s = _address(dst), _address(src)
+            if d is not None and s is not None and split:
+                copier.copy(d + dpos, s + spos, n, self.split_size)
+                return
+            if d is not None and s is not None and pieces > 1:
+                pool = _get_pool(threads - 1)
+                d += dpos
+                s += spos
+                step = (n // pieces + 4095) & ~4095
+                futures = [pool.submit(ctypes.memmove, d + i, s + i, min(step, n - i))
+                           for i in range(step, n, step)]
+                ctypes.memmove(d, s, min(step, n))
+                for f in futures:
+                    f.result()
+                return
+        dst[dpos: dpos + n] = src[spos: spos + n]
+
+
 class _Copier:
     """Copies spans of `src` (from offset `base`) to the same offsets of `dst` as they become
     ready, on the copy threads, not waited for until `finish` (ctypes.memmove releases the GIL:
     the caller goes on watching meanwhile)."""
 
-    def __init__(self, dst: memoryview, src: memoryview, base: int):
+    def __init__(self, copies: _Copies, dst: memoryview, src: memoryview, base: int):
+        self.copies = copies
         self.dst, self.src, self.base = dst, src, base
         self.d, self.s = _address(dst), _address(src)
-        self.split = _copier is not None and COPIER_DTOH  # each part at once, by `_copy`'s copier
+        self.split = copies.dtoh_split  # each part at once, by the copier
         self.futures: list = []  # (future, its memmove's arguments or None)
 
     def part(self, pos: int, n: int, last: bool = False) -> None:
-        """Copy [pos, pos+n): handed to the pool in COPY_PART parts (this thread goes back to
-        watching), but the `last` part, which this thread copies itself."""
-        if self.d is None or self.s is None or PIECE_THREADS < 2:
+        """Copy [pos, pos+n): handed to the pool in KVMGPU_COPY_PART parts (this thread goes back
+        to watching), but the `last` part, which this thread copies itself."""
+        copies = self.copies
+        if self.d is None or self.s is None or copies.piece_threads < 2:
             self.dst[pos: pos + n] = self.src[self.base + pos: self.base + pos + n]
             return
         if self.split:
-            _copy(self.dst, pos, self.src, self.base + pos, n)
+            copies.copy(self.dst, pos, self.src, self.base + pos, n)
             return
         d, s = self.d + pos, self.s + self.base + pos
-        end = n if not last else max(0, n - COPY_PART)
+        part = copies.part
+        end = n if not last else max(0, n - part)
         if end:
-            pool = _get_pool(PIECE_THREADS - 1)
-            for i in range(0, end, COPY_PART):
-                args = (d + i, s + i, min(COPY_PART, end - i))
+            pool = _get_pool(copies.piece_threads - 1)
+            for i in range(0, end, part):
+                args = (d + i, s + i, min(part, end - i))
                 self.futures.append((pool.submit(ctypes.memmove, *args), args))
         if end < n:
             ctypes.memmove(d + end, s + end, n - end)
 
     def wake(self) -> None:
         """Wake the copy threads now, so that they are up when the first piece lands."""
-        if PIECE_THREADS > 1 and self.d is not None and self.s is not None and not self.split:
-            pool = _get_pool(PIECE_THREADS - 1)
-            self.futures += [(pool.submit(int), None) for _ in range(PIECE_THREADS - 1)]
+        threads = self.copies.piece_threads
+        if threads > 1 and self.d is not None and self.s is not None and not self.split:
+            pool = _get_pool(threads - 1)
+            self.futures += [(pool.submit(int), None) for _ in range(threads - 1)]
 
     def finish(self) -> None:
         """Wait until every part is copied: those the pool has not started yet this thread copies
         itself (the latest first), instead of waiting for a pool thread to come to them."""
-        if COPY_STEAL:
+        if self.copies.steal:
             for f, args in reversed(self.futures):
                 if args is not None and f.cancel():
                     ctypes.memmove(*args)
@@ -814,28 +826,3 @@ class _Copier:
             if not f.cancelled():
                 f.result()
         self.futures.clear()
-
-
-def _copy(dst: memoryview, dpos: int, src: memoryview, spos: int, n: int) -> None:
-    """dst[dpos:dpos+n] = src[spos:spos+n]; large copies shared among threads: by the copier
-    from two COPY_SPLITs, or else in pieces on COPY_THREADS threads (ctypes.memmove releases the
-    GIL, so the pieces run at once)."""
-    split = _copier is not None and n >= 2 * COPY_SPLIT
-    pieces = min(COPY_THREADS, n // COPY_PIECE)
-    if (split or pieces > 1) and dpos + n <= len(dst) and spos + n <= len(src):
-        d, s = _address(dst), _address(src)
-        if d is not None and s is not None and split:
-            _copier.copy(d + dpos, s + spos, n, COPY_SPLIT)
-            return
-        if d is not None and s is not None and pieces > 1:
-            pool = _get_pool(COPY_THREADS - 1)
-            d += dpos
-            s += spos
-            step = (n // pieces + 4095) & ~4095
-            futures = [pool.submit(ctypes.memmove, d + i, s + i, min(step, n - i))
-                       for i in range(step, n, step)]
-            ctypes.memmove(d, s, min(step, n))
-            for f in futures:
-                f.result()
-            return
-    dst[dpos: dpos + n] = src[spos: spos + n]

@@ -19,12 +19,15 @@ import struct
 import sys
 import threading
 
+from kvmgpu_wire.cudefs import (CU_LAUNCH_PARAM_BUFFER_POINTER, CU_LAUNCH_PARAM_BUFFER_POINTER_AS_INT,  # noqa: F401
+                                CU_LAUNCH_PARAM_BUFFER_SIZE, CU_LAUNCH_PARAM_BUFFER_SIZE_AS_INT,
+                                CU_LAUNCH_PARAM_END, CU_LAUNCH_PARAM_END_AS_INT, CUctx_flags,
+                                CUdevice_attribute, CUevent_flags, CUjit_option, CUresult, CUstream_flags,
+                                error_text)
+from kvmgpu_wire.protocol import Op, unpack_params
+
 from .client import Session, SessionError
-from .cudefs import (CU_LAUNCH_PARAM_BUFFER_POINTER, CU_LAUNCH_PARAM_BUFFER_POINTER_AS_INT,  # noqa: F401
-                     CU_LAUNCH_PARAM_BUFFER_SIZE, CU_LAUNCH_PARAM_BUFFER_SIZE_AS_INT,
-                     CU_LAUNCH_PARAM_END, CU_LAUNCH_PARAM_END_AS_INT, CUctx_flags,
-                     CUdevice_attribute, CUevent_flags, CUjit_option, CUresult, CUstream_flags,
-                     error_text)
+from .config import forget as forget_config
 from .handles import FUNCTIONS as _functions
 from .handles import Allocations as _Allocations
 from .handles import (CUcontext, CUdevice, CUdeviceptr, CUevent, CUfunction, CUmodule,  # noqa: F401
@@ -33,7 +36,6 @@ from .handles import Function as _Function
 from .hostargs import buffer_or_address as _buffer_or_address
 from .hostargs import host_view as _host_view
 from .hostargs import params_blob as _params_blob
-from .protocol import Op, unpack_params
 
 # ------------------------------------------------------------------------------------------ state
 
@@ -750,11 +752,13 @@ def _session_for_tools() -> Session | None:
 
 
 def _reset_for_tests() -> None:
-    """Close the session and forget the guest's tables (tests run many programs in one process)."""
+    """Close the session and forget the guest's tables and configuration (tests run many programs
+    in one process, each with its own environment)."""
     global _session
     if _session is not None:
         _session.close("reset")
     _session = None
+    forget_config()
     _functions.clear()
     _allocations.clear()
     _contexts.clear()

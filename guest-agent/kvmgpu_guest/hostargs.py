@@ -8,7 +8,8 @@ from __future__ import annotations
 import ctypes
 import struct
 
-from .cudefs import CU_LAUNCH_PARAM_BUFFER_POINTER, CU_LAUNCH_PARAM_BUFFER_SIZE, CU_LAUNCH_PARAM_END
+from kvmgpu_wire.cudefs import CU_LAUNCH_PARAM_BUFFER_POINTER, CU_LAUNCH_PARAM_BUFFER_SIZE, CU_LAUNCH_PARAM_END
+
 from .handles import Function, Handle
 
 

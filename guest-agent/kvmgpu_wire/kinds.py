@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# The CUDA errors a kind refuses with (cudaError_enum values; kvmgpu_guest.cudefs has them all).
+# The CUDA errors a kind refuses with (cudaError_enum values; kvmgpu_wire.cudefs has them all).
 INVALID_VALUE = 1
 OUT_OF_MEMORY = 2
 INVALID_HANDLE = 400

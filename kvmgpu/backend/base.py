@@ -15,7 +15,7 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass, field
 
-from kvmgpu_guest.cudefs import CUresult
+from kvmgpu_wire.cudefs import CUresult
 
 
 class CudaError(Exception):

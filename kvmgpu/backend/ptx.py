@@ -8,7 +8,7 @@ blank lines and parameter lists, hours for a 180 KB image), and numbers past 20 
 
 from __future__ import annotations
 
-from kvmgpu_guest.cudefs import CUresult
+from kvmgpu_wire.cudefs import CUresult
 
 from .base import CudaError
 

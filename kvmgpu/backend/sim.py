@@ -20,7 +20,7 @@ import struct
 import time
 import uuid
 
-from kvmgpu_guest.cudefs import CUresult
+from kvmgpu_wire.cudefs import CUresult
 
 from . import simkernels
 from .base import Backend, CudaError, DeviceInfo

@@ -117,13 +117,14 @@ def _allowed(st: os.stat_result, who: RunAs, bits: int) -> bool:
 
 
 def code_paths() -> list[Path]:
-    """What a worker process must be able to read: the interpreter, the venv and both packages."""
+    """What a worker process must be able to read: the interpreter, the venv, kvmgpu and the wire
+    format's package (kvmgpu_wire)."""
     import kvmgpu
-    import kvmgpu_guest
+    import kvmgpu_wire
 
     paths = [Path(sys.executable), Path(sys.prefix) / "pyvenv.cfg"] if sys.prefix != sys.base_prefix \
         else [Path(sys.executable)]
-    for module in (kvmgpu, kvmgpu_guest):
+    for module in (kvmgpu, kvmgpu_wire):
         package = Path(module.__file__).parent
         paths += [package, package / "__init__.py"]
     script = worker_program()[-1]

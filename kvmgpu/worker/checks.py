@@ -8,7 +8,7 @@ decoded name) or raises CudaError with the error the kind documents.
 
 from __future__ import annotations
 
-from kvmgpu_guest.cudefs import CUresult
+from kvmgpu_wire.cudefs import CUresult
 
 from ..backend.base import CudaError
 from .session import Range, Session

@@ -14,9 +14,9 @@ import ctypes
 import hashlib
 import logging
 
-from kvmgpu_guest.cudefs import CUresult
-from kvmgpu_guest.protocol import (HEADER_SIZE, LAUNCH_BODY, MAX_ERROR_TEXT, MAX_PIECES, OPS, Call,
-                                   Op, launch_seq, pack_params)
+from kvmgpu_wire.cudefs import CUresult
+from kvmgpu_wire.protocol import (HEADER_SIZE, LAUNCH_BODY, MAX_ERROR_TEXT, MAX_PIECES, OPS, Call,
+                                  Op, launch_seq, pack_params)
 
 from ..backend.base import CudaError
 from ..backend.launcher import RECORD

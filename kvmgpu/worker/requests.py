@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from kvmgpu_guest.protocol import Call, Op
+from kvmgpu_wire.protocol import Call, Op
 
 from . import checks
 from .session import Session

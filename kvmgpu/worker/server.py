@@ -24,11 +24,11 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from kvmgpu_guest.mailbox import REPLY_MAX, fence
-from kvmgpu_guest.protocol import (DEFAULT_MAX_FRAME, WINDOW_ALIGN, Connection, Goodbye,
-                                   RemoteProtocolError, Role)
-from kvmgpu_guest.region import Region, RegionError
-from kvmgpu_guest.trace import ON as _TRACE, mark as _mark, side as _trace_side
+from kvmgpu_wire.mailbox import REPLY_MAX, fence
+from kvmgpu_wire.protocol import (DEFAULT_MAX_FRAME, WINDOW_ALIGN, Connection, Goodbye,
+                                  RemoteProtocolError, Role)
+from kvmgpu_wire.region import Region, RegionError
+from kvmgpu_wire.trace import ON as _TRACE, mark as _mark, side as _trace_side
 
 from ..backend import get_backend
 from ..errors import InvalidInput, KvmgpuError

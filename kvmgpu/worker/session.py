@@ -11,8 +11,8 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass, field
 
-from kvmgpu_guest.cudefs import CUresult
-from kvmgpu_guest.region import Window
+from kvmgpu_wire.cudefs import CUresult
+from kvmgpu_wire.region import Window
 
 from ..backend.base import CudaError
 
@@ -44,7 +44,7 @@ class Session:
     ranges: dict[int, Range] = field(default_factory=dict)  # device pointer -> range
     starts: list[int] = field(default_factory=list)  # sorted keys of `ranges`
     pending_error: tuple[int, str] | None = None  # the first failure of a queued call
-    mailbox: object = None  # kvmgpu_guest.mailbox.Mailbox at the window's end, if it has one
+    mailbox: object = None  # kvmgpu_wire.mailbox.Mailbox at the window's end, if it has one
     posted: object = None  # the Connection that decodes what the guest posts there
     doorbell: bytes = b""  # the DOORBELL frame that wakes the guest when it sleeps on an answer
     _next_handle: int = 1

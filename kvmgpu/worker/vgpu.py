@@ -8,10 +8,10 @@ import time
 from collections import Counter
 from typing import Callable
 
-from kvmgpu_guest.cudefs import CUresult
-from kvmgpu_guest.mailbox import Mailbox, mailbox_at
-from kvmgpu_guest.region import Region
-from kvmgpu_guest.trace import ON as _TRACE, mark as _mark
+from kvmgpu_wire.cudefs import CUresult
+from kvmgpu_wire.mailbox import Mailbox, mailbox_at
+from kvmgpu_wire.region import Region
+from kvmgpu_wire.trace import ON as _TRACE, mark as _mark
 
 from ..backend.base import Backend
 from ..compute.meter import CONTEXT, NULL_STREAM, PART

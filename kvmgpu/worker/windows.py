@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import bisect
 
-from kvmgpu_guest.protocol import WINDOW_ALIGN
+from kvmgpu_wire.protocol import WINDOW_ALIGN
 
 
 MIN_FALLBACK = 1 << 20  # a window smaller than asked is given only if it is at least this big

@@ -3,7 +3,7 @@ they waited for; guest streams are made blocking."""
 
 import pytest
 
-from kvmgpu_guest.region import Region
+from kvmgpu_wire.region import Region
 
 from kvmgpu.backend.base import CudaError
 from kvmgpu.backend.sim import SimBackend

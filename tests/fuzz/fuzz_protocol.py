@@ -1,4 +1,4 @@
-"""Fuzz harness: the wire protocol's decoder (kvmgpu_guest/protocol.py), host side, fed a guest's bytes.
+"""Fuzz harness: the wire protocol's decoder (kvmgpu_wire/protocol.py), host side, fed a guest's bytes.
 
     python tests/fuzz/fuzz_protocol.py -max_total_time=600 tests/fuzz/corpus/protocol
 
@@ -25,11 +25,11 @@ import sys
 if __name__ == "__main__":  # instrument the code under test before anything imports it
     import atheris
     with atheris.instrument_imports(include=["kvmgpu_guest", "kvmgpu"]):
-        import kvmgpu_guest.protocol  # noqa: F401
+        import kvmgpu_wire.protocol  # noqa: F401
         import kvmgpu.backend.launcher  # noqa: F401
 
-from kvmgpu_guest.protocol import (HEADER_SIZE, LAUNCH_BODY, NEED_DATA, Call, Connection, Doorbell, Goodbye, Hello,
-                                   RemoteProtocolError, Role, Welcome, launch_seq, negotiate)
+from kvmgpu_wire.protocol import (HEADER_SIZE, LAUNCH_BODY, NEED_DATA, Call, Connection, Doorbell, Goodbye, Hello,
+                                  RemoteProtocolError, Role, Welcome, launch_seq, negotiate)
 
 try:
     from kvmgpu.backend import launcher

@@ -41,7 +41,7 @@ import hashlib
 import struct
 from pathlib import Path
 
-from kvmgpu_guest.protocol import OPS, Op
+from kvmgpu_wire.protocol import OPS, Op
 
 KERNELS = Path(__file__).resolve().parent.parent / "kernels" / "kernels.ptx"
 PTX = KERNELS.read_bytes()

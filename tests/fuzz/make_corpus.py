@@ -20,14 +20,16 @@ import shutil
 import struct
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent / "kernels")]
 
-from kvmgpu_guest import client, driver  # noqa: E402
-from kvmgpu_guest.protocol import HEADER, HEADER_SIZE, Op  # noqa: E402
-from kvmgpu_guest.region import Region  # noqa: E402
+from kvmgpu_guest import driver  # noqa: E402
+from kvmgpu_guest.config import GuestConfig  # noqa: E402
+from kvmgpu_wire.protocol import HEADER, HEADER_SIZE, Op  # noqa: E402
+from kvmgpu_wire.region import Region  # noqa: E402
 
 import driver_calls  # noqa: E402
 import guestscript as gs  # noqa: E402
@@ -97,12 +99,14 @@ def record(mailbox: bool, seed: int) -> Recorder:
         host = vgpuhost.Host(host_region, c_loop=False)
         rec = Recorder(host)
 
-        def connect(cls, socket_path=None, shm_path=None, client=""):
-            s = cls(rec, Region.open_file(str(tmp / "region")), "kvmgpu-guest corpus", session_id=1)
+        config = replace(GuestConfig.from_environ(), mailbox=mailbox)
+
+        def connect(cls, socket_path=None, shm_path=None, client="", config=config):
+            s = cls(rec, Region.open_file(str(tmp / "region")), "kvmgpu-guest corpus", session_id=1,
+                    config=config)
             s.handshake(0)
             return s
 
-        client.MAILBOX = mailbox
         driver._reset_for_tests()
         saved = driver.Session.connect
         driver.Session.connect = classmethod(connect)

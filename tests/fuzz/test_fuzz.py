@@ -19,7 +19,7 @@ sys.path.insert(0, str(HERE))
 
 import fuzz_channel  # noqa: E402
 import fuzz_protocol  # noqa: E402
-from kvmgpu_guest.protocol import Op  # noqa: E402
+from kvmgpu_wire.protocol import Op  # noqa: E402
 
 HARNESSES = {"protocol": fuzz_protocol.one_input, "channel": fuzz_channel.one_input}
 RUN_SECONDS = int(os.environ.get("KVMGPU_FUZZ_SECONDS") or 25)

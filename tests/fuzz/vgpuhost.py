@@ -30,11 +30,11 @@ import traceback
 import zlib
 from pathlib import Path
 
-from kvmgpu_guest.cudefs import CUresult
-from kvmgpu_guest.mailbox import REPLY_MAX, REQUEST_MAX
-from kvmgpu_guest.protocol import (HEADER, HEADER_SIZE, OPS, Connection, Hello, LocalProtocolError,
-                                   Op, RemoteProtocolError, Role, Goodbye)
-from kvmgpu_guest.region import Region
+from kvmgpu_wire.cudefs import CUresult
+from kvmgpu_wire.mailbox import REPLY_MAX, REQUEST_MAX
+from kvmgpu_wire.protocol import (HEADER, HEADER_SIZE, OPS, Connection, Hello, LocalProtocolError,
+                                  Op, RemoteProtocolError, Role, Goodbye)
+from kvmgpu_wire.region import Region
 
 from kvmgpu.backend.base import CudaError
 from kvmgpu.backend.sim import SimBackend, SimStream

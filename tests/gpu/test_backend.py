@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from kvmgpu_guest.cudefs import CUresult
+from kvmgpu_wire.cudefs import CUresult
 
 from kvmgpu.backend.base import CudaError
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from kvmgpu_guest.cudefs import CUresult
-from kvmgpu_guest.protocol import Op
-from kvmgpu_guest.region import Region
+from kvmgpu_wire.cudefs import CUresult
+from kvmgpu_wire.protocol import Op
+from kvmgpu_wire.region import Region
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "worker"))
 from rawguest import Guest  # noqa: E402

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from kvmgpu_guest.cudefs import CUresult
+from kvmgpu_wire.cudefs import CUresult
 
 pytestmark = pytest.mark.gpu
 

@@ -13,10 +13,10 @@ import socket
 import threading
 import time
 
-from kvmgpu_guest.mailbox import REPLY_MAX, Mailbox, mailbox_at
-from kvmgpu_guest.protocol import (NEED_DATA, Call, Connection, Doorbell, Goodbye, Hello, Op, Role,
-                                   Welcome, negotiate, pack_params)
-from kvmgpu_guest.region import Region
+from kvmgpu_wire.mailbox import REPLY_MAX, Mailbox, mailbox_at
+from kvmgpu_wire.protocol import (NEED_DATA, Call, Connection, Doorbell, Goodbye, Hello, Op, Role,
+                                  Welcome, negotiate, pack_params)
+from kvmgpu_wire.region import Region
 
 DEVICE = {"name": "fake vGPU", "uuid": "GPU-00000000-1111-2222-3333-444444444444",
           "total_memory": 1 << 20, "driver_version": 12080, "compute_capability": [8, 0],
@@ -108,7 +108,7 @@ class FakeHost(threading.Thread):
             if status and not self.pending_error:
                 self.pending_error = status
             return None
-        from kvmgpu_guest.protocol import OPS
+        from kvmgpu_wire.protocol import OPS
         if status == 0 and OPS[ev.op].synchronising and self.pending_error:
             status, self.pending_error = self.pending_error, 0
         return self.conn.send_reply(ev.session, ev.seq, status, values, blob, ev.op if status == 0 else None)

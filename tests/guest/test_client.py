@@ -6,21 +6,32 @@ import struct
 import tempfile
 import threading
 
+from dataclasses import replace
+
 import pytest
 
 from kvmgpu_guest.channel import UnixTransport
-from kvmgpu_guest.client import BATCH_BYTES, Session
-from kvmgpu_guest.cudefs import CUresult
-from kvmgpu_guest.mailbox import MAILBOX_BYTES
-from kvmgpu_guest.protocol import Op
-from kvmgpu_guest.region import Region
+from kvmgpu_guest.client import Session
+from kvmgpu_guest.config import GuestConfig
+from kvmgpu_wire.cudefs import CUresult
+from kvmgpu_wire.mailbox import MAILBOX_BYTES
+from kvmgpu_wire.protocol import Op
+from kvmgpu_wire.region import Region
 
 from fakehost import DEVICE, FakeHost
 
 WINDOW = (4096, 64 * 1024)
+BATCH_BYTES = GuestConfig().batch_bytes
+FIRST_BATCH = GuestConfig().first_batch
 
 
-def _pair(awake: bool, guest_looks: bool = True):
+@pytest.fixture
+def config():
+    """The sessions' configuration (a test parametrizes `config` for other settings)."""
+    return GuestConfig()
+
+
+def _pair(awake: bool, guest_looks: bool = True, config: GuestConfig = GuestConfig()):
     fd, path = tempfile.mkstemp(prefix="kvmgpu-fake-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
     os.close(fd)
     guest_region = Region.open_file(path, 1 << 20, create=True)
@@ -29,7 +40,7 @@ def _pair(awake: bool, guest_looks: bool = True):
     host = FakeHost(b, host_region, WINDOW)
     host.awake = awake
     host.start()
-    session = Session(UnixTransport("socketpair", a), guest_region, session_id=3)
+    session = Session(UnixTransport("socketpair", a), guest_region, session_id=3, config=config)
     session.handshake()
     if not guest_looks:
         # the guest posts whatever the host's word says: as when the host blocks just after the
@@ -44,22 +55,22 @@ def _pair(awake: bool, guest_looks: bool = True):
 
 
 @pytest.fixture
-def pair():
+def pair(config):
     """A session and a fake host that sleeps between messages and says so too late for the guest
     (its posts ring it)."""
-    yield from _pair(awake=False, guest_looks=False)
+    yield from _pair(awake=False, guest_looks=False, config=config)
 
 
 @pytest.fixture
-def sleeping_pair():
+def sleeping_pair(config):
     """... and one whose guest sees that the host sleeps."""
-    yield from _pair(awake=False)
+    yield from _pair(awake=False, config=config)
 
 
 @pytest.fixture
-def awake_pair():
+def awake_pair(config):
     """... and one that looks at the mailbox every millisecond."""
-    yield from _pair(awake=True)
+    yield from _pair(awake=True, config=config)
 
 
 def test_handshake_caches_device_and_window(pair):
@@ -163,12 +174,10 @@ def test_copies_bigger_than_the_window_go_in_chunks_and_come_back(pair):
     assert out == data
 
 
-def test_a_synchronous_copy_in_chunks_gives_the_whole_ring_back(pair, monkeypatch):
+@pytest.mark.parametrize("config", [GuestConfig(pipe_min=4096, pipe_chunk=4096)])
+def test_a_synchronous_copy_in_chunks_gives_the_whole_ring_back(pair):
     # Each sync copy of several chunks used to give back only its last chunk: the next copies
     # walked through the window (cold pages) and wrapped with a FENCE every few copies.
-    import kvmgpu_guest.client as client
-    monkeypatch.setattr(client, "PIPE_MIN", 4096)
-    monkeypatch.setattr(client, "PIPE_MAX", 4096)
     session, host = pair
     n = 4 * 4096  # four chunks
     ptr = session.call(Op.MEM_ALLOC, (n,)).values[0]
@@ -225,15 +234,13 @@ def test_a_synchronous_copy_that_need_not_wait_is_sent_at_once_and_queued(pair):
 
 
 @pytest.fixture
-def staged(pair, monkeypatch):
-    """The pair with 4 KiB staging slots (the window is 64 KiB): the handshake is done again so the
-    session lays its window out with them."""
-    import kvmgpu_guest.client as client
-    monkeypatch.setattr(client, "STAGE_CHUNK", 4096)
-    session, host = pair
-    session.handshake()
+def staged(config):
+    """The pair with 4 KiB staging slots (the window is 64 KiB)."""
+    pairs = _pair(awake=False, guest_looks=False, config=replace(config, stage_chunk=4096))
+    session, host = next(pairs)
     assert session._stage_base > 0
-    return session, host
+    yield session, host
+    next(pairs, None)
 
 
 def test_staged_copies_refill_a_slot_when_the_host_says_it_is_done(staged, monkeypatch):
@@ -249,30 +256,28 @@ def test_staged_copies_refill_a_slot_when_the_host_says_it_is_done(staged, monke
     assert host.memory[ptr] == data
 
 
-def test_staging_slots_are_as_big_as_the_window_allows(monkeypatch):
+def test_staging_slots_are_as_big_as_the_window_allows():
     """16 MiB slots where the window holds four times the two of them, halved down to 1 MiB in
     smaller windows (a process behind the guest agent gets 1/16 of the region), none below that."""
-    import kvmgpu_guest.client as client
-    monkeypatch.setattr(client, "STAGE_CHUNK", 16 << 20)
+    from kvmgpu_guest.client import _slot_size
     MiB = 1 << 20
-    assert client._slot_size(1 << 30) == 16 * MiB
-    assert client._slot_size(128 * MiB + 4096) == 16 * MiB
-    assert client._slot_size(128 * MiB) == 8 * MiB
-    assert client._slot_size(20 * MiB) == 2 * MiB
-    assert client._slot_size(8 * MiB + 4096) == MiB
-    assert client._slot_size(8 * MiB) == 0
+    assert GuestConfig().stage_chunk == 16 * MiB and GuestConfig().stage_slots == 2
+    assert _slot_size(1 << 30, 16 * MiB, 2) == 16 * MiB
+    assert _slot_size(128 * MiB + 4096, 16 * MiB, 2) == 16 * MiB
+    assert _slot_size(128 * MiB, 16 * MiB, 2) == 8 * MiB
+    assert _slot_size(20 * MiB, 16 * MiB, 2) == 2 * MiB
+    assert _slot_size(8 * MiB + 4096, 16 * MiB, 2) == MiB
+    assert _slot_size(8 * MiB, 16 * MiB, 2) == 0
 
 
+@pytest.mark.parametrize("config", [GuestConfig(stage_chunk=4096, stage_max=8192)])
 def test_big_copies_go_through_big_slots_or_else_the_ring(pair, monkeypatch):
     """With slots of 8 MiB and up every synchronous copy into an allocation is staged; with smaller
-    ones those over STAGE_MAX go through the ring (queued MEMCPY_HTOD in chunks)."""
+    ones those over KVMGPU_STAGE_MAX go through the ring (queued MEMCPY_HTOD in chunks)."""
     import kvmgpu_guest.client as client
     session, host = pair
     ptr = session.call(Op.MEM_ALLOC, (20000,)).values[0]
     data = os.urandom(20000)
-    monkeypatch.setattr(client, "STAGE_CHUNK", 4096)
-    monkeypatch.setattr(client, "STAGE_MAX", 8192)
-    session.handshake()
     for stage_all, op in ((1 << 30, Op.MEMCPY_HTOD), (4096, Op.MEMCPY_HTOD_STAGED)):
         monkeypatch.setattr(client, "STAGE_ALL", stage_all)
         host.calls.clear()
@@ -282,11 +287,12 @@ def test_big_copies_go_through_big_slots_or_else_the_ring(pair, monkeypatch):
         assert host.memory[ptr] == data
 
 
+@pytest.mark.parametrize("config", [GuestConfig(copy_split=1024)])
 def test_bulk_copies_go_through_the_copier_both_ways(staged, monkeypatch):
     """The staged slots' bytes and a DtoH's bytes out of the window are copied by the copier
-    (kvmgpu_guest/copier.c) where it is built and the copy is two COPY_SPLITs or more."""
-    import kvmgpu_guest.client as client
-    real = client._copier
+    (kvmgpu_guest/copier.c) where it is built and the copy is two KVMGPU_COPY_SPLITs or more."""
+    session, host = staged
+    real = session._copies.copier
     assert real is not None, "kvmgpu_guest._copier is not built (make venv builds it)"
     sizes = []
 
@@ -294,9 +300,7 @@ def test_bulk_copies_go_through_the_copier_both_ways(staged, monkeypatch):
         def copy(self, dst, src, n, piece):
             sizes.append(n)
             real.copy(dst, src, n, piece)
-    monkeypatch.setattr(client, "_copier", Spy())
-    monkeypatch.setattr(client, "COPY_SPLIT", 1024)
-    session, host = staged
+    monkeypatch.setattr(session._copies, "copier", Spy())
     ptr = session.call(Op.MEM_ALLOC, (40000,)).values[0]
     data = bytearray(os.urandom(40000))  # (a read-only buffer is copied the plain way)
     assert session.htod(ptr, memoryview(data), wait=False) == 0
@@ -321,7 +325,7 @@ def test_a_host_that_never_says_done_gets_a_fence_and_the_copy_still_lands(stage
     assert host.memory[ptr] == data
 
 
-# --- the mailbox (kvmgpu_guest/mailbox.py) ----------------------------------------------------------
+# --- the mailbox (kvmgpu_wire/mailbox.py) ----------------------------------------------------------
 
 def test_a_call_is_posted_with_the_batch_and_rings_a_host_that_sleeps(pair):
     session, host = pair
@@ -397,25 +401,21 @@ def test_a_call_too_big_for_the_mailbox_goes_on_the_channel(pair, monkeypatch):
     assert host.posts == 0 and [c.op for c in host.calls] == [Op.MEM_FREE, Op.MEM_GET_INFO]
 
 
-def test_without_the_mailbox_every_call_goes_on_the_channel(monkeypatch):
-    import kvmgpu_guest.client as client
-    monkeypatch.setattr(client, "MAILBOX", False)
-    pairs = _pair(awake=False)
-    session, host = next(pairs)
+@pytest.mark.parametrize("config", [GuestConfig(mailbox=False)])
+def test_without_the_mailbox_every_call_goes_on_the_channel(sleeping_pair):
+    session, host = sleeping_pair
     assert session.call(Op.MEM_GET_INFO).status == 0
     assert session.synchronize(Op.CTX_SYNCHRONIZE) == 0
     assert host.posts == 0 and len(host.calls) == 2
     assert session._ring_size == WINDOW[1] - MAILBOX_BYTES  # the layout is the same
-    next(pairs, None)
 
 
 def test_after_a_reply_the_first_batch_goes_small_but_a_launch_waits_for_its_synchronise(pair):
     """Right after a reply the GPU is idle: the next launches go as soon as they make FIRST_BATCH
     bytes; but never one frame alone, so a launch + synchronise stays one message (posted whole)."""
-    import kvmgpu_guest.client as client
     session, host = pair
     assert session.call(Op.MEM_GET_INFO).status == 0
-    big = b"\0" * (client.FIRST_BATCH + 8)  # one launch frame over FIRST_BATCH by itself
+    big = b"\0" * (FIRST_BATCH + 8)  # one launch frame over FIRST_BATCH by itself
     session.queue_launch(77, 1, 1, 1, 1, 1, 1, 0, 0, big)
     assert session._batch  # not sent alone
     assert session.synchronize(Op.CTX_SYNCHRONIZE) == 0
@@ -425,4 +425,4 @@ def test_after_a_reply_the_first_batch_goes_small_but_a_launch_waits_for_its_syn
     while session._batch or n == 0:  # the stencil's launches: out after a few
         session.queue_launch(77, 1, 1, 1, 1, 1, 1, 0, 0, small)
         n += 1
-    assert n == max(2, -(-client.FIRST_BATCH // (92 + 24))) == 5
+    assert n == max(2, -(-FIRST_BATCH // (92 + 24))) == 5

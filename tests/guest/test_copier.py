@@ -19,8 +19,9 @@ MiB = 1 << 20
 @pytest.fixture(autouse=True)
 def restore():
     yield
-    from kvmgpu_guest import client
-    _copier.configure(max(0, min(client.COPIER_THREADS - 1, 15)), client.COPY_SPIN_US)
+    from kvmgpu_guest.config import GuestConfig
+    config = GuestConfig()
+    _copier.configure(max(0, min(config.copier_threads - 1, 15)), config.copy_spin_us)
 
 
 def _copy_checked(rng, size: int, piece: int, shift: int = 0) -> None:

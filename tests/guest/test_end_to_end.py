@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from kvmgpu_guest.protocol import PROTOCOL_VERSION
+from kvmgpu_wire.protocol import PROTOCOL_VERSION
 from loopback import PROGRAMS, need_kernels
 
 
@@ -151,7 +151,7 @@ def test_device_to_host_in_pieces(driver_with_staging, monkeypatch, threads):
     with the native error at once (not after the 50 ms watch), also where the channel cannot be
     polled for the reply; the next copy works."""
     import kvmgpu_guest.client as client
-    monkeypatch.setattr(client, "PIECE_THREADS", threads)
+    monkeypatch.setenv("KVMGPU_PIECE_THREADS", str(threads))  # read at cuInit
     cuda = driver_with_staging
     cuda.cuInit(0)
     _, ctx = cuda.cuCtxCreate(0, cuda.cuDeviceGet(0)[1])
@@ -182,8 +182,7 @@ def test_device_to_host_in_pieces(driver_with_staging, monkeypatch, threads):
 def test_synchronous_copies_through_the_staging_slots(fresh_driver, monkeypatch):
     """Small staging slots (the ones of a real window are MiBs): copies of many slots each, the
     source overwritten as soon as each call returns, land whole; the ring is not used."""
-    import kvmgpu_guest.client as client
-    monkeypatch.setattr(client, "STAGE_CHUNK", 64 << 10)
+    monkeypatch.setenv("KVMGPU_STAGE_CHUNK", str(64 << 10))  # read at cuInit
     cuda = fresh_driver
     cuda.cuInit(0)
     _, ctx = cuda.cuCtxCreate(0, cuda.cuDeviceGet(0)[1])

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from kvmgpu_guest.mailbox import (MAILBOX_BYTES, MAILBOX_MIN_WINDOW, REPLY_MAX, REQUEST_MAX, Mailbox,
-                                  mailbox_at)
+from kvmgpu_wire.mailbox import (MAILBOX_BYTES, MAILBOX_MIN_WINDOW, REPLY_MAX, REQUEST_MAX, Mailbox,
+                                 mailbox_at)
 
 
 @pytest.fixture
@@ -107,7 +107,7 @@ def test_a_real_worker_answers_posts_awake_and_asleep_and_rings_a_guest_that_sle
     worker says it looks (the rest goes on the channel)."""
     from loopback import KERNELS, LoopbackWorker
     from kvmgpu_guest import driver as cuda
-    from kvmgpu_guest.mailbox import Mailbox
+    from kvmgpu_wire.mailbox import Mailbox
 
     if not guest_looks:
         monkeypatch.setattr(Mailbox, "host_awake", lambda self: True)

@@ -86,7 +86,8 @@ def run(venv: Path, *argv: str, cwd: Path, env: dict | None = None, timeout: flo
 
 
 def test_the_installed_package_is_the_wheel_not_the_checkout(venv, tmp_path):
-    r = run(venv, "python", "-c", "import kvmgpu, kvmgpu_guest; print(kvmgpu.__file__, kvmgpu_guest.__file__)",
+    r = run(venv, "python", "-c", "import kvmgpu, kvmgpu_guest, kvmgpu_wire; "
+            "print(kvmgpu.__file__, kvmgpu_guest.__file__, kvmgpu_wire.__file__)",
             cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert all(p.startswith(str(venv)) for p in r.stdout.split()), r.stdout
@@ -94,7 +95,7 @@ def test_the_installed_package_is_the_wheel_not_the_checkout(venv, tmp_path):
 
 def test_version(venv, tmp_path):
     from kvmgpu import __version__
-    from kvmgpu_guest.protocol import PROTOCOL_VERSION
+    from kvmgpu_wire.protocol import PROTOCOL_VERSION
 
     r = run(venv, "kvmgpu", "--version", cwd=tmp_path)
     assert r.returncode == 0 and r.stdout.strip() == f"kvmgpu {__version__} (protocol {PROTOCOL_VERSION})", r

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from kvmgpu_guest.protocol import OPS, Op
+from kvmgpu_wire.protocol import OPS, Op
 from kvmgpu_wire import spec
 from kvmgpu_wire.kinds import TABLES, Allocation, DevicePtr, Handle, Length, NewHandle, WindowOffset
 

@@ -8,8 +8,8 @@ import os
 import struct
 from pathlib import Path
 
-from kvmgpu_guest.protocol import NEED_DATA, Connection, Hello, Op, Reply, Role, Welcome
-from kvmgpu_guest.region import Region
+from kvmgpu_wire.protocol import NEED_DATA, Connection, Hello, Op, Reply, Role, Welcome
+from kvmgpu_wire.region import Region
 
 from kvmgpu.backend.sim import SimBackend
 from kvmgpu.worker import Channel, VGpu

@@ -8,8 +8,8 @@ import struct
 
 import pytest
 
-from kvmgpu_guest.cudefs import CUresult
-from kvmgpu_guest.protocol import Goodbye, Op, RemoteProtocolError, Welcome
+from kvmgpu_wire.cudefs import CUresult
+from kvmgpu_wire.protocol import Goodbye, Op, RemoteProtocolError, Welcome
 from rawguest import MIB, PTX, PTX_SHA, floats, unfloats
 
 OOM = CUresult.CUDA_ERROR_OUT_OF_MEMORY
@@ -370,7 +370,7 @@ def test_function_lookup(g):
     m = g.load()
     f, n = g.function(m, "saxpy")
     r = g.call(Op.MODULE_GET_FUNCTION, m, blob=b"saxpy")
-    from kvmgpu_guest.protocol import unpack_params
+    from kvmgpu_wire.protocol import unpack_params
     assert unpack_params(r.blob, 4) == [(0, 4), (8, 8), (16, 8), (24, 4)]
     assert status(g.call(Op.MODULE_GET_FUNCTION, m, blob=b"nope")) == CUresult.CUDA_ERROR_NOT_FOUND
     assert status(g.call(Op.MODULE_GET_FUNCTION, m, blob=b"\xff")) == INVALID_VALUE

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from kvmgpu_guest.cudefs import CUresult
-from kvmgpu_guest.mailbox import Mailbox, mailbox_at
-from kvmgpu_guest.protocol import HEADER, MAGIC, Doorbell, Kind, Op, RemoteProtocolError
+from kvmgpu_wire.cudefs import CUresult
+from kvmgpu_wire.mailbox import Mailbox, mailbox_at
+from kvmgpu_wire.protocol import HEADER, MAGIC, Doorbell, Kind, Op, RemoteProtocolError
 from test_process import WorkerProcess, wait_for, worker  # noqa: F401 (a fixture)
 
 from kvmgpu.worker import Worker, WorkerConfig

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import pytest
 
-from kvmgpu_guest import protocol
-from kvmgpu_guest.cudefs import CUresult
-from kvmgpu_guest.protocol import Op, RemoteProtocolError
+from kvmgpu_wire import protocol
+from kvmgpu_wire.cudefs import CUresult
+from kvmgpu_wire.protocol import Op, RemoteProtocolError
 from rawguest import Host, floats, unfloats
 from test_launcher import OUT_OF_RESOURCES, SimThroughC, vadd_args
 

@@ -10,9 +10,9 @@ import subprocess
 
 import pytest
 
-from kvmgpu_guest.cudefs import CUresult
-from kvmgpu_guest import protocol
-from kvmgpu_guest.protocol import HEADER_SIZE, Connection, Op, launch_seq
+from kvmgpu_wire.cudefs import CUresult
+from kvmgpu_wire import protocol
+from kvmgpu_wire.protocol import HEADER_SIZE, Connection, Op, launch_seq
 from rawguest import Host, floats, unfloats
 from test_protocol import handshaken
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from kvmgpu_guest.protocol import Op, RemoteProtocolError
+from kvmgpu_wire.protocol import Op, RemoteProtocolError
 from kvmgpu_wire import kinds, spec
 from rawguest import MIB, PTX, Guest, Host
 

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from kvmgpu_guest.cudefs import CUresult
+from kvmgpu_wire.cudefs import CUresult
 
 from kvmgpu.backend.base import CudaError
 from kvmgpu.backend.ptx import globals_size, parse_ptx

@@ -9,8 +9,8 @@ import struct
 
 import pytest
 
-from kvmgpu_guest.cudefs import CUresult
-from kvmgpu_guest.protocol import Goodbye, Op
+from kvmgpu_wire.cudefs import CUresult
+from kvmgpu_wire.protocol import Goodbye, Op
 from rawguest import MIB, PTX, Host
 
 from kvmgpu.backend.images import cubin_globals_size, globals_size

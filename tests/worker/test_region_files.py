@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from kvmgpu_guest.region import Region, RegionError
+from kvmgpu_wire.region import Region, RegionError
 from test_process import KVMGPU, wait_for, worker  # noqa: F401 (a fixture)
 
 

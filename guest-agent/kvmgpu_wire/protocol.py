@@ -10,7 +10,7 @@ Frame: a 16-byte header, then `length` bytes of payload.
 
 Kinds: HELLO and WELCOME (the handshake, JSON payloads), CALL (op u16, nargs u16, nargs x u64,
 then a small blob), REPLY (status i32, the op's fixed results, then a small blob), GOODBYE, and
-DOORBELL (no payload: look at the session's mailbox, kvmgpu_guest/mailbox.py).
+DOORBELL (no payload: look at the session's mailbox, kvmgpu_wire/mailbox.py).
 A CALL with the QUEUED flag gets no reply; if it fails, its error is reported by the next
 synchronising call of the same session, the way CUDA reports asynchronous errors.
 
@@ -26,7 +26,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import NamedTuple, Union
 
-from kvmgpu_wire.ops import (CALL_HEAD_FORMAT, DEFAULT_MAX_FRAME, HANDSHAKE_MAX, HEADER_FORMAT,  # noqa: F401
+from .ops import (CALL_HEAD_FORMAT, DEFAULT_MAX_FRAME, HANDSHAKE_MAX, HEADER_FORMAT,  # noqa: F401
                              MAGIC, MAX_ARG_BYTES, MAX_ERROR_TEXT, MAX_NAME, PARAM_FORMAT,
                              PROTOCOL_VERSION, QUEUED, TABLE, WINDOW_ALIGN, Kind, Op)
 

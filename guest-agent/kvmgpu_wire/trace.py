@@ -1,7 +1,7 @@
 """Opt-in phase trace of synchronous calls: `KVMGPU_TRACE=PATH` on the guest, the worker, or both.
 
 Each side appends (tag, perf_counter_ns) at its phase boundaries and writes them at exit to
-`PATH.<side>.<pid>` (one "tag ns" per line); `python -m kvmgpu_guest.trace PATH` merges the files
+`PATH.<side>.<pid>` (one "tag ns" per line); `python -m kvmgpu_wire.trace PATH` merges the files
 of both sides (perf_counter_ns is CLOCK_MONOTONIC, common to the processes of one machine) and
 prints the median µs per phase of the traced calls. Off (no variable), the cost is one check of a
 module-level bool at each boundary. At most KVMGPU_TRACE_N stamps per process (default 200000).
@@ -129,5 +129,5 @@ def _phases(cs: list) -> list:
     return lines
 
 
-if __name__ == "__main__":  # python -m kvmgpu_guest.trace PATH
+if __name__ == "__main__":  # python -m kvmgpu_wire.trace PATH
     print(report(sys.argv[1]))

@@ -32,7 +32,7 @@ from __future__ import annotations
 import platform
 import threading
 
-from kvmgpu_wire.ops import MAILBOX_BYTES, MAILBOX_MIN_WINDOW  # noqa: F401 (a smaller window has none)
+from .ops import MAILBOX_BYTES, MAILBOX_MIN_WINDOW  # noqa: F401 (a smaller window has none)
 
 _HEAD = 128
 REQUEST_MAX = (MAILBOX_BYTES - _HEAD) // 2  # 1984
