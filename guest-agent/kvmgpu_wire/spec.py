@@ -10,7 +10,9 @@ charges to or releases from the vGPU's memory quota, and which backends serve it
 From this file `make gen` (tools/gen_wire.py) writes the op tables both sides read
 (kvmgpu_wire/ops.py, guest-agent/include/kvmgpu_wire.h), and the op table of docs/protocol.md;
 the negative-test matrix (tests/worker/test_op_matrix.py) reads it directly. Adding a call is
-adding an entry here, then its handler in kvmgpu/worker/dispatch.py (and the guest's stub).
+adding an entry here; where the host's work is one backend call, `backend=` names it and the
+worker's handler is made from it, otherwise a handler in kvmgpu/worker/dispatch.py; then the
+guest's functions (docs/architecture.md, "How to add a forwarded call").
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from .kinds import (Allocation, Arg, Blob, DevicePtr, Digest, Dim, Flags, Handle
                     NewHandle, Params, Result, Value, WindowOffset)
 
 # --- frames ----------------------------------------------------------------------------------------
-PROTOCOL_VERSION = 4  # 2: MEMCPY_HTOD_STAGED; 3: MEMCPY_DTOH_PIECES; 4: the mailbox, DOORBELL
+PROTOCOL_VERSION = 5  # 2: MEMCPY_HTOD_STAGED; 3: MEMCPY_DTOH_PIECES; 4: the mailbox, DOORBELL;
+# 5: CTX_GET_FLAGS, DEVICE_GET_PCI_BUS_ID, STREAM_GET_PRIORITY
 MAGIC = 0x474B  # "KG"
 # magic u16 | kind u8 | flags u8 | session u32 | seq u32 | length u32, little-endian; then the payload
 HEADER = (("magic", "H"), ("kind", "B"), ("flags", "B"), ("session", "I"), ("seq", "I"), ("length", "I"))
@@ -68,7 +71,8 @@ class OpDecl:
     synchronising: bool = False
     waits_gpu: str = ""  # "": never; "always"; "if_sync": only when not queued
     manual: str = ""  # why the worker's handler checks the arguments itself ("": the kinds say it all)
-    backend: str = ""  # a thin call: the backend method and the request fields it takes
+    backend: str = ""  # a thin call: the backend method and the request fields it takes; its return
+    # value is the op's result (several results: a tuple)
     charges: str = ""  # the argument whose bytes are charged to the memory quota
     releases: str = ""  # the argument whose allocation's bytes go back to the quota
     backends: tuple[str, ...] = BACKENDS
@@ -179,6 +183,15 @@ OPS: tuple[OpDecl, ...] = (
                  Length("piece", "bytes a piece, at least"),
                  WindowOffset("landed", length=4, align=4)),
            synchronising=True, waits_gpu="always"),
+    # Forwarded as they are: each is this entry, the backends' method it names, and the guest's stub.
+    OpDecl(28, "CTX_GET_FLAGS", "cuCtxGetFlags", "the flags of the VM's context on the host",
+           results=(Result("flags", "I"),), backend="ctx_get_flags()"),
+    OpDecl(29, "DEVICE_GET_PCI_BUS_ID", "cuDeviceGetPCIBusId",
+           "the GPU's PCI bus id, domain:bus:device.function in hex (the guest checks the device: "
+           "its only one is 0)",
+           results=(Result("bus_id", "32s", "NUL-padded ASCII"),), backend="device_get_pci_bus_id()"),
+    OpDecl(30, "STREAM_GET_PRIORITY", "cuStreamGetPriority", "a stream's priority",
+           args=(_stream(),), results=(Result("priority", "i"),), backend="stream_get_priority(stream)"),
 )
 
 BY_NAME = {op.name: op for op in OPS}

@@ -169,3 +169,16 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def synchronize(self) -> None:
         """Wait for all work in the context."""
+
+    # --- forwarded as they are: the specification's thin calls (kvmgpu_wire/spec.py `backend=`) ---
+    @abc.abstractmethod
+    def ctx_get_flags(self) -> int:
+        """cuCtxGetFlags of the VM's context."""
+
+    @abc.abstractmethod
+    def device_get_pci_bus_id(self) -> bytes:
+        """cuDeviceGetPCIBusId: b"dddd:bb:dd.f" (hex)."""
+
+    @abc.abstractmethod
+    def stream_get_priority(self, stream) -> int:
+        """cuStreamGetPriority (the null stream: None)."""

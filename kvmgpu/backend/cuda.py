@@ -517,3 +517,15 @@ class CudaBackend(Backend):
 
     def synchronize(self) -> None:
         _check(cu.cuCtxSynchronize(), "cuCtxSynchronize")
+
+    # --- forwarded as they are (the specification's thin calls) ------------------------------
+
+    def ctx_get_flags(self) -> int:
+        return int(_check(cu.cuCtxGetFlags(), "cuCtxGetFlags"))
+
+    def device_get_pci_bus_id(self) -> bytes:
+        bus_id = _check(cu.cuDeviceGetPCIBusId(32, self.device), "cuDeviceGetPCIBusId")
+        return bytes(bus_id).split(b"\0", 1)[0]
+
+    def stream_get_priority(self, stream) -> int:
+        return int(_check(cu.cuStreamGetPriority(self._stream(stream)), "cuStreamGetPriority"))

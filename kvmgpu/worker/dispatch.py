@@ -534,11 +534,14 @@ def event_destroy(vg, s: Session, r, call):
     return OK
 
 
-def _thin(method: str, fields: tuple):
-    """The handler of an op that is one backend call with request fields (requests.THIN)."""
+def _thin(method: str, fields: tuple, results: int):
+    """The handler of an op that is one backend call with request fields (requests.THIN); what
+    the call returns is the op's result (`results` of them: several come as a tuple)."""
     def handler(vg, s, r, call):
-        getattr(vg.backend, method)(*(getattr(r, f) for f in fields))  # (the gate may wrap it)
-        return OK
+        out = getattr(vg.backend, method)(*(getattr(r, f) for f in fields))  # (the gate may wrap it)
+        if results == 0:
+            return OK
+        return ((out,) if results == 1 else tuple(out)), b""
     handler.__name__ = method
     return handler
 
@@ -571,6 +574,6 @@ HANDLERS = {
     Op.EVENT_DESTROY: event_destroy,
     Op.MEMCPY_HTOD_STAGED: memcpy_htod_staged,
     Op.MEMCPY_DTOH_PIECES: memcpy_dtoh_pieces,
-    **{op: _thin(method, fields) for op, (method, fields) in THIN.items()},
+    **{op: _thin(*thin) for op, thin in THIN.items()},
 }
 assert set(HANDLERS) == set(Op) == set(CHECKS), "every op needs a check (or None) and a handler"

@@ -261,3 +261,16 @@ def test_launch_cost(backend, ptx, record):
     out["native_us"] = best
     record("launch_cost", out)
     backend.launch_mode = "params"
+
+
+def test_the_thin_calls_answer_as_the_driver_does(backend):
+    """The specification's calls forwarded as they are (ctx_get_flags, device_get_pci_bus_id,
+    stream_get_priority) give what cuda.bindings gives natively in the same context."""
+    from cuda.bindings import driver as cu
+    assert backend.ctx_get_flags() == int(cu.cuCtxGetFlags()[1])
+    native = bytes(cu.cuDeviceGetPCIBusId(32, backend.device)[1]).split(b"\0", 1)[0]
+    assert backend.device_get_pci_bus_id() == native and native.count(b":") == 2
+    stream = backend.stream_create(0)
+    assert backend.stream_get_priority(stream) == int(cu.cuStreamGetPriority(stream)[1])
+    assert backend.stream_get_priority(None) == int(cu.cuStreamGetPriority(cu.CUstream(0))[1])
+    backend.stream_destroy(stream)

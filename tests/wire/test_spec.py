@@ -77,3 +77,22 @@ int main(void) {
     assert sizes.split() == [str(struct.calcsize(ops.HEADER_FORMAT)), "12", str(record.size),
                              str(record.size - 4), str(8 * len(OPS[Op.LAUNCH].args))]
     assert ids.split() == [str(int(Op.MEMCPY_DTOH_PIECES)), str(ops.PROTOCOL_VERSION), str(ops.MAGIC)]
+
+
+@pytest.mark.parametrize("d", [d for d in spec.OPS if d.backend], ids=lambda d: d.name)
+def test_every_thin_call_is_a_method_of_the_backends_that_serve_it(d):
+    """An op declared `backend="method(fields)"` is that one call: each backend it names has the
+    method (the cuda backend's source is read: cuda-bindings may not be installed here), and the
+    fields are the request's."""
+    from kvmgpu.backend.base import Backend
+    from kvmgpu.backend.sim import SimBackend
+    from kvmgpu.worker import requests
+    method, fields, results = requests.THIN[Op[d.name]]
+    assert results == len(d.results)
+    assert callable(getattr(Backend, method, None)), f"base.py declares {method}"
+    if "sim" in d.backends:
+        assert callable(getattr(SimBackend, method, None))
+    if "cuda" in d.backends:
+        assert f"    def {method}(" in (REPO / "kvmgpu" / "backend" / "cuda.py").read_text()
+    request = getattr(requests, "".join(p.capitalize() for p in d.name.split("_")))
+    assert set(fields) <= set(request._fields)
