@@ -207,12 +207,6 @@ def _field_order(d: spec.OpDecl, fields: list[str]) -> list[str]:
     return order + [f for f in fields if f not in order]
 
 
-def thin_call(d: spec.OpDecl) -> tuple[str, tuple[str, ...]]:
-    """(method, request fields) of an op's `backend` declaration, "method(field, ...)"."""
-    method, _, rest = d.backend.partition("(")
-    return method, tuple(f.strip() for f in rest.rstrip(")").split(",") if f.strip())
-
-
 def python_requests() -> str:
     out = [f'"""The worker\'s checked requests ({BANNER}).',
            "",
@@ -276,7 +270,7 @@ def python_requests() -> str:
             "THIN = {"]
     for d in spec.OPS:
         if d.backend:
-            method, fields = thin_call(d)
+            method, fields = d.thin_call
             out.append(f"    Op.{d.name}: ({method!r}, {fields!r}, {len(d.results)}),")
     out += ["}", ""]
     return "\n".join(out)

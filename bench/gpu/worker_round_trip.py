@@ -56,6 +56,7 @@ def measure(gate: bool) -> dict:
         if getattr(b, "launch_in", None) is not None:  # the sim backend has none
             b.launch_in = timed(b.launch_in, pieces["launch_in"])
         b.stream_synchronize = timed(b.stream_synchronize, pieces["cuStreamSynchronize"])
+        host.vgpu.bind()  # the worker binds the backend's calls (and the gate around them) at setup
         if gate:
             gt = host.vgpu.gate
             gt.before_launch = timed(gt.before_launch, pieces["before_launch"])

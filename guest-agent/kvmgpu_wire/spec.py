@@ -70,6 +70,10 @@ class OpDecl:
     queueable: bool = False
     synchronising: bool = False
     waits_gpu: str = ""  # "": never; "always"; "if_sync": only when not queued
+    # The backend call an op that waits for the GPU waits in, with its parameters' names, where it
+    # is not the op's thin call (`backend`): the compute gate wraps that call (kvmgpu/worker/waits.py).
+    # Its `stream` says what it waits for (None: the null stream), a `sync` whether it waits.
+    waits_in: str = ""
     manual: str = ""  # why the worker's handler checks the arguments itself ("": the kinds say it all)
     backend: str = ""  # a thin call: the backend method and the request fields it takes; its return
     # value is the op's result (several results: a tuple)
@@ -85,9 +89,31 @@ class OpDecl:
     def result_format(self) -> str:
         return "".join(r.format for r in self.results)
 
+    @property
+    def thin_call(self) -> tuple[str, tuple[str, ...]] | None:
+        """(backend method, request fields) of the op's thin call, or None."""
+        return backend_call(self.backend) if self.backend else None
+
+    @property
+    def wait_call(self) -> tuple[str, tuple[str, ...]] | None:
+        """(backend method, its parameters' names) of the call the op waits for the GPU in, or None."""
+        return backend_call(self.waits_in or self.backend) if self.waits_gpu else None
+
+
+def backend_call(text: str) -> tuple[str, tuple[str, ...]]:
+    """"method(a, b)" -> ("method", ("a", "b"))."""
+    method, _, rest = text.partition("(")
+    return method, tuple(f.strip() for f in rest.rstrip(")").split(",") if f.strip())
+
 
 def _stream(doc: str = "the stream; 0 the null stream") -> Handle:
     return Handle("stream", doc, table="streams", null=True)
+
+
+# The backend calls the copies wait in (kvmgpu/backend/base.py's signatures).
+_HTOD = "memcpy_htod(dst, offset, nbytes, stream, sync)"
+_DTOH = "memcpy_dtoh(offset, src, nbytes, stream, piece, landed)"
+_MEMSET = "memset(dst, value, count, width, stream, sync)"
 
 
 OPS: tuple[OpDecl, ...] = (
@@ -103,21 +129,22 @@ OPS: tuple[OpDecl, ...] = (
     OpDecl(5, "MEMCPY_HTOD", "cuMemcpyHtoD_v2, cuMemcpyHtoDAsync_v2",
            "copy window bytes to device memory",
            args=(DevicePtr("dst"), WindowOffset("offset"), Length("nbytes"), _stream()),
-           queueable=True, synchronising=True, waits_gpu="if_sync"),
+           queueable=True, synchronising=True, waits_gpu="if_sync", waits_in=_HTOD),
     OpDecl(6, "MEMCPY_DTOH", "cuMemcpyDtoH_v2, cuMemcpyDtoHAsync_v2",
            "copy device memory into the window",
            args=(WindowOffset("offset"), DevicePtr("src"), Length("nbytes"), _stream()),
-           synchronising=True, waits_gpu="always"),
+           synchronising=True, waits_gpu="always", waits_in=_DTOH),
     OpDecl(7, "MEMCPY_DTOD", "cuMemcpyDtoD_v2, cuMemcpyDtoDAsync_v2", "copy device to device",
            args=(DevicePtr("dst"), DevicePtr("src"), Length("nbytes"), _stream()),
-           queueable=True, synchronising=True, waits_gpu="if_sync"),
+           queueable=True, synchronising=True, waits_gpu="if_sync",
+           waits_in="memcpy_dtod(dst, src, nbytes, stream, sync)"),
     OpDecl(8, "MEMSET_D8", "cuMemsetD8_v2, cuMemsetD8Async", "set bytes",
            args=(DevicePtr("dst", length="count"), Value("value", max=0xFF), Length("count"), _stream()),
-           queueable=True, synchronising=True, waits_gpu="if_sync"),
+           queueable=True, synchronising=True, waits_gpu="if_sync", waits_in=_MEMSET),
     OpDecl(9, "MEMSET_D32", "cuMemsetD32_v2, cuMemsetD32Async", "set 32-bit words",
            args=(DevicePtr("dst", length="count", scale=4), Value("value", max=0xFFFFFFFF),
                  Length("count"), _stream()),
-           queueable=True, synchronising=True, waits_gpu="if_sync"),
+           queueable=True, synchronising=True, waits_gpu="if_sync", waits_in=_MEMSET),
     OpDecl(10, "MODULE_LOAD", "cuModuleLoadData, cuModuleLoadDataEx, cuModuleLoadFatBinary",
            "load a module image from the window, known by its sha256 (nbytes 0: does the host "
            "have it already?); its globals are charged to the quota",
@@ -173,7 +200,7 @@ OPS: tuple[OpDecl, ...] = (
            "waits, then stores the call's seq (u32) at window offset `done`",
            args=(DevicePtr("dst"), WindowOffset("offset"), Length("nbytes"),
                  WindowOffset("done", length=4, align=4)),
-           queueable=True, waits_gpu="always",
+           queueable=True, waits_gpu="always", waits_in=_HTOD,
            manual="`done` is stored whatever the outcome, so it is checked first and alone"),
     OpDecl(27, "MEMCPY_DTOH_PIECES", "cuMemcpyDtoH_v2 (in pieces)",
            "a DtoH in pieces of about `piece` bytes; after each the host stores the bytes landed "
@@ -182,7 +209,7 @@ OPS: tuple[OpDecl, ...] = (
                                                                 hint="a u32 counts landed bytes: use MEMCPY_DTOH"), _stream(),
                  Length("piece", "bytes a piece, at least"),
                  WindowOffset("landed", length=4, align=4)),
-           synchronising=True, waits_gpu="always"),
+           synchronising=True, waits_gpu="always", waits_in=_DTOH),
     # Forwarded as they are: each is this entry, the backends' method it names, and the guest's stub.
     OpDecl(28, "CTX_GET_FLAGS", "cuCtxGetFlags", "the flags of the VM's context on the host",
            results=(Result("flags", "I"),), backend="ctx_get_flags()"),

@@ -17,7 +17,7 @@ trip) is charged to nobody. A run is timed one of two ways, chosen when it start
   the context: it can be charged more than its busy time, never less.
 - **By two CUDA events** otherwise, recorded on the legacy null stream, which orders them after
   all earlier work of the context's blocking streams (the worker creates every guest stream
-  blocking while a gate is on, see VGpu.attach_gate): one at the run's first launch, one before
+  blocking while a gate is on, see dispatch.stream_create): one at the run's first launch, one before
   the wait that ends it (`mark_idle`); the end event completes when the run's last work does.
   Elapsed times are read at the slice's end. The records go through the backend's
   `null_stream_recorder()` where it has one; the driver call itself costs the same whatever calls

@@ -13,6 +13,8 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import logging
+from operator import attrgetter
+from typing import TYPE_CHECKING
 
 from kvmgpu_guest.cudefs import CUresult
 from kvmgpu_guest.protocol import (HEADER_SIZE, LAUNCH_BODY, MAX_ERROR_TEXT, MAX_PIECES, OPS, Call,
@@ -21,9 +23,13 @@ from kvmgpu_guest.protocol import (HEADER_SIZE, LAUNCH_BODY, MAX_ERROR_TEXT, MAX
 from ..backend.base import CudaError
 from ..backend.launcher import RECORD
 from . import checks
+from kvmgpu_wire import spec
+
 from .requests import CHECKS, THIN
 from .session import Function, Session
-from .vgpu import VGpu
+
+if TYPE_CHECKING:
+    from .vgpu import VGpu
 
 log = logging.getLogger("kvmgpu.worker")
 
@@ -46,7 +52,7 @@ def dispatch(vg: VGpu, s: Session, call: Call):
         if vg.broken is not None:
             raise _unusable(vg)
         check = CHECKS[op]
-        values, blob = HANDLERS[op](vg, s, None if check is None else check(s, call), call)
+        values, blob = vg.handlers[op](vg, s, None if check is None else check(s, call), call)
     except Exception as e:
         code, detail = _failed(vg, s, op, e)
     else:
@@ -72,9 +78,9 @@ def wait(vg: VGpu, s: Session, op: Op, stream: int):
         if vg.broken is not None:
             raise _unusable(vg)
         if op is _STREAM_SYNCHRONIZE:
-            vg.backend.stream_synchronize(s.stream(stream))
+            vg.waits.stream_synchronize(s.stream(stream))
         else:
-            vg.backend.synchronize()
+            vg.waits.synchronize()
     except Exception as e:
         code, detail = _failed(vg, s, op, e)
         return code, (), f"{op.name}: {detail}".encode()[:MAX_ERROR_TEXT]
@@ -156,7 +162,7 @@ def mem_get_info(vg, s, r, call):
 
 def memcpy_htod(vg, s: Session, r, call):
     if r.nbytes:
-        vg.backend.memcpy_htod(r.dst, r.offset, r.nbytes, r.stream, not call.queued)
+        vg.waits.memcpy_htod(r.dst, r.offset, r.nbytes, r.stream, not call.queued)
         vg.bytes["htod"] += r.nbytes
     return OK
 
@@ -172,7 +178,7 @@ def memcpy_htod_staged(vg, s: Session, r, call):
         if nbytes:
             checks.device_range(s, dst, nbytes, "dst")
             host = checks.window(s, offset, nbytes, "offset")
-            vg.backend.memcpy_htod(dst, host, nbytes, None, True)
+            vg.waits.memcpy_htod(dst, host, nbytes, None, True)
             vg.bytes["htod"] += nbytes
     finally:
         vg.region.view[at: at + 4].cast("I")[0] = call.seq  # one aligned store: never torn
@@ -181,7 +187,7 @@ def memcpy_htod_staged(vg, s: Session, r, call):
 
 def memcpy_dtoh(vg, s: Session, r, call):
     if r.nbytes:
-        vg.backend.memcpy_dtoh(r.offset, r.src, r.nbytes, r.stream)
+        vg.waits.memcpy_dtoh(r.offset, r.src, r.nbytes, r.stream)
         vg.bytes["dtoh"] += r.nbytes
     return OK
 
@@ -199,14 +205,14 @@ def memcpy_dtoh_pieces(vg, s: Session, r, call):
     def tell(n: int) -> None:
         word[0] = n  # one aligned store: never torn
 
-    vg.backend.memcpy_dtoh(r.offset, r.src, r.nbytes, r.stream, piece, tell)
+    vg.waits.memcpy_dtoh(r.offset, r.src, r.nbytes, r.stream, piece, tell)
     vg.bytes["dtoh"] += r.nbytes
     return OK
 
 
 def memcpy_dtod(vg, s: Session, r, call):
     if r.nbytes:
-        vg.backend.memcpy_dtod(r.dst, r.src, r.nbytes, r.stream, not call.queued)
+        vg.waits.memcpy_dtod(r.dst, r.src, r.nbytes, r.stream, not call.queued)
         vg.bytes["dtod"] += r.nbytes
     return OK
 
@@ -214,7 +220,7 @@ def memcpy_dtod(vg, s: Session, r, call):
 def _memset(width: int):
     def memset(vg, s: Session, r, call):
         if r.count:
-            vg.backend.memset(r.dst, r.value, r.count, width, r.stream, not call.queued)
+            vg.waits.memset(r.dst, r.value, r.count, width, r.stream, not call.queued)
         return OK
     return memset
 
@@ -495,7 +501,9 @@ def launch_again(vg: VGpu, s: Session, seq: int, f: Function, st, shape: tuple, 
 def stream_create(vg, s: Session, r, call):
     _vm_room(vg)
     h = s.new_handle()
-    s.streams[h] = vg.backend.stream_create(r.flags)
+    # under a compute gate every stream is blocking, so the meter's null-stream events order after
+    # its work (a non-blocking stream's kernels would escape the charge; kvmgpu/compute/meter.py)
+    s.streams[h] = vg.backend.stream_create(r.flags if vg.gate is None else 0)
     return (h,), b""
 
 
@@ -534,16 +542,49 @@ def event_destroy(vg, s: Session, r, call):
     return OK
 
 
-def _thin(method: str, fields: tuple, results: int):
-    """The handler of an op that is one backend call with request fields (requests.THIN); what
-    the call returns is the op's result (`results` of them: several come as a tuple)."""
-    def handler(vg, s, r, call):
-        out = getattr(vg.backend, method)(*(getattr(r, f) for f in fields))  # (the gate may wrap it)
-        if results == 0:
+def _thin(call, fields: tuple, results: int):
+    """The handler of an op that is one backend call (requests.THIN): `call`, bound at setup, with
+    the request's `fields`; what it returns is the op's result (several come as a tuple)."""
+    get = (lambda r: ()) if not fields else (lambda r, f=fields[0]: (getattr(r, f),)) \
+        if len(fields) == 1 else attrgetter(*fields)
+    if results == 0:
+        def handler(vg, s, r, c):
+            call(*get(r))
             return OK
-        return ((out,) if results == 1 else tuple(out)), b""
-    handler.__name__ = method
+    else:
+        def handler(vg, s, r, c):
+            out = call(*get(r))
+            return ((out,) if results == 1 else tuple(out)), b""
+    handler.__name__ = getattr(call, "__name__", "thin")
     return handler
+
+
+def _unsupported(d: spec.OpDecl, backend: str):
+    """The handler of an op the VM's backend does not serve (the specification's `backends`)."""
+    def handler(vg, s, r, call):
+        raise CudaError(CUresult.CUDA_ERROR_NOT_SUPPORTED,
+                        f"{d.cuda} is not supported by the {backend} backend (it serves "
+                        f"{', '.join(b for b in spec.BACKENDS if b in d.backends) or 'none'})")
+    return handler
+
+
+def bind(vg: VGpu, ops=spec.OPS) -> dict:
+    """Every op's handler for the VM's backend and compute gate, bound once per backend (VGpu calls
+    it): a thin call is the backend's method (or, where the op waits for the GPU, the gated one of
+    `vg.waits`) with nothing looked up per call; an op the specification says the backend does
+    not serve answers CUDA_ERROR_NOT_SUPPORTED naming it."""
+    name, table = vg.backend.name, {}
+    for d in ops:
+        op = Op[d.name]
+        if name not in d.backends:
+            table[op] = _unsupported(d, name)
+        elif op in THIN:
+            method, fields, results = THIN[op]
+            call = getattr(vg.waits, method, None) or getattr(vg.backend, method)
+            table[op] = _thin(call, fields, results)
+        else:
+            table[op] = HANDLERS[op]
+    return table
 
 
 # The ops that add to or take from a session's tables (dispatch counts what they change).
@@ -551,6 +592,7 @@ _HOLDING = frozenset({Op.MEM_ALLOC, Op.MEM_FREE, Op.MODULE_LOAD, Op.MODULE_UNLOA
                       Op.MODULE_GET_FUNCTION, Op.MODULE_GET_GLOBAL, Op.STREAM_CREATE,
                       Op.STREAM_DESTROY, Op.EVENT_CREATE, Op.EVENT_DESTROY})
 
+# The handlers written here; the thin calls' are made per backend (`bind`).
 HANDLERS = {
     Op.MEM_ALLOC: mem_alloc,
     Op.MEM_FREE: mem_free,
@@ -574,6 +616,6 @@ HANDLERS = {
     Op.EVENT_DESTROY: event_destroy,
     Op.MEMCPY_HTOD_STAGED: memcpy_htod_staged,
     Op.MEMCPY_DTOH_PIECES: memcpy_dtoh_pieces,
-    **{op: _thin(*thin) for op, thin in THIN.items()},
 }
-assert set(HANDLERS) == set(Op) == set(CHECKS), "every op needs a check (or None) and a handler"
+assert not set(HANDLERS) & set(THIN) and set(HANDLERS) | set(THIN) == set(Op) == set(CHECKS), \
+    "every op needs a check (or None) and a handler or a thin call"

@@ -37,6 +37,14 @@ def test_every_declaration_is_consistent(d):
     assert not (d.queueable and d.results), "a queued op cannot return results"
     assert d.waits_gpu in ("", "always", "if_sync")
     assert d.waits_gpu != "if_sync" or d.queueable, "only a queueable op waits only when not queued"
+    assert bool(d.waits_gpu) == (d.wait_call is not None), "an op that waits names the call it waits in"
+    assert not d.waits_in or d.waits_gpu, "waits_in only for an op that waits"
+    if d.wait_call is not None:
+        from kvmgpu.backend.base import Backend
+        method, params = d.wait_call
+        assert callable(getattr(Backend, method, None)), f"{method} is a backend method"
+        assert d.waits_gpu == "always" or "sync" in params, "waiting only when not queued needs a sync"
+    assert set(d.backends) <= set(spec.BACKENDS) and d.backends
     for a in d.args:
         if isinstance(a, (DevicePtr, WindowOffset)) and isinstance(a.length, str):
             assert a.length in names and isinstance(d.args[names.index(a.length)], Length), \
