@@ -23,7 +23,7 @@ import uuid
 from kvmgpu_guest.cudefs import CUresult
 
 from . import simkernels
-from .base import Backend, CudaError, DeviceInfo
+from .base import Backend, Capabilities, CudaError, DeviceInfo
 from .ptx import parse_ptx
 
 log = logging.getLogger("kvmgpu.backend")
@@ -105,6 +105,7 @@ class SimBackend(Backend):
         self._used = 0
         self._region: memoryview | None = None
         self._sticky: CudaError | None = None
+        self.capabilities = Capabilities(launch_flat=self.launch_flat)
 
     # --- lifetime ---
     def device_info(self) -> DeviceInfo:

@@ -386,10 +386,10 @@ def launch_run(vg: VGpu, cid: int, launches: list, buf: bytearray) -> int:
     and packed), and only when `free_until` says it has something to do (a run to open, a slice
     to end)."""
     sessions = vg.sessions
-    backend = vg.backend
-    records = backend.launch_records if len(launches) > 1 or launches[0][2] else None
-    one = backend.launch_in if records is None else None
-    flat = backend.launch_flat
+    caps = vg.capabilities
+    records = caps.launch_records if len(launches) > 1 or launches[0][2] else None
+    one = caps.launch_in if records is None else None
+    flat = caps.launch_flat
     fast = records is not None or one is not None or flat is not None
     base = 0
     if records is not None:
@@ -491,7 +491,7 @@ def launch_again(vg: VGpu, s: Session, seq: int, f: Function, st, shape: tuple, 
     if gate is not None and gate.clock() >= gate.free_until():
         gate.before_launch()  # may wait for this VM's turn on the GPU
     try:
-        vg.backend.launch_in(f.backend, *shape, st, buf, start, nbytes)
+        vg.capabilities.launch_in(f.backend, *shape, st, buf, start, nbytes)
     except Exception as e:
         _queued_launch_failed(vg, s, seq, e)
 

@@ -74,9 +74,11 @@ class VGpu:
         self.bind()
 
     def bind(self) -> None:
-        """The backend's calls as the worker makes them, for this backend and gate: `waits`, the
+        """The backend's calls as the worker makes them, for this backend and gate: `capabilities`,
+        what it declares it has beyond the interface (its queued-launch paths); `waits`, the
         calls the specification says wait for the GPU (gated: kvmgpu/worker/waits.py), and
         `handlers`, every op's handler (dispatch.bind). The backend itself is left as it is."""
+        self.capabilities = self.backend.capabilities
         self.waits = GpuWaits(self.backend, self.gate)
         self.handlers = dispatch.bind(self)
 

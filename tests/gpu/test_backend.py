@@ -110,7 +110,7 @@ def test_one_launch_from_the_receive_buffer_matches_numpy(backend, ptx, path):
     through cuda-bindings; a range outside the buffer launches nothing."""
     if path == "C module":
         assert backend._c is not None, "the C module is not built: launches would take cuda-bindings"
-        launch_in, sync = backend.launch_in, backend.stream_synchronize
+        launch_in, sync = backend.capabilities.launch_in, backend.stream_synchronize
     else:
         c, backend._c = backend._c, None
         launch_in, sync = backend._in_launcher(), type(backend).stream_synchronize.__get__(backend)
@@ -140,7 +140,7 @@ def test_c_launch_loop_matches_numpy(backend, ptx):
     run script builds it too): three saxpy launches from records, in order, on a stream, the
     last two as one record of a launch and its repeat (their arguments one stride apart)."""
     from kvmgpu.backend.launcher import RECORD
-    recs = backend.launch_records
+    recs = backend.capabilities.launch_records
     assert recs is not None, "the C launch loop is not built: queued launches would take cuda-bindings"
     mod = backend.module_load(ptx)
     f, _ = backend.module_get_function(mod, "saxpy")
