@@ -357,7 +357,9 @@ def docs_table() -> str:
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for op in spec.OPS:
         args = "<br>".join(f"`{a.name}`: {a.check}" for a in op.args)
-        results = ", ".join(f"`{r.name}` {r.format}" + (f" (new {r.table} handle)" if isinstance(r, NewHandle) else "")
+        results = ", ".join(f"`{r.name}` {r.format}" + (f" (new {r.table} handle)" if isinstance(r, NewHandle)
+                                                        else " (a new range of the session)"
+                                                        if isinstance(r, kinds.NewRange) else "")
                             for r in op.results)
         blob = f"{op.blob.max}: {op.blob.doc or op.blob.check} ({op.blob.check})" if op.blob else ""
         quota = f"; charges `{op.charges}`" if op.charges else f"; releases `{op.releases}`" if op.releases else ""

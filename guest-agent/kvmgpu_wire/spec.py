@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .kinds import (Allocation, Arg, Blob, DevicePtr, Digest, Dim, Flags, Handle, Length, Name,
-                    NewHandle, Params, Result, Value, WindowOffset)
+                    NewHandle, NewRange, Params, Result, Value, WindowOffset)
 
 # --- frames ----------------------------------------------------------------------------------------
 PROTOCOL_VERSION = 5  # 2: MEMCPY_HTOD_STAGED; 3: MEMCPY_DTOH_PIECES; 4: the mailbox, DOORBELL;
@@ -90,6 +90,14 @@ class OpDecl:
         return "".join(r.format for r in self.results)
 
     @property
+    def holds(self) -> bool:
+        """Whether the op adds to or takes from the session's tables (handles, ranges): the worker
+        counts what such an op changes against what it keeps for the VM."""
+        return bool(self.charges or self.releases
+                    or any(isinstance(r, (NewHandle, NewRange)) for r in self.results)
+                    or any(isinstance(a, Handle) and a.ends for a in self.args))
+
+    @property
     def thin_call(self) -> tuple[str, tuple[str, ...]] | None:
         """(backend method, request fields) of the op's thin call, or None."""
         return backend_call(self.backend) if self.backend else None
@@ -152,14 +160,14 @@ OPS: tuple[OpDecl, ...] = (
            results=(NewHandle("module", table="modules"),), blob=Digest(32, "the image's sha256"),
            manual="the window range is read only when the host does not have the image"),
     OpDecl(11, "MODULE_UNLOAD", "cuModuleUnload", "unload a module",
-           args=(Handle("module", table="modules"),), queueable=True),
+           args=(Handle("module", table="modules", ends=True),), queueable=True),
     OpDecl(12, "MODULE_GET_FUNCTION", "cuModuleGetFunction",
            "a kernel by name; the reply blob has (offset u32, size u32) per parameter",
            args=(Handle("module", table="modules"),),
            results=(NewHandle("function", table="functions"), Result("nparams")),
            blob=Name(MAX_NAME, "the kernel's name")),
     OpDecl(13, "MODULE_GET_GLOBAL", "cuModuleGetGlobal_v2", "a module global's address and size",
-           args=(Handle("module", table="modules"),), results=(Result("dptr"), Result("nbytes")),
+           args=(Handle("module", table="modules"),), results=(NewRange("dptr"), Result("nbytes")),
            blob=Name(MAX_NAME, "the global's name")),
     OpDecl(14, "LAUNCH", "cuLaunchKernel", "launch a kernel",
            args=(Handle("function", table="functions"), Dim("gx", attribute=5), Dim("gy", attribute=6),
@@ -171,7 +179,7 @@ OPS: tuple[OpDecl, ...] = (
     OpDecl(15, "STREAM_CREATE", "cuStreamCreate", "a new stream",
            args=(Flags("flags", mask=STREAM_FLAGS),), results=(NewHandle("stream", table="streams"),)),
     OpDecl(16, "STREAM_DESTROY", "cuStreamDestroy_v2", "destroy a stream",
-           args=(Handle("stream", table="streams"),), queueable=True),
+           args=(Handle("stream", table="streams", ends=True),), queueable=True),
     OpDecl(17, "STREAM_SYNCHRONIZE", "cuStreamSynchronize", "wait for a stream's work",
            args=(_stream(),), synchronising=True, waits_gpu="always",
            backend="stream_synchronize(stream)"),
@@ -191,7 +199,7 @@ OPS: tuple[OpDecl, ...] = (
            args=(Handle("start", table="events"), Handle("end", table="events")),
            results=(Result("ms", "f"),)),
     OpDecl(24, "EVENT_DESTROY", "cuEventDestroy_v2", "destroy an event",
-           args=(Handle("event", table="events"),), queueable=True),
+           args=(Handle("event", table="events", ends=True),), queueable=True),
     OpDecl(25, "FENCE", "(the guest's staging ring)",
            "wait until no queued work still reads or writes this session's window",
            synchronising=True, waits_gpu="always", backend="synchronize()"),

@@ -588,9 +588,7 @@ def bind(vg: VGpu, ops=spec.OPS) -> dict:
 
 
 # The ops that add to or take from a session's tables (dispatch counts what they change).
-_HOLDING = frozenset({Op.MEM_ALLOC, Op.MEM_FREE, Op.MODULE_LOAD, Op.MODULE_UNLOAD,
-                      Op.MODULE_GET_FUNCTION, Op.MODULE_GET_GLOBAL, Op.STREAM_CREATE,
-                      Op.STREAM_DESTROY, Op.EVENT_CREATE, Op.EVENT_DESTROY})
+_HOLDING = frozenset(Op[d.name] for d in spec.OPS if d.holds)
 
 # The handlers written here; the thin calls' are made per backend (`bind`).
 HANDLERS = {

@@ -104,3 +104,11 @@ def test_every_thin_call_is_a_method_of_the_backends_that_serve_it(d):
         assert f"    def {method}(" in (REPO / "kvmgpu" / "backend" / "cuda.py").read_text()
     request = getattr(requests, "".join(p.capitalize() for p in d.name.split("_")))
     assert set(fields) <= set(request._fields)
+
+
+def test_the_ops_that_change_a_session_s_tables_come_from_the_kinds():
+    """What dispatch counts against the VM's objects: ops with new handles or ranges, quota
+    charges and releases, and handles the call releases."""
+    assert {d.name for d in spec.OPS if d.holds} == {
+        "MEM_ALLOC", "MEM_FREE", "MODULE_LOAD", "MODULE_UNLOAD", "MODULE_GET_FUNCTION",
+        "MODULE_GET_GLOBAL", "STREAM_CREATE", "STREAM_DESTROY", "EVENT_CREATE", "EVENT_DESTROY"}
