@@ -5,33 +5,31 @@ Every argument is hostile. Each op's arguments are checked as the specification'
 before its handler runs: a handler works with checked, resolved values. The few ops whose checks
 kinds cannot say (launch, module load, the staged copy) check in their handlers, with the same
 functions. A failure is a `CudaError`; `dispatch` turns the outcome into a reply, or, for a
-queued call, keeps the first failure for the session's next synchronising call.
+queued call, holds it for the session's next synchronising call: the session's rules are in
+state.py. Thin calls' handlers are made per backend from the specification (`bind`).
 """
 
 from __future__ import annotations
 
 import ctypes
 import hashlib
-import logging
 from operator import attrgetter
 from typing import TYPE_CHECKING
 
 from kvmgpu_guest.cudefs import CUresult
-from kvmgpu_guest.protocol import (HEADER_SIZE, LAUNCH_BODY, MAX_ERROR_TEXT, MAX_PIECES, OPS, Call,
-                                   Op, launch_seq, pack_params)
+from kvmgpu_guest.protocol import HEADER_SIZE, LAUNCH_BODY, MAX_PIECES, Call, Op, launch_seq, pack_params
+from kvmgpu_wire import spec
 
 from ..backend.base import CudaError
 from ..backend.launcher import RECORD
 from . import checks
-from kvmgpu_wire import spec
-
 from .requests import CHECKS, THIN
 from .session import Function, Session
+from .state import REPORTS, error_reply, failed, hold, report, unusable
 
 if TYPE_CHECKING:
     from .vgpu import VGpu
 
-log = logging.getLogger("kvmgpu.worker")
 
 # What the worker keeps for a VM, all its sessions together: allocations, module globals and
 # handles (each costs the worker host memory, however little device memory it names).
@@ -42,29 +40,29 @@ OK = ((), b"")
 
 
 def dispatch(vg: VGpu, s: Session, call: Call):
-    """(status, values, blob) for the reply, or None for a queued call."""
-    op, spec = call.op, OPS[call.op]
+    """(status, values, blob) for the reply, or None for a queued call (the session's rules:
+    kvmgpu/worker/state.py)."""
+    op = call.op
     vg.calls[op] += 1
-    if not call.queued and spec.synchronising and s.pending_error is not None:
-        return _pending(s)
+    if not call.queued and op in REPORTS and s.pending_error is not None:
+        return report(s)
     held = s.objects if op in _HOLDING else -1
     try:
         if vg.broken is not None:
-            raise _unusable(vg)
+            raise unusable(vg)
         check = CHECKS[op]
         values, blob = vg.handlers[op](vg, s, None if check is None else check(s, call), call)
     except Exception as e:
-        code, detail = _failed(vg, s, op, e)
+        code, detail = failed(vg, s, op, e)
     else:
         return None if call.queued else (0, values, blob)
     finally:
         if held >= 0:
             vg.objects += s.objects - held  # what the VM holds, counted (_vm_room)
     if call.queued:
-        if s.pending_error is None:
-            s.pending_error = (code, f"{op.name} (queued, seq {call.seq}): {detail}")
+        hold(s, op, call.seq, code, detail)
         return None
-    return code, (), f"{op.name}: {detail}".encode()[:MAX_ERROR_TEXT]
+    return error_reply(op, code, detail)
 
 
 def wait(vg: VGpu, s: Session, op: Op, stream: int):
@@ -73,47 +71,22 @@ def wait(vg: VGpu, s: Session, op: Op, stream: int):
     them, to the same reply. (status, values, blob)."""
     vg.calls[op] += 1
     if s.pending_error is not None:
-        return _pending(s)
+        return report(s)
     try:
         if vg.broken is not None:
-            raise _unusable(vg)
+            raise unusable(vg)
         if op is _STREAM_SYNCHRONIZE:
             vg.waits.stream_synchronize(s.stream(stream))
         else:
             vg.waits.synchronize()
     except Exception as e:
-        code, detail = _failed(vg, s, op, e)
-        return code, (), f"{op.name}: {detail}".encode()[:MAX_ERROR_TEXT]
+        return error_reply(op, *failed(vg, s, op, e))
     return _WAITED
 
 
 _STREAM_SYNCHRONIZE = Op.STREAM_SYNCHRONIZE
 _WAITED = (0, (), b"")
-
-
-def _unusable(vg: VGpu) -> CudaError:
-    """The error of every call after a sticky one broke the context (`vg.broken`)."""
-    code, why = vg.broken
-    return CudaError(code, f"the context is unusable after: {why}")
-
-
-def _pending(s: Session):
-    """The reply of a synchronising call that reports a queued call's error (once)."""
-    code, text = s.pending_error
-    s.pending_error = None
-    return code, (), text.encode()[:MAX_ERROR_TEXT]
-
-
-def _failed(vg: VGpu, s: Session, op: Op, e: Exception) -> tuple[int, str]:
-    """A call's failure, counted and noted (a sticky error breaks the context): (code, detail)."""
-    if isinstance(e, CudaError):
-        code, detail = e.code, e.detail or str(e)
-    else:  # a bug here or in the backend: the guest gets an error, we go on
-        log.error("%s on session %s:%s failed unexpectedly", op.name, *s.key, exc_info=e)
-        code, detail = CUresult.CUDA_ERROR_UNKNOWN, f"internal error: {type(e).__name__}"
-    vg.errors[op] += 1
-    vg.note_error(code, detail)
-    return code, detail
+assert _STREAM_SYNCHRONIZE in REPORTS and Op.CTX_SYNCHRONIZE in REPORTS  # (wait reports, always)
 
 
 def _vm_room(vg: VGpu) -> None:
@@ -335,7 +308,7 @@ def launch_queued(vg: VGpu, s: Session, seq: int, args, blob: bytes) -> None:
     counts the call in `vg.calls`."""
     try:
         if vg.broken is not None:
-            raise _unusable(vg)
+            raise unusable(vg)
         fh, gx, gy, gz, bx, by, bz, shared, stream = args
         f = s.functions.get(fh)
         st = None if stream == 0 else s.streams.get(stream)
@@ -356,9 +329,10 @@ def launch_queued(vg: VGpu, s: Session, seq: int, args, blob: bytes) -> None:
 
 def _queued_launch_failed(vg: VGpu, s: Session, seq: int, e: Exception) -> None:
     """Keep a queued launch's failure for the session's next synchronising call (as `dispatch`)."""
-    code, detail = _failed(vg, s, Op.LAUNCH, e)
-    if s.pending_error is None:
-        s.pending_error = (code, f"LAUNCH (queued, seq {seq}): {detail}")
+    hold(s, _LAUNCH, seq, *failed(vg, s, _LAUNCH, e))
+
+
+_LAUNCH = Op.LAUNCH
 
 
 def launch_run(vg: VGpu, cid: int, launches: list, buf: bytearray) -> int:
@@ -424,7 +398,7 @@ def launch_run(vg: VGpu, cid: int, launches: list, buf: bytearray) -> int:
                     for s_, start_, count_, stride_ in owners[first:packed]:
                         for j in range(skip, count_):
                             _queued_launch_failed(vg, s_, launch_seq(buf, start_ + j * stride_),
-                                                  _unusable(vg))
+                                                  unusable(vg))
                         skip = 0
                     break
             owners.clear()
