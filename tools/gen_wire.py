@@ -26,7 +26,8 @@ from kvmgpu_wire.kinds import NewHandle  # noqa: E402
 from kvmgpu_wire import cudefs  # noqa: E402
 
 BANNER = "generated from guest-agent/kvmgpu_wire/spec.py by tools/gen_wire.py (make gen): do not edit"
-C_TYPES = {"B": "uint8_t", "H": "uint16_t", "I": "uint32_t", "Q": "uint64_t", "i": "int32_t", "f": "float"}
+C_TYPES = {"B": "uint8_t", "H": "uint16_t", "I": "uint32_t", "Q": "uint64_t", "i": "int32_t", "f": "float",
+           "s": "char"}
 
 
 # --- Python ---------------------------------------------------------------------------------------
@@ -124,7 +125,7 @@ def c_header() -> str:
                        f'"{op.name} args");')
         if op.results:
             out.append(f"struct __attribute__((packed)) kvmgpu_results_{lower} {{")
-            out += [f"    {C_TYPES[r.format]} {r.name};" for r in op.results]
+            out += _c_fields((r.name, r.format) for r in op.results)
             out.append("};")
             out.append(f"_Static_assert(sizeof(struct kvmgpu_results_{lower}) == {_size(op.result_format)}, "
                        f'"{op.name} results");')
@@ -265,12 +266,12 @@ def python_requests() -> str:
         out.append("")
         table.append(f"    Op.{d.name}: {d.name.lower()},")
     out += ["", "CHECKS = {"] + table + ["}", "",
-            "# op: (the backend method, the request fields it takes)", "THIN = {"]
+            "# op: (the backend method, the request fields it takes, how many results it returns)",
+            "THIN = {"]
     for d in spec.OPS:
         if d.backend:
-            method, _, rest = d.backend.partition("(")
-            fields = tuple(f.strip() for f in rest.rstrip(")").split(",") if f.strip())
-            out.append(f"    Op.{d.name}: ({method!r}, {fields!r}),")
+            method, fields = d.thin_call
+            out.append(f"    Op.{d.name}: ({method!r}, {fields!r}, {len(d.results)}),")
     out += ["}", ""]
     return "\n".join(out)
 
@@ -356,7 +357,9 @@ def docs_table() -> str:
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for op in spec.OPS:
         args = "<br>".join(f"`{a.name}`: {a.check}" for a in op.args)
-        results = ", ".join(f"`{r.name}` {r.format}" + (f" (new {r.table} handle)" if isinstance(r, NewHandle) else "")
+        results = ", ".join(f"`{r.name}` {r.format}" + (f" (new {r.table} handle)" if isinstance(r, NewHandle)
+                                                        else " (a new range of the session)"
+                                                        if isinstance(r, kinds.NewRange) else "")
                             for r in op.results)
         blob = f"{op.blob.max}: {op.blob.doc or op.blob.check} ({op.blob.check})" if op.blob else ""
         quota = f"; charges `{op.charges}`" if op.charges else f"; releases `{op.releases}`" if op.releases else ""

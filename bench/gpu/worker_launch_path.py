@@ -6,6 +6,7 @@ timed is decode, checks and launch.
 Usage (repository root, on a GPU machine, the launcher built):
     python3 bench/gpu/worker_launch_path.py"""
 
+import dataclasses
 import shutil
 import struct
 import sys
@@ -31,7 +32,8 @@ def main() -> None:
         g = host.guest(window=1 << 20)
         f, _ = g.function(g.load(), "spin")
         backend = host.vgpu.backend
-        records = backend.launch_records
+        caps = backend.capabilities
+        records = caps.launch_records
         assert records is not None, "the launcher library is not built (pip install -e . or setup.py build_ext)"
         batch = b"".join(g.frame(Op.LAUNCH, f, 1, 1, 1, 1, 1, 1, 0, 0, blob=struct.pack("<q", 0),
                                  queued=True) for _ in range(PER_BATCH))
@@ -41,7 +43,8 @@ def main() -> None:
         total = {p: [] for p in paths}  # until the GPU ran them all, per launch
         for _ in range(ROUNDS):
             for path, recs in paths.items():
-                backend.launch_records = recs
+                backend.capabilities = dataclasses.replace(caps, launch_records=recs)
+                host.vgpu.bind()
                 g.ok(Op.CTX_SYNCHRONIZE)
                 t0 = time.perf_counter()
                 spent = 0.0
@@ -53,7 +56,8 @@ def main() -> None:
                 n = BATCHES * PER_BATCH
                 cpu[path].append(spent / n * 1e6)
                 total[path].append((time.perf_counter() - t0) / n * 1e6)
-        backend.launch_records = records
+        backend.capabilities = caps
+        host.vgpu.bind()
         for path in paths:
             c, t = sorted(cpu[path]), sorted(total[path])
             print(f"{path:14} worker per launch: best {c[0]:.2f} µs, median {c[len(c) // 2]:.2f}; "

@@ -4,6 +4,7 @@ with the compute gate on and off, and the pieces are timed by wrapping them.
 Usage (repository root, on a GPU machine): python3 bench/gpu/worker_round_trip.py
 (--sim: the sim backend, to try the probe where there is no GPU)."""
 
+import dataclasses
 import statistics
 import struct
 import sys
@@ -53,9 +54,11 @@ def measure(gate: bool) -> dict:
         b = host.vgpu.backend
         pieces = {k: [] for k in ("receive", "launch_run", "launch_in", "cuStreamSynchronize",
                                   "before_launch")}
-        if getattr(b, "launch_in", None) is not None:  # the sim backend has none
-            b.launch_in = timed(b.launch_in, pieces["launch_in"])
+        if b.capabilities.launch_in is not None:  # the sim backend has none
+            b.capabilities = dataclasses.replace(b.capabilities,
+                                                 launch_in=timed(b.capabilities.launch_in, pieces["launch_in"]))
         b.stream_synchronize = timed(b.stream_synchronize, pieces["cuStreamSynchronize"])
+        host.vgpu.bind()  # the worker binds the backend's calls (and the gate around them) at setup
         if gate:
             gt = host.vgpu.gate
             gt.before_launch = timed(gt.before_launch, pieces["before_launch"])

@@ -16,7 +16,7 @@ from kvmgpu_wire.protocol import Op  # noqa: E402
 h = Host(Path(tempfile.mkdtemp()), backend=NoDriver)
 g = h.guest()
 fh, _ = g.function(g.load(), "spin")
-records = h.vgpu.backend.launch_records
+records = h.vgpu.backend.capabilities.launch_records
 count_repeats = records.count_repeats
 K, REPS = 40, 2000
 

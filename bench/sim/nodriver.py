@@ -7,6 +7,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT / "guest-agent"), str(ROOT), str(ROOT / "tests" / "worker")]
 from kvmgpu.backend import launcher  # noqa: E402
+from kvmgpu.backend.base import Capabilities  # noqa: E402
 from kvmgpu.backend.launcher import LaunchRecords  # noqa: E402
 from kvmgpu.backend.sim import SimBackend  # noqa: E402
 
@@ -27,14 +28,15 @@ class NoDriver(SimBackend):
     def __init__(self, **kw):
         super().__init__(**kw)
         c = launcher.load()
-        self.launch_records = LaunchRecords(LAUNCH)
 
         def launch_in(f, gx, gy, gz, bx, by, bz, shared, stream, buf, start, nbytes):
             c.launch(LAUNCH, f.address, gx, gy, gz, bx, by, bz, shared, stream, buf, start, nbytes)
 
         def stream_synchronize(stream):
             c.stream_synchronize(SYNC, stream)
-        self.launch_in, self.stream_synchronize = launch_in, stream_synchronize
+        self.stream_synchronize = stream_synchronize
+        self.capabilities = Capabilities(launch_records=LaunchRecords(LAUNCH), launch_in=launch_in,
+                                         launch_flat=self.launch_flat)
 
     def module_get_function(self, module, name):
         fn, layout = super().module_get_function(module, name)

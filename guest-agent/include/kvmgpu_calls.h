@@ -200,4 +200,23 @@ static inline int kvmgpu_memcpy_dtoh_pieces(struct kvmgpu_client *c, uint64_t of
     return kvmgpu_call(c, KVMGPU_OP_MEMCPY_DTOH_PIECES, args, 6, NULL, 0, 0, NULL, 0, NULL, NULL);
 }
 
+/* CTX_GET_FLAGS: cuCtxGetFlags: the flags of the VM's context on the host. */
+static inline int kvmgpu_ctx_get_flags(struct kvmgpu_client *c, struct kvmgpu_results_ctx_get_flags *out)
+{
+    return kvmgpu_call(c, KVMGPU_OP_CTX_GET_FLAGS, NULL, 0, NULL, 0, 0, out, sizeof *out, NULL, NULL);
+}
+
+/* DEVICE_GET_PCI_BUS_ID: cuDeviceGetPCIBusId: the GPU's PCI bus id, domain:bus:device.function in hex (the guest checks the device: its only one is 0). */
+static inline int kvmgpu_device_get_pci_bus_id(struct kvmgpu_client *c, struct kvmgpu_results_device_get_pci_bus_id *out)
+{
+    return kvmgpu_call(c, KVMGPU_OP_DEVICE_GET_PCI_BUS_ID, NULL, 0, NULL, 0, 0, out, sizeof *out, NULL, NULL);
+}
+
+/* STREAM_GET_PRIORITY: cuStreamGetPriority: a stream's priority. */
+static inline int kvmgpu_stream_get_priority(struct kvmgpu_client *c, uint64_t stream, struct kvmgpu_results_stream_get_priority *out)
+{
+    const uint64_t args[1] = {stream};
+    return kvmgpu_call(c, KVMGPU_OP_STREAM_GET_PRIORITY, args, 1, NULL, 0, 0, out, sizeof *out, NULL, NULL);
+}
+
 #endif

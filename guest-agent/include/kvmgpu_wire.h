@@ -4,7 +4,7 @@
 
 #include <stdint.h>
 
-#define KVMGPU_PROTOCOL_VERSION 4
+#define KVMGPU_PROTOCOL_VERSION 5
 #define KVMGPU_MAGIC 0x474Bu
 #define KVMGPU_QUEUED 0x01u
 #define KVMGPU_MAX_ARG_BYTES 32764
@@ -71,6 +71,9 @@ enum kvmgpu_op {
     KVMGPU_OP_FENCE = 25, /* (the guest's staging ring) */
     KVMGPU_OP_MEMCPY_HTOD_STAGED = 26, /* cuMemcpyHtoD_v2 (staged) */
     KVMGPU_OP_MEMCPY_DTOH_PIECES = 27, /* cuMemcpyDtoH_v2 (in pieces) */
+    KVMGPU_OP_CTX_GET_FLAGS = 28, /* cuCtxGetFlags */
+    KVMGPU_OP_DEVICE_GET_PCI_BUS_ID = 29, /* cuDeviceGetPCIBusId */
+    KVMGPU_OP_STREAM_GET_PRIORITY = 30, /* cuStreamGetPriority */
 };
 
 /* Each op's arguments, in order (copied after the call head: not aligned there), its
@@ -374,6 +377,37 @@ struct kvmgpu_args_memcpy_dtoh_pieces {
     uint64_t landed;
 };
 _Static_assert(sizeof(struct kvmgpu_args_memcpy_dtoh_pieces) == 48, "MEMCPY_DTOH_PIECES args");
+
+#define KVMGPU_CTX_GET_FLAGS_NARGS 0
+#define KVMGPU_CTX_GET_FLAGS_BLOB_MAX 0
+#define KVMGPU_CTX_GET_FLAGS_QUEUEABLE 0
+#define KVMGPU_CTX_GET_FLAGS_SYNCHRONISING 0
+struct __attribute__((packed)) kvmgpu_results_ctx_get_flags {
+    uint32_t flags;
+};
+_Static_assert(sizeof(struct kvmgpu_results_ctx_get_flags) == 4, "CTX_GET_FLAGS results");
+
+#define KVMGPU_DEVICE_GET_PCI_BUS_ID_NARGS 0
+#define KVMGPU_DEVICE_GET_PCI_BUS_ID_BLOB_MAX 0
+#define KVMGPU_DEVICE_GET_PCI_BUS_ID_QUEUEABLE 0
+#define KVMGPU_DEVICE_GET_PCI_BUS_ID_SYNCHRONISING 0
+struct __attribute__((packed)) kvmgpu_results_device_get_pci_bus_id {
+    char bus_id[32];
+};
+_Static_assert(sizeof(struct kvmgpu_results_device_get_pci_bus_id) == 32, "DEVICE_GET_PCI_BUS_ID results");
+
+#define KVMGPU_STREAM_GET_PRIORITY_NARGS 1
+#define KVMGPU_STREAM_GET_PRIORITY_BLOB_MAX 0
+#define KVMGPU_STREAM_GET_PRIORITY_QUEUEABLE 0
+#define KVMGPU_STREAM_GET_PRIORITY_SYNCHRONISING 0
+struct kvmgpu_args_stream_get_priority {
+    uint64_t stream;
+};
+_Static_assert(sizeof(struct kvmgpu_args_stream_get_priority) == 8, "STREAM_GET_PRIORITY args");
+struct __attribute__((packed)) kvmgpu_results_stream_get_priority {
+    int32_t priority;
+};
+_Static_assert(sizeof(struct kvmgpu_results_stream_get_priority) == 4, "STREAM_GET_PRIORITY results");
 
 /* One kernel parameter in MODULE_GET_FUNCTION's reply blob (an array of them). */
 struct kvmgpu_param {

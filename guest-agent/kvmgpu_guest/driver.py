@@ -92,9 +92,11 @@ def _lost(e: Exception):
     return CUresult.CUDA_ERROR_DEVICE_UNAVAILABLE
 
 
-def _call(op, args=(), blob=b"", n=0):
-    """A synchronous call: (CUresult, reply values or Nones)."""
-    bad = _ready()
+def _call(op, args=(), blob=b"", n=0, context=True):
+    """A synchronous call: (CUresult, reply values or Nones). `context`: the call needs a current
+    context (a device query does not)."""
+    bad = _ready() if context else (CUresult.CUDA_ERROR_NOT_INITIALIZED if _session is None else
+                                     CUresult.CUDA_ERROR_DEVICE_UNAVAILABLE if _session.closed else None)
     if bad is not None:
         return bad, None
     try:
@@ -232,6 +234,20 @@ def cuDeviceGetUuid(dev):
 cuDeviceGetUuid_v2 = cuDeviceGetUuid
 
 
+def cuDeviceGetPCIBusId(length, dev):
+    bad = _check_dev(dev)
+    if bad is not None:
+        return bad, None
+    length = int(length)
+    if length <= 0:
+        return CUresult.CUDA_ERROR_INVALID_VALUE, None
+    status, reply = _call(Op.DEVICE_GET_PCI_BUS_ID, context=False)
+    if status:
+        return status, None
+    bus_id = reply.values[0].split(b"\0", 1)[0][: length - 1]
+    return _OK, bus_id + b"\0" + b" " * (length - len(bus_id) - 1)  # (the whole buffer, as cuDeviceGetName)
+
+
 # ---------------------------------------------------------------------------------------- contexts
 
 def _push(ctx_id: int) -> None:
@@ -331,6 +347,13 @@ def cuCtxGetDevice():
     if _current() is None:
         return CUresult.CUDA_ERROR_INVALID_CONTEXT, None
     return _OK, CUdevice(0)
+
+
+def cuCtxGetFlags():
+    status, reply = _call(Op.CTX_GET_FLAGS)
+    if status:
+        return status, None
+    return _OK, reply.values[0]
 
 
 def cuCtxSynchronize():
@@ -676,6 +699,13 @@ def cuStreamSynchronize(hStream):
 def cuStreamQuery(hStream):
     status, _ = _call(Op.STREAM_QUERY, (_stream(hStream),))
     return (status,)
+
+
+def cuStreamGetPriority(hStream):
+    status, reply = _call(Op.STREAM_GET_PRIORITY, (_stream(hStream),))
+    if status:
+        return status, None
+    return _OK, reply.values[0]
 
 
 def cuEventCreate(Flags=0):

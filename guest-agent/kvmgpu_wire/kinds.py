@@ -43,6 +43,7 @@ class Handle(Arg):
 
     table: str = "streams"
     null: bool = False
+    ends: bool = False  # the call releases the handle (a destroy, an unload)
 
     error = INVALID_HANDLE
     hostile = ("unknown", "other_session", "released")
@@ -53,7 +54,8 @@ class Handle(Arg):
     @property
     def check(self) -> str:
         null = " (0: the null stream)" if self.null else ""
-        return f"a handle in the session's {self.table} table{null}"
+        ends = "; released by the call" if self.ends else ""
+        return f"a handle in the session's {self.table} table{null}{ends}"
 
 
 @dataclass(frozen=True)
@@ -213,3 +215,9 @@ class NewHandle(Result):
     table (OUT_OF_MEMORY past it) and released when the session ends."""
 
     table: str = "streams"
+
+
+@dataclass(frozen=True)
+class NewRange(Result):
+    """A device address the session may use from now on (a module global): its range joins the
+    session's, counted against what the worker keeps for the VM."""

@@ -2,7 +2,7 @@
 
 import enum
 
-PROTOCOL_VERSION = 4
+PROTOCOL_VERSION = 5
 MAGIC = 0x474B
 HEADER_FORMAT = "<HBBIII"
 CALL_HEAD_FORMAT = "<HH"
@@ -57,6 +57,9 @@ class Op(enum.IntEnum):
     FENCE = 25  # (the guest's staging ring)
     MEMCPY_HTOD_STAGED = 26  # cuMemcpyHtoD_v2 (staged)
     MEMCPY_DTOH_PIECES = 27  # cuMemcpyDtoH_v2 (in pieces)
+    CTX_GET_FLAGS = 28  # cuCtxGetFlags
+    DEVICE_GET_PCI_BUS_ID = 29  # cuDeviceGetPCIBusId
+    STREAM_GET_PRIORITY = 30  # cuStreamGetPriority
 
 
 # op: (argument names, result struct format, most blob bytes, queueable, synchronising)
@@ -88,6 +91,9 @@ TABLE = {
     Op.FENCE: ((), '', 0, False, True),
     Op.MEMCPY_HTOD_STAGED: (('dst', 'offset', 'nbytes', 'done'), '', 0, True, False),
     Op.MEMCPY_DTOH_PIECES: (('offset', 'src', 'nbytes', 'stream', 'piece', 'landed'), '', 0, False, True),
+    Op.CTX_GET_FLAGS: ((), 'I', 0, False, False),
+    Op.DEVICE_GET_PCI_BUS_ID: ((), '32s', 0, False, False),
+    Op.STREAM_GET_PRIORITY: (('stream',), 'i', 0, False, False),
 }
 
 # the ops that wait for the GPU: always, or only when not queued (the compute gate meters them)

@@ -10,7 +10,9 @@ charges to or releases from the vGPU's memory quota, and which backends serve it
 From this file `make gen` (tools/gen_wire.py) writes the op tables both sides read
 (kvmgpu_wire/ops.py, guest-agent/include/kvmgpu_wire.h), and the op table of docs/protocol.md;
 the negative-test matrix (tests/worker/test_op_matrix.py) reads it directly. Adding a call is
-adding an entry here, then its handler in kvmgpu/worker/dispatch.py (and the guest's stub).
+adding an entry here; where the host's work is one backend call, `backend=` names it and the
+worker's handler is made from it, otherwise a handler in kvmgpu/worker/dispatch.py; then the
+guest's functions (docs/architecture.md, "How to add a forwarded call").
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .kinds import (Allocation, Arg, Blob, DevicePtr, Digest, Dim, Flags, Handle, Length, Name,
-                    NewHandle, Params, Result, Value, WindowOffset)
+                    NewHandle, NewRange, Params, Result, Value, WindowOffset)
 
 # --- frames ----------------------------------------------------------------------------------------
-PROTOCOL_VERSION = 4  # 2: MEMCPY_HTOD_STAGED; 3: MEMCPY_DTOH_PIECES; 4: the mailbox, DOORBELL
+PROTOCOL_VERSION = 5  # 2: MEMCPY_HTOD_STAGED; 3: MEMCPY_DTOH_PIECES; 4: the mailbox, DOORBELL;
+# 5: CTX_GET_FLAGS, DEVICE_GET_PCI_BUS_ID, STREAM_GET_PRIORITY
 MAGIC = 0x474B  # "KG"
 # magic u16 | kind u8 | flags u8 | session u32 | seq u32 | length u32, little-endian; then the payload
 HEADER = (("magic", "H"), ("kind", "B"), ("flags", "B"), ("session", "I"), ("seq", "I"), ("length", "I"))
@@ -67,8 +70,13 @@ class OpDecl:
     queueable: bool = False
     synchronising: bool = False
     waits_gpu: str = ""  # "": never; "always"; "if_sync": only when not queued
+    # The backend call an op that waits for the GPU waits in, with its parameters' names, where it
+    # is not the op's thin call (`backend`): the compute gate wraps that call (kvmgpu/worker/waits.py).
+    # Its `stream` says what it waits for (None: the null stream), a `sync` whether it waits.
+    waits_in: str = ""
     manual: str = ""  # why the worker's handler checks the arguments itself ("": the kinds say it all)
-    backend: str = ""  # a thin call: the backend method and the request fields it takes
+    backend: str = ""  # a thin call: the backend method and the request fields it takes; its return
+    # value is the op's result (several results: a tuple)
     charges: str = ""  # the argument whose bytes are charged to the memory quota
     releases: str = ""  # the argument whose allocation's bytes go back to the quota
     backends: tuple[str, ...] = BACKENDS
@@ -81,9 +89,39 @@ class OpDecl:
     def result_format(self) -> str:
         return "".join(r.format for r in self.results)
 
+    @property
+    def holds(self) -> bool:
+        """Whether the op adds to or takes from the session's tables (handles, ranges): the worker
+        counts what such an op changes against what it keeps for the VM."""
+        return bool(self.charges or self.releases
+                    or any(isinstance(r, (NewHandle, NewRange)) for r in self.results)
+                    or any(isinstance(a, Handle) and a.ends for a in self.args))
+
+    @property
+    def thin_call(self) -> tuple[str, tuple[str, ...]] | None:
+        """(backend method, request fields) of the op's thin call, or None."""
+        return backend_call(self.backend) if self.backend else None
+
+    @property
+    def wait_call(self) -> tuple[str, tuple[str, ...]] | None:
+        """(backend method, its parameters' names) of the call the op waits for the GPU in, or None."""
+        return backend_call(self.waits_in or self.backend) if self.waits_gpu else None
+
+
+def backend_call(text: str) -> tuple[str, tuple[str, ...]]:
+    """"method(a, b)" -> ("method", ("a", "b"))."""
+    method, _, rest = text.partition("(")
+    return method, tuple(f.strip() for f in rest.rstrip(")").split(",") if f.strip())
+
 
 def _stream(doc: str = "the stream; 0 the null stream") -> Handle:
     return Handle("stream", doc, table="streams", null=True)
+
+
+# The backend calls the copies wait in (kvmgpu/backend/base.py's signatures).
+_HTOD = "memcpy_htod(dst, offset, nbytes, stream, sync)"
+_DTOH = "memcpy_dtoh(offset, src, nbytes, stream, piece, landed)"
+_MEMSET = "memset(dst, value, count, width, stream, sync)"
 
 
 OPS: tuple[OpDecl, ...] = (
@@ -99,21 +137,22 @@ OPS: tuple[OpDecl, ...] = (
     OpDecl(5, "MEMCPY_HTOD", "cuMemcpyHtoD_v2, cuMemcpyHtoDAsync_v2",
            "copy window bytes to device memory",
            args=(DevicePtr("dst"), WindowOffset("offset"), Length("nbytes"), _stream()),
-           queueable=True, synchronising=True, waits_gpu="if_sync"),
+           queueable=True, synchronising=True, waits_gpu="if_sync", waits_in=_HTOD),
     OpDecl(6, "MEMCPY_DTOH", "cuMemcpyDtoH_v2, cuMemcpyDtoHAsync_v2",
            "copy device memory into the window",
            args=(WindowOffset("offset"), DevicePtr("src"), Length("nbytes"), _stream()),
-           synchronising=True, waits_gpu="always"),
+           synchronising=True, waits_gpu="always", waits_in=_DTOH),
     OpDecl(7, "MEMCPY_DTOD", "cuMemcpyDtoD_v2, cuMemcpyDtoDAsync_v2", "copy device to device",
            args=(DevicePtr("dst"), DevicePtr("src"), Length("nbytes"), _stream()),
-           queueable=True, synchronising=True, waits_gpu="if_sync"),
+           queueable=True, synchronising=True, waits_gpu="if_sync",
+           waits_in="memcpy_dtod(dst, src, nbytes, stream, sync)"),
     OpDecl(8, "MEMSET_D8", "cuMemsetD8_v2, cuMemsetD8Async", "set bytes",
            args=(DevicePtr("dst", length="count"), Value("value", max=0xFF), Length("count"), _stream()),
-           queueable=True, synchronising=True, waits_gpu="if_sync"),
+           queueable=True, synchronising=True, waits_gpu="if_sync", waits_in=_MEMSET),
     OpDecl(9, "MEMSET_D32", "cuMemsetD32_v2, cuMemsetD32Async", "set 32-bit words",
            args=(DevicePtr("dst", length="count", scale=4), Value("value", max=0xFFFFFFFF),
                  Length("count"), _stream()),
-           queueable=True, synchronising=True, waits_gpu="if_sync"),
+           queueable=True, synchronising=True, waits_gpu="if_sync", waits_in=_MEMSET),
     OpDecl(10, "MODULE_LOAD", "cuModuleLoadData, cuModuleLoadDataEx, cuModuleLoadFatBinary",
            "load a module image from the window, known by its sha256 (nbytes 0: does the host "
            "have it already?); its globals are charged to the quota",
@@ -121,14 +160,14 @@ OPS: tuple[OpDecl, ...] = (
            results=(NewHandle("module", table="modules"),), blob=Digest(32, "the image's sha256"),
            manual="the window range is read only when the host does not have the image"),
     OpDecl(11, "MODULE_UNLOAD", "cuModuleUnload", "unload a module",
-           args=(Handle("module", table="modules"),), queueable=True),
+           args=(Handle("module", table="modules", ends=True),), queueable=True),
     OpDecl(12, "MODULE_GET_FUNCTION", "cuModuleGetFunction",
            "a kernel by name; the reply blob has (offset u32, size u32) per parameter",
            args=(Handle("module", table="modules"),),
            results=(NewHandle("function", table="functions"), Result("nparams")),
            blob=Name(MAX_NAME, "the kernel's name")),
     OpDecl(13, "MODULE_GET_GLOBAL", "cuModuleGetGlobal_v2", "a module global's address and size",
-           args=(Handle("module", table="modules"),), results=(Result("dptr"), Result("nbytes")),
+           args=(Handle("module", table="modules"),), results=(NewRange("dptr"), Result("nbytes")),
            blob=Name(MAX_NAME, "the global's name")),
     OpDecl(14, "LAUNCH", "cuLaunchKernel", "launch a kernel",
            args=(Handle("function", table="functions"), Dim("gx", attribute=5), Dim("gy", attribute=6),
@@ -140,7 +179,7 @@ OPS: tuple[OpDecl, ...] = (
     OpDecl(15, "STREAM_CREATE", "cuStreamCreate", "a new stream",
            args=(Flags("flags", mask=STREAM_FLAGS),), results=(NewHandle("stream", table="streams"),)),
     OpDecl(16, "STREAM_DESTROY", "cuStreamDestroy_v2", "destroy a stream",
-           args=(Handle("stream", table="streams"),), queueable=True),
+           args=(Handle("stream", table="streams", ends=True),), queueable=True),
     OpDecl(17, "STREAM_SYNCHRONIZE", "cuStreamSynchronize", "wait for a stream's work",
            args=(_stream(),), synchronising=True, waits_gpu="always",
            backend="stream_synchronize(stream)"),
@@ -160,7 +199,7 @@ OPS: tuple[OpDecl, ...] = (
            args=(Handle("start", table="events"), Handle("end", table="events")),
            results=(Result("ms", "f"),)),
     OpDecl(24, "EVENT_DESTROY", "cuEventDestroy_v2", "destroy an event",
-           args=(Handle("event", table="events"),), queueable=True),
+           args=(Handle("event", table="events", ends=True),), queueable=True),
     OpDecl(25, "FENCE", "(the guest's staging ring)",
            "wait until no queued work still reads or writes this session's window",
            synchronising=True, waits_gpu="always", backend="synchronize()"),
@@ -169,7 +208,7 @@ OPS: tuple[OpDecl, ...] = (
            "waits, then stores the call's seq (u32) at window offset `done`",
            args=(DevicePtr("dst"), WindowOffset("offset"), Length("nbytes"),
                  WindowOffset("done", length=4, align=4)),
-           queueable=True, waits_gpu="always",
+           queueable=True, waits_gpu="always", waits_in=_HTOD,
            manual="`done` is stored whatever the outcome, so it is checked first and alone"),
     OpDecl(27, "MEMCPY_DTOH_PIECES", "cuMemcpyDtoH_v2 (in pieces)",
            "a DtoH in pieces of about `piece` bytes; after each the host stores the bytes landed "
@@ -178,7 +217,16 @@ OPS: tuple[OpDecl, ...] = (
                                                                 hint="a u32 counts landed bytes: use MEMCPY_DTOH"), _stream(),
                  Length("piece", "bytes a piece, at least"),
                  WindowOffset("landed", length=4, align=4)),
-           synchronising=True, waits_gpu="always"),
+           synchronising=True, waits_gpu="always", waits_in=_DTOH),
+    # Forwarded as they are: each is this entry, the backends' method it names, and the guest's stub.
+    OpDecl(28, "CTX_GET_FLAGS", "cuCtxGetFlags", "the flags of the VM's context on the host",
+           results=(Result("flags", "I"),), backend="ctx_get_flags()"),
+    OpDecl(29, "DEVICE_GET_PCI_BUS_ID", "cuDeviceGetPCIBusId",
+           "the GPU's PCI bus id, domain:bus:device.function in hex (the guest checks the device: "
+           "its only one is 0)",
+           results=(Result("bus_id", "32s", "NUL-padded ASCII"),), backend="device_get_pci_bus_id()"),
+    OpDecl(30, "STREAM_GET_PRIORITY", "cuStreamGetPriority", "a stream's priority",
+           args=(_stream(),), results=(Result("priority", "i"),), backend="stream_get_priority(stream)"),
 )
 
 BY_NAME = {op.name: op for op in OPS}

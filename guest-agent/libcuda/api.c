@@ -400,3 +400,53 @@ CUAPI CUresult cuCtxSynchronize(void)
     CUresult rc = kvmgpu_ready();
     return rc ? rc : kvmgpu_ctx_synchronize(&kvmgpu_session);
 }
+
+/* --- forwarded as they are (one specification entry each: kvmgpu_wire/spec.py) ---------------- */
+
+CUAPI CUresult cuCtxGetFlags(unsigned int *flags)
+{
+    if (!flags)
+        return KVMGPU_CUDA_ERROR_INVALID_VALUE;
+    CUresult rc = kvmgpu_ready();
+    struct kvmgpu_results_ctx_get_flags out;
+    if (rc == 0 && (rc = kvmgpu_ctx_get_flags(&kvmgpu_session, &out)) == 0)
+        *flags = out.flags;
+    return rc;
+}
+
+CUAPI CUresult cuDeviceGetPCIBusId(char *pciBusId, int len, CUdevice dev)
+{
+    CUresult rc = check_device(dev);
+    if (rc == 0)
+        rc = kvmgpu_initialised();
+    if (rc)
+        return rc;
+    if (!pciBusId || len <= 0)
+        return KVMGPU_CUDA_ERROR_INVALID_VALUE;
+    struct kvmgpu_results_device_get_pci_bus_id out;
+    rc = kvmgpu_device_get_pci_bus_id(&kvmgpu_session, &out);
+    if (rc == 0) {
+        size_t n = strnlen(out.bus_id, sizeof out.bus_id);
+        if (n > (size_t)len - 1)
+            n = (size_t)len - 1;
+        memcpy(pciBusId, out.bus_id, n);
+        pciBusId[n] = '\0';
+    }
+    return rc;
+}
+
+CUAPI CUresult cuStreamGetPriority(CUstream stream, int *priority)
+{
+    if (!priority)
+        return KVMGPU_CUDA_ERROR_INVALID_VALUE;
+    CUresult rc = kvmgpu_ready();
+    struct kvmgpu_results_stream_get_priority out;
+    if (rc == 0 && (rc = kvmgpu_stream_get_priority(&kvmgpu_session, kvmgpu_stream(stream), &out)) == 0)
+        *priority = out.priority;
+    return rc;
+}
+
+CUAPI CUresult cuStreamGetPriority_ptsz(CUstream stream, int *priority)
+{
+    return cuStreamGetPriority(stream, priority);
+}

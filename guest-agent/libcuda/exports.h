@@ -78,4 +78,8 @@
     X("cuGetErrorName", cuGetErrorName, 6000, 0)                                         \
     X("cuGetErrorString", cuGetErrorString, 6000, 0)                                     \
     X("cuGetProcAddress", cuGetProcAddress, 11030, 0)                                    \
-    X("cuGetProcAddress", cuGetProcAddress_v2, 12000, 0)
+    X("cuGetProcAddress", cuGetProcAddress_v2, 12000, 0)                                 \
+    X("cuCtxGetFlags", cuCtxGetFlags, 7000, 0)                                           \
+    X("cuDeviceGetPCIBusId", cuDeviceGetPCIBusId, 4010, 0)                               \
+    X("cuStreamGetPriority", cuStreamGetPriority, 5050, 0)                               \
+    X("cuStreamGetPriority", cuStreamGetPriority_ptsz, 7000, 1)

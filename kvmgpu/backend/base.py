@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
+from typing import Callable
 
 from kvmgpu_wire.cudefs import CUresult
 
@@ -43,6 +44,25 @@ class DeviceInfo:
     attributes: dict[int, int] = field(default_factory=dict)  # CUdevice_attribute -> value
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend has beyond the interface, declared once (`Backend.capabilities`): the worker
+    binds to it when it takes the backend (VGpu.bind), the meter when it starts a slice.
+
+    The worker's queued-launch paths (dispatch.launch_run takes the first it has): `launch_records`,
+    the C launch loop (kvmgpu.backend.launcher.LaunchRecords); `launch_in(f, gx, gy, gz, bx, by, bz,
+    shared, stream, buf, start, nbytes)`, the argument bytes read where they are in the bytearray
+    `buf`; `launch_flat(f, gx, gy, gz, bx, by, bz, shared, stream, args)`. Without any, a queued
+    launch goes through `launch`. `null_stream_recorder`: `record(event)`, cuEventRecord on the null
+    stream with nothing around it (the compute meter's), else `event_record(event, None)`. Which
+    ops a backend serves is the op specification's (`backends=`), not this."""
+
+    launch_records: object = None
+    launch_in: Callable | None = None
+    launch_flat: Callable | None = None
+    null_stream_recorder: Callable | None = None
+
+
 class Backend(abc.ABC):
     """One context on one GPU, serving one VM. Methods run on the worker's thread."""
 
@@ -51,13 +71,8 @@ class Backend(abc.ABC):
     # them: while there are none, a wait on the null stream is a wait for all of the VM's work.
     streams_live: int = 0
     streams_made: int = 0
-    # The worker's queued-launch paths where a backend has them (dispatch.launch_run): the C
-    # launch loop (kvmgpu.backend.launcher.LaunchRecords), `launch_in(f, gx, gy, gz, bx, by, bz,
-    # shared, stream, buf, start, nbytes)` (the argument bytes read where they are in the bytearray
-    # `buf`), `launch_flat(f, gx, gy, gz, bx, by, bz, shared, stream, args)`.
-    launch_records = None
-    launch_in = None
-    launch_flat = None
+    # What it has beyond the interface (set by a backend that has more: in its __init__).
+    capabilities: Capabilities = Capabilities()
     # What an allocation really takes on the GPU, as the worker charges it to the quota
     # (`allocation_size`): from half a granule up, whole granules (cuMemAlloc maps device memory in
     # pages of this size; the cuda backend asks the driver for it); below, small allocations share
@@ -174,3 +189,16 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def synchronize(self) -> None:
         """Wait for all work in the context."""
+
+    # --- forwarded as they are: the specification's thin calls (kvmgpu_wire/spec.py `backend=`) ---
+    @abc.abstractmethod
+    def ctx_get_flags(self) -> int:
+        """cuCtxGetFlags of the VM's context."""
+
+    @abc.abstractmethod
+    def device_get_pci_bus_id(self) -> bytes:
+        """cuDeviceGetPCIBusId: b"dddd:bb:dd.f" (hex)."""
+
+    @abc.abstractmethod
+    def stream_get_priority(self, stream) -> int:
+        """cuStreamGetPriority (the null stream: None)."""

@@ -28,7 +28,7 @@ import logging
 
 from cuda.bindings import driver as cu
 
-from kvmgpu.backend.base import Backend, CudaError, DeviceInfo
+from kvmgpu.backend.base import Backend, Capabilities, CudaError, DeviceInfo
 from kvmgpu.backend.images import globals_size
 from kvmgpu.backend.launcher import LaunchRecords, open_module
 
@@ -133,15 +133,16 @@ class CudaBackend(Backend):
         # The worker's hot driver calls in C where the module is built (launcher.py): queued
         # launches as packed records, one launch from the receive buffer, cuStreamSynchronize.
         self._c = open_module() if launch_mode == "extra" else None
+        records = None
         if self._c is not None:
             self._launch_fn = self._driver_function(b"cuLaunchKernel")
             self._sync_fn = self._driver_function(b"cuStreamSynchronize")
-            self.launch_records = LaunchRecords(self._launch_fn)
+            records = LaunchRecords(self._launch_fn)
             self.stream_synchronize = self._c_synchronizer()
-        else:
-            self.launch_records = None
-        if launch_mode == "extra":
-            self.launch_in = self._in_launcher()  # (binds nothing of a context: made once)
+        # (nothing here binds a context: made once, they serve a reset context too)
+        self.capabilities = Capabilities(
+            launch_records=records, launch_in=self._in_launcher() if launch_mode == "extra" else None,
+            launch_flat=self.launch_flat, null_stream_recorder=self._null_stream_recorder())
         log.info("the worker's launches and stream waits go through %s", "kvmgpu's C module"
                  if self._c is not None else f"cuda-bindings ({launch_mode})")
         self.device = _check(cu.cuDeviceGet(index), f"cuDeviceGet({index})")
@@ -487,10 +488,11 @@ class CudaBackend(Backend):
     def event_record(self, event, stream) -> None:
         _check(cu.cuEventRecord(event, self._stream(stream)), "cuEventRecord")
 
-    def null_stream_recorder(self):
+    @staticmethod
+    def _null_stream_recorder():
         """`record(event)`: cuEventRecord on the null stream with nothing around it (the compute
         meter's two records a run). The null stream is the handle 0 in any context."""
-        rec, null = cu.cuEventRecord, self.null_stream
+        rec, null = cu.cuEventRecord, cu.CUstream(0)
 
         def record(event) -> None:
             err, = rec(event, null)
@@ -517,3 +519,15 @@ class CudaBackend(Backend):
 
     def synchronize(self) -> None:
         _check(cu.cuCtxSynchronize(), "cuCtxSynchronize")
+
+    # --- forwarded as they are (the specification's thin calls) ------------------------------
+
+    def ctx_get_flags(self) -> int:
+        return int(_check(cu.cuCtxGetFlags(), "cuCtxGetFlags"))
+
+    def device_get_pci_bus_id(self) -> bytes:
+        bus_id = _check(cu.cuDeviceGetPCIBusId(32, self.device), "cuDeviceGetPCIBusId")
+        return bytes(bus_id).split(b"\0", 1)[0]
+
+    def stream_get_priority(self, stream) -> int:
+        return int(_check(cu.cuStreamGetPriority(self._stream(stream)), "cuStreamGetPriority"))

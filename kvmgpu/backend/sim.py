@@ -23,7 +23,7 @@ import uuid
 from kvmgpu_wire.cudefs import CUresult
 
 from . import simkernels
-from .base import Backend, CudaError, DeviceInfo
+from .base import Backend, Capabilities, CudaError, DeviceInfo
 from .ptx import parse_ptx
 
 log = logging.getLogger("kvmgpu.backend")
@@ -105,6 +105,7 @@ class SimBackend(Backend):
         self._used = 0
         self._region: memoryview | None = None
         self._sticky: CudaError | None = None
+        self.capabilities = Capabilities(launch_flat=self.launch_flat)
 
     # --- lifetime ---
     def device_info(self) -> DeviceInfo:
@@ -323,3 +324,16 @@ class SimBackend(Backend):
 
     def synchronize(self) -> None:
         self._check()
+
+    # --- forwarded as they are (the specification's thin calls) ---
+    def ctx_get_flags(self) -> int:
+        self._check()
+        return 0  # CU_CTX_SCHED_AUTO, as a primary context nobody set flags on
+
+    def device_get_pci_bus_id(self) -> bytes:
+        a = ATTRIBUTES
+        return f"{a[50]:04x}:{a[33]:02x}:{a[34]:02x}.0".encode()  # PCI domain, bus, device
+
+    def stream_get_priority(self, stream) -> int:
+        self._check()
+        return 0  # every stream is made with the default priority (cuStreamCreate)

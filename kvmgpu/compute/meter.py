@@ -17,10 +17,10 @@ trip) is charged to nobody. A run is timed one of two ways, chosen when it start
   the context: it can be charged more than its busy time, never less.
 - **By two CUDA events** otherwise, recorded on the legacy null stream, which orders them after
   all earlier work of the context's blocking streams (the worker creates every guest stream
-  blocking while a gate is on, see VGpu.attach_gate): one at the run's first launch, one before
+  blocking while a gate is on, see dispatch.stream_create): one at the run's first launch, one before
   the wait that ends it (`mark_idle`); the end event completes when the run's last work does.
   Elapsed times are read at the slice's end. The records go through the backend's
-  `null_stream_recorder()` where it has one; the driver call itself costs the same whatever calls
+  `null_stream_recorder` where it declares one (its `capabilities`); the driver call itself costs the same whatever calls
   it (docs/performance.md, "What one record costs").
 
 Why two ways: two event records, their elapsed reads at the slice's end and the meter's Python
@@ -76,8 +76,8 @@ class EventMeter:
         if backend is not self.backend:  # a new context: the old events died with the old one
             self.backend = backend
             self._spare, self._runs, self._open, self._since = [], [], None, None
-            fast = getattr(backend, "null_stream_recorder", None)
-            self._rec = fast() if fast is not None else (lambda ev: backend.event_record(ev, None))
+            fast = backend.capabilities.null_stream_recorder
+            self._rec = fast if fast is not None else (lambda ev: backend.event_record(ev, None))
         self._wall_only = False
 
     @property

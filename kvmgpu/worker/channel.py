@@ -74,7 +74,7 @@ class Channel:
             take_launches, take_wait, next_event = conn.take_launches, conn.take_wait, conn.next_event
             # take_launches hands over a launch's repeats with it (checked once, launched from
             # its record by the C loop); only where the backend has that loop
-            records = vg.backend.launch_records
+            records = vg.capabilities.launch_records
             repeats = None if records is None else records.count_repeats
             while True:
                 # The hot path: runs of QUEUED LAUNCH frames, decoded in place (take_launches
@@ -156,7 +156,7 @@ class Channel:
         sid, fh, stream = t[3], t[8], t[16]
         vg = self.vgpu
         s = vg.sessions.get((self.cid, sid))
-        if s is None or waited[0] != sid or vg.backend.launch_in is None:
+        if s is None or waited[0] != sid or vg.capabilities.launch_in is None:
             return None
         f = s.functions.get(fh)
         st = s.streams.get(stream) if stream else None

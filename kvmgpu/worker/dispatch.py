@@ -5,27 +5,31 @@ Every argument is hostile. Each op's arguments are checked as the specification'
 before its handler runs: a handler works with checked, resolved values. The few ops whose checks
 kinds cannot say (launch, module load, the staged copy) check in their handlers, with the same
 functions. A failure is a `CudaError`; `dispatch` turns the outcome into a reply, or, for a
-queued call, keeps the first failure for the session's next synchronising call.
+queued call, holds it for the session's next synchronising call: the session's rules are in
+state.py. Thin calls' handlers are made per backend from the specification (`bind`).
 """
 
 from __future__ import annotations
 
 import ctypes
 import hashlib
-import logging
+from operator import attrgetter
+from typing import TYPE_CHECKING
 
+from kvmgpu_wire import spec
 from kvmgpu_wire.cudefs import CUresult
-from kvmgpu_wire.protocol import (HEADER_SIZE, LAUNCH_BODY, MAX_ERROR_TEXT, MAX_PIECES, OPS, Call,
-                                  Op, launch_seq, pack_params)
+from kvmgpu_wire.protocol import HEADER_SIZE, LAUNCH_BODY, MAX_PIECES, Call, Op, launch_seq, pack_params
 
 from ..backend.base import CudaError
 from ..backend.launcher import RECORD
 from . import checks
 from .requests import CHECKS, THIN
 from .session import Function, Session
-from .vgpu import VGpu
+from .state import REPORTS, error_reply, failed, hold, report, unusable
 
-log = logging.getLogger("kvmgpu.worker")
+if TYPE_CHECKING:
+    from .vgpu import VGpu
+
 
 # What the worker keeps for a VM, all its sessions together: allocations, module globals and
 # handles (each costs the worker host memory, however little device memory it names).
@@ -36,29 +40,29 @@ OK = ((), b"")
 
 
 def dispatch(vg: VGpu, s: Session, call: Call):
-    """(status, values, blob) for the reply, or None for a queued call."""
-    op, spec = call.op, OPS[call.op]
+    """(status, values, blob) for the reply, or None for a queued call (the session's rules:
+    kvmgpu/worker/state.py)."""
+    op = call.op
     vg.calls[op] += 1
-    if not call.queued and spec.synchronising and s.pending_error is not None:
-        return _pending(s)
+    if not call.queued and op in REPORTS and s.pending_error is not None:
+        return report(s)
     held = s.objects if op in _HOLDING else -1
     try:
         if vg.broken is not None:
-            raise _unusable(vg)
+            raise unusable(vg)
         check = CHECKS[op]
-        values, blob = HANDLERS[op](vg, s, None if check is None else check(s, call), call)
+        values, blob = vg.handlers[op](vg, s, None if check is None else check(s, call), call)
     except Exception as e:
-        code, detail = _failed(vg, s, op, e)
+        code, detail = failed(vg, s, op, e)
     else:
         return None if call.queued else (0, values, blob)
     finally:
         if held >= 0:
             vg.objects += s.objects - held  # what the VM holds, counted (_vm_room)
     if call.queued:
-        if s.pending_error is None:
-            s.pending_error = (code, f"{op.name} (queued, seq {call.seq}): {detail}")
+        hold(s, op, call.seq, code, detail)
         return None
-    return code, (), f"{op.name}: {detail}".encode()[:MAX_ERROR_TEXT]
+    return error_reply(op, code, detail)
 
 
 def wait(vg: VGpu, s: Session, op: Op, stream: int):
@@ -67,47 +71,22 @@ def wait(vg: VGpu, s: Session, op: Op, stream: int):
     them, to the same reply. (status, values, blob)."""
     vg.calls[op] += 1
     if s.pending_error is not None:
-        return _pending(s)
+        return report(s)
     try:
         if vg.broken is not None:
-            raise _unusable(vg)
+            raise unusable(vg)
         if op is _STREAM_SYNCHRONIZE:
-            vg.backend.stream_synchronize(s.stream(stream))
+            vg.waits.stream_synchronize(s.stream(stream))
         else:
-            vg.backend.synchronize()
+            vg.waits.synchronize()
     except Exception as e:
-        code, detail = _failed(vg, s, op, e)
-        return code, (), f"{op.name}: {detail}".encode()[:MAX_ERROR_TEXT]
+        return error_reply(op, *failed(vg, s, op, e))
     return _WAITED
 
 
 _STREAM_SYNCHRONIZE = Op.STREAM_SYNCHRONIZE
 _WAITED = (0, (), b"")
-
-
-def _unusable(vg: VGpu) -> CudaError:
-    """The error of every call after a sticky one broke the context (`vg.broken`)."""
-    code, why = vg.broken
-    return CudaError(code, f"the context is unusable after: {why}")
-
-
-def _pending(s: Session):
-    """The reply of a synchronising call that reports a queued call's error (once)."""
-    code, text = s.pending_error
-    s.pending_error = None
-    return code, (), text.encode()[:MAX_ERROR_TEXT]
-
-
-def _failed(vg: VGpu, s: Session, op: Op, e: Exception) -> tuple[int, str]:
-    """A call's failure, counted and noted (a sticky error breaks the context): (code, detail)."""
-    if isinstance(e, CudaError):
-        code, detail = e.code, e.detail or str(e)
-    else:  # a bug here or in the backend: the guest gets an error, we go on
-        log.error("%s on session %s:%s failed unexpectedly", op.name, *s.key, exc_info=e)
-        code, detail = CUresult.CUDA_ERROR_UNKNOWN, f"internal error: {type(e).__name__}"
-    vg.errors[op] += 1
-    vg.note_error(code, detail)
-    return code, detail
+assert _STREAM_SYNCHRONIZE in REPORTS and Op.CTX_SYNCHRONIZE in REPORTS  # (wait reports, always)
 
 
 def _vm_room(vg: VGpu) -> None:
@@ -156,7 +135,7 @@ def mem_get_info(vg, s, r, call):
 
 def memcpy_htod(vg, s: Session, r, call):
     if r.nbytes:
-        vg.backend.memcpy_htod(r.dst, r.offset, r.nbytes, r.stream, not call.queued)
+        vg.waits.memcpy_htod(r.dst, r.offset, r.nbytes, r.stream, not call.queued)
         vg.bytes["htod"] += r.nbytes
     return OK
 
@@ -172,7 +151,7 @@ def memcpy_htod_staged(vg, s: Session, r, call):
         if nbytes:
             checks.device_range(s, dst, nbytes, "dst")
             host = checks.window(s, offset, nbytes, "offset")
-            vg.backend.memcpy_htod(dst, host, nbytes, None, True)
+            vg.waits.memcpy_htod(dst, host, nbytes, None, True)
             vg.bytes["htod"] += nbytes
     finally:
         vg.region.view[at: at + 4].cast("I")[0] = call.seq  # one aligned store: never torn
@@ -181,7 +160,7 @@ def memcpy_htod_staged(vg, s: Session, r, call):
 
 def memcpy_dtoh(vg, s: Session, r, call):
     if r.nbytes:
-        vg.backend.memcpy_dtoh(r.offset, r.src, r.nbytes, r.stream)
+        vg.waits.memcpy_dtoh(r.offset, r.src, r.nbytes, r.stream)
         vg.bytes["dtoh"] += r.nbytes
     return OK
 
@@ -199,14 +178,14 @@ def memcpy_dtoh_pieces(vg, s: Session, r, call):
     def tell(n: int) -> None:
         word[0] = n  # one aligned store: never torn
 
-    vg.backend.memcpy_dtoh(r.offset, r.src, r.nbytes, r.stream, piece, tell)
+    vg.waits.memcpy_dtoh(r.offset, r.src, r.nbytes, r.stream, piece, tell)
     vg.bytes["dtoh"] += r.nbytes
     return OK
 
 
 def memcpy_dtod(vg, s: Session, r, call):
     if r.nbytes:
-        vg.backend.memcpy_dtod(r.dst, r.src, r.nbytes, r.stream, not call.queued)
+        vg.waits.memcpy_dtod(r.dst, r.src, r.nbytes, r.stream, not call.queued)
         vg.bytes["dtod"] += r.nbytes
     return OK
 
@@ -214,7 +193,7 @@ def memcpy_dtod(vg, s: Session, r, call):
 def _memset(width: int):
     def memset(vg, s: Session, r, call):
         if r.count:
-            vg.backend.memset(r.dst, r.value, r.count, width, r.stream, not call.queued)
+            vg.waits.memset(r.dst, r.value, r.count, width, r.stream, not call.queued)
         return OK
     return memset
 
@@ -329,7 +308,7 @@ def launch_queued(vg: VGpu, s: Session, seq: int, args, blob: bytes) -> None:
     counts the call in `vg.calls`."""
     try:
         if vg.broken is not None:
-            raise _unusable(vg)
+            raise unusable(vg)
         fh, gx, gy, gz, bx, by, bz, shared, stream = args
         f = s.functions.get(fh)
         st = None if stream == 0 else s.streams.get(stream)
@@ -350,9 +329,10 @@ def launch_queued(vg: VGpu, s: Session, seq: int, args, blob: bytes) -> None:
 
 def _queued_launch_failed(vg: VGpu, s: Session, seq: int, e: Exception) -> None:
     """Keep a queued launch's failure for the session's next synchronising call (as `dispatch`)."""
-    code, detail = _failed(vg, s, Op.LAUNCH, e)
-    if s.pending_error is None:
-        s.pending_error = (code, f"LAUNCH (queued, seq {seq}): {detail}")
+    hold(s, _LAUNCH, seq, *failed(vg, s, _LAUNCH, e))
+
+
+_LAUNCH = Op.LAUNCH
 
 
 def launch_run(vg: VGpu, cid: int, launches: list, buf: bytearray) -> int:
@@ -380,10 +360,10 @@ def launch_run(vg: VGpu, cid: int, launches: list, buf: bytearray) -> int:
     and packed), and only when `free_until` says it has something to do (a run to open, a slice
     to end)."""
     sessions = vg.sessions
-    backend = vg.backend
-    records = backend.launch_records if len(launches) > 1 or launches[0][2] else None
-    one = backend.launch_in if records is None else None
-    flat = backend.launch_flat
+    caps = vg.capabilities
+    records = caps.launch_records if len(launches) > 1 or launches[0][2] else None
+    one = caps.launch_in if records is None else None
+    flat = caps.launch_flat
     fast = records is not None or one is not None or flat is not None
     base = 0
     if records is not None:
@@ -418,7 +398,7 @@ def launch_run(vg: VGpu, cid: int, launches: list, buf: bytearray) -> int:
                     for s_, start_, count_, stride_ in owners[first:packed]:
                         for j in range(skip, count_):
                             _queued_launch_failed(vg, s_, launch_seq(buf, start_ + j * stride_),
-                                                  _unusable(vg))
+                                                  unusable(vg))
                         skip = 0
                     break
             owners.clear()
@@ -485,7 +465,7 @@ def launch_again(vg: VGpu, s: Session, seq: int, f: Function, st, shape: tuple, 
     if gate is not None and gate.clock() >= gate.free_until():
         gate.before_launch()  # may wait for this VM's turn on the GPU
     try:
-        vg.backend.launch_in(f.backend, *shape, st, buf, start, nbytes)
+        vg.capabilities.launch_in(f.backend, *shape, st, buf, start, nbytes)
     except Exception as e:
         _queued_launch_failed(vg, s, seq, e)
 
@@ -495,7 +475,9 @@ def launch_again(vg: VGpu, s: Session, seq: int, f: Function, st, shape: tuple, 
 def stream_create(vg, s: Session, r, call):
     _vm_room(vg)
     h = s.new_handle()
-    s.streams[h] = vg.backend.stream_create(r.flags)
+    # under a compute gate every stream is blocking, so the meter's null-stream events order after
+    # its work (a non-blocking stream's kernels would escape the charge; kvmgpu/compute/meter.py)
+    s.streams[h] = vg.backend.stream_create(r.flags if vg.gate is None else 0)
     return (h,), b""
 
 
@@ -534,20 +516,55 @@ def event_destroy(vg, s: Session, r, call):
     return OK
 
 
-def _thin(method: str, fields: tuple):
-    """The handler of an op that is one backend call with request fields (requests.THIN)."""
-    def handler(vg, s, r, call):
-        getattr(vg.backend, method)(*(getattr(r, f) for f in fields))  # (the gate may wrap it)
-        return OK
-    handler.__name__ = method
+def _thin(call, fields: tuple, results: int):
+    """The handler of an op that is one backend call (requests.THIN): `call`, bound at setup, with
+    the request's `fields`; what it returns is the op's result (several come as a tuple)."""
+    get = (lambda r: ()) if not fields else (lambda r, f=fields[0]: (getattr(r, f),)) \
+        if len(fields) == 1 else attrgetter(*fields)
+    if results == 0:
+        def handler(vg, s, r, c):
+            call(*get(r))
+            return OK
+    else:
+        def handler(vg, s, r, c):
+            out = call(*get(r))
+            return ((out,) if results == 1 else tuple(out)), b""
+    handler.__name__ = getattr(call, "__name__", "thin")
     return handler
 
 
-# The ops that add to or take from a session's tables (dispatch counts what they change).
-_HOLDING = frozenset({Op.MEM_ALLOC, Op.MEM_FREE, Op.MODULE_LOAD, Op.MODULE_UNLOAD,
-                      Op.MODULE_GET_FUNCTION, Op.MODULE_GET_GLOBAL, Op.STREAM_CREATE,
-                      Op.STREAM_DESTROY, Op.EVENT_CREATE, Op.EVENT_DESTROY})
+def _unsupported(d: spec.OpDecl, backend: str):
+    """The handler of an op the VM's backend does not serve (the specification's `backends`)."""
+    def handler(vg, s, r, call):
+        raise CudaError(CUresult.CUDA_ERROR_NOT_SUPPORTED,
+                        f"{d.cuda} is not supported by the {backend} backend (it serves "
+                        f"{', '.join(b for b in spec.BACKENDS if b in d.backends) or 'none'})")
+    return handler
 
+
+def bind(vg: VGpu, ops=spec.OPS) -> dict:
+    """Every op's handler for the VM's backend and compute gate, bound once per backend (VGpu calls
+    it): a thin call is the backend's method (or, where the op waits for the GPU, the gated one of
+    `vg.waits`) with nothing looked up per call; an op the specification says the backend does
+    not serve answers CUDA_ERROR_NOT_SUPPORTED naming it."""
+    name, table = vg.backend.name, {}
+    for d in ops:
+        op = Op[d.name]
+        if name not in d.backends:
+            table[op] = _unsupported(d, name)
+        elif op in THIN:
+            method, fields, results = THIN[op]
+            call = getattr(vg.waits, method, None) or getattr(vg.backend, method)
+            table[op] = _thin(call, fields, results)
+        else:
+            table[op] = HANDLERS[op]
+    return table
+
+
+# The ops that add to or take from a session's tables (dispatch counts what they change).
+_HOLDING = frozenset(Op[d.name] for d in spec.OPS if d.holds)
+
+# The handlers written here; the thin calls' are made per backend (`bind`).
 HANDLERS = {
     Op.MEM_ALLOC: mem_alloc,
     Op.MEM_FREE: mem_free,
@@ -571,6 +588,6 @@ HANDLERS = {
     Op.EVENT_DESTROY: event_destroy,
     Op.MEMCPY_HTOD_STAGED: memcpy_htod_staged,
     Op.MEMCPY_DTOH_PIECES: memcpy_dtoh_pieces,
-    **{op: _thin(method, fields) for op, (method, fields) in THIN.items()},
 }
-assert set(HANDLERS) == set(Op) == set(CHECKS), "every op needs a check (or None) and a handler"
+assert not set(HANDLERS) & set(THIN) and set(HANDLERS) | set(THIN) == set(Op) == set(CHECKS), \
+    "every op needs a check (or None) and a handler or a thin call"

@@ -363,6 +363,35 @@ def memcpy_dtoh_pieces(s: Session, call: Call) -> MemcpyDtohPieces:
     return MemcpyDtohPieces(offset, src, nbytes, stream, a_stream, piece, landed)
 
 
+class CtxGetFlags(NamedTuple):
+    """CTX_GET_FLAGS: the flags of the VM's context on the host."""
+
+
+def ctx_get_flags(s: Session, call: Call) -> CtxGetFlags:
+    return CtxGetFlags()
+
+
+class DeviceGetPciBusId(NamedTuple):
+    """DEVICE_GET_PCI_BUS_ID: the GPU's PCI bus id, domain:bus:device.function in hex (the guest checks the device: its only one is 0)."""
+
+
+def device_get_pci_bus_id(s: Session, call: Call) -> DeviceGetPciBusId:
+    return DeviceGetPciBusId()
+
+
+class StreamGetPriority(NamedTuple):
+    """STREAM_GET_PRIORITY: a stream's priority."""
+
+    stream: object  # the object of handle stream in the session's streams
+    stream_handle: int  # as the guest sent it
+
+
+def stream_get_priority(s: Session, call: Call) -> StreamGetPriority:
+    a_stream, = call.args
+    stream = s.lookup("streams", a_stream, "stream", null=True)
+    return StreamGetPriority(stream, a_stream)
+
+
 CHECKS = {
     Op.CTX_SYNCHRONIZE: ctx_synchronize,
     Op.MEM_ALLOC: mem_alloc,
@@ -391,13 +420,19 @@ CHECKS = {
     Op.FENCE: fence,
     Op.MEMCPY_HTOD_STAGED: None,  # `done` is stored whatever the outcome, so it is checked first and alone
     Op.MEMCPY_DTOH_PIECES: memcpy_dtoh_pieces,
+    Op.CTX_GET_FLAGS: ctx_get_flags,
+    Op.DEVICE_GET_PCI_BUS_ID: device_get_pci_bus_id,
+    Op.STREAM_GET_PRIORITY: stream_get_priority,
 }
 
-# op: (the backend method, the request fields it takes)
+# op: (the backend method, the request fields it takes, how many results it returns)
 THIN = {
-    Op.CTX_SYNCHRONIZE: ('synchronize', ()),
-    Op.STREAM_SYNCHRONIZE: ('stream_synchronize', ('stream',)),
-    Op.EVENT_RECORD: ('event_record', ('event', 'stream')),
-    Op.EVENT_SYNCHRONIZE: ('event_synchronize', ('event',)),
-    Op.FENCE: ('synchronize', ()),
+    Op.CTX_SYNCHRONIZE: ('synchronize', (), 0),
+    Op.STREAM_SYNCHRONIZE: ('stream_synchronize', ('stream',), 0),
+    Op.EVENT_RECORD: ('event_record', ('event', 'stream'), 0),
+    Op.EVENT_SYNCHRONIZE: ('event_synchronize', ('event',), 0),
+    Op.FENCE: ('synchronize', (), 0),
+    Op.CTX_GET_FLAGS: ('ctx_get_flags', (), 1),
+    Op.DEVICE_GET_PCI_BUS_ID: ('device_get_pci_bus_id', (), 1),
+    Op.STREAM_GET_PRIORITY: ('stream_get_priority', ('stream',), 1),
 }

@@ -47,7 +47,8 @@ class Session:
     mailbox: object = None  # kvmgpu_wire.mailbox.Mailbox at the window's end, if it has one
     posted: object = None  # the Connection that decodes what the guest posts there
     doorbell: bytes = b""  # the DOORBELL frame that wakes the guest when it sleeps on an answer
-    _next_handle: int = 1
+    # 1 and 2 are CU_STREAM_LEGACY and CU_STREAM_PER_THREAD, which a guest takes for its null stream
+    _next_handle: int = 3
 
     def new_handle(self) -> int:
         h = self._next_handle

@@ -11,13 +11,13 @@ from typing import Callable
 from kvmgpu_wire.cudefs import CUresult
 from kvmgpu_wire.mailbox import Mailbox, mailbox_at
 from kvmgpu_wire.region import Region
-from kvmgpu_wire.trace import ON as _TRACE, mark as _mark
 
 from ..backend.base import Backend
-from ..compute.meter import CONTEXT, NULL_STREAM, PART
+from . import dispatch
 from .modules import DEFAULT_CAPACITY, ModuleCache
 from .quota import MemoryQuota
 from .session import Session
+from .waits import GpuWaits
 from .windows import WindowAllocator
 
 log = logging.getLogger("kvmgpu.worker")
@@ -66,34 +66,21 @@ class VGpu:
         self.backend.attach_region(self.region.view)
         self.info = self.backend.device_info()
         self.modules = ModuleCache(self.backend, self._module_capacity, self.quota)
-        self._hook_backend()
+        self.bind()
 
     def attach_gate(self, gate) -> None:
         """Put this VM's GPU work under a compute gate (kvmgpu.compute.ComputeGate)."""
         self.gate = gate
-        self._hook_backend()
+        self.bind()
 
-    def _hook_backend(self) -> None:
-        """With a gate, the backend's calls that wait for the GPU tell the gate before they wait
-        (an event-timed run ends there: the GPU's idle time until the guest's next launch is not
-        charged) and after, with what they waited for (a clock-timed run ends there; see
-        kvmgpu/compute/meter.py), and guest streams are created blocking, so the meter's
-        null-stream events order after their work (a non-blocking stream's kernels would escape
-        the charge). Only these calls are wrapped: the launch and copy paths are left as they are."""
-        gate, b = self.gate, self.backend
-        if gate is None or getattr(b, "_kvmgpu_gated", None) is gate:
-            return
-        on = {"synchronize": lambda a: CONTEXT,
-              "stream_synchronize": lambda a: NULL_STREAM if a[0] is None else PART,
-              "event_synchronize": lambda a: PART,
-              "memcpy_dtoh": lambda a: NULL_STREAM if a[3] is None else PART,  # (off, src, n, stream, ...)
-              # (..., stream, sync): only a synchronous one waits
-              "memcpy_htod": _if_sync, "memcpy_dtod": _if_sync, "memset": _if_sync}
-        for name, what in on.items():
-            setattr(b, name, _waiting(gate, getattr(b, name), what))
-        create = b.stream_create
-        b.stream_create = lambda flags: create(0)
-        b._kvmgpu_gated = gate
+    def bind(self) -> None:
+        """The backend's calls as the worker makes them, for this backend and gate: `capabilities`,
+        what it declares it has beyond the interface (its queued-launch paths); `waits`, the
+        calls the specification says wait for the GPU (gated: kvmgpu/worker/waits.py), and
+        `handlers`, every op's handler (dispatch.bind). The backend itself is left as it is."""
+        self.capabilities = self.backend.capabilities
+        self.waits = GpuWaits(self.backend, self.gate)
+        self.handlers = dispatch.bind(self)
 
     # --- what the guest sees ---
     def device(self) -> dict:
@@ -196,31 +183,6 @@ class VGpu:
             "compute": {"percent": self.compute, "mode": self.compute_mode,
                         "gpu_seconds": round(getattr(self.gate, "gpu_seconds", 0.0), 6)},
         }
-
-
-def _if_sync(args):
-    if not args[-1]:
-        return None
-    return NULL_STREAM if args[-2] is None else PART
-
-
-def _waiting(gate, call, what):
-    """`call`, telling the gate before it waits for the GPU and after; `what(args)`: what the call
-    waits for (CONTEXT, NULL_STREAM, PART), or None when this call does not wait."""
-    before, after = gate.synchronizing, gate.synchronized
-
-    def wrapped(*args):
-        w = what(args)
-        if w is None:
-            return call(*args)
-        before()
-        if _TRACE:
-            _mark("w3")
-        try:
-            return call(*args)
-        finally:
-            after(w)
-    return wrapped
 
 
 def _quietly(fn, *args) -> None:

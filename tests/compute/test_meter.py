@@ -4,7 +4,7 @@ different answers wherever they differ."""
 
 import pytest
 
-from kvmgpu.backend.base import CudaError
+from kvmgpu.backend.base import Capabilities, CudaError
 from kvmgpu.compute.meter import CONTEXT, NULL_STREAM, PART, EventMeter
 
 
@@ -35,11 +35,12 @@ class Backend:
     def event_create(self, flags):
         return Event()
 
-    def null_stream_recorder(self):
+    @property
+    def capabilities(self):
         def record(ev):
             self.recorded += 1
             ev.gpu_time = self.clock() if self.gpu_at is None else self.gpu_at
-        return record
+        return Capabilities(null_stream_recorder=record)
 
     def event_elapsed(self, start, end):
         return (end.gpu_time - start.gpu_time) * 1000.0

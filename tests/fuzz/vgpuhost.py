@@ -36,7 +36,7 @@ from kvmgpu_wire.protocol import (HEADER, HEADER_SIZE, OPS, Connection, Hello, L
                                   Op, RemoteProtocolError, Role, Goodbye)
 from kvmgpu_wire.region import Region
 
-from kvmgpu.backend.base import CudaError
+from kvmgpu.backend.base import Capabilities, CudaError
 from kvmgpu.backend.sim import SimBackend, SimStream
 from kvmgpu.worker import Channel, VGpu
 
@@ -92,13 +92,13 @@ class SimThroughC(FuzzSim):
         self._functions: dict[int, object] = {}
         self._fn = _LAUNCH_PROTO(self._driver_launch)
         fn = ctypes.cast(self._fn, ctypes.c_void_p).value
-        self.launch_records = LaunchRecords(fn)
 
         def launch_in(f, gx, gy, gz, bx, by, bz, shared, stream, buf, start, nbytes) -> None:
             err = _C.launch(fn, f.address, gx, gy, gz, bx, by, bz, shared, stream, buf, start, nbytes)
             if err:
                 raise CudaError(err, "cuLaunchKernel")
-        self.launch_in = launch_in
+        self.capabilities = Capabilities(launch_records=LaunchRecords(fn), launch_in=launch_in,
+                                         launch_flat=self.launch_flat)
 
     def module_get_function(self, module, name):
         fn, layout = super().module_get_function(module, name)

@@ -110,7 +110,7 @@ def test_one_launch_from_the_receive_buffer_matches_numpy(backend, ptx, path):
     through cuda-bindings; a range outside the buffer launches nothing."""
     if path == "C module":
         assert backend._c is not None, "the C module is not built: launches would take cuda-bindings"
-        launch_in, sync = backend.launch_in, backend.stream_synchronize
+        launch_in, sync = backend.capabilities.launch_in, backend.stream_synchronize
     else:
         c, backend._c = backend._c, None
         launch_in, sync = backend._in_launcher(), type(backend).stream_synchronize.__get__(backend)
@@ -140,7 +140,7 @@ def test_c_launch_loop_matches_numpy(backend, ptx):
     run script builds it too): three saxpy launches from records, in order, on a stream, the
     last two as one record of a launch and its repeat (their arguments one stride apart)."""
     from kvmgpu.backend.launcher import RECORD
-    recs = backend.launch_records
+    recs = backend.capabilities.launch_records
     assert recs is not None, "the C launch loop is not built: queued launches would take cuda-bindings"
     mod = backend.module_load(ptx)
     f, _ = backend.module_get_function(mod, "saxpy")
@@ -261,3 +261,16 @@ def test_launch_cost(backend, ptx, record):
     out["native_us"] = best
     record("launch_cost", out)
     backend.launch_mode = "params"
+
+
+def test_the_thin_calls_answer_as_the_driver_does(backend):
+    """The specification's calls forwarded as they are (ctx_get_flags, device_get_pci_bus_id,
+    stream_get_priority) give what cuda.bindings gives natively in the same context."""
+    from cuda.bindings import driver as cu
+    assert backend.ctx_get_flags() == int(cu.cuCtxGetFlags()[1])
+    native = bytes(cu.cuDeviceGetPCIBusId(32, backend.device)[1]).split(b"\0", 1)[0]
+    assert backend.device_get_pci_bus_id() == native and native.count(b":") == 2
+    stream = backend.stream_create(0)
+    assert backend.stream_get_priority(stream) == int(cu.cuStreamGetPriority(stream)[1])
+    assert backend.stream_get_priority(None) == int(cu.cuStreamGetPriority(cu.CUstream(0))[1])
+    backend.stream_destroy(stream)

@@ -37,6 +37,14 @@ def test_every_declaration_is_consistent(d):
     assert not (d.queueable and d.results), "a queued op cannot return results"
     assert d.waits_gpu in ("", "always", "if_sync")
     assert d.waits_gpu != "if_sync" or d.queueable, "only a queueable op waits only when not queued"
+    assert bool(d.waits_gpu) == (d.wait_call is not None), "an op that waits names the call it waits in"
+    assert not d.waits_in or d.waits_gpu, "waits_in only for an op that waits"
+    if d.wait_call is not None:
+        from kvmgpu.backend.base import Backend
+        method, params = d.wait_call
+        assert callable(getattr(Backend, method, None)), f"{method} is a backend method"
+        assert d.waits_gpu == "always" or "sync" in params, "waiting only when not queued needs a sync"
+    assert set(d.backends) <= set(spec.BACKENDS) and d.backends
     for a in d.args:
         if isinstance(a, (DevicePtr, WindowOffset)) and isinstance(a.length, str):
             assert a.length in names and isinstance(d.args[names.index(a.length)], Length), \
@@ -77,3 +85,30 @@ int main(void) {
     assert sizes.split() == [str(struct.calcsize(ops.HEADER_FORMAT)), "12", str(record.size),
                              str(record.size - 4), str(8 * len(OPS[Op.LAUNCH].args))]
     assert ids.split() == [str(int(Op.MEMCPY_DTOH_PIECES)), str(ops.PROTOCOL_VERSION), str(ops.MAGIC)]
+
+
+@pytest.mark.parametrize("d", [d for d in spec.OPS if d.backend], ids=lambda d: d.name)
+def test_every_thin_call_is_a_method_of_the_backends_that_serve_it(d):
+    """An op declared `backend="method(fields)"` is that one call: each backend it names has the
+    method (the cuda backend's source is read: cuda-bindings may not be installed here), and the
+    fields are the request's."""
+    from kvmgpu.backend.base import Backend
+    from kvmgpu.backend.sim import SimBackend
+    from kvmgpu.worker import requests
+    method, fields, results = requests.THIN[Op[d.name]]
+    assert results == len(d.results)
+    assert callable(getattr(Backend, method, None)), f"base.py declares {method}"
+    if "sim" in d.backends:
+        assert callable(getattr(SimBackend, method, None))
+    if "cuda" in d.backends:
+        assert f"    def {method}(" in (REPO / "kvmgpu" / "backend" / "cuda.py").read_text()
+    request = getattr(requests, "".join(p.capitalize() for p in d.name.split("_")))
+    assert set(fields) <= set(request._fields)
+
+
+def test_the_ops_that_change_a_session_s_tables_come_from_the_kinds():
+    """What dispatch counts against the VM's objects: ops with new handles or ranges, quota
+    charges and releases, and handles the call releases."""
+    assert {d.name for d in spec.OPS if d.holds} == {
+        "MEM_ALLOC", "MEM_FREE", "MODULE_LOAD", "MODULE_UNLOAD", "MODULE_GET_FUNCTION",
+        "MODULE_GET_GLOBAL", "STREAM_CREATE", "STREAM_DESTROY", "EVENT_CREATE", "EVENT_DESTROY"}

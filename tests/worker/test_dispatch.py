@@ -193,6 +193,7 @@ def test_dtoh_in_pieces_says_each_piece_landed(host):
             seen.append(done_word(g, at[0]))
         return real(off, src, nbytes, stream, piece, tell)
     b.memcpy_dtoh = watched
+    host.vgpu.bind()  # the worker binds the backend's calls at setup
     at = [512 * 1024]
     g.window.view[512 * 1024: 512 * 1024 + 4] = b"\xff" * 4
     g.ok(Op.MEMCPY_DTOH_PIECES, 0, p, n, 0, 1024, 512 * 1024)  # 1 KiB asked: 64 KiB pieces
@@ -511,9 +512,28 @@ def test_backend_bug_is_unknown_error_and_worker_goes_on(host, g, monkeypatch):
         raise RuntimeError("bug")
     monkeypatch.setattr(host.vgpu.backend, "synchronize", boom)
     monkeypatch.setattr(host.vgpu.backend, "stream_synchronize", boom)
+    host.vgpu.bind()
     assert status(g.call(Op.CTX_SYNCHRONIZE)) == CUresult.CUDA_ERROR_UNKNOWN
     assert status(g.call(Op.STREAM_SYNCHRONIZE, 0)) == CUresult.CUDA_ERROR_UNKNOWN
     assert host.vgpu.stats()["errors"] == {"CTX_SYNCHRONIZE": 1, "STREAM_SYNCHRONIZE": 1}
+    still_serves(g)
+
+
+def test_an_op_the_backend_does_not_serve_is_not_supported_and_named(host, g):
+    """The specification's `backends` says which backends serve an op: on another, the guest gets
+    CUDA_ERROR_NOT_SUPPORTED naming the op and the driver call, and the session goes on."""
+    import dataclasses
+
+    from kvmgpu_wire import spec
+
+    from kvmgpu.worker import dispatch
+    ops = [dataclasses.replace(d, backends=("cuda",)) if d.name == "STREAM_GET_PRIORITY" else d
+           for d in spec.OPS]
+    host.vgpu.handlers = dispatch.bind(host.vgpu, ops)
+    r = g.call(Op.STREAM_GET_PRIORITY, 0)
+    assert status(r) == CUresult.CUDA_ERROR_NOT_SUPPORTED
+    assert r.blob.decode() == ("STREAM_GET_PRIORITY: cuStreamGetPriority is not supported by the sim "
+                               "backend (it serves cuda)")
     still_serves(g)
 
 

@@ -16,7 +16,7 @@ import pytest
 
 from kvmgpu_wire.cudefs import CUresult
 from kvmgpu_wire.mailbox import Mailbox, mailbox_at
-from kvmgpu_wire.protocol import HEADER, MAGIC, Doorbell, Kind, Op, RemoteProtocolError
+from kvmgpu_wire.protocol import HEADER, MAGIC, PROTOCOL_VERSION, Doorbell, Kind, Op, RemoteProtocolError
 from test_process import WorkerProcess, wait_for, worker  # noqa: F401 (a fixture)
 
 from kvmgpu.worker import Worker, WorkerConfig
@@ -74,7 +74,7 @@ def test_an_unexpected_error_is_logged_and_closes_that_channel_only(worker):
     w = worker(command=[sys.executable, "-c", boom])
     w.wait_listening()
     with w.connect() as bad:
-        bad.sendall(hello_frame(json.dumps({"version_min": 4, "version_max": 4,
+        bad.sendall(hello_frame(json.dumps({"version_min": PROTOCOL_VERSION, "version_max": PROTOCOL_VERSION,
                                             "client": "boom"}).encode()))
         assert closed(bad)
     serves(w)

@@ -17,7 +17,7 @@ from rawguest import Host, floats, unfloats
 from test_protocol import handshaken
 
 from kvmgpu.backend import launcher
-from kvmgpu.backend.base import CudaError
+from kvmgpu.backend.base import Capabilities, CudaError
 from kvmgpu.backend.launcher import RECORD, LaunchRecords
 from kvmgpu.backend.sim import SimBackend
 
@@ -258,14 +258,14 @@ class SimThroughC(SimBackend):
         self._functions: dict[int, object] = {}
         self.driver = FakeDriver(refuse=self._run_or_refuse)
         self._refuse = refuse
-        self.launch_records = LaunchRecords(self.driver.address)
         c, fn = launcher.load(), self.driver.address
 
         def launch_in(f, gx, gy, gz, bx, by, bz, shared, stream, buf, start, nbytes) -> None:
             err = c.launch(fn, f.address, gx, gy, gz, bx, by, bz, shared, stream, buf, start, nbytes)
             if err:
                 raise CudaError(err, "cuLaunchKernel")
-        self.launch_in = launch_in
+        self.capabilities = Capabilities(launch_records=LaunchRecords(self.driver.address),
+                                         launch_in=launch_in, launch_flat=self.launch_flat)
 
     def module_get_function(self, module, name):
         fn, layout = super().module_get_function(module, name)

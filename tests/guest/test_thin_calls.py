@@ -1,0 +1,93 @@
+"""The calls forwarded as they are (one specification entry each, guest-agent/kvmgpu_wire/spec.py:
+CTX_GET_FLAGS, DEVICE_GET_PCI_BUS_ID, STREAM_GET_PRIORITY), through the guest's driver to a sim
+worker in loopback: cuda-python's tuples, the sim device's answers, CUDA's errors."""
+
+import subprocess
+
+import pytest
+
+
+@pytest.fixture
+def cuda(fresh_driver):
+    cuda = fresh_driver
+    assert cuda.cuInit(0) == (0,)
+    _, ctx = cuda.cuCtxCreate(0, cuda.cuDeviceGet(0)[1])
+    yield cuda
+    cuda.cuCtxDestroy(ctx)
+
+
+def test_cuCtxGetFlags_answers_the_host_context_s_flags(cuda):
+    assert cuda.cuCtxGetFlags() == (cuda.CUresult.CUDA_SUCCESS, 0)  # the sim's: CU_CTX_SCHED_AUTO
+    cuda.cuCtxSetCurrent(None)
+    assert cuda.cuCtxGetFlags() == (cuda.CUresult.CUDA_ERROR_INVALID_CONTEXT, None)
+
+
+def test_cuDeviceGetPCIBusId_fills_the_buffer_as_cuda_python_does(cuda):
+    err, bus_id = cuda.cuDeviceGetPCIBusId(16, cuda.CUdevice(0))
+    assert err == 0 and len(bus_id) == 16
+    assert bus_id.split(b"\0")[0] == b"0000:00:00.0"  # the sim device's PCI domain, bus, device
+    assert cuda.cuDeviceGetPCIBusId(8, 0)[1].split(b"\0")[0] == b"0000:00"  # cut to len - 1
+    assert cuda.cuDeviceGetPCIBusId(16, 1) == (cuda.CUresult.CUDA_ERROR_INVALID_DEVICE, None)
+    assert cuda.cuDeviceGetPCIBusId(0, 0) == (cuda.CUresult.CUDA_ERROR_INVALID_VALUE, None)
+    cuda.cuCtxSetCurrent(None)  # a device query needs no context
+    assert cuda.cuDeviceGetPCIBusId(16, 0)[0] == 0
+
+
+def test_cuStreamGetPriority_of_a_stream_the_null_stream_and_a_destroyed_one(cuda):
+    _, stream = cuda.cuStreamCreate(0)
+    assert cuda.cuStreamGetPriority(stream) == (0, 0)
+    assert cuda.cuStreamGetPriority(cuda.CUstream(0)) == (0, 0)
+    assert cuda.cuStreamDestroy(stream) == (0,)
+    assert cuda.cuStreamGetPriority(stream) == (cuda.CUresult.CUDA_ERROR_INVALID_HANDLE, None)
+
+
+def test_a_session_s_first_stream_is_not_taken_for_the_null_stream(cuda):
+    """Handles 1 and 2 are CU_STREAM_LEGACY and CU_STREAM_PER_THREAD to a guest: the host never
+    hands them out, so the first stream a program makes is its own, and destroying it works."""
+    _, stream = cuda.cuStreamCreate(0)
+    assert int(stream) not in (1, 2)
+    assert cuda.cuStreamDestroy(stream) == (0,)
+    assert cuda.cuCtxSynchronize() == (0,)
+
+
+C_PROGRAM = r"""
+#include <cuda.h>
+#include <stdio.h>
+int main(void) {
+    CUdevice dev; CUcontext ctx; CUstream stream; unsigned flags = 99; int priority = 99;
+    char bus[16] = "x";
+    if (cuInit(0) || cuDeviceGet(&dev, 0) || cuDevicePrimaryCtxRetain(&ctx, dev) || cuCtxSetCurrent(ctx))
+        return 1;
+    int rc = cuDeviceGetPCIBusId(bus, sizeof bus, dev);
+    printf("pci %d %s\n", rc, bus);
+    printf("pci_bad_device %d\n", cuDeviceGetPCIBusId(bus, sizeof bus, 1));
+    rc = cuCtxGetFlags(&flags);
+    printf("flags %d %u\n", rc, flags);
+    if (cuStreamCreate(&stream, 0))
+        return 2;
+    rc = cuStreamGetPriority(stream, &priority);
+    printf("priority %d %d\n", rc, priority);
+    cuStreamDestroy(stream);
+    cuCtxSynchronize();
+    printf("priority_destroyed %d\n", cuStreamGetPriority(stream, &priority));
+    return 0;
+}
+"""
+
+
+def test_the_native_library_forwards_them_too(worker, tmp_path):
+    """libcuda.so.1's three exports, from a C program built against CUDA's cuda.h."""
+    from test_libcuda import cuda_include, libcuda_build
+    include = cuda_include()
+    if include is None or libcuda_build.compiler() is None:
+        pytest.skip("needs gcc and CUDA's cuda.h")
+    libcuda_build.build(tmp_path)
+    (tmp_path / "thin.c").write_text(C_PROGRAM)
+    subprocess.run(["gcc", "-std=c11", "-Wall", "-Werror", "-I", str(include), str(tmp_path / "thin.c"),
+                    "-L", str(tmp_path), "-lcuda", f"-Wl,-rpath,{tmp_path}", "-o", str(tmp_path / "thin")],
+                   check=True)
+    out = subprocess.run([str(tmp_path / "thin")], capture_output=True, text=True, timeout=60,
+                         env=worker.env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.splitlines() == ["pci 0 0000:00:00.0", "pci_bad_device 101", "flags 0 0",
+                                       "priority 0 0", "priority_destroyed 400"]
