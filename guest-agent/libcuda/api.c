@@ -2,7 +2,7 @@
  * streams and events. The worker has one context per session: every context here is that one,
  * and contexts only decide what is current on which thread. */
 #define _GNU_SOURCE
-#include "api.h"
+#include "export.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -188,6 +188,15 @@ static int valid_context(CUcontext ctx)
 {
     uintptr_t p = (uintptr_t)ctx, base = (uintptr_t)contexts;
     return p >= base && p < base + sizeof contexts && (p - base) % sizeof contexts[0] == 0 && ctx->used;
+}
+
+CUcontext kvmgpu_primary_context(void)
+{
+    pthread_mutex_lock(&init_lock);
+    contexts[0].used = 1;
+    contexts[0].flags = primary_flags;
+    pthread_mutex_unlock(&init_lock);
+    return &contexts[0];
 }
 
 static CUresult push(CUcontext ctx)
@@ -398,5 +407,28 @@ CUAPI CUresult cuCtxGetDevice(CUdevice *device)
 CUAPI CUresult cuCtxSynchronize(void)
 {
     CUresult rc = kvmgpu_ready();
+    return rc ? rc : kvmgpu_ctx_synchronize(&kvmgpu_session);
+}
+
+/* CUDA 13's forms naming the context (NULL: the current one); every context is the worker's one. */
+CUAPI CUresult cuCtxGetDevice_v2(CUdevice *device, CUcontext ctx)
+{
+    if (ctx && !valid_context(ctx))
+        return initialised ? KVMGPU_CUDA_ERROR_INVALID_CONTEXT : KVMGPU_CUDA_ERROR_NOT_INITIALIZED;
+    if (!device)
+        return KVMGPU_CUDA_ERROR_INVALID_VALUE;
+    if (!ctx)
+        return cuCtxGetDevice(device);
+    *device = 0;
+    return KVMGPU_CUDA_SUCCESS;
+}
+
+CUAPI CUresult cuCtxSynchronize_v2(CUcontext ctx)
+{
+    if (ctx && !valid_context(ctx))
+        return initialised ? KVMGPU_CUDA_ERROR_INVALID_CONTEXT : KVMGPU_CUDA_ERROR_NOT_INITIALIZED;
+    if (!ctx)
+        return cuCtxSynchronize();
+    CUresult rc = kvmgpu_initialised();
     return rc ? rc : kvmgpu_ctx_synchronize(&kvmgpu_session);
 }

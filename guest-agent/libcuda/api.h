@@ -17,4 +17,15 @@ CUresult kvmgpu_initialised(void);
  * null stream. */
 uint64_t kvmgpu_stream(CUstream s);
 
+/* The exported functions other files here call. */
+CUresult cuInit(unsigned int flags);
+CUresult cuDriverGetVersion(int *version);
+CUresult cuDeviceGetAttribute(int *value, CUdevice_attribute attrib, CUdevice dev);
+CUresult cuDeviceGetUuid(CUuuid *uuid, CUdevice dev);
+CUresult cuCtxGetCurrent(CUcontext *pctx);
+CUresult cuModuleLoadData(CUmodule *module, const void *image);
+CUresult cuModuleGetFunction(CUfunction *function, CUmodule module, const char *name);
+CUresult cuModuleGetGlobal_v2(CUdeviceptr *dptr, size_t *bytes, CUmodule module, const char *name);
+CUresult cuModuleUnload(CUmodule module);
+
 #endif

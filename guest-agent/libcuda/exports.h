@@ -30,7 +30,9 @@
     X("cuCtxPushCurrent", cuCtxPushCurrent_v2, 4000, 0)                                  \
     X("cuCtxPopCurrent", cuCtxPopCurrent_v2, 4000, 0)                                    \
     X("cuCtxGetDevice", cuCtxGetDevice, 2000, 0)                                         \
+    X("cuCtxGetDevice", cuCtxGetDevice_v2, 13000, 0)                                     \
     X("cuCtxSynchronize", cuCtxSynchronize, 2000, 0)                                     \
+    X("cuCtxSynchronize", cuCtxSynchronize_v2, 13000, 0)                                 \
     X("cuMemAlloc", cuMemAlloc_v2, 3020, 0)                                              \
     X("cuMemFree", cuMemFree_v2, 3020, 0)                                                \
     X("cuMemGetInfo", cuMemGetInfo_v2, 3020, 0)                                          \
@@ -59,6 +61,13 @@
     X("cuModuleUnload", cuModuleUnload, 2000, 0)                                         \
     X("cuModuleGetFunction", cuModuleGetFunction, 2000, 0)                               \
     X("cuModuleGetGlobal", cuModuleGetGlobal_v2, 3020, 0)                                \
+    X("cuModuleGetLoadingMode", cuModuleGetLoadingMode, 11070, 0)                        \
+    X("cuLibraryLoadData", cuLibraryLoadData, 12000, 0)                                  \
+    X("cuLibraryUnload", cuLibraryUnload, 12000, 0)                                      \
+    X("cuLibraryGetModule", cuLibraryGetModule, 12000, 0)                                \
+    X("cuLibraryGetKernel", cuLibraryGetKernel, 12000, 0)                                \
+    X("cuLibraryGetGlobal", cuLibraryGetGlobal, 12000, 0)                                \
+    X("cuKernelGetFunction", cuKernelGetFunction, 12000, 0)                              \
     X("cuLaunchKernel", cuLaunchKernel, 4000, 0)                                         \
     X("cuLaunchKernel", cuLaunchKernel_ptsz, 7000, 1)                                    \
     X("cuStreamCreate", cuStreamCreate, 2000, 0)                                         \
@@ -78,4 +87,5 @@
     X("cuGetErrorName", cuGetErrorName, 6000, 0)                                         \
     X("cuGetErrorString", cuGetErrorString, 6000, 0)                                     \
     X("cuGetProcAddress", cuGetProcAddress, 11030, 0)                                    \
-    X("cuGetProcAddress", cuGetProcAddress_v2, 12000, 0)
+    X("cuGetProcAddress", cuGetProcAddress_v2, 12000, 0)                                 \
+    X("cuGetExportTable", cuGetExportTable, 3000, 0)
