@@ -251,6 +251,7 @@ CUAPI CUresult cuDevicePrimaryCtxReset_v2(CUdevice dev)
         return rc;
     if (kvmgpu_initialised() == 0)
         kvmgpu_ctx_synchronize(&kvmgpu_session);
+    kvmgpu_context_storage_release(&contexts[0]); /* the runtime's state in it goes */
     pthread_mutex_lock(&init_lock);
     primary_refs = 0;
     pthread_mutex_unlock(&init_lock);
@@ -337,6 +338,7 @@ CUAPI CUresult cuCtxDestroy_v2(CUcontext ctx)
     pthread_mutex_unlock(&init_lock);
     if (!ok)
         return KVMGPU_CUDA_ERROR_INVALID_CONTEXT;
+    kvmgpu_context_storage_release(ctx);
     int kept = 0;
     for (int i = 0; i < depth; i++)
         if (stack[i] != ctx)
@@ -408,6 +410,20 @@ CUAPI CUresult cuCtxSynchronize(void)
 {
     CUresult rc = kvmgpu_ready();
     return rc ? rc : kvmgpu_ctx_synchronize(&kvmgpu_session);
+}
+
+/* The driver API version a context was made by: 3020 (cuCtxCreate_v2's) for every context since
+ * CUDA 3.2, which is what the driver answers. */
+CUAPI CUresult cuCtxGetApiVersion(CUcontext ctx, unsigned int *version)
+{
+    if (!initialised)
+        return KVMGPU_CUDA_ERROR_NOT_INITIALIZED;
+    if (!version)
+        return KVMGPU_CUDA_ERROR_INVALID_VALUE;
+    if (ctx && !valid_context(ctx))
+        return KVMGPU_CUDA_ERROR_INVALID_CONTEXT;
+    *version = 3020;
+    return KVMGPU_CUDA_SUCCESS;
 }
 
 /* CUDA 13's forms naming the context (NULL: the current one); every context is the worker's one. */

@@ -27,5 +27,6 @@ CUresult cuModuleLoadData(CUmodule *module, const void *image);
 CUresult cuModuleGetFunction(CUfunction *function, CUmodule module, const char *name);
 CUresult cuModuleGetGlobal_v2(CUdeviceptr *dptr, size_t *bytes, CUmodule module, const char *name);
 CUresult cuModuleUnload(CUmodule module);
+CUresult cuGetErrorName(CUresult error, const char **text);
 
 #endif

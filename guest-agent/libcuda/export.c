@@ -25,12 +25,6 @@ enum table { RUNTIME, TOOLS_HOOKS, TOOLS_TLS, STORAGE, CHECKS, INTEGRITY, NTABLE
 static const char *const TABLE_NAME[NTABLES] = {"CUDART_INTERFACE", "TOOLS_RUNTIME_CALLBACK_HOOKS", "TOOLS_TLS",
                                                 "CONTEXT_LOCAL_STORAGE", "CONTEXT_CHECKS", "INTEGRITY_CHECK"};
 
-int kvmgpu_tracing(void)
-{
-    const char *level = getenv("KVMGPU_LOG");
-    return level && !strcmp(level, "trace");
-}
-
 /* --- slots nobody has seen called --------------------------------------------------------------- */
 
 static pthread_mutex_t said_lock = PTHREAD_MUTEX_INITIALIZER;

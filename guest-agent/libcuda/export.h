@@ -37,7 +37,4 @@ CUresult kvmgpu_image_load(CUmodule *module, const void *image);
 CUresult kvmgpu_function_get(CUfunction *function, CUmodule module, const char *name);
 CUresult kvmgpu_global_get(CUdeviceptr *dptr, size_t *bytes, CUmodule module, const char *name);
 
-/* "trace" in KVMGPU_LOG: every cuGetProcAddress name and export table slot is logged. */
-int kvmgpu_tracing(void);
-
 #endif

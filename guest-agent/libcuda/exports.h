@@ -29,6 +29,7 @@
     X("cuCtxGetCurrent", cuCtxGetCurrent, 4000, 0)                                       \
     X("cuCtxPushCurrent", cuCtxPushCurrent_v2, 4000, 0)                                  \
     X("cuCtxPopCurrent", cuCtxPopCurrent_v2, 4000, 0)                                    \
+    X("cuCtxGetApiVersion", cuCtxGetApiVersion, 3020, 0)                                 \
     X("cuCtxGetDevice", cuCtxGetDevice, 2000, 0)                                         \
     X("cuCtxGetDevice", cuCtxGetDevice_v2, 13000, 0)                                     \
     X("cuCtxSynchronize", cuCtxSynchronize, 2000, 0)                                     \

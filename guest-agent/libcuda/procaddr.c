@@ -182,7 +182,7 @@ CUAPI CUresult cuGetProcAddress_v2(const char *symbol, void **pfn, int cuda_vers
     if (status)
         *status = fn ? CU_GET_PROC_ADDRESS_SUCCESS
                 : named ? CU_GET_PROC_ADDRESS_VERSION_NOT_SUFFICIENT : CU_GET_PROC_ADDRESS_SYMBOL_NOT_FOUND;
-    if (!fn && !named)
+    if (!fn && !named && symbol[0]) /* (the runtime asks for "" when it starts) */
         log_missing(symbol);
     return fn ? KVMGPU_CUDA_SUCCESS : KVMGPU_CUDA_ERROR_NOT_FOUND;
 }

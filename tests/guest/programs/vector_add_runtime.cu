@@ -1,0 +1,140 @@
+// A CUDA runtime program in the style of NVIDIA's cuda-samples (vectorAdd), built by nvcc with
+// the runtime linked static (nvcc's default) or shared (-cudart shared), run unmodified on
+// kvmgpu's libcuda.so.1 by tests/guest/test_cudart.py. Its kernels reach the driver as the fatbin
+// the runtime registers; build it with PTX in that fatbin for the sim backend
+// (-gencode arch=compute_80,code=compute_80).
+//
+//   vector_add_runtime          the whole program; prints OK/FAIL lines, then DONE
+//   vector_add_runtime quota    allocate past the vGPU's memory
+#include <cuda_runtime.h>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+__global__ void vectorAdd(const float *a, const float *b, float *c, int n)
+{
+    int i = blockDim.x * blockIdx.x + threadIdx.x;
+    if (i < n)
+        c[i] = a[i] + b[i];
+}
+
+__global__ void saxpy(float a, const float *x, float *y, int n)
+{
+    int i = blockDim.x * blockIdx.x + threadIdx.x;
+    if (i < n)
+        y[i] = a * x[i] + y[i];
+}
+
+#define CHECK(call)                                                                   \
+    do {                                                                              \
+        cudaError_t e_ = (call);                                                      \
+        if (e_ != cudaSuccess) {                                                      \
+            std::printf("FAIL %s: %s (%s)\n", #call, cudaGetErrorName(e_), cudaGetErrorString(e_)); \
+            return 1;                                                                 \
+        }                                                                             \
+    } while (0)
+
+static int quota()
+{
+    size_t free_bytes = 0, total = 0;
+    CHECK(cudaMemGetInfo(&free_bytes, &total));
+    void *p = nullptr;
+    cudaError_t e = cudaMalloc(&p, total + 1);
+    std::printf("%s cudaMalloc(total + 1) = %s\n", e == cudaErrorMemoryAllocation ? "OK" : "FAIL",
+                cudaGetErrorName(e));
+    cudaGetLastError(); // (clears it)
+    CHECK(cudaMalloc(&p, 1 << 20));
+    CHECK(cudaFree(p));
+    std::printf("DONE\n");
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc > 1 && !std::strcmp(argv[1], "quota"))
+        return quota();
+    int count = 0;
+    CHECK(cudaGetDeviceCount(&count));
+    cudaDeviceProp prop;
+    CHECK(cudaGetDeviceProperties(&prop, 0));
+    std::printf("%s device: count=%d name=%s total=%zu cc=%d.%d\n", count == 1 ? "OK" : "FAIL", count, prop.name,
+                prop.totalGlobalMem, prop.major, prop.minor);
+
+    const int n = 50000;
+    const size_t bytes = n * sizeof(float);
+    std::vector<float> a(n), b(n), c(n);
+    for (int i = 0; i < n; i++) {
+        a[i] = std::rand() / static_cast<float>(RAND_MAX);
+        b[i] = std::rand() / static_cast<float>(RAND_MAX);
+    }
+    float *da = nullptr, *db = nullptr, *dc = nullptr;
+    CHECK(cudaMalloc(&da, bytes));
+    CHECK(cudaMalloc(&db, bytes));
+    CHECK(cudaMalloc(&dc, bytes));
+    CHECK(cudaMemcpy(da, a.data(), bytes, cudaMemcpyHostToDevice));
+    CHECK(cudaMemcpy(db, b.data(), bytes, cudaMemcpyHostToDevice));
+    int threads = 256, blocks = (n + threads - 1) / threads;
+    vectorAdd<<<blocks, threads>>>(da, db, dc, n);
+    CHECK(cudaGetLastError());
+    CHECK(cudaDeviceSynchronize());
+    CHECK(cudaMemcpy(c.data(), dc, bytes, cudaMemcpyDeviceToHost));
+    int wrong = 0;
+    for (int i = 0; i < n; i++)
+        wrong += c[i] != a[i] + b[i];
+    std::printf("%s vectorAdd (%d wrong)\n", wrong ? "FAIL" : "OK", wrong);
+
+    // saxpy on a stream of its own, async copies, events around the kernel
+    cudaStream_t stream;
+    cudaEvent_t start, stop;
+    CHECK(cudaStreamCreate(&stream));
+    CHECK(cudaEventCreate(&start));
+    CHECK(cudaEventCreate(&stop));
+    CHECK(cudaMemcpyAsync(dc, b.data(), bytes, cudaMemcpyHostToDevice, stream));
+    CHECK(cudaEventRecord(start, stream));
+    saxpy<<<blocks, threads, 0, stream>>>(2.0f, da, dc, n);
+    CHECK(cudaEventRecord(stop, stream));
+    CHECK(cudaMemcpyAsync(c.data(), dc, bytes, cudaMemcpyDeviceToHost, stream));
+    CHECK(cudaStreamSynchronize(stream));
+    float ms = -1;
+    CHECK(cudaEventElapsedTime(&ms, start, stop));
+    wrong = 0;
+    for (int i = 0; i < n; i++)
+        wrong += c[i] != 2.0f * a[i] + b[i];
+    std::printf("%s saxpy on a stream (%d wrong)\n", wrong ? "FAIL" : "OK", wrong);
+    std::printf("%s elapsed time not negative\n", ms >= 0 ? "OK" : "FAIL");
+    CHECK(cudaEventDestroy(start));
+    CHECK(cudaEventDestroy(stop));
+    CHECK(cudaStreamDestroy(stream));
+
+    CHECK(cudaMemset(dc, 0, bytes));
+    CHECK(cudaMemcpy(c.data(), dc, bytes, cudaMemcpyDeviceToHost));
+    wrong = 0;
+    for (int i = 0; i < n; i++)
+        wrong += c[i] != 0.0f;
+    std::printf("%s memset (%d wrong)\n", wrong ? "FAIL" : "OK", wrong);
+
+    // what a VM is not given: an error, not a crash
+    void *managed = nullptr;
+    cudaError_t e = cudaMallocManaged(&managed, 4096);
+    std::printf("%s managed memory refused: %s\n", e != cudaSuccess ? "OK" : "FAIL", cudaGetErrorName(e));
+    cudaGetLastError();
+
+    CHECK(cudaFree(da));
+    CHECK(cudaFree(db));
+    CHECK(cudaFree(dc));
+    size_t free_bytes = 0, total = 0;
+    CHECK(cudaMemGetInfo(&free_bytes, &total));
+    std::printf("%s everything freed (%zu of %zu)\n", free_bytes == total ? "OK" : "FAIL", free_bytes, total);
+
+    // a reset tears the runtime's state down (its context-local storage destructors run); the
+    // runtime then starts again on the next call
+    CHECK(cudaDeviceReset());
+    CHECK(cudaMalloc(&da, bytes));
+    CHECK(cudaMemcpy(da, a.data(), bytes, cudaMemcpyHostToDevice));
+    CHECK(cudaMemcpy(c.data(), da, bytes, cudaMemcpyDeviceToHost));
+    std::printf("%s after a reset\n", std::memcmp(c.data(), a.data(), bytes) ? "FAIL" : "OK");
+    CHECK(cudaFree(da));
+    std::printf("DONE\n");
+    return 0;
+}

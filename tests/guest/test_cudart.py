@@ -1,0 +1,142 @@
+"""NVIDIA's CUDA runtime on the native guest library: an unmodified cuda-samples style program
+(tests/guest/programs/vector_add_runtime.cu), built by nvcc with the runtime linked static
+(nvcc's default) and shared (-cudart shared), runs on libcuda.so.1 against a `kvmgpu worker
+--backend sim` in loopback, its kernels reaching the host as the fatbin the runtime registers.
+Needs nvcc (the CUDA toolkit); skipped, saying so, where it is not there."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from loopback import PROGRAMS, ROOT
+from test_libcuda import libcuda_build
+
+SOURCE = PROGRAMS / "vector_add_runtime.cu"
+PTX = ("-gencode", "arch=compute_80,code=compute_80")  # the fatbin carries PTX, which the sim reads
+EVERY_CHECK = ("device: count=1 name=kvmgpu sim device", "vectorAdd (0 wrong)", "saxpy on a stream (0 wrong)",
+               "elapsed time not negative", "memset (0 wrong)", "managed memory refused: cudaErrorNotSupported",
+               "everything freed", "after a reset")
+
+
+def nvcc() -> str:
+    path = shutil.which("nvcc")
+    if path is None:
+        pytest.skip("no nvcc here (the CUDA toolkit)")
+    return path
+
+
+def cuda_lib_dir() -> Path:
+    return Path(nvcc()).resolve().parent.parent / "lib64"
+
+
+def build(out: Path, lib_dir: Path, *flags: str) -> Path:
+    """The program, with CUDA's lib64 on its run path (for -cudart shared's libcudart.so). The
+    runtime dlopen()s libcuda.so.1, which a shared libcudart looks for on LD_LIBRARY_PATH, not
+    on the program's run path: `run` puts `lib_dir` there, as `kvmgpu-guest run` does."""
+    subprocess.run([nvcc(), *flags, "-o", str(out), str(SOURCE),
+                    "-Xlinker", f"-rpath={lib_dir}:{cuda_lib_dir()}"], check=True, cwd=out.parent)
+    return out
+
+
+@pytest.fixture(scope="module")
+def lib_dir(tmp_path_factory):
+    if libcuda_build.compiler() is None:
+        pytest.skip("no C compiler (gcc) to build libcuda.so.1")
+    nvcc()
+    d = tmp_path_factory.mktemp("libcuda")
+    libcuda_build.build(d)
+    return d
+
+
+@pytest.fixture(scope="module")
+def static(lib_dir):
+    return build(lib_dir / "vector_add_static", lib_dir, *PTX)
+
+
+@pytest.fixture(scope="module")
+def shared(lib_dir):
+    return build(lib_dir / "vector_add_shared", lib_dir, "-cudart", "shared", *PTX)
+
+
+def run(program, worker, *args, env=None, ok=True):
+    proc = subprocess.run([str(program), *args], capture_output=True, text=True, timeout=180,
+                          env={**worker.env, "LD_LIBRARY_PATH": str(program.parent), **(env or {})})
+    if ok:
+        assert proc.returncode == 0 and proc.stdout.rstrip().endswith("DONE") and "FAIL" not in proc.stdout, \
+            f"{proc.stdout}\n{proc.stderr}\n--- worker ---\n{worker.output()}"
+    return proc
+
+
+def test_static_runtime_program_runs_unmodified(static, worker):
+    proc = run(static, worker)
+    for check in EVERY_CHECK:
+        assert f"OK {check}" in proc.stdout, proc.stdout
+    assert "total=67108864" in proc.stdout  # the vGPU's quota, not a GPU's memory
+    # what the VM is not given is named once, when the program uses it; every table slot the
+    # runtime called is provided
+    assert proc.stderr.count("cuMemAllocManaged is not forwarded to the vGPU") == 1, proc.stderr
+    assert "not provided" not in proc.stderr and "not a driver function" not in proc.stderr, proc.stderr
+    assert "client 'kvmgpu libcuda/" in worker.output()
+
+
+def test_shared_runtime_program_runs_unmodified(shared, worker):
+    assert b"libcudart.so" in subprocess.run(["readelf", "-d", str(shared)], capture_output=True).stdout
+    proc = run(shared, worker)
+    for check in EVERY_CHECK:
+        assert f"OK {check}" in proc.stdout, proc.stdout
+
+
+def test_past_the_quota_is_a_memory_allocation_error(static, worker):
+    assert "OK cudaMalloc(total + 1) = cudaErrorMemoryAllocation" in run(static, worker, "quota").stdout
+
+
+def test_the_fatbin_goes_to_the_host_once(static, worker):
+    """Two runs of one program: the first sends the fatbin, the second finds it on the host by its
+    sha256; the runtime's context-local storage destructors run at cudaDeviceReset."""
+    first = run(static, worker, env={"KVMGPU_LOG": "trace"}).stderr
+    second = run(static, worker, env={"KVMGPU_LOG": "trace"}).stderr
+    assert first.count("sent to the host") == 1 and "the host has it" not in first, first
+    assert second.count("the host has it") == 1 and "sent to the host" not in second, second
+    assert "CONTEXT_LOCAL_STORAGE destructor" in second
+    assert "INTEGRITY_CHECK.check" in second and "cuLibraryLoadData: library" in second
+
+
+def test_a_fatbin_without_ptx_is_a_named_error_on_sim(lib_dir, worker, tmp_path):
+    """sm_80 machine code only: the sim backend cannot run it; the program gets the runtime's
+    error, not a crash, and the library logs the host's reason and what to build instead."""
+    prog = build(tmp_path / "cubin_only", lib_dir, "-gencode", "arch=compute_80,code=sm_80")
+    proc = run(prog, worker, ok=False)
+    assert proc.returncode == 1 and "cudaErrorNoKernelImageForDevice" in proc.stdout, proc.stdout + proc.stderr
+    assert "the fatbin carries no PTX (only sm_80)" in proc.stderr
+    assert "code=compute_80" in proc.stderr
+
+
+def test_library_built_with_asan_runs_the_static_program(worker, tmp_path):
+    """libcuda.so.1 built with AddressSanitizer and UBSan (the program is nvcc's, not sanitized:
+    the sanitizers' runtimes are preloaded) runs the whole static program."""
+    def runtime(name):
+        path = subprocess.run(["gcc", f"-print-file-name={name}"], capture_output=True, text=True).stdout.strip()
+        return path if path.startswith("/") and Path(path).exists() else None
+    asan, ubsan = runtime("libasan.so"), runtime("libubsan.so")
+    if libcuda_build.compiler() is None or not (asan and ubsan):
+        pytest.skip("needs gcc with libasan and libubsan (Debian: gcc)")
+    libcuda_build.build(tmp_path, ("-O1", "-g", "-fno-omit-frame-pointer", "-fsanitize=address,undefined",
+                                   "-fno-sanitize-recover=all"))
+    prog = build(tmp_path / "vector_add_static", tmp_path, *PTX)
+    # (leaks: NVIDIA's runtime keeps its own allocations to the end)
+    proc = run(prog, worker, env={"LD_PRELOAD": f"{asan}:{ubsan}", "ASAN_OPTIONS": "detect_leaks=0:abort_on_error=1",
+                                  "UBSAN_OPTIONS": "print_stacktrace=1"})
+    assert "Sanitizer" not in proc.stderr and "runtime error" not in proc.stderr, proc.stderr
+    assert "OK vectorAdd (0 wrong)" in proc.stdout
+
+
+def test_gpu_script_is_valid_shell():
+    """bench/gpu/libcuda_gpu.sh runs these programs on the GPU machine (the lead's run)."""
+    script = ROOT / "bench" / "gpu" / "libcuda_gpu.sh"
+    assert script.stat().st_mode & 0o111, f"{script} is not executable"
+    check = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
