@@ -83,6 +83,9 @@ CUAPI CUresult cuLibraryGetKernel(CUkernel *kernel, CUlibrary library, const cha
     CUresult rc = kvmgpu_function_get(&f, library->module, name);
     if (kvmgpu_tracing())
         kvmgpu_log("cuLibraryGetKernel(%p, %.256s): %d", (void *)library, name, rc);
+    if (rc && rc != KVMGPU_CUDA_ERROR_DEVICE_UNAVAILABLE) /* the runtime shows only its own error */
+        kvmgpu_log("the vGPU cannot run kernel %.256s: %s", name,
+                   kvmgpu_session.last_error[0] ? kvmgpu_session.last_error : "no reason given");
     if (rc == 0)
         *kernel = f;
     return rc;

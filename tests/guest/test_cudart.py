@@ -115,6 +115,13 @@ def test_a_fatbin_without_ptx_is_a_named_error_on_sim(lib_dir, worker, tmp_path)
     assert "code=compute_80" in proc.stderr
 
 
+def test_a_kernel_the_sim_cannot_run_is_an_error_naming_it(static, worker):
+    proc = run(static, worker, "square")
+    assert "OK square: cuda" in proc.stdout, proc.stdout
+    assert "the vGPU cannot run kernel _Z6squarePfi" in proc.stderr and "use --backend cuda" in proc.stderr, \
+        proc.stderr
+
+
 def test_library_built_with_asan_runs_the_static_program(worker, tmp_path):
     """libcuda.so.1 built with AddressSanitizer and UBSan (the program is nvcc's, not sanitized:
     the sanitizers' runtimes are preloaded) runs the whole static program."""

@@ -6,6 +6,7 @@
 //
 //   vector_add_runtime          the whole program; prints OK/FAIL lines, then DONE
 //   vector_add_runtime quota    allocate past the vGPU's memory
+//   vector_add_runtime square   launch a kernel the sim backend has no twin of (an error, not a crash)
 #include <cuda_runtime.h>
 #include <cstdio>
 #include <cstdlib>
@@ -24,6 +25,13 @@ __global__ void saxpy(float a, const float *x, float *y, int n)
     int i = blockDim.x * blockIdx.x + threadIdx.x;
     if (i < n)
         y[i] = a * x[i] + y[i];
+}
+
+__global__ void square(float *x, int n)
+{
+    int i = blockDim.x * blockIdx.x + threadIdx.x;
+    if (i < n)
+        x[i] = x[i] * x[i];
 }
 
 #define CHECK(call)                                                                   \
@@ -50,10 +58,24 @@ static int quota()
     return 0;
 }
 
+static int unknown_kernel()
+{
+    float *x = nullptr;
+    CHECK(cudaMalloc(&x, 1024 * sizeof(float)));
+    square<<<4, 256>>>(x, 1024);
+    cudaError_t launched = cudaGetLastError(), synced = cudaDeviceSynchronize();
+    cudaError_t e = launched != cudaSuccess ? launched : synced;
+    std::printf("%s square: %s\n", e != cudaSuccess ? "OK" : "FAIL", cudaGetErrorName(e));
+    std::printf("DONE\n");
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc > 1 && !std::strcmp(argv[1], "quota"))
         return quota();
+    if (argc > 1 && !std::strcmp(argv[1], "square"))
+        return unknown_kernel();
     int count = 0;
     CHECK(cudaGetDeviceCount(&count));
     cudaDeviceProp prop;
