@@ -137,20 +137,32 @@ static void *stub_for(const char *symbol)
 static char *logged[LOGGED_MAX];
 static int nlogged;
 
-/* Say once per name that a program asked for something that is not a driver function. */
-static void log_missing(const char *symbol)
+/* Say once per name that a program asked for something that is not a driver function. A name
+ * asked for with a CUDA version after the one driver_names.h is from is a newer CUDA's function
+ * (cuda-bindings looks up every one it knows when it loads): the first is named, with a word for
+ * the rest, which KVMGPU_LOG=trace names each. */
+static void log_missing(const char *symbol, int cuda_version)
 {
+    static int newer_said;
     size_t len = strnlen(symbol, 256);
+    int newer = cuda_version > KVMGPU_DRIVER_NAMES_VERSION, seen = 0;
     pthread_mutex_lock(&stubs_lock);
-    int seen = 0;
-    for (int i = 0; i < nlogged && !seen; i++)
-        seen = strlen(logged[i]) == len && !memcmp(logged[i], symbol, len);
-    if (!seen && nlogged < LOGGED_MAX && (logged[nlogged] = malloc(len + 1)) != NULL) {
-        memcpy(logged[nlogged], symbol, len);
-        logged[nlogged++][len] = '\0';
+    if (newer) {
+        seen = newer_said++;
+    } else {
+        for (int i = 0; i < nlogged && !seen; i++)
+            seen = strlen(logged[i]) == len && !memcmp(logged[i], symbol, len);
+        if (!seen && nlogged < LOGGED_MAX && (logged[nlogged] = malloc(len + 1)) != NULL) {
+            memcpy(logged[nlogged], symbol, len);
+            logged[nlogged++][len] = '\0';
+        }
     }
     pthread_mutex_unlock(&stubs_lock);
-    if (!seen)
+    if (!seen && newer)
+        kvmgpu_log("cuGetProcAddress: %.256s (CUDA %d.%d) and any other function newer than CUDA %d.%d are not here "
+                   "(CUDA_ERROR_NOT_FOUND; KVMGPU_LOG=trace names each)", symbol, cuda_version / 1000,
+                   cuda_version % 1000 / 10, KVMGPU_DRIVER_NAMES_VERSION / 1000, KVMGPU_DRIVER_NAMES_VERSION % 1000 / 10);
+    else if (!seen)
         kvmgpu_log("cuGetProcAddress: %.256s is not a driver function (CUDA_ERROR_NOT_FOUND)", symbol);
 }
 
@@ -183,7 +195,7 @@ CUAPI CUresult cuGetProcAddress_v2(const char *symbol, void **pfn, int cuda_vers
         *status = fn ? CU_GET_PROC_ADDRESS_SUCCESS
                 : named ? CU_GET_PROC_ADDRESS_VERSION_NOT_SUFFICIENT : CU_GET_PROC_ADDRESS_SYMBOL_NOT_FOUND;
     if (!fn && !named && symbol[0]) /* (the runtime asks for "" when it starts) */
-        log_missing(symbol);
+        log_missing(symbol, cuda_version);
     return fn ? KVMGPU_CUDA_SUCCESS : KVMGPU_CUDA_ERROR_NOT_FOUND;
 }
 

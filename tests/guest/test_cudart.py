@@ -141,6 +141,24 @@ def test_library_built_with_asan_runs_the_static_program(worker, tmp_path):
     assert "OK vectorAdd (0 wrong)" in proc.stdout
 
 
+def test_nvidia_cuda_bindings_run_on_the_library(lib_dir, worker):
+    """NVIDIA's cuda-bindings from PyPI (where this Python has them: `pip install cuda-bindings`)
+    load libcuda.so.1 and run: it resolves every function it knows, those of CUDA versions after
+    the library's named in one line."""
+    import sys
+    probe = subprocess.run([sys.executable, "-c", "import cuda.bindings.driver"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip("NVIDIA's cuda-bindings are not installed in this Python (pip install cuda-bindings)")
+    from loopback import need_kernels
+    proc = subprocess.run([sys.executable, str(PROGRAMS / "cuda_bindings_driver.py"), str(need_kernels())],
+                          capture_output=True, text=True, timeout=120,
+                          env={**worker.env, "LD_LIBRARY_PATH": str(lib_dir)})
+    assert proc.returncode == 0 and proc.stdout.rstrip().endswith("DONE") and "FAIL" not in proc.stdout, \
+        proc.stdout + proc.stderr
+    assert "OK device kvmgpu sim device total=67108864" in proc.stdout
+    assert proc.stderr.count("kvmgpu: ") <= 1, proc.stderr  # (at most the newer-functions line)
+
+
 def test_gpu_script_is_valid_shell():
     """bench/gpu/libcuda_gpu.sh runs these programs on the GPU machine (the lead's run)."""
     script = ROOT / "bench" / "gpu" / "libcuda_gpu.sh"
