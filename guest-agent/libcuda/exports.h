@@ -37,6 +37,12 @@
     X("cuMemAlloc", cuMemAlloc_v2, 3020, 0)                                              \
     X("cuMemFree", cuMemFree_v2, 3020, 0)                                                \
     X("cuMemGetInfo", cuMemGetInfo_v2, 3020, 0)                                          \
+    X("cuMemAllocHost", cuMemAllocHost_v2, 3020, 0)                                      \
+    X("cuMemHostAlloc", cuMemHostAlloc, 2020, 0)                                         \
+    X("cuMemFreeHost", cuMemFreeHost, 2000, 0)                                           \
+    X("cuMemHostGetFlags", cuMemHostGetFlags, 2030, 0)                                   \
+    X("cuMemHostRegister", cuMemHostRegister_v2, 6050, 0)                                \
+    X("cuMemHostUnregister", cuMemHostUnregister, 4000, 0)                               \
     X("cuMemcpyHtoD", cuMemcpyHtoD_v2, 3020, 0)                                          \
     X("cuMemcpyHtoD", cuMemcpyHtoD_v2_ptds, 7000, 1)                                     \
     X("cuMemcpyDtoH", cuMemcpyDtoH_v2, 3020, 0)                                          \

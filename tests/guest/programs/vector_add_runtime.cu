@@ -136,10 +136,36 @@ int main(int argc, char **argv)
         wrong += c[i] != 0.0f;
     std::printf("%s memset (%d wrong)\n", wrong ? "FAIL" : "OK", wrong);
 
+    // page-locked host memory (copies from and to it, async on a stream), a registered range
+    float *pinned_in = nullptr, *pinned_out = nullptr;
+    CHECK(cudaMallocHost(&pinned_in, bytes));
+    CHECK(cudaHostAlloc(&pinned_out, bytes, cudaHostAllocDefault));
+    for (int i = 0; i < n; i++)
+        pinned_in[i] = a[i] * 3.0f;
+    CHECK(cudaStreamCreate(&stream));
+    CHECK(cudaMemcpyAsync(dc, pinned_in, bytes, cudaMemcpyHostToDevice, stream));
+    CHECK(cudaMemcpyAsync(pinned_out, dc, bytes, cudaMemcpyDeviceToHost, stream));
+    CHECK(cudaStreamSynchronize(stream));
+    CHECK(cudaStreamDestroy(stream));
+    std::printf("%s page-locked copies\n", std::memcmp(pinned_in, pinned_out, bytes) ? "FAIL" : "OK");
+    CHECK(cudaHostRegister(c.data(), bytes, cudaHostRegisterDefault));
+    CHECK(cudaMemcpy(c.data(), dc, bytes, cudaMemcpyDeviceToHost));
+    CHECK(cudaHostUnregister(c.data()));
+    std::printf("%s page-locked registered range\n", std::memcmp(c.data(), pinned_in, bytes) ? "FAIL" : "OK");
+    CHECK(cudaFreeHost(pinned_in));
+    CHECK(cudaFreeHost(pinned_out));
+
     // what a VM is not given: an error, not a crash
     void *managed = nullptr;
     cudaError_t e = cudaMallocManaged(&managed, 4096);
     std::printf("%s managed memory refused: %s\n", e != cudaSuccess ? "OK" : "FAIL", cudaGetErrorName(e));
+    cudaGetLastError();
+    float *mapped = nullptr;
+    e = cudaHostAlloc(&mapped, 4096, cudaHostAllocMapped);
+    std::printf("%s mapped page-locked memory refused: %s\n", e != cudaSuccess ? "OK" : "FAIL", cudaGetErrorName(e));
+    cudaGetLastError();
+    e = cudaFreeHost(a.data()); // not from cudaMallocHost
+    std::printf("%s freeing what is not page-locked: %s\n", e != cudaSuccess ? "OK" : "FAIL", cudaGetErrorName(e));
     cudaGetLastError();
 
     CHECK(cudaFree(da));
