@@ -28,5 +28,16 @@ CUresult cuModuleGetFunction(CUfunction *function, CUmodule module, const char *
 CUresult cuModuleGetGlobal_v2(CUdeviceptr *dptr, size_t *bytes, CUmodule module, const char *name);
 CUresult cuModuleUnload(CUmodule module);
 CUresult cuGetErrorName(CUresult error, const char **text);
+CUresult cuMemcpyHtoD_v2(CUdeviceptr dst, const void *src, size_t n);
+CUresult cuMemcpyDtoH_v2(void *dst, CUdeviceptr src, size_t n);
+CUresult cuMemcpyDtoD_v2(CUdeviceptr dst, CUdeviceptr src, size_t n);
+CUresult cuMemcpyHtoDAsync_v2(CUdeviceptr dst, const void *src, size_t n, CUstream stream);
+CUresult cuMemcpyDtoHAsync_v2(void *dst, CUdeviceptr src, size_t n, CUstream stream);
+CUresult cuMemcpyDtoDAsync_v2(CUdeviceptr dst, CUdeviceptr src, size_t n, CUstream stream);
+CUresult cuStreamSynchronize(CUstream stream);
+
+/* The device allocations of this process, for unified addressing (pointer.c). */
+void kvmgpu_device_memory_add(CUdeviceptr start, size_t size);
+void kvmgpu_device_memory_remove(CUdeviceptr start);
 
 #endif

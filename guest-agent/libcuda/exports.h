@@ -43,6 +43,12 @@
     X("cuMemHostGetFlags", cuMemHostGetFlags, 2030, 0)                                   \
     X("cuMemHostRegister", cuMemHostRegister_v2, 6050, 0)                                \
     X("cuMemHostUnregister", cuMemHostUnregister, 4000, 0)                               \
+    X("cuMemcpy", cuMemcpy, 4000, 0)                                                     \
+    X("cuMemcpy", cuMemcpy_ptds, 7000, 1)                                                \
+    X("cuMemcpyAsync", cuMemcpyAsync, 4000, 0)                                           \
+    X("cuMemcpyAsync", cuMemcpyAsync_ptsz, 7000, 1)                                      \
+    X("cuPointerGetAttribute", cuPointerGetAttribute, 4000, 0)                           \
+    X("cuPointerGetAttributes", cuPointerGetAttributes, 7000, 0)                         \
     X("cuMemcpyHtoD", cuMemcpyHtoD_v2, 3020, 0)                                          \
     X("cuMemcpyHtoD", cuMemcpyHtoD_v2_ptds, 7000, 1)                                     \
     X("cuMemcpyDtoH", cuMemcpyDtoH_v2, 3020, 0)                                          \

@@ -136,6 +136,19 @@ int main(int argc, char **argv)
         wrong += c[i] != 0.0f;
     std::printf("%s memset (%d wrong)\n", wrong ? "FAIL" : "OK", wrong);
 
+    // unified addressing: cudaMemcpyDefault finds the direction, pointer attributes
+    CHECK(cudaMemcpy(dc, a.data(), bytes, cudaMemcpyDefault));
+    CHECK(cudaMemcpy(db, dc, bytes, cudaMemcpyDefault));
+    CHECK(cudaMemcpy(c.data(), db, bytes, cudaMemcpyDefault));
+    std::printf("%s unified copies\n", std::memcmp(c.data(), a.data(), bytes) ? "FAIL" : "OK");
+    cudaPointerAttributes on_device, on_host;
+    CHECK(cudaPointerGetAttributes(&on_device, db + 10));
+    CHECK(cudaPointerGetAttributes(&on_host, a.data()));
+    std::printf("%s unified pointer attributes (device %d at %d, host %d)\n",
+                on_device.type == cudaMemoryTypeDevice && on_device.device == 0 && on_device.devicePointer == db + 10 &&
+                        on_host.type == cudaMemoryTypeUnregistered ? "OK" : "FAIL",
+                (int)on_device.type, on_device.device, (int)on_host.type);
+
     // page-locked host memory (copies from and to it, async on a stream), a registered range
     float *pinned_in = nullptr, *pinned_out = nullptr;
     CHECK(cudaMallocHost(&pinned_in, bytes));
