@@ -6,6 +6,7 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -179,6 +180,35 @@ CUAPI CUresult cuDeviceComputeCapability(int *major, int *minor, CUdevice dev)
         *major = kvmgpu_session.device.cc_major;
         *minor = kvmgpu_session.device.cc_minor;
     }
+    return rc;
+}
+
+/* "domain:bus:device.0", from the WELCOME's PCI attributes (the VM's view: what the host says). */
+CUAPI CUresult cuDeviceGetPCIBusId(char *id, int len, CUdevice dev)
+{
+    CUresult rc = check_device(dev);
+    if (rc)
+        return rc;
+    if (!id || len <= 0)
+        return KVMGPU_CUDA_ERROR_INVALID_VALUE;
+    int domain = 0, bus = 0, device = 0;
+    cuDeviceGetAttribute(&domain, 50, dev);
+    cuDeviceGetAttribute(&bus, 33, dev);
+    cuDeviceGetAttribute(&device, 34, dev);
+    snprintf(id, (size_t)len, "%08x:%02x:%02x.0", (unsigned)domain, (unsigned)bus, (unsigned)device);
+    return KVMGPU_CUDA_SUCCESS;
+}
+
+/* One device: no peer to reach. */
+CUAPI CUresult cuDeviceCanAccessPeer(int *can, CUdevice dev, CUdevice peer)
+{
+    CUresult rc = check_device(dev);
+    if (rc == 0)
+        rc = check_device(peer);
+    if (rc == 0 && !can)
+        rc = KVMGPU_CUDA_ERROR_INVALID_VALUE;
+    if (rc == 0)
+        *can = 0;
     return rc;
 }
 
@@ -394,6 +424,16 @@ CUAPI CUresult cuCtxPopCurrent_v2(CUcontext *pctx)
     if (pctx)
         *pctx = top;
     return KVMGPU_CUDA_SUCCESS;
+}
+
+CUAPI CUresult cuCtxGetFlags(unsigned int *flags)
+{
+    CUresult rc = kvmgpu_ready();
+    if (rc == 0 && !flags)
+        rc = KVMGPU_CUDA_ERROR_INVALID_VALUE;
+    if (rc == 0)
+        *flags = stack[depth - 1]->flags;
+    return rc;
 }
 
 CUAPI CUresult cuCtxGetDevice(CUdevice *device)

@@ -13,6 +13,21 @@
     X("cuDeviceGetUuid", cuDeviceGetUuid, 9020, 0)                                       \
     X("cuDeviceGetUuid", cuDeviceGetUuid_v2, 11040, 0)                                   \
     X("cuDeviceComputeCapability", cuDeviceComputeCapability, 2000, 0)                   \
+    X("cuDeviceGetPCIBusId", cuDeviceGetPCIBusId, 4010, 0)                               \
+    X("cuDeviceCanAccessPeer", cuDeviceCanAccessPeer, 4000, 0)                           \
+    X("cuCtxGetFlags", cuCtxGetFlags, 7000, 0)                                           \
+    X("cuCtxGetStreamPriorityRange", cuCtxGetStreamPriorityRange, 5050, 0)               \
+    X("cuStreamCreateWithPriority", cuStreamCreateWithPriority, 5050, 0)                 \
+    X("cuStreamGetPriority", cuStreamGetPriority, 5050, 0)                               \
+    X("cuStreamGetPriority", cuStreamGetPriority_ptsz, 7000, 1)                          \
+    X("cuStreamWaitEvent", cuStreamWaitEvent, 3020, 0)                                   \
+    X("cuStreamWaitEvent", cuStreamWaitEvent_ptsz, 7000, 1)                              \
+    X("cuStreamAddCallback", cuStreamAddCallback, 5000, 0)                               \
+    X("cuStreamAddCallback", cuStreamAddCallback_ptsz, 7000, 1)                          \
+    X("cuLaunchHostFunc", cuLaunchHostFunc, 10000, 0)                                    \
+    X("cuLaunchHostFunc", cuLaunchHostFunc_ptsz, 10000, 1)                               \
+    X("cuEventRecordWithFlags", cuEventRecordWithFlags, 11010, 0)                        \
+    X("cuEventRecordWithFlags", cuEventRecordWithFlags_ptsz, 11010, 1)                   \
     X("cuDevicePrimaryCtxRetain", cuDevicePrimaryCtxRetain, 7000, 0)                     \
     X("cuDevicePrimaryCtxRelease", cuDevicePrimaryCtxRelease, 7000, 0)                   \
     X("cuDevicePrimaryCtxRelease", cuDevicePrimaryCtxRelease_v2, 11000, 0)               \

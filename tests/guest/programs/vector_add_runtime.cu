@@ -43,6 +43,16 @@ __global__ void square(float *x, int n)
         }                                                                             \
     } while (0)
 
+static void CUDART_CB host_fn(void *flag)
+{
+    *static_cast<int *>(flag) += 1;
+}
+
+static void CUDART_CB stream_callback(cudaStream_t, cudaError_t status, void *flag)
+{
+    *static_cast<int *>(flag) += status == cudaSuccess ? 10 : 1000;
+}
+
 static int quota()
 {
     size_t free_bytes = 0, total = 0;
@@ -135,6 +145,37 @@ int main(int argc, char **argv)
     for (int i = 0; i < n; i++)
         wrong += c[i] != 0.0f;
     std::printf("%s memset (%d wrong)\n", wrong ? "FAIL" : "OK", wrong);
+
+    // two streams ordered by an event, a host function and a callback after their work
+    {
+        int least = 1, greatest = 1, flag = 0;
+        CHECK(cudaDeviceGetStreamPriorityRange(&least, &greatest));
+        cudaStream_t s1, s2;
+        cudaEvent_t done;
+        CHECK(cudaStreamCreateWithPriority(&s1, cudaStreamNonBlocking, greatest));
+        CHECK(cudaStreamCreateWithFlags(&s2, cudaStreamNonBlocking));
+        CHECK(cudaEventCreateWithFlags(&done, cudaEventDisableTiming));
+        vectorAdd<<<blocks, threads, 0, s1>>>(da, db, dc, n); // c = a + b
+        CHECK(cudaEventRecord(done, s1));
+        CHECK(cudaStreamWaitEvent(s2, done, 0));
+        saxpy<<<blocks, threads, 0, s2>>>(2.0f, da, dc, n); // c = 2a + (a + b)
+        CHECK(cudaLaunchHostFunc(s2, host_fn, &flag));
+        CHECK(cudaStreamAddCallback(s2, stream_callback, &flag, 0));
+        CHECK(cudaMemcpyAsync(c.data(), dc, bytes, cudaMemcpyDeviceToHost, s2));
+        CHECK(cudaStreamSynchronize(s2));
+        wrong = 0;
+        for (int i = 0; i < n; i++)
+            wrong += c[i] != 2.0f * a[i] + (a[i] + b[i]);
+        std::printf("%s streams ordered by an event (%d wrong)\n", wrong ? "FAIL" : "OK", wrong);
+        std::printf("%s streams host function and callback (%d)\n", flag == 11 ? "OK" : "FAIL", flag);
+        std::printf("%s stream priorities (%d..%d)\n", least >= greatest ? "OK" : "FAIL", least, greatest);
+        CHECK(cudaEventDestroy(done));
+        CHECK(cudaStreamDestroy(s1));
+        CHECK(cudaStreamDestroy(s2));
+        char bus[32] = "";
+        CHECK(cudaDeviceGetPCIBusId(bus, sizeof bus, 0));
+        std::printf("%s PCI bus id %s\n", std::strchr(bus, ':') ? "OK" : "FAIL", bus);
+    }
 
     // unified addressing: cudaMemcpyDefault finds the direction, pointer attributes
     CHECK(cudaMemcpy(dc, a.data(), bytes, cudaMemcpyDefault));
