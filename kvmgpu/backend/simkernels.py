@@ -127,3 +127,17 @@ def scale_by_global(launch: SimLaunch, x: int, n: int) -> None:
     s = launch.floats(ptr, 1)[0]
     xv = launch.floats(x, n)
     xv[:] = array("f", [v * s for v in xv])
+
+
+@kernel("QQQii", "_Z13MatrixMulCUDAILi16EEvPfS0_S0_ii")
+def matrix_mul(launch: SimLaunch, c: int, a: int, b: int, wa: int, wb: int) -> None:
+    """C = A B as cuda-samples' matrixMul computes it: one thread per element of C, the grid
+    covering C exactly (A is rows x wa, B wa x wb, rows = grid.y * block.y)."""
+    rows, cols = launch.grid[1] * launch.block[1], launch.grid[0] * launch.block[0]
+    if rows <= 0 or cols <= 0 or wa <= 0 or wb < cols:
+        return
+    av, bv, cv = launch.floats(a, rows * wa), launch.floats(b, wa * wb), launch.floats(c, (rows - 1) * wb + cols)
+    bcols = [bv[j::wb][:wa] for j in range(cols)]
+    for i in range(rows):
+        arow = av[i * wa: (i + 1) * wa]
+        cv[i * wb: i * wb + cols] = array("f", [sum(x * y for x, y in zip(arow, bcol)) for bcol in bcols])

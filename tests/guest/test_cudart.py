@@ -35,11 +35,11 @@ def cuda_lib_dir() -> Path:
     return Path(nvcc()).resolve().parent.parent / "lib64"
 
 
-def build(out: Path, lib_dir: Path, *flags: str) -> Path:
+def build(out: Path, lib_dir: Path, *flags: str, source: Path = SOURCE) -> Path:
     """The program, with CUDA's lib64 on its run path (for -cudart shared's libcudart.so). The
     runtime dlopen()s libcuda.so.1, which a shared libcudart looks for on LD_LIBRARY_PATH, not
     on the program's run path: `run` puts `lib_dir` there, as `kvmgpu-guest run` does."""
-    subprocess.run([nvcc(), *flags, "-o", str(out), str(SOURCE),
+    subprocess.run([nvcc(), *flags, "-o", str(out), str(source),
                     "-Xlinker", f"-rpath={lib_dir}:{cuda_lib_dir()}"], check=True, cwd=out.parent)
     return out
 
@@ -90,6 +90,14 @@ def test_shared_runtime_program_runs_unmodified(shared, worker):
     proc = run(shared, worker)
     for check in EVERY_CHECK:
         assert f"OK {check}" in proc.stdout, proc.stdout
+
+
+def test_a_matrix_mul_in_cuda_samples_style(lib_dir, worker):
+    """A templated shared-memory kernel (mangled MatrixMulCUDA<16>), page-locked buffers, a
+    non-blocking stream, repeated launches between events."""
+    prog = build(lib_dir / "matrix_mul", lib_dir, *PTX, source=PROGRAMS / "matrix_mul_runtime.cu")
+    out = run(prog, worker).stdout
+    assert "OK matrixMul 80x64 (0 wrong)" in out and "OK matrixMul time measured" in out, out
 
 
 def test_past_the_quota_is_a_memory_allocation_error(static, worker):
