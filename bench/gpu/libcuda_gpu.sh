@@ -41,7 +41,7 @@ args_of() { [ "$1" = driver_api ] && echo "$ROOT/tests/kernels/kernels.ptx"; }
 
 # the results a program prints that must equal the native run's (not the device's name or size,
 # nor managed memory, which a VM is not given)
-results() { grep -E '^(OK|FAIL) (vectorAdd|matrixMul|saxpy|memset|streams|unified|page-locked|after a reset|elapsed)' "$1" | sort; }
+results() { grep -E '^(OK|FAIL) (vectorAdd|matrixMul|saxpy|memset|streams|symbols|unified|page-locked|after a reset|elapsed)' "$1" | sort; }
 
 for p in $PROGRAMS; do
     "$OUT/$p" $(args_of "$p") > "$OUT/native_$p.txt" 2>&1

@@ -118,7 +118,7 @@ def stencil1d(launch: SimLaunch, src: int, dst: int, n: int) -> None:
     ov[:] = out
 
 
-@kernel("Qi")
+@kernel("Qi", "_Z15scale_by_globalPfi")
 def scale_by_global(launch: SimLaunch, x: int, n: int) -> None:
     n = min(n, launch.threads_x)
     if n <= 0:

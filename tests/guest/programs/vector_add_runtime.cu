@@ -27,6 +27,15 @@ __global__ void saxpy(float a, const float *x, float *y, int n)
         y[i] = a * x[i] + y[i];
 }
 
+__device__ float scale; // a module global, through cudaMemcpyToSymbol
+
+__global__ void scale_by_global(float *x, int n)
+{
+    int i = blockDim.x * blockIdx.x + threadIdx.x;
+    if (i < n)
+        x[i] *= scale;
+}
+
 __global__ void square(float *x, int n)
 {
     int i = blockDim.x * blockIdx.x + threadIdx.x;
@@ -92,6 +101,8 @@ int main(int argc, char **argv)
     CHECK(cudaGetDeviceProperties(&prop, 0));
     std::printf("%s device: count=%d name=%s total=%zu cc=%d.%d\n", count == 1 ? "OK" : "FAIL", count, prop.name,
                 prop.totalGlobalMem, prop.major, prop.minor);
+    size_t free_at_start = 0, total_at_start = 0; // (the module's __device__ variable is loaded by now)
+    CHECK(cudaMemGetInfo(&free_at_start, &total_at_start));
 
     const int n = 50000;
     const size_t bytes = n * sizeof(float);
@@ -177,6 +188,23 @@ int main(int argc, char **argv)
         std::printf("%s PCI bus id %s\n", std::strchr(bus, ':') ? "OK" : "FAIL", bus);
     }
 
+    // a __device__ variable: set, used by a kernel, read back, its address
+    {
+        float s = 2.5f, back = 0;
+        float *where = nullptr;
+        CHECK(cudaMemcpyToSymbol(scale, &s, sizeof s));
+        CHECK(cudaMemcpy(dc, a.data(), bytes, cudaMemcpyHostToDevice));
+        scale_by_global<<<blocks, threads>>>(dc, n);
+        CHECK(cudaGetLastError());
+        CHECK(cudaMemcpyFromSymbol(&back, scale, sizeof back));
+        CHECK(cudaGetSymbolAddress(reinterpret_cast<void **>(&where), scale));
+        CHECK(cudaMemcpy(c.data(), dc, bytes, cudaMemcpyDeviceToHost));
+        wrong = 0;
+        for (int i = 0; i < n; i++)
+            wrong += c[i] != a[i] * 2.5f;
+        std::printf("%s symbols (%d wrong, read back %g)\n", wrong || back != s || !where ? "FAIL" : "OK", wrong, back);
+    }
+
     // unified addressing: cudaMemcpyDefault finds the direction, pointer attributes
     CHECK(cudaMemcpy(dc, a.data(), bytes, cudaMemcpyDefault));
     CHECK(cudaMemcpy(db, dc, bytes, cudaMemcpyDefault));
@@ -227,7 +255,8 @@ int main(int argc, char **argv)
     CHECK(cudaFree(dc));
     size_t free_bytes = 0, total = 0;
     CHECK(cudaMemGetInfo(&free_bytes, &total));
-    std::printf("%s everything freed (%zu of %zu)\n", free_bytes == total ? "OK" : "FAIL", free_bytes, total);
+    std::printf("%s everything freed (%zu free as at the start, of %zu)\n", free_bytes == free_at_start ? "OK" : "FAIL",
+                free_bytes, total);
 
     // a reset tears the runtime's state down (its context-local storage destructors run); the
     // runtime then starts again on the next call
