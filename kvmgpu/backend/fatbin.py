@@ -2,8 +2,8 @@
 
 The sim backend runs PTX only, so it takes the PTX a fatbin carries (`ptx_text`); the cuda backend
 hands fatbins to the driver whole and reads none of this. A fatbin is a guest's bytes: every size
-in it is checked against the image before it is used, a compressed entry is inflated only up to
-the size its header declares (at most MAX_ENTRY_BYTES), and anything malformed is
+in it is checked against the image before it is used, a compressed entry is inflated only when it is the one used, only up
+to the size its header declares (at most MAX_ENTRY_BYTES), and anything malformed is
 CUDA_ERROR_INVALID_IMAGE with what was wrong.
 
 Layout (as public notes on the format, ZLUDA's among them, describe it; all little-endian):
@@ -42,7 +42,16 @@ class Entry:
     kind: int  # KIND_PTX, KIND_ELF (others are kept, never read)
     sm: int  # e.g. 80 for compute_80 / sm_80
     flags: int
-    payload: bytes  # inflated
+    data: bytes  # as stored (compressed or not)
+    inflated_size: int  # what the header says it inflates to
+
+    @property
+    def payload(self) -> bytes:
+        """The entry's bytes, inflated where compressed (only the entry asked for is: a guest's
+        fatbin of many large compressed entries costs one entry's memory, at most MAX_ENTRY_BYTES)."""
+        if self.flags & (FLAG_ZSTD | FLAG_LZ4) and self.kind in (KIND_PTX, KIND_ELF):
+            return _inflate(self.data, self.inflated_size, self.flags)
+        return self.data
 
 
 def _invalid(detail: str):
@@ -92,7 +101,8 @@ def _inflate(data: bytes, size: int, flags: int) -> bytes:
 
 
 def entries(image) -> list[Entry]:
-    """The entries of the fatbin at the start of `image` (CudaError when it is malformed)."""
+    """The entries of the fatbin at the start of `image`, not inflated (CudaError when it is
+    malformed)."""
     image = bytes(image)
     if len(image) < _HEADER.size or not is_fatbin(image):
         _invalid("no fatbin header (magic 0xBA55ED50)")
@@ -110,10 +120,10 @@ def entries(image) -> list[Entry]:
         (flags,) = struct.unpack_from("<Q", image, pos + 40)
         (inflated,) = struct.unpack_from("<Q", image, pos + 56)
         data = image[pos + entry_header: pos + entry_header + payload_size]
-        if flags & (FLAG_ZSTD | FLAG_LZ4) and kind in (KIND_PTX, KIND_ELF):
+        if flags & (FLAG_ZSTD | FLAG_LZ4):
             (stored,) = struct.unpack_from("<I", image, pos + 16)  # the compressed bytes, unpadded
-            data = _inflate(data[:min(stored, len(data))], inflated, flags)
-        found.append(Entry(kind, sm, flags, data))
+            data = data[:min(stored, len(data))]
+        found.append(Entry(kind, sm, flags, data, inflated))
         pos += entry_header + payload_size
     return found
 

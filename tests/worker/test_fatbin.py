@@ -67,6 +67,19 @@ def test_a_zstd_compressed_entry_is_inflated():
     assert fatbin.ptx_text(image) == VECTOR_ADD.rstrip(b"\0")
 
 
+def test_only_the_entry_used_is_inflated(monkeypatch):
+    """Many entries declaring the largest inflated size allowed: only the newest PTX is inflated
+    (each of the others would take a buffer of MAX_ENTRY_BYTES)."""
+    packed = zstd(VECTOR_ADD)
+    huge = entry(1, 75, packed, flags=0x8011, inflated=fatbin.MAX_ENTRY_BYTES)
+    image = fat(*[huge] * 64, entry(1, 80, packed, flags=0x8011, inflated=len(VECTOR_ADD)))
+    sizes = []
+    inflate = fatbin._inflate
+    monkeypatch.setattr(fatbin, "_inflate", lambda data, size, flags: sizes.append(size) or inflate(data, size, flags))
+    assert fatbin.ptx_text(image) == VECTOR_ADD.rstrip(b"\0")
+    assert sizes == [len(VECTOR_ADD)]
+
+
 def test_no_ptx_names_what_the_fatbin_carries():
     image = fat(entry(2, 80, b"\x7fELF" + bytes(60)), entry(2, 90, b"\x7fELF" + bytes(60)))
     with pytest.raises(CudaError) as e:
