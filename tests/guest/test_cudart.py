@@ -100,6 +100,10 @@ def test_a_matrix_mul_in_cuda_samples_style(lib_dir, worker):
     assert "OK matrixMul 80x64 (0 wrong)" in out and "OK matrixMul time measured" in out, out
 
 
+def test_four_threads_each_with_a_stream(static, worker):
+    assert "OK four threads (0 0 0 0)" in run(static, worker, "threads").stdout
+
+
 def test_past_the_quota_is_a_memory_allocation_error(static, worker):
     assert "OK cudaMalloc(total + 1) = cudaErrorMemoryAllocation" in run(static, worker, "quota").stdout
 

@@ -7,10 +7,12 @@
 //   vector_add_runtime          the whole program; prints OK/FAIL lines, then DONE
 //   vector_add_runtime quota    allocate past the vGPU's memory
 //   vector_add_runtime square   launch a kernel the sim backend has no twin of (an error, not a crash)
+//   vector_add_runtime threads  four host threads, each its own stream, allocations and launches
 #include <cuda_runtime.h>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <thread>
 #include <vector>
 
 __global__ void vectorAdd(const float *a, const float *b, float *c, int n)
@@ -89,8 +91,50 @@ static int unknown_kernel()
     return 0;
 }
 
+static int thread_work(int t)
+{
+    const int n = 10000;
+    const size_t bytes = n * sizeof(float);
+    std::vector<float> a(n, float(t)), b(n, 1.0f), c(n);
+    float *da = nullptr, *db = nullptr, *dc = nullptr;
+    cudaStream_t s;
+    if (cudaStreamCreate(&s) || cudaMalloc(&da, bytes) || cudaMalloc(&db, bytes) || cudaMalloc(&dc, bytes))
+        return -1;
+    for (int round = 0; round < 20; round++) {
+        cudaMemcpyAsync(da, a.data(), bytes, cudaMemcpyHostToDevice, s);
+        cudaMemcpyAsync(db, b.data(), bytes, cudaMemcpyHostToDevice, s);
+        vectorAdd<<<(n + 255) / 256, 256, 0, s>>>(da, db, dc, n);
+        cudaMemcpyAsync(c.data(), dc, bytes, cudaMemcpyDeviceToHost, s);
+        cudaStreamSynchronize(s);
+    }
+    int wrong = 0;
+    for (int i = 0; i < n; i++)
+        wrong += c[i] != t + 1.0f;
+    cudaFree(da);
+    cudaFree(db);
+    cudaFree(dc);
+    cudaStreamDestroy(s);
+    return cudaGetLastError() != cudaSuccess ? -1 : wrong;
+}
+
+static int threads()
+{
+    int wrong[4] = {0, 0, 0, 0};
+    std::vector<std::thread> workers;
+    for (int t = 0; t < 4; t++)
+        workers.emplace_back([t, &wrong] { wrong[t] = thread_work(t); });
+    for (auto &w : workers)
+        w.join();
+    int bad = wrong[0] | wrong[1] | wrong[2] | wrong[3];
+    std::printf("%s four threads (%d %d %d %d)\n", bad ? "FAIL" : "OK", wrong[0], wrong[1], wrong[2], wrong[3]);
+    std::printf("DONE\n");
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc > 1 && !std::strcmp(argv[1], "threads"))
+        return threads();
     if (argc > 1 && !std::strcmp(argv[1], "quota"))
         return quota();
     if (argc > 1 && !std::strcmp(argv[1], "square"))
