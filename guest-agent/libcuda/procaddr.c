@@ -1,7 +1,8 @@
 /* cuGetErrorName / cuGetErrorString (kvmgpu_cuda.h's table) and cuGetProcAddress, which resolves
  * a name as the driver does: of the exported variants of that name, the newest one the caller's
  * CUDA version knows, the per-thread default stream one (_ptds / _ptsz) where the caller asks for
- * it. A name the library does not have is logged once and is CUDA_ERROR_NOT_FOUND. */
+ * it. A driver function it does not forward is a stub that says so once when called; any other
+ * name is CUDA_ERROR_NOT_FOUND (see "what is not forwarded" below). */
 #define _GNU_SOURCE
 #include "export.h"
 #include "driver_names.h"
