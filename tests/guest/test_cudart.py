@@ -104,6 +104,25 @@ def test_four_threads_each_with_a_stream(static, worker):
     assert "OK four threads (0 0 0 0)" in run(static, worker, "threads").stdout
 
 
+def test_kvmgpu_guest_run_runs_a_shared_runtime_program_without_rpath(worker, tmp_path):
+    """As a user runs one: nvcc's build with no run path to the library, `kvmgpu-guest run`
+    putting the package's libcuda.so.1 first for the program and the libcudart.so it loads."""
+    import os
+    import sys
+    from kvmgpu_guest import cli
+    if not os.path.exists(os.path.join(cli.LIB_DIR, "libcuda.so.1")):
+        pytest.skip(f"kvmgpu-guest was installed without libcuda.so.1 ({cli.LIB_DIR}; `make venv` builds it)")
+    prog = tmp_path / "vector_add_shared"
+    subprocess.run([nvcc(), "-cudart", "shared", *PTX, "-o", str(prog), str(SOURCE),
+                    "-Xlinker", f"-rpath={cuda_lib_dir()}"], check=True, cwd=tmp_path)
+    env = {k: v for k, v in os.environ.items() if k not in ("LD_LIBRARY_PATH", "KVMGPU_SOCKET", "KVMGPU_SHM")}
+    proc = subprocess.run([sys.executable, "-c", "import sys; from kvmgpu_guest.cli import main; sys.exit(main())",
+                           "run", "--socket", worker.socket, "--shm", worker.shm, "--", str(prog), "quota"],
+                          capture_output=True, text=True, timeout=180, env=env)
+    assert proc.returncode == 0 and "OK cudaMalloc(total + 1) = cudaErrorMemoryAllocation" in proc.stdout, \
+        proc.stdout + proc.stderr
+
+
 def test_past_the_quota_is_a_memory_allocation_error(static, worker):
     assert "OK cudaMalloc(total + 1) = cudaErrorMemoryAllocation" in run(static, worker, "quota").stdout
 
