@@ -7,7 +7,8 @@
 # Builds guest-agent/libcuda into $OUT/lib and, with nvcc, the test programs: the runtime program
 # (tests/guest/programs/vector_add_runtime.cu) with cudart static and shared, a cuda-samples style
 # matrixMul (matrix_mul_runtime.cu), and the driver-API
-# vectorAdd (vector_add_driver.cu, -lcuda, the PTX of tests/kernels). Each runs natively, then as
+# vectorAdd (vector_add_driver.cu, -lcuda, the PTX of tests/kernels), and where this Python has
+# NVIDIA's cuda-bindings, cuda_bindings_driver.py. Each runs natively, then as
 # a guest: CUDA_VISIBLE_DEVICES= (the GPU hidden from the guest process only, so that nothing but
 # forwarded calls can succeed) and $OUT/lib first on LD_LIBRARY_PATH, against
 # `kvmgpu worker --backend cuda` in loopback. Writes $OUT/{native,forwarded}_<program>.txt, the
@@ -36,12 +37,16 @@ build runtime_static "$P/vector_add_runtime.cu"
 build runtime_shared -cudart shared "$P/vector_add_runtime.cu"
 build matrixmul_static "$P/matrix_mul_runtime.cu"
 build driver_api "$P/vector_add_driver.cu" -L "$OUT/lib" -lcuda  # (soname libcuda.so.1: the loader picks)
+# NVIDIA's cuda-bindings (the cuda backend's own dependency) on the library, where this Python has them
+printf '#!/bin/sh\nexec "%s" "%s" "$@"\n' "$PY" "$P/cuda_bindings_driver.py" > "$OUT/cuda_bindings"
+chmod +x "$OUT/cuda_bindings"
 PROGRAMS="runtime_static runtime_shared matrixmul_static driver_api"
-args_of() { [ "$1" = driver_api ] && echo "$ROOT/tests/kernels/kernels.ptx"; }
+"$PY" -c "import cuda.bindings.driver" 2>/dev/null && PROGRAMS="$PROGRAMS cuda_bindings"
+args_of() { case "$1" in driver_api|cuda_bindings) echo "$ROOT/tests/kernels/kernels.ptx";; esac; }
 
 # the results a program prints that must equal the native run's (not the device's name or size,
 # nor managed memory, which a VM is not given)
-results() { grep -E '^(OK|FAIL) (vectorAdd|matrixMul|saxpy|memset|streams|symbols|unified|page-locked|after a reset|elapsed)' "$1" | sort; }
+results() { grep -E '^(OK|FAIL) (round trip|module and function|vectorAdd|matrixMul|saxpy|memset|streams|symbols|unified|page-locked|after a reset|elapsed)' "$1" | sort; }
 
 for p in $PROGRAMS; do
     "$OUT/$p" $(args_of "$p") > "$OUT/native_$p.txt" 2>&1
