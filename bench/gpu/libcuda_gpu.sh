@@ -14,7 +14,9 @@
 # `kvmgpu worker --backend cuda` in loopback. Writes $OUT/{native,forwarded}_<program>.txt, the
 # worker's log and counters ($OUT/worker.log, $OUT/stats.json), $OUT/summary.txt; exits 1 when a
 # result differs from the native run's or a forwarded run fails. (BACKEND=sim tries the script
-# where there is no GPU: the forwarded runs pass, the native ones cannot.)
+# where there is no GPU: the forwarded runs pass, the native ones cannot.) Where the GPU machine has
+# no nvcc: `BUILD_ONLY=DIR bash bench/gpu/libcuda_gpu.sh` where nvcc is (DIR inside the tree, so
+# that it travels), then `PREBUILT=DIR bash bench/gpu/libcuda_gpu.sh` on the GPU machine.
 set -u
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 OUT=${OUT:-$(mktemp -d /tmp/kvmgpu-libcuda-gpu.XXXXXX)}
@@ -22,25 +24,40 @@ PY=${PYTHON:-python3}
 ARCH=${ARCH:-"-gencode arch=compute_80,code=compute_80 -gencode arch=compute_90,code=sm_90"}
 mkdir -p "$OUT"
 exec > >(tee "$OUT/run.log") 2>&1
-NVCC=$(command -v nvcc || ls /usr/local/cuda/bin/nvcc 2>/dev/null) || { echo "no nvcc on PATH or in /usr/local/cuda/bin"; exit 2; }
-CUDA_LIB=$(dirname "$(dirname "$(readlink -f "$NVCC")")")/lib64
 echo "== $(date -u) on $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -1)"
-echo "== nvcc $("$NVCC" --version | tail -1); results in $OUT"
-
-"$PY" "$ROOT/guest-agent/libcuda/build.py" "$OUT/lib" || { echo "cannot build libcuda.so.1"; exit 2; }
 P="$ROOT/tests/guest/programs"
-build() { # name, then nvcc arguments
-    local name=$1; shift
-    "$NVCC" $ARCH -o "$OUT/$name" "$@" -Xlinker "-rpath=$CUDA_LIB" || { echo "cannot build $name"; exit 2; }
-}
-build runtime_static "$P/vector_add_runtime.cu"
-build runtime_shared -cudart shared "$P/vector_add_runtime.cu"
-build matrixmul_static "$P/matrix_mul_runtime.cu"
-build driver_api "$P/vector_add_driver.cu" -L "$OUT/lib" -lcuda  # (soname libcuda.so.1: the loader picks)
+PROGS="runtime_static runtime_shared matrixmul_static driver_api"
+"$PY" "$ROOT/guest-agent/libcuda/build.py" "$OUT/lib" || { echo "cannot build libcuda.so.1"; exit 2; }
+if [ -n "${PREBUILT:-}" ]; then # programs built elsewhere (BUILD_ONLY=DIR there), with their libcudart
+    for p in $PROGS; do cp "$PREBUILT/$p" "$OUT/" || { echo "no $p in PREBUILT=$PREBUILT"; exit 2; }; done
+    cp "$PREBUILT"/libcudart.so* "$OUT/" 2>/dev/null
+    echo "== programs from $PREBUILT; results in $OUT"
+else
+    NVCC=$(command -v nvcc || ls /usr/local/cuda/bin/nvcc 2>/dev/null) || {
+        echo "no nvcc on PATH or in /usr/local/cuda/bin: build the programs where it is with BUILD_ONLY=DIR, then"
+        echo "run this with PREBUILT=DIR"; exit 2; }
+    CUDA_LIB=$(for d in "$(dirname "$(readlink -f "$NVCC")")/../lib64" "${CUDA_HOME:-/usr/local/cuda}/lib64"; do
+                   ls "$d"/libcudart.so.* >/dev/null 2>&1 && readlink -f "$d" && break; done)
+    [ -n "$CUDA_LIB" ] || { echo "no libcudart.so beside nvcc or in \$CUDA_HOME/lib64"; exit 2; }
+    DEST=${BUILD_ONLY:-$OUT}
+    mkdir -p "$DEST"
+    echo "== nvcc $("$NVCC" --version | tail -1); programs in $DEST, results in $OUT"
+    build() { # name, then nvcc arguments ($ORIGIN: a libcudart.so copied beside them is found)
+        local name=$1; shift
+        "$NVCC" $ARCH -o "$DEST/$name" "$@" -Xlinker "-rpath=\$ORIGIN:$CUDA_LIB" || { echo "cannot build $name"; exit 2; }
+    }
+    build runtime_static "$P/vector_add_runtime.cu"
+    build runtime_shared -cudart shared "$P/vector_add_runtime.cu"
+    build matrixmul_static "$P/matrix_mul_runtime.cu"
+    build driver_api "$P/vector_add_driver.cu" -L "$OUT/lib" -lcuda  # (soname libcuda.so.1: the loader picks)
+    if [ -n "${BUILD_ONLY:-}" ]; then
+        cp -P "$CUDA_LIB"/libcudart.so.* "$DEST/" && echo "== built into $DEST (run with PREBUILT=$DEST)"; exit 0
+    fi
+fi
 # NVIDIA's cuda-bindings (the cuda backend's own dependency) on the library, where this Python has them
 printf '#!/bin/sh\nexec "%s" "%s" "$@"\n' "$PY" "$P/cuda_bindings_driver.py" > "$OUT/cuda_bindings"
 chmod +x "$OUT/cuda_bindings"
-PROGRAMS="runtime_static runtime_shared matrixmul_static driver_api"
+PROGRAMS="$PROGS"
 "$PY" -c "import cuda.bindings.driver" 2>/dev/null && PROGRAMS="$PROGRAMS cuda_bindings"
 args_of() { case "$1" in driver_api|cuda_bindings) echo "$ROOT/tests/kernels/kernels.ptx";; esac; }
 
@@ -56,9 +73,12 @@ CUDA_VISIBLE_DEVICES= "$OUT/runtime_static" > "$OUT/hidden_runtime_static.txt" 2
 echo "native runtime_static with CUDA_VISIBLE_DEVICES= (must fail): exit $?"
 
 SOCK="$OUT/worker.sock"; SHM="/dev/shm/kvmgpu-libcuda-gpu-$$"
-PYTHONPATH="$ROOT/guest-agent:$ROOT${PYTHONPATH:+:$PYTHONPATH}" "$PY" -c "from kvmgpu.cli import main; main()" \
-    worker --backend "${BACKEND:-cuda}" --gmem 8G --socket "$SOCK" --shm "$SHM" --region-size 256M \
-    --stats-file "$OUT/stats.json" > "$OUT/worker.log" 2>&1 &
+# (the worker as tests/gpu start it: no CLI dependencies needed beside cuda-bindings)
+PYTHONPATH="$ROOT/guest-agent:$ROOT${PYTHONPATH:+:$PYTHONPATH}" "$PY" -c "import sys
+from kvmgpu.worker.server import WorkerConfig, serve
+serve(WorkerConfig(backend=sys.argv[1], gmem=8 << 30, socket=sys.argv[2], shm=sys.argv[3], region_size=256 << 20,
+                   vm='libcuda-gpu', stats_file=sys.argv[4]))" "${BACKEND:-cuda}" "$SOCK" "$SHM" "$OUT/stats.json" \
+    > "$OUT/worker.log" 2>&1 &
 WORKER=$!
 trap 'kill $WORKER 2>/dev/null; wait $WORKER 2>/dev/null; rm -f "$SHM"' EXIT
 for _ in $(seq 200); do [ -S "$SOCK" ] && break; sleep 0.1; done
