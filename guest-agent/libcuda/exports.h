@@ -17,6 +17,13 @@
     X("cuDeviceCanAccessPeer", cuDeviceCanAccessPeer, 4000, 0)                           \
     X("cuCtxGetFlags", cuCtxGetFlags, 7000, 0)                                           \
     X("cuCtxGetStreamPriorityRange", cuCtxGetStreamPriorityRange, 5050, 0)               \
+    X("cuCtxSetCacheConfig", cuCtxSetCacheConfig, 3020, 0)                               \
+    X("cuCtxGetCacheConfig", cuCtxGetCacheConfig, 3020, 0)                               \
+    X("cuFuncSetCacheConfig", cuFuncSetCacheConfig, 3000, 0)                             \
+    X("cuKernelSetCacheConfig", cuKernelSetCacheConfig, 12000, 0)                        \
+    X("cuCtxSetSharedMemConfig", cuCtxSetSharedMemConfig, 4020, 0)                       \
+    X("cuCtxGetSharedMemConfig", cuCtxGetSharedMemConfig, 4020, 0)                       \
+    X("cuFuncSetSharedMemConfig", cuFuncSetSharedMemConfig, 4020, 0)                     \
     X("cuStreamCreateWithPriority", cuStreamCreateWithPriority, 5050, 0)                 \
     X("cuStreamGetPriority", cuStreamGetPriority, 5050, 0)                               \
     X("cuStreamGetPriority", cuStreamGetPriority_ptsz, 7000, 1)                          \

@@ -19,7 +19,7 @@ SOURCE = PROGRAMS / "vector_add_runtime.cu"
 PTX = ("-gencode", "arch=compute_80,code=compute_80")  # the fatbin carries PTX, which the sim reads
 EVERY_CHECK = ("device: count=1 name=kvmgpu sim device", "vectorAdd (0 wrong)", "saxpy on a stream (0 wrong)",
                "elapsed time not negative", "memset (0 wrong)", "streams ordered by an event (0 wrong)",
-               "streams host function and callback (11)", "stream priorities", "PCI bus id", "symbols (0 wrong, read back 2.5)", "unified copies", "unified pointer attributes", "managed memory refused: cudaErrorNotSupported",
+               "streams host function and callback (11)", "stream priorities", "PCI bus id", "symbols (0 wrong, read back 2.5)", "cache preferences (1)", "unified copies", "unified pointer attributes", "managed memory refused: cudaErrorNotSupported",
                "mapped page-locked memory refused: cudaErrorNotSupported", "freeing what is not page-locked: cuda",
                "page-locked copies", "page-locked registered range", "everything freed", "after a reset")
 

@@ -249,6 +249,15 @@ int main(int argc, char **argv)
         std::printf("%s symbols (%d wrong, read back %g)\n", wrong || back != s || !where ? "FAIL" : "OK", wrong, back);
     }
 
+    // preferences the driver may ignore: kept and read back
+    {
+        cudaFuncCache cache = cudaFuncCachePreferNone;
+        CHECK(cudaDeviceSetCacheConfig(cudaFuncCachePreferShared));
+        CHECK(cudaDeviceGetCacheConfig(&cache));
+        CHECK(cudaFuncSetCacheConfig(vectorAdd, cudaFuncCachePreferL1));
+        std::printf("%s cache preferences (%d)\n", cache == cudaFuncCachePreferShared ? "OK" : "FAIL", (int)cache);
+    }
+
     // unified addressing: cudaMemcpyDefault finds the direction, pointer attributes
     CHECK(cudaMemcpy(dc, a.data(), bytes, cudaMemcpyDefault));
     CHECK(cudaMemcpy(db, dc, bytes, cudaMemcpyDefault));
