@@ -2,10 +2,11 @@
  * streams and events. The worker has one context per session: every context here is that one,
  * and contexts only decide what is current on which thread. */
 #define _GNU_SOURCE
-#include "api.h"
+#include "export.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -182,12 +183,56 @@ CUAPI CUresult cuDeviceComputeCapability(int *major, int *minor, CUdevice dev)
     return rc;
 }
 
+/* Forwarded: the host driver's own text for the device ("0000:41:00.0"), cut to len as it cuts. */
+CUAPI CUresult cuDeviceGetPCIBusId(char *pciBusId, int len, CUdevice dev)
+{
+    CUresult rc = check_device(dev);
+    if (rc == 0)
+        rc = kvmgpu_initialised();
+    if (rc)
+        return rc;
+    if (!pciBusId || len <= 0)
+        return KVMGPU_CUDA_ERROR_INVALID_VALUE;
+    struct kvmgpu_results_device_get_pci_bus_id out;
+    rc = kvmgpu_device_get_pci_bus_id(&kvmgpu_session, &out);
+    if (rc == 0) {
+        size_t n = strnlen(out.bus_id, sizeof out.bus_id);
+        if (n > (size_t)len - 1)
+            n = (size_t)len - 1;
+        memcpy(pciBusId, out.bus_id, n);
+        pciBusId[n] = '\0';
+    }
+    return rc;
+}
+
+/* One device: no peer to reach. */
+CUAPI CUresult cuDeviceCanAccessPeer(int *can, CUdevice dev, CUdevice peer)
+{
+    CUresult rc = check_device(dev);
+    if (rc == 0)
+        rc = check_device(peer);
+    if (rc == 0 && !can)
+        rc = KVMGPU_CUDA_ERROR_INVALID_VALUE;
+    if (rc == 0)
+        *can = 0;
+    return rc;
+}
+
 /* --- contexts ---------------------------------------------------------------------------------- */
 
 static int valid_context(CUcontext ctx)
 {
     uintptr_t p = (uintptr_t)ctx, base = (uintptr_t)contexts;
     return p >= base && p < base + sizeof contexts && (p - base) % sizeof contexts[0] == 0 && ctx->used;
+}
+
+CUcontext kvmgpu_primary_context(void)
+{
+    pthread_mutex_lock(&init_lock);
+    contexts[0].used = 1;
+    contexts[0].flags = primary_flags;
+    pthread_mutex_unlock(&init_lock);
+    return &contexts[0];
 }
 
 static CUresult push(CUcontext ctx)
@@ -242,6 +287,7 @@ CUAPI CUresult cuDevicePrimaryCtxReset_v2(CUdevice dev)
         return rc;
     if (kvmgpu_initialised() == 0)
         kvmgpu_ctx_synchronize(&kvmgpu_session);
+    kvmgpu_context_storage_release(&contexts[0]); /* the runtime's state in it goes */
     pthread_mutex_lock(&init_lock);
     primary_refs = 0;
     pthread_mutex_unlock(&init_lock);
@@ -328,6 +374,7 @@ CUAPI CUresult cuCtxDestroy_v2(CUcontext ctx)
     pthread_mutex_unlock(&init_lock);
     if (!ok)
         return KVMGPU_CUDA_ERROR_INVALID_CONTEXT;
+    kvmgpu_context_storage_release(ctx);
     int kept = 0;
     for (int i = 0; i < depth; i++)
         if (stack[i] != ctx)
@@ -385,6 +432,16 @@ CUAPI CUresult cuCtxPopCurrent_v2(CUcontext *pctx)
     return KVMGPU_CUDA_SUCCESS;
 }
 
+CUAPI CUresult cuCtxGetFlags(unsigned int *flags)
+{
+    CUresult rc = kvmgpu_ready();
+    if (rc == 0 && !flags)
+        rc = KVMGPU_CUDA_ERROR_INVALID_VALUE;
+    if (rc == 0)
+        *flags = stack[depth - 1]->flags;
+    return rc;
+}
+
 CUAPI CUresult cuCtxGetDevice(CUdevice *device)
 {
     if (!device)
@@ -401,52 +458,39 @@ CUAPI CUresult cuCtxSynchronize(void)
     return rc ? rc : kvmgpu_ctx_synchronize(&kvmgpu_session);
 }
 
-/* --- forwarded as they are (one specification entry each: kvmgpu_wire/spec.py) ---------------- */
-
-CUAPI CUresult cuCtxGetFlags(unsigned int *flags)
+/* The driver API version a context was made by: 3020 (cuCtxCreate_v2's) for every context since
+ * CUDA 3.2, which is what the driver answers. */
+CUAPI CUresult cuCtxGetApiVersion(CUcontext ctx, unsigned int *version)
 {
-    if (!flags)
+    if (!initialised)
+        return KVMGPU_CUDA_ERROR_NOT_INITIALIZED;
+    if (!version)
         return KVMGPU_CUDA_ERROR_INVALID_VALUE;
-    CUresult rc = kvmgpu_ready();
-    struct kvmgpu_results_ctx_get_flags out;
-    if (rc == 0 && (rc = kvmgpu_ctx_get_flags(&kvmgpu_session, &out)) == 0)
-        *flags = out.flags;
-    return rc;
+    if (ctx && !valid_context(ctx))
+        return KVMGPU_CUDA_ERROR_INVALID_CONTEXT;
+    *version = 3020;
+    return KVMGPU_CUDA_SUCCESS;
 }
 
-CUAPI CUresult cuDeviceGetPCIBusId(char *pciBusId, int len, CUdevice dev)
+/* CUDA 13's forms naming the context (NULL: the current one); every context is the worker's one. */
+CUAPI CUresult cuCtxGetDevice_v2(CUdevice *device, CUcontext ctx)
 {
-    CUresult rc = check_device(dev);
-    if (rc == 0)
-        rc = kvmgpu_initialised();
-    if (rc)
-        return rc;
-    if (!pciBusId || len <= 0)
+    if (ctx && !valid_context(ctx))
+        return initialised ? KVMGPU_CUDA_ERROR_INVALID_CONTEXT : KVMGPU_CUDA_ERROR_NOT_INITIALIZED;
+    if (!device)
         return KVMGPU_CUDA_ERROR_INVALID_VALUE;
-    struct kvmgpu_results_device_get_pci_bus_id out;
-    rc = kvmgpu_device_get_pci_bus_id(&kvmgpu_session, &out);
-    if (rc == 0) {
-        size_t n = strnlen(out.bus_id, sizeof out.bus_id);
-        if (n > (size_t)len - 1)
-            n = (size_t)len - 1;
-        memcpy(pciBusId, out.bus_id, n);
-        pciBusId[n] = '\0';
-    }
-    return rc;
+    if (!ctx)
+        return cuCtxGetDevice(device);
+    *device = 0;
+    return KVMGPU_CUDA_SUCCESS;
 }
 
-CUAPI CUresult cuStreamGetPriority(CUstream stream, int *priority)
+CUAPI CUresult cuCtxSynchronize_v2(CUcontext ctx)
 {
-    if (!priority)
-        return KVMGPU_CUDA_ERROR_INVALID_VALUE;
-    CUresult rc = kvmgpu_ready();
-    struct kvmgpu_results_stream_get_priority out;
-    if (rc == 0 && (rc = kvmgpu_stream_get_priority(&kvmgpu_session, kvmgpu_stream(stream), &out)) == 0)
-        *priority = out.priority;
-    return rc;
-}
-
-CUAPI CUresult cuStreamGetPriority_ptsz(CUstream stream, int *priority)
-{
-    return cuStreamGetPriority(stream, priority);
+    if (ctx && !valid_context(ctx))
+        return initialised ? KVMGPU_CUDA_ERROR_INVALID_CONTEXT : KVMGPU_CUDA_ERROR_NOT_INITIALIZED;
+    if (!ctx)
+        return cuCtxSynchronize();
+    CUresult rc = kvmgpu_initialised();
+    return rc ? rc : kvmgpu_ctx_synchronize(&kvmgpu_session);
 }

@@ -17,4 +17,27 @@ CUresult kvmgpu_initialised(void);
  * null stream. */
 uint64_t kvmgpu_stream(CUstream s);
 
+/* The exported functions other files here call. */
+CUresult cuInit(unsigned int flags);
+CUresult cuDriverGetVersion(int *version);
+CUresult cuDeviceGetAttribute(int *value, CUdevice_attribute attrib, CUdevice dev);
+CUresult cuDeviceGetUuid(CUuuid *uuid, CUdevice dev);
+CUresult cuCtxGetCurrent(CUcontext *pctx);
+CUresult cuModuleLoadData(CUmodule *module, const void *image);
+CUresult cuModuleGetFunction(CUfunction *function, CUmodule module, const char *name);
+CUresult cuModuleGetGlobal_v2(CUdeviceptr *dptr, size_t *bytes, CUmodule module, const char *name);
+CUresult cuModuleUnload(CUmodule module);
+CUresult cuGetErrorName(CUresult error, const char **text);
+CUresult cuMemcpyHtoD_v2(CUdeviceptr dst, const void *src, size_t n);
+CUresult cuMemcpyDtoH_v2(void *dst, CUdeviceptr src, size_t n);
+CUresult cuMemcpyDtoD_v2(CUdeviceptr dst, CUdeviceptr src, size_t n);
+CUresult cuMemcpyHtoDAsync_v2(CUdeviceptr dst, const void *src, size_t n, CUstream stream);
+CUresult cuMemcpyDtoHAsync_v2(void *dst, CUdeviceptr src, size_t n, CUstream stream);
+CUresult cuMemcpyDtoDAsync_v2(CUdeviceptr dst, CUdeviceptr src, size_t n, CUstream stream);
+CUresult cuStreamSynchronize(CUstream stream);
+
+/* The device allocations of this process, for unified addressing (pointer.c). */
+void kvmgpu_device_memory_add(CUdeviceptr start, size_t size);
+void kvmgpu_device_memory_remove(CUdeviceptr start);
+
 #endif

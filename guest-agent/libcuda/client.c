@@ -42,6 +42,12 @@ void kvmgpu_log(const char *fmt, ...)
     fprintf(stderr, "kvmgpu: %s\n", line);
 }
 
+int kvmgpu_tracing(void)
+{
+    const char *level = getenv("KVMGPU_LOG");
+    return level && !strcmp(level, "trace");
+}
+
 void kvmgpu_client_lock(struct kvmgpu_client *c)
 {
     pthread_mutex_lock(&c->lock);
@@ -610,6 +616,9 @@ int kvmgpu_client_module_load(struct kvmgpu_client *c, const void *image, size_t
     kvmgpu_sha256(image, n, digest);
     kvmgpu_client_lock(c);
     int status = kvmgpu_module_load(c, 0, 0, digest, sizeof digest, &out); /* does the host have it? */
+    if (kvmgpu_tracing())
+        kvmgpu_log("module image of %zu bytes (sha256 %02x%02x%02x%02x...): %s", n, digest[0], digest[1], digest[2],
+                   digest[3], status == KVMGPU_CUDA_ERROR_NOT_FOUND ? "sent to the host" : "the host has it");
     if (status == KVMGPU_CUDA_ERROR_NOT_FOUND) {
         if (n > c->ring_size) {
             status = KVMGPU_CUDA_ERROR_OUT_OF_MEMORY;

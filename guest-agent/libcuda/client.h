@@ -62,5 +62,7 @@ int kvmgpu_client_module_load(struct kvmgpu_client *c, const void *image, size_t
 
 /* stderr, prefixed "kvmgpu: ", unless KVMGPU_LOG is 0 / off / quiet. */
 void kvmgpu_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* KVMGPU_LOG=trace: every cuGetProcAddress name, export table slot and module image is logged. */
+int kvmgpu_tracing(void);
 
 #endif

@@ -13,6 +13,28 @@
     X("cuDeviceGetUuid", cuDeviceGetUuid, 9020, 0)                                       \
     X("cuDeviceGetUuid", cuDeviceGetUuid_v2, 11040, 0)                                   \
     X("cuDeviceComputeCapability", cuDeviceComputeCapability, 2000, 0)                   \
+    X("cuDeviceGetPCIBusId", cuDeviceGetPCIBusId, 4010, 0)                               \
+    X("cuDeviceCanAccessPeer", cuDeviceCanAccessPeer, 4000, 0)                           \
+    X("cuCtxGetFlags", cuCtxGetFlags, 7000, 0)                                           \
+    X("cuCtxGetStreamPriorityRange", cuCtxGetStreamPriorityRange, 5050, 0)               \
+    X("cuCtxSetCacheConfig", cuCtxSetCacheConfig, 3020, 0)                               \
+    X("cuCtxGetCacheConfig", cuCtxGetCacheConfig, 3020, 0)                               \
+    X("cuFuncSetCacheConfig", cuFuncSetCacheConfig, 3000, 0)                             \
+    X("cuKernelSetCacheConfig", cuKernelSetCacheConfig, 12000, 0)                        \
+    X("cuCtxSetSharedMemConfig", cuCtxSetSharedMemConfig, 4020, 0)                       \
+    X("cuCtxGetSharedMemConfig", cuCtxGetSharedMemConfig, 4020, 0)                       \
+    X("cuFuncSetSharedMemConfig", cuFuncSetSharedMemConfig, 4020, 0)                     \
+    X("cuStreamCreateWithPriority", cuStreamCreateWithPriority, 5050, 0)                 \
+    X("cuStreamGetPriority", cuStreamGetPriority, 5050, 0)                               \
+    X("cuStreamGetPriority", cuStreamGetPriority_ptsz, 7000, 1)                          \
+    X("cuStreamWaitEvent", cuStreamWaitEvent, 3020, 0)                                   \
+    X("cuStreamWaitEvent", cuStreamWaitEvent_ptsz, 7000, 1)                              \
+    X("cuStreamAddCallback", cuStreamAddCallback, 5000, 0)                               \
+    X("cuStreamAddCallback", cuStreamAddCallback_ptsz, 7000, 1)                          \
+    X("cuLaunchHostFunc", cuLaunchHostFunc, 10000, 0)                                    \
+    X("cuLaunchHostFunc", cuLaunchHostFunc_ptsz, 10000, 1)                               \
+    X("cuEventRecordWithFlags", cuEventRecordWithFlags, 11010, 0)                        \
+    X("cuEventRecordWithFlags", cuEventRecordWithFlags_ptsz, 11010, 1)                   \
     X("cuDevicePrimaryCtxRetain", cuDevicePrimaryCtxRetain, 7000, 0)                     \
     X("cuDevicePrimaryCtxRelease", cuDevicePrimaryCtxRelease, 7000, 0)                   \
     X("cuDevicePrimaryCtxRelease", cuDevicePrimaryCtxRelease_v2, 11000, 0)               \
@@ -29,11 +51,26 @@
     X("cuCtxGetCurrent", cuCtxGetCurrent, 4000, 0)                                       \
     X("cuCtxPushCurrent", cuCtxPushCurrent_v2, 4000, 0)                                  \
     X("cuCtxPopCurrent", cuCtxPopCurrent_v2, 4000, 0)                                    \
+    X("cuCtxGetApiVersion", cuCtxGetApiVersion, 3020, 0)                                 \
     X("cuCtxGetDevice", cuCtxGetDevice, 2000, 0)                                         \
+    X("cuCtxGetDevice", cuCtxGetDevice_v2, 13000, 0)                                     \
     X("cuCtxSynchronize", cuCtxSynchronize, 2000, 0)                                     \
+    X("cuCtxSynchronize", cuCtxSynchronize_v2, 13000, 0)                                 \
     X("cuMemAlloc", cuMemAlloc_v2, 3020, 0)                                              \
     X("cuMemFree", cuMemFree_v2, 3020, 0)                                                \
     X("cuMemGetInfo", cuMemGetInfo_v2, 3020, 0)                                          \
+    X("cuMemAllocHost", cuMemAllocHost_v2, 3020, 0)                                      \
+    X("cuMemHostAlloc", cuMemHostAlloc, 2020, 0)                                         \
+    X("cuMemFreeHost", cuMemFreeHost, 2000, 0)                                           \
+    X("cuMemHostGetFlags", cuMemHostGetFlags, 2030, 0)                                   \
+    X("cuMemHostRegister", cuMemHostRegister_v2, 6050, 0)                                \
+    X("cuMemHostUnregister", cuMemHostUnregister, 4000, 0)                               \
+    X("cuMemcpy", cuMemcpy, 4000, 0)                                                     \
+    X("cuMemcpy", cuMemcpy_ptds, 7000, 1)                                                \
+    X("cuMemcpyAsync", cuMemcpyAsync, 4000, 0)                                           \
+    X("cuMemcpyAsync", cuMemcpyAsync_ptsz, 7000, 1)                                      \
+    X("cuPointerGetAttribute", cuPointerGetAttribute, 4000, 0)                           \
+    X("cuPointerGetAttributes", cuPointerGetAttributes, 7000, 0)                         \
     X("cuMemcpyHtoD", cuMemcpyHtoD_v2, 3020, 0)                                          \
     X("cuMemcpyHtoD", cuMemcpyHtoD_v2_ptds, 7000, 1)                                     \
     X("cuMemcpyDtoH", cuMemcpyDtoH_v2, 3020, 0)                                          \
@@ -59,6 +96,13 @@
     X("cuModuleUnload", cuModuleUnload, 2000, 0)                                         \
     X("cuModuleGetFunction", cuModuleGetFunction, 2000, 0)                               \
     X("cuModuleGetGlobal", cuModuleGetGlobal_v2, 3020, 0)                                \
+    X("cuModuleGetLoadingMode", cuModuleGetLoadingMode, 11070, 0)                        \
+    X("cuLibraryLoadData", cuLibraryLoadData, 12000, 0)                                  \
+    X("cuLibraryUnload", cuLibraryUnload, 12000, 0)                                      \
+    X("cuLibraryGetModule", cuLibraryGetModule, 12000, 0)                                \
+    X("cuLibraryGetKernel", cuLibraryGetKernel, 12000, 0)                                \
+    X("cuLibraryGetGlobal", cuLibraryGetGlobal, 12000, 0)                                \
+    X("cuKernelGetFunction", cuKernelGetFunction, 12000, 0)                              \
     X("cuLaunchKernel", cuLaunchKernel, 4000, 0)                                         \
     X("cuLaunchKernel", cuLaunchKernel_ptsz, 7000, 1)                                    \
     X("cuStreamCreate", cuStreamCreate, 2000, 0)                                         \
@@ -79,7 +123,4 @@
     X("cuGetErrorString", cuGetErrorString, 6000, 0)                                     \
     X("cuGetProcAddress", cuGetProcAddress, 11030, 0)                                    \
     X("cuGetProcAddress", cuGetProcAddress_v2, 12000, 0)                                 \
-    X("cuCtxGetFlags", cuCtxGetFlags, 7000, 0)                                           \
-    X("cuDeviceGetPCIBusId", cuDeviceGetPCIBusId, 4010, 0)                               \
-    X("cuStreamGetPriority", cuStreamGetPriority, 5050, 0)                               \
-    X("cuStreamGetPriority", cuStreamGetPriority_ptsz, 7000, 1)
+    X("cuGetExportTable", cuGetExportTable, 3000, 0)

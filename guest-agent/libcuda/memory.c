@@ -19,15 +19,20 @@ CUAPI CUresult cuMemAlloc_v2(CUdeviceptr *dptr, size_t bytesize)
         return KVMGPU_CUDA_ERROR_INVALID_VALUE;
     struct kvmgpu_results_mem_alloc out;
     CUresult rc = kvmgpu_mem_alloc(S, bytesize, &out);
-    if (rc == 0)
+    if (rc == 0) {
         *dptr = out.dptr;
+        kvmgpu_device_memory_add(out.dptr, bytesize);
+    }
     return rc;
 }
 
 CUAPI CUresult cuMemFree_v2(CUdeviceptr dptr)
 {
     READY();
-    return kvmgpu_mem_free(S, dptr, 0);
+    CUresult rc = kvmgpu_mem_free(S, dptr, 0);
+    if (rc == 0)
+        kvmgpu_device_memory_remove(dptr);
+    return rc;
 }
 
 CUAPI CUresult cuMemGetInfo_v2(size_t *free_bytes, size_t *total)

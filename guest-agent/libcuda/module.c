@@ -1,7 +1,7 @@
 /* Modules and launches. A module image goes to the host as its bytes (PTX text, a cubin, or a
  * fatbin: their sizes read from their headers); a kernel's parameters are packed as the
  * parameter table MODULE_GET_FUNCTION returns lays them out. */
-#include "api.h"
+#include "export.h"
 
 #include <pthread.h>
 #include <stdlib.h>
@@ -48,6 +48,12 @@ static size_t image_size(const void *image)
 CUAPI CUresult cuModuleLoadData(CUmodule *module, const void *image)
 {
     CUresult rc = kvmgpu_ready();
+    return rc ? rc : kvmgpu_image_load(module, image);
+}
+
+CUresult kvmgpu_image_load(CUmodule *module, const void *image)
+{
+    CUresult rc = kvmgpu_initialised();
     if (rc)
         return rc;
     if (!module || !image)
@@ -128,6 +134,12 @@ static CUresult remember(uint64_t handle, const struct kvmgpu_param *params, uin
 CUAPI CUresult cuModuleGetFunction(CUfunction *function, CUmodule module, const char *name)
 {
     CUresult rc = kvmgpu_ready();
+    return rc ? rc : kvmgpu_function_get(function, module, name);
+}
+
+CUresult kvmgpu_function_get(CUfunction *function, CUmodule module, const char *name)
+{
+    CUresult rc = kvmgpu_initialised();
     if (rc)
         return rc;
     if (!function || !name)
@@ -157,6 +169,12 @@ CUAPI CUresult cuModuleGetFunction(CUfunction *function, CUmodule module, const 
 CUAPI CUresult cuModuleGetGlobal_v2(CUdeviceptr *dptr, size_t *bytes, CUmodule module, const char *name)
 {
     CUresult rc = kvmgpu_ready();
+    return rc ? rc : kvmgpu_global_get(dptr, bytes, module, name);
+}
+
+CUresult kvmgpu_global_get(CUdeviceptr *dptr, size_t *bytes, CUmodule module, const char *name)
+{
+    CUresult rc = kvmgpu_initialised();
     if (rc)
         return rc;
     if (!name)
@@ -248,4 +266,13 @@ CUAPI CUresult cuLaunchKernel_ptsz(CUfunction f, unsigned int gx, unsigned int g
                                    CUstream stream, void **params, void **extra)
 {
     return cuLaunchKernel(f, gx, gy, gz, bx, by, bz, shared, stream, params, extra);
+}
+
+/* Modules are loaded when asked for (the runtime then loads its fatbins as it starts). */
+CUAPI CUresult cuModuleGetLoadingMode(int *mode)
+{
+    if (!mode)
+        return KVMGPU_CUDA_ERROR_INVALID_VALUE;
+    *mode = 1; /* CU_MODULE_EAGER_LOADING */
+    return KVMGPU_CUDA_SUCCESS;
 }

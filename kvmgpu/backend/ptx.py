@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from kvmgpu_wire.cudefs import CUresult
 
+from . import fatbin
 from .base import CudaError
 
 _SIZES = {"8": 1, "16": 2, "32": 4, "64": 8}
@@ -165,13 +166,13 @@ def _initial(kind: str, elem: int, init: str | None, size: int) -> bytes:
 
 
 def decode(image: bytes) -> str:
-    """The image as PTX text, or the CudaError a driver would give (binary images named)."""
+    """The image as PTX text (a fatbin's PTX: fatbin.py), or the CudaError a driver would give
+    (binary images named)."""
     if image[:4] == b"\x7fELF":
         _fail(CUresult.CUDA_ERROR_NO_BINARY_FOR_GPU,
               "the sim backend runs PTX only; this image is a cubin (ELF)")
-    if image[:4] == b"\x50\xed\x55\xba":
-        _fail(CUresult.CUDA_ERROR_NO_BINARY_FOR_GPU,
-              "the sim backend runs PTX only; this image is a fatbin")
+    if fatbin.is_fatbin(image):
+        image = fatbin.ptx_text(image)  # (its PTX, or the error saying what it carries instead)
     try:
         text = bytes(image).rstrip(b"\0").decode("utf-8")
     except UnicodeDecodeError:

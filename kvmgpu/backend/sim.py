@@ -2,8 +2,9 @@
 
 Not a product backend. Device memory is a bytearray per allocation at fake device addresses
 (from 0x7f00_0000_0000, 256-byte aligned, never reused); a sorted index resolves a pointer inside
-an allocation. Modules must be PTX: the entry points, their parameter layouts and the `.global`
-variables are read from the image, as the cuda backend reads them from the driver. A launch runs
+an allocation. Modules must be PTX, or a fatbin carrying PTX (fatbin.py takes it out): the entry
+points, their parameter layouts and the `.global` variables are read from the image, as the cuda
+backend reads them from the driver. A launch runs
 the Python twin registered under the entry-point name in `simkernels`; test kernels only.
 
 Everything is synchronous: streams and events exist so handles behave, and an event records the

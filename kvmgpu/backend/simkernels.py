@@ -2,7 +2,9 @@
 
 The sim backend cannot run GPU code. It reads each kernel's parameter layout from the real PTX
 image, decodes the argument bytes by it, and runs the function registered here under the same
-entry-point name. Only the test kernels are here; a kernel with no twin cannot be launched on sim.
+entry-point name. Only the test kernels are here, under their C names and, for the nvcc-built CUDA C++ test programs
+(whose kernels the runtime registers from a fatbin), their mangled names; a kernel with no twin
+cannot be launched on sim.
 
 A twin gets a `SimLaunch` (the grid, the block, device memory, the module's globals) and the
 decoded arguments. Memory is reached only through `launch.floats(ptr, count)`, which raises
@@ -50,9 +52,12 @@ class SimKernel:
 KERNELS: dict[str, SimKernel] = {}
 
 
-def kernel(params: str):
+def kernel(params: str, *mangled: str):
+    """Register a twin under its name and under the names C++ gives kernels of that signature
+    (nvcc-built CUDA C++ programs register their kernels by mangled name)."""
     def register(fn):
-        KERNELS[fn.__name__] = SimKernel(fn.__name__, params, fn)
+        for name in (fn.__name__, *mangled):
+            KERNELS[name] = SimKernel(name, params, fn)
         return fn
     return register
 
@@ -69,7 +74,7 @@ def decode_args(k: SimKernel, layout: list[tuple[int, int]], blob: bytes) -> lis
     return values
 
 
-@kernel("QQQi")
+@kernel("QQQi", "_Z9vectorAddPKfS0_Pfi", "_Z10vector_addPKfS0_Pfi")
 def vector_add(launch: SimLaunch, a: int, b: int, c: int, n: int) -> None:
     n = min(n, launch.threads_x)
     if n <= 0:
@@ -78,7 +83,7 @@ def vector_add(launch: SimLaunch, a: int, b: int, c: int, n: int) -> None:
     cv[:] = array("f", [x + y for x, y in zip(av, bv)])
 
 
-@kernel("fQQi")
+@kernel("fQQi", "_Z5saxpyfPKfPfi")
 def saxpy(launch: SimLaunch, a: float, x: int, y: int, n: int) -> None:
     n = min(n, launch.threads_x)
     if n <= 0:
@@ -113,7 +118,7 @@ def stencil1d(launch: SimLaunch, src: int, dst: int, n: int) -> None:
     ov[:] = out
 
 
-@kernel("Qi")
+@kernel("Qi", "_Z15scale_by_globalPfi")
 def scale_by_global(launch: SimLaunch, x: int, n: int) -> None:
     n = min(n, launch.threads_x)
     if n <= 0:
@@ -122,3 +127,17 @@ def scale_by_global(launch: SimLaunch, x: int, n: int) -> None:
     s = launch.floats(ptr, 1)[0]
     xv = launch.floats(x, n)
     xv[:] = array("f", [v * s for v in xv])
+
+
+@kernel("QQQii", "_Z13MatrixMulCUDAILi16EEvPfS0_S0_ii")
+def matrix_mul(launch: SimLaunch, c: int, a: int, b: int, wa: int, wb: int) -> None:
+    """C = A B as cuda-samples' matrixMul computes it: one thread per element of C, the grid
+    covering C exactly (A is rows x wa, B wa x wb, rows = grid.y * block.y)."""
+    rows, cols = launch.grid[1] * launch.block[1], launch.grid[0] * launch.block[0]
+    if rows <= 0 or cols <= 0 or wa <= 0 or wb < cols:
+        return
+    av, bv, cv = launch.floats(a, rows * wa), launch.floats(b, wa * wb), launch.floats(c, (rows - 1) * wb + cols)
+    bcols = [bv[j::wb][:wa] for j in range(cols)]
+    for i in range(rows):
+        arow = av[i * wa: (i + 1) * wa]
+        cv[i * wb: i * wb + cols] = array("f", [sum(x * y for x, y in zip(arow, bcol)) for bcol in bcols])

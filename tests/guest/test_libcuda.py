@@ -97,7 +97,11 @@ def test_bad_pointers_and_handles_are_errors(program, worker):
 def test_get_proc_address_resolves_versions_and_logs_an_unknown_name_once(program, worker):
     proc = run(program, worker, "procaddr")
     assert "OK unknown: SYMBOL_NOT_FOUND" in proc.stdout
-    assert proc.stderr.count("cuNoSuchThing is not forwarded yet") == 1, proc.stderr
+    assert proc.stderr.count("cuNoSuchThing is not a driver function") == 1, proc.stderr
+    assert "OK not forwarded: a stub, NOT_SUPPORTED" in proc.stdout
+    assert proc.stderr.count("cuMemAllocManaged is not forwarded to the vGPU") == 1, proc.stderr
+    assert proc.stderr.count("cuFromTheFuture (CUDA 99.0) and any other function newer than CUDA 13.0") == 1
+    assert "cuAlsoFromTheFuture" not in proc.stderr
     quiet = run(program, worker, "procaddr", env={"KVMGPU_LOG": "off"})
     assert "cuNoSuchThing" not in quiet.stderr
 

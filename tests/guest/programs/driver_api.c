@@ -286,6 +286,17 @@ static int run_procaddr(void)
     EXPECT(cuGetProcAddress("cuNoSuchThing", &fn, CUDA_VERSION, 0, &status), CUDA_ERROR_NOT_FOUND);
     EXPECT(cuGetProcAddress("cuNoSuchThing", &fn, CUDA_VERSION, 0, &status), CUDA_ERROR_NOT_FOUND);
     printf("%s unknown: SYMBOL_NOT_FOUND\n", status == CU_GET_PROC_ADDRESS_SYMBOL_NOT_FOUND && !fn ? "OK" : "FAIL");
+    /* a driver function the library does not forward: a stub, NOT_SUPPORTED when called */
+    CHECK(cuGetProcAddress("cuMemAllocManaged", &fn, CUDA_VERSION, 0, &status));
+    void *again = NULL;
+    CHECK(cuGetProcAddress("cuMemAllocManaged", &again, CUDA_VERSION, 0, &status));
+    typedef CUresult (*managed_fn)(CUdeviceptr *, size_t, unsigned int);
+    CUresult first = ((managed_fn)fn)(&p, 256, 1), second = ((managed_fn)fn)(&p, 256, 1);
+    printf("%s not forwarded: a stub, NOT_SUPPORTED\n",
+           fn && fn == again && first == CUDA_ERROR_NOT_SUPPORTED && second == first ? "OK" : "FAIL");
+    /* names of a newer CUDA than the library's list: NOT_FOUND, one line for all */
+    EXPECT(cuGetProcAddress("cuFromTheFuture", &fn, 99000, 0, &status), CUDA_ERROR_NOT_FOUND);
+    EXPECT(cuGetProcAddress("cuAlsoFromTheFuture", &fn, 99000, 0, &status), CUDA_ERROR_NOT_FOUND);
     printf("DONE\n");
     return 0;
 }

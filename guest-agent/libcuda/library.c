@@ -1,0 +1,109 @@
+/* cuLibrary* and cuKernel* (CUDA 12+), which the runtime uses for the fatbins it registers. A
+ * library is a module here, loaded when the library is; a kernel is the module's function: the
+ * driver lets a CUkernel be launched as a CUfunction, and so the two are one handle. */
+#include "export.h"
+
+#include <stdlib.h>
+
+#define FATBIN_WRAPPER_MAGIC 0x466243B1u
+
+struct CUlib_st {
+    CUmodule module;
+};
+typedef struct CUlib_st *CUlibrary;
+typedef struct CUfunc_st *CUkernel;
+
+/* The image of `code`: a fatbin wrapper (what nvcc's code registers) is followed to its fatbin. */
+static const void *image_of(const void *code)
+{
+    const uint32_t *w = code;
+    if (w[0] == FATBIN_WRAPPER_MAGIC) {
+        const void *const *fatbin = (const void *const *)((const uint8_t *)code + 8);
+        return *fatbin;
+    }
+    return code;
+}
+
+CUAPI CUresult cuLibraryLoadData(CUlibrary *library, const void *code, CUjit_option *jit_options, void **jit_values,
+                                 unsigned int njit, int *options, void **values, unsigned int noptions)
+{
+    (void)jit_options, (void)jit_values, (void)njit, (void)options, (void)values, (void)noptions;
+    CUresult rc = kvmgpu_initialised();
+    if (rc)
+        return rc;
+    if (!library || !code)
+        return KVMGPU_CUDA_ERROR_INVALID_VALUE;
+    struct CUlib_st *lib = calloc(1, sizeof *lib);
+    if (!lib)
+        return KVMGPU_CUDA_ERROR_OUT_OF_MEMORY;
+    const void *image = image_of(code);
+    if (!image) {
+        free(lib);
+        return KVMGPU_CUDA_ERROR_INVALID_IMAGE;
+    }
+    rc = kvmgpu_fatbin_load(&lib->module, image);
+    if (rc) {
+        free(lib);
+        return rc;
+    }
+    if (kvmgpu_tracing())
+        kvmgpu_log("cuLibraryLoadData: library %p, module %p", (void *)lib, (void *)lib->module);
+    *library = lib;
+    return KVMGPU_CUDA_SUCCESS;
+}
+
+CUAPI CUresult cuLibraryUnload(CUlibrary library)
+{
+    if (!library)
+        return KVMGPU_CUDA_ERROR_INVALID_HANDLE;
+    CUresult rc = kvmgpu_initialised();
+    if (rc == 0)
+        rc = kvmgpu_module_unload(&kvmgpu_session, (uint64_t)(uintptr_t)library->module, 0);
+    free(library);
+    return rc;
+}
+
+CUAPI CUresult cuLibraryGetModule(CUmodule *module, CUlibrary library)
+{
+    if (!module)
+        return KVMGPU_CUDA_ERROR_INVALID_VALUE;
+    if (!library)
+        return KVMGPU_CUDA_ERROR_INVALID_HANDLE;
+    *module = library->module;
+    return KVMGPU_CUDA_SUCCESS;
+}
+
+CUAPI CUresult cuLibraryGetKernel(CUkernel *kernel, CUlibrary library, const char *name)
+{
+    if (!kernel || !name)
+        return KVMGPU_CUDA_ERROR_INVALID_VALUE;
+    if (!library)
+        return KVMGPU_CUDA_ERROR_INVALID_HANDLE;
+    CUfunction f;
+    CUresult rc = kvmgpu_function_get(&f, library->module, name);
+    if (kvmgpu_tracing())
+        kvmgpu_log("cuLibraryGetKernel(%p, %.256s): %d", (void *)library, name, rc);
+    if (rc && rc != KVMGPU_CUDA_ERROR_DEVICE_UNAVAILABLE) /* the runtime shows only its own error */
+        kvmgpu_log("the vGPU cannot run kernel %.256s: %s", name,
+                   kvmgpu_session.last_error[0] ? kvmgpu_session.last_error : "no reason given");
+    if (rc == 0)
+        *kernel = f;
+    return rc;
+}
+
+CUAPI CUresult cuKernelGetFunction(CUfunction *function, CUkernel kernel)
+{
+    if (!function)
+        return KVMGPU_CUDA_ERROR_INVALID_VALUE;
+    if (!kernel)
+        return KVMGPU_CUDA_ERROR_INVALID_HANDLE;
+    *function = kernel;
+    return KVMGPU_CUDA_SUCCESS;
+}
+
+CUAPI CUresult cuLibraryGetGlobal(CUdeviceptr *dptr, size_t *bytes, CUlibrary library, const char *name)
+{
+    if (!library)
+        return KVMGPU_CUDA_ERROR_INVALID_HANDLE;
+    return kvmgpu_global_get(dptr, bytes, library->module, name);
+}
