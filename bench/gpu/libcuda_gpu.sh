@@ -6,7 +6,8 @@
 #
 # Builds guest-agent/libcuda into $OUT/lib and, with nvcc, the test programs: the runtime program
 # (tests/guest/programs/vector_add_runtime.cu) with cudart static and shared, a cuda-samples style
-# matrixMul (matrix_mul_runtime.cu), and the driver-API
+# matrixMul (matrix_mul_runtime.cu), PyTorch, CuPy and numba-cuda where this Python has them
+# (frameworks.py; FRAMEWORKS="torch" picks), and the driver-API
 # vectorAdd (vector_add_driver.cu, -lcuda, the PTX of tests/kernels), and where this Python has
 # NVIDIA's cuda-bindings, cuda_bindings_driver.py. Each runs natively, then as
 # a guest: CUDA_VISIBLE_DEVICES= (the GPU hidden from the guest process only, so that nothing but
@@ -59,14 +60,21 @@ printf '#!/bin/sh\nexec "%s" "%s" "$@"\n' "$PY" "$P/cuda_bindings_driver.py" > "
 chmod +x "$OUT/cuda_bindings"
 PROGRAMS="$PROGS"
 "$PY" -c "import cuda.bindings.driver" 2>/dev/null && PROGRAMS="$PROGRAMS cuda_bindings"
+# what users run (tests/guest/programs/frameworks.py), where this Python has it: each check is a line
+for fw in ${FRAMEWORKS-torch cupy numba}; do
+    module=$fw; [ "$fw" = numba ] && module=numba.cuda
+    "$PY" -c "import $module" 2>/dev/null || { echo "(no $fw in $PY)"; continue; }
+    printf '#!/bin/sh\nexec "%s" "%s" %s\n' "$PY" "$P/frameworks.py" "$fw" > "$OUT/fw_$fw"
+    chmod +x "$OUT/fw_$fw"; PROGRAMS="$PROGRAMS fw_$fw"
+done
 args_of() { case "$1" in driver_api|cuda_bindings) echo "$ROOT/tests/kernels/kernels.ptx";; esac; }
 
 # the results a program prints that must equal the native run's (not the device's name or size,
 # nor managed memory, which a VM is not given)
-results() { grep -E '^(OK|FAIL) (round trip|module and function|vectorAdd|matrixMul|saxpy|memset|streams|symbols|unified|page-locked|after a reset|elapsed)' "$1" | sort; }
+results() { grep -E '^(OK|FAIL) (torch |cupy |numba |round trip|module and function|vectorAdd|matrixMul|saxpy|memset|streams|symbols|unified|page-locked|after a reset|elapsed)' "$1" | sort; }
 
 for p in $PROGRAMS; do
-    "$OUT/$p" $(args_of "$p") > "$OUT/native_$p.txt" 2>&1
+    timeout 300 "$OUT/$p" $(args_of "$p") > "$OUT/native_$p.txt" 2>&1
     echo "native $p: exit $?"
 done
 CUDA_VISIBLE_DEVICES= "$OUT/runtime_static" > "$OUT/hidden_runtime_static.txt" 2>&1
@@ -90,7 +98,7 @@ same() { # a forwarded run finished and printed the native run's results
 }
 status=0
 for p in $PROGRAMS; do
-    env CUDA_VISIBLE_DEVICES= KVMGPU_SOCKET="$SOCK" KVMGPU_SHM="$SHM" LD_LIBRARY_PATH="$OUT/lib" \
+    timeout 300 env CUDA_VISIBLE_DEVICES= KVMGPU_SOCKET="$SOCK" KVMGPU_SHM="$SHM" LD_LIBRARY_PATH="$OUT/lib" \
         "$OUT/$p" $(args_of "$p") > "$OUT/forwarded_$p.txt" 2>&1
     rc=$?
     if [ $rc -eq 0 ] && same "$p"; then
