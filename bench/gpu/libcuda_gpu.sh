@@ -10,8 +10,9 @@
 # (frameworks.py; FRAMEWORKS="torch" picks), and the driver-API
 # vectorAdd (vector_add_driver.cu, -lcuda, the PTX of tests/kernels), and where this Python has
 # NVIDIA's cuda-bindings, cuda_bindings_driver.py. Each runs natively, then as
-# a guest: CUDA_VISIBLE_DEVICES= (the GPU hidden from the guest process only, so that nothing but
-# forwarded calls can succeed) and $OUT/lib first on LD_LIBRARY_PATH, against
+# a guest: the GPU hidden from the guest process only (its /dev/nvidia* are /dev/null in a mount
+# namespace, or CUDA_VISIBLE_DEVICES=), so that nothing but forwarded calls can succeed, and
+# $OUT/lib first on LD_LIBRARY_PATH, against
 # `kvmgpu worker --backend cuda` in loopback. Writes $OUT/{native,forwarded}_<program>.txt, the
 # worker's log and counters ($OUT/worker.log, $OUT/stats.json), $OUT/summary.txt; exits 1 when a
 # result differs from the native run's or a forwarded run fails. (BACKEND=sim tries the script
@@ -77,8 +78,19 @@ for p in $PROGRAMS; do
     timeout 300 "$OUT/$p" $(args_of "$p") > "$OUT/native_$p.txt" 2>&1
     echo "native $p: exit $?"
 done
-CUDA_VISIBLE_DEVICES= "$OUT/runtime_static" > "$OUT/hidden_runtime_static.txt" 2>&1
-echo "native runtime_static with CUDA_VISIBLE_DEVICES= (must fail): exit $?"
+# The GPU hidden from the guest processes: where this shell may, a mount namespace in which every
+# /dev/nvidia* is /dev/null (the driver cannot open the GPU: as in a VM, and NVML and PyTorch's
+# device count, which reads CUDA_VISIBLE_DEVICES itself, see what the guest library says); else
+# CUDA_VISIBLE_DEVICES= (enough for the driver, not for PyTorch's count).
+HIDE="env CUDA_VISIBLE_DEVICES="
+if unshare -m true 2>/dev/null; then
+    HIDE="unshare -m $ROOT/bench/gpu/without_gpu.sh"
+    echo "== the guest processes run without /dev/nvidia* (unshare -m)"
+else
+    echo "== the guest processes run with CUDA_VISIBLE_DEVICES= (no unshare -m here)"
+fi
+$HIDE "$OUT/runtime_static" > "$OUT/hidden_runtime_static.txt" 2>&1
+echo "native runtime_static with the GPU hidden (must fail): exit $?"
 
 SOCK="$OUT/worker.sock"; SHM="/dev/shm/kvmgpu-libcuda-gpu-$$"
 # (the worker as tests/gpu start it: no CLI dependencies needed beside cuda-bindings)
@@ -98,7 +110,7 @@ same() { # a forwarded run finished and printed the native run's results
 }
 status=0
 for p in $PROGRAMS; do
-    timeout 300 env CUDA_VISIBLE_DEVICES= KVMGPU_SOCKET="$SOCK" KVMGPU_SHM="$SHM" LD_LIBRARY_PATH="$OUT/lib" \
+    timeout 300 $HIDE env KVMGPU_SOCKET="$SOCK" KVMGPU_SHM="$SHM" LD_LIBRARY_PATH="$OUT/lib" \
         "$OUT/$p" $(args_of "$p") > "$OUT/forwarded_$p.txt" 2>&1
     rc=$?
     if [ $rc -eq 0 ] && same "$p"; then
