@@ -490,11 +490,41 @@ def build(cache: Path | None = None, agent_dir: Path | None = None, log: Log | N
 
 def _prune(cache: Path, keep: set[str], keep_last: int = 3) -> None:
     """Drop old layers, keeping the newest few of each kind."""
-    for prefix in ("base-", "agent-", "initrd-"):
+    for prefix in ("base-", "agent-", "initrd-", "cuda-"):
         olds = sorted((p for p in cache.glob(prefix + "*") if p.name not in keep),
                       key=lambda p: p.stat().st_mtime, reverse=True)
         for p in olds[keep_last:]:
             p.unlink(missing_ok=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# a CUDA C program for the guest (built on the host: the guest has no compiler)
+
+CUDA_PROGRAM = REPO / "tests" / "guest" / "programs" / "vector_add_runtime.cu"
+
+
+def cuda_program(cache: Path | None = None, log: Log | None = None, source: Path = CUDA_PROGRAM) -> Path | None:
+    """`source` built by nvcc to run in the test guest: CUDA's runtime linked static (nvcc's
+    default) and so are the C++ library and libgcc (the image has only libc), the kernels as PTX
+    (the sim backend reads PTX; a GPU compiles it). Cached by the source's and nvcc's hash. None
+    where there is no nvcc (the CUDA toolkit), with the reason logged."""
+    log = log or _default_log
+    nvcc = shutil.which("nvcc") or ("/usr/local/cuda/bin/nvcc" if os.path.exists("/usr/local/cuda/bin/nvcc") else None)
+    if nvcc is None:
+        log("no nvcc here (the CUDA toolkit): the CUDA C program is left out")
+        return None
+    cache = Path(cache) if cache else cache_root()
+    version = _run([nvcc, "--version"]).strip().splitlines()[-1]
+    out = cache / f"cuda-{source.stem}-{_sha(BUILDER_VERSION, version, source.read_bytes())}"
+    if out.exists():
+        return out
+    cache.mkdir(parents=True, exist_ok=True)
+    log(f"building {source.name} with {version} ...")
+    tmp = out.with_suffix(".tmp")
+    subprocess.run([nvcc, "-gencode", "arch=compute_80,code=compute_80", "-o", str(tmp), str(source),
+                    "-Xcompiler", "-static-libstdc++,-static-libgcc"], check=True, capture_output=True)
+    tmp.rename(out)
+    return out
 
 
 # ----------------------------------------------------------------------------------------------

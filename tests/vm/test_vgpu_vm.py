@@ -1,7 +1,8 @@
 """Issue 4's proof, end to end in one VM: the real `kvmgpu attach` CLI on a TCG test guest, the real
 `kvmgpu daemon` (temporary configuration, simulated GPU) starting the real worker when the VM
 boots, and, in the guest, the guest agent and unmodified cuda-python programs run through
-`kvmgpu-guest run`, several at once.
+`kvmgpu-guest run`, several at once, and an nvcc-built CUDA C program (NVIDIA's runtime, linked
+static) on the guest's libcuda.so.1 where the host has nvcc.
 
 In the guest (one boot): `kvmgpu-guest info`; three processes at once (guest-agent/examples/
 vector_demo.py: vector_add on random data + an allocation past the quota; tests/vm/programs/
@@ -33,7 +34,10 @@ from pathlib import Path
 
 import pytest
 
-from guestvm import GuestVM
+from guestvm import GuestVM, build_image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "guest"))
+from test_cudart import EVERY_CHECK  # noqa: E402  (the checks the program prints, as in loopback)
 
 pytestmark = [pytest.mark.vm, pytest.mark.libvirt]
 
@@ -61,6 +65,13 @@ wait $p3; e3=$?
 cat /tmp/vector.log; echo "VECTOR-EXIT $e1"
 cat /tmp/holder.log; echo "HOLDER-EXIT $e2"
 cat /tmp/taker.log; echo "TAKER-EXIT $e3"
+echo "=== a CUDA C program (nvcc, the runtime linked static) on the guest's libcuda.so.1"
+if [ -x vector_add_runtime ]; then
+  kvmgpu-guest run -- ./vector_add_runtime > /tmp/cuda_c.log 2>&1; e4=$?
+  cat /tmp/cuda_c.log; echo "CUDA-C-EXIT $e4"
+else
+  echo "CUDA-C-SKIPPED (no nvcc on the host)"
+fi
 echo "=== vgpu_bench"
 kvmgpu-guest run -- python3 vgpu_bench.py --seconds 0.5 --sizes 1M,8M
 echo "BENCH-EXIT $?"
@@ -206,10 +217,12 @@ def test_vgpu_vm_end_to_end(guest_vm: GuestVM, kvmgpu_env, capsys):
     try:
         # 1. the test guest, defined (not started) with the agent on and the payload; the REAL attach
         guest_vm.cmdline = "kvmgpu.agent=1"
-        guest_vm.define(PAYLOAD, files={"vector_demo.py": EXAMPLES / "vector_demo.py",
-                                        "vgpu_bench.py": EXAMPLES / "vgpu_bench.py",
-                                        "quota_share.py": HERE / "programs" / "quota_share.py",
-                                        "kernels.ptx": PTX})
+        files = {"vector_demo.py": EXAMPLES / "vector_demo.py", "vgpu_bench.py": EXAMPLES / "vgpu_bench.py",
+                 "quota_share.py": HERE / "programs" / "quota_share.py", "kernels.ptx": PTX}
+        cuda_c = build_image.cuda_program()  # None where there is no nvcc
+        if cuda_c is not None:
+            files["vector_add_runtime"] = cuda_c
+        guest_vm.define(PAYLOAD, files=files)
         r = kvmgpu_cli(env, "attach", name, "--gmem", "256M", "--compute", "50", "--json")
         assert r.returncode == 0, f"attach failed ({r.returncode}):\n{r.stdout}\n{r.stderr}"
         attached = json.loads(r.stdout)
@@ -274,6 +287,13 @@ def test_vgpu_vm_end_to_end(guest_vm: GuestVM, kvmgpu_env, capsys):
         assert taker["rest_alloc"] == "CUDA_SUCCESS" and taker["ok"], diag
         pids = {holder["pid"], taker["pid"]}
         assert len(pids) == 2, diag
+        # the nvcc-built CUDA C program: NVIDIA's runtime (static) on the guest's libcuda.so.1, every check OK
+        if cuda_c is not None:
+            assert "CUDA-C-EXIT 0" in console, diag
+            for check in EVERY_CHECK:
+                assert f"OK {check}" in console, f"{check!r} not OK in the guest\n{diag}"
+        else:
+            assert "CUDA-C-SKIPPED" in console, diag
         # the bench
         assert "BENCH-EXIT 0" in console, diag
         bench = json.loads(lines(console, "VGPU_BENCH_JSON ")[-1].split(" ", 1)[1])
