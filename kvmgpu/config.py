@@ -8,6 +8,7 @@ from dataclasses import dataclass, fields
 
 from .errors import InvalidInput
 from .sizes import parse_size
+from .vgpu import check_region_size
 
 DEFAULT_PATH = "/etc/kvmgpu/kvmgpu.toml"
 
@@ -25,10 +26,7 @@ class Config:
                                             # (the rule: kvmgpu.domain.host.channel_group)
 
     def __post_init__(self) -> None:
-        size = self.region_size
-        if size < (1 << 20) or size & (size - 1):
-            raise InvalidInput(f"region_size {size} bytes is not a power of two of at least 1M",
-                               "ivshmem needs a power-of-two size, e.g. region_size = \"256M\"")
+        check_region_size(self.region_size, "region_size")
         if self.context_overhead < 0:
             raise InvalidInput("context_overhead must not be negative")
         if not 0 < self.metrics_port < 65536:

@@ -39,6 +39,18 @@ def channel_path(config, vm: str) -> str:
     return os.path.join(config.channel_dir, f"{vm}.sock")
 
 
+MAX_REGION = 16 << 30  # the largest shared region a vGPU may ask for (it is the VM's memory too)
+
+
+def check_region_size(size: int, what: str = "--region") -> None:
+    """Raise InvalidInput unless `size` can be an ivshmem region: a power of two, 1 MiB to 16 GiB."""
+    from .errors import InvalidInput
+    if size < (1 << 20) or size > MAX_REGION or size & (size - 1):
+        raise InvalidInput(f"{what} {size} bytes is not a power of two from 1M to 16G",
+                           "ivshmem needs a power-of-two size, e.g. 256M (the default); a bigger region "
+                           "gives page-locked memory and bulk copies more room")
+
+
 def check_settings(gmem: int, compute: int, compute_mode: str) -> None:
     """Raise InvalidInput unless the settings make a vGPU: gmem > 0, compute 1..100, a known mode."""
     from .errors import InvalidInput

@@ -45,7 +45,7 @@ def _parse_gpu(text: str) -> int | None:
 
 
 def _settings(v: VGpu) -> str:
-    return f"{format_size(v.gmem)}, compute {v.compute}% ({v.compute_mode}) on GPU {v.gpu}"
+    return f"{format_size(v.gmem)}, compute {v.compute}% ({v.compute_mode}) on GPU {v.gpu}, region {format_size(v.region_size)}"
 
 
 @reports_errors
@@ -57,17 +57,21 @@ def attach(vm: str = typer.Argument(..., help="libvirt domain name"),
            compute_mode: Optional[str] = typer.Option(None, "--compute-mode", help="limit | share "
                                                       "(default: the vGPU's; share for a new one)"),
            gpu: str = typer.Option("auto", "--gpu", help="auto (the GPU it has, if it fits) | GPU index"),
+           region: Optional[str] = typer.Option(None, "--region", help="the VM's shared-memory region with "
+                                                "its worker, a power of two from 1M to 16G (default: the "
+                                                "vGPU's; region_size of kvmgpu.toml, 256M, for a new one)"),
            connect: Optional[str] = typer.Option(None, "--connect", "-c", help=CONNECT_HELP),
            as_json: bool = typer.Option(False, "--json", help="print the result as JSON")) -> None:
     """Give VM a vGPU (or change its vGPU) in its persistent configuration. On a VM that has one,
     what is not given is kept."""
     size = None if gmem is None else parse_size(gmem, "--gmem")
+    region_size = None if region is None else parse_size(region, "--region")
     want = _parse_gpu(gpu)
     config = load_config()
     gpus = inventory.discover(config)
     host = _host()
     conn = host.open_connection(connect)
-    change = host.attach(conn, config, gpus, vm, size, compute, compute_mode, want)
+    change = host.attach(conn, config, gpus, vm, size, compute, compute_mode, want, region_size)
     v = change.vgpu
     what = _settings(v)
     if not change.changed:

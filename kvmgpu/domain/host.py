@@ -21,7 +21,7 @@ import kvmgpu.data
 
 from ..errors import InvalidInput, KvmgpuError, LibvirtUnavailable, NotFound, PermissionDenied
 from ..placement import choose_gpu
-from ..vgpu import DEFAULT_COMPUTE, DEFAULT_COMPUTE_MODE, VGpu, channel_path, check_settings
+from ..vgpu import DEFAULT_COMPUTE, DEFAULT_COMPUTE_MODE, VGpu, channel_path, check_region_size, check_settings
 from . import xml
 
 DEFAULT_URI = "qemu:///system"
@@ -286,7 +286,7 @@ def _placement_lock(config):
 
 
 def attach(conn, config, gpus, vm: str, gmem: int | None, compute: int | None = None,
-           compute_mode: str | None = None, gpu: int | None = None) -> Change:
+           compute_mode: str | None = None, gpu: int | None = None, region_size: int | None = None) -> Change:
     """Give `vm` a vGPU (or update its vGPU, keeping its id) in the domain's persistent config.
 
     `gpus` is the host's inventory; `gpu` an index or None for auto placement (the GPU it has, if
@@ -296,6 +296,8 @@ def attach(conn, config, gpus, vm: str, gmem: int | None, compute: int | None = 
     result would be the domain as it was. Raises before touching the domain for bad settings, bad
     names, unknown VMs and no room."""
     xml.check_vm_name(vm)
+    if region_size is not None:
+        check_region_size(region_size)
     check_settings(1 if gmem is None else gmem, DEFAULT_COMPUTE if compute is None else compute,
                    DEFAULT_COMPUTE_MODE if compute_mode is None else compute_mode)
     path = channel_path(config, vm)
@@ -328,7 +330,8 @@ def attach(conn, config, gpus, vm: str, gmem: int | None, compute: int | None = 
                             config.context_overhead, want=gpu, vm=vm, live=running_vgpus(conn))
         vgpu = VGpu(id=current.id if current else str(uuid.uuid4()), vm=vm, gpu=chosen.index,
                     gpu_uuid=chosen.uuid, gmem=gmem, compute=compute, compute_mode=compute_mode,
-                    region_size=current.region_size if current else config.region_size)
+                    region_size=region_size if region_size is not None
+                    else current.region_size if current else config.region_size)
         before = xml.controllers(root)
         xml.apply_vgpu(root, vgpu, path)
         running = bool(dom.isActive())

@@ -43,6 +43,8 @@ def main(argv):
                 "vm": vm, "gpu": int(opts.get("--gpu", old.get("gpu", 0))), "gmem": gmem,
                 "compute": int(opts.get("--compute", old.get("compute", 100))),
                 "compute_mode": opts.get("--compute-mode", old.get("compute_mode", "share")),
+                "region_size": (int(opts["--region"].rstrip("M")) << 20) if "--region" in opts
+                else old.get("region_size", 256 << 20),
                 "state": "shutoff"}
     json.dump(state, open(STATE, "w"))
     print(json.dumps(out))

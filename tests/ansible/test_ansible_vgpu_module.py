@@ -52,6 +52,12 @@ def test_present_absent_check_and_diff(play, fake):
     assert fake["vgpus"]()["vm01"]["compute"] == 70 and fake["vgpus"]()["vm01"]["gmem"] == 8 << 30
     assert fake["calls"]("attach")[-1][fake["calls"]("attach")[-1].index("--gpu") + 1] == "0"
 
+    # The region is compared and passed like the other settings.
+    assert play([{"vm": "vm01", "region": "1024M"}]).changed == 1
+    assert fake["vgpus"]()["vm01"]["region_size"] == 1 << 30 and fake["vgpus"]()["vm01"]["compute"] == 70
+    assert "--region" in fake["calls"]("attach")[-1]
+    assert play([{"vm": "vm01", "region": "1G"}]).changed == 0
+
     gone = [{"vm": "vm01", "state": "absent"}]
     run = play(gone, "--check", "--diff")
     assert run.changed == 1 and "vm01" in fake["vgpus"](), run.output

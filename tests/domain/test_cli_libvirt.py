@@ -37,8 +37,8 @@ def test_a_reattach_with_only_gmem_keeps_compute_and_mode(make_domain, kvmgpu):
     assert r.returncode == 0, r.stderr
     r = kvmgpu("attach", name, "--gmem", "8G")
     assert r.returncode == 0, r.stderr
-    assert r.stdout.startswith(f"updated {name}'s vGPU: 8 GiB, compute 30% (limit) on GPU 0 "
-                               f"(was 4 GiB, compute 30% (limit) on GPU 0)"), r.stdout
+    assert r.stdout.startswith(f"updated {name}'s vGPU: 8 GiB, compute 30% (limit) on GPU 0, region 256 MiB "
+                               f"(was 4 GiB, compute 30% (limit) on GPU 0, region 256 MiB)"), r.stdout
     r = kvmgpu("attach", name, "--compute", "60", "--json")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
@@ -47,6 +47,34 @@ def test_a_reattach_with_only_gmem_keeps_compute_and_mode(make_domain, kvmgpu):
     listed = json.loads(kvmgpu("list", "--json").stdout)
     mine = [v for v in listed if v["vm"] == name]
     assert [(v["gmem"], v["compute"], v["compute_mode"]) for v in mine] == [(8 * G, 60, "limit")]
+
+
+def test_region_is_a_vgpu_setting_kept_on_reattach(make_domain, kvmgpu):
+    dom = make_domain()
+    name = dom.name()
+    r = kvmgpu("attach", name, "--gmem", "4G", "--region", "1G", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["vgpu"]["region_size"] == G
+    shmem = "<shmem name='kvmgpu-" + name + "'>"
+    xml = dom.XMLDesc(0)
+    assert shmem in xml and "<size unit='M'>1024</size>" in xml, xml
+    r = kvmgpu("attach", name, "--gmem", "8G")          # not named: kept
+    assert r.returncode == 0 and r.stdout.rstrip().endswith("region 1 GiB (was 4 GiB, compute 100% (share) "
+                                                            "on GPU 0, region 1 GiB)"), r.stdout
+    assert "<size unit='M'>1024</size>" in dom.XMLDesc(0)
+    listed = [v for v in json.loads(kvmgpu("list", "--json").stdout) if v["vm"] == name]
+    assert [v["region_size"] for v in listed] == [G]
+
+
+@pytest.mark.parametrize("region", ["300M", "32G", "512K"])
+def test_a_bad_region_is_refused_and_changes_nothing(make_domain, kvmgpu, region):
+    dom = make_domain()
+    before = dom.XMLDesc(0)
+    r = kvmgpu("attach", dom.name(), "--gmem", "4G", "--region", region)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert r.stderr.startswith("error: --region ") and "power of two from 1M to 16G" in r.stderr, r.stderr
+    assert "hint: ivshmem needs a power-of-two size" in r.stderr, r.stderr
+    assert dom.XMLDesc(0) == before
 
 
 def test_a_new_vgpu_needs_gmem(make_domain, kvmgpu):

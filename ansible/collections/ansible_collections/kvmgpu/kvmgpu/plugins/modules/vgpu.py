@@ -49,6 +49,12 @@ options:
       - Left out, a new vGPU gets kvmgpu's default and an existing one keeps its mode.
     type: str
     choices: [limit, share]
+  region:
+    description:
+      - The shared-memory region between the VM and its worker, a power of two from C(1M) to C(16G),
+        in libvirt's units.
+      - Left out, a new vGPU gets kvmgpu.toml's C(region_size) (256M) and an existing one keeps its region.
+    type: str
   gpu:
     description:
       - Which GPU the vGPU goes on, by index as C(kvmgpu gpus) lists them, or C(auto) to let kvmgpu
@@ -160,7 +166,7 @@ _BINARY = {"": 1, "b": 1, "k": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mib": 1 <
            "g": 1 << 30, "gib": 1 << 30, "t": 1 << 40, "tib": 1 << 40, "p": 1 << 50, "pib": 1 << 50}
 _DECIMAL = {"kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "pb": 10**15}
 _SIZE = re.compile(r"^\s*(\d+)\s*([a-zA-Z]*)\s*$")
-_COMPARED = ("gpu", "gmem", "compute", "compute_mode")
+_COMPARED = ("gpu", "gmem", "compute", "compute_mode", "region_size")
 
 
 def parse_size(text):
@@ -233,6 +239,8 @@ def desired_vgpu(params, current):
     for key in ("compute", "compute_mode"):
         if params[key] is not None:
             want[key] = params[key]
+    if params["region"] is not None:
+        want["region_size"] = parse_size(params["region"])
     gpu = params["gpu"]
     if gpu not in (None, "auto"):
         want["gpu"] = int(gpu)
@@ -251,6 +259,8 @@ def attach_command(kvmgpu, params):
         args += ["--compute", str(params["compute"])]
     if params["compute_mode"] is not None:
         args += ["--compute-mode", params["compute_mode"]]
+    if params["region"] is not None:
+        args += ["--region", str(params["region"]).strip()]
     if params["gpu"] not in (None, "auto"):
         args += ["--gpu", str(params["gpu"])]
     return kvmgpu.command("attach", *args)
@@ -302,6 +312,7 @@ def main():
             gmem=dict(type="str"),
             compute=dict(type="int"),
             compute_mode=dict(type="str", choices=["limit", "share"]),
+            region=dict(type="str"),
             gpu=dict(type="str", default="auto"),
             state=dict(type="str", choices=["present", "absent"], default="present"),
             connect=dict(type="str"),
