@@ -11,10 +11,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "json.h"
@@ -28,6 +30,12 @@
 #define AGENT_SOCKET "/run/kvmgpu-guest/agent.sock" /* kvmgpu_guest/agent.py AGENT_SOCKET */
 #define SHARED_WINDOW_PART 16 /* through the agent a session asks for 1/16 of the region (client.py) */
 #define LIB_VERSION "0.1.0"
+
+/* The mailbox's words (u32 indexes; kvmgpu_wire/mailbox.py) and its two halves. */
+enum { BOX_POST = 0, BOX_SIZE = 1, BOX_ASLEEP = 2, BOX_ANSWER = 16, BOX_LENGTH = 17, BOX_AWAKE = 18 };
+#define BOX_HEAD 128
+#define BOX_REQUEST_MAX ((KVMGPU_MAILBOX_BYTES - BOX_HEAD) / 2)
+#define BOX_REPLY_MAX (KVMGPU_MAILBOX_BYTES - BOX_HEAD - BOX_REQUEST_MAX)
 
 void kvmgpu_log(const char *fmt, ...)
 {
@@ -56,6 +64,62 @@ void kvmgpu_client_lock(struct kvmgpu_client *c)
 void kvmgpu_client_unlock(struct kvmgpu_client *c)
 {
     pthread_mutex_unlock(&c->lock);
+}
+
+/* --- settings (the same KVMGPU_* variables as the Python client's: kvmgpu_guest/config.py) ------ */
+
+/* `name`'s value from `low` to `high`, else `fallback` when unset; -1 with a message when bad. */
+static int setting(const char *name, unsigned long long low, unsigned long long high, unsigned long long fallback,
+                   unsigned long long *out, char *err, size_t errlen)
+{
+    const char *text = getenv(name);
+    *out = fallback;
+    if (!text || !*text)
+        return 0;
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(text, &end, 10);
+    if (errno || *end || *text == '-' || v < low || v > high) {
+        snprintf(err, errlen, "%s=%.40s is not a whole number from %llu to %llu: fix or unset it", name, text, low,
+                 high);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+/* A yes/no setting: 1/0, yes/no, true/false, on/off (as kvmgpu_guest/config.py reads them). */
+static int flag(const char *name, int fallback, int *out, char *err, size_t errlen)
+{
+    static const char *const yes[] = {"1", "yes", "true", "on"}, *const no[] = {"0", "no", "false", "off"};
+    const char *text = getenv(name);
+    *out = fallback;
+    if (!text || !*text)
+        return 0;
+    for (int i = 0; i < 4; i++) {
+        if (!strcasecmp(text, yes[i]) || !strcasecmp(text, no[i])) {
+            *out = !strcasecmp(text, yes[i]);
+            return 0;
+        }
+    }
+    snprintf(err, errlen, "%s=%.40s is not 0 or 1 (or yes/no, true/false, on/off): fix or unset it", name, text);
+    return -1;
+}
+
+static int read_settings(struct kvmgpu_client *c, char *err, size_t errlen)
+{
+    unsigned long long batch, first, poll;
+    int mailbox;
+    if (setting("KVMGPU_BATCH_BYTES", 1, 16 << 20, 4096, &batch, err, errlen) ||
+        setting("KVMGPU_FIRST_BATCH", 1, 16 << 20, 512, &first, err, errlen) ||
+        setting("KVMGPU_POLL_US", 0, 1000000, 50, &poll, err, errlen) ||
+        flag("KVMGPU_MAILBOX", 1, &mailbox, err, errlen))
+        return -1;
+    c->batch_bytes = batch;
+    c->first_batch = first < batch ? first : batch;
+    c->poll_us = (unsigned)poll;
+    c->want_box = mailbox;
+    return 0;
 }
 
 /* --- the region and the channel --------------------------------------------------------------- */
@@ -455,6 +519,30 @@ static int handshake(struct kvmgpu_client *c, char *err, size_t errlen)
     }
 }
 
+/* The batch, and the mailbox where the window has one, this is x86-64 and KVMGPU_MAILBOX is not 0
+ * (the host reset it when it made the window). */
+static int start_calls(struct kvmgpu_client *c, char *err, size_t errlen)
+{
+    c->batch_cap = c->batch_bytes + c->max_frame + 2 * sizeof(struct kvmgpu_frame_header);
+    c->batch = malloc(c->batch_cap);
+    if (!c->batch) {
+        snprintf(err, errlen, "out of memory for the batch of queued calls");
+        return -1;
+    }
+    c->batch_limit = c->first_batch;
+    c->clean = 1;
+#if defined(__x86_64__)
+    int wanted = c->want_box;
+#else
+    int wanted = 0; /* the mailbox counts on x86's ordering of loads and stores */
+#endif
+    if (wanted && c->window_size >= KVMGPU_MAILBOX_MIN_WINDOW) {
+        c->box = (volatile uint32_t *)(c->window + c->window_size - KVMGPU_MAILBOX_BYTES);
+        c->box[BOX_ASLEEP] = 0;
+    }
+    return 0;
+}
+
 int kvmgpu_client_open(struct kvmgpu_client *c, char *err, size_t errlen)
 {
     pthread_mutexattr_t attr;
@@ -470,7 +558,8 @@ int kvmgpu_client_open(struct kvmgpu_client *c, char *err, size_t errlen)
         snprintf(err, errlen, "out of memory");
         return -1;
     }
-    if (find_channel(c, err, errlen) == 0 && handshake(c, err, errlen) == 0)
+    if (read_settings(c, err, errlen) == 0 && find_channel(c, err, errlen) == 0 &&
+        handshake(c, err, errlen) == 0 && start_calls(c, err, errlen) == 0)
         return 0;
     c->dead = 1;
     kvmgpu_client_close(c, NULL);
@@ -480,6 +569,9 @@ int kvmgpu_client_open(struct kvmgpu_client *c, char *err, size_t errlen)
 void kvmgpu_client_close(struct kvmgpu_client *c, const char *reason)
 {
     kvmgpu_client_lock(c);
+    if (c->fd >= 0 && !c->dead && c->batch_len)
+        send_all(c, c->batch, c->batch_len); /* queued calls go before the GOODBYE */
+    c->batch_len = 0;
     if (c->fd >= 0 && !c->dead && reason)
         send_frame(c, KVMGPU_GOODBYE, reason, (uint32_t)strlen(reason));
     if (c->fd >= 0)
@@ -490,11 +582,102 @@ void kvmgpu_client_close(struct kvmgpu_client *c, const char *reason)
         munmap(c->region, c->region_size);
     c->region = c->window = NULL;
     free(c->frame);
-    c->frame = NULL;
+    free(c->batch);
+    c->frame = c->batch = NULL;
+    c->box = NULL;
     kvmgpu_client_unlock(c);
 }
 
 /* --- calls ------------------------------------------------------------------------------------- */
+
+static inline void fence(void)
+{
+    __atomic_thread_fence(__ATOMIC_SEQ_CST); /* (mfence: x86 may move a load before an earlier store) */
+}
+
+static double now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
+}
+
+static int send_batch(struct kvmgpu_client *c)
+{
+    int rc = send_all(c, c->batch, c->batch_len);
+    c->batch_len = 0;
+    c->clean = 0;
+    return rc;
+}
+
+/* The batch, which ends with a call whose answer is read next: posted to the mailbox where it fits,
+ * nothing went on the channel since the last reply (the host takes a post when it sees it, not
+ * after the channel's unread bytes) and the worker says it looks there; else written to the
+ * channel. 1: posted, 0: sent, -1: the channel is gone. */
+static int deliver(struct kvmgpu_client *c)
+{
+    volatile uint32_t *box = c->box;
+    if (box && c->clean && c->batch_len <= BOX_REQUEST_MAX && box[BOX_AWAKE] == 1) {
+        memcpy((uint8_t *)box + BOX_HEAD, c->batch, c->batch_len);
+        box[BOX_SIZE] = (uint32_t)c->batch_len;
+        c->batch_len = 0;
+        __atomic_store_n(&box[BOX_POST], ++c->box_number, __ATOMIC_RELEASE);
+        fence();
+        if (box[BOX_AWAKE] != 1 && send_frame(c, KVMGPU_DOORBELL, NULL, 0)) /* it blocked meanwhile: ring */
+            return -1;
+        return 1;
+    }
+    return send_batch(c) ? -1 : 0;
+}
+
+/* Wait for the worker's answer to the last post: spin for poll_us, then say this side sleeps and
+ * block on the channel until the DOORBELL (or a reply sent there). Its reply into `r` and
+ * c->frame: 1 where the mailbox held it, 0 where it went on the channel (read it there), -1. */
+static int answer(struct kvmgpu_client *c, struct kvmgpu_frame_header *r)
+{
+    volatile uint32_t *box = c->box;
+    double until = now_us() + c->poll_us;
+    while (__atomic_load_n(&box[BOX_ANSWER], __ATOMIC_ACQUIRE) != c->box_number) {
+        if (now_us() < until) {
+#if defined(__x86_64__)
+            __builtin_ia32_pause();
+#endif
+            continue;
+        }
+        box[BOX_ASLEEP] = 1;
+        fence();
+        while (__atomic_load_n(&box[BOX_ANSWER], __ATOMIC_ACQUIRE) != c->box_number) {
+            if (next_frame(c, r, c->max_frame))
+                return -1;
+            if (r->kind == KVMGPU_DOORBELL)
+                continue;
+            box[BOX_ASLEEP] = 0;
+            return 0; /* a reply (or GOODBYE) on the channel: the caller reads it as any */
+        }
+        break;
+    }
+    box[BOX_ASLEEP] = 0;
+    uint32_t n = box[BOX_LENGTH];
+    if (n == 0) { /* the answer went on the channel */
+        do {
+            if (next_frame(c, r, c->max_frame))
+                return -1;
+        } while (r->kind == KVMGPU_DOORBELL);
+        return 0;
+    }
+    if (n < sizeof *r || n > BOX_REPLY_MAX) {
+        lose(c, "the host's mailbox answer has a bad length");
+        return -1;
+    }
+    const uint8_t *reply = (const uint8_t *)box + BOX_HEAD + BOX_REQUEST_MAX;
+    memcpy(r, reply, sizeof *r);
+    if (r->magic != KVMGPU_MAGIC || r->length != n - sizeof *r) {
+        lose(c, "the host's mailbox answer is not one frame");
+        return -1;
+    }
+    memcpy(c->frame, reply + sizeof *r, r->length);
+    return 1;
+}
 
 int kvmgpu_call(struct kvmgpu_client *c, enum kvmgpu_op op, const uint64_t *args, unsigned nargs,
                 const void *blob, size_t blob_size, int queued, void *results, size_t results_size,
@@ -509,28 +692,42 @@ int kvmgpu_call(struct kvmgpu_client *c, enum kvmgpu_op op, const uint64_t *args
     status = KVMGPU_CUDA_ERROR_INVALID_VALUE;
     if (length > c->max_frame)
         goto out;
+    /* the frame joins the batch (batch_len < batch_limit <= batch_bytes: a frame always fits) */
     struct kvmgpu_frame_header h = {KVMGPU_MAGIC, KVMGPU_CALL, queued ? KVMGPU_QUEUED : 0, c->session,
                                     ++c->seq, (uint32_t)length};
-    uint8_t *p = c->frame;
+    uint8_t *p = c->batch + c->batch_len;
     memcpy(p, &h, sizeof h);
     memcpy(p + sizeof h, &head, sizeof head);
     if (nargs)
         memcpy(p + sizeof h + sizeof head, args, 8 * (size_t)nargs);
     if (blob_size)
         memcpy(p + sizeof h + sizeof head + 8 * (size_t)nargs, blob, blob_size);
-    status = KVMGPU_CUDA_ERROR_DEVICE_UNAVAILABLE;
-    if (send_all(c, p, sizeof h + length))
-        goto out;
+    c->batch_len += sizeof h + length;
     status = KVMGPU_CUDA_SUCCESS;
-    if (queued)
+    if (queued) {
+        if (c->batch_len >= c->batch_limit) {
+            if (send_batch(c))
+                status = KVMGPU_CUDA_ERROR_DEVICE_UNAVAILABLE;
+            c->batch_limit = c->batch_limit * 2 < c->batch_bytes ? c->batch_limit * 2 : c->batch_bytes;
+        }
+        goto out;
+    }
+    status = KVMGPU_CUDA_ERROR_DEVICE_UNAVAILABLE;
+    int posted = deliver(c);
+    if (posted < 0)
         goto out;
     for (;;) {
         struct kvmgpu_frame_header r;
         status = KVMGPU_CUDA_ERROR_DEVICE_UNAVAILABLE;
-        if (next_frame(c, &r, c->max_frame))
+        if (posted) {
+            posted = 0;
+            if (answer(c, &r) < 0)
+                goto out;
+        } else if (next_frame(c, &r, c->max_frame)) {
             goto out;
+        }
         if (r.kind == KVMGPU_DOORBELL)
-            continue;
+            continue; /* (late: the answer was read first) */
         if (r.kind == KVMGPU_GOODBYE) {
             char why[KVMGPU_MAX_ERROR_TEXT + 64];
             snprintf(why, sizeof why, "the host ended the session: %.*s",
@@ -542,6 +739,9 @@ int kvmgpu_call(struct kvmgpu_client *c, enum kvmgpu_op op, const uint64_t *args
             lose(c, "the host sent a frame that answers no call");
             goto out;
         }
+        /* everything sent before the call is done: the mailbox may be used, and batches start small */
+        c->clean = 1;
+        c->batch_limit = c->first_batch;
         int32_t st;
         memcpy(&st, c->frame, 4);
         if (st != 0) {

@@ -39,7 +39,18 @@ struct kvmgpu_client {
     uint32_t seq;
     uint32_t max_frame;
     atomic_int dead; /* the channel is gone: every call fails (read without the lock) */
-    uint8_t *frame; /* max_frame + header bytes: a call being sent, then a reply being read */
+    uint8_t *frame; /* max_frame + header bytes: a reply being read */
+    /* Calls on their way: queued calls wait here, in whole frames, until a call needs an answer or
+     * they pass batch_limit (batch_limit starts at first_batch after each reply and doubles up to
+     * batch_bytes: an idle GPU gets the first work soon). */
+    uint8_t *batch;
+    size_t batch_len, batch_cap, batch_limit, batch_bytes, first_batch;
+    int clean; /* nothing went on the channel since the last reply: a call may be posted */
+    /* The mailbox at the window's end (kvmgpu_wire/mailbox.py; NULL: none or KVMGPU_MAILBOX=0). */
+    volatile uint32_t *box;
+    uint32_t box_number;
+    int want_box; /* KVMGPU_MAILBOX */
+    unsigned poll_us; /* spin this long for an answer before blocking */
     struct kvmgpu_device device;
     char last_error[KVMGPU_MAX_ERROR_TEXT + 1]; /* the host's text of its last failed reply */
 };

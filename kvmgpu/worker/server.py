@@ -146,6 +146,7 @@ class Worker:
         fds = soft - FD_SPARE if soft != resource.RLIM_INFINITY else config.max_channels
         self.max_channels = max(1, min(config.max_channels, fds))
         self.channels_refused = 0
+        self.mailbox_posts = 0  # synchronous calls (with the batch before them) taken from a mailbox
         self._refused_logged = 0.0
         self._spare_fd = -1  # closed to accept (and close) a connection when descriptors run out
         self._accept_paused_until = 0.0
@@ -391,6 +392,7 @@ class Worker:
             return False
         if reply is None:
             return False
+        self.mailbox_posts += 1
         if len(reply) > REPLY_MAX or peer.unsent:
             self._flush(cid, peer, reply)
             reply = b""
@@ -637,6 +639,7 @@ class Worker:
         s["pid"] = os.getpid()
         s["channels"] = len(self._peers)
         s["channels_refused"] = self.channels_refused
+        s["mailbox_posts"] = self.mailbox_posts
         return s
 
     def write_stats(self) -> None:

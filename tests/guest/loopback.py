@@ -17,14 +17,14 @@ PROGRAMS = Path(__file__).resolve().parent / "programs"
 
 
 class LoopbackWorker:
-    def __init__(self, gmem: str = "64M", region: str = "8M", env: dict | None = None):
+    def __init__(self, gmem: str = "64M", region: str = "8M", env: dict | None = None, args: tuple = ()):
         self.dir = tempfile.mkdtemp(prefix="kvmgpu-guest-test-")
         self.socket = os.path.join(self.dir, "channel.sock")
         self.shm = os.path.join("/dev/shm", f"kvmgpu-test-{os.getpid()}-{os.path.basename(self.dir)}")
         self.log = open(os.path.join(self.dir, "worker.log"), "w+")
         self.proc = subprocess.Popen(
             [sys.executable, "-c", "from kvmgpu.cli import main; main()", "worker", "--backend", "sim", "--gmem", gmem,
-             "--socket", self.socket, "--shm", self.shm, "--region-size", region],
+             "--socket", self.socket, "--shm", self.shm, "--region-size", region, *args],
             stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT, env={**os.environ, **(env or {})})
         deadline = time.monotonic() + 20
         while not os.path.exists(self.socket):

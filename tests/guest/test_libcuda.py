@@ -6,6 +6,7 @@ which, where they are not there."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 import subprocess
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from loopback import PROGRAMS, ROOT, need_kernels
+from loopback import PROGRAMS, ROOT, LoopbackWorker, need_kernels
 
 PROGRAM = PROGRAMS / "driver_api.c"
 _spec = importlib.util.spec_from_file_location("libcuda_build", ROOT / "guest-agent" / "libcuda" / "build.py")
@@ -104,6 +105,31 @@ def test_get_proc_address_resolves_versions_and_logs_an_unknown_name_once(progra
     assert "cuAlsoFromTheFuture" not in proc.stderr
     quiet = run(program, worker, "procaddr", env={"KVMGPU_LOG": "off"})
     assert "cuNoSuchThing" not in quiet.stderr
+
+
+@pytest.mark.parametrize("mailbox", ["1", "off"])
+def test_synchronous_calls_go_through_the_mailbox_unless_told_not_to(program, tmp_path, mailbox):
+    """The same program, right either way; with the mailbox its synchronous calls (and the queued
+    calls batched before them) are posted to the window's end, where the worker counts them."""
+    stats = tmp_path / "stats.json"
+    worker = LoopbackWorker(args=("--stats-file", str(stats)))
+    try:
+        out = run(program, worker, "main", str(need_kernels()), env={"KVMGPU_MAILBOX": mailbox}).stdout
+        assert "FAIL" not in out and "DONE" in out, out
+    finally:
+        worker.stop()
+    posts = json.loads(stats.read_text())["mailbox_posts"]
+    assert (posts > 10) if mailbox == "1" else (posts == 0), posts
+
+
+@pytest.mark.parametrize("name, value, says", [("KVMGPU_POLL_US", "soon", "is not a whole number from 0 to 1000000"),
+                                               ("KVMGPU_BATCH_BYTES", "0", "is not a whole number from 1 to"),
+                                               ("KVMGPU_MAILBOX", "2", "is not 0 or 1")])
+def test_a_bad_setting_is_named_and_nothing_runs(program, worker, name, value, says):
+    proc = subprocess.run([str(program), "quota"], capture_output=True, text=True, timeout=60,
+                          env={**worker.env, name: value})
+    assert proc.returncode != 0
+    assert f"{name}={value} {says}" in proc.stderr, proc.stderr
 
 
 def test_no_worker_is_no_device_with_the_reason(program, worker):
