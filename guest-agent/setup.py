@@ -35,6 +35,7 @@ class BuildWithLibcuda(build_ext):
             print(f"warning: libcuda.so.1 not built, native CUDA programs will not run: {e}")
 
 
-setup(ext_modules=[Extension("kvmgpu_guest._copier", ["kvmgpu_guest/copier.c"],
+setup(ext_modules=[Extension("kvmgpu_guest._copier", ["kvmgpu_guest/copier.c"], include_dirs=["include"],
+                             depends=["include/kvmgpu_copier.h"],
                              extra_compile_args=["-O2", "-Wall", "-Werror"], optional=True)],
       cmdclass={"build_ext": BuildWithLibcuda})

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "json.h"
+#include "kvmgpu_copier.h"
 #include "sha256.h"
 
 #if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -108,13 +109,27 @@ static int flag(const char *name, int fallback, int *out, char *err, size_t errl
 
 static int read_settings(struct kvmgpu_client *c, char *err, size_t errlen)
 {
-    unsigned long long batch, first, poll;
-    int mailbox;
+    unsigned long long batch, first, poll, pipe_min, pipe_chunk, split, threads, spin;
+    int mailbox, copier;
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     if (setting("KVMGPU_BATCH_BYTES", 1, 16 << 20, 4096, &batch, err, errlen) ||
         setting("KVMGPU_FIRST_BATCH", 1, 16 << 20, 512, &first, err, errlen) ||
         setting("KVMGPU_POLL_US", 0, 1000000, 50, &poll, err, errlen) ||
-        flag("KVMGPU_MAILBOX", 1, &mailbox, err, errlen))
+        flag("KVMGPU_MAILBOX", 1, &mailbox, err, errlen) ||
+        setting("KVMGPU_PIPE_MIN", 1, SIZE_MAX, 1 << 20, &pipe_min, err, errlen) ||
+        setting("KVMGPU_PIPE_CHUNK", 1, SIZE_MAX, 16 << 20, &pipe_chunk, err, errlen) ||
+        flag("KVMGPU_COPIER", 1, &copier, err, errlen) ||
+        setting("KVMGPU_COPIER_THREADS", 1, 16, cpus > 0 && cpus < 8 ? (unsigned long long)cpus : 8, &threads, err,
+                errlen) ||
+        setting("KVMGPU_COPY_SPLIT", 1, SIZE_MAX, 64 << 10, &split, err, errlen) ||
+        setting("KVMGPU_COPY_SPIN_US", 0, 1000000, 200, &spin, err, errlen))
         return -1;
+    c->pipe_min = pipe_min;
+    c->pipe_chunk = pipe_chunk;
+    c->copy_split = split;
+    c->copier = copier && threads > 1;
+    if (c->copier)
+        kvmgpu_copier_configure((int)threads - 1, (long)spin);
     c->batch_bytes = batch;
     c->first_batch = first < batch ? first : batch;
     c->poll_us = (unsigned)poll;
@@ -679,20 +694,13 @@ static int answer(struct kvmgpu_client *c, struct kvmgpu_frame_header *r)
     return 1;
 }
 
-int kvmgpu_call(struct kvmgpu_client *c, enum kvmgpu_op op, const uint64_t *args, unsigned nargs,
-                const void *blob, size_t blob_size, int queued, void *results, size_t results_size,
-                void *reply_blob, size_t *reply_blob_size)
+/* The call's frame at the batch's end (batch_len < batch_limit <= batch_bytes: a frame always
+ * fits); its seq. The caller holds the lock and checked `length <= max_frame`. */
+static uint32_t put_frame(struct kvmgpu_client *c, enum kvmgpu_op op, const uint64_t *args, unsigned nargs,
+                          const void *blob, size_t blob_size, int queued)
 {
     struct kvmgpu_call_head head = {(uint16_t)op, (uint16_t)nargs};
     size_t length = sizeof head + 8 * (size_t)nargs + blob_size;
-    int status = KVMGPU_CUDA_ERROR_DEVICE_UNAVAILABLE;
-    kvmgpu_client_lock(c);
-    if (c->dead)
-        goto out;
-    status = KVMGPU_CUDA_ERROR_INVALID_VALUE;
-    if (length > c->max_frame)
-        goto out;
-    /* the frame joins the batch (batch_len < batch_limit <= batch_bytes: a frame always fits) */
     struct kvmgpu_frame_header h = {KVMGPU_MAGIC, KVMGPU_CALL, queued ? KVMGPU_QUEUED : 0, c->session,
                                     ++c->seq, (uint32_t)length};
     uint8_t *p = c->batch + c->batch_len;
@@ -703,6 +711,74 @@ int kvmgpu_call(struct kvmgpu_client *c, enum kvmgpu_op op, const uint64_t *args
     if (blob_size)
         memcpy(p + sizeof h + sizeof head + 8 * (size_t)nargs, blob, blob_size);
     c->batch_len += sizeof h + length;
+    return h.seq;
+}
+
+/* The reply to call `seq` (posted: read from the mailbox first), its results copied out; a CUresult. */
+static int take_reply(struct kvmgpu_client *c, uint32_t seq, int posted, void *results, size_t results_size,
+                      void *reply_blob, size_t *reply_blob_size)
+{
+    for (;;) {
+        struct kvmgpu_frame_header r;
+        if (posted) {
+            posted = 0;
+            if (answer(c, &r) < 0)
+                return KVMGPU_CUDA_ERROR_DEVICE_UNAVAILABLE;
+        } else if (next_frame(c, &r, c->max_frame)) {
+            return KVMGPU_CUDA_ERROR_DEVICE_UNAVAILABLE;
+        }
+        if (r.kind == KVMGPU_DOORBELL)
+            continue; /* (late: the answer was read first) */
+        if (r.kind == KVMGPU_GOODBYE) {
+            char why[KVMGPU_MAX_ERROR_TEXT + 64];
+            snprintf(why, sizeof why, "the host ended the session: %.*s",
+                     (int)(r.length < KVMGPU_MAX_ERROR_TEXT ? r.length : KVMGPU_MAX_ERROR_TEXT), (char *)c->frame);
+            lose(c, why);
+            return KVMGPU_CUDA_ERROR_DEVICE_UNAVAILABLE;
+        }
+        if (r.kind != KVMGPU_REPLY || r.seq != seq || r.length < 4) {
+            lose(c, "the host sent a frame that answers no call");
+            return KVMGPU_CUDA_ERROR_DEVICE_UNAVAILABLE;
+        }
+        /* everything sent before the call is done: the mailbox may be used, and batches start small */
+        c->clean = 1;
+        c->batch_limit = c->first_batch;
+        int32_t st;
+        memcpy(&st, c->frame, 4);
+        if (st != 0) {
+            size_t n = r.length - 4 < KVMGPU_MAX_ERROR_TEXT ? r.length - 4 : KVMGPU_MAX_ERROR_TEXT;
+            memcpy(c->last_error, c->frame + 4, n);
+            c->last_error[n] = '\0';
+            return st;
+        }
+        if (r.length - 4 < results_size) {
+            lose(c, "a reply shorter than its results");
+            return KVMGPU_CUDA_ERROR_DEVICE_UNAVAILABLE;
+        }
+        if (results_size)
+            memcpy(results, c->frame + 4, results_size);
+        if (reply_blob_size) {
+            size_t n = r.length - 4 - results_size;
+            memcpy(reply_blob, c->frame + 4 + results_size, n < *reply_blob_size ? n : *reply_blob_size);
+            *reply_blob_size = n;
+        }
+        return KVMGPU_CUDA_SUCCESS;
+    }
+}
+
+int kvmgpu_call(struct kvmgpu_client *c, enum kvmgpu_op op, const uint64_t *args, unsigned nargs,
+                const void *blob, size_t blob_size, int queued, void *results, size_t results_size,
+                void *reply_blob, size_t *reply_blob_size)
+{
+    size_t length = sizeof(struct kvmgpu_call_head) + 8 * (size_t)nargs + blob_size;
+    int status = KVMGPU_CUDA_ERROR_DEVICE_UNAVAILABLE;
+    kvmgpu_client_lock(c);
+    if (c->dead)
+        goto out;
+    status = KVMGPU_CUDA_ERROR_INVALID_VALUE;
+    if (length > c->max_frame)
+        goto out;
+    uint32_t seq = put_frame(c, op, args, nargs, blob, blob_size, queued);
     status = KVMGPU_CUDA_SUCCESS;
     if (queued) {
         if (c->batch_len >= c->batch_limit) {
@@ -714,57 +790,8 @@ int kvmgpu_call(struct kvmgpu_client *c, enum kvmgpu_op op, const uint64_t *args
     }
     status = KVMGPU_CUDA_ERROR_DEVICE_UNAVAILABLE;
     int posted = deliver(c);
-    if (posted < 0)
-        goto out;
-    for (;;) {
-        struct kvmgpu_frame_header r;
-        status = KVMGPU_CUDA_ERROR_DEVICE_UNAVAILABLE;
-        if (posted) {
-            posted = 0;
-            if (answer(c, &r) < 0)
-                goto out;
-        } else if (next_frame(c, &r, c->max_frame)) {
-            goto out;
-        }
-        if (r.kind == KVMGPU_DOORBELL)
-            continue; /* (late: the answer was read first) */
-        if (r.kind == KVMGPU_GOODBYE) {
-            char why[KVMGPU_MAX_ERROR_TEXT + 64];
-            snprintf(why, sizeof why, "the host ended the session: %.*s",
-                     (int)(r.length < KVMGPU_MAX_ERROR_TEXT ? r.length : KVMGPU_MAX_ERROR_TEXT), (char *)c->frame);
-            lose(c, why);
-            goto out;
-        }
-        if (r.kind != KVMGPU_REPLY || r.seq != h.seq || r.length < 4) {
-            lose(c, "the host sent a frame that answers no call");
-            goto out;
-        }
-        /* everything sent before the call is done: the mailbox may be used, and batches start small */
-        c->clean = 1;
-        c->batch_limit = c->first_batch;
-        int32_t st;
-        memcpy(&st, c->frame, 4);
-        if (st != 0) {
-            size_t n = r.length - 4 < KVMGPU_MAX_ERROR_TEXT ? r.length - 4 : KVMGPU_MAX_ERROR_TEXT;
-            memcpy(c->last_error, c->frame + 4, n);
-            c->last_error[n] = '\0';
-            status = st;
-            goto out;
-        }
-        if (r.length - 4 < results_size) {
-            lose(c, "a reply shorter than its results");
-            goto out;
-        }
-        if (results_size)
-            memcpy(results, c->frame + 4, results_size);
-        if (reply_blob_size) {
-            size_t n = r.length - 4 - results_size;
-            memcpy(reply_blob, c->frame + 4 + results_size, n < *reply_blob_size ? n : *reply_blob_size);
-            *reply_blob_size = n;
-        }
-        status = KVMGPU_CUDA_SUCCESS;
-        goto out;
-    }
+    if (posted >= 0)
+        status = take_reply(c, seq, posted, results, results_size, reply_blob, reply_blob_size);
 out:
     kvmgpu_client_unlock(c);
     return status;
@@ -772,17 +799,59 @@ out:
 
 /* --- bulk bytes -------------------------------------------------------------------------------- */
 
+/* A bulk copy's chunk: a quarter of it (rounded to 64 KiB) from pipe_min to pipe_chunk, at most
+ * the ring (as kvmgpu_guest/client.py's _chunk). */
+static size_t chunk_of(const struct kvmgpu_client *c, size_t n)
+{
+    size_t quarter = (n / 4 + 0xFFFF) & ~(size_t)0xFFFF;
+    size_t chunk = quarter < c->pipe_chunk ? quarter : c->pipe_chunk;
+    if (chunk < c->pipe_min)
+        chunk = c->pipe_min;
+    if (chunk > n)
+        chunk = n;
+    if (chunk > c->ring_size)
+        chunk = c->ring_size;
+    return chunk ? chunk : 1;
+}
+
+static void copy_bytes(const struct kvmgpu_client *c, void *dst, const void *src, size_t n)
+{
+    if (c->copier && n >= 2 * c->copy_split)
+        kvmgpu_split_copy(dst, src, n, c->copy_split);
+    else
+        memcpy(dst, src, n);
+}
+
+/* Pipelined: each chunk's copy is sent (queued) as soon as its bytes are in the window, so the
+ * host copies chunk k while this side fills chunk k+1; the last chunk's call waits (it
+ * synchronises the stream, so every chunk has landed). Where the ring would wrap, a FENCE first
+ * (no queued copy still reads the window). */
 int kvmgpu_client_htod(struct kvmgpu_client *c, uint64_t dst, const void *src, size_t n, uint64_t stream)
 {
     int status = KVMGPU_CUDA_ERROR_DEVICE_UNAVAILABLE;
     kvmgpu_client_lock(c);
     if (c->dead)
         goto out;
-    status = n ? 0 : kvmgpu_memcpy_htod(c, dst, 0, 0, stream, 0); /* an empty copy: the host checks it */
+    if (n == 0) {
+        status = kvmgpu_memcpy_htod(c, dst, 0, 0, stream, 0); /* an empty copy: the host checks it */
+        goto out;
+    }
+    size_t chunk = chunk_of(c, n), head = 0;
+    status = 0;
     for (size_t pos = 0; status == 0 && pos < n;) {
-        size_t size = n - pos < c->ring_size ? n - pos : c->ring_size;
-        memcpy(c->window, (const uint8_t *)src + pos, size);
-        status = kvmgpu_memcpy_htod(c, dst + pos, 0, size, stream, 0);
+        size_t size = n - pos < chunk ? n - pos : chunk;
+        int last = pos + size >= n;
+        if (head + size > c->ring_size) {
+            status = kvmgpu_fence(c);
+            head = 0;
+            if (status)
+                break;
+        }
+        copy_bytes(c, c->window + head, (const uint8_t *)src + pos, size);
+        status = kvmgpu_memcpy_htod(c, dst + pos, head, size, stream, !last);
+        if (status == 0 && !last && c->batch_len && send_batch(c)) /* the host starts on it now */
+            status = KVMGPU_CUDA_ERROR_DEVICE_UNAVAILABLE;
+        head += (size + 4095) & ~(size_t)4095;
         pos += size;
     }
 out:
@@ -790,19 +859,60 @@ out:
     return status;
 }
 
+/* Pipelined: two chunks asked for ahead, in two halves of the ring, through the channel; each
+ * reply says a chunk is in the window, and this side copies it out while the host brings the next. */
 int kvmgpu_client_dtoh(struct kvmgpu_client *c, void *dst, uint64_t src, size_t n, uint64_t stream)
 {
     int status = KVMGPU_CUDA_ERROR_DEVICE_UNAVAILABLE;
     kvmgpu_client_lock(c);
     if (c->dead)
         goto out;
-    status = n ? 0 : kvmgpu_memcpy_dtoh(c, 0, src, 0, stream);
-    for (size_t pos = 0; status == 0 && pos < n;) {
-        size_t size = n - pos < c->ring_size ? n - pos : c->ring_size;
-        status = kvmgpu_memcpy_dtoh(c, 0, src + pos, size, stream);
-        if (status == 0)
-            memcpy((uint8_t *)dst + pos, c->window, size);
-        pos += size;
+    size_t chunk = chunk_of(c, n ? n : 1);
+    if (n == 0 || n <= chunk || 2 * chunk > c->ring_size) { /* one piece at a time */
+        status = n ? 0 : kvmgpu_memcpy_dtoh(c, 0, src, 0, stream);
+        for (size_t pos = 0; status == 0 && pos < n;) {
+            size_t size = n - pos < c->ring_size ? n - pos : c->ring_size;
+            status = kvmgpu_memcpy_dtoh(c, 0, src + pos, size, stream);
+            if (status == 0)
+                copy_bytes(c, (uint8_t *)dst + pos, c->window, size);
+            pos += size;
+        }
+        goto out;
+    }
+    size_t count = (n + chunk - 1) / chunk, half = (c->ring_size / 2) & ~(size_t)4095, asked = 0;
+    uint32_t seqs[2];
+    status = 0;
+    for (; asked < count && asked < 2; asked++) {
+        size_t size = n - asked * chunk < chunk ? n - asked * chunk : chunk;
+        const uint64_t args[4] = {asked * half, src + asked * chunk, size, stream};
+        seqs[asked] = put_frame(c, KVMGPU_OP_MEMCPY_DTOH, args, 4, NULL, 0, 0);
+    }
+    if (send_batch(c)) {
+        status = KVMGPU_CUDA_ERROR_DEVICE_UNAVAILABLE;
+        goto out;
+    }
+    for (size_t k = 0; k < asked; k++) { /* every reply asked for is read, whatever happened */
+        int st = take_reply(c, seqs[k % 2], 0, NULL, 0, NULL, NULL);
+        if (c->dead) {
+            status = KVMGPU_CUDA_ERROR_DEVICE_UNAVAILABLE;
+            goto out;
+        }
+        if (st && !status)
+            status = st;
+        if (status)
+            continue; /* (the one still asked for is read, nothing more asked) */
+        size_t size = n - k * chunk < chunk ? n - k * chunk : chunk;
+        copy_bytes(c, (uint8_t *)dst + k * chunk, c->window + (k % 2) * half, size);
+        if (asked < count) { /* its half is free again: the chunk after next goes there */
+            size_t next = n - asked * chunk < chunk ? n - asked * chunk : chunk;
+            const uint64_t args[4] = {(asked % 2) * half, src + asked * chunk, next, stream};
+            seqs[asked % 2] = put_frame(c, KVMGPU_OP_MEMCPY_DTOH, args, 4, NULL, 0, 0);
+            asked++;
+            if (send_batch(c)) {
+                status = KVMGPU_CUDA_ERROR_DEVICE_UNAVAILABLE;
+                goto out;
+            }
+        }
     }
 out:
     kvmgpu_client_unlock(c);

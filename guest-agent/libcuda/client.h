@@ -51,6 +51,10 @@ struct kvmgpu_client {
     uint32_t box_number;
     int want_box; /* KVMGPU_MAILBOX */
     unsigned poll_us; /* spin this long for an answer before blocking */
+    /* Bulk copies: in chunks of pipe_min to pipe_chunk bytes, each copied into or out of the window
+     * by the copier (kvmgpu_copier.h) in copy_split-byte pieces where `copier`. */
+    size_t pipe_min, pipe_chunk, copy_split;
+    int copier;
     struct kvmgpu_device device;
     char last_error[KVMGPU_MAX_ERROR_TEXT + 1]; /* the host's text of its last failed reply */
 };

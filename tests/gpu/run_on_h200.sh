@@ -22,7 +22,7 @@ python3 setup.py -q build_ext --inplace 2>/dev/null \
 # ... and the guest's copier (guest-agent/kvmgpu_guest/copier.c, kvmgpu_guest._copier) the same way
 rm -f guest-agent/kvmgpu_guest/_copier*.so
 (cd guest-agent && python3 setup.py -q build_ext --inplace 2>/dev/null) \
-  || cc -O2 -shared -fPIC -pthread $(python3-config --includes) guest-agent/kvmgpu_guest/copier.c \
+  || cc -O2 -shared -fPIC -pthread -Iguest-agent/include $(python3-config --includes) guest-agent/kvmgpu_guest/copier.c \
        -o "guest-agent/kvmgpu_guest/_copier$(python3-config --extension-suffix)"
 part=${1:-all}
 tests_rc=0 bench_rc=0

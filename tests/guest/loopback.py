@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -27,11 +28,21 @@ class LoopbackWorker:
              "--socket", self.socket, "--shm", self.shm, "--region-size", region, *args],
             stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT, env={**os.environ, **(env or {})})
         deadline = time.monotonic() + 20
-        while not os.path.exists(self.socket):
+        while not self._listening():  # (the socket file exists once bound, before listen())
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.stop()
                 raise RuntimeError(f"the worker did not start:\n{self.output()}")
             time.sleep(0.02)
+
+    def _listening(self) -> bool:
+        if not os.path.exists(self.socket):
+            return False
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            try:
+                probe.connect(self.socket)
+            except OSError:
+                return False
+        return True
 
     @property
     def env(self) -> dict:

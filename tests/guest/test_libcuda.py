@@ -122,6 +122,25 @@ def test_synchronous_calls_go_through_the_mailbox_unless_told_not_to(program, tm
     assert (posts > 10) if mailbox == "1" else (posts == 0), posts
 
 
+@pytest.mark.parametrize("window, env", [
+    (4 << 20, {}),                                          # chunks of 1 MiB, the ring wrapping
+    (4 << 20, {"KVMGPU_COPIER": "0", "KVMGPU_MAILBOX": "0"}),
+    (64 << 20, {"KVMGPU_PIPE_MIN": "65536", "KVMGPU_COPY_SPLIT": "4096"}),
+])
+def test_bulk_copies_are_right_in_pieces(program, window, env):
+    """Pipelined copies (HtoD chunks queued as they are written, DtoH two chunks ahead, the
+    copier's threads) give back every byte, whatever the window and settings; a copy past an
+    allocation's end is an error and the session goes on."""
+    worker = LoopbackWorker(gmem="256M", region="64M")
+    try:
+        out = run(program, worker, "copies", "24", env={"KVMGPU_WINDOW": str(window), **env}).stdout
+    finally:
+        worker.stop()
+    assert "FAIL" not in out and out.count("OK copies of") == 6 and "DONE" in out, out
+    assert "DtoH past the end: CUDA_ERROR_INVALID_VALUE" in out, out
+    assert "HtoD past the end: CUDA_ERROR_INVALID_VALUE" in out, out
+
+
 @pytest.mark.parametrize("name, value, says", [("KVMGPU_POLL_US", "soon", "is not a whole number from 0 to 1000000"),
                                                ("KVMGPU_BATCH_BYTES", "0", "is not a whole number from 1 to"),
                                                ("KVMGPU_MAILBOX", "2", "is not 0 or 1")])

@@ -25,7 +25,8 @@ FLAGS = ["-std=c11", "-O1", "-g", "-fno-omit-frame-pointer", "-fsanitize=address
          "-fno-sanitize-recover=all", "-Wall", "-Werror", "-shared", "-fPIC"]
 PIECES = [  # (source, module path in the tree, extra flags)
     ("kvmgpu/backend/launcher.c", "kvmgpu/backend/_launcher", ["-I", str(REPO / "guest-agent" / "include")]),
-    ("guest-agent/kvmgpu_guest/copier.c", "kvmgpu_guest/_copier", ["-pthread"]),
+    ("guest-agent/kvmgpu_guest/copier.c", "kvmgpu_guest/_copier",
+     ["-pthread", "-I", str(REPO / "guest-agent" / "include")]),
 ]
 
 

@@ -318,6 +318,45 @@ static int run_lost(void)
     return 0;
 }
 
+/* Bulk copies of `mib` MiB and odd sizes: HtoD then DtoH (sync and async), bytes compared. */
+static int run_copies(long mib)
+{
+    size_t sizes[] = {(size_t)mib << 20, ((size_t)mib << 20) + 12345, 3 << 20, 1, 4095, 0};
+    start();
+    for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) {
+        size_t n = sizes[i];
+        unsigned char *a = malloc(n + 1), *b = malloc(n + 1);
+        CUdeviceptr d;
+        if (!a || !b)
+            return 2;
+        for (size_t k = 0; k < n; k++)
+            a[k] = (unsigned char)(k * 131 + k / 4093 + i);
+        memset(b, 0xEE, n + 1);
+        CHECK(cuMemAlloc(&d, n ? n : 1));
+        CHECK(cuMemcpyHtoD(d, a, n));
+        CHECK(cuMemcpyDtoH(b, d, n));
+        int same = !memcmp(a, b, n) && b[n] == 0xEE;
+        memset(b, 0, n);
+        CHECK(cuMemcpyHtoDAsync(d, a, n, NULL));
+        CHECK(cuMemcpyDtoHAsync(b, d, n, NULL));
+        CHECK(cuCtxSynchronize());
+        same = same && !memcmp(a, b, n);
+        printf("%s copies of %zu bytes\n", same ? "OK" : "FAIL", n);
+        CHECK(cuMemFree(d));
+        free(a);
+        free(b);
+    }
+    /* a copy that fails half way (past the allocation's end) is an error, and the session goes on */
+    CUdeviceptr small;
+    static unsigned char big[8 << 20];
+    CHECK(cuMemAlloc(&small, 1 << 20));
+    printf("DtoH past the end: %s\n", name(cuMemcpyDtoH(big, small, sizeof big)));
+    printf("HtoD past the end: %s\n", name(cuMemcpyHtoD(small, big, sizeof big)));
+    CHECK(cuMemcpyDtoH(big, small, 1 << 20));
+    printf("DONE\n");
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -331,6 +370,8 @@ int main(int argc, char **argv)
         return run_procaddr();
     if (argc >= 2 && !strcmp(argv[1], "lost"))
         return run_lost();
-    fprintf(stderr, "usage: driver_api main KERNELS.ptx | quota | bad | procaddr | lost\n");
+    if (argc >= 3 && !strcmp(argv[1], "copies"))
+        return run_copies(atol(argv[2]));
+    fprintf(stderr, "usage: driver_api main KERNELS.ptx | quota | bad | procaddr | lost | copies MIB\n");
     return 2;
 }
