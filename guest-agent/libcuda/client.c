@@ -454,6 +454,8 @@ static int read_welcome(struct kvmgpu_client *c, const struct json *w, uint32_t 
     c->window = c->region + offset;
     c->window_size = (uint64_t)size;
     c->ring_size = c->window_size >= KVMGPU_MAILBOX_MIN_WINDOW ? c->window_size - KVMGPU_MAILBOX_BYTES : c->window_size;
+    c->ring_end = c->ring_size;
+    c->npins = 0;
     if (channel_session)
         c->session = (uint32_t)channel_session; /* a guest agent numbers sessions on the channel */
     madvise(c->window, c->ring_size, 23 /* MADV_POPULATE_WRITE, Linux 5.14: best effort */);
@@ -593,8 +595,9 @@ void kvmgpu_client_close(struct kvmgpu_client *c, const char *reason)
         close(c->fd);
     c->fd = -1;
     c->dead = 1;
-    if (c->region)
+    if (c->region && c->npins == 0) /* (page-locked memory in it stays readable to the process's end) */
         munmap(c->region, c->region_size);
+    c->npins = 0;
     c->region = c->window = NULL;
     free(c->frame);
     free(c->batch);
@@ -799,6 +802,75 @@ out:
 
 /* --- bulk bytes -------------------------------------------------------------------------------- */
 
+/* --- page-locked memory in the window ------------------------------------------------------------ */
+
+void *kvmgpu_client_pin(struct kvmgpu_client *c, size_t n)
+{
+    void *p = NULL;
+    kvmgpu_client_lock(c);
+    n = (n + 4095) & ~(size_t)4095;
+    uint64_t floor = c->ring_end / 2; /* the ring keeps at least half for bulk copies */
+    if (c->dead || !n || n > c->ring_end || c->npins == KVMGPU_MAX_PINNED)
+        goto out;
+    /* highest first: the first gap from the top that holds n, else below the lowest block */
+    uint64_t top = c->ring_end & ~(uint64_t)4095;
+    int at = c->npins;
+    for (int i = 0; i < c->npins; i++) {
+        if (top - (c->pins[i].offset + c->pins[i].size) >= n) {
+            at = i;
+            break;
+        }
+        top = c->pins[i].offset;
+    }
+    if (top < n || (at == c->npins && top - n < floor)) {
+        if (kvmgpu_tracing())
+            kvmgpu_log("page-locked %zu bytes: plain guest memory (the window keeps half of its %llu-byte ring)", n,
+                       (unsigned long long)c->ring_end);
+        goto out;
+    }
+    memmove(&c->pins[at + 1], &c->pins[at], (size_t)(c->npins - at) * sizeof c->pins[0]);
+    c->pins[at] = (struct kvmgpu_pinned){top - n, n};
+    c->npins++;
+    c->ring_size = c->pins[c->npins - 1].offset;
+    p = c->window + (top - n);
+    if (kvmgpu_tracing())
+        kvmgpu_log("page-locked %zu bytes in the window at offset %llu", n, (unsigned long long)(top - n));
+out:
+    kvmgpu_client_unlock(c);
+    return p;
+}
+
+int kvmgpu_client_unpin(struct kvmgpu_client *c, void *p)
+{
+    int rc = -1;
+    kvmgpu_client_lock(c);
+    for (int i = 0; i < c->npins && c->window; i++) {
+        if (c->window + c->pins[i].offset == (uint8_t *)p) {
+            memmove(&c->pins[i], &c->pins[i + 1], (size_t)(c->npins - i - 1) * sizeof c->pins[0]);
+            c->npins--;
+            c->ring_size = c->npins ? c->pins[c->npins - 1].offset : c->ring_end;
+            rc = 0;
+            break;
+        }
+    }
+    kvmgpu_client_unlock(c);
+    return rc;
+}
+
+/* Whether [p, p + n) lies in one page-locked block of the window: its offset in `offset`. */
+static int in_pinned(const struct kvmgpu_client *c, const void *p, size_t n, uint64_t *offset)
+{
+    const uint8_t *b = p;
+    for (int i = 0; i < c->npins; i++) {
+        const uint8_t *start = c->window + c->pins[i].offset;
+        if (b >= start && n <= c->pins[i].size && (size_t)(b - start) <= c->pins[i].size - n) {
+            *offset = c->pins[i].offset + (uint64_t)(b - start);
+            return 1;
+        }
+    }
+    return 0;
+}
+
 /* A bulk copy's chunk: a quarter of it (rounded to 64 KiB) from pipe_min to pipe_chunk, at most
  * the ring (as kvmgpu_guest/client.py's _chunk). */
 static size_t chunk_of(const struct kvmgpu_client *c, size_t n)
@@ -832,8 +904,9 @@ int kvmgpu_client_htod(struct kvmgpu_client *c, uint64_t dst, const void *src, s
     kvmgpu_client_lock(c);
     if (c->dead)
         goto out;
-    if (n == 0) {
-        status = kvmgpu_memcpy_htod(c, dst, 0, 0, stream, 0); /* an empty copy: the host checks it */
+    uint64_t at;
+    if (n == 0 || in_pinned(c, src, n, &at)) { /* (an empty copy: the host checks it) */
+        status = kvmgpu_memcpy_htod(c, dst, n ? at : 0, n, stream, 0); /* from page-locked memory: no copy here */
         goto out;
     }
     size_t chunk = chunk_of(c, n), head = 0;
@@ -867,6 +940,11 @@ int kvmgpu_client_dtoh(struct kvmgpu_client *c, void *dst, uint64_t src, size_t 
     kvmgpu_client_lock(c);
     if (c->dead)
         goto out;
+    uint64_t at;
+    if (n && in_pinned(c, dst, n, &at)) { /* into page-locked memory: the host writes it there */
+        status = kvmgpu_memcpy_dtoh(c, at, src, n, stream);
+        goto out;
+    }
     size_t chunk = chunk_of(c, n ? n : 1);
     if (n == 0 || n <= chunk || 2 * chunk > c->ring_size) { /* one piece at a time */
         status = n ? 0 : kvmgpu_memcpy_dtoh(c, 0, src, 0, stream);

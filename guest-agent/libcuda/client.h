@@ -13,6 +13,7 @@
 #include "kvmgpu_cuda.h"
 
 #define KVMGPU_CLIENT_ERR 512
+#define KVMGPU_MAX_PINNED 256 /* page-locked blocks carved out of a session's window */
 
 /* The device as the WELCOME describes it (cached for the device queries). */
 struct kvmgpu_device {
@@ -55,6 +56,11 @@ struct kvmgpu_client {
      * by the copier (kvmgpu_copier.h) in copy_split-byte pieces where `copier`. */
     size_t pipe_min, pipe_chunk, copy_split;
     int copier;
+    /* Page-locked memory carved out of the ring's top (kvmgpu_client_pin): the ring is
+     * [0, ring_size), ring_size the lowest block's offset (ring_end where there is none). */
+    uint64_t ring_end;
+    struct kvmgpu_pinned { uint64_t offset, size; } pins[KVMGPU_MAX_PINNED]; /* highest first */
+    int npins;
     struct kvmgpu_device device;
     char last_error[KVMGPU_MAX_ERROR_TEXT + 1]; /* the host's text of its last failed reply */
 };
@@ -72,6 +78,12 @@ void kvmgpu_client_unlock(struct kvmgpu_client *c);
  * null stream. Each piece's call waits for the host's reply (the window is then free again). */
 int kvmgpu_client_htod(struct kvmgpu_client *c, uint64_t dst, const void *src, size_t n, uint64_t stream);
 int kvmgpu_client_dtoh(struct kvmgpu_client *c, void *dst, uint64_t src, size_t n, uint64_t stream);
+/* Page-locked memory in the window (the host has it registered: the GPU reads and writes it
+ * directly, and a copy from or to it moves no byte in the guest): `n` bytes rounded to pages, or
+ * NULL where the window cannot spare them (it keeps at least half of the ring for bulk copies). */
+void *kvmgpu_client_pin(struct kvmgpu_client *c, size_t n);
+/* Give back a block kvmgpu_client_pin gave; -1 where `p` is not one. */
+int kvmgpu_client_unpin(struct kvmgpu_client *c, void *p);
 /* A module image into the window (the host has not seen its digest yet), then loaded. */
 int kvmgpu_client_module_load(struct kvmgpu_client *c, const void *image, size_t n, uint64_t *module);
 

@@ -1,9 +1,12 @@
-/* Page-locked host memory, for now ordinary page-aligned guest memory: cudaMallocHost,
- * cudaHostAlloc and cudaHostRegister succeed and copies from and to it are right (they go through
- * the window as any copy does), but it is not yet carved out of the shared region (no DMA from it,
- * no faster copies) and it cannot be mapped into the device's address space
- * (CU_MEMHOSTALLOC_DEVICEMAP, CU_MEMHOSTREGISTER_DEVICEMAP: CUDA_ERROR_NOT_SUPPORTED, said once).
- * Only what these functions handed out is freed by cuMemFreeHost. */
+/* Page-locked host memory. cuMemHostAlloc / cuMemAllocHost (cudaMallocHost, cudaHostAlloc) carve
+ * it out of the session's window (client.c, kvmgpu_client_pin), which the host has registered with
+ * the driver: copies from and to it are the GPU's DMA into guest memory, nothing copied in the
+ * guest. Where the window cannot spare the bytes (it keeps half of its ring for other copies), it
+ * is ordinary page-aligned guest memory, right but copied through the window as pageable memory
+ * is. cuMemHostRegister (cudaHostRegister) keeps the program's memory where it is (copied through
+ * the window). It cannot be mapped into the device's address space (CU_MEMHOSTALLOC_DEVICEMAP,
+ * CU_MEMHOSTREGISTER_DEVICEMAP: CUDA_ERROR_NOT_SUPPORTED, said once). Only what these functions
+ * handed out is freed by cuMemFreeHost. */
 #define _GNU_SOURCE
 #include "api.h"
 
@@ -20,6 +23,7 @@ struct host_block {
     size_t size;
     unsigned flags;
     int registered; /* the program's memory, registered: not ours to free */
+    int in_window;  /* carved out of the session's window (kvmgpu_client_pin) */
     struct host_block *next;
 };
 static pthread_mutex_t host_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -33,12 +37,12 @@ static CUresult mapped_refused(const char *call)
     return KVMGPU_CUDA_ERROR_NOT_SUPPORTED;
 }
 
-static CUresult remember(void *p, size_t size, unsigned flags, int registered)
+static CUresult remember(void *p, size_t size, unsigned flags, int registered, int in_window)
 {
     struct host_block *b = malloc(sizeof *b);
     if (!b)
         return KVMGPU_CUDA_ERROR_OUT_OF_MEMORY;
-    *b = (struct host_block){p, size, flags, registered, NULL};
+    *b = (struct host_block){p, size, flags, registered, in_window, NULL};
     pthread_mutex_lock(&host_lock);
     b->next = blocks;
     blocks = b;
@@ -71,12 +75,16 @@ CUAPI CUresult cuMemHostAlloc(void **pp, size_t bytesize, unsigned int flags)
         return KVMGPU_CUDA_ERROR_INVALID_VALUE;
     if (flags & DEVICEMAP)
         return mapped_refused("cuMemHostAlloc");
-    void *p = NULL;
-    if (posix_memalign(&p, 4096, bytesize) != 0)
+    void *p = kvmgpu_client_pin(&kvmgpu_session, bytesize);
+    int in_window = p != NULL;
+    if (!p && posix_memalign(&p, 4096, bytesize) != 0)
         return KVMGPU_CUDA_ERROR_OUT_OF_MEMORY;
-    rc = remember(p, bytesize, flags, 0);
+    rc = remember(p, bytesize, flags, 0, in_window);
     if (rc) {
-        free(p);
+        if (in_window)
+            kvmgpu_client_unpin(&kvmgpu_session, p);
+        else
+            free(p);
         return rc;
     }
     *pp = p;
@@ -96,7 +104,10 @@ CUAPI CUresult cuMemFreeHost(void *p)
     struct host_block *b = take(p, 0);
     if (!b)
         return KVMGPU_CUDA_ERROR_INVALID_VALUE;
-    free(b->p);
+    if (b->in_window)
+        kvmgpu_client_unpin(&kvmgpu_session, b->p);
+    else
+        free(b->p);
     free(b);
     return KVMGPU_CUDA_SUCCESS;
 }
@@ -130,7 +141,7 @@ CUAPI CUresult cuMemHostRegister_v2(void *p, size_t bytesize, unsigned int flags
         return KVMGPU_CUDA_ERROR_INVALID_VALUE;
     if (flags & DEVICEMAP)
         return mapped_refused("cuMemHostRegister");
-    return remember(p, bytesize, flags, 1);
+    return remember(p, bytesize, flags, 1, 0);
 }
 
 CUAPI CUresult cuMemHostUnregister(void *p)

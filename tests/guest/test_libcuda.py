@@ -137,8 +137,24 @@ def test_bulk_copies_are_right_in_pieces(program, window, env):
     finally:
         worker.stop()
     assert "FAIL" not in out and out.count("OK copies of") == 6 and "DONE" in out, out
+    assert "OK page-locked copies" in out and "free twice: CUDA_ERROR_INVALID_VALUE" in out, out
     assert "DtoH past the end: CUDA_ERROR_INVALID_VALUE" in out, out
     assert "HtoD past the end: CUDA_ERROR_INVALID_VALUE" in out, out
+
+
+def test_page_locked_memory_is_carved_out_of_the_window(program):
+    """cuMemAllocHost's memory is in the shared window (the host's DMA reaches it: nothing is
+    copied in the guest) while the window can spare it; a block bigger than half its ring is
+    plain guest memory, and right either way."""
+    worker = LoopbackWorker(gmem="256M", region="64M")
+    try:
+        proc = subprocess.run([str(program), "copies", "24"], capture_output=True, text=True, timeout=120,
+                              env={**worker.env, "KVMGPU_WINDOW": str(32 << 20), "KVMGPU_LOG": "trace"})
+    finally:
+        worker.stop()
+    assert "OK page-locked copies" in proc.stdout and "DONE" in proc.stdout, proc.stdout + proc.stderr
+    assert proc.stderr.count("kvmgpu: page-locked 1048576 bytes in the window at offset") == 2, proc.stderr
+    assert "page-locked 25165824 bytes: plain guest memory (the window keeps half of its" in proc.stderr, proc.stderr
 
 
 @pytest.mark.parametrize("name, value, says", [("KVMGPU_POLL_US", "soon", "is not a whole number from 0 to 1000000"),

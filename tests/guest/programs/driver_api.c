@@ -346,6 +346,34 @@ static int run_copies(long mib)
         free(a);
         free(b);
     }
+    /* page-locked buffers: copies from and to them, and one too big for the window */
+    size_t pn = 1 << 20;
+    unsigned char *pin_in, *pin_out, *huge;
+    CUdeviceptr pd;
+    CHECK(cuMemAllocHost((void **)&pin_in, pn));
+    CHECK(cuMemHostAlloc((void **)&pin_out, pn, 0));
+    CHECK(cuMemAllocHost((void **)&huge, (size_t)mib << 20));
+    CHECK(cuMemAlloc(&pd, (size_t)mib << 20));
+    for (size_t k = 0; k < pn; k++)
+        pin_in[k] = (unsigned char)(k * 7 + 3);
+    memset(huge, 0x5A, (size_t)mib << 20);
+    CHECK(cuMemcpyHtoD(pd, pin_in, pn));
+    CHECK(cuMemcpyDtoH(pin_out, pd, pn));
+    int pin_same = !memcmp(pin_in, pin_out, pn);
+    CHECK(cuMemcpyHtoDAsync(pd + 4096, pin_in + 100, pn - 100, NULL)); /* inside a block, off its start */
+    CHECK(cuMemcpyDtoHAsync(pin_out, pd + 4096, pn - 100, NULL));
+    CHECK(cuCtxSynchronize());
+    pin_same = pin_same && !memcmp(pin_in + 100, pin_out, pn - 100);
+    CHECK(cuMemcpyHtoD(pd, huge, (size_t)mib << 20));
+    memset(huge, 0, (size_t)mib << 20);
+    CHECK(cuMemcpyDtoH(huge, pd, (size_t)mib << 20));
+    pin_same = pin_same && huge[0] == 0x5A && huge[((size_t)mib << 20) - 1] == 0x5A;
+    printf("%s page-locked copies\n", pin_same ? "OK" : "FAIL");
+    CHECK(cuMemFreeHost(pin_in));
+    CHECK(cuMemFreeHost(pin_out));
+    CHECK(cuMemFreeHost(huge));
+    printf("free twice: %s\n", name(cuMemFreeHost(pin_in)));
+    CHECK(cuMemFree(pd));
     /* a copy that fails half way (past the allocation's end) is an error, and the session goes on */
     CUdeviceptr small;
     static unsigned char big[8 << 20];
