@@ -10,7 +10,8 @@
  *   launch_sync_us        a launch and cuCtxSynchronize, 500 in a row
  *   htod_pageable_GBps_<n>M, dtoh_pageable_GBps_<n>M   cuMemcpyHtoD / DtoH from malloc'd memory
  *   htod_pinned_GBps_<n>M, dtoh_pinned_GBps_<n>M       the same from cuMemAllocHost memory
- *   (n = 1, 16, 64, 256, 1024 MiB, up to MAX_MIB; HtoD timed until the copy has landed) */
+ *   (n = 1, 16, 64, 256, 1024 MiB, up to MAX_MIB, page-locked up to 64 MiB; HtoD timed until the copy
+ *   has landed) */
 #include <cuda.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -150,7 +151,7 @@ int main(int argc, char **argv)
     memset(pageable, 7, bytes); /* (touched: no first-touch faults in the timings) */
     copies("pageable", pageable, dev, max_mib);
     free(pageable);
-    size_t pinned_mib = max_mib < 256 ? max_mib : 256;
+    size_t pinned_mib = max_mib < 64 ? max_mib : 64; /* (a VM's page-locked memory lives in its shared window) */
     void *pinned;
     CHECK(cuMemAllocHost(&pinned, pinned_mib << 20));
     memset(pinned, 7, pinned_mib << 20);
