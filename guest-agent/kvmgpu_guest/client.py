@@ -141,7 +141,8 @@ class Session:
 
     def handshake(self, window: int = 0) -> Welcome:
         with self.lock:
-            self.transport.send(self.conn.send(Hello(self.id, window=window, client=self.client)))
+            self.transport.send(self.conn.send(Hello(self.id, window=window, client=self.client,
+                                                     pid=os.getpid())))
             while True:
                 event = self._next_event()
                 if isinstance(event, Welcome) and event.session == self.id:

@@ -412,20 +412,20 @@ static int read_welcome(struct kvmgpu_client *c, const struct json *w, uint32_t 
     return 0;
 }
 
-static int handshake(struct kvmgpu_client *c, char *err, size_t errlen)
+static int handshake(struct kvmgpu_client *c, const struct kvmgpu_client_kind *kind, char *err, size_t errlen)
 {
-    uint64_t window = 0;
+    uint64_t window = kind->window;
     const char *env = getenv("KVMGPU_WINDOW");
-    if (env && *env)
+    if (window == 0 && env && *env)
         window = strtoull(env, NULL, 0);
-    else if (c->shared)
+    else if (window == 0 && c->shared)
         window = c->region_size / SHARED_WINDOW_PART;
     char hello[512];
     int n = snprintf(hello, sizeof hello,
                      "{\"version_min\":%d,\"version_max\":%d,\"max_frame\":%d,\"window\":%llu,"
-                     "\"client\":\"kvmgpu libcuda/" LIB_VERSION " pid %d\"}",
+                     "\"client\":\"kvmgpu %s/" LIB_VERSION " pid %d\",\"pid\":%d,\"role\":\"%s\"}",
                      KVMGPU_PROTOCOL_VERSION, KVMGPU_PROTOCOL_VERSION, KVMGPU_DEFAULT_MAX_FRAME,
-                     (unsigned long long)window, (int)getpid());
+                     (unsigned long long)window, kind->library, (int)getpid(), (int)getpid(), kind->role);
     if (send_frame(c, KVMGPU_HELLO, hello, (uint32_t)n)) {
         snprintf(err, errlen, "cannot say HELLO to the host: the channel closed");
         return -1;
@@ -455,8 +455,12 @@ static int handshake(struct kvmgpu_client *c, char *err, size_t errlen)
     }
 }
 
-int kvmgpu_client_open(struct kvmgpu_client *c, char *err, size_t errlen)
+static const struct kvmgpu_client_kind libcuda_kind = {"libcuda", "", 0};
+
+int kvmgpu_client_open(struct kvmgpu_client *c, const struct kvmgpu_client_kind *kind, char *err, size_t errlen)
 {
+    if (!kind)
+        kind = &libcuda_kind;
     pthread_mutexattr_t attr;
     memset(c, 0, sizeof *c);
     c->fd = -1;
@@ -465,12 +469,14 @@ int kvmgpu_client_open(struct kvmgpu_client *c, char *err, size_t errlen)
     pthread_mutex_init(&c->lock, &attr);
     pthread_mutexattr_destroy(&attr);
     c->session = (uint32_t)getpid();
+    if (*kind->role)
+        c->session |= 0x80000000u; /* beside the process's CUDA session on one channel (pids are < 2^22) */
     c->frame = malloc(KVMGPU_DEFAULT_MAX_FRAME + sizeof(struct kvmgpu_frame_header));
     if (!c->frame) {
         snprintf(err, errlen, "out of memory");
         return -1;
     }
-    if (find_channel(c, err, errlen) == 0 && handshake(c, err, errlen) == 0)
+    if (find_channel(c, err, errlen) == 0 && handshake(c, kind, err, errlen) == 0)
         return 0;
     c->dead = 1;
     kvmgpu_client_close(c, NULL);

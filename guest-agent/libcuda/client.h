@@ -44,9 +44,19 @@ struct kvmgpu_client {
     char last_error[KVMGPU_MAX_ERROR_TEXT + 1]; /* the host's text of its last failed reply */
 };
 
+/* Who opens a session: the library's name in the HELLO's `client`, its `role` ("": CUDA calls;
+ * "monitor": only questions about the vGPU, left out of the VM's process list), and the window
+ * it asks for (0: KVMGPU_WINDOW, else all that is free, through the agent a sixteenth). */
+struct kvmgpu_client_kind {
+    const char *library;
+    const char *role;
+    uint64_t window;
+};
+
 /* Find the channel (KVMGPU_SOCKET + KVMGPU_SHM; the guest agent's socket; the VM's devices), map
- * the region, say HELLO and read the WELCOME. 0, or -1 with what went wrong in `err`. */
-int kvmgpu_client_open(struct kvmgpu_client *c, char *err, size_t errlen);
+ * the region, say HELLO and read the WELCOME. `kind` NULL: libcuda's. 0, or -1 with what went
+ * wrong in `err`. */
+int kvmgpu_client_open(struct kvmgpu_client *c, const struct kvmgpu_client_kind *kind, char *err, size_t errlen);
 /* Say GOODBYE (when the channel still works) and let go of the channel and the region. */
 void kvmgpu_client_close(struct kvmgpu_client *c, const char *reason);
 
