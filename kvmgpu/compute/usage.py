@@ -13,7 +13,8 @@ import time
 from collections import deque
 
 WINDOW_S = 1.0
-MAX_SAMPLES = 64  # a monitor asking in a tight loop keeps this many; the span stays >= window
+SPACING = 32  # samples are kept at least window/SPACING apart: a monitor asking in a tight loop
+# keeps about SPACING of them
 
 
 class Utilisation:
@@ -26,11 +27,10 @@ class Utilisation:
         """(percent 0..100, milliseconds the answer spans) with the VM's GPU time so far."""
         now = self._clock()
         samples = self._samples
-        samples.append((now, gpu_seconds))
-        while len(samples) > 2 and samples[1][0] <= now - self.window:
+        if now - samples[-1][0] >= self.window / SPACING:
+            samples.append((now, gpu_seconds))
+        while len(samples) > 1 and samples[1][0] <= now - self.window:
             samples.popleft()  # the next one is itself old enough to start from
-        while len(samples) > MAX_SAMPLES:
-            del samples[1]  # thin the middle: the oldest stays, the span stays long enough
         start, used = samples[0]
         span = now - start
         if span <= 0:

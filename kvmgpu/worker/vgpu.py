@@ -11,7 +11,7 @@ from typing import Callable
 from kvmgpu_wire.cudefs import CUresult
 from kvmgpu_wire.mailbox import Mailbox, mailbox_at
 from kvmgpu_wire.ops import MAX_PROCESSES
-from kvmgpu_wire.region import Region
+from kvmgpu_wire.region import Region, Window
 
 from ..backend.base import Backend
 from . import dispatch
@@ -128,12 +128,15 @@ class VGpu:
             self.end_session(key, "HELLO on a live session")
         if len(self.sessions) >= MAX_SESSIONS:
             return f"the worker already serves {MAX_SESSIONS} sessions"
-        placed = self.windows.allocate(window)
-        if placed is None:
-            return (f"no room for a {window or 'any'}-byte window in the {self.region.size}-byte "
-                    f"region ({self.windows.used} bytes in use by {len(self.sessions)} sessions)")
-        session = Session(key, self.region.window(*placed), client, pid=pid if pid <= 0xFFFFFFFF else 0,
-                          monitor=role == MONITOR)
+        if role == MONITOR:  # it copies nothing: no window, so a full region never keeps it out
+            placed, place = (0, 0), Window(self.region.view[0:0], 0, 0)
+        else:
+            placed = self.windows.allocate(window)
+            if placed is None:
+                return (f"no room for a {window or 'any'}-byte window in the {self.region.size}-byte "
+                        f"region ({self.windows.used} bytes in use by {len(self.sessions)} sessions)")
+            place = self.region.window(*placed)
+        session = Session(key, place, client, pid=pid if pid <= 0xFFFFFFFF else 0, monitor=role == MONITOR)
         at = mailbox_at(session.window.size)
         if at is not None:
             session.mailbox = Mailbox(session.window.view, at)
@@ -165,7 +168,8 @@ class VGpu:
             session.mailbox.release()
             session.mailbox = None
         session.window.view.release()
-        self.windows.release(session.window.offset, session.window.size)
+        if not session.monitor:
+            self.windows.release(session.window.offset, session.window.size)
         log.info("session %s:%s end%s", key[0], key[1], f" ({reason})" if reason else "")
         if self.broken and not self.sessions:
             (self.on_broken_idle or self.restart_backend)()
