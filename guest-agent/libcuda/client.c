@@ -360,7 +360,7 @@ static int read_welcome(struct kvmgpu_client *c, const struct json *w, uint32_t 
     }
     if (!json_int(json_get(w, "max_frame"), 4096, asked_frame, &max_frame) ||
         !json_int(json_get(w, "window_offset"), 0, INT64_MAX, &offset) ||
-        !json_int(json_get(w, "window_size"), 1, INT64_MAX, &size) ||
+        !json_int(json_get(w, "window_size"), c->monitor ? 0 : 1, INT64_MAX, &size) ||
         (json_get(w, "channel_session") &&
          !json_int(json_get(w, "channel_session"), 0, UINT32_MAX, &channel_session))) {
         snprintf(err, errlen, "the host's WELCOME has a missing or bad max_frame, window or channel_session");
@@ -377,7 +377,8 @@ static int read_welcome(struct kvmgpu_client *c, const struct json *w, uint32_t 
     c->ring_size = c->window_size >= KVMGPU_MAILBOX_MIN_WINDOW ? c->window_size - KVMGPU_MAILBOX_BYTES : c->window_size;
     if (channel_session)
         c->session = (uint32_t)channel_session; /* a guest agent numbers sessions on the channel */
-    madvise(c->window, c->ring_size, 23 /* MADV_POPULATE_WRITE, Linux 5.14: best effort */);
+    if (c->ring_size)
+        madvise(c->window, c->ring_size, 23 /* MADV_POPULATE_WRITE, Linux 5.14: best effort */);
 
     const struct json *d = json_get(w, "device"), *x;
     struct kvmgpu_device *dev = &c->device;
@@ -389,6 +390,7 @@ static int read_welcome(struct kvmgpu_client *c, const struct json *w, uint32_t 
     snprintf(dev->name, sizeof dev->name, "%s", x && x->type == JSON_STRING ? x->string : "kvmgpu vGPU");
     x = json_get(d, "uuid");
     parse_uuid(x && x->type == JSON_STRING ? x->string : "", dev->uuid);
+    snprintf(dev->uuid_text, sizeof dev->uuid_text, "%s", x && x->type == JSON_STRING ? x->string : "");
     if (json_int(json_get(d, "total_memory"), 0, INT64_MAX, &v))
         dev->total_memory = (uint64_t)v;
     if (json_int(json_get(d, "driver_version"), 0, INT32_MAX, &v))
@@ -469,6 +471,7 @@ int kvmgpu_client_open(struct kvmgpu_client *c, const struct kvmgpu_client_kind 
     pthread_mutex_init(&c->lock, &attr);
     pthread_mutexattr_destroy(&attr);
     c->session = (uint32_t)getpid();
+    c->monitor = !strcmp(kind->role, "monitor"); /* the host gives it no window: it copies nothing */
     if (*kind->role)
         c->session |= 0x80000000u; /* beside the process's CUDA session on one channel (pids are < 2^22) */
     c->frame = malloc(KVMGPU_DEFAULT_MAX_FRAME + sizeof(struct kvmgpu_frame_header));

@@ -18,6 +18,7 @@
 struct kvmgpu_device {
     char name[256];
     uint8_t uuid[16];
+    char uuid_text[96]; /* as the WELCOME gives it ("GPU-..."), what NVML reports */
     uint64_t total_memory; /* the vGPU's memory quota */
     int driver_version;
     int cc_major, cc_minor;
@@ -30,6 +31,7 @@ struct kvmgpu_client {
     int fd;
     int is_socket;
     int shared; /* the region is the guest agent's: other processes have windows in it */
+    int monitor; /* a session that only asks about the vGPU: no window (window_size 0) */
     uint8_t *region;
     size_t region_size;
     uint8_t *window; /* the session's part of the region */
