@@ -193,3 +193,43 @@ def test_the_library_under_asan_and_ubsan(worker, holder, tmp_path):
     prog = _checks_program(libs, libs / "nvml_checks", SANITIZE)
     _run_checks(prog, worker, libs, holder, env={"ASAN_OPTIONS": "abort_on_error=1",
                                                   "UBSAN_OPTIONS": "print_stacktrace=1"})
+
+
+from test_agent import agent  # noqa: E402,F401 (the fixture: a guest agent in front of a sim worker)
+from test_libcuda import _wait_listening  # noqa: E402
+
+
+def test_through_the_guest_agent_as_in_a_vm(agent, libs):
+    """No loopback variables: the agent's socket, which renumbers sessions on the channel; the
+    process list still names the guest's pids (the HELLO's), and NVML's session needs no window."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KVMGPU_")}
+    env.update(KVMGPU_AGENT_SOCKET=agent.path, LD_LIBRARY_PATH=str(libs))
+    _wait_listening(agent.path)
+    holder = subprocess.Popen([sys.executable, str(PROGRAMS / "memory_holder.py")], text=True,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+    try:
+        pid = int(holder.stdout.readline().split()[1])
+        holder.stdin.write(f"alloc {4 * MiB}\n")
+        holder.stdin.flush()
+        assert holder.stdout.readline().strip() == "done"
+        proc = subprocess.run([sys.executable, str(PROGRAMS / "nvml_report.py")], capture_output=True,
+                              text=True, env=env, timeout=60)
+        assert proc.returncode == 0, f"{proc.stderr}\n--- worker ---\n{agent.worker.output()}"
+        dev = json.loads(proc.stdout)["devices"][0]
+        assert dev["memory"]["used"] == 4 * MiB
+        assert dev["processes"] == [{"pid": pid, "memory": 4 * MiB}]
+    finally:
+        holder.stdin.close()
+        holder.wait(30)
+
+
+def test_kvmgpu_guest_run_puts_the_library_on_the_path(worker):
+    from kvmgpu_guest import cli
+    if not os.path.exists(os.path.join(cli.LIB_DIR, "libnvidia-ml.so.1")):
+        pytest.skip(f"kvmgpu-guest was installed without libnvidia-ml.so.1 ({cli.LIB_DIR}; `make venv` builds it)")
+    env = {k: v for k, v in os.environ.items() if k not in ("LD_LIBRARY_PATH", "KVMGPU_SOCKET", "KVMGPU_SHM")}
+    proc = subprocess.run([sys.executable, "-c", "from kvmgpu_guest.cli import main; main()", "run",
+                           "--socket", worker.socket, "--shm", worker.shm, "--", sys.executable,
+                           str(PROGRAMS / "nvml_report.py")], capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert json.loads(proc.stdout)["devices"][0]["memory"]["total"] == 64 * MiB
