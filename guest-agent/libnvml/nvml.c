@@ -637,3 +637,11 @@ HOSTS(nvmlDeviceGetBAR1MemoryInfo, (nvmlDevice_t device, void *bar1), bar1)
 HOSTS(nvmlDeviceGetSerial, (nvmlDevice_t device, char *serial, unsigned int length), serial + 0 * length)
 HOSTS(nvmlDeviceGetVbiosVersion, (nvmlDevice_t device, char *version, unsigned int length), version + 0 * length)
 HOSTS(nvmlDeviceGetBoardId, (nvmlDevice_t device, unsigned int *board), board)
+/* No NVLink and no fabric in a VM's vGPU (PyTorch's c10 DriverAPI needs these names to exist). */
+HOSTS(nvmlDeviceGetNvLinkState, (nvmlDevice_t device, unsigned int link, int *active), active + 0 * link)
+HOSTS(nvmlDeviceGetNvLinkCapability, (nvmlDevice_t device, unsigned int link, int cap, unsigned int *result),
+      result + 0 * (link + (unsigned)cap))
+HOSTS(nvmlDeviceGetNvLinkRemoteDeviceType, (nvmlDevice_t device, unsigned int link, int *type), type + 0 * link)
+HOSTS(nvmlDeviceGetNvLinkRemotePciInfo_v2, (nvmlDevice_t device, unsigned int link, nvmlPciInfo_t *pci),
+      pci + 0 * link)
+HOSTS(nvmlDeviceGetGpuFabricInfoV, (nvmlDevice_t device, void *info), info)

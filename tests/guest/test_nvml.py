@@ -96,6 +96,11 @@ def test_the_library_exports_nvml_only(libs):
                    "nvmlDeviceGetMemoryInfo_v2", "nvmlDeviceGetComputeRunningProcesses_v3",
                    "nvmlDeviceGetUtilizationRates", "nvmlDeviceGetPciInfo_v3", "nvmlErrorString"):
         assert needed in names
+    # PyTorch's c10 DriverAPI asserts these exist once it has loaded libnvidia-ml.so.1
+    for torch_needs in ("nvmlInit_v2", "nvmlDeviceGetHandleByPciBusId_v2", "nvmlDeviceGetNvLinkRemoteDeviceType",
+                        "nvmlDeviceGetNvLinkRemotePciInfo_v2", "nvmlDeviceGetComputeRunningProcesses",
+                        "nvmlSystemGetCudaDriverVersion_v2"):
+        assert torch_needs in names
     assert os.readlink(libs / "libnvidia-ml.so") == "libnvidia-ml.so.1"
 
 
