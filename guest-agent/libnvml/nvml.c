@@ -3,8 +3,9 @@
  * driver version are the WELCOME's (cached for the session); memory (the quota and what the VM
  * holds), this VM's utilisation and its processes are asked of the worker each time, in a
  * session of its own (role "monitor": no window of the region, left out of the process list).
- * Sensors, clocks and power belong to the host: NVML_ERROR_NOT_SUPPORTED. A function not here is
- * missing, which nvidia-ml-py reports as NVML_ERROR_FUNCTION_NOT_FOUND. */
+ * This file: init, the system, finding the device and what the WELCOME says; usage.c: what the
+ * worker is asked; hosts.c: what a VM is not given (sensors, clocks, power: NOT_SUPPORTED). A
+ * function in none of them is missing, which nvidia-ml-py reports as NVML_ERROR_FUNCTION_NOT_FOUND. */
 #define _GNU_SOURCE
 #include <ctype.h>
 #include <pthread.h>
@@ -13,10 +14,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "client.h"
-#include "nvml_abi.h"
-
-#define NOT_MIG 0xFFFFFFFFu
+#include "nvml_state.h"
 
 struct nvmlDevice_st {
     int index;
@@ -26,7 +24,8 @@ static struct nvmlDevice_st the_device = {0};
 static pthread_mutex_t init_lock = PTHREAD_MUTEX_INITIALIZER;
 static int init_count; /* nvmlInit calls not yet shut down */
 static int devices;    /* 1 with a session; 0 after NVML_INIT_FLAG_NO_GPUS found no vGPU */
-static struct kvmgpu_client session;
+struct kvmgpu_client kvmgpu_nvml_session;
+#define DEVICE (kvmgpu_nvml_session.device) /* the WELCOME's, cached for the session */
 static char bus_id[NVML_DEVICE_PCI_BUS_ID_BUFFER_SIZE], bus_id_legacy[NVML_DEVICE_PCI_BUS_ID_BUFFER_V2_SIZE];
 static unsigned pci_domain, pci_bus, pci_device;
 
@@ -34,7 +33,7 @@ static const struct kvmgpu_client_kind monitor = {"libnvidia-ml", "monitor", 0};
 
 static int attribute(int id)
 {
-    return id < KVMGPU_CU_DEVICE_ATTRIBUTE_MAX && session.device.has_attribute[id] ? session.device.attribute[id] : 0;
+    return id < KVMGPU_CU_DEVICE_ATTRIBUTE_MAX && DEVICE.has_attribute[id] ? DEVICE.attribute[id] : 0;
 }
 
 static void cache_pci(void)
@@ -55,7 +54,7 @@ NVMLAPI nvmlReturn_t nvmlInitWithFlags(unsigned int flags)
     pthread_mutex_lock(&init_lock);
     if (init_count == 0) {
         char err[KVMGPU_CLIENT_ERR];
-        if (kvmgpu_client_open(&session, &monitor, err, sizeof err) == 0) {
+        if (kvmgpu_client_open(&kvmgpu_nvml_session, &monitor, err, sizeof err) == 0) {
             devices = 1;
             cache_pci();
         } else if (flags & NVML_INIT_FLAG_NO_GPUS) {
@@ -88,7 +87,7 @@ NVMLAPI nvmlReturn_t nvmlShutdown(void)
     if (init_count == 0)
         rc = NVML_ERROR_UNINITIALIZED;
     else if (--init_count == 0 && devices) {
-        kvmgpu_client_close(&session, "nvmlShutdown");
+        kvmgpu_client_close(&kvmgpu_nvml_session, "nvmlShutdown");
         devices = 0;
     }
     pthread_mutex_unlock(&init_lock);
@@ -100,8 +99,7 @@ static nvmlReturn_t ready(void)
     return __atomic_load_n(&init_count, __ATOMIC_ACQUIRE) > 0 ? NVML_SUCCESS : NVML_ERROR_UNINITIALIZED;
 }
 
-/* The device argument: initialised, and the one handle this library gives. */
-static nvmlReturn_t check(nvmlDevice_t device)
+nvmlReturn_t kvmgpu_nvml_check(nvmlDevice_t device)
 {
     nvmlReturn_t rc = ready();
     if (rc == NVML_SUCCESS && (device != &the_device || !devices))
@@ -109,8 +107,7 @@ static nvmlReturn_t check(nvmlDevice_t device)
     return rc;
 }
 
-/* A failed call to the worker as NVML says it: the channel gone is a lost GPU. */
-static nvmlReturn_t from_cuda(int status)
+nvmlReturn_t kvmgpu_nvml_from_cuda(int status)
 {
     if (status == KVMGPU_CUDA_SUCCESS)
         return NVML_SUCCESS;
@@ -175,7 +172,7 @@ NVMLAPI const char *nvmlErrorString(nvmlReturn_t result)
  * to the guest. */
 static void driver_text(char *out, size_t n)
 {
-    int v = session.device.driver_version;
+    int v = DEVICE.driver_version;
     snprintf(out, n, "%d.%d", v / 1000, (v % 1000) / 10);
 }
 
@@ -203,7 +200,7 @@ NVMLAPI nvmlReturn_t nvmlSystemGetCudaDriverVersion(int *version)
         return rc;
     if (!version)
         return NVML_ERROR_INVALID_ARGUMENT;
-    *version = session.device.driver_version;
+    *version = DEVICE.driver_version;
     return NVML_SUCCESS;
 }
 
@@ -275,7 +272,7 @@ NVMLAPI nvmlReturn_t nvmlDeviceGetHandleByUUID(const char *uuid, nvmlDevice_t *d
         return rc;
     if (!uuid || !device)
         return NVML_ERROR_INVALID_ARGUMENT;
-    if (!devices || strcasecmp(uuid, session.device.uuid_text) != 0)
+    if (!devices || strcasecmp(uuid, DEVICE.uuid_text) != 0)
         return NVML_ERROR_NOT_FOUND;
     *device = &the_device;
     return NVML_SUCCESS;
@@ -320,19 +317,19 @@ NVMLAPI nvmlReturn_t nvmlDeviceGetHandleByPciBusId(const char *pciBusId, nvmlDev
 
 NVMLAPI nvmlReturn_t nvmlDeviceGetName(nvmlDevice_t device, char *name, unsigned int length)
 {
-    nvmlReturn_t rc = check(device);
-    return rc ? rc : give_text(session.device.name, name, length);
+    nvmlReturn_t rc = kvmgpu_nvml_check(device);
+    return rc ? rc : give_text(DEVICE.name, name, length);
 }
 
 NVMLAPI nvmlReturn_t nvmlDeviceGetUUID(nvmlDevice_t device, char *uuid, unsigned int length)
 {
-    nvmlReturn_t rc = check(device);
-    return rc ? rc : give_text(session.device.uuid_text, uuid, length);
+    nvmlReturn_t rc = kvmgpu_nvml_check(device);
+    return rc ? rc : give_text(DEVICE.uuid_text, uuid, length);
 }
 
 NVMLAPI nvmlReturn_t nvmlDeviceGetIndex(nvmlDevice_t device, unsigned int *index)
 {
-    nvmlReturn_t rc = check(device);
+    nvmlReturn_t rc = kvmgpu_nvml_check(device);
     if (rc)
         return rc;
     if (!index)
@@ -343,7 +340,7 @@ NVMLAPI nvmlReturn_t nvmlDeviceGetIndex(nvmlDevice_t device, unsigned int *index
 
 NVMLAPI nvmlReturn_t nvmlDeviceGetMinorNumber(nvmlDevice_t device, unsigned int *minor)
 {
-    nvmlReturn_t rc = check(device);
+    nvmlReturn_t rc = kvmgpu_nvml_check(device);
     if (rc)
         return rc;
     if (!minor)
@@ -354,19 +351,19 @@ NVMLAPI nvmlReturn_t nvmlDeviceGetMinorNumber(nvmlDevice_t device, unsigned int 
 
 NVMLAPI nvmlReturn_t nvmlDeviceGetCudaComputeCapability(nvmlDevice_t device, int *major, int *minor)
 {
-    nvmlReturn_t rc = check(device);
+    nvmlReturn_t rc = kvmgpu_nvml_check(device);
     if (rc)
         return rc;
     if (!major || !minor)
         return NVML_ERROR_INVALID_ARGUMENT;
-    *major = session.device.cc_major;
-    *minor = session.device.cc_minor;
+    *major = DEVICE.cc_major;
+    *minor = DEVICE.cc_minor;
     return NVML_SUCCESS;
 }
 
 NVMLAPI nvmlReturn_t nvmlDeviceGetBrand(nvmlDevice_t device, int *type)
 {
-    nvmlReturn_t rc = check(device);
+    nvmlReturn_t rc = kvmgpu_nvml_check(device);
     if (rc)
         return rc;
     if (!type)
@@ -378,12 +375,12 @@ NVMLAPI nvmlReturn_t nvmlDeviceGetBrand(nvmlDevice_t device, int *type)
 /* nvmlDeviceArchitecture_t from the compute capability. */
 NVMLAPI nvmlReturn_t nvmlDeviceGetArchitecture(nvmlDevice_t device, unsigned int *arch)
 {
-    nvmlReturn_t rc = check(device);
+    nvmlReturn_t rc = kvmgpu_nvml_check(device);
     if (rc)
         return rc;
     if (!arch)
         return NVML_ERROR_INVALID_ARGUMENT;
-    int major = session.device.cc_major, minor = session.device.cc_minor;
+    int major = DEVICE.cc_major, minor = DEVICE.cc_minor;
     *arch = major == 3 ? 2 : major == 5 ? 3 : major == 6 ? 4 : major == 7 ? (minor < 5 ? 5 : 6)
           : major == 8 ? (minor == 9 ? 8 : 7) : major == 9 ? 9 : major == 10 || major == 11 || major == 12 ? 10
           : NVML_DEVICE_ARCH_UNKNOWN;
@@ -392,7 +389,7 @@ NVMLAPI nvmlReturn_t nvmlDeviceGetArchitecture(nvmlDevice_t device, unsigned int
 
 NVMLAPI nvmlReturn_t nvmlDeviceGetComputeMode(nvmlDevice_t device, int *mode)
 {
-    nvmlReturn_t rc = check(device);
+    nvmlReturn_t rc = kvmgpu_nvml_check(device);
     if (rc)
         return rc;
     if (!mode)
@@ -414,7 +411,7 @@ static void fill_pci(nvmlPciInfo_t *pci)
 
 NVMLAPI nvmlReturn_t nvmlDeviceGetPciInfo_v3(nvmlDevice_t device, nvmlPciInfo_t *pci)
 {
-    nvmlReturn_t rc = check(device);
+    nvmlReturn_t rc = kvmgpu_nvml_check(device);
     if (rc)
         return rc;
     if (!pci)
@@ -439,209 +436,3 @@ NVMLAPI nvmlReturn_t nvmlDeviceGetPciInfo(nvmlDevice_t device, nvmlPciInfo_v1_t 
     pci->domain = full.domain, pci->bus = full.bus, pci->device = full.device;
     return NVML_SUCCESS;
 }
-
-/* --- what the worker is asked ------------------------------------------------------------------- */
-
-/* The quota (total) and what the VM's processes hold of it (used). */
-static nvmlReturn_t memory(nvmlDevice_t device, unsigned long long *total, unsigned long long *free_,
-                           unsigned long long *used)
-{
-    struct kvmgpu_results_mem_get_info info;
-    nvmlReturn_t rc = check(device);
-    if (rc)
-        return rc;
-    rc = from_cuda(kvmgpu_mem_get_info(&session, &info));
-    if (rc)
-        return rc;
-    *total = info.total;
-    *free_ = info.free;
-    *used = info.total - info.free;
-    return NVML_SUCCESS;
-}
-
-NVMLAPI nvmlReturn_t nvmlDeviceGetMemoryInfo(nvmlDevice_t device, nvmlMemory_t *mem)
-{
-    if (!mem)
-        return check(device) ? check(device) : NVML_ERROR_INVALID_ARGUMENT;
-    return memory(device, &mem->total, &mem->free, &mem->used);
-}
-
-NVMLAPI nvmlReturn_t nvmlDeviceGetMemoryInfo_v2(nvmlDevice_t device, nvmlMemory_v2_t *mem)
-{
-    nvmlReturn_t rc = check(device);
-    if (rc)
-        return rc;
-    if (!mem)
-        return NVML_ERROR_INVALID_ARGUMENT;
-    if (mem->version != nvmlMemory_v2)
-        return NVML_ERROR_ARGUMENT_VERSION_MISMATCH;
-    mem->reserved = 0; /* the context's own memory is the host's, outside the quota */
-    return memory(device, &mem->total, &mem->free, &mem->used);
-}
-
-/* This VM's GPU time over the last second or more; memory: 0 (not measured). */
-NVMLAPI nvmlReturn_t nvmlDeviceGetUtilizationRates(nvmlDevice_t device, nvmlUtilization_t *utilization)
-{
-    struct kvmgpu_results_vgpu_utilization out;
-    nvmlReturn_t rc = check(device);
-    if (rc)
-        return rc;
-    if (!utilization)
-        return NVML_ERROR_INVALID_ARGUMENT;
-    rc = from_cuda(kvmgpu_vgpu_utilization(&session, &out));
-    if (rc)
-        return rc;
-    utilization->gpu = out.gpu > 100 ? 100 : out.gpu;
-    utilization->memory = out.memory > 100 ? 100 : out.memory;
-    return NVML_SUCCESS;
-}
-
-/* The VM's processes (pid in the guest, the device memory their sessions hold), into `n`. */
-static nvmlReturn_t processes(nvmlDevice_t device, struct kvmgpu_process *procs, unsigned *n)
-{
-    struct kvmgpu_results_vgpu_processes out;
-    size_t size = sizeof(struct kvmgpu_process) * KVMGPU_MAX_PROCESSES;
-    nvmlReturn_t rc = check(device);
-    if (rc)
-        return rc;
-    rc = from_cuda(kvmgpu_vgpu_processes(&session, &out, procs, &size));
-    if (rc)
-        return rc;
-    *n = out.count;
-    if (*n > size / sizeof *procs)
-        *n = (unsigned)(size / sizeof *procs);
-    return NVML_SUCCESS;
-}
-
-/* NVML's contract: a count too small (infos may then be NULL) gets the count needed and
- * INSUFFICIENT_SIZE; else the entries and their count. `wide`: the _v2/_v3 entries. */
-static nvmlReturn_t running(nvmlDevice_t device, unsigned int *count, void *infos, int wide)
-{
-    struct kvmgpu_process procs[KVMGPU_MAX_PROCESSES];
-    unsigned n;
-    if (!count)
-        return check(device) ? check(device) : NVML_ERROR_INVALID_ARGUMENT;
-    nvmlReturn_t rc = processes(device, procs, &n);
-    if (rc)
-        return rc;
-    if (*count < n || (n && !infos)) {
-        *count = n;
-        return NVML_ERROR_INSUFFICIENT_SIZE;
-    }
-    for (unsigned i = 0; i < n; i++) {
-        if (wide) {
-            nvmlProcessInfo_t *p = (nvmlProcessInfo_t *)infos + i;
-            p->pid = procs[i].pid;
-            p->usedGpuMemory = procs[i].memory;
-            p->gpuInstanceId = p->computeInstanceId = NOT_MIG;
-        } else {
-            nvmlProcessInfo_v1_t *p = (nvmlProcessInfo_v1_t *)infos + i;
-            p->pid = procs[i].pid;
-            p->usedGpuMemory = procs[i].memory;
-        }
-    }
-    *count = n;
-    return NVML_SUCCESS;
-}
-
-NVMLAPI nvmlReturn_t nvmlDeviceGetComputeRunningProcesses_v3(nvmlDevice_t device, unsigned int *count,
-                                                             nvmlProcessInfo_t *infos)
-{
-    return running(device, count, infos, 1);
-}
-
-NVMLAPI nvmlReturn_t nvmlDeviceGetComputeRunningProcesses_v2(nvmlDevice_t device, unsigned int *count,
-                                                             nvmlProcessInfo_t *infos)
-{
-    return running(device, count, infos, 1);
-}
-
-NVMLAPI nvmlReturn_t nvmlDeviceGetComputeRunningProcesses(nvmlDevice_t device, unsigned int *count,
-                                                          nvmlProcessInfo_v1_t *infos)
-{
-    return running(device, count, infos, 0);
-}
-
-/* No graphics and no MPS server in a VM's vGPU: an empty list. */
-static nvmlReturn_t none_running(nvmlDevice_t device, unsigned int *count)
-{
-    nvmlReturn_t rc = check(device);
-    if (rc)
-        return rc;
-    if (!count)
-        return NVML_ERROR_INVALID_ARGUMENT;
-    *count = 0;
-    return NVML_SUCCESS;
-}
-
-#define NONE_RUNNING(name, info)                                                                 \
-    NVMLAPI nvmlReturn_t name(nvmlDevice_t device, unsigned int *count, info *infos)             \
-    {                                                                                            \
-        (void)infos;                                                                             \
-        return none_running(device, count);                                                      \
-    }
-NONE_RUNNING(nvmlDeviceGetGraphicsRunningProcesses, nvmlProcessInfo_v1_t)
-NONE_RUNNING(nvmlDeviceGetGraphicsRunningProcesses_v2, nvmlProcessInfo_t)
-NONE_RUNNING(nvmlDeviceGetGraphicsRunningProcesses_v3, nvmlProcessInfo_t)
-NONE_RUNNING(nvmlDeviceGetMPSComputeRunningProcesses, nvmlProcessInfo_v1_t)
-NONE_RUNNING(nvmlDeviceGetMPSComputeRunningProcesses_v2, nvmlProcessInfo_t)
-NONE_RUNNING(nvmlDeviceGetMPSComputeRunningProcesses_v3, nvmlProcessInfo_t)
-
-/* --- the host's: NOT_SUPPORTED ------------------------------------------------------------------ */
-/* A VM is not given the GPU's sensors, clocks, power, fans, ECC, PCIe counters or MIG: they
- * describe the whole GPU and its other tenants. The arguments are checked first, as NVML does. */
-
-#define HOSTS(name, params, ...)                                                                 \
-    NVMLAPI nvmlReturn_t name params                                                             \
-    {                                                                                            \
-        const void *outs[] = {__VA_ARGS__};                                                      \
-        nvmlReturn_t rc = check(device);                                                         \
-        for (size_t i = 0; rc == NVML_SUCCESS && i < sizeof outs / sizeof *outs; i++)            \
-            if (!outs[i])                                                                        \
-                rc = NVML_ERROR_INVALID_ARGUMENT;                                                \
-        return rc ? rc : NVML_ERROR_NOT_SUPPORTED;                                               \
-    }
-HOSTS(nvmlDeviceGetTemperature, (nvmlDevice_t device, int sensor, unsigned int *temp), temp + 0 * sensor)
-HOSTS(nvmlDeviceGetTemperatureThreshold, (nvmlDevice_t device, int type, unsigned int *temp), temp + 0 * type)
-HOSTS(nvmlDeviceGetPowerUsage, (nvmlDevice_t device, unsigned int *power), power)
-HOSTS(nvmlDeviceGetPowerManagementLimit, (nvmlDevice_t device, unsigned int *limit), limit)
-HOSTS(nvmlDeviceGetPowerManagementDefaultLimit, (nvmlDevice_t device, unsigned int *limit), limit)
-HOSTS(nvmlDeviceGetEnforcedPowerLimit, (nvmlDevice_t device, unsigned int *limit), limit)
-HOSTS(nvmlDeviceGetPowerState, (nvmlDevice_t device, int *state), state)
-HOSTS(nvmlDeviceGetPerformanceState, (nvmlDevice_t device, int *state), state)
-HOSTS(nvmlDeviceGetTotalEnergyConsumption, (nvmlDevice_t device, unsigned long long *energy), energy)
-HOSTS(nvmlDeviceGetClockInfo, (nvmlDevice_t device, int type, unsigned int *clock), clock + 0 * type)
-HOSTS(nvmlDeviceGetMaxClockInfo, (nvmlDevice_t device, int type, unsigned int *clock), clock + 0 * type)
-HOSTS(nvmlDeviceGetApplicationsClock, (nvmlDevice_t device, int type, unsigned int *clock), clock + 0 * type)
-HOSTS(nvmlDeviceGetClock, (nvmlDevice_t device, int type, int id, unsigned int *clock), clock + 0 * (type + id))
-HOSTS(nvmlDeviceGetCurrentClocksThrottleReasons, (nvmlDevice_t device, unsigned long long *reasons), reasons)
-HOSTS(nvmlDeviceGetCurrentClocksEventReasons, (nvmlDevice_t device, unsigned long long *reasons), reasons)
-HOSTS(nvmlDeviceGetFanSpeed, (nvmlDevice_t device, unsigned int *speed), speed)
-HOSTS(nvmlDeviceGetFanSpeed_v2, (nvmlDevice_t device, unsigned int fan, unsigned int *speed), speed + 0 * fan)
-HOSTS(nvmlDeviceGetNumFans, (nvmlDevice_t device, unsigned int *fans), fans)
-HOSTS(nvmlDeviceGetEncoderUtilization, (nvmlDevice_t device, unsigned int *util, unsigned int *period), util, period)
-HOSTS(nvmlDeviceGetDecoderUtilization, (nvmlDevice_t device, unsigned int *util, unsigned int *period), util, period)
-HOSTS(nvmlDeviceGetPcieThroughput, (nvmlDevice_t device, int counter, unsigned int *value), value + 0 * counter)
-HOSTS(nvmlDeviceGetCurrPcieLinkGeneration, (nvmlDevice_t device, unsigned int *gen), gen)
-HOSTS(nvmlDeviceGetCurrPcieLinkWidth, (nvmlDevice_t device, unsigned int *width), width)
-HOSTS(nvmlDeviceGetMaxPcieLinkGeneration, (nvmlDevice_t device, unsigned int *gen), gen)
-HOSTS(nvmlDeviceGetMaxPcieLinkWidth, (nvmlDevice_t device, unsigned int *width), width)
-HOSTS(nvmlDeviceGetEccMode, (nvmlDevice_t device, int *current, int *pending), current, pending)
-HOSTS(nvmlDeviceGetTotalEccErrors, (nvmlDevice_t device, int type, int counter, unsigned long long *count),
-      count + 0 * (type + counter))
-HOSTS(nvmlDeviceGetMigMode, (nvmlDevice_t device, unsigned int *current, unsigned int *pending), current, pending)
-HOSTS(nvmlDeviceGetPersistenceMode, (nvmlDevice_t device, int *mode), mode)
-HOSTS(nvmlDeviceGetDisplayMode, (nvmlDevice_t device, int *mode), mode)
-HOSTS(nvmlDeviceGetDisplayActive, (nvmlDevice_t device, int *active), active)
-HOSTS(nvmlDeviceGetBAR1MemoryInfo, (nvmlDevice_t device, void *bar1), bar1)
-HOSTS(nvmlDeviceGetSerial, (nvmlDevice_t device, char *serial, unsigned int length), serial + 0 * length)
-HOSTS(nvmlDeviceGetVbiosVersion, (nvmlDevice_t device, char *version, unsigned int length), version + 0 * length)
-HOSTS(nvmlDeviceGetBoardId, (nvmlDevice_t device, unsigned int *board), board)
-/* No NVLink and no fabric in a VM's vGPU (PyTorch's c10 DriverAPI needs these names to exist). */
-HOSTS(nvmlDeviceGetNvLinkState, (nvmlDevice_t device, unsigned int link, int *active), active + 0 * link)
-HOSTS(nvmlDeviceGetNvLinkCapability, (nvmlDevice_t device, unsigned int link, int cap, unsigned int *result),
-      result + 0 * (link + (unsigned)cap))
-HOSTS(nvmlDeviceGetNvLinkRemoteDeviceType, (nvmlDevice_t device, unsigned int link, int *type), type + 0 * link)
-HOSTS(nvmlDeviceGetNvLinkRemotePciInfo_v2, (nvmlDevice_t device, unsigned int link, nvmlPciInfo_t *pci),
-      pci + 0 * link)
-HOSTS(nvmlDeviceGetGpuFabricInfoV, (nvmlDevice_t device, void *info), info)
