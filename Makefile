@@ -25,7 +25,7 @@ deps: .stamps/debs
 venv: $(VENV)/.ready
 $(VENV)/.ready: .stamps/debs pyproject.toml setup.py kvmgpu/backend/launcher.c guest-agent/pyproject.toml \
                 guest-agent/setup.py guest-agent/kvmgpu_guest/copier.c $(wildcard guest-agent/include/*.h) \
-                $(wildcard guest-agent/libcuda/*.c guest-agent/libcuda/*.h)
+                $(wildcard guest-agent/libcuda/*.c guest-agent/libcuda/*.h guest-agent/libnvml/*.c guest-agent/libnvml/*.h)
 	/usr/bin/python3 -m venv --system-site-packages $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -e ./guest-agent -e '.[test]'
@@ -52,7 +52,7 @@ test: venv libvirtd
 gen:
 	/usr/bin/python3 tools/gen_wire.py
 
-# The native guest library alone (the guest package builds it into kvmgpu_guest/lib/ too).
+# The native guest libraries alone, libcuda.so.1 and libnvidia-ml.so.1 (the guest package builds them into kvmgpu_guest/lib/ too).
 libcuda:
 	/usr/bin/python3 guest-agent/libcuda/build.py build/libcuda
 

@@ -4,7 +4,8 @@ compiler or no Python headers) the agent installs without them.
 - the copier (kvmgpu_guest/copier.c, the extension module kvmgpu_guest._copier), a memcpy shared
   by the calling thread and helper threads for the bulk copies into and out of the shared window;
 - the native library libcuda.so.1 (libcuda/, built by libcuda/build.py into kvmgpu_guest/lib/),
-  which forwards the CUDA driver API for C programs and NVIDIA's libraries.
+  which forwards the CUDA driver API for C programs and NVIDIA's libraries, and beside it
+  libnvidia-ml.so.1 (libnvml/), NVML answering for the vGPU.
 
 Everything else is in pyproject.toml."""
 
@@ -31,8 +32,9 @@ class BuildWithLibcuda(build_ext):
         root = HERE if self.inplace else self.build_lib
         try:
             build.build(os.path.join(root, "kvmgpu_guest", "lib"))
+            build.build_nvml(os.path.join(root, "kvmgpu_guest", "lib"))
         except build.BuildError as e:
-            print(f"warning: libcuda.so.1 not built, native CUDA programs will not run: {e}")
+            print(f"warning: libcuda.so.1 or libnvidia-ml.so.1 not built, native CUDA programs will not run: {e}")
 
 
 setup(ext_modules=[Extension("kvmgpu_guest._copier", ["kvmgpu_guest/copier.c"], include_dirs=["include"],

@@ -49,7 +49,9 @@ def python_ops() -> str:
            f"MAILBOX_BYTES = {spec.MAILBOX_BYTES}",
            f"MAILBOX_MIN_WINDOW = {spec.MAILBOX_MIN_WINDOW}",
            f'PARAM_FORMAT = "<{"".join(f for _, f in spec.PARAM)}"',
-           f'AGENT_REGION_INFO_FORMAT = "<{"".join(f for _, f in spec.AGENT_REGION_INFO)}"', "", "",
+           f'AGENT_REGION_INFO_FORMAT = "<{"".join(f for _, f in spec.AGENT_REGION_INFO)}"',
+           f'PROCESS_FORMAT = "<{"".join(f for _, f in spec.PROCESS)}"',
+           f"MAX_PROCESSES = {spec.MAX_PROCESSES}", "", "",
            "class Kind(enum.IntEnum):"]
     out += [f"    {name} = {value}" for name, value in spec.KINDS]
     out += ["", "", "class Op(enum.IntEnum):"]
@@ -96,7 +98,8 @@ def c_header() -> str:
            f"#define KVMGPU_MAX_ERROR_TEXT {spec.MAX_ERROR_TEXT}",
            f"#define KVMGPU_WINDOW_ALIGN {spec.WINDOW_ALIGN}",
            f"#define KVMGPU_MAILBOX_BYTES {spec.MAILBOX_BYTES}",
-           f"#define KVMGPU_MAILBOX_MIN_WINDOW {spec.MAILBOX_MIN_WINDOW}", "",
+           f"#define KVMGPU_MAILBOX_MIN_WINDOW {spec.MAILBOX_MIN_WINDOW}",
+           f"#define KVMGPU_MAX_PROCESSES {spec.MAX_PROCESSES}", "",
            "/* Every frame: this header (little-endian), then `length` bytes of payload. */",
            "struct kvmgpu_frame_header {"]
     out += _c_fields(spec.HEADER)
@@ -139,7 +142,12 @@ def c_header() -> str:
             "struct kvmgpu_agent_region_info {"]
     out += _c_fields(spec.AGENT_REGION_INFO)
     out += ["};", f"_Static_assert(sizeof(struct kvmgpu_agent_region_info) == "
-            f"{_size(''.join(f for _, f in spec.AGENT_REGION_INFO))}, \"agent region info\");", ""]
+            f"{_size(''.join(f for _, f in spec.AGENT_REGION_INFO))}, \"agent region info\");", "",
+            "/* One guest process in VGPU_PROCESSES' reply blob (an array of them). */",
+            "struct kvmgpu_process {"]
+    out += _c_fields(spec.PROCESS)
+    out += ["};", f"_Static_assert(sizeof(struct kvmgpu_process) == {_size(''.join(f for _, f in spec.PROCESS))}, "
+            '"process");', ""]
     out += ["/* The worker's packed launches: `count` launches of one function and shape whose parameter",
             " * bytes lie `stride` bytes apart (kvmgpu/backend/launcher.py packs, launcher.c reads). */",
             "struct kvmgpu_launch_record {"]
@@ -299,7 +307,7 @@ def c_calls() -> str:
             params.append("int queued")
         if op.results:
             params.append(f"struct kvmgpu_results_{lower} *out")
-        if op.name in ("MODULE_GET_FUNCTION",):
+        if op.reply_blob:
             params += ["void *reply_blob", "size_t *reply_blob_size"]
         out.append(f"/* {op.name}: {op.cuda}: {op.doc}. */")
         out.append(f"static inline int kvmgpu_{lower}({', '.join(params)})")
@@ -310,8 +318,8 @@ def c_calls() -> str:
                 "blob" if op.blob else "NULL", "blob_size" if op.blob else "0",
                 "queued" if op.queueable else "0",
                 "out" if op.results else "NULL", "sizeof *out" if op.results else "0",
-                "reply_blob" if op.name == "MODULE_GET_FUNCTION" else "NULL",
-                "reply_blob_size" if op.name == "MODULE_GET_FUNCTION" else "NULL"]
+                "reply_blob" if op.reply_blob else "NULL",
+                "reply_blob_size" if op.reply_blob else "NULL"]
         out.append(f"    return kvmgpu_call(c, {', '.join(call)});")
         out += ["}", ""]
     out += ["#endif", ""]
@@ -362,6 +370,8 @@ def docs_table() -> str:
                                                         if isinstance(r, kinds.NewRange) else "")
                             for r in op.results)
         blob = f"{op.blob.max}: {op.blob.doc or op.blob.check} ({op.blob.check})" if op.blob else ""
+        if op.reply_blob:
+            results += f"; reply blob: {op.reply_blob}"
         quota = f"; charges `{op.charges}`" if op.charges else f"; releases `{op.releases}`" if op.releases else ""
         rows.append(f"| {op.id} | `{op.name}` | {_cell(op.cuda)}: {_cell(op.doc)}{quota} | {_cell(args)} | "
                     f"{_cell(results)} | {_cell(blob)} | {'yes' if op.queueable else ''} | "

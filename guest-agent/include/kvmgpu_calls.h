@@ -219,4 +219,16 @@ static inline int kvmgpu_stream_get_priority(struct kvmgpu_client *c, uint64_t s
     return kvmgpu_call(c, KVMGPU_OP_STREAM_GET_PRIORITY, args, 1, NULL, 0, 0, out, sizeof *out, NULL, NULL);
 }
 
+/* VGPU_PROCESSES: nvmlDeviceGetComputeRunningProcesses: the VM's guest processes with CUDA sessions (not monitors), by the pid each HELLO gave, and the device memory each holds; at most MAX_PROCESSES. */
+static inline int kvmgpu_vgpu_processes(struct kvmgpu_client *c, struct kvmgpu_results_vgpu_processes *out, void *reply_blob, size_t *reply_blob_size)
+{
+    return kvmgpu_call(c, KVMGPU_OP_VGPU_PROCESSES, NULL, 0, NULL, 0, 0, out, sizeof *out, reply_blob, reply_blob_size);
+}
+
+/* VGPU_UTILIZATION: nvmlDeviceGetUtilizationRates: this VM's GPU time as a percent of the wall time over the last second or more (the compute gate's meter; 0 where the VM has no gate); memory: 0, not measured. */
+static inline int kvmgpu_vgpu_utilization(struct kvmgpu_client *c, struct kvmgpu_results_vgpu_utilization *out)
+{
+    return kvmgpu_call(c, KVMGPU_OP_VGPU_UTILIZATION, NULL, 0, NULL, 0, 0, out, sizeof *out, NULL, NULL);
+}
+
 #endif

@@ -4,7 +4,7 @@
 
 #include <stdint.h>
 
-#define KVMGPU_PROTOCOL_VERSION 5
+#define KVMGPU_PROTOCOL_VERSION 6
 #define KVMGPU_MAGIC 0x474Bu
 #define KVMGPU_QUEUED 0x01u
 #define KVMGPU_MAX_ARG_BYTES 32764
@@ -15,6 +15,7 @@
 #define KVMGPU_WINDOW_ALIGN 4096
 #define KVMGPU_MAILBOX_BYTES 4096
 #define KVMGPU_MAILBOX_MIN_WINDOW 65536
+#define KVMGPU_MAX_PROCESSES 255
 
 /* Every frame: this header (little-endian), then `length` bytes of payload. */
 struct kvmgpu_frame_header {
@@ -74,6 +75,8 @@ enum kvmgpu_op {
     KVMGPU_OP_CTX_GET_FLAGS = 28, /* cuCtxGetFlags */
     KVMGPU_OP_DEVICE_GET_PCI_BUS_ID = 29, /* cuDeviceGetPCIBusId */
     KVMGPU_OP_STREAM_GET_PRIORITY = 30, /* cuStreamGetPriority */
+    KVMGPU_OP_VGPU_PROCESSES = 40, /* nvmlDeviceGetComputeRunningProcesses */
+    KVMGPU_OP_VGPU_UTILIZATION = 41, /* nvmlDeviceGetUtilizationRates */
 };
 
 /* Each op's arguments, in order (copied after the call head: not aligned there), its
@@ -409,6 +412,26 @@ struct __attribute__((packed)) kvmgpu_results_stream_get_priority {
 };
 _Static_assert(sizeof(struct kvmgpu_results_stream_get_priority) == 4, "STREAM_GET_PRIORITY results");
 
+#define KVMGPU_VGPU_PROCESSES_NARGS 0
+#define KVMGPU_VGPU_PROCESSES_BLOB_MAX 0
+#define KVMGPU_VGPU_PROCESSES_QUEUEABLE 0
+#define KVMGPU_VGPU_PROCESSES_SYNCHRONISING 0
+struct __attribute__((packed)) kvmgpu_results_vgpu_processes {
+    uint32_t count;
+};
+_Static_assert(sizeof(struct kvmgpu_results_vgpu_processes) == 4, "VGPU_PROCESSES results");
+
+#define KVMGPU_VGPU_UTILIZATION_NARGS 0
+#define KVMGPU_VGPU_UTILIZATION_BLOB_MAX 0
+#define KVMGPU_VGPU_UTILIZATION_QUEUEABLE 0
+#define KVMGPU_VGPU_UTILIZATION_SYNCHRONISING 0
+struct __attribute__((packed)) kvmgpu_results_vgpu_utilization {
+    uint32_t gpu;
+    uint32_t memory;
+    uint32_t window_ms;
+};
+_Static_assert(sizeof(struct kvmgpu_results_vgpu_utilization) == 12, "VGPU_UTILIZATION results");
+
 /* One kernel parameter in MODULE_GET_FUNCTION's reply blob (an array of them). */
 struct kvmgpu_param {
     uint32_t offset;
@@ -421,6 +444,14 @@ struct kvmgpu_agent_region_info {
     uint64_t size;
 };
 _Static_assert(sizeof(struct kvmgpu_agent_region_info) == 8, "agent region info");
+
+/* One guest process in VGPU_PROCESSES' reply blob (an array of them). */
+struct kvmgpu_process {
+    uint32_t pid;
+    uint32_t sessions;
+    uint64_t memory;
+};
+_Static_assert(sizeof(struct kvmgpu_process) == 16, "process");
 
 /* The worker's packed launches: `count` launches of one function and shape whose parameter
  * bytes lie `stride` bytes apart (kvmgpu/backend/launcher.py packs, launcher.c reads). */

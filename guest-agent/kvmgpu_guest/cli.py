@@ -23,16 +23,16 @@ SHIM_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "shim")
 LIB_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib")  # libcuda.so.1, where it was built
 
 
-def native_library() -> dict:
-    """The native libcuda.so.1 this package carries: its path (None where it was not built: no C
-    compiler at install) and whether the loader finds it, with `kvmgpu-guest run`'s library path."""
-    path = os.path.join(LIB_DIR, "libcuda.so.1")
+def native_library(name: str = "libcuda.so.1", symbol: str = "cuGetProcAddress_v2") -> dict:
+    """A native library this package carries (libcuda.so.1, libnvidia-ml.so.1): its path (None
+    where it was not built: no C compiler at install) and whether it loads."""
+    path = os.path.join(LIB_DIR, name)
     if not os.path.exists(path):
         return {"path": None, "loads": False}
     import ctypes
     try:
         lib = ctypes.CDLL(path)
-        loads = hasattr(lib, "cuGetProcAddress_v2")
+        loads = hasattr(lib, symbol)
     except OSError:
         loads = False
     return {"path": path, "loads": loads}
@@ -100,7 +100,7 @@ def vgpu_info(socket_path: str | None = None, shm_path: str | None = None) -> di
     from .client import Session, SessionError
 
     try:
-        session = Session.connect(socket_path, shm_path, client=f"kvmgpu-guest info {__version__}")
+        session = Session.connect(socket_path, shm_path, client=f"kvmgpu-guest info {__version__}", role="monitor")
     except ConfigError as e:
         raise CliError(str(e), "fix the variable or unset it (docs/guest.md lists them)", 2)
     except ChannelError as e:
@@ -112,6 +112,7 @@ def vgpu_info(socket_path: str | None = None, shm_path: str | None = None) -> di
         if reply.status:
             raise CliError(f"cuMemGetInfo failed with CUresult {reply.status}", "see the worker's log on the host")
         free, total = reply.values
+        utilization, processes = _usage(session)
         dev, vgpu = session.device, session.vgpu
         return {
             "name": dev.get("name"),
@@ -121,6 +122,8 @@ def vgpu_info(socket_path: str | None = None, shm_path: str | None = None) -> di
             "memory_total": total,
             "memory_used": total - free,
             "memory_free": free,
+            "utilization_gpu": utilization,
+            "processes": processes,
             "compute": vgpu.get("compute"),
             "compute_mode": vgpu.get("compute_mode"),
             "backend": vgpu.get("backend"),
@@ -129,11 +132,30 @@ def vgpu_info(socket_path: str | None = None, shm_path: str | None = None) -> di
             "window_bytes": session.window_size,
             "guest_agent_version": __version__,
             "native_library": native_library(),
+            "nvml_library": native_library("libnvidia-ml.so.1", "nvmlInit_v2"),
         }
     except SessionError as e:
         raise CliError(f"lost the session: {e}", "is the host's kvmgpu worker running?")
     finally:
         session.close("info done")
+
+
+def _usage(session) -> tuple[int, list[dict]]:
+    """This VM's GPU utilisation (percent) and its processes, as the guest's NVML reports them."""
+    import struct
+
+    from kvmgpu_wire.ops import PROCESS_FORMAT
+    from kvmgpu_wire.protocol import Op
+
+    reply = session.call(Op.VGPU_UTILIZATION)
+    if reply.status:
+        raise CliError(f"the vGPU's utilisation failed with CUresult {reply.status}", "see the worker's log on the host")
+    gpu = reply.values[0]
+    reply = session.call(Op.VGPU_PROCESSES)
+    if reply.status:
+        raise CliError(f"the vGPU's process list failed with CUresult {reply.status}", "see the worker's log on the host")
+    entries = struct.iter_unpack(PROCESS_FORMAT, reply.blob[:reply.values[0] * struct.calcsize(PROCESS_FORMAT)])
+    return gpu, [{"pid": pid, "sessions": n, "memory_used": used} for pid, n, used in entries]
 
 
 def _library_line(lib: dict) -> str:
@@ -157,6 +179,8 @@ def info_command(args) -> int:
         ("compute capability", cc),
         ("memory", f"{_mib(info['memory_used'])} / {_mib(info['memory_total'])} used ({used_pct:.1f}%), "
                    f"{_mib(info['memory_free'])} free"),
+        ("utilisation", f"{info['utilization_gpu']}% over the last second (this VM's GPU time)"),
+        ("processes", ", ".join(f"{p['pid']} ({_mib(p['memory_used'])})" for p in info["processes"]) or "none"),
         ("compute share", f"{info['compute']}% ({info['compute_mode']})"),
         ("backend", backend),
         ("VM", info["vm"] or "-"),
@@ -164,6 +188,7 @@ def info_command(args) -> int:
         ("protocol version", str(info["protocol_version"])),
         ("kvmgpu-guest", info["guest_agent_version"]),
         ("libcuda.so.1", _library_line(info["native_library"])),
+        ("libnvidia-ml.so.1", _library_line(info["nvml_library"])),
     ]
     width = max(len(k) for k, _ in rows)
     for k, v in rows:

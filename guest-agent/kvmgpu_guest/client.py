@@ -65,16 +65,23 @@ _SYNCHRONISING = frozenset(int(op) for op, spec in OPS.items() if spec.synchroni
 _DRAINING = frozenset((int(Op.CTX_SYNCHRONIZE), int(Op.FENCE)))  # after them no queued work is left
 
 
+MONITOR = "monitor"  # a HELLO's role: the session asks about the vGPU only (the worker's vgpu.MONITOR)
+MONITOR_SESSION_BIT = 0x80000000  # a monitor's session id: its pid with this bit (pids are < 2^22)
+
+
 class SessionError(Exception):
     """The session could not be set up or was lost (the host went away or closed it)."""
 
 
 class Session:
     def __init__(self, transport, region, client: str = "", session_id: int | None = None,
-                 config: GuestConfig | None = None):
+                 config: GuestConfig | None = None, role: str = ""):
         self.transport = transport
         self.region = region
-        self.id = (os.getpid() if session_id is None else session_id) & 0xFFFFFFFF
+        self.role = role  # "monitor": asks about the vGPU only (left out of its process list)
+        if session_id is None:  # a monitor beside the process's CUDA session on one channel
+            session_id = os.getpid() | (MONITOR_SESSION_BIT if role == MONITOR else 0)
+        self.id = session_id & 0xFFFFFFFF
         self.client = client or f"kvmgpu-guest/{__version__} pid {os.getpid()}"
         self.conn = Connection(Role.CLIENT)
         self.lock = threading.RLock()
@@ -119,14 +126,15 @@ class Session:
 
     @classmethod
     def connect(cls, socket_path: str | None = None, shm_path: str | None = None,
-                client: str = "", config: GuestConfig | None = None) -> "Session":
+                client: str = "", config: GuestConfig | None = None, role: str = "") -> "Session":
         """Find the channel (loopback or VM devices), say HELLO, and return the live session.
-        `config`: this process's (config.current(), read from the environment) if not given."""
+        `config`: this process's (config.current(), read from the environment) if not given.
+        `role` "monitor": a session that only asks about the vGPU (the host gives it no window)."""
         from .channel import find_channel
         cfg = config if config is not None else _current_config()
         transport, region = find_channel(socket_path or cfg.socket or None, shm_path or cfg.shm or None,
                                          agent_socket=cfg.agent_socket)
-        session = cls(transport, region, client, config=cfg)
+        session = cls(transport, region, client, config=cfg, role=role)
         window = cfg.window
         if not window and getattr(transport, "shared", False):
             window = region.size // SHARED_WINDOW_PART
@@ -141,7 +149,8 @@ class Session:
 
     def handshake(self, window: int = 0) -> Welcome:
         with self.lock:
-            self.transport.send(self.conn.send(Hello(self.id, window=window, client=self.client)))
+            self.transport.send(self.conn.send(Hello(self.id, window=window, client=self.client,
+                                                     pid=os.getpid(), role=self.role)))
             while True:
                 event = self._next_event()
                 if isinstance(event, Welcome) and event.session == self.id:
@@ -157,6 +166,9 @@ class Session:
             self.device = event.device
             self.vgpu = event.vgpu
             self.conn.max_frame = event.max_frame
+            if self.role == MONITOR:  # the host gives a monitor no window: it copies nothing
+                self.window_size = self._end = self._ring_size = 0
+                return event
             self.window = self.region.window(event.window_offset, event.window_size)
             self.region.populate(event.window_offset, event.window_size)
             self.view = self.window.view

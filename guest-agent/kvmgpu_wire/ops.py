@@ -2,7 +2,7 @@
 
 import enum
 
-PROTOCOL_VERSION = 5
+PROTOCOL_VERSION = 6
 MAGIC = 0x474B
 HEADER_FORMAT = "<HBBIII"
 CALL_HEAD_FORMAT = "<HH"
@@ -18,6 +18,8 @@ MAILBOX_BYTES = 4096
 MAILBOX_MIN_WINDOW = 65536
 PARAM_FORMAT = "<II"
 AGENT_REGION_INFO_FORMAT = "<Q"
+PROCESS_FORMAT = "<IIQ"
+MAX_PROCESSES = 255
 
 
 class Kind(enum.IntEnum):
@@ -60,6 +62,8 @@ class Op(enum.IntEnum):
     CTX_GET_FLAGS = 28  # cuCtxGetFlags
     DEVICE_GET_PCI_BUS_ID = 29  # cuDeviceGetPCIBusId
     STREAM_GET_PRIORITY = 30  # cuStreamGetPriority
+    VGPU_PROCESSES = 40  # nvmlDeviceGetComputeRunningProcesses
+    VGPU_UTILIZATION = 41  # nvmlDeviceGetUtilizationRates
 
 
 # op: (argument names, result struct format, most blob bytes, queueable, synchronising)
@@ -94,6 +98,8 @@ TABLE = {
     Op.CTX_GET_FLAGS: ((), 'I', 0, False, False),
     Op.DEVICE_GET_PCI_BUS_ID: ((), '32s', 0, False, False),
     Op.STREAM_GET_PRIORITY: (('stream',), 'i', 0, False, False),
+    Op.VGPU_PROCESSES: ((), 'I', 0, False, False),
+    Op.VGPU_UTILIZATION: ((), 'III', 0, False, False),
 }
 
 # the ops that wait for the GPU: always, or only when not queued (the compute gate meters them)

@@ -121,7 +121,9 @@ class LaunchWaitShape(NamedTuple):
 @dataclass(frozen=True)
 class Hello:
     """Client -> host, first frame of a session. `window` asks for that many bytes of the region
-    (0: all that is free)."""
+    (0: all that is free). `pid`: the guest process's id (what the guest's NVML lists it by);
+    `role`: "monitor" for a session that only asks about the vGPU (the guest's NVML), which the
+    VM's process list leaves out."""
 
     session: int
     version_min: int = PROTOCOL_VERSION
@@ -129,8 +131,11 @@ class Hello:
     max_frame: int = DEFAULT_MAX_FRAME
     window: int = 0
     client: str = ""
+    pid: int = 0
+    role: str = ""
 
-    _FIELDS = {"version_min": int, "version_max": int, "max_frame": int, "window": int, "client": str}
+    _FIELDS = {"version_min": int, "version_max": int, "max_frame": int, "window": int, "client": str,
+               "pid": int, "role": str}
 
 
 @dataclass(frozen=True)
@@ -212,7 +217,7 @@ def _parse_json(cls, session: int, payload: bytes):
     kw = {}
     for name, typ in cls._FIELDS.items():
         if name not in obj:
-            if (cls is Hello and name in ("window", "client", "max_frame")
+            if (cls is Hello and name in ("window", "client", "max_frame", "pid", "role")
                     or cls is Welcome and name == "channel_session"):
                 continue
             raise RemoteProtocolError(f"{cls.__name__}: missing field {name!r}")

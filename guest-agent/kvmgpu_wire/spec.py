@@ -23,8 +23,9 @@ from .kinds import (Allocation, Arg, Blob, DevicePtr, Digest, Dim, Flags, Handle
                     NewHandle, NewRange, Params, Result, Value, WindowOffset)
 
 # --- frames ----------------------------------------------------------------------------------------
-PROTOCOL_VERSION = 5  # 2: MEMCPY_HTOD_STAGED; 3: MEMCPY_DTOH_PIECES; 4: the mailbox, DOORBELL;
-# 5: CTX_GET_FLAGS, DEVICE_GET_PCI_BUS_ID, STREAM_GET_PRIORITY
+PROTOCOL_VERSION = 6  # 2: MEMCPY_HTOD_STAGED; 3: MEMCPY_DTOH_PIECES; 4: the mailbox, DOORBELL;
+# 5: CTX_GET_FLAGS, DEVICE_GET_PCI_BUS_ID, STREAM_GET_PRIORITY; 6: HELLO's pid and role,
+# VGPU_PROCESSES, VGPU_UTILIZATION (the guest's NVML)
 MAGIC = 0x474B  # "KG"
 # magic u16 | kind u8 | flags u8 | session u32 | seq u32 | length u32, little-endian; then the payload
 HEADER = (("magic", "H"), ("kind", "B"), ("flags", "B"), ("session", "I"), ("seq", "I"), ("length", "I"))
@@ -41,6 +42,10 @@ LAUNCH_RECORD = (("function", "Q"), ("stream", "Q"), ("params", "Q"), ("size", "
 
 # One kernel parameter in MODULE_GET_FUNCTION's reply blob: where it lies in the parameter bytes.
 PARAM = (("offset", "I"), ("size", "I"))
+# One process in VGPU_PROCESSES' reply blob: a guest process with sessions on the vGPU (its pid as
+# its HELLO said) and the device memory its sessions hold (charged to the quota).
+PROCESS = (("pid", "I"), ("sessions", "I"), ("memory", "Q"))
+MAX_PROCESSES = 255  # entries in one reply: status, results and entries fit the smallest frame (4 KiB)
 # What the guest agent sends with the region's fd (SCM_RIGHTS) to a process that connects to it.
 AGENT_REGION_INFO = (("size", "Q"),)
 
@@ -80,6 +85,7 @@ class OpDecl:
     charges: str = ""  # the argument whose bytes are charged to the memory quota
     releases: str = ""  # the argument whose allocation's bytes go back to the quota
     backends: tuple[str, ...] = BACKENDS
+    reply_blob: str = ""  # what a success reply's blob holds ("": none)
 
     @property
     def arg_names(self) -> tuple[str, ...]:
@@ -165,7 +171,7 @@ OPS: tuple[OpDecl, ...] = (
            "a kernel by name; the reply blob has (offset u32, size u32) per parameter",
            args=(Handle("module", table="modules"),),
            results=(NewHandle("function", table="functions"), Result("nparams")),
-           blob=Name(MAX_NAME, "the kernel's name")),
+           blob=Name(MAX_NAME, "the kernel's name"), reply_blob="(offset u32, size u32) per parameter"),
     OpDecl(13, "MODULE_GET_GLOBAL", "cuModuleGetGlobal_v2", "a module global's address and size",
            args=(Handle("module", table="modules"),), results=(NewRange("dptr"), Result("nbytes")),
            blob=Name(MAX_NAME, "the global's name")),
@@ -227,6 +233,17 @@ OPS: tuple[OpDecl, ...] = (
            results=(Result("bus_id", "32s", "NUL-padded ASCII"),), backend="device_get_pci_bus_id()"),
     OpDecl(30, "STREAM_GET_PRIORITY", "cuStreamGetPriority", "a stream's priority",
            args=(_stream(),), results=(Result("priority", "i"),), backend="stream_get_priority(stream)"),
+    # The guest's NVML (libnvidia-ml.so.1): what only the worker knows about the whole VM. Ids 40-49.
+    OpDecl(40, "VGPU_PROCESSES", "nvmlDeviceGetComputeRunningProcesses",
+           "the VM's guest processes with CUDA sessions (not monitors), by the pid each HELLO gave, "
+           "and the device memory each holds; at most MAX_PROCESSES",
+           results=(Result("count", "I", "processes in the reply blob"),),
+           reply_blob="(pid u32, sessions u32, memory u64) per process"),
+    OpDecl(41, "VGPU_UTILIZATION", "nvmlDeviceGetUtilizationRates",
+           "this VM's GPU time as a percent of the wall time over the last second or more (the "
+           "compute gate's meter; 0 where the VM has no gate); memory: 0, not measured",
+           results=(Result("gpu", "I", "percent, 0..100"), Result("memory", "I", "always 0"),
+                    Result("window_ms", "I", "the span measured"))),
 )
 
 BY_NAME = {op.name: op for op in OPS}

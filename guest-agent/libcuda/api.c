@@ -39,7 +39,7 @@ CUAPI CUresult cuInit(unsigned int flags)
     pthread_mutex_lock(&init_lock);
     CUresult rc = KVMGPU_CUDA_SUCCESS;
     if (!initialised) {
-        if (kvmgpu_client_open(&kvmgpu_session, err, sizeof err) == 0) {
+        if (kvmgpu_client_open(&kvmgpu_session, NULL, err, sizeof err) == 0) {
             static int registered;
             initialised = 1;
             if (!registered++)

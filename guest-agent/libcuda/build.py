@@ -1,9 +1,11 @@
-"""Build the native guest library, libcuda.so.1 (and its libcuda.so link), from the C files here.
+"""Build the native guest libraries: libcuda.so.1 (and its libcuda.so link) from the C files here,
+and libnvidia-ml.so.1 (and libnvidia-ml.so) from ../libnvml/ with this directory's session code.
 
-    python3 guest-agent/libcuda/build.py OUT_DIR [extra compiler flags...]   # `make libcuda`
+    python3 guest-agent/libcuda/build.py OUT_DIR [extra compiler flags...]   # `make libcuda`: both
 
-The guest package's build (guest-agent/setup.py) calls `build` into kvmgpu_guest/lib/, the tests
-call it with the sanitizers' flags. Only the cu* API is exported (-fvisibility=hidden)."""
+The guest package's build (guest-agent/setup.py) calls `build` and `build_nvml` into
+kvmgpu_guest/lib/, the tests call them with the sanitizers' flags. Only the cu* API, and the
+nvml* API, is exported (-fvisibility=hidden): the two libraries share no symbols."""
 
 from __future__ import annotations
 
@@ -17,9 +19,13 @@ HERE = Path(__file__).resolve().parent
 INCLUDE = HERE.parent / "include"
 SOURCES = ("api.c", "client.c", "export.c", "fatbin.c", "host.c", "integrity.c", "json.c", "library.c", "memory.c",
            "module.c", "ordering.c", "pointer.c", "preferences.c", "procaddr.c", "sha256.c")
+NVML_DIR = HERE.parent / "libnvml"
+NVML_SOURCES = (NVML_DIR / "nvml.c", NVML_DIR / "usage.c", NVML_DIR / "hosts.c", HERE / "client.c", HERE / "json.c",
+                HERE / "sha256.c")
 FLAGS = ("-std=c11", "-Wall", "-Wextra", "-Werror", "-fvisibility=hidden", "-fPIC", "-shared", "-pthread",
-         "-Wl,-soname,libcuda.so.1", "-Wl,--no-undefined")
+         "-Wl,--no-undefined")
 NAME = "libcuda.so.1"
+NVML_NAME = "libnvidia-ml.so.1"
 
 
 class BuildError(Exception):
@@ -31,30 +37,41 @@ def compiler() -> str | None:
     return shutil.which(cc) or shutil.which("gcc")
 
 
-def build(out_dir, extra=("-O2", "-g")) -> Path:
-    """Compile the library into `out_dir` (made if missing); its path."""
+def _compile(out_dir, name: str, sources, extra) -> Path:
     cc = compiler()
     if cc is None:
-        raise BuildError("no C compiler (install gcc) to build libcuda.so.1")
+        raise BuildError(f"no C compiler (install gcc) to build {name}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    target = out / NAME
-    cmd = [cc, *FLAGS, *extra, "-I", str(INCLUDE), "-I", str(HERE), *(str(HERE / s) for s in SOURCES),
-           "-o", str(target)]
+    target = out / name
+    cmd = [cc, *FLAGS, f"-Wl,-soname,{name}", *extra, "-I", str(INCLUDE), "-I", str(HERE),
+           *(str(s) for s in sources), "-o", str(target)]
     run = subprocess.run(cmd, capture_output=True, text=True)
     if run.returncode != 0:
         raise BuildError(f"{' '.join(cmd)}\n{run.stderr}")
-    link = out / "libcuda.so"
+    link = out / name.rsplit(".", 1)[0]  # libcuda.so -> libcuda.so.1, for -lcuda
     if link.is_symlink() or link.exists():
         link.unlink()
-    link.symlink_to(NAME)
+    link.symlink_to(name)
     return target
+
+
+def build(out_dir, extra=("-O2", "-g")) -> Path:
+    """Compile libcuda.so.1 into `out_dir` (made if missing); its path."""
+    return _compile(out_dir, NAME, (HERE / s for s in SOURCES), extra)
+
+
+def build_nvml(out_dir, extra=("-O2", "-g")) -> Path:
+    """Compile libnvidia-ml.so.1 into `out_dir` (made if missing); its path."""
+    return _compile(out_dir, NVML_NAME, NVML_SOURCES, extra)
 
 
 if __name__ == "__main__":
     if len(sys.argv) < 2:
         sys.exit("usage: build.py OUT_DIR [compiler flags...]")
     try:
-        print(build(sys.argv[1], tuple(sys.argv[2:]) or ("-O2", "-g")))
+        flags = tuple(sys.argv[2:]) or ("-O2", "-g")
+        print(build(sys.argv[1], flags))
+        print(build_nvml(sys.argv[1], flags))
     except BuildError as e:
         sys.exit(f"build.py: {e}")

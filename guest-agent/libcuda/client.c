@@ -439,7 +439,7 @@ static int read_welcome(struct kvmgpu_client *c, const struct json *w, uint32_t 
     }
     if (!json_int(json_get(w, "max_frame"), 4096, asked_frame, &max_frame) ||
         !json_int(json_get(w, "window_offset"), 0, INT64_MAX, &offset) ||
-        !json_int(json_get(w, "window_size"), 1, INT64_MAX, &size) ||
+        !json_int(json_get(w, "window_size"), c->monitor ? 0 : 1, INT64_MAX, &size) ||
         (json_get(w, "channel_session") &&
          !json_int(json_get(w, "channel_session"), 0, UINT32_MAX, &channel_session))) {
         snprintf(err, errlen, "the host's WELCOME has a missing or bad max_frame, window or channel_session");
@@ -458,7 +458,8 @@ static int read_welcome(struct kvmgpu_client *c, const struct json *w, uint32_t 
     c->npins = 0;
     if (channel_session)
         c->session = (uint32_t)channel_session; /* a guest agent numbers sessions on the channel */
-    madvise(c->window, c->ring_size, 23 /* MADV_POPULATE_WRITE, Linux 5.14: best effort */);
+    if (c->ring_size)
+        madvise(c->window, c->ring_size, 23 /* MADV_POPULATE_WRITE, Linux 5.14: best effort */);
 
     const struct json *d = json_get(w, "device"), *x;
     struct kvmgpu_device *dev = &c->device;
@@ -470,6 +471,7 @@ static int read_welcome(struct kvmgpu_client *c, const struct json *w, uint32_t 
     snprintf(dev->name, sizeof dev->name, "%s", x && x->type == JSON_STRING ? x->string : "kvmgpu vGPU");
     x = json_get(d, "uuid");
     parse_uuid(x && x->type == JSON_STRING ? x->string : "", dev->uuid);
+    snprintf(dev->uuid_text, sizeof dev->uuid_text, "%s", x && x->type == JSON_STRING ? x->string : "");
     if (json_int(json_get(d, "total_memory"), 0, INT64_MAX, &v))
         dev->total_memory = (uint64_t)v;
     if (json_int(json_get(d, "driver_version"), 0, INT32_MAX, &v))
@@ -493,20 +495,20 @@ static int read_welcome(struct kvmgpu_client *c, const struct json *w, uint32_t 
     return 0;
 }
 
-static int handshake(struct kvmgpu_client *c, char *err, size_t errlen)
+static int handshake(struct kvmgpu_client *c, const struct kvmgpu_client_kind *kind, char *err, size_t errlen)
 {
-    uint64_t window = 0;
+    uint64_t window = kind->window;
     const char *env = getenv("KVMGPU_WINDOW");
-    if (env && *env)
+    if (window == 0 && env && *env)
         window = strtoull(env, NULL, 0);
-    else if (c->shared)
+    else if (window == 0 && c->shared)
         window = c->region_size / SHARED_WINDOW_PART;
     char hello[512];
     int n = snprintf(hello, sizeof hello,
                      "{\"version_min\":%d,\"version_max\":%d,\"max_frame\":%d,\"window\":%llu,"
-                     "\"client\":\"kvmgpu libcuda/" LIB_VERSION " pid %d\"}",
+                     "\"client\":\"kvmgpu %s/" LIB_VERSION " pid %d\",\"pid\":%d,\"role\":\"%s\"}",
                      KVMGPU_PROTOCOL_VERSION, KVMGPU_PROTOCOL_VERSION, KVMGPU_DEFAULT_MAX_FRAME,
-                     (unsigned long long)window, (int)getpid());
+                     (unsigned long long)window, kind->library, (int)getpid(), (int)getpid(), kind->role);
     if (send_frame(c, KVMGPU_HELLO, hello, (uint32_t)n)) {
         snprintf(err, errlen, "cannot say HELLO to the host: the channel closed");
         return -1;
@@ -560,8 +562,12 @@ static int start_calls(struct kvmgpu_client *c, char *err, size_t errlen)
     return 0;
 }
 
-int kvmgpu_client_open(struct kvmgpu_client *c, char *err, size_t errlen)
+static const struct kvmgpu_client_kind libcuda_kind = {"libcuda", "", 0};
+
+int kvmgpu_client_open(struct kvmgpu_client *c, const struct kvmgpu_client_kind *kind, char *err, size_t errlen)
 {
+    if (!kind)
+        kind = &libcuda_kind;
     pthread_mutexattr_t attr;
     memset(c, 0, sizeof *c);
     c->fd = -1;
@@ -570,13 +576,16 @@ int kvmgpu_client_open(struct kvmgpu_client *c, char *err, size_t errlen)
     pthread_mutex_init(&c->lock, &attr);
     pthread_mutexattr_destroy(&attr);
     c->session = (uint32_t)getpid();
+    c->monitor = !strcmp(kind->role, "monitor"); /* the host gives it no window: it copies nothing */
+    if (*kind->role)
+        c->session |= 0x80000000u; /* beside the process's CUDA session on one channel (pids are < 2^22) */
     c->frame = malloc(KVMGPU_DEFAULT_MAX_FRAME + sizeof(struct kvmgpu_frame_header));
     if (!c->frame) {
         snprintf(err, errlen, "out of memory");
         return -1;
     }
     if (read_settings(c, err, errlen) == 0 && find_channel(c, err, errlen) == 0 &&
-        handshake(c, err, errlen) == 0 && start_calls(c, err, errlen) == 0)
+        handshake(c, kind, err, errlen) == 0 && start_calls(c, err, errlen) == 0)
         return 0;
     c->dead = 1;
     kvmgpu_client_close(c, NULL);

@@ -19,6 +19,7 @@
 struct kvmgpu_device {
     char name[256];
     uint8_t uuid[16];
+    char uuid_text[96]; /* as the WELCOME gives it ("GPU-..."), what NVML reports */
     uint64_t total_memory; /* the vGPU's memory quota */
     int driver_version;
     int cc_major, cc_minor;
@@ -31,6 +32,7 @@ struct kvmgpu_client {
     int fd;
     int is_socket;
     int shared; /* the region is the guest agent's: other processes have windows in it */
+    int monitor; /* a session that only asks about the vGPU: no window (window_size 0) */
     uint8_t *region;
     size_t region_size;
     uint8_t *window; /* the session's part of the region */
@@ -65,9 +67,19 @@ struct kvmgpu_client {
     char last_error[KVMGPU_MAX_ERROR_TEXT + 1]; /* the host's text of its last failed reply */
 };
 
+/* Who opens a session: the library's name in the HELLO's `client`, its `role` ("": CUDA calls;
+ * "monitor": only questions about the vGPU, left out of the VM's process list), and the window
+ * it asks for (0: KVMGPU_WINDOW, else all that is free, through the agent a sixteenth). */
+struct kvmgpu_client_kind {
+    const char *library;
+    const char *role;
+    uint64_t window;
+};
+
 /* Find the channel (KVMGPU_SOCKET + KVMGPU_SHM; the guest agent's socket; the VM's devices), map
- * the region, say HELLO and read the WELCOME. 0, or -1 with what went wrong in `err`. */
-int kvmgpu_client_open(struct kvmgpu_client *c, char *err, size_t errlen);
+ * the region, say HELLO and read the WELCOME. `kind` NULL: libcuda's. 0, or -1 with what went
+ * wrong in `err`. */
+int kvmgpu_client_open(struct kvmgpu_client *c, const struct kvmgpu_client_kind *kind, char *err, size_t errlen);
 /* Say GOODBYE (when the channel still works) and let go of the channel and the region. */
 void kvmgpu_client_close(struct kvmgpu_client *c, const char *reason);
 

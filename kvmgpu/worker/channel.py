@@ -230,7 +230,7 @@ class Channel:
             self.vgpu.end_session(key, "refused HELLO")
             self.sessions.discard(hello.session)
             return self.conn.send(Goodbye(hello.session, str(e)))
-        session = self.vgpu.open_session(key, hello.window, hello.client)
+        session = self.vgpu.open_session(key, hello.window, hello.client, pid=hello.pid, role=hello.role)
         if isinstance(session, str):
             log.warning("channel %s: session %s refused: %s", self.cid, hello.session, session)
             self.sessions.discard(hello.session)

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import struct
 from operator import attrgetter
 from typing import TYPE_CHECKING
 
 from kvmgpu_wire import spec
 from kvmgpu_wire.cudefs import CUresult
+from kvmgpu_wire.ops import PROCESS_FORMAT
 from kvmgpu_wire.protocol import HEADER_SIZE, LAUNCH_BODY, MAX_PIECES, Call, Op, launch_seq, pack_params
 
 from ..backend.base import CudaError
@@ -36,6 +38,7 @@ if TYPE_CHECKING:
 MAX_OBJECTS = 1 << 20
 MIN_PIECE = 64 << 10  # the smallest piece of a MEMCPY_DTOH_PIECES (each piece costs an event wait)
 OK = ((), b"")
+_PROCESS = struct.Struct(PROCESS_FORMAT)
 
 
 
@@ -131,6 +134,17 @@ def mem_free(vg, s: Session, r, call):
 
 def mem_get_info(vg, s, r, call):
     return (vg.quota.free, vg.quota.limit), b""
+
+
+def vgpu_processes(vg, s, r, call):
+    """The guest's process list (its NVML's): pid, sessions and device memory of each process."""
+    procs = vg.processes()
+    return (len(procs),), b"".join(_PROCESS.pack(*p) for p in procs)
+
+
+def vgpu_utilization(vg, s, r, call):
+    gpu, window_ms = vg.utilisation()
+    return (gpu, 0, window_ms), b""  # memory: not measured (docs/guest.md, NVML)
 
 
 def memcpy_htod(vg, s: Session, r, call):
@@ -569,6 +583,8 @@ HANDLERS = {
     Op.MEM_ALLOC: mem_alloc,
     Op.MEM_FREE: mem_free,
     Op.MEM_GET_INFO: mem_get_info,
+    Op.VGPU_PROCESSES: vgpu_processes,
+    Op.VGPU_UTILIZATION: vgpu_utilization,
     Op.MEMCPY_HTOD: memcpy_htod,
     Op.MEMCPY_DTOH: memcpy_dtoh,
     Op.MEMCPY_DTOD: memcpy_dtod,

@@ -392,6 +392,22 @@ def stream_get_priority(s: Session, call: Call) -> StreamGetPriority:
     return StreamGetPriority(stream, a_stream)
 
 
+class VgpuProcesses(NamedTuple):
+    """VGPU_PROCESSES: the VM's guest processes with CUDA sessions (not monitors), by the pid each HELLO gave, and the device memory each holds; at most MAX_PROCESSES."""
+
+
+def vgpu_processes(s: Session, call: Call) -> VgpuProcesses:
+    return VgpuProcesses()
+
+
+class VgpuUtilization(NamedTuple):
+    """VGPU_UTILIZATION: this VM's GPU time as a percent of the wall time over the last second or more (the compute gate's meter; 0 where the VM has no gate); memory: 0, not measured."""
+
+
+def vgpu_utilization(s: Session, call: Call) -> VgpuUtilization:
+    return VgpuUtilization()
+
+
 CHECKS = {
     Op.CTX_SYNCHRONIZE: ctx_synchronize,
     Op.MEM_ALLOC: mem_alloc,
@@ -423,6 +439,8 @@ CHECKS = {
     Op.CTX_GET_FLAGS: ctx_get_flags,
     Op.DEVICE_GET_PCI_BUS_ID: device_get_pci_bus_id,
     Op.STREAM_GET_PRIORITY: stream_get_priority,
+    Op.VGPU_PROCESSES: vgpu_processes,
+    Op.VGPU_UTILIZATION: vgpu_utilization,
 }
 
 # op: (the backend method, the request fields it takes, how many results it returns)

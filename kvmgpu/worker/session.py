@@ -37,6 +37,8 @@ class Session:
     key: tuple  # (channel id, session id)
     window: Window
     client: str = ""
+    pid: int = 0  # the guest process's id, as its HELLO said (0: not said)
+    monitor: bool = False  # a session that only asks about the vGPU (the guest's NVML)
     modules: dict[int, bytes] = field(default_factory=dict)  # handle -> image digest
     functions: dict[int, Function] = field(default_factory=dict)
     streams: dict[int, object] = field(default_factory=dict)
@@ -58,6 +60,11 @@ class Session:
     @property
     def allocated(self) -> int:
         return sum(r.size for r in self.ranges.values() if r.digest is None)
+
+    @property
+    def charged(self) -> int:
+        """The device memory this session's allocations take from the quota."""
+        return sum(r.charge for r in self.ranges.values() if r.digest is None)
 
     @property
     def objects(self) -> int:

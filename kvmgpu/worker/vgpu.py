@@ -10,10 +10,12 @@ from typing import Callable
 
 from kvmgpu_wire.cudefs import CUresult
 from kvmgpu_wire.mailbox import Mailbox, mailbox_at
-from kvmgpu_wire.region import Region
+from kvmgpu_wire.ops import MAX_PROCESSES
+from kvmgpu_wire.region import Region, Window
 
 from ..backend.base import Backend
 from . import dispatch
+from ..compute.usage import Utilisation
 from .modules import DEFAULT_CAPACITY, ModuleCache
 from .quota import MemoryQuota
 from .session import Session
@@ -23,6 +25,8 @@ from .windows import WindowAllocator
 log = logging.getLogger("kvmgpu.worker")
 
 MAX_SESSIONS = 256  # per worker: each holds a window, tables and memory
+MONITOR = "monitor"  # a HELLO's role for a session that only asks about the vGPU (the guest's NVML)
+ROLES = ("", "cuda", MONITOR)
 
 # CUDA errors after which the context is unusable until it is destroyed.
 STICKY = {
@@ -56,6 +60,7 @@ class VGpu:
         self.internal_errors = 0  # channels closed by an unexpected exception (a bug: logged)
         self.objects = 0  # allocations, globals and handles of all sessions (dispatch counts them)
         self.started = time.time()
+        self.usage = Utilisation()  # this VM's GPU time over the last second, for the guest's NVML
         self._module_capacity = module_capacity
         # The compute gate (kvmgpu.compute.ComputeGate or None): before_launch(), idle(), close().
         self.gate = gate
@@ -93,21 +98,45 @@ class VGpu:
         return {"gmem": self.quota.limit, "compute": self.compute, "compute_mode": self.compute_mode,
                 "backend": self.backend.name, "vm": self.vm}
 
+    def processes(self) -> list[tuple[int, int, int]]:
+        """(pid, sessions, device memory held) of each guest process with CUDA sessions (monitors
+        left out), by pid, at most MAX_PROCESSES: the guest's process list."""
+        by_pid: dict[int, list[int]] = {}
+        for s in self.sessions.values():
+            if not s.monitor:
+                entry = by_pid.setdefault(s.pid, [0, 0])
+                entry[0] += 1
+                entry[1] += s.charged
+        return [(pid, n, used) for pid, (n, used) in sorted(by_pid.items())][:MAX_PROCESSES]
+
+    def utilisation(self) -> tuple[int, int]:
+        """(percent, milliseconds measured): this VM's GPU time over the last second or more, from
+        the compute gate's meter (none without a gate: the sim backend's worker has none)."""
+        return self.usage.percent(getattr(self.gate, "gpu_seconds", 0.0))
+
     def attribute(self, number: int, default: int) -> int:
         return self.info.attributes.get(number, default)
 
     # --- sessions ---
-    def open_session(self, key: tuple, window: int, client: str = "") -> Session | str:
-        """A new session with its window, or why there is none."""
+    def open_session(self, key: tuple, window: int, client: str = "", *, pid: int = 0,
+                     role: str = "") -> Session | str:
+        """A new session with its window, or why there is none. `pid` and `role` are the HELLO's:
+        what the guest's NVML lists (a guest's claim, shown to that guest only)."""
+        if role not in ROLES:
+            return f"unknown session role {role!r} (one of {', '.join(repr(r) for r in ROLES)})"
         if key in self.sessions:
             self.end_session(key, "HELLO on a live session")
         if len(self.sessions) >= MAX_SESSIONS:
             return f"the worker already serves {MAX_SESSIONS} sessions"
-        placed = self.windows.allocate(window)
-        if placed is None:
-            return (f"no room for a {window or 'any'}-byte window in the {self.region.size}-byte "
-                    f"region ({self.windows.used} bytes in use by {len(self.sessions)} sessions)")
-        session = Session(key, self.region.window(*placed), client)
+        if role == MONITOR:  # it copies nothing: no window, so a full region never keeps it out
+            placed, place = (0, 0), Window(self.region.view[0:0], 0, 0)
+        else:
+            placed = self.windows.allocate(window)
+            if placed is None:
+                return (f"no room for a {window or 'any'}-byte window in the {self.region.size}-byte "
+                        f"region ({self.windows.used} bytes in use by {len(self.sessions)} sessions)")
+            place = self.region.window(*placed)
+        session = Session(key, place, client, pid=pid if pid <= 0xFFFFFFFF else 0, monitor=role == MONITOR)
         at = mailbox_at(session.window.size)
         if at is not None:
             session.mailbox = Mailbox(session.window.view, at)
@@ -139,7 +168,8 @@ class VGpu:
             session.mailbox.release()
             session.mailbox = None
         session.window.view.release()
-        self.windows.release(session.window.offset, session.window.size)
+        if not session.monitor:
+            self.windows.release(session.window.offset, session.window.size)
         log.info("session %s:%s end%s", key[0], key[1], f" ({reason})" if reason else "")
         if self.broken and not self.sessions:
             (self.on_broken_idle or self.restart_backend)()

@@ -30,6 +30,8 @@ def test_wheels_carry_templates_unit_hook_shim_launcher_and_copier(tmp_path):
     assert "kvmgpu_guest/kernels.ptx" in guest                 # `kvmgpu bench` and examples/ run it
     # the guest's copier, built for the Python that built the wheel (a platform wheel too)
     assert any(n.startswith("kvmgpu_guest/_copier") and n.endswith(".so") for n in guest)
+    # the native guest libraries, side by side where `kvmgpu-guest run` puts them on the path
+    assert "kvmgpu_guest/lib/libcuda.so.1" in guest and "kvmgpu_guest/lib/libnvidia-ml.so.1" in guest
 
 
 # Modules the host package imports that no pip requirement provides, and where they come from.

@@ -64,10 +64,10 @@ def test_an_unexpected_error_is_logged_and_closes_that_channel_only(worker):
     """A bug that a guest's bytes reach (here: opening a session raises) is logged with its
     traceback and counted; that channel closes and the worker serves the next one."""
     boom = ("import kvmgpu.worker.vgpu as v\n"
-            "def open_session(self, key, window, client=''):\n"
+            "def open_session(self, key, window, client='', **kw):\n"
             "    if client == 'boom':\n"
             "        raise RuntimeError('a bug')\n"
-            "    return real(self, key, window, client)\n"
+            "    return real(self, key, window, client, **kw)\n"
             "real = v.VGpu.open_session\n"
             "v.VGpu.open_session = open_session\n"
             "from kvmgpu.cli import main; main()\n")
