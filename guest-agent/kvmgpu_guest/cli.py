@@ -3,6 +3,7 @@
     kvmgpu-guest run [--socket S --shm F] -- PROG ARGS...
     kvmgpu-guest info [--json] [--socket S --shm F]
     kvmgpu-guest agent [--port P --region R --listen SOCKET]
+    kvmgpu-guest register | unregister      (as root: the native libraries for every program)
 
 Errors are one line, `kvmgpu-guest: <what> (<hint>)`, and a non-zero exit status.
 """
@@ -218,6 +219,33 @@ def agent_command(args) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------ register
+
+def register_command(args) -> int:
+    from .register import CONF, RegisterError, register
+    try:
+        result = register(LIB_DIR, args.conf or CONF)
+    except RegisterError as e:
+        raise CliError(e.what, e.hint) from None
+    print(f"{'wrote' if result['changed'] else 'kept'} {result['conf']}; the loader now finds:")
+    for name, path in result["resolved"].items():
+        mine = path is not None and os.path.dirname(path) == LIB_DIR
+        print(f"  {name} => {path or 'nothing'}" + ("" if mine else "   (NOT this package's: another comes first)"))
+    if not all(p is not None and os.path.dirname(p) == LIB_DIR for p in result["resolved"].values()):
+        return 1
+    return 0
+
+
+def unregister_command(args) -> int:
+    from .register import CONF, RegisterError, unregister
+    try:
+        removed = unregister(args.conf or CONF)
+    except RegisterError as e:
+        raise CliError(e.what, e.hint) from None
+    print(f"removed {args.conf or CONF}" if removed else "not registered; nothing changed")
+    return 0
+
+
 # ------------------------------------------------------------------------------------------ main
 
 def _parser() -> argparse.ArgumentParser:
@@ -246,6 +274,14 @@ def _parser() -> argparse.ArgumentParser:
     agent.add_argument("--region", help="the region to map (default: BAR2 of the ivshmem device)")
     agent.add_argument("--listen", default="/run/kvmgpu-guest/agent.sock", help="the socket processes connect to")
     agent.set_defaults(func=agent_command)
+
+    reg = sub.add_parser("register", help="make this package's libcuda.so.1 and libnvidia-ml.so.1 the system's "
+                                          "(ld.so.conf.d + ldconfig; as root)")
+    reg.add_argument("--conf", help=argparse.SUPPRESS)
+    reg.set_defaults(func=register_command)
+    unreg = sub.add_parser("unregister", help="undo register")
+    unreg.add_argument("--conf", help=argparse.SUPPRESS)
+    unreg.set_defaults(func=unregister_command)
     return p
 
 
