@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
 # The GPU tests and the native-vs-forwarded benchmark, in one go on a GPU machine.
-# Usage (repository root): OUT=/some/dir bash tests/gpu/run_on_h200.sh [tests|bench|all]
-# (one part per call where a call is limited to 10 minutes: the tests take about 5, the bench about 6)
-# Writes: $OUT/gpu_tests.log, $OUT/gpu_tests.json (figures), $OUT/junit.xml, $OUT/bench.json, $OUT/bench.log
+# Usage (repository root): OUT=/some/dir bash tests/gpu/run_on_h200.sh [tests|bench|libcuda|all]
+# (about 1, 1 and 4 minutes on an H200/H100: tests, the Python path's benchmark, and the native
+# library's: its C benchmark against native C, then NVIDIA's runtime, cuda-bindings, PyTorch, CuPy
+# and numba-cuda on it against their native runs)
+# Writes: $OUT/gpu_tests.log, $OUT/gpu_tests.json (figures), $OUT/junit.xml, $OUT/bench.json, $OUT/bench.log,
+# $OUT/driver_bench/ (driver_bench.json, the table in $OUT/driver_bench.log), $OUT/libcuda/ (summary.txt)
+# Where the GPU machine has no nvcc or cuda.h, build the programs here first (PREBUILT=gpu-progs):
+#   BUILD_ONLY=gpu-progs bash bench/gpu/libcuda_gpu.sh && python3 bench/gpu/driver_bench.py --build-only gpu-progs
 set -uo pipefail
 OUT=${OUT:-/tmp/kvmgpu-gpu-results}
 mkdir -p "$OUT"
@@ -25,14 +30,23 @@ rm -f guest-agent/kvmgpu_guest/_copier*.so
   || cc -O2 -shared -fPIC -pthread -Iguest-agent/include $(python3-config --includes) guest-agent/kvmgpu_guest/copier.c \
        -o "guest-agent/kvmgpu_guest/_copier$(python3-config --extension-suffix)"
 part=${1:-all}
-tests_rc=0 bench_rc=0
-if [ "$part" != bench ]; then
+tests_rc=0 bench_rc=0 libcuda_rc=0
+if [ "$part" = tests ] || [ "$part" = all ]; then
 timeout 330 python3 -m pytest -q -rs -p no:cacheprovider --junitxml="$OUT/junit.xml" tests/gpu tests/compute 2>&1 | tee "$OUT/gpu_tests.log"
 tests_rc=$?
 fi
-if [ "$part" != tests ]; then
+if [ "$part" = bench ] || [ "$part" = all ]; then
 timeout 400 python3 -m kvmgpu.benchgpu --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.log"
 bench_rc=$?
 fi
-echo "tests rc=$tests_rc bench rc=$bench_rc"
-exit $(( tests_rc || bench_rc ))
+if [ "$part" = libcuda ] || [ "$part" = all ]; then
+pre=${PREBUILT:+--prebuilt $PREBUILT}
+timeout 200 python3 bench/gpu/driver_bench.py $pre --out "$OUT/driver_bench" 2>&1 | tee "$OUT/driver_bench.log"
+libcuda_rc=$?
+rm -rf "$OUT/driver_bench/lib"
+OUT="$OUT/libcuda" timeout 280 bash bench/gpu/libcuda_gpu.sh > "$OUT/libcuda.log" 2>&1 || libcuda_rc=1
+tail -25 "$OUT/libcuda.log"
+rm -rf "$OUT/libcuda/lib"; find "$OUT/libcuda" -maxdepth 1 -type f -perm -u+x -delete  # (the programs: not results)
+fi
+echo "tests rc=$tests_rc bench rc=$bench_rc libcuda rc=$libcuda_rc"
+exit $(( tests_rc || bench_rc || libcuda_rc ))
