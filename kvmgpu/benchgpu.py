@@ -320,6 +320,7 @@ def probe() -> dict:
     unix-socket echo between two processes, blocking and with a short busy-poll."""
     import socket
     import struct
+
     from kvmgpu.backend.cuda import CudaBackend
     out: dict = {}
     b = CudaBackend(0)

@@ -20,10 +20,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "guest-agent"))
 
-from kvmgpu_wire import spec  # noqa: E402
-from kvmgpu_wire import kinds  # noqa: E402
-from kvmgpu_wire.kinds import NewHandle  # noqa: E402
-from kvmgpu_wire import cudefs  # noqa: E402
+from kvmgpu_wire import cudefs, kinds, spec
+from kvmgpu_wire.kinds import NewHandle
 
 BANNER = "generated from guest-agent/kvmgpu_wire/spec.py by tools/gen_wire.py (make gen): do not edit"
 C_TYPES = {"B": "uint8_t", "H": "uint16_t", "I": "uint32_t", "Q": "uint64_t", "i": "int32_t", "f": "float",
@@ -321,7 +319,7 @@ def c_calls() -> str:
 def c_cuda() -> str:
     """The CUDA driver's result codes as the guest library reports them: the enum, and each code's
     name and text (cuGetErrorName, cuGetErrorString), from kvmgpu_wire/cudefs.py."""
-    out = [f"/* CUDA's result codes (generated from guest-agent/kvmgpu_wire/cudefs.py by tools/gen_wire.py"
+    out = ["/* CUDA's result codes (generated from guest-agent/kvmgpu_wire/cudefs.py by tools/gen_wire.py"
            " (make gen): do not edit). */",
            "#ifndef KVMGPU_CUDA_H", "#define KVMGPU_CUDA_H", "",
            "enum kvmgpu_cuda_result {"]

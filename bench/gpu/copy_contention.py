@@ -1,7 +1,14 @@
 """Is the guest's 1 MiB copy into the slot slowed by the DMA, or by a CPU spinning beside it?"""
-import ctypes, os, subprocess, sys, time
+import ctypes
+import os
+import subprocess
+import sys
+import time
+
 import numpy as np
 from cuda.bindings import driver as cu
+
+
 def ok(r):
     if r[0] != 0: raise RuntimeError(r)
     return r[1] if len(r) == 2 else r[1:]

@@ -1,8 +1,13 @@
 """The guest's copy into a registered /dev/shm region: fresh pages, populated, hot; and madvise support.
 `python3 bench/gpu/copy_into_region.py`."""
-import ctypes, mmap, os, time
+import ctypes
+import mmap
+import os
+import time
+
 import numpy as np
 from cuda.bindings import driver as cu
+
 print("kernel", os.uname().release, "python has MADV_POPULATE_WRITE:", hasattr(mmap, "MADV_POPULATE_WRITE"))
 n = 256 << 20; p = f"/dev/shm/kvmgpu-copyprobe-{os.getpid()}"
 fd = os.open(p, os.O_RDWR | os.O_CREAT, 0o600); os.ftruncate(fd, n)

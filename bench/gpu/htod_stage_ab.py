@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from dataclasses import replace
+
 sys.path[:0] = ["guest-agent", "."]
 from kvmgpu import benchgpu as B
 
@@ -20,6 +21,7 @@ MiB = 1 << 20
 SIZES = [int(s) * MiB for s in os.environ.get("SIZES", "1,16,64").split(",")]
 _, stop = B.loopback_worker(max(SIZES) + 64 * MiB)
 from cuda.bindings import driver as nat  # noqa: E402
+
 from kvmgpu_guest import client, driver as cu  # noqa: E402
 
 ROUNDS = int(os.environ.get("ROUNDS", "9"))

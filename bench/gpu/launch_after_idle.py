@@ -1,8 +1,13 @@
 """Does a launch onto a GPU that sat idle for a while cost more? Native cuda-bindings, spin kernel.
 `python3 bench/gpu/launch_after_idle.py`."""
-import ctypes, statistics, time
+import ctypes
+import statistics
+import time
 from pathlib import Path
+
 from cuda.bindings import driver as cu
+
+
 def ok(r):
     assert r[0] == 0, r
     return r[1] if len(r) == 2 else r[1:]

@@ -3,9 +3,15 @@ async, memmove into slot B, ... in one process with no worker and no Python arou
 µs, µs an iteration), with the slots in /dev/shm memory as the region is, or anonymous, each with
 and without MADV_HUGEPAGE asked for; and a 1 MiB DMA from them alone. Run on the GPU machine:
 `python3 bench/gpu/staging_floor.py`"""
-import ctypes, mmap, os, time
+import ctypes
+import mmap
+import os
+import time
+
 import numpy as np
 from cuda.bindings import driver as cu
+
+
 def ok(r):
     if r[0] != 0: raise RuntimeError(r)
     return r[1] if len(r) == 2 else r[1:]

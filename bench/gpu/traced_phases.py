@@ -5,11 +5,19 @@ same host: the DMA into registered (pinned) memory, a copy of 4 MiB between host
 threads, native pageable DtoH. Run on the GPU machine from the repository root:
 `PYTHONPATH=guest-agent:. python3 bench/gpu/traced_phases.py` (it runs itself once per
 forwarded case, each with its own loopback worker and trace files)."""
-import ctypes, mmap, os, sys, tempfile, time
+import ctypes
+import mmap
+import os
+import sys
+import tempfile
+import time
 from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
+
 sys.path[:0] = ["guest-agent", "."]
 from kvmgpu import benchgpu as B
+
 ok = B._ok
 P, I32 = ctypes.c_void_p, ctypes.c_int
 N4 = 4 << 20

@@ -21,9 +21,8 @@ import socket
 import struct
 import time
 
-from kvmgpu_wire.ops import AGENT_REGION_INFO_FORMAT
-
 from kvmgpu_wire import protocol as p
+from kvmgpu_wire.ops import AGENT_REGION_INFO_FORMAT
 
 log = logging.getLogger("kvmgpu-guest.agent")
 

@@ -30,8 +30,21 @@ import time
 from collections import deque
 
 from kvmgpu_wire.mailbox import REQUEST_MAX, SUPPORTED as _MAILBOX_SUPPORTED, Mailbox, mailbox_at
-from kvmgpu_wire.protocol import (MAGIC, NEED_DATA, OPS, QUEUED, Connection, Doorbell, Goodbye, Hello,
-                                  Kind, Op, Reply, Role, Welcome)
+from kvmgpu_wire.protocol import (
+    MAGIC,
+    NEED_DATA,
+    OPS,
+    QUEUED,
+    Connection,
+    Doorbell,
+    Goodbye,
+    Hello,
+    Kind,
+    Op,
+    Reply,
+    Role,
+    Welcome,
+)
 from kvmgpu_wire.trace import ON as _TRACE, mark as _mark
 
 from . import __version__

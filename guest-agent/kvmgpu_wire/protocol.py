@@ -26,9 +26,23 @@ import struct
 from dataclasses import dataclass, field
 from typing import NamedTuple, Union
 
-from .ops import (CALL_HEAD_FORMAT, DEFAULT_MAX_FRAME, HANDSHAKE_MAX, HEADER_FORMAT,  # noqa: F401
-                             MAGIC, MAX_ARG_BYTES, MAX_ERROR_TEXT, MAX_NAME, PARAM_FORMAT,
-                             PROTOCOL_VERSION, QUEUED, TABLE, WINDOW_ALIGN, Kind, Op)
+from .ops import (  # noqa: F401
+    CALL_HEAD_FORMAT,
+    DEFAULT_MAX_FRAME,
+    HANDSHAKE_MAX,
+    HEADER_FORMAT,
+    MAGIC,
+    MAX_ARG_BYTES,
+    MAX_ERROR_TEXT,
+    MAX_NAME,
+    PARAM_FORMAT,
+    PROTOCOL_VERSION,
+    QUEUED,
+    TABLE,
+    WINDOW_ALIGN,
+    Kind,
+    Op,
+)
 
 HEADER = struct.Struct(HEADER_FORMAT)
 HEADER_SIZE = HEADER.size  # 16

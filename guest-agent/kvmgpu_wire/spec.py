@@ -19,8 +19,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .kinds import (Allocation, Arg, Blob, DevicePtr, Digest, Dim, Flags, Handle, Length, Name,
-                    NewHandle, NewRange, Params, Result, Value, WindowOffset)
+from .kinds import (
+    Allocation,
+    Arg,
+    Blob,
+    DevicePtr,
+    Digest,
+    Dim,
+    Flags,
+    Handle,
+    Length,
+    Name,
+    NewHandle,
+    NewRange,
+    Params,
+    Result,
+    Value,
+    WindowOffset,
+)
 
 # --- frames ----------------------------------------------------------------------------------------
 PROTOCOL_VERSION = 5  # 2: MEMCPY_HTOD_STAGED; 3: MEMCPY_DTOH_PIECES; 4: the mailbox, DOORBELL;

@@ -14,7 +14,7 @@ from ..daemon import api as daemon_api
 from ..errors import InvalidInput, KvmgpuError
 from ..placement import on_gpu, usage
 from ..sizes import format_size, parse_size
-from ..vgpu import COMPUTE_MODES, VGpu
+from ..vgpu import VGpu
 from . import reports_errors
 
 

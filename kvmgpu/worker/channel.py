@@ -12,10 +12,22 @@ import logging
 from typing import NamedTuple
 
 from kvmgpu_wire.cudefs import CUresult
-from kvmgpu_wire.protocol import (DEFAULT_MAX_FRAME, LAUNCH_BODY, NEED_DATA, Call, Connection, Doorbell,
-                                  Goodbye, Hello, LaunchWaitShape, Op, RemoteProtocolError, Role,
-                                  Welcome, negotiate)
-
+from kvmgpu_wire.protocol import (
+    DEFAULT_MAX_FRAME,
+    LAUNCH_BODY,
+    NEED_DATA,
+    Call,
+    Connection,
+    Doorbell,
+    Goodbye,
+    Hello,
+    LaunchWaitShape,
+    Op,
+    RemoteProtocolError,
+    Role,
+    Welcome,
+    negotiate,
+)
 from kvmgpu_wire.trace import ON as _TRACE, mark_at as _mark_at, perf_counter_ns as _ns
 
 from .dispatch import dispatch, launch_again, launch_run, wait

@@ -25,8 +25,7 @@ import time
 from dataclasses import dataclass, field
 
 from kvmgpu_wire.mailbox import REPLY_MAX, fence
-from kvmgpu_wire.protocol import (DEFAULT_MAX_FRAME, WINDOW_ALIGN, Connection, Goodbye,
-                                  RemoteProtocolError, Role)
+from kvmgpu_wire.protocol import DEFAULT_MAX_FRAME, WINDOW_ALIGN, Connection, Goodbye, RemoteProtocolError, Role
 from kvmgpu_wire.region import Region, RegionError
 from kvmgpu_wire.trace import ON as _TRACE, mark as _mark, side as _trace_side
 

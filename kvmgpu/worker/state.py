@@ -25,9 +25,9 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from kvmgpu_wire import spec
 from kvmgpu_wire.cudefs import CUresult
 from kvmgpu_wire.protocol import MAX_ERROR_TEXT, Op
-from kvmgpu_wire import spec
 
 from ..backend.base import CudaError
 from .session import Session

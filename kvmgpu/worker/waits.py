@@ -17,8 +17,8 @@ itself is not changed: the meter's own calls on it (the drain at a slice's end) 
 
 from __future__ import annotations
 
-from kvmgpu_wire.trace import ON as _TRACE, mark as _mark
 from kvmgpu_wire import spec
+from kvmgpu_wire.trace import ON as _TRACE, mark as _mark
 
 from ..compute.meter import CONTEXT, NULL_STREAM, PART
 

@@ -7,9 +7,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import pytest
-from pathlib import Path
 
 from kvmgpu.daemon import workers as w
 

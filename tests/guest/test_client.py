@@ -5,7 +5,6 @@ import socket
 import struct
 import tempfile
 import threading
-
 from dataclasses import replace
 
 import pytest

@@ -114,6 +114,7 @@ def test_kvmgpu_guest_run_runs_a_shared_runtime_program_without_rpath(worker, tm
     putting the package's libcuda.so.1 first for the program and the libcudart.so it loads."""
     import os
     import sys
+
     from kvmgpu_guest import cli
     if not os.path.exists(os.path.join(cli.LIB_DIR, "libcuda.so.1")):
         pytest.skip(f"kvmgpu-guest was installed without libcuda.so.1 ({cli.LIB_DIR}; `make venv` builds it)")

@@ -2,15 +2,16 @@
 `kvmgpu worker --backend sim` in loopback mode (started per test, stopped in a finalizer)."""
 
 import ctypes
-import os
-import time
 import json
+import os
 import subprocess
 import sys
+import time
 
 import pytest
 
 from kvmgpu_wire.protocol import PROTOCOL_VERSION
+
 from loopback import PROGRAMS, need_kernels
 
 
@@ -133,8 +134,9 @@ def test_a_synchronous_copy_into_an_allocation_returns_once_staged(fresh_driver)
 @pytest.fixture
 def driver_with_staging(request, monkeypatch):
     """kvmgpu_guest.driver against a worker whose region is big enough for the staging tail."""
-    from loopback import LoopbackWorker
     from kvmgpu_guest import driver
+
+    from loopback import LoopbackWorker
     w = LoopbackWorker(region="32M")
     request.addfinalizer(w.stop)
     monkeypatch.setenv("KVMGPU_SOCKET", w.socket)

@@ -3,7 +3,6 @@ directions work. Marked vm: needs qemu:///system (skipped when unreachable)."""
 import os
 import pwd
 import stat
-import time
 import uuid
 from pathlib import Path
 

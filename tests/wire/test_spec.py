@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from kvmgpu_wire.protocol import OPS, Op
 from kvmgpu_wire import spec
 from kvmgpu_wire.kinds import TABLES, Allocation, DevicePtr, Handle, Length, NewHandle, WindowOffset
+from kvmgpu_wire.protocol import OPS, Op
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -10,6 +10,7 @@ import subprocess
 import pytest
 
 from kvmgpu_wire.region import Region, RegionError
+
 from test_process import KVMGPU, wait_for, worker  # noqa: F401 (a fixture)
 
 
