@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import struct
 import sys
+import textwrap
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -206,7 +207,9 @@ def _field_order(d: spec.OpDecl, fields: list[str]) -> list[str]:
 
 
 def python_requests() -> str:
-    out = [f'"""The worker\'s checked requests ({BANNER}).',
+    out = ['"""The worker\'s checked requests.',
+           "",
+           f"{BANNER[0].upper()}{BANNER[1:]}.",
            "",
            "For every op whose arguments their kinds fully check, a request type (the checked, resolved",
            "arguments a handler works with) and the function that builds it from a call, or raises",
@@ -222,7 +225,8 @@ def python_requests() -> str:
             table.append(f"    Op.{d.name}: None,  # {d.manual}")
             continue
         cls = _camel(d.name)
-        out += ["", f"class {cls}(NamedTuple):", f'    """{d.name}: {d.doc}."""', ""]
+        doc = textwrap.wrap(f'"""{d.name}: {d.doc}."""', 116)
+        out += ["", f"class {cls}(NamedTuple):"] + [f"    {line}" for line in doc] + [""]
         lines = [_check(d, a) for a in d.args]
         for a, (_, why) in zip(d.args, lines):
             if isinstance(a, kinds.Allocation):

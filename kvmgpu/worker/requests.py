@@ -1,4 +1,6 @@
-"""The worker's checked requests (generated from guest-agent/kvmgpu_wire/spec.py by tools/gen_wire.py (make gen): do not edit).
+"""The worker's checked requests.
+
+Generated from guest-agent/kvmgpu_wire/spec.py by tools/gen_wire.py (make gen): do not edit.
 
 For every op whose arguments their kinds fully check, a request type (the checked, resolved
 arguments a handler works with) and the function that builds it from a call, or raises
@@ -341,7 +343,8 @@ def fence(s: Session, call: Call) -> Fence:
 
 
 class MemcpyDtohPieces(NamedTuple):
-    """MEMCPY_DTOH_PIECES: a DtoH in pieces of about `piece` bytes; after each the host stores the bytes landed (u32) at window offset `landed`."""
+    """MEMCPY_DTOH_PIECES: a DtoH in pieces of about `piece` bytes; after each the host stores the bytes landed (u32) at
+    window offset `landed`."""
 
     offset: int  # the region offset of the window range
     src: int  # [src, +nbytes) is inside one of the session's ranges
@@ -372,7 +375,8 @@ def ctx_get_flags(s: Session, call: Call) -> CtxGetFlags:
 
 
 class DeviceGetPciBusId(NamedTuple):
-    """DEVICE_GET_PCI_BUS_ID: the GPU's PCI bus id, domain:bus:device.function in hex (the guest checks the device: its only one is 0)."""
+    """DEVICE_GET_PCI_BUS_ID: the GPU's PCI bus id, domain:bus:device.function in hex (the guest checks the device: its
+    only one is 0)."""
 
 
 def device_get_pci_bus_id(s: Session, call: Call) -> DeviceGetPciBusId:
