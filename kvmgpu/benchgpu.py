@@ -366,7 +366,7 @@ def probe() -> dict:
                 c.sendall(d)
         c.close()
 
-        def echo(n=5000):
+        def echo(n=5000, a=a, poll=poll):
             t = time.perf_counter()
             for _ in range(n):
                 a.sendall(b"x" * 40)

@@ -2,9 +2,9 @@
 
 The sim backend runs PTX only, so it takes the PTX a fatbin carries (`ptx_text`); the cuda backend
 hands fatbins to the driver whole and reads none of this. A fatbin is a guest's bytes: every size
-in it is checked against the image before it is used, a compressed entry is inflated only when it is the one used, only up
-to the size its header declares (at most MAX_ENTRY_BYTES), and anything malformed is
-CUDA_ERROR_INVALID_IMAGE with what was wrong.
+in it is checked against the image before it is used, a compressed entry is inflated only when it
+is the one used, only up to the size its header declares (at most MAX_ENTRY_BYTES), and anything
+malformed is CUDA_ERROR_INVALID_IMAGE with what was wrong.
 
 Layout (as public notes on the format, ZLUDA's among them, describe it; all little-endian):
   header  magic u32 0xBA55ED50 | version u16 | header size u16 | entries' size u64

@@ -20,8 +20,8 @@ trip) is charged to nobody. A run is timed one of two ways, chosen when it start
   blocking while a gate is on, see dispatch.stream_create): one at the run's first launch, one before
   the wait that ends it (`mark_idle`); the end event completes when the run's last work does.
   Elapsed times are read at the slice's end. The records go through the backend's
-  `null_stream_recorder` where it declares one (its `capabilities`); the driver call itself costs the same whatever calls
-  it (docs/performance.md, "What one record costs").
+  `null_stream_recorder` where it declares one (its `capabilities`); the driver call itself costs the
+  same whatever calls it (docs/performance.md, "What one record costs").
 
 Why two ways: two event records, their elapsed reads at the slice's end and the meter's Python
 cost more than the GPU work and driver calls of a forwarded launch + synchronise (docs/performance.md,

@@ -195,7 +195,8 @@ class WorkerSpec:
     def argv(self) -> list[str]:
         return worker_program() + [
             "worker", "--backend", self.backend, "--gmem", str(self.gmem), "--socket", str(self.socket),
-            "--shm", str(self.shm), "--region-size", str(self.region_size), "--vm", self.vm, "--gpu", str(self.gpu), "--compute", str(self.compute),
+            "--shm", str(self.shm), "--region-size", str(self.region_size), "--vm", self.vm, "--gpu", str(self.gpu),
+            "--compute", str(self.compute),
             "--compute-mode", self.compute_mode, "--stats-file", str(self.stats_file), "--connect"]
 
 
