@@ -91,7 +91,7 @@ def test_in_process_driver_calls(fresh_driver):
     assert cuda.cuStreamDestroy(stream) == (0,)
     assert cuda.cuGetErrorString(cuda.CUresult.CUDA_ERROR_OUT_OF_MEMORY) == (0, b"out of memory")
     with pytest.raises(AttributeError, match="kvmgpu does not forward cuGraphLaunch"):
-        cuda.cuGraphLaunch
+        _ = cuda.cuGraphLaunch
     assert cuda.cuCtxDestroy(ctx) == (0,)
 
 
@@ -194,7 +194,7 @@ def test_synchronous_copies_through_the_staging_slots(fresh_driver, monkeypatch)
     _, dptr = cuda.cuMemAlloc(n)
     src = bytearray(n)
     expect = b""
-    for i in range(5):
+    for _ in range(5):
         src[:] = os.urandom(n)
         expect = bytes(src)
         assert cuda.cuMemcpyHtoD(dptr, src, n) == (0,)

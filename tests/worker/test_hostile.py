@@ -19,7 +19,7 @@ from kvmgpu_wire.cudefs import CUresult
 from kvmgpu_wire.mailbox import Mailbox, mailbox_at
 from kvmgpu_wire.protocol import HEADER, MAGIC, PROTOCOL_VERSION, Doorbell, Kind, Op, RemoteProtocolError
 
-from test_process import WorkerProcess, wait_for, worker  # noqa: F401 (a fixture)
+from test_process import WorkerProcess, wait_for
 
 
 def hello_frame(payload: bytes, session: int = 1) -> bytes:
