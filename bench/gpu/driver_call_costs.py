@@ -92,7 +92,8 @@ def t_ls_c():
 
 def t_ls_c_gap(us):
     def f():
-        t = ns(); C.launch(LF, fa, 1, 1, 1, 1, 1, 1, 0, None, buf, 0, 8); busy(us); C.stream_synchronize(SF, None); return ns() - t
+        t = ns(); C.launch(LF, fa, 1, 1, 1, 1, 1, 1, 0, None, buf, 0, 8); busy(us)
+        C.stream_synchronize(SF, None); return ns() - t
     return f
 
 

@@ -43,7 +43,7 @@ try:
                "worker general + guest lean": (off, off_session, lean),
                "worker general + guest general": (off, off_session, general)}
     loops = {}
-    for name, (w, session, sync) in configs.items():
+    for name, (w, session, _sync) in configs.items():
         if session is not None:
             cu._session = session
         loops[name] = [fn for f, fn, _ in w.figures() if f == "launch_sync_us"][0]

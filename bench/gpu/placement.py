@@ -50,7 +50,7 @@ try:
               "worker 2, guest 3": ({cpus[2]}, {cpus[3]}),
               "worker 2, guest 10": ({cpus[2]}, {cpus[min(10, len(cpus) - 1)]})}
     results = {k: [] for k in places}
-    for rnd in range(3):
+    for _rnd in range(3):
         for name, (w, g) in places.items():
             os.sched_setaffinity(proc.pid, w)
             os.sched_setaffinity(0, g)

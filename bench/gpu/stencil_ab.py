@@ -48,7 +48,7 @@ try:
                  for side, w in (("native", native), ("forwarded", forwarded))}
         seconds = figure.endswith("_s")
 
-        def run(name):
+        def run(name, loops=loops, seconds=seconds):
             knobs = WAYS[name]
             (native if knobs is None else forwarded).current()
             session.configure(replace(base, **(knobs or {})))

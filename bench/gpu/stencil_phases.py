@@ -43,7 +43,7 @@ def measure(cu, native):
     ev0, ev1 = ok(cu.cuEventCreate(0)), ok(cu.cuEventCreate(0))
     cu.cuCtxSynchronize()
     cu.cuEventRecord(ev0, 0)
-    for i in range(1000):
+    for _i in range(1000):
         cu.cuLaunchKernel(st, n // 256, 1, 1, 256, 1, 1, 0, 0, ((ab[0], ab[1], n), (P, P, I32)), 0)
     cu.cuEventRecord(ev1, 0); cu.cuEventSynchronize(ev1)
     out["GPU time of 1000 launches, ms (events)"] = round(ok(cu.cuEventElapsedTime(ev0, ev1)), 2)

@@ -68,7 +68,7 @@ def floors():
         pool = ThreadPoolExecutor(threads - 1)
         step = N4 // threads
 
-        def split():
+        def split(pool=pool, step=step):
             fs = [pool.submit(ctypes.memmove, y.ctypes.data + i, addr + i, step) for i in range(step, N4, step)]
             ctypes.memmove(y.ctypes.data, addr, step)
             for f in fs:
@@ -86,7 +86,7 @@ def dtoh_after_launches(cu, mod, y):
     ab = [int(ok(cu.cuMemAlloc(4 * n))), int(ok(cu.cuMemAlloc(4 * n)))]
 
     def seg():
-        for i in range(100):
+        for _i in range(100):
             cu.cuLaunchKernel(st, n // 256, 1, 1, 256, 1, 1, 0, 0, ((ab[0], ab[1], n), (P, P, I32)), 0)
             ab.reverse()
         t = time.perf_counter()

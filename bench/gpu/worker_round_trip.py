@@ -77,6 +77,6 @@ def measure(gate: bool) -> dict:
 
 
 if __name__ == "__main__":
-    for rnd in range(2):
+    for _rnd in range(2):
         for gate in (True, False):
             print(f"gate {'on ' if gate else 'off'} (median µs):", measure(gate))

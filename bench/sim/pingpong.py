@@ -38,7 +38,7 @@ if pid == 0:
         c.send(buf[:n])
 c.close(); buf = bytearray(64)
 t = time.perf_counter()
-for i in range(N):
+for _ in range(N):
     a.send(b"x" * 40)
     while True:
         try:
