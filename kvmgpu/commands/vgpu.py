@@ -140,7 +140,7 @@ def list_(connect: Optional[str] = typer.Option(None, "--connect", "-c", help=CO
             continue                                  # undefined meanwhile
         running = state not in ("shut off", "crashed")
         # the top level is the configured vGPU (what attach and detach manage), else the one it runs with
-        items.append({**dataclasses.asdict(then if then is not None else now),
+        items.append({**dataclasses.asdict(then if then is not None else live[vm]),
                       "used": None if usages is None else usages.get(vm),
                       "daemon": usages is not None, "state": state,
                       "live": _vgpu_dict(now) if running else None,

@@ -90,6 +90,7 @@ class EventMeter:
         if self._open is not None or self._since is not None:
             return
         b = self.backend
+        assert b is not None  # begin() came first
         if not b.streams_live:
             self._since = self._clock()
             self._made = b.streams_made
@@ -124,6 +125,7 @@ class EventMeter:
             return
         if what != CONTEXT:
             b = self.backend
+            assert b is not None  # a run started in this slice: begin() came first
             if b.streams_live or b.streams_made != self._made:
                 return  # another stream's work may still run: on to a wait for the context
             if what != NULL_STREAM:
@@ -148,7 +150,7 @@ class EventMeter:
             self.waited(CONTEXT)
         busy, self._clocked = self._clocked, 0.0
         for start, end, t0, t1 in self._runs:
-            if start is not None and end is not None and not self._wall_only:
+            if b is not None and start is not None and end is not None and not self._wall_only:
                 try:
                     busy += max(0.0, b.event_elapsed(start, end) / 1000.0)
                     continue

@@ -125,7 +125,7 @@ def code_paths() -> list[Path]:
     paths = [Path(sys.executable), Path(sys.prefix) / "pyvenv.cfg"] if sys.prefix != sys.base_prefix \
         else [Path(sys.executable)]
     for module in (kvmgpu, kvmgpu_wire):
-        package = Path(module.__file__).parent
+        package = Path(module.__path__[0])
         paths += [package, package / "__init__.py"]
     script = worker_program()[-1]
     if script.startswith("/"):
