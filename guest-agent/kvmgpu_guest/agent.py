@@ -69,7 +69,7 @@ class _Client:
     def __init__(self, sock: socket.socket, session: int, limit: int):
         self.sock = sock
         self.session = session  # on the channel
-        self.own_session = None  # the number the process uses itself
+        self.own_session: int | None = None  # the number the process uses itself
         self.splitter = FrameSplitter(limit)
 
 

@@ -81,6 +81,7 @@ def measure(kernels: str, launches: int = 20000, round_trips: int = 2000) -> dic
         _check(cuda.cuMemFree(dptr))
     out["htod"] = copies
     session = cuda._session_for_tools()
+    assert session is not None  # cuInit made it
     out["window_bytes"] = session.window_size
     out["backend"] = session.vgpu.get("backend")
     _check(cuda.cuCtxSynchronize())

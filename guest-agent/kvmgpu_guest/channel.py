@@ -48,7 +48,7 @@ class UnixTransport:
         self._sock = sock
         self.send = self._sock.sendall
         self.recv = self._sock.recv
-        self._poll_buf = None
+        self._poll_buf: bytearray | None = None
         self._poll = select.poll()  # cheaper to ask than a recv that raises when empty (docs/performance.md)
         self._poll.register(sock, select.POLLIN)
 

@@ -113,6 +113,7 @@ def vgpu_info(socket_path: str | None = None, shm_path: str | None = None) -> di
             raise CliError(f"cuMemGetInfo failed with CUresult {reply.status}", "see the worker's log on the host")
         free, total = reply.values
         dev, vgpu = session.device, session.vgpu
+        assert session.welcome is not None  # connect() shook hands
         return {
             "name": dev.get("name"),
             "uuid": dev.get("uuid"),

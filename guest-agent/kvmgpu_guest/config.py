@@ -226,7 +226,7 @@ VARIABLES = (
              "before they sleep", 0, _MAX_US),
     Variable("KVMGPU_COPIER_DTOH", "copier_dtoh", "a DtoH's landed parts through the copier too"),
 )
-_TYPES = {f.name: {"str": str, "int": int, "bool": bool}[f.type] for f in fields(GuestConfig)}
+_TYPES = {f.name: {"str": str, "int": int, "bool": bool}[str(f.type)] for f in fields(GuestConfig)}
 assert sorted(v.field for v in VARIABLES) == sorted(_TYPES), "every setting has its variable"
 
 _current: GuestConfig | None = None

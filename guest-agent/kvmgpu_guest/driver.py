@@ -382,6 +382,7 @@ def _synchronize(op, stream) -> tuple:
     bad = _ready()
     if bad is not None:
         return (bad,)
+    assert _session is not None  # _ready() checked it
     try:
         status = _session.synchronize(op, stream)
     except SessionError as e:
@@ -465,6 +466,7 @@ def _htod(dst, src, nbytes, stream, sync: bool):
     bad = _ready()
     if bad is not None:
         return (bad,)
+    assert _session is not None  # _ready() checked it
     n = int(nbytes)
     if n == 0:
         return _OK1

@@ -23,6 +23,7 @@ from __future__ import annotations
 import enum
 import json
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple, Union
 
@@ -339,7 +340,7 @@ class Connection:
         """The bytes received and not yet dropped (where `take_launches` points)."""
         return self._buf
 
-    def take_launches(self, limit: int = 256, repeats=None) -> list:
+    def take_launches(self, limit: int = 256, repeats=None) -> Sequence[tuple]:
         """Host side, the hot path: the run of well-formed QUEUED LAUNCH frames at the head of the
         buffer (at most `limit` launches), each as `(fields, start, more)`: `fields` the frame's
         header, op header and nine args as one 17-tuple (`_LAUNCH_HEAD`: magic, kind, flags,
