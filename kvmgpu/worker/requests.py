@@ -121,7 +121,7 @@ class MemsetD8(NamedTuple):
 
     dst: int  # [dst, +count) is inside one of the session's ranges
     value: int  # at most 0xff
-    count: int  # bounded by the ranges that use it
+    count: int  # type: ignore[assignment]  # (hides tuple.count) bounded by the ranges that use it
     stream: object  # the object of handle stream in the session's streams
     stream_handle: int  # as the guest sent it
 
@@ -140,7 +140,7 @@ class MemsetD32(NamedTuple):
 
     dst: int  # [dst, +count) is inside one of the session's ranges
     value: int  # at most 0xffffffff
-    count: int  # bounded by the ranges that use it
+    count: int  # type: ignore[assignment]  # (hides tuple.count) bounded by the ranges that use it
     stream: object  # the object of handle stream in the session's streams
     stream_handle: int  # as the guest sent it
 
