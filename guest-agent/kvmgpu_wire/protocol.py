@@ -272,7 +272,7 @@ class Connection:
 
     # --- receiving -------------------------------------------------------------------------------
 
-    def receive_data(self, data: bytes) -> None:
+    def receive_data(self, data: bytes | memoryview) -> None:
         if not data:
             self.closed = True
             return

@@ -32,6 +32,8 @@ STICKY = {
 
 
 class VGpu:
+    _launch_limits: tuple  # (device info, limits): dispatch._launch_limits's cache, set on first use
+
     def __init__(self, backend_factory: Callable[[], Backend], gmem: int, region: Region, *,
                  vm: str = "", compute: int = 100, compute_mode: str = "share",
                  module_capacity: int = DEFAULT_CAPACITY, gate=None):
@@ -152,6 +154,7 @@ class VGpu:
 
     def restart_backend(self) -> None:
         """A fresh context after a sticky error, once no session holds anything in the old one."""
+        assert self.broken is not None  # (called once a sticky error broke the context)
         log.info("vm %s: new context after sticky error %d", self.vm or "-", self.broken[0])
         _quietly(self.backend.close)
         self.modules.forget()
