@@ -140,8 +140,7 @@ class CudaBackend(Backend):
             self._launch_fn = self._driver_function(b"cuLaunchKernel")
             self._sync_fn = self._driver_function(b"cuStreamSynchronize")
             records = LaunchRecords(self._launch_fn)
-            # the C launcher's synchronise, bound once, replaces the method on this instance
-            self.stream_synchronize = self._c_synchronizer()  # type: ignore[method-assign]
+            self.stream_synchronize = self._c_synchronizer()  # type: ignore[method-assign]  # the C one, bound once
         # (nothing here binds a context: made once, they serve a reset context too)
         self.capabilities = Capabilities(
             launch_records=records, launch_in=self._in_launcher() if launch_mode == "extra" else None,

@@ -287,7 +287,7 @@ class Worker:
                 for i in range(n):
                     s = boxed[(turn + i) % n]
                     box = s.mailbox
-                    if box.words[0] != box.number:  # type: ignore[union-attr]  # a boxed session has one  # posted (Mailbox.posted, inline)
+                    if box.words[0] != box.number:  # type: ignore[union-attr]  # posted (Mailbox.posted, inline); boxed: has one
                         if s.key in taken:
                             look = True
                             break
