@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +46,11 @@ def _ok(r):
 
 def _best(fn, repeat=3):
     return min(fn() for _ in range(repeat))
+
+
+def _gb_per_s(nbytes: int) -> Callable[[float], float]:
+    """Seconds to move `nbytes` -> GB/s."""
+    return lambda t: nbytes / t / 1e9
 
 
 class Workloads:
@@ -84,7 +90,7 @@ class Workloads:
     def figures(self) -> list:
         """[(figure, one repetition -> seconds, best seconds -> figure value)]."""
         cu, spin, kp = self.cu, self.spin, self.kp
-        out = []
+        out: list[tuple[str, Callable[[], float], Callable[[float], float]]] = []
 
         def queued(n=self.launches):
             t = time.perf_counter()
@@ -106,9 +112,9 @@ class Workloads:
             for size in self.sizes:
                 reps = max(2, min(20, (256 * MiB) // size))
                 out.append((f"htod_{kind}_GBps_{size // MiB}M", self._htod(buf, size, reps),
-                            lambda t, size=size, reps=reps: size * reps / t / 1e9))
+                            _gb_per_s(size * reps)))
                 out.append((f"dtoh_{kind}_GBps_{size // MiB}M", self._dtoh(buf, size, reps),
-                            lambda t, size=size, reps=reps: size * reps / t / 1e9))
+                            _gb_per_s(size * reps)))
 
         # The same iterative stencil at two sizes: 1M floats (each kernel a few µs of GPU time, so
         # the host's cost per launch and the copies out show), 16M floats (a realistic kernel
@@ -244,7 +250,7 @@ def in_turn(names: list, run, rounds: int) -> dict:
     """{name: [value of each round]}: `run(name)` for every name, the names in turn round by round
     (each round starting one name later, so a drift of the machine falls on all alike), after one
     round that is not kept (the warm-up). The probes' way of comparing ways in one process pair."""
-    times = {name: [] for name in names}
+    times: dict[str, list] = {name: [] for name in names}
     for r in range(rounds + 1):
         for name in names[r % len(names):] + names[:r % len(names)]:
             value = run(name)
@@ -320,6 +326,7 @@ def probe() -> dict:
     unix-socket echo between two processes, blocking and with a short busy-poll."""
     import socket
     import struct
+
     from kvmgpu.backend.cuda import CudaBackend
     out: dict = {}
     b = CudaBackend(0)
@@ -365,7 +372,7 @@ def probe() -> dict:
                 c.sendall(d)
         c.close()
 
-        def echo(n=5000):
+        def echo(n=5000, a=a, poll=poll):
             t = time.perf_counter()
             for _ in range(n):
                 a.sendall(b"x" * 40)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import sys
 
 import typer
+
 from kvmgpu_wire.protocol import PROTOCOL_VERSION
 
 from . import __version__

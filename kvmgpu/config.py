@@ -79,7 +79,7 @@ def config_from_dict(raw: dict, where: str = "configuration") -> Config:
             raise InvalidInput(f"{where}: {key} must be a string, not {value!r}")
         values[key] = value
     if values.get("sim_gpus"):
-        from .inventory import parse_sim_gpus      # checked now: a bad value is an error where it is read
+        from .inventory import parse_sim_gpus  # checked now: a bad value is an error where it is read
         try:
             parse_sim_gpus(values["sim_gpus"], "sim_gpus")
         except InvalidInput as e:

@@ -150,8 +150,8 @@ def wait_shut_off(conn, timeout: float) -> bool:
 def guest_lines(console: str) -> list[str]:
     """What the payload printed: the console from the first payload line, kernel noise dropped."""
     lines = console.replace("\r", "").splitlines()
-    start = next((i for i, l in enumerate(lines) if l.startswith("--- kvmgpu-guest")), 0)
-    return [l for l in lines[start:] if not re.match(r"^\[\s*\d+\.\d+\]", l)]
+    start = next((i for i, line in enumerate(lines) if line.startswith("--- kvmgpu-guest")), 0)
+    return [line for line in lines[start:] if not re.match(r"^\[\s*\d+\.\d+\]", line)]
 
 
 def main(argv=None) -> int:

@@ -9,6 +9,7 @@ are counted. A VM that moves to another GPU holds memory on both until it restar
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .errors import NoRoom, NotFound
@@ -48,7 +49,7 @@ def claims(gpu: Gpu, gpus: list[Gpu], vgpus: list[VGpu], live: list[VGpu], conte
 
 
 def usage(gpus: list[Gpu], vgpus: list[VGpu], context_overhead: int,
-          ignore_vm: str | None = None, live: list[VGpu] = ()) -> list[GpuUse]:
+          ignore_vm: str | None = None, live: Sequence[VGpu] = ()) -> list[GpuUse]:
     """What each GPU has promised: to the configured `vgpus` and to the `live` ones (running VMs'
     vGPUs as their workers serve them); `ignore_vm`'s configured vGPU is left out (it is being
     replaced), what it serves now is not."""
@@ -60,7 +61,7 @@ def usage(gpus: list[Gpu], vgpus: list[VGpu], context_overhead: int,
 
 
 def choose_gpu(gpus: list[Gpu], vgpus: list[VGpu], gmem: int, context_overhead: int,
-               want: int | None = None, vm: str | None = None, live: list[VGpu] = ()) -> Gpu:
+               want: int | None = None, vm: str | None = None, live: Sequence[VGpu] = ()) -> Gpu:
     """The GPU a vGPU of `gmem` bytes for `vm` goes on.
 
     `want` is a GPU index, or None for auto: the GPU the VM already has if it still fits there,

@@ -15,15 +15,14 @@ from __future__ import annotations
 
 import struct
 import sys
+import textwrap
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "guest-agent"))
 
-from kvmgpu_wire import spec  # noqa: E402
-from kvmgpu_wire import kinds  # noqa: E402
-from kvmgpu_wire.kinds import NewHandle  # noqa: E402
-from kvmgpu_wire import cudefs  # noqa: E402
+from kvmgpu_wire import cudefs, kinds, spec
+from kvmgpu_wire.kinds import NewHandle
 
 BANNER = "generated from guest-agent/kvmgpu_wire/spec.py by tools/gen_wire.py (make gen): do not edit"
 C_TYPES = {"B": "uint8_t", "H": "uint16_t", "I": "uint32_t", "Q": "uint64_t", "i": "int32_t", "f": "float",
@@ -216,7 +215,9 @@ def _field_order(d: spec.OpDecl, fields: list[str]) -> list[str]:
 
 
 def python_requests() -> str:
-    out = [f'"""The worker\'s checked requests ({BANNER}).',
+    out = ['"""The worker\'s checked requests.',
+           "",
+           f"{BANNER[0].upper()}{BANNER[1:]}.",
            "",
            "For every op whose arguments their kinds fully check, a request type (the checked, resolved",
            "arguments a handler works with) and the function that builds it from a call, or raises",
@@ -232,7 +233,8 @@ def python_requests() -> str:
             table.append(f"    Op.{d.name}: None,  # {d.manual}")
             continue
         cls = _camel(d.name)
-        out += ["", f"class {cls}(NamedTuple):", f'    """{d.name}: {d.doc}."""', ""]
+        doc = textwrap.wrap(f'"""{d.name}: {d.doc}."""', 116)
+        out += ["", f"class {cls}(NamedTuple):"] + [f"    {line}" for line in doc] + [""]
         lines = [_check(d, a) for a in d.args]
         for a, (_, why) in zip(d.args, lines):
             if isinstance(a, kinds.Allocation):
@@ -240,6 +242,8 @@ def python_requests() -> str:
                 out.append(f"    {a.name}_range: object  # {why}")
                 continue
             typ = "object" if isinstance(a, kinds.Handle) else "int"
+            if a.name in ("count", "index"):  # a field hides tuple's method: fine, requests are read by name
+                why = f"type: ignore[assignment]  # (hides tuple.{a.name}) {why}"
             out.append(f"    {a.name}: {typ}  # {why}")
             if isinstance(a, kinds.Handle):
                 out.append(f"    {a.name}_handle: int  # as the guest sent it")
@@ -329,7 +333,7 @@ def c_calls() -> str:
 def c_cuda() -> str:
     """The CUDA driver's result codes as the guest library reports them: the enum, and each code's
     name and text (cuGetErrorName, cuGetErrorString), from kvmgpu_wire/cudefs.py."""
-    out = [f"/* CUDA's result codes (generated from guest-agent/kvmgpu_wire/cudefs.py by tools/gen_wire.py"
+    out = ["/* CUDA's result codes (generated from guest-agent/kvmgpu_wire/cudefs.py by tools/gen_wire.py"
            " (make gen): do not edit). */",
            "#ifndef KVMGPU_CUDA_H", "#define KVMGPU_CUDA_H", "",
            "enum kvmgpu_cuda_result {"]

@@ -28,6 +28,7 @@ def per_call(fn, n, reps=5):
 
 def main() -> dict:
     from cuda.bindings import driver as cu
+
     from kvmgpu.backend.cuda import CudaBackend
     out: dict = {}
     b = CudaBackend(0)

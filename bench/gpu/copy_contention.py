@@ -1,7 +1,14 @@
 """Is the guest's 1 MiB copy into the slot slowed by the DMA, or by a CPU spinning beside it?"""
-import ctypes, os, subprocess, sys, time
+import ctypes
+import os
+import subprocess
+import sys
+import time
+
 import numpy as np
 from cuda.bindings import driver as cu
+
+
 def ok(r):
     if r[0] != 0: raise RuntimeError(r)
     return r[1] if len(r) == 2 else r[1:]
@@ -27,7 +34,8 @@ hp = ok(cu.cuMemHostAlloc(64 * MiB, 0))
 def dma(host, nbytes, times):
     for _ in range(times): ok(cu.cuMemcpyHtoDAsync(d, host, nbytes, st))
 dma(hp, 64 * MiB, 60)  # ~70 ms of DMA from another buffer
-print("DMA from another pinned buffer running:", copy_us(n=200), "done" if cu.cuStreamQuery(st)[0] else "(DMA over before the end)")
+print("DMA from another pinned buffer running:", copy_us(n=200),
+      "done" if cu.cuStreamQuery(st)[0] else "(DMA over before the end)")
 ok(cu.cuStreamSynchronize(st))
 ok(cu.cuMemHostRegister(dst.ctypes.data, 4 * MiB, 0))
 dma(dst.ctypes.data + 2 * MiB, MiB, 3000)  # DMA of the other half of dst (the "other slot"), ~60 ms
@@ -37,7 +45,8 @@ ok(cu.cuStreamSynchronize(st))
 ts = []
 for i in range(400):
     off = (i % 2) * MiB
-    t = time.perf_counter_ns(); ctypes.memmove(dst.ctypes.data + off, src.ctypes.data, MiB); ts.append(time.perf_counter_ns() - t)
+    t = time.perf_counter_ns(); ctypes.memmove(dst.ctypes.data + off, src.ctypes.data, MiB)
+    ts.append(time.perf_counter_ns() - t)
     ok(cu.cuMemcpyHtoDAsync(d, dst.ctypes.data + off, MiB, st))
     if i % 2: ok(cu.cuStreamSynchronize(st))
 ts.sort(); print("ping-pong, copy while the other slot DMAs (same process):", round(ts[200] / 1e3, 1))
@@ -55,7 +64,8 @@ def pingpong(nslots, lag, n=400):
         if i < n:
             slot = i % nslots
             ok(cu.cuEventSynchronize(evs[slot]))
-            t = time.perf_counter_ns(); ctypes.memmove(dst.ctypes.data + slot * MiB, src.ctypes.data, MiB); ts.append(time.perf_counter_ns() - t)
+            t = time.perf_counter_ns(); ctypes.memmove(dst.ctypes.data + slot * MiB, src.ctypes.data, MiB)
+            ts.append(time.perf_counter_ns() - t)
         if i >= lag:
             slot = (i - lag) % nslots
             ok(cu.cuMemcpyHtoDAsync(d, dst.ctypes.data + slot * MiB, MiB, st))

@@ -4,11 +4,16 @@ launcher.c), what a synchronise costs when the kernel has had 0-20 µs to finish
 cuStreamQuery instead), and launch + sync both ways. Run on the GPU machine from the repository
 root after building the module (`python3 setup.py build_ext --inplace`):
 `PYTHONPATH=guest-agent:. python3 bench/gpu/driver_call_costs.py`"""
-import ctypes, sys, time
+import ctypes
+import sys
+import time
+
 sys.path[:0] = ["guest-agent", "."]
 from cuda.bindings import driver as cu
+
 from kvmgpu import benchgpu as B
 from kvmgpu.backend import launcher
+
 ok = B._ok
 ok(cu.cuInit(0))
 dev = ok(cu.cuDeviceGet(0))
@@ -87,7 +92,8 @@ def t_ls_c():
 
 def t_ls_c_gap(us):
     def f():
-        t = ns(); C.launch(LF, fa, 1, 1, 1, 1, 1, 1, 0, None, buf, 0, 8); busy(us); C.stream_synchronize(SF, None); return ns() - t
+        t = ns(); C.launch(LF, fa, 1, 1, 1, 1, 1, 1, 0, None, buf, 0, 8); busy(us)
+        C.stream_synchronize(SF, None); return ns() - t
     return f
 
 

@@ -1,11 +1,16 @@
 """DtoH of 4 MiB, native pageable against forwarded with 1/2/4/8 copy-out threads and in one piece
 or in 1 MiB chunks. Run on the GPU machine from the repository root:
 `PYTHONPATH=guest-agent:. python3 bench/gpu/dtoh_threads.py`."""
-import sys, time
+import sys
+import time
+
 import numpy as np
+
 sys.path[:0] = ["guest-agent", "."]
-from kvmgpu import benchgpu as B
 from cuda.bindings import driver as N
+
+from kvmgpu import benchgpu as B
+
 ok = B._ok
 ok(N.cuInit(0)); ctx = ok(N.cuDevicePrimaryCtxRetain(ok(N.cuDeviceGet(0)))); ok(N.cuCtxSetCurrent(ctx))
 n = 4 << 20
@@ -19,7 +24,9 @@ nat(); print("native dtoh 4MiB", round(min(nat() for _ in range(5)), 1), "us")
 ok(N.cuMemFree(d)); N.cuDevicePrimaryCtxRelease(ok(N.cuDeviceGet(0)))
 _, stop = B.loopback_worker(256 << 20)
 from dataclasses import replace
-from kvmgpu_guest import driver as cu, client
+
+from kvmgpu_guest import client, driver as cu
+
 try:
     ok(cu.cuInit(0)); ok(cu.cuCtxCreate(0, ok(cu.cuDeviceGet(0))))
     d = int(ok(cu.cuMemAlloc(n)))

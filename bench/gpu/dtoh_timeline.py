@@ -3,19 +3,25 @@ landed (seenK), when its copy out of the window finished (doneK), when the reply
 from the call; alone and after 100 stencil launches (the launch-bound stencil's copy out), the
 five runs around the median of 20. The guest's part copier (client._Copier) is replaced by one
 that does the same and notes the times; with the C copier (kvmgpu_guest._copier), its `part` is
-wrapped instead (seenK: a part from piece K seen landed, doneK: copied out up to piece K). Run on the GPU machine from the repository root:
+wrapped instead (seenK: a part from piece K seen landed, doneK: copied out up to piece K). Run on
+the GPU machine from the repository root:
 `PYTHONPATH=guest-agent:. python3 bench/gpu/dtoh_timeline.py`"""
-import ctypes, sys, time
+import ctypes
+import sys
+import time
+
 import numpy as np
+
 sys.path[:0] = ["guest-agent", "."]
 from kvmgpu import benchgpu as B
+
 ok = B._ok
 P, I32 = ctypes.c_void_p, ctypes.c_int
 N4 = 4 << 20
 ns = time.perf_counter_ns
 
 def run(mode):
-    from kvmgpu_guest import driver as cu, client
+    from kvmgpu_guest import client, driver as cu
     ev = []
     T0 = [0]
     def mm(d, s, n, k):
@@ -51,7 +57,7 @@ def run(mode):
     rows = []
     for rep in range(25):
         if mode == "stencil":
-            for i in range(100):
+            for _ in range(100):
                 cu.cuLaunchKernel(st, n // 256, 1, 1, 256, 1, 1, 0, 0, ((ab[0], ab[1], n), (P, P, I32)), 0)
                 ab.reverse()
         ev.clear()

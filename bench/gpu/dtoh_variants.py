@@ -3,11 +3,17 @@ GPU machine, alone and right after 100 stencil launches (as benchgpu's launch-bo
 the guest's knobs (KVMGPU_DTOH_PIECE, KVMGPU_PIECE_THREADS, KVMGPU_COPY_PART) set per variant, and
 a variant that skips the copy out of the window (the DMA and the round trip alone).
 `PYTHONPATH=guest-agent:. python3 bench/gpu/dtoh_variants.py`"""
-import os, sys, time
+import os
+import sys
+import time
+
 import numpy as np
+
 sys.path[:0] = ["guest-agent", ".", os.path.dirname(os.path.abspath(__file__))]
 from kvmgpu import benchgpu as B
+
 from traced_phases import N4, dtoh_after_launches  # the stencil's launches and copy out, as there
+
 ok = B._ok
 
 
@@ -40,6 +46,7 @@ def figures(fs):
 
 HEAD = "(µs, best / median)     alone                after 100 launches   whole segment"
 from cuda.bindings import driver as N
+
 ok(N.cuInit(0))
 dev = ok(N.cuDeviceGet(0))
 ok(N.cuCtxSetCurrent(ok(N.cuDevicePrimaryCtxRetain(dev))))
@@ -48,7 +55,9 @@ print(f"{'native pageable':24s}", figures(setup(N)))
 N.cuDevicePrimaryCtxRelease(dev)
 _, stop = B.loopback_worker(256 << 20)
 from dataclasses import replace
+
 from kvmgpu_guest import client, driver as cu
+
 try:
     ok(cu.cuInit(0)); ok(cu.cuCtxCreate(0, ok(cu.cuDeviceGet(0))))
     fs = setup(cu)

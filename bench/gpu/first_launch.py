@@ -101,7 +101,7 @@ def main() -> None:
     print(f"{'pause before the launch':20} {'launch':30} {'median µs, rounds':>30}")
     for pname in pauses:
         for lname in launches:
-            meds = [f"{m:.2f}" for _, p, l, m, _ in rows if p == pname and l == lname]
+            meds = [f"{m:.2f}" for _, p, lab, m, _ in rows if p == pname and lab == lname]
             print(f"{pname:20} {lname:30} {' / '.join(meds):>30}")
     print(f"back-to-back queued launches: median {statistics.median(times) / 1e3:.2f} µs")
 

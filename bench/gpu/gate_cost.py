@@ -18,6 +18,7 @@ sys.path[:0] = [str(ROOT / "guest-agent"), str(ROOT)]
 
 def guest() -> dict:
     import ctypes
+
     from kvmgpu_guest import driver as cu
     cu.cuInit(0)
     cu.cuCtxCreate(0, cu.cuDeviceGet(0)[1])

@@ -3,14 +3,20 @@ cuCtxSynchronize), with native beside it: the guest's parts timed by wrapping th
 the staging slot, the send, the wait for a free slot, the whole staged path), then the same copy
 into the slot with no DMA running, and into a private buffer. Run on the GPU machine from the
 repository root: `PYTHONPATH=guest-agent:. python3 bench/gpu/htod_1m_parts.py`"""
-import sys, time
+import sys
+import time
+
 import numpy as np
+
 sys.path[:0] = ["guest-agent", "."]
 from kvmgpu import benchgpu as B
+
 ok = B._ok
 _, stop = B.loopback_worker(256 << 20)
-from kvmgpu_guest import driver as cu, client
 from cuda.bindings import driver as nat
+
+from kvmgpu_guest import client, driver as cu
+
 acc = {}
 def timed(name, fn):
     def w(*a, **k):

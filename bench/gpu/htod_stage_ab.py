@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from dataclasses import replace
+
 sys.path[:0] = ["guest-agent", "."]
 from kvmgpu import benchgpu as B
 
@@ -20,6 +21,7 @@ MiB = 1 << 20
 SIZES = [int(s) * MiB for s in os.environ.get("SIZES", "1,16,64").split(",")]
 _, stop = B.loopback_worker(max(SIZES) + 64 * MiB)
 from cuda.bindings import driver as nat  # noqa: E402
+
 from kvmgpu_guest import client, driver as cu  # noqa: E402
 
 ROUNDS = int(os.environ.get("ROUNDS", "9"))
@@ -225,7 +227,8 @@ elif os.environ.get("WAYS") == "spin":
             **{f"split, {h} spinning helper(s)": {"copy": _split(h)} for h in (1, 2, 3)}}
 elif os.environ.get("WAYS") == "copier":
     if client._copier is None:
-        sys.exit("no kvmgpu_guest._copier here: build it first (cd guest-agent && python3 setup.py build_ext --inplace)")
+        sys.exit("no kvmgpu_guest._copier here: build it first "
+                 "(cd guest-agent && python3 setup.py build_ext --inplace)")
     WAYS = {"native": None, "as is": {},
             "without the copier": {"copier": False},
             "copier, 64 KiB pieces": {"copy_split": 64 << 10},
@@ -252,7 +255,7 @@ try:
         loops = {side: [(fn, value) for f, fn, value in w.figures() if f == key][0]
                  for side, w in (("native", native), ("forwarded", forwarded))}
 
-        def run(name):
+        def run(name, loops=loops):
             knobs = WAYS[name]
             side = "native" if knobs is None else "forwarded"
             (native if knobs is None else forwarded).current()

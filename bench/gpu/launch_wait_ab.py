@@ -5,7 +5,9 @@ off in turn in one run: the worker taking a message that repeats the last one by
 The configurations take turns round by round, so a drift of the machine falls on all alike, and
 the one worker process means one placement for all. Run on the GPU machine from the repository root:
 `PYTHONPATH=guest-agent:. python3 bench/gpu/launch_wait_ab.py`"""
-import os, sys
+import os
+import sys
+
 sys.path[:0] = ["guest-agent", "."]
 from kvmgpu import benchgpu as B
 
@@ -15,6 +17,7 @@ B.WORKER = ("from kvmgpu.worker import channel as _ch; _on = _ch.Channel._launch
 os.environ["KVMGPU_WINDOW"] = str(64 << 20)  # two sessions in one region
 _, stop = B.loopback_worker(256 << 20)
 from cuda.bindings import driver as nat  # noqa: E402
+
 from kvmgpu_guest import driver as cu  # noqa: E402
 from kvmgpu_wire.protocol import Op  # noqa: E402
 
@@ -40,7 +43,7 @@ try:
                "worker general + guest lean": (off, off_session, lean),
                "worker general + guest general": (off, off_session, general)}
     loops = {}
-    for name, (w, session, sync) in configs.items():
+    for name, (w, session, _sync) in configs.items():
         if session is not None:
             cu._session = session
         loops[name] = [fn for f, fn, _ in w.figures() if f == "launch_sync_us"][0]

@@ -4,12 +4,15 @@ native cuda-bindings beside them. The guest's mailbox is switched off and on bet
 worker serves both ways as they come); the ways take turns round by round, so a drift of the
 machine falls on all alike. Run on the GPU machine from the repository root:
 `PYTHONPATH=guest-agent:. python3 bench/gpu/mailbox_ab.py`"""
-import os, sys
+import os
+import sys
+
 sys.path[:0] = ["guest-agent", "."]
 from kvmgpu import benchgpu as B
 
 _, stop = B.loopback_worker(256 << 20)
 from cuda.bindings import driver as nat  # noqa: E402
+
 from kvmgpu_guest import driver as cu  # noqa: E402
 
 ROUNDS = int(os.environ.get("ROUNDS", "9"))

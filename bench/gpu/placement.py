@@ -3,9 +3,14 @@ worker, with the worker's and the guest's main threads left to the scheduler or 
 CPUs (os.sched_setaffinity), in turn, several rounds: how much of the run-to-run spread is where
 the two busy-polling threads land. Native launch + sync of the same kernel first.
 `PYTHONPATH=guest-agent:. python3 bench/gpu/placement.py`"""
-import ctypes, os, sys, time
+import ctypes
+import os
+import sys
+import time
+
 sys.path[:0] = ["guest-agent", "."]
 from kvmgpu import benchgpu as B
+
 ok = B._ok
 ALL = os.sched_getaffinity(0)
 
@@ -24,6 +29,7 @@ def best(cu, spin, kp):
 
 
 from cuda.bindings import driver as N
+
 ok(N.cuInit(0))
 dev = ok(N.cuDeviceGet(0))
 ok(N.cuCtxSetCurrent(ok(N.cuDevicePrimaryCtxRetain(dev))))
@@ -34,6 +40,7 @@ print("native launch + sync µs:", best(N, spin, ctypes.addressof(ptrs)))
 N.cuDevicePrimaryCtxRelease(dev)
 proc, stop = B.loopback_worker(64 << 20)
 from kvmgpu_guest import driver as cu
+
 try:
     ok(cu.cuInit(0)); ok(cu.cuCtxCreate(0, ok(cu.cuDeviceGet(0))))
     f = ok(cu.cuModuleGetFunction(ok(cu.cuModuleLoadData(B.PTX.read_bytes())), b"spin"))
@@ -43,7 +50,7 @@ try:
               "worker 2, guest 3": ({cpus[2]}, {cpus[3]}),
               "worker 2, guest 10": ({cpus[2]}, {cpus[min(10, len(cpus) - 1)]})}
     results = {k: [] for k in places}
-    for rnd in range(3):
+    for _rnd in range(3):
         for name, (w, g) in places.items():
             os.sched_setaffinity(proc.pid, w)
             os.sched_setaffinity(0, g)

@@ -6,9 +6,15 @@ KVMGPU_TRACE and each phase's distribution, and once more plain: each case has i
 the spread between cases is the spread between workers (where the scheduler put them). Run on the
 GPU machine from the repository root:
 `PYTHONPATH=guest-agent:. python3 bench/gpu/round_trip_spread.py`"""
-import ctypes, os, sys, tempfile, time
+import ctypes
+import os
+import sys
+import tempfile
+import time
+
 sys.path[:0] = ["guest-agent", "."]
 from kvmgpu import benchgpu as B
+
 ok = B._ok
 ns = time.perf_counter_ns
 

@@ -3,9 +3,15 @@ async, memmove into slot B, ... in one process with no worker and no Python arou
 µs, µs an iteration), with the slots in /dev/shm memory as the region is, or anonymous, each with
 and without MADV_HUGEPAGE asked for; and a 1 MiB DMA from them alone. Run on the GPU machine:
 `python3 bench/gpu/staging_floor.py`"""
-import ctypes, mmap, os, time
+import ctypes
+import mmap
+import os
+import time
+
 import numpy as np
 from cuda.bindings import driver as cu
+
+
 def ok(r):
     if r[0] != 0: raise RuntimeError(r)
     return r[1] if len(r) == 2 else r[1:]
@@ -34,7 +40,8 @@ def pingpong(buf, n=400):
     for i in range(n):
         slot = i % 2
         ok(cu.cuEventSynchronize(evs[slot]))
-        t = time.perf_counter_ns(); ctypes.memmove(base + slot * MiB, src.ctypes.data, MiB); ts.append(time.perf_counter_ns() - t)
+        t = time.perf_counter_ns(); ctypes.memmove(base + slot * MiB, src.ctypes.data, MiB)
+        ts.append(time.perf_counter_ns() - t)
         ok(cu.cuMemcpyHtoDAsync(d, base + slot * MiB, MiB, st)); ok(cu.cuEventRecord(evs[slot], st))
     ok(cu.cuStreamSynchronize(st))
     per = (time.perf_counter() - t0) / n * 1e6
@@ -44,10 +51,11 @@ def dma_us(buf, n=200):
     ok(cu.cuStreamSynchronize(st)); t = time.perf_counter()
     for _ in range(n): ok(cu.cuMemcpyHtoDAsync(d, base + 8 * MiB, MiB, st))
     ok(cu.cuStreamSynchronize(st)); return round((time.perf_counter() - t) / n * 1e6, 1)
-for rep in range(2):
+for _ in range(2):
     for kind in ("shm", "shm huge", "anon", "anon huge"):
         m, buf = region(kind)
         ok(cu.cuMemHostRegister(buf.ctypes.data, 64 * MiB, 0))
-        huge = [l for l in open("/proc/meminfo") if l.startswith(("AnonHugePages", "ShmemHugePages"))]
-        print(f"{kind:10} ping-pong copy / per iteration µs {pingpong(buf)}  DMA 1 MiB alone µs {dma_us(buf)}  ", " ".join(h.split()[0] + h.split()[1] for h in huge))
+        huge = [line for line in open("/proc/meminfo") if line.startswith(("AnonHugePages", "ShmemHugePages"))]
+        print(f"{kind:10} ping-pong copy / per iteration µs {pingpong(buf)}  DMA 1 MiB alone µs {dma_us(buf)}  ",
+              " ".join(h.split()[0] + h.split()[1] for h in huge))
         ok(cu.cuMemHostUnregister(buf.ctypes.data)); del buf; m.close()

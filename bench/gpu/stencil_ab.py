@@ -5,13 +5,16 @@ placement for all; fresh processes for each way measured 9.3-12.4 ms for the sam
 cuda-bindings beside them. The ways take turns round by round. Run on the GPU machine from the
 repository root: `PYTHONPATH=guest-agent:. python3 bench/gpu/stencil_ab.py` (ROUNDS=n;
 WAYS="small dtoh" or WAYS=copier for other ways)"""
-import os, sys
+import os
+import sys
 from dataclasses import replace
+
 sys.path[:0] = ["guest-agent", "."]
 from kvmgpu import benchgpu as B
 
 _, stop = B.loopback_worker(256 << 20)
 from cuda.bindings import driver as nat  # noqa: E402
+
 from kvmgpu_guest import driver as cu  # noqa: E402
 
 MiB = 1 << 20
@@ -45,7 +48,7 @@ try:
                  for side, w in (("native", native), ("forwarded", forwarded))}
         seconds = figure.endswith("_s")
 
-        def run(name):
+        def run(name, loops=loops, seconds=seconds):
             knobs = WAYS[name]
             (native if knobs is None else forwarded).current()
             session.configure(replace(base, **(knobs or {})))

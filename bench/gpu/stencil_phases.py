@@ -1,10 +1,15 @@
 """The launch-bound stencil (1M floats, 1000 launches, DtoH every 100), native then forwarded: the
 whole, the time inside the DtoH calls, the launches alone, and the GPU time of 1000 launches by
 events. `PYTHONPATH=guest-agent:. python3 bench/gpu/stencil_phases.py`."""
-import ctypes, sys, time
+import ctypes
+import sys
+import time
+
 import numpy as np
+
 sys.path[:0] = ["guest-agent", "."]
 from kvmgpu import benchgpu as B
+
 ok = B._ok
 P, I32 = ctypes.c_void_p, ctypes.c_int
 def measure(cu, native):
@@ -38,17 +43,19 @@ def measure(cu, native):
     ev0, ev1 = ok(cu.cuEventCreate(0)), ok(cu.cuEventCreate(0))
     cu.cuCtxSynchronize()
     cu.cuEventRecord(ev0, 0)
-    for i in range(1000):
+    for _i in range(1000):
         cu.cuLaunchKernel(st, n // 256, 1, 1, 256, 1, 1, 0, 0, ((ab[0], ab[1], n), (P, P, I32)), 0)
     cu.cuEventRecord(ev1, 0); cu.cuEventSynchronize(ev1)
     out["GPU time of 1000 launches, ms (events)"] = round(ok(cu.cuEventElapsedTime(ev0, ev1)), 2)
     return out
 from cuda.bindings import driver as N
+
 ok(N.cuInit(0))
 print("native   ", measure(N, True))
 N.cuDevicePrimaryCtxRelease(ok(N.cuDeviceGet(0)))
 _, stop = B.loopback_worker(256 << 20)
 from kvmgpu_guest import driver as F
+
 try:
     ok(F.cuInit(0))
     print("forwarded", measure(F, False))

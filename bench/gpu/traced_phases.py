@@ -5,11 +5,19 @@ same host: the DMA into registered (pinned) memory, a copy of 4 MiB between host
 threads, native pageable DtoH. Run on the GPU machine from the repository root:
 `PYTHONPATH=guest-agent:. python3 bench/gpu/traced_phases.py` (it runs itself once per
 forwarded case, each with its own loopback worker and trace files)."""
-import ctypes, mmap, os, sys, tempfile, time
+import ctypes
+import mmap
+import os
+import sys
+import tempfile
+import time
 from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
+
 sys.path[:0] = ["guest-agent", "."]
 from kvmgpu import benchgpu as B
+
 ok = B._ok
 P, I32 = ctypes.c_void_p, ctypes.c_int
 N4 = 4 << 20
@@ -60,7 +68,7 @@ def floors():
         pool = ThreadPoolExecutor(threads - 1)
         step = N4 // threads
 
-        def split():
+        def split(pool=pool, step=step):
             fs = [pool.submit(ctypes.memmove, y.ctypes.data + i, addr + i, step) for i in range(step, N4, step)]
             ctypes.memmove(y.ctypes.data, addr, step)
             for f in fs:
@@ -78,7 +86,7 @@ def dtoh_after_launches(cu, mod, y):
     ab = [int(ok(cu.cuMemAlloc(4 * n))), int(ok(cu.cuMemAlloc(4 * n)))]
 
     def seg():
-        for i in range(100):
+        for _i in range(100):
             cu.cuLaunchKernel(st, n // 256, 1, 1, 256, 1, 1, 0, 0, ((ab[0], ab[1], n), (P, P, I32)), 0)
             ab.reverse()
         t = time.perf_counter()

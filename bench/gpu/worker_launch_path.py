@@ -17,10 +17,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT / "guest-agent"), str(ROOT), str(ROOT / "tests" / "worker")]
 
-from kvmgpu_wire.protocol import Op  # noqa: E402
-from rawguest import Host  # noqa: E402
-
 from kvmgpu.backend.cuda import CudaBackend  # noqa: E402
+from kvmgpu_wire.protocol import Op  # noqa: E402
+
+from rawguest import Host  # noqa: E402
 
 PER_BATCH, BATCHES, ROUNDS = 40, 50, 15
 

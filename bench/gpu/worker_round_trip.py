@@ -16,10 +16,10 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT / "guest-agent"), str(ROOT), str(ROOT / "tests" / "worker")]
 
 import kvmgpu.worker.channel as channel_mod  # noqa: E402
-from kvmgpu_wire.protocol import Op  # noqa: E402
-from rawguest import Host  # noqa: E402
-
 from kvmgpu.compute import open_gate  # noqa: E402
+from kvmgpu_wire.protocol import Op  # noqa: E402
+
+from rawguest import Host  # noqa: E402
 
 if "--sim" in sys.argv:  # a dry run of the probe itself where there is no GPU
     from kvmgpu.backend.sim import SimBackend as BACKEND  # noqa: E402
@@ -77,6 +77,6 @@ def measure(gate: bool) -> dict:
 
 
 if __name__ == "__main__":
-    for rnd in range(2):
+    for _rnd in range(2):
         for gate in (True, False):
             print(f"gate {'on ' if gate else 'off'} (median µs):", measure(gate))

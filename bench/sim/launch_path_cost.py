@@ -5,13 +5,17 @@ turn in one process; and the same with two shapes alternating (no frame repeats 
 
     .venv/bin/python bench/sim/launch_path_cost.py     (repository root; needs cc)
 """
-import struct, sys, tempfile, time
+import struct
+import sys
+import tempfile
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from kvmgpu_wire.protocol import Op  # noqa: E402
+
 from nodriver import NoDriver  # noqa: E402  (and the paths)
 from rawguest import Host  # noqa: E402
-from kvmgpu_wire.protocol import Op  # noqa: E402
 
 h = Host(Path(tempfile.mkdtemp()), backend=NoDriver)
 g = h.guest()

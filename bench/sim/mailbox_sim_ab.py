@@ -7,7 +7,10 @@ post to a sleeping worker rings it), the channel alone.
 
     .venv/bin/python bench/sim/mailbox_sim_ab.py     (repository root)
 """
-import sys, tempfile, time
+import sys
+import tempfile
+import time
+
 sys.path[:0] = ["guest-agent", "."]
 from kvmgpu import benchgpu as B  # noqa: E402
 

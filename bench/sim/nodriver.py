@@ -1,7 +1,11 @@
 """For the worker probes: a driver that does nothing (compiled here with cc) and the sim backend
 whose launches and stream waits go to it through the C module, as the cuda backend's go to
 libcuda, so that what a probe times is the worker's own Python and the module's calls."""
-import ctypes, os, subprocess, sys, tempfile
+import ctypes
+import os
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,6 +1,10 @@
 """Round trip between two processes: unix socket with busy-poll vs a u32 in shared memory (spin).
 `python3 bench/sim/pingpong.py` (no GPU needed)."""
-import mmap, os, socket, time
+import mmap
+import os
+import socket
+import time
+
 N = 20000
 m = mmap.mmap(-1, 4096); v = memoryview(m).cast("I")
 pid = os.fork()
@@ -34,7 +38,7 @@ if pid == 0:
         c.send(buf[:n])
 c.close(); buf = bytearray(64)
 t = time.perf_counter()
-for i in range(N):
+for _ in range(N):
     a.send(b"x" * 40)
     while True:
         try:

@@ -7,16 +7,21 @@ The ways take turns in one process (best and median of 8).
 
     .venv/bin/python bench/sim/round_trip_cost.py     (repository root; needs cc)
 """
-import ctypes, struct, sys, tempfile, time
+import ctypes
+import struct
+import sys
+import tempfile
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from nodriver import NoDriver  # noqa: E402  (and the paths)
-from rawguest import PTX, Host  # noqa: E402
+from kvmgpu.worker.channel import Channel  # noqa: E402
 from kvmgpu_guest import driver as cu  # noqa: E402
 from kvmgpu_guest.client import Session  # noqa: E402
 from kvmgpu_wire.protocol import Op  # noqa: E402
-from kvmgpu.worker.channel import Channel  # noqa: E402
+
+from nodriver import NoDriver  # noqa: E402  (and the paths)
+from rawguest import PTX, Host  # noqa: E402
 
 
 def taking_turns(ways: dict, run) -> None:

@@ -77,10 +77,10 @@ def main() -> int:
         back = bytearray(size)
         dptr = check(cuda.cuMemAlloc(size), f"cuMemAlloc {size}")
 
-        def htod():
+        def htod(dptr=dptr, host=host, size=size):
             check(cuda.cuMemcpyHtoD(dptr, host, size), "cuMemcpyHtoD")
 
-        def dtoh():
+        def dtoh(back=back, dptr=dptr, size=size):
             check(cuda.cuMemcpyDtoH(back, dptr, size), "cuMemcpyDtoH")
         htod()
         dtoh()

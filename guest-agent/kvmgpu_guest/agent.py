@@ -21,9 +21,8 @@ import socket
 import struct
 import time
 
-from kvmgpu_wire.ops import AGENT_REGION_INFO_FORMAT
-
 from kvmgpu_wire import protocol as p
+from kvmgpu_wire.ops import AGENT_REGION_INFO_FORMAT
 
 log = logging.getLogger("kvmgpu-guest.agent")
 
@@ -70,7 +69,7 @@ class _Client:
     def __init__(self, sock: socket.socket, session: int, limit: int):
         self.sock = sock
         self.session = session  # on the channel
-        self.own_session = None  # the number the process uses itself
+        self.own_session: int | None = None  # the number the process uses itself
         self.splitter = FrameSplitter(limit)
 
 

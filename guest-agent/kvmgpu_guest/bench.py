@@ -65,13 +65,13 @@ def measure(kernels: str, launches: int = 20000, round_trips: int = 2000) -> dic
         dst = bytearray(size)
         dptr = _check(cuda.cuMemAlloc(size))
 
-        def forwarded():
+        def forwarded(dptr=dptr, src=src, size=size):
             t = time.perf_counter()
             _check(cuda.cuMemcpyHtoD(dptr, src, size))
             _check(cuda.cuCtxSynchronize())  # until the bytes have landed, not just left the guest
             return time.perf_counter() - t
 
-        def local():
+        def local(dst=dst, src=src):
             t = time.perf_counter()
             memoryview(dst)[:] = src
             return time.perf_counter() - t
@@ -81,6 +81,7 @@ def measure(kernels: str, launches: int = 20000, round_trips: int = 2000) -> dic
         _check(cuda.cuMemFree(dptr))
     out["htod"] = copies
     session = cuda._session_for_tools()
+    assert session is not None  # cuInit made it
     out["window_bytes"] = session.window_size
     out["backend"] = session.vgpu.get("backend")
     _check(cuda.cuCtxSynchronize())

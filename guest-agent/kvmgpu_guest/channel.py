@@ -3,8 +3,9 @@
 Loopback (tests, benchmarks, a host with no VM): a unix socket and a shared file, named by
 `KVMGPU_SOCKET` / `KVMGPU_SHM` (or passed in). In a VM: the guest agent's socket when the agent
 runs (it shares the VM's one channel among processes and hands over the region's fd), else the
-virtio-serial port `org.kvmgpu.0` and the ivshmem-plain PCI device's BAR2 opened directly. A transport has `send(bytes)`, `recv(max) -> bytes`
-(b"" at end of stream) and `close()`; nothing else here knows the protocol.
+virtio-serial port `org.kvmgpu.0` and the ivshmem-plain PCI device's BAR2 opened directly. A
+transport has `send(bytes)`, `recv(max) -> bytes` (b"" at end of stream) and `close()`; nothing else
+here knows the protocol.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ class UnixTransport:
         self._sock = sock
         self.send = self._sock.sendall
         self.recv = self._sock.recv
-        self._poll_buf = None
+        self._poll_buf: bytearray | None = None
         self._poll = select.poll()  # cheaper to ask than a recv that raises when empty (docs/performance.md)
         self._poll.register(sock, select.POLLIN)
 

@@ -65,7 +65,7 @@ def run_command(args) -> int:
     try:  # the program's client reads these when it connects: say now what is wrong with them
         GuestConfig.from_environ(env)
     except ConfigError as e:
-        raise CliError(str(e), "fix the variable or unset it (docs/guest.md lists them)", 2)
+        raise CliError(str(e), "fix the variable or unset it (docs/guest.md lists them)", 2) from e
     # kvmgpu_guest itself must stay importable from the program, wherever the program runs
     package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     paths = [SHIM_DIR, package_root] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
@@ -76,10 +76,10 @@ def run_command(args) -> int:
         env["LD_LIBRARY_PATH"] = os.pathsep.join(dict.fromkeys(libs))
     try:
         os.execvpe(argv[0], argv, env)
-    except FileNotFoundError:
-        raise CliError(f"{argv[0]}: command not found", "give the program's path or put it on PATH", 127)
-    except PermissionError:
-        raise CliError(f"{argv[0]}: permission denied", "is it executable?", 126)
+    except FileNotFoundError as e:
+        raise CliError(f"{argv[0]}: command not found", "give the program's path or put it on PATH", 127) from e
+    except PermissionError as e:
+        raise CliError(f"{argv[0]}: permission denied", "is it executable?", 126) from e
     return 0  # not reached
 
 
@@ -103,11 +103,11 @@ def vgpu_info(socket_path: str | None = None, shm_path: str | None = None) -> di
     try:
         session = Session.connect(socket_path, shm_path, client=f"kvmgpu-guest info {__version__}", role="monitor")
     except ConfigError as e:
-        raise CliError(str(e), "fix the variable or unset it (docs/guest.md lists them)", 2)
+        raise CliError(str(e), "fix the variable or unset it (docs/guest.md lists them)", 2) from e
     except ChannelError as e:
-        raise CliError(str(e), "is this a VM with a kvmgpu vGPU attached? outside one, pass --socket and --shm")
+        raise CliError(str(e), "is this a VM with a kvmgpu vGPU attached? outside one, pass --socket and --shm") from e
     except (SessionError, ProtocolError, OSError) as e:
-        raise CliError(f"the host did not accept a session: {e}", "is the host's kvmgpu worker running?")
+        raise CliError(f"the host did not accept a session: {e}", "is the host's kvmgpu worker running?") from e
     try:
         reply = session.call(Op.MEM_GET_INFO)
         if reply.status:
@@ -115,6 +115,7 @@ def vgpu_info(socket_path: str | None = None, shm_path: str | None = None) -> di
         free, total = reply.values
         utilization, processes = _usage(session)
         dev, vgpu = session.device, session.vgpu
+        assert session.welcome is not None  # connect() shook hands
         return {
             "name": dev.get("name"),
             "uuid": dev.get("uuid"),
@@ -136,7 +137,7 @@ def vgpu_info(socket_path: str | None = None, shm_path: str | None = None) -> di
             "nvml_library": native_library("libnvidia-ml.so.1", "nvmlInit_v2"),
         }
     except SessionError as e:
-        raise CliError(f"lost the session: {e}", "is the host's kvmgpu worker running?")
+        raise CliError(f"lost the session: {e}", "is the host's kvmgpu worker running?") from e
     finally:
         session.close("info done")
 
@@ -150,11 +151,13 @@ def _usage(session) -> tuple[int, list[dict]]:
 
     reply = session.call(Op.VGPU_UTILIZATION)
     if reply.status:
-        raise CliError(f"the vGPU's utilisation failed with CUresult {reply.status}", "see the worker's log on the host")
+        raise CliError(f"the vGPU's utilisation failed with CUresult {reply.status}",
+                       "see the worker's log on the host")
     gpu = reply.values[0]
     reply = session.call(Op.VGPU_PROCESSES)
     if reply.status:
-        raise CliError(f"the vGPU's process list failed with CUresult {reply.status}", "see the worker's log on the host")
+        raise CliError(f"the vGPU's process list failed with CUresult {reply.status}",
+                       "see the worker's log on the host")
     entries = struct.iter_unpack(PROCESS_FORMAT, reply.blob[:reply.values[0] * struct.calcsize(PROCESS_FORMAT)])
     return gpu, [{"pid": pid, "sessions": n, "memory_used": used} for pid, n, used in entries]
 
@@ -205,7 +208,8 @@ def agent_command(args) -> int:
 
     port = args.port or find_port()
     if port is None:
-        raise CliError("no virtio-serial port org.kvmgpu.0", "is a vGPU attached to this VM? (kvmgpu attach on the host)")
+        raise CliError("no virtio-serial port org.kvmgpu.0",
+                       "is a vGPU attached to this VM? (kvmgpu attach on the host)")
     region = args.region
     if region is None:
         pci = find_ivshmem()
@@ -215,7 +219,7 @@ def agent_command(args) -> int:
     try:
         agent.run_agent(port, region, args.listen)
     except OSError as e:
-        raise CliError(f"the agent could not start: {e}", "run it as root (it opens the VM's devices)")
+        raise CliError(f"the agent could not start: {e}", "run it as root (it opens the VM's devices)") from e
     return 0
 
 
@@ -254,7 +258,8 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     def channel_flags(sp):
-        sp.add_argument("--socket", help="loopback: the worker's unix socket (else KVMGPU_SOCKET, else the VM's devices)")
+        sp.add_argument("--socket",
+                        help="loopback: the worker's unix socket (else KVMGPU_SOCKET, else the VM's devices)")
         sp.add_argument("--shm", help="loopback: the shared region file (else KVMGPU_SHM)")
 
     run = sub.add_parser("run", help="run a program with `cuda` resolving to the vGPU",

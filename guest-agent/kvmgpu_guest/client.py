@@ -28,19 +28,36 @@ import struct
 import threading
 import time
 from collections import deque
+from typing import TYPE_CHECKING
 
 from kvmgpu_wire.mailbox import REQUEST_MAX, SUPPORTED as _MAILBOX_SUPPORTED, Mailbox, mailbox_at
-from kvmgpu_wire.protocol import (MAGIC, NEED_DATA, OPS, QUEUED, Connection, Doorbell, Goodbye, Hello,
-                                  Kind, Op, Reply, Role, Welcome)
+from kvmgpu_wire.protocol import (
+    MAGIC,
+    NEED_DATA,
+    OPS,
+    QUEUED,
+    Connection,
+    Doorbell,
+    Goodbye,
+    Hello,
+    Kind,
+    Op,
+    Reply,
+    Role,
+    Welcome,
+)
 from kvmgpu_wire.trace import ON as _TRACE, mark as _mark
 
 from . import __version__
 from .config import GuestConfig, current as _current_config
 
+if TYPE_CHECKING:
+    from kvmgpu_wire.region import Window
+
 # The settings (batch sizes, polling, copy threads and sizes, the staging slots, the mailbox) are a
 # session's GuestConfig (config.py, which says why their defaults are what they are).
 try:
-    from . import _copier
+    from . import _copier  # type: ignore[attr-defined]  # the C extension (copier.c): mypy reads no .so
 except ImportError:
     _copier = None
 DTOH_IN_FLIGHT = 3  # device-to-host chunks asked for ahead of the one being copied out
@@ -88,7 +105,7 @@ class Session:
         self.welcome: Welcome | None = None
         self.device: dict = {}
         self.vgpu: dict = {}
-        self.window = None
+        self.window: Window | None = None
         self.view: memoryview | None = None
         self.window_size = 0
         self._batch = bytearray()
@@ -102,9 +119,9 @@ class Session:
         self._chunk = 0  # a staging slot's bytes (0: no slots)
         self._stage_slots = 0  # how many (the config's, when the window was laid out)
         self._staged: deque = deque()  # seqs of staged copies the host may not have done, oldest first
-        self._done = None  # the u32 where the host stores the seq of its last staged copy
+        self._done: memoryview | None = None  # the u32 where the host stores the seq of its last staged copy
         self._done_at = 0  # its offset in the window
-        self._landed = None  # the u32 where the host says how much of a DtoH has landed
+        self._landed: memoryview | None = None  # the u32 where the host says how much of a DtoH has landed
         self._landed_at = 0  # its offset in the window (8 past the done word)
         self._end = 0  # where the ring and the staging slots end (the mailbox, if any, is after)
         self._deferred = 0  # an error met while nobody waited, for the next synchronising call
@@ -169,9 +186,9 @@ class Session:
             if self.role == MONITOR:  # the host gives a monitor no window: it copies nothing
                 self.window_size = self._end = self._ring_size = 0
                 return event
-            self.window = self.region.window(event.window_offset, event.window_size)
+            self.window = shared = self.region.window(event.window_offset, event.window_size)
             self.region.populate(event.window_offset, event.window_size)
-            self.view = self.window.view
+            self.view = shared.view
             self.window_size = event.window_size
             self._head = 0
             self._setup_mailbox()
@@ -187,6 +204,7 @@ class Session:
         at = mailbox_at(self.window_size)
         self._end = self.window_size if at is None else at  # the ring and the staging slots end here
         if at is not None and self.config.mailbox and _MAILBOX_SUPPORTED:
+            assert self.view is not None  # (called by the handshake, once the window is there)
             self._box = Mailbox(self.view, at)
             self._box.wake()
             self._clean = True
@@ -199,7 +217,7 @@ class Session:
         self._stage_slots = slots = self.config.stage_slots
         self._chunk = chunk = _slot_size(size, self.config.stage_chunk, slots)
         self._staged.clear()
-        if self._done is not None:
+        if self._done is not None and self._landed is not None:
             self._done.release()
             self._landed.release()
         if not chunk:
@@ -207,13 +225,14 @@ class Session:
             return
         stage = slots * chunk
         done_at = size - 64
+        assert self.view is not None  # (called by the handshake, once the window is there)
         self._stage_base = (done_at - stage) & ~(RING_ALIGN - 1)
         self._ring_size = self._stage_base
-        self._done = self.view[done_at: done_at + 4].cast("I")
+        self._done = done = self.view[done_at: done_at + 4].cast("I")
         self._done_at = done_at
         at = self._landed_at = done_at + 8
         self._landed = self.view[at: at + 4].cast("I")
-        self._done[0] = self._seq  # nothing staged yet: every seq sent from now on is newer
+        done[0] = self._seq  # nothing staged yet: every seq sent from now on is newer
         self._slot = 0
 
     # --- calls -----------------------------------------------------------------------------------
@@ -416,6 +435,7 @@ class Session:
                 return self._htod_staged(dst, src)
             chunk = _chunk(n, self._ring_size, cfg.pipe_min, cfg.pipe_chunk)
             view, copy = self.view, self._copies.copy
+            assert view is not None  # the session is open
             pos = 0
             start = self._head  # a copy that waits gives back all of its chunks at the end
             while True:
@@ -445,6 +465,7 @@ class Session:
         n = len(src)
         pos = 0
         view, copy = self.view, self._copies.copy
+        assert view is not None  # the session is open
         while pos < n:
             size = min(self._chunk, n - pos)
             off = self._free_slot()
@@ -463,6 +484,7 @@ class Session:
         if len(self._staged) >= self._stage_slots:
             seq = self._staged[0]
             done = self._done
+            assert done is not None  # copies were staged: the window has its done word
             deadline = spin_until = 0.0
             while (done[0] - seq) & 0xFFFFFFFF >= 0x80000000:  # the host's last seq is before `seq`
                 now = time.perf_counter()
@@ -546,6 +568,7 @@ class Session:
         n = len(dst)
         off = self.reserve(n)
         landed, view = self._landed, self.view
+        assert landed is not None and view is not None  # the session is open, its window big enough
         landed[0] = 0
         seq = self._send_call(Op.MEMCPY_DTOH_PIECES,
                               (off, src, n, stream, self.config.dtoh_piece, self._landed_at))
@@ -687,7 +710,7 @@ class Session:
         if self._box is not None:
             self._box.release()
             self._box = None
-        if self._done is not None:
+        if self._done is not None and self._landed is not None:
             self._done.release()
             self._landed.release()
             self._done = self._landed = None
@@ -770,7 +793,7 @@ class _Copies:
         pieces = min(threads, n // self.piece)
         if (split or pieces > 1) and dpos + n <= len(dst) and spos + n <= len(src):
             d, s = _address(dst), _address(src)
-            if d is not None and s is not None and split:
+            if d is not None and s is not None and split and copier is not None:
                 copier.copy(d + dpos, s + spos, n, self.split_size)
                 return
             if d is not None and s is not None and pieces > 1:

@@ -197,7 +197,8 @@ VARIABLES = (
              0, _MAX_US),
     Variable("KVMGPU_MAILBOX", "mailbox", "synchronous calls through the mailbox at the window's end "
              "(0: always the channel)"),
-    Variable("KVMGPU_COPY_THREADS", "copy_threads", "threads a bulk copy is split among", 1, _MAX_THREADS, default="4, at most the vCPUs"),
+    Variable("KVMGPU_COPY_THREADS", "copy_threads", "threads a bulk copy is split among", 1, _MAX_THREADS,
+             default="4, at most the vCPUs"),
     Variable("KVMGPU_COPY_PIECE", "copy_piece", "the smallest piece of a copy a thread takes", 1),
     Variable("KVMGPU_COPY_PART", "copy_part", "a DtoH's landed pieces are copied out in parts this big", 1),
     Variable("KVMGPU_COPY_WAKE", "copy_wake", "wake the copy threads when a DtoH in pieces is sent"),
@@ -225,7 +226,7 @@ VARIABLES = (
              "before they sleep", 0, _MAX_US),
     Variable("KVMGPU_COPIER_DTOH", "copier_dtoh", "a DtoH's landed parts through the copier too"),
 )
-_TYPES = {f.name: {"str": str, "int": int, "bool": bool}[f.type] for f in fields(GuestConfig)}
+_TYPES = {f.name: {"str": str, "int": int, "bool": bool}[str(f.type)] for f in fields(GuestConfig)}
 assert sorted(v.field for v in VARIABLES) == sorted(_TYPES), "every setting has its variable"
 
 _current: GuestConfig | None = None

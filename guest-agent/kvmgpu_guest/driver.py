@@ -19,23 +19,39 @@ import struct
 import sys
 import threading
 
-from kvmgpu_wire.cudefs import (CU_LAUNCH_PARAM_BUFFER_POINTER, CU_LAUNCH_PARAM_BUFFER_POINTER_AS_INT,  # noqa: F401
-                                CU_LAUNCH_PARAM_BUFFER_SIZE, CU_LAUNCH_PARAM_BUFFER_SIZE_AS_INT,
-                                CU_LAUNCH_PARAM_END, CU_LAUNCH_PARAM_END_AS_INT, CUctx_flags,
-                                CUdevice_attribute, CUevent_flags, CUjit_option, CUresult, CUstream_flags,
-                                error_text)
+from kvmgpu_wire.cudefs import (  # noqa: F401
+    CU_LAUNCH_PARAM_BUFFER_POINTER,
+    CU_LAUNCH_PARAM_BUFFER_POINTER_AS_INT,
+    CU_LAUNCH_PARAM_BUFFER_SIZE,
+    CU_LAUNCH_PARAM_BUFFER_SIZE_AS_INT,
+    CU_LAUNCH_PARAM_END,
+    CU_LAUNCH_PARAM_END_AS_INT,
+    CUctx_flags,
+    CUdevice_attribute,
+    CUevent_flags,
+    CUjit_option,
+    CUresult,
+    CUstream_flags,
+    error_text,
+)
 from kvmgpu_wire.protocol import Op, unpack_params
 
 from .client import Session, SessionError
 from .config import forget as forget_config
-from .handles import FUNCTIONS as _functions
-from .handles import Allocations as _Allocations
-from .handles import (CUcontext, CUdevice, CUdeviceptr, CUevent, CUfunction, CUmodule,  # noqa: F401
-                      CUstream, CUuuid)
-from .handles import Function as _Function
-from .hostargs import buffer_or_address as _buffer_or_address
-from .hostargs import host_view as _host_view
-from .hostargs import params_blob as _params_blob
+from .handles import (  # noqa: F401
+    FUNCTIONS as _functions,
+    Allocations as _Allocations,
+    CUcontext,
+    CUdevice,
+    CUdeviceptr,
+    CUevent,
+    CUfunction,
+    CUmodule,
+    CUstream,
+    CUuuid,
+    Function as _Function,
+)
+from .hostargs import buffer_or_address as _buffer_or_address, host_view as _host_view, params_blob as _params_blob
 
 # ------------------------------------------------------------------------------------------ state
 
@@ -366,6 +382,7 @@ def _synchronize(op, stream) -> tuple:
     bad = _ready()
     if bad is not None:
         return (bad,)
+    assert _session is not None  # _ready() checked it
     try:
         status = _session.synchronize(op, stream)
     except SessionError as e:
@@ -449,6 +466,7 @@ def _htod(dst, src, nbytes, stream, sync: bool):
     bad = _ready()
     if bad is not None:
         return (bad,)
+    assert _session is not None  # _ready() checked it
     n = int(nbytes)
     if n == 0:
         return _OK1

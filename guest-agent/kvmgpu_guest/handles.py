@@ -13,7 +13,7 @@ class Handle:
     """An opaque handle with cuda-python's behaviour: int(h), h.getPtr() (the address of its value)."""
 
     __slots__ = ("_v",)
-    _ctype = ctypes.c_uint64
+    _ctype: type[ctypes.c_uint64 | ctypes.c_int] = ctypes.c_uint64  # (CUdevice's is a c_int)
 
     def __init__(self, init_value=0):
         self._v = self._ctype(int(init_value) if init_value else 0)

@@ -118,11 +118,11 @@ def params_blob(info: Function, kernelParams, extra) -> bytes | None:
         return bytes(blob)
     # an address of (or a buffer holding) a void*[] with one pointer per parameter
     if type(kernelParams) is int and info.packed:  # the common native idiom: one read, one join
-        pointers = info.pointers.from_address(kernelParams)
-        if len(pointers) == 1:
-            p = pointers[0]
+        array = info.pointers.from_address(kernelParams)
+        if len(array) == 1:
+            p = array[0]
             return None if p is None else info.values[0].from_address(p).raw
-        pointers = pointers[:]
+        pointers: list = array[:]
         if None in pointers:
             return None
         return b"".join([v.from_address(p).raw for v, p in zip(info.values, pointers)])

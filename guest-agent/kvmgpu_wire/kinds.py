@@ -14,6 +14,7 @@ worker's checks and the tests.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 # The CUDA errors a kind refuses with (cudaError_enum values; kvmgpu_wire.cudefs has them all).
 INVALID_VALUE = 1
@@ -31,9 +32,17 @@ class Arg:
     name: str
     doc: str = ""
 
-    check = "any value"
-    error = 0  # the CUDA error a hostile value gets (0: no value is hostile)
-    hostile = ()  # names of the variants the matrix sends (see tests/worker/test_op_matrix.py)
+    error: ClassVar[int] = 0  # the CUDA error a hostile value gets (0: no value is hostile)
+
+    @property
+    def check(self) -> str:
+        """What the host checks, for the protocol's op table (a kind's constant or its property)."""
+        return "any value"
+
+    @property
+    def hostile(self) -> tuple[str, ...]:
+        """The names of the variants the matrix sends (see tests/worker/test_op_matrix.py)."""
+        return ()
 
 
 @dataclass(frozen=True)
@@ -111,7 +120,7 @@ class Length(Arg):
     error = INVALID_VALUE
 
     @property
-    def hostile(self) -> tuple:
+    def hostile(self) -> tuple[str, ...]:
         return (("under",) if self.min else ()) + (("over",) if self.max < 2**64 - 1 else ())
 
     @property
@@ -142,7 +151,7 @@ class Value(Arg):
     error = INVALID_VALUE
 
     @property
-    def hostile(self) -> tuple:
+    def hostile(self) -> tuple[str, ...]:
         return ("over",) if self.max < 2**64 - 1 else ()
 
     @property
@@ -160,7 +169,7 @@ class Dim(Arg):
     error = INVALID_VALUE
 
     @property
-    def hostile(self) -> tuple:
+    def hostile(self) -> tuple[str, ...]:
         return (("zero",) if self.min else ()) + ("over",)
 
     @property
@@ -176,8 +185,8 @@ class Blob:
 
     max: int
     doc: str = ""
-    check = "at most max bytes"
-    hostile = ("oversized",)
+    check: ClassVar[str] = "at most max bytes"
+    hostile: ClassVar[tuple[str, ...]] = ("oversized",)
 
 
 @dataclass(frozen=True)

@@ -23,12 +23,27 @@ from __future__ import annotations
 import enum
 import json
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple, Union
 
-from .ops import (CALL_HEAD_FORMAT, DEFAULT_MAX_FRAME, HANDSHAKE_MAX, HEADER_FORMAT,  # noqa: F401
-                             MAGIC, MAX_ARG_BYTES, MAX_ERROR_TEXT, MAX_NAME, PARAM_FORMAT,
-                             PROTOCOL_VERSION, QUEUED, TABLE, WINDOW_ALIGN, Kind, Op)
+from .ops import (  # noqa: F401
+    CALL_HEAD_FORMAT,
+    DEFAULT_MAX_FRAME,
+    HANDSHAKE_MAX,
+    HEADER_FORMAT,
+    MAGIC,
+    MAX_ARG_BYTES,
+    MAX_ERROR_TEXT,
+    MAX_NAME,
+    PARAM_FORMAT,
+    PROTOCOL_VERSION,
+    QUEUED,
+    TABLE,
+    WINDOW_ALIGN,
+    Kind,
+    Op,
+)
 
 HEADER = struct.Struct(HEADER_FORMAT)
 HEADER_SIZE = HEADER.size  # 16
@@ -262,7 +277,7 @@ class Connection:
 
     # --- receiving -------------------------------------------------------------------------------
 
-    def receive_data(self, data: bytes) -> None:
+    def receive_data(self, data: bytes | memoryview) -> None:
         if not data:
             self.closed = True
             return
@@ -330,7 +345,7 @@ class Connection:
         """The bytes received and not yet dropped (where `take_launches` points)."""
         return self._buf
 
-    def take_launches(self, limit: int = 256, repeats=None) -> list:
+    def take_launches(self, limit: int = 256, repeats=None) -> Sequence[tuple]:
         """Host side, the hot path: the run of well-formed QUEUED LAUNCH frames at the head of the
         buffer (at most `limit` launches), each as `(fields, start, more)`: `fields` the frame's
         header, op header and nine args as one 17-tuple (`_LAUNCH_HEAD`: magic, kind, flags,

@@ -11,7 +11,6 @@ import mmap
 import os
 from dataclasses import dataclass
 
-
 # Linux 5.14's madvise(MADV_POPULATE_WRITE): fault a range's pages in now, writable.
 MADV_POPULATE_WRITE = getattr(mmap, "MADV_POPULATE_WRITE", 23)
 

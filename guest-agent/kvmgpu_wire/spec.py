@@ -19,8 +19,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .kinds import (Allocation, Arg, Blob, DevicePtr, Digest, Dim, Flags, Handle, Length, Name,
-                    NewHandle, NewRange, Params, Result, Value, WindowOffset)
+from .kinds import (
+    Allocation,
+    Arg,
+    Blob,
+    DevicePtr,
+    Digest,
+    Dim,
+    Flags,
+    Handle,
+    Length,
+    Name,
+    NewHandle,
+    NewRange,
+    Params,
+    Result,
+    Value,
+    WindowOffset,
+)
 
 # --- frames ----------------------------------------------------------------------------------------
 PROTOCOL_VERSION = 6  # 2: MEMCPY_HTOD_STAGED; 3: MEMCPY_DTOH_PIECES; 4: the mailbox, DOORBELL;
@@ -219,8 +235,8 @@ OPS: tuple[OpDecl, ...] = (
     OpDecl(27, "MEMCPY_DTOH_PIECES", "cuMemcpyDtoH_v2 (in pieces)",
            "a DtoH in pieces of about `piece` bytes; after each the host stores the bytes landed "
            "(u32) at window offset `landed`",
-           args=(WindowOffset("offset"), DevicePtr("src"), Length("nbytes", max=0xFFFFFFFF,
-                                                                hint="a u32 counts landed bytes: use MEMCPY_DTOH"), _stream(),
+           args=(WindowOffset("offset"), DevicePtr("src"),
+                 Length("nbytes", max=0xFFFFFFFF, hint="a u32 counts landed bytes: use MEMCPY_DTOH"), _stream(),
                  Length("piece", "bytes a piece, at least"),
                  WindowOffset("landed", length=4, align=4)),
            synchronising=True, waits_gpu="always", waits_in=_DTOH),

@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from kvmgpu_wire.cudefs import CUresult
+
+if TYPE_CHECKING:
+    from .launcher import LaunchRecords
 
 
 class CudaError(Exception):
@@ -57,7 +60,7 @@ class Capabilities:
     stream with nothing around it (the compute meter's), else `event_record(event, None)`. Which
     ops a backend serves is the op specification's (`backends=`), not this."""
 
-    launch_records: object = None
+    launch_records: LaunchRecords | None = None
     launch_in: Callable | None = None
     launch_flat: Callable | None = None
     null_stream_recorder: Callable | None = None

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+from typing import NoReturn
 
 from cuda.bindings import driver as cu
 
@@ -62,7 +63,7 @@ _SKIP_ATTRIBUTES = {"CU_DEVICE_ATTRIBUTE_MAX"}
 _BINARY_MAGIC = (b"\x7fELF", b"\x50\xed\x55\xba")  # cubin (ELF), fatbin
 
 
-def _fail(err, what: str):
+def _fail(err, what: str) -> NoReturn:
     raise CudaError(int(err), what)
 
 
@@ -94,7 +95,8 @@ class Function:
         self._buf_addr = ctypes.addressof(self._buf)
         self._mv = memoryview(self._buf).cast("B")  # takes the argument bytes from any buffer
         if params:
-            self._ptrs = (ctypes.c_void_p * len(params))(*(self._buf_addr + off for off, _ in params))
+            self._ptrs: ctypes.Array | None = (ctypes.c_void_p * len(params))(
+                *(self._buf_addr + off for off, _ in params))
             self.kernel_params = ctypes.addressof(self._ptrs)
         else:
             self._ptrs = None
@@ -138,7 +140,7 @@ class CudaBackend(Backend):
             self._launch_fn = self._driver_function(b"cuLaunchKernel")
             self._sync_fn = self._driver_function(b"cuStreamSynchronize")
             records = LaunchRecords(self._launch_fn)
-            self.stream_synchronize = self._c_synchronizer()
+            self.stream_synchronize = self._c_synchronizer()  # type: ignore[method-assign]  # the C one, bound once
         # (nothing here binds a context: made once, they serve a reset context too)
         self.capabilities = Capabilities(
             launch_records=records, launch_in=self._in_launcher() if launch_mode == "extra" else None,
@@ -442,7 +444,7 @@ class CudaBackend(Backend):
             if nbytes != f.arg_size or start + nbytes > len(buf):
                 fail(_INVALID_VALUE, "cuLaunchKernel: argument bytes outside the buffer")
             holder = ctypes.c_char.from_buffer(buf, start) if nbytes else None
-            f._extra_at[1] = ctypes.addressof(holder) if nbytes else 0
+            f._extra_at[1] = ctypes.addressof(holder) if holder is not None else 0
             del holder  # no export left: the buffer may grow again
             err, = launch(f.handle, gx, gy, gz, bx, by, bz, shared, stream, 0, f.extra_at)
             if err:

@@ -2,9 +2,9 @@
 
 The sim backend runs PTX only, so it takes the PTX a fatbin carries (`ptx_text`); the cuda backend
 hands fatbins to the driver whole and reads none of this. A fatbin is a guest's bytes: every size
-in it is checked against the image before it is used, a compressed entry is inflated only when it is the one used, only up
-to the size its header declares (at most MAX_ENTRY_BYTES), and anything malformed is
-CUDA_ERROR_INVALID_IMAGE with what was wrong.
+in it is checked against the image before it is used, a compressed entry is inflated only when it
+is the one used, only up to the size its header declares (at most MAX_ENTRY_BYTES), and anything
+malformed is CUDA_ERROR_INVALID_IMAGE with what was wrong.
 
 Layout (as public notes on the format, ZLUDA's among them, describe it; all little-endian):
   header  magic u32 0xBA55ED50 | version u16 | header size u16 | entries' size u64
@@ -23,6 +23,7 @@ import ctypes.util
 import struct
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import NoReturn
 
 from kvmgpu_wire.cudefs import CUresult
 
@@ -54,7 +55,7 @@ class Entry:
         return self.data
 
 
-def _invalid(detail: str):
+def _invalid(detail: str) -> NoReturn:
     raise CudaError(CUresult.CUDA_ERROR_INVALID_IMAGE, f"fatbin: {detail}")
 
 
@@ -109,7 +110,8 @@ def entries(image) -> list[Entry]:
     _, _, header_size, files_size = _HEADER.unpack_from(image)
     if header_size < _HEADER.size or header_size + files_size > len(image):
         _invalid(f"header and entries ({header_size} + {files_size} bytes) run past the image's {len(image)}")
-    found, pos, end = [], header_size, header_size + files_size
+    found: list[Entry] = []
+    pos, end = header_size, header_size + files_size
     while pos < end:
         if end - pos < 64 or len(found) >= MAX_ENTRIES:
             _invalid(f"a truncated entry at offset {pos}" if end - pos < 64 else "too many entries")

@@ -3,9 +3,9 @@
 PTX text is read by `ptx.py`; a cubin is an ELF file whose `.nv.global` section (zeroed globals)
 and `.nv.global.init` section (initialised ones) hold them, so their sizes are read from its section
 headers. A fatbin holds several images (often compressed), one of which the driver picks: none is
-read here, and the cuda backend measures what its load took instead (CudaBackend.module_memory). Every offset and size is the
-guest's: each is checked against the image before it is used, and a malformed image declares 0
-here (the driver refuses it, or the measure counts it).
+read here, and the cuda backend measures what its load took instead (CudaBackend.module_memory).
+Every offset and size is the guest's: each is checked against the image before it is used, and a
+malformed image declares 0 here (the driver refuses it, or the measure counts it).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def cubin_globals_size(image: bytes) -> int:
         return 0
     names = image[str_off: str_off + str_size]
     total = 0
-    for name_at, kind, offset, size in headers:
+    for name_at, _kind, _offset, size in headers:
         end = names.find(b"\0", name_at)
         if name_at >= len(names) or end < 0:
             continue

@@ -8,6 +8,8 @@ blank lines and parameter lists, hours for a 180 KB image), and numbers past 20 
 
 from __future__ import annotations
 
+from typing import NoReturn
+
 from kvmgpu_wire.cudefs import CUresult
 
 from . import fatbin
@@ -19,7 +21,7 @@ _NAME = _NAME_START | frozenset("0123456789")
 MAX_DIGITS = 20  # an element count or alignment longer than this is not PTX anyone wrote
 
 
-def _fail(code: CUresult, detail: str):
+def _fail(code: CUresult, detail: str) -> NoReturn:
     raise CudaError(code, detail)
 
 
@@ -137,7 +139,7 @@ def _globals(text: str) -> dict[str, tuple[int, bytes]]:
             i = 2
         scalar = _scalar(tokens[i]) if i < len(tokens) else None
         named = _name_and_count(tokens, i + 1) if scalar is not None else None
-        if named is None:
+        if scalar is None or named is None:
             continue
         kind, elem = scalar
         name, count = named

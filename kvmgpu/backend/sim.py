@@ -20,6 +20,7 @@ import logging
 import struct
 import time
 import uuid
+from typing import NoReturn
 
 from kvmgpu_wire.cudefs import CUresult
 
@@ -68,7 +69,7 @@ ATTRIBUTES = {
     97: 232448,  # MAX_SHARED_MEMORY_PER_BLOCK_OPTIN
 }
 
-def _fail(code: CUresult, detail: str = ""):
+def _fail(code: CUresult, detail: str = "") -> NoReturn:
     raise CudaError(code, detail)
 
 

@@ -38,7 +38,7 @@ class SimLaunch:
         """Distinct values of blockIdx.x * blockDim.x + threadIdx.x."""
         return self.grid[0] * self.block[0]
 
-    def floats(self, ptr: int, count: int) -> memoryview:
+    def floats(self, ptr: int, count: int) -> memoryview[float]:
         return self.resolve(ptr & U64, 4 * count).cast("f")
 
 

@@ -14,7 +14,7 @@ from ..daemon import api as daemon_api
 from ..errors import InvalidInput, KvmgpuError
 from ..placement import on_gpu, usage
 from ..sizes import format_size, parse_size
-from ..vgpu import COMPUTE_MODES, VGpu
+from ..vgpu import VGpu
 from . import reports_errors
 
 
@@ -45,7 +45,8 @@ def _parse_gpu(text: str) -> int | None:
 
 
 def _settings(v: VGpu) -> str:
-    return f"{format_size(v.gmem)}, compute {v.compute}% ({v.compute_mode}) on GPU {v.gpu}, region {format_size(v.region_size)}"
+    return (f"{format_size(v.gmem)}, compute {v.compute}% ({v.compute_mode}) on GPU {v.gpu}, "
+            f"region {format_size(v.region_size)}")
 
 
 @reports_errors
@@ -144,7 +145,7 @@ def list_(connect: Optional[str] = typer.Option(None, "--connect", "-c", help=CO
             continue                                  # undefined meanwhile
         running = state not in ("shut off", "crashed")
         # the top level is the configured vGPU (what attach and detach manage), else the one it runs with
-        items.append({**dataclasses.asdict(then if then is not None else now),
+        items.append({**dataclasses.asdict(then if then is not None else live[vm]),
                       "used": None if usages is None else usages.get(vm),
                       "daemon": usages is not None, "state": state,
                       "live": _vgpu_dict(now) if running else None,

@@ -20,8 +20,8 @@ trip) is charged to nobody. A run is timed one of two ways, chosen when it start
   blocking while a gate is on, see dispatch.stream_create): one at the run's first launch, one before
   the wait that ends it (`mark_idle`); the end event completes when the run's last work does.
   Elapsed times are read at the slice's end. The records go through the backend's
-  `null_stream_recorder` where it declares one (its `capabilities`); the driver call itself costs the same whatever calls
-  it (docs/performance.md, "What one record costs").
+  `null_stream_recorder` where it declares one (its `capabilities`); the driver call itself costs the
+  same whatever calls it (docs/performance.md, "What one record costs").
 
 Why two ways: two event records, their elapsed reads at the slice's end and the meter's Python
 cost more than the GPU work and driver calls of a forwarded launch + synchronise (docs/performance.md,
@@ -90,6 +90,7 @@ class EventMeter:
         if self._open is not None or self._since is not None:
             return
         b = self.backend
+        assert b is not None  # begin() came first
         if not b.streams_live:
             self._since = self._clock()
             self._made = b.streams_made
@@ -124,6 +125,7 @@ class EventMeter:
             return
         if what != CONTEXT:
             b = self.backend
+            assert b is not None  # a run started in this slice: begin() came first
             if b.streams_live or b.streams_made != self._made:
                 return  # another stream's work may still run: on to a wait for the context
             if what != NULL_STREAM:
@@ -148,7 +150,7 @@ class EventMeter:
             self.waited(CONTEXT)
         busy, self._clocked = self._clocked, 0.0
         for start, end, t0, t1 in self._runs:
-            if start is not None and end is not None and not self._wall_only:
+            if b is not None and start is not None and end is not None and not self._wall_only:
                 try:
                     busy += max(0.0, b.event_elapsed(start, end) / 1000.0)
                     continue

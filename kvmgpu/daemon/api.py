@@ -152,7 +152,7 @@ class _Handler(socketserver.StreamRequestHandler):
                 return
             if not line.strip():
                 continue
-            self._send(answer(line, self.server.handle_request))
+            self._send(answer(line, self.server.handle_api_request))
 
     def _send(self, reply: dict) -> None:
         self.wfile.write(json.dumps(reply, separators=(",", ":")).encode() + b"\n")
@@ -168,7 +168,8 @@ class ApiServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     def __init__(self, path: Path | str, handle_request: Callable[[Request], dict], mode: int = 0o660,
                  group: int | None = None):
         self.path = Path(path)
-        self.handle_request = handle_request
+        # (not `handle_request`: that is socketserver's method serving one connection)
+        self.handle_api_request = handle_request
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.path.exists() or self.path.is_symlink():
             if _answers(self.path):

@@ -90,7 +90,8 @@ class History:
             cur = self._db.execute(
                 "INSERT INTO worker_runs (vm, vgpu_id, gpu, worker_pid, started) VALUES (?, ?, ?, ?, ?)",
                 (vm, vgpu_id, gpu, worker_pid, time.time() if started is None else started))
-            return int(cur.lastrowid)
+            assert cur.lastrowid is not None  # an INSERT sets it
+            return cur.lastrowid
 
     def update_run(self, run_id: int, memory_used: int, gpu_seconds: float, calls: int) -> None:
         """Raise a run's counters: peak memory only grows; GPU seconds and calls are the worker's

@@ -131,8 +131,9 @@ def uninstall(root: Path, config: Config, run_dir: Path, shm_dir: Path) -> list[
     regions = set()
     for pid, argv in sorted(workers.items()):
         done.append(f"stopped the worker of VM {_option(argv, '--vm')} (pid {pid})")
-        if _option(argv, "--shm"):
-            regions.add(Path(_option(argv, "--shm")))
+        shm = _option(argv, "--shm")
+        if shm:
+            regions.add(Path(shm))
     for rel in (UNIT, HOOK):
         with contextlib.suppress(FileNotFoundError):
             (root / rel).unlink()

@@ -37,9 +37,10 @@ class GpuWatch:
             context = pyudev.Context()
             monitor = pyudev.Monitor.from_netlink(context)
             monitor.filter_by(subsystem="pci")
-            self._observer = pyudev.MonitorObserver(monitor, callback=self._on_device, name="kvmgpu-udev")
-            self._observer.daemon = True
-            self._observer.start()
+            observer = pyudev.MonitorObserver(monitor, callback=self._on_device, name="kvmgpu-udev")
+            observer.daemon = True
+            observer.start()
+            self._observer = observer
             log.info("watching for NVIDIA GPUs coming and going (udev)")
         except Exception as e:  # noqa: BLE001 (no udev is not fatal: GPUs are rediscovered on restart)
             log.warning("cannot watch udev for GPUs coming and going (%s): GPUs are found at start only", e)

@@ -125,7 +125,7 @@ def code_paths() -> list[Path]:
     paths = [Path(sys.executable), Path(sys.prefix) / "pyvenv.cfg"] if sys.prefix != sys.base_prefix \
         else [Path(sys.executable)]
     for module in (kvmgpu, kvmgpu_wire):
-        package = Path(module.__file__).parent
+        package = Path(module.__path__[0])
         paths += [package, package / "__init__.py"]
     script = worker_program()[-1]
     if script.startswith("/"):
@@ -195,7 +195,8 @@ class WorkerSpec:
     def argv(self) -> list[str]:
         return worker_program() + [
             "worker", "--backend", self.backend, "--gmem", str(self.gmem), "--socket", str(self.socket),
-            "--shm", str(self.shm), "--region-size", str(self.region_size), "--vm", self.vm, "--gpu", str(self.gpu), "--compute", str(self.compute),
+            "--shm", str(self.shm), "--region-size", str(self.region_size), "--vm", self.vm, "--gpu", str(self.gpu),
+            "--compute", str(self.compute),
             "--compute-mode", self.compute_mode, "--stats-file", str(self.stats_file), "--connect"]
 
 

@@ -12,10 +12,22 @@ import logging
 from typing import NamedTuple
 
 from kvmgpu_wire.cudefs import CUresult
-from kvmgpu_wire.protocol import (DEFAULT_MAX_FRAME, LAUNCH_BODY, NEED_DATA, Call, Connection, Doorbell,
-                                  Goodbye, Hello, LaunchWaitShape, Op, RemoteProtocolError, Role,
-                                  Welcome, negotiate)
-
+from kvmgpu_wire.protocol import (
+    DEFAULT_MAX_FRAME,
+    LAUNCH_BODY,
+    NEED_DATA,
+    Call,
+    Connection,
+    Doorbell,
+    Goodbye,
+    Hello,
+    LaunchWaitShape,
+    Op,
+    RemoteProtocolError,
+    Role,
+    Welcome,
+    negotiate,
+)
 from kvmgpu_wire.trace import ON as _TRACE, mark_at as _mark_at, perf_counter_ns as _ns
 
 from .dispatch import dispatch, launch_again, launch_run, wait
@@ -56,10 +68,10 @@ class Channel:
         # loop's next one is taken by comparing its bytes (`_launch_wait_again`).
         self._again: _LaunchWait | None = None
 
-    def receive(self, data: bytes, conn: Connection | None = None) -> bytes:
+    def receive(self, data: bytes | memoryview, conn: Connection | None = None) -> bytes:
         """Bytes to send back for `data`, read from the channel (or, with `conn`, a session's
         `posted` Connection: `take_post`). Raises RemoteProtocolError on a protocol violation."""
-        out = []
+        out: list[bytes] = []
         if conn is None:
             conn = self.conn
         vg = self.vgpu
@@ -124,7 +136,7 @@ class Channel:
         A post is whole CALL frames of that session only, as they would come on the channel, and
         is taken the same way. Raises RemoteProtocolError on a protocol violation."""
         try:
-            data = session.mailbox.take()
+            data = session.mailbox.take()  # type: ignore[union-attr]  # a session that posts has one
         except ValueError as e:
             err = RemoteProtocolError(str(e))
             self._violation(err)

@@ -2,8 +2,9 @@
 
 The generated requests (kvmgpu/worker/requests.py) call these in the order the specification
 declares the arguments; the hand-written handlers (launch, module load, staged copies) call the
-same ones. A Handle's check is the session's own `Session.lookup`. Each returns what the handler works with (a table's object, a region offset, a
-decoded name) or raises CudaError with the error the kind documents.
+same ones. A Handle's check is the session's own `Session.lookup`. Each returns what the handler
+works with (a table's object, a region offset, a decoded name) or raises CudaError with the error
+the kind documents.
 """
 
 from __future__ import annotations

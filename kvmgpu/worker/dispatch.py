@@ -14,8 +14,9 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import struct
+from collections.abc import Sequence
 from operator import attrgetter
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from kvmgpu_wire import spec
 from kvmgpu_wire.cudefs import CUresult
@@ -349,7 +350,7 @@ def _queued_launch_failed(vg: VGpu, s: Session, seq: int, e: Exception) -> None:
 _LAUNCH = Op.LAUNCH
 
 
-def launch_run(vg: VGpu, cid: int, launches: list, buf: bytearray) -> int:
+def launch_run(vg: VGpu, cid: int, launches: Sequence[tuple], buf: bytearray) -> int:
     """A run of QUEUED LAUNCH frames from channel `cid` (`Connection.take_launches` triples, their
     parameter bytes in `buf`), with what every launch needs looked up once per run. Each launch
     passes exactly the checks of `_check_launch` (session, function, stream, grid, block, threads,
@@ -419,7 +420,9 @@ def launch_run(vg: VGpu, cid: int, launches: list, buf: bytearray) -> int:
             return 0
 
     gxm, gym, gzm, bxm, bym, bzm, threads, smem = _launch_limits(vg)
-    last_sid, s, functions, streams = None, None, None, None
+    last_sid, s = None, None
+    functions: dict[int, Function] = {}
+    streams: dict[int, Any] = {}
     n = 0
     for t, start, more in launches:
         _, _, _, sid, seq, length, _, _, fh, gx, gy, gz, bx, by, bz, shared, stream = t
@@ -461,7 +464,8 @@ def launch_run(vg: VGpu, cid: int, launches: list, buf: bytearray) -> int:
             if one is not None:
                 one(f.backend, gx, gy, gz, bx, by, bz, shared, st, buf, start, nbytes)
             else:
-                flat(f.backend, gx, gy, gz, bx, by, bz, shared, st, buf[start: start + nbytes])
+                flat(f.backend, gx, gy, gz, bx, by, bz, shared, st,  # type: ignore[misc]  # `fast`: not None
+                     buf[start: start + nbytes])
         except Exception as e:
             _queued_launch_failed(vg, s, seq, e)
     if packed:
@@ -479,7 +483,7 @@ def launch_again(vg: VGpu, s: Session, seq: int, f: Function, st, shape: tuple, 
     if gate is not None and gate.clock() >= gate.free_until():
         gate.before_launch()  # may wait for this VM's turn on the GPU
     try:
-        vg.capabilities.launch_in(f.backend, *shape, st, buf, start, nbytes)
+        vg.capabilities.launch_in(f.backend, *shape, st, buf, start, nbytes)  # type: ignore[misc]  # (the caller's has it)
     except Exception as e:
         _queued_launch_failed(vg, s, seq, e)
 

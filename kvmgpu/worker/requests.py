@@ -1,4 +1,6 @@
-"""The worker's checked requests (generated from guest-agent/kvmgpu_wire/spec.py by tools/gen_wire.py (make gen): do not edit).
+"""The worker's checked requests.
+
+Generated from guest-agent/kvmgpu_wire/spec.py by tools/gen_wire.py (make gen): do not edit.
 
 For every op whose arguments their kinds fully check, a request type (the checked, resolved
 arguments a handler works with) and the function that builds it from a call, or raises
@@ -119,7 +121,7 @@ class MemsetD8(NamedTuple):
 
     dst: int  # [dst, +count) is inside one of the session's ranges
     value: int  # at most 0xff
-    count: int  # bounded by the ranges that use it
+    count: int  # type: ignore[assignment]  # (hides tuple.count) bounded by the ranges that use it
     stream: object  # the object of handle stream in the session's streams
     stream_handle: int  # as the guest sent it
 
@@ -138,7 +140,7 @@ class MemsetD32(NamedTuple):
 
     dst: int  # [dst, +count) is inside one of the session's ranges
     value: int  # at most 0xffffffff
-    count: int  # bounded by the ranges that use it
+    count: int  # type: ignore[assignment]  # (hides tuple.count) bounded by the ranges that use it
     stream: object  # the object of handle stream in the session's streams
     stream_handle: int  # as the guest sent it
 
@@ -341,7 +343,8 @@ def fence(s: Session, call: Call) -> Fence:
 
 
 class MemcpyDtohPieces(NamedTuple):
-    """MEMCPY_DTOH_PIECES: a DtoH in pieces of about `piece` bytes; after each the host stores the bytes landed (u32) at window offset `landed`."""
+    """MEMCPY_DTOH_PIECES: a DtoH in pieces of about `piece` bytes; after each the host stores the bytes landed (u32) at
+    window offset `landed`."""
 
     offset: int  # the region offset of the window range
     src: int  # [src, +nbytes) is inside one of the session's ranges
@@ -372,7 +375,8 @@ def ctx_get_flags(s: Session, call: Call) -> CtxGetFlags:
 
 
 class DeviceGetPciBusId(NamedTuple):
-    """DEVICE_GET_PCI_BUS_ID: the GPU's PCI bus id, domain:bus:device.function in hex (the guest checks the device: its only one is 0)."""
+    """DEVICE_GET_PCI_BUS_ID: the GPU's PCI bus id, domain:bus:device.function in hex (the guest checks the device: its
+    only one is 0)."""
 
 
 def device_get_pci_bus_id(s: Session, call: Call) -> DeviceGetPciBusId:
@@ -393,7 +397,8 @@ def stream_get_priority(s: Session, call: Call) -> StreamGetPriority:
 
 
 class VgpuProcesses(NamedTuple):
-    """VGPU_PROCESSES: the VM's guest processes with CUDA sessions (not monitors), by the pid each HELLO gave, and the device memory each holds; at most MAX_PROCESSES."""
+    """VGPU_PROCESSES: the VM's guest processes with CUDA sessions (not monitors), by the pid each HELLO gave, and the
+    device memory each holds; at most MAX_PROCESSES."""
 
 
 def vgpu_processes(s: Session, call: Call) -> VgpuProcesses:
@@ -401,7 +406,8 @@ def vgpu_processes(s: Session, call: Call) -> VgpuProcesses:
 
 
 class VgpuUtilization(NamedTuple):
-    """VGPU_UTILIZATION: this VM's GPU time as a percent of the wall time over the last second or more (the compute gate's meter; 0 where the VM has no gate); memory: 0, not measured."""
+    """VGPU_UTILIZATION: this VM's GPU time as a percent of the wall time over the last second or more (the compute
+    gate's meter; 0 where the VM has no gate); memory: 0, not measured."""
 
 
 def vgpu_utilization(s: Session, call: Call) -> VgpuUtilization:

@@ -22,11 +22,11 @@ import socket
 import stat
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from kvmgpu_wire.mailbox import REPLY_MAX, fence
-from kvmgpu_wire.protocol import (DEFAULT_MAX_FRAME, WINDOW_ALIGN, Connection, Goodbye,
-                                  RemoteProtocolError, Role)
+from kvmgpu_wire.protocol import DEFAULT_MAX_FRAME, WINDOW_ALIGN, Connection, Goodbye, RemoteProtocolError, Role
 from kvmgpu_wire.region import Region, RegionError
 from kvmgpu_wire.trace import ON as _TRACE, mark as _mark, side as _trace_side
 
@@ -271,8 +271,9 @@ class Worker:
             clock = time.perf_counter
             poll_until = 0.0
             select = self._sel.select
-            hot = None  # the channel served last: while polling, read it directly
-            hot_polled, hot_poll = None, None
+            hot: int | None = None  # the channel served last: while polling, read it directly
+            hot_polled: int | None = None
+            hot_poll = select_mod.poll()  # (polls nothing until there is a hot channel)
             spins = 0
             boxed = self.vgpu.boxed  # the sessions with a mailbox
             # Fairness: one post per session until every channel has been looked at again (a post
@@ -282,12 +283,12 @@ class Worker:
             while self._listener is not None or self._peers:
                 polling = poll_s and clock() < poll_until
                 served = look = False
-                ready = ()
+                ready: Sequence[tuple[selectors.SelectorKey, int]] = ()
                 n = len(boxed)
                 for i in range(n):
                     s = boxed[(turn + i) % n]
                     box = s.mailbox
-                    if box.words[0] != box.number:  # posted (Mailbox.posted, inline)
+                    if box.words[0] != box.number:  # type: ignore[union-attr]  # posted (Mailbox.posted, inline); boxed: has one
                         if s.key in taken:
                             look = True
                             break
@@ -309,7 +310,7 @@ class Worker:
                         hot_polled, hot_poll = hot, select_mod.poll()
                         if hot in self._peers:
                             hot_poll.register(self._peers[hot].sock, select_mod.POLLIN)
-                    served = (hot in self._peers and bool(hot_poll.poll(0))
+                    served = (hot is not None and hot in self._peers and bool(hot_poll.poll(0))
                               and self._service(hot, selectors.EVENT_READ))
                     if not served:
                         if spins & 7:
@@ -328,7 +329,7 @@ class Worker:
                     ready = select(timeout)
                     taken.clear()
                     for s in boxed:
-                        s.mailbox.set_awake(True)
+                        s.mailbox.set_awake(True)  # type: ignore[union-attr]  # a boxed session has one
                     if not ready and gate is not None and gate.held:
                         gate.idle()
                 for key, mask in ready:
@@ -351,8 +352,8 @@ class Worker:
         except Stop:
             log.info("stopping on signal")
         finally:
-            for s, h in old.items():
-                signal.signal(s, h)
+            for signum, handler in old.items():
+                signal.signal(signum, handler)
             self.close()
 
     def _posted_before_sleep(self, boxed: list) -> bool:
@@ -410,9 +411,11 @@ class Worker:
         the rest (a GOODBYE that names the limit, then closed). Out of descriptors (EMFILE,
         ENFILE), one is shed with the spare descriptor, or accepting pauses a moment: the
         connections being served go on either way."""
+        listener = self._listener
+        assert listener is not None  # (called when it is readable)
         for _ in range(64):  # then the others' turn
             try:
-                sock, _ = self._listener.accept()
+                sock, _ = listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as e:
@@ -446,11 +449,13 @@ class Worker:
         it, or, where even that fails, stop accepting for ACCEPT_PAUSE_S (a listener that stays
         readable must not spin the loop)."""
         why = f"out of file descriptors ({e.strerror})"
+        listener = self._listener
+        assert listener is not None  # (called by _accept)
         if self._spare_fd >= 0:
             os.close(self._spare_fd)
             self._spare_fd = -1
             try:
-                sock, _ = self._listener.accept()
+                sock, _ = listener.accept()
             except OSError:
                 sock = None
             if sock is not None:
@@ -463,7 +468,7 @@ class Worker:
                 return
         if not self._accept_paused_until:
             log.warning("%s: not accepting connections for %.1f s", why, ACCEPT_PAUSE_S)
-            self._sel.unregister(self._listener)
+            self._sel.unregister(listener)
         self._accept_paused_until = time.monotonic() + ACCEPT_PAUSE_S
 
     def _resume_accepting(self, timeout: float | None) -> float | None:
@@ -577,7 +582,7 @@ class Worker:
                     pass
                 peer.unsent.clear()
             self._drop(cid, "worker restarting")
-        handover = {"created": list(self._created)}
+        handover: dict[str, object] = {"created": list(self._created)}
         if self._listener is not None:
             if not self._accept_paused_until:
                 self._sel.unregister(self._listener)

@@ -10,17 +10,22 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from kvmgpu_wire.cudefs import CUresult
 from kvmgpu_wire.region import Window
 
 from ..backend.base import CudaError
 
+if TYPE_CHECKING:
+    from kvmgpu_wire.mailbox import Mailbox
+    from kvmgpu_wire.protocol import Connection
+
 
 @dataclass
 class Function:
     module: int  # the session's module handle
-    backend: object  # the backend's function
+    backend: Any  # the backend's function (each backend's own type)
     layout: list  # [(offset, size)] of each parameter
     arg_bytes: int  # last offset + size: a launch's blob must be exactly this long
 
@@ -41,13 +46,13 @@ class Session:
     monitor: bool = False  # a session that only asks about the vGPU (the guest's NVML)
     modules: dict[int, bytes] = field(default_factory=dict)  # handle -> image digest
     functions: dict[int, Function] = field(default_factory=dict)
-    streams: dict[int, object] = field(default_factory=dict)
+    streams: dict[int, Any] = field(default_factory=dict)
     events: dict[int, object] = field(default_factory=dict)
     ranges: dict[int, Range] = field(default_factory=dict)  # device pointer -> range
     starts: list[int] = field(default_factory=list)  # sorted keys of `ranges`
     pending_error: tuple[int, str] | None = None  # the first failure of a queued call
-    mailbox: object = None  # kvmgpu_wire.mailbox.Mailbox at the window's end, if it has one
-    posted: object = None  # the Connection that decodes what the guest posts there
+    mailbox: Mailbox | None = None  # the mailbox at the window's end, if it has one
+    posted: Connection | None = None  # the Connection that decodes what the guest posts there
     doorbell: bytes = b""  # the DOORBELL frame that wakes the guest when it sleeps on an answer
     # 1 and 2 are CU_STREAM_LEGACY and CU_STREAM_PER_THREAD, which a guest takes for its null stream
     _next_handle: int = 3

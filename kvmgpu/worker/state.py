@@ -25,9 +25,9 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from kvmgpu_wire import spec
 from kvmgpu_wire.cudefs import CUresult
 from kvmgpu_wire.protocol import MAX_ERROR_TEXT, Op
-from kvmgpu_wire import spec
 
 from ..backend.base import CudaError
 from .session import Session
@@ -51,6 +51,7 @@ def hold(s: Session, op: Op, seq: int, code: int, detail: str) -> None:
 def report(s: Session) -> tuple:
     """The reply of a synchronising call that reports the held failure (which is then gone):
     (status, values, blob)."""
+    assert s.pending_error is not None  # (called when one is held)
     code, text = s.pending_error
     s.pending_error = None
     return code, (), text.encode()[:MAX_ERROR_TEXT]
@@ -75,5 +76,6 @@ def failed(vg: VGpu, s: Session, op: Op, e: Exception) -> tuple[int, str]:
 
 def unusable(vg: VGpu) -> CudaError:
     """The error of every call after a sticky one broke the context (`vg.broken`)."""
+    assert vg.broken is not None  # (called when it is)
     code, why = vg.broken
     return CudaError(code, f"the context is unusable after: {why}")

@@ -14,8 +14,8 @@ from kvmgpu_wire.ops import MAX_PROCESSES
 from kvmgpu_wire.region import Region, Window
 
 from ..backend.base import Backend
-from . import dispatch
 from ..compute.usage import Utilisation
+from . import dispatch
 from .modules import DEFAULT_CAPACITY, ModuleCache
 from .quota import MemoryQuota
 from .session import Session
@@ -36,6 +36,8 @@ STICKY = {
 
 
 class VGpu:
+    _launch_limits: tuple  # (device info, limits): dispatch._launch_limits's cache, set on first use
+
     def __init__(self, backend_factory: Callable[[], Backend], gmem: int, region: Region, *,
                  vm: str = "", compute: int = 100, compute_mode: str = "share",
                  module_capacity: int = DEFAULT_CAPACITY, gate=None):
@@ -131,11 +133,11 @@ class VGpu:
         if role == MONITOR:  # it copies nothing: no window, so a full region never keeps it out
             placed, place = (0, 0), Window(self.region.view[0:0], 0, 0)
         else:
-            placed = self.windows.allocate(window)
-            if placed is None:
+            found = self.windows.allocate(window)
+            if found is None:
                 return (f"no room for a {window or 'any'}-byte window in the {self.region.size}-byte "
                         f"region ({self.windows.used} bytes in use by {len(self.sessions)} sessions)")
-            place = self.region.window(*placed)
+            placed, place = found, self.region.window(*found)
         session = Session(key, place, client, pid=pid if pid <= 0xFFFFFFFF else 0, monitor=role == MONITOR)
         at = mailbox_at(session.window.size)
         if at is not None:
@@ -182,6 +184,7 @@ class VGpu:
 
     def restart_backend(self) -> None:
         """A fresh context after a sticky error, once no session holds anything in the old one."""
+        assert self.broken is not None  # (called once a sticky error broke the context)
         log.info("vm %s: new context after sticky error %d", self.vm or "-", self.broken[0])
         _quietly(self.backend.close)
         self.modules.forget()

@@ -17,8 +17,10 @@ itself is not changed: the meter's own calls on it (the drain at a slice's end) 
 
 from __future__ import annotations
 
-from kvmgpu_wire.trace import ON as _TRACE, mark as _mark
+from typing import TYPE_CHECKING, Any, Callable
+
 from kvmgpu_wire import spec
+from kvmgpu_wire.trace import ON as _TRACE, mark as _mark
 
 from ..compute.meter import CONTEXT, NULL_STREAM, PART
 
@@ -51,6 +53,9 @@ class GpuWaits:
         for method, (stream, sync, what) in (WAITS if waits is None else waits).items():
             call = getattr(backend, method)
             setattr(self, method, call if gate is None else _gated(gate, call, stream, sync, what))
+
+    if TYPE_CHECKING:  # the calls are attributes set above, one per WAITS entry
+        def __getattr__(self, method: str) -> Callable[..., Any]: ...
 
 
 def _gated(gate, call, stream: int | None, sync: int | None, what: str):

@@ -6,7 +6,6 @@ import bisect
 
 from kvmgpu_wire.protocol import WINDOW_ALIGN
 
-
 MIN_FALLBACK = 1 << 20  # a window smaller than asked is given only if it is at least this big
 
 

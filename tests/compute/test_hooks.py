@@ -4,13 +4,12 @@ tell the gate before and after they wait, and what they waited for, as the worke
 
 import pytest
 
-from kvmgpu_wire.region import Region
-
 from kvmgpu.backend.base import CudaError
 from kvmgpu.backend.sim import SimBackend
 from kvmgpu.compute.meter import CONTEXT, NULL_STREAM, PART
 from kvmgpu.worker import VGpu
 from kvmgpu.worker.waits import WAITS
+from kvmgpu_wire.region import Region
 
 
 class RecordingGate:
@@ -112,8 +111,8 @@ def test_a_failed_wait_still_says_it_returned(vgpu):
 def test_ops_that_wait_are_gated_through_dispatch(vgpu):
     """The ops, as a guest sends them: a synchronise and a synchronous copy tell the gate; a
     queued copy does not."""
-    from kvmgpu_wire.protocol import Call, Op
     from kvmgpu.worker.dispatch import dispatch
+    from kvmgpu_wire.protocol import Call, Op
     gate = RecordingGate()
     vgpu.attach_gate(gate)
     s = vgpu.open_session((1, 1), 64 << 10)
@@ -126,8 +125,8 @@ def test_ops_that_wait_are_gated_through_dispatch(vgpu):
 
 
 def test_streams_are_blocking_under_a_gate(vgpu, monkeypatch):
-    from kvmgpu_wire.protocol import Call, Op
     from kvmgpu.worker.dispatch import dispatch
+    from kvmgpu_wire.protocol import Call, Op
     flags = []
     real = SimBackend.stream_create
     monkeypatch.setattr(SimBackend, "stream_create", lambda self, f: (flags.append(f), real(self, f))[1])

@@ -2,8 +2,16 @@
 
 import pytest
 
-from kvmgpu.compute.policy import (LAG_STRIDES, LIMIT, NOBODY, SHARE, LimitBucket, SlotState, choose, hand_over,
-                                   placed_vt)
+from kvmgpu.compute.policy import (
+    LAG_STRIDES,
+    NOBODY,
+    SHARE,
+    LimitBucket,
+    SlotState,
+    choose,
+    hand_over,
+    placed_vt,
+)
 
 
 def slot(i, vt=0.0, want=0.0, weight=50.0, mode=SHARE):

@@ -7,8 +7,7 @@ import pytest
 
 import kvmgpu.compute.gate as gate_module
 from kvmgpu.compute.gate import ComputeGate
-from kvmgpu.compute.policy import NOBODY, SHARE
-
+from kvmgpu.compute.policy import NOBODY
 from tests.compute.sim import share_run
 
 

@@ -1,7 +1,6 @@
 """The API's request parsing is strict and typed; the server and client agree over a real socket."""
 
 import json
-import threading
 
 import pytest
 

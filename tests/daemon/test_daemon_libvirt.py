@@ -233,7 +233,7 @@ def test_worker_follows_the_vm(conn, kvmgpu_host, daemons, vm):
     wait_for(lambda: live_vgpu(h, vm) is None, what="the vGPU to be released", log=daemons.logs)
     wait_for(lambda: not is_worker_pid(pid, vm), what="the worker to end", log=daemons.logs)
     assert status(h)["gpus"][0]["promised"] == 0
-    assert f'kvmgpu_gpu_memory_promised_bytes{{gpu="0"}} 0' in metrics(h)
+    assert 'kvmgpu_gpu_memory_promised_bytes{gpu="0"} 0' in metrics(h)
     runs = wait_for(lambda: [r for r in api.query(h.config, {"op": "history", "vm": vm})["runs"]
                              if r["ended"] is not None], what="the run to be closed", log=daemons.logs)
     assert runs[0]["worker_pid"] == pid and runs[0]["exit_status"] is not None
@@ -317,14 +317,14 @@ def test_a_normal_start_and_stop_logs_no_warning(conn, kvmgpu_host, daemons, vm,
         dom.create()
         pid = running_worker(h, vm, daemons)["worker_pid"]
         worker_log = Path(h.config.state_dir) / "logs" / f"{vm}.log"
-        wait_for(lambda: worker_log.read_text().count("connected to the VM's channel") == runs + 1,
+        wait_for(lambda log=worker_log, n=runs: log.read_text().count("connected to the VM's channel") == n + 1,
                  what="the worker to connect to QEMU", log=daemons.logs)
         runs += 1
         try:
             libvirt_qemu.qemuMonitorCommand(dom, '{"execute":"quit"}', 0)
         except libvirt.libvirtError:
             pass                    # QEMU may go before it answers
-        wait_for(lambda: live_vgpu(h, vm) is None and not is_worker_pid(pid, vm), what="the VM's stop",
+        wait_for(lambda pid=pid: live_vgpu(h, vm) is None and not is_worker_pid(pid, vm), what="the VM's stop",
                  log=daemons.logs)
         wait_for(lambda: not dom.isActive(), what="libvirt to say the VM stopped", log=daemons.logs)
     time.sleep(2)                   # a restart due after a stop would have been tried by now

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from kvmgpu.daemon import api
 from kvmgpu.config import load_config
+from kvmgpu.daemon import api
 from kvmgpu.errors import DaemonUnavailable
 
 pytest.importorskip("libvirt")

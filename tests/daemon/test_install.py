@@ -77,7 +77,8 @@ def test_install_puts_hook_and_unit_in_place(tmp_path):
 def _worker(tmp_path, vm, channel_dir, shm):
     """A real `kvmgpu worker --vm VM` (loopback: nothing listens on its socket), as the daemon runs it."""
     log = open(tmp_path / f"{vm}.log", "wb")
-    p = subprocess.Popen([sys.executable, "-c", "import sys; sys.argv[0] = 'kvmgpu'; from kvmgpu.cli import main; main()",
+    p = subprocess.Popen([sys.executable, "-c",
+                          "import sys; sys.argv[0] = 'kvmgpu'; from kvmgpu.cli import main; main()",
                           "worker", "--backend", "sim", "--gmem", "64M", "--socket", str(channel_dir / f"{vm}.sock"),
                           "--shm", str(shm), "--region-size", "1M", "--vm", vm],
                          stdout=log, stderr=subprocess.STDOUT)

@@ -8,9 +8,9 @@ import pytest
 
 from kvmgpu.config import Config
 from kvmgpu.daemon import api
+from kvmgpu.daemon.service import Daemon, Options
 from kvmgpu.daemon.udev import is_nvidia
 from kvmgpu.domain.events import LibvirtClosed
-from kvmgpu.daemon.service import Daemon, Options
 from kvmgpu.errors import DaemonUnavailable
 
 
@@ -75,6 +75,7 @@ def test_region_removed_only_once_the_vm_is_not_running(daemon):
     # when the VM stopped, never while it runs (test:///default's domain "test" runs)
     import os
     import uuid
+
     from kvmgpu.vgpu import region_path
     gone = region_path(f"kvmgpu-nosuch-{uuid.uuid4().hex[:8]}")
     running = region_path("test")
@@ -100,6 +101,7 @@ def test_region_removed_only_once_the_vm_is_not_running(daemon):
 def test_a_region_left_by_a_vm_that_stopped_while_no_daemon_ran_is_swept(daemon):
     import os
     import uuid
+
     from kvmgpu.domain import host
     from kvmgpu.vgpu import region_path
     conn = daemon.libvirt.conn

@@ -7,9 +7,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import pytest
-from pathlib import Path
 
 from kvmgpu.daemon import workers as w
 
@@ -24,7 +24,8 @@ def test_argv_is_the_worker_cli(tmp_path):
     argv = spec(tmp_path).argv()
     i = argv.index("worker")
     assert argv[i:] == ["worker", "--backend", "sim", "--gmem", str(1 << 30), "--socket", str(tmp_path / "vm01.sock"),
-                        "--shm", str(tmp_path / "kvmgpu-vm01"), "--region-size", str(64 << 20), "--vm", "vm01", "--gpu", "0", "--compute", "50",
+                        "--shm", str(tmp_path / "kvmgpu-vm01"), "--region-size", str(64 << 20), "--vm", "vm01",
+                        "--gpu", "0", "--compute", "50",
                         "--compute-mode", "share", "--stats-file", str(tmp_path / "vm01.json"), "--connect"]
     assert w.is_worker_argv(argv, "vm01")
     assert not w.is_worker_argv(argv, "vm0")

@@ -13,8 +13,6 @@ import pytest
 from kvmgpu.domain import host, xml
 from kvmgpu.vgpu import channel_path, region_path
 
-
-
 pytestmark = pytest.mark.libvirt
 G = 1 << 30
 

@@ -104,7 +104,8 @@ def test_unused_added_controllers_go_used_ones_stay():
     <controller type='pci' index='4' model='pcie-root-port'/>
     <interface type='user'><address type='pci' domain='0x0000' bus='0x04' slot='0x00' function='0x0'/></interface>
   </devices></domain>""")
-    xml.apply_vgpu(root, VGPU, "/s", added=(xml.Controller("virtio-serial", 0), xml.Controller("pci", 4, "pcie-root-port")))
+    xml.apply_vgpu(root, VGPU, "/s",
+                   added=(xml.Controller("virtio-serial", 0), xml.Controller("pci", 4, "pcie-root-port")))
     xml.remove_vgpu(root)
     assert xml.controllers(root) == {xml.Controller("pci", 4, "pcie-root-port")}
 

@@ -18,11 +18,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 if __name__ == "__main__":  # instrument the code under test before anything imports it
     import atheris
     with atheris.instrument_imports(include=["kvmgpu_guest", "kvmgpu"]):
-        import kvmgpu_wire.protocol  # noqa: F401
-        import kvmgpu_wire.mailbox  # noqa: F401
-        import kvmgpu.worker  # noqa: F401
-        import kvmgpu.backend.sim  # noqa: F401
         import kvmgpu.backend.launcher  # noqa: F401
+        import kvmgpu.backend.sim  # noqa: F401
+        import kvmgpu.worker  # noqa: F401
+        import kvmgpu_wire.mailbox  # noqa: F401
+        import kvmgpu_wire.protocol  # noqa: F401
 
 import logging
 

@@ -25,11 +25,24 @@ import sys
 if __name__ == "__main__":  # instrument the code under test before anything imports it
     import atheris
     with atheris.instrument_imports(include=["kvmgpu_guest", "kvmgpu"]):
-        import kvmgpu_wire.protocol  # noqa: F401
         import kvmgpu.backend.launcher  # noqa: F401
+        import kvmgpu_wire.protocol  # noqa: F401
 
-from kvmgpu_wire.protocol import (HEADER_SIZE, LAUNCH_BODY, NEED_DATA, Call, Connection, Doorbell, Goodbye, Hello,
-                                  RemoteProtocolError, Role, Welcome, launch_seq, negotiate)
+from kvmgpu_wire.protocol import (
+    HEADER_SIZE,
+    LAUNCH_BODY,
+    NEED_DATA,
+    Call,
+    Connection,
+    Doorbell,
+    Goodbye,
+    Hello,
+    RemoteProtocolError,
+    Role,
+    Welcome,
+    launch_seq,
+    negotiate,
+)
 
 try:
     from kvmgpu.backend import launcher

@@ -17,9 +17,10 @@ import pytest
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from kvmgpu_wire.protocol import Op  # noqa: E402
+
 import fuzz_channel  # noqa: E402
 import fuzz_protocol  # noqa: E402
-from kvmgpu_wire.protocol import Op  # noqa: E402
 
 HARNESSES = {"protocol": fuzz_protocol.one_input, "channel": fuzz_channel.one_input}
 RUN_SECONDS = int(os.environ.get("KVMGPU_FUZZ_SECONDS") or 25)

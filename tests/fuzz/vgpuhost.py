@@ -30,15 +30,24 @@ import traceback
 import zlib
 from pathlib import Path
 
-from kvmgpu_wire.cudefs import CUresult
-from kvmgpu_wire.mailbox import REPLY_MAX, REQUEST_MAX
-from kvmgpu_wire.protocol import (HEADER, HEADER_SIZE, OPS, Connection, Hello, LocalProtocolError,
-                                  Op, RemoteProtocolError, Role, Goodbye)
-from kvmgpu_wire.region import Region
-
 from kvmgpu.backend.base import Capabilities, CudaError
 from kvmgpu.backend.sim import SimBackend, SimStream
 from kvmgpu.worker import Channel, VGpu
+from kvmgpu_wire.cudefs import CUresult
+from kvmgpu_wire.mailbox import REPLY_MAX, REQUEST_MAX
+from kvmgpu_wire.protocol import (
+    HEADER,
+    HEADER_SIZE,
+    OPS,
+    Connection,
+    Goodbye,
+    Hello,
+    LocalProtocolError,
+    Op,
+    RemoteProtocolError,
+    Role,
+)
+from kvmgpu_wire.region import Region
 
 import guestscript as gs
 

@@ -8,9 +8,8 @@ import time
 import numpy as np
 import pytest
 
-from kvmgpu_wire.cudefs import CUresult
-
 from kvmgpu.backend.base import CudaError
+from kvmgpu_wire.cudefs import CUresult
 
 pytestmark = pytest.mark.gpu
 

@@ -6,7 +6,6 @@ its process, and the VM's utilisation while a guest keeps the GPU busy."""
 
 import importlib.util
 import json
-import os
 import subprocess
 import sys
 import time

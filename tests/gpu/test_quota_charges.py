@@ -15,9 +15,9 @@ from kvmgpu_wire.protocol import Op
 from kvmgpu_wire.region import Region
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "worker"))
-from rawguest import Guest  # noqa: E402
-
 from kvmgpu.worker import Channel, VGpu  # noqa: E402
+
+from rawguest import Guest  # noqa: E402
 
 pytestmark = pytest.mark.gpu
 MIB = 1 << 20

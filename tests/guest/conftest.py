@@ -3,6 +3,7 @@
 import pytest
 
 from loopback import LoopbackWorker
+from test_agent import agent  # noqa: F401 (the fixture: a guest agent in front of a sim worker, for test_libcuda too)
 
 
 @pytest.fixture

@@ -14,8 +14,19 @@ import threading
 import time
 
 from kvmgpu_wire.mailbox import REPLY_MAX, Mailbox, mailbox_at
-from kvmgpu_wire.protocol import (NEED_DATA, Call, Connection, Doorbell, Goodbye, Hello, Op, Role,
-                                  Welcome, negotiate, pack_params)
+from kvmgpu_wire.protocol import (
+    NEED_DATA,
+    Call,
+    Connection,
+    Doorbell,
+    Goodbye,
+    Hello,
+    Op,
+    Role,
+    Welcome,
+    negotiate,
+    pack_params,
+)
 from kvmgpu_wire.region import Region
 
 DEVICE = {"name": "fake vGPU", "uuid": "GPU-00000000-1111-2222-3333-444444444444",

@@ -13,8 +13,9 @@ import time
 
 import pytest
 
-from loopback import LoopbackWorker
 from kvmgpu_guest.agent import Agent
+
+from loopback import LoopbackWorker
 
 PROGRAM = r"""
 import os, sys, time

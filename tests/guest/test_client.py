@@ -5,7 +5,6 @@ import socket
 import struct
 import tempfile
 import threading
-
 from dataclasses import replace
 
 import pytest
@@ -31,7 +30,7 @@ def config():
     return GuestConfig()
 
 
-def _pair(awake: bool, guest_looks: bool = True, config: GuestConfig = GuestConfig()):
+def _pair(awake: bool, guest_looks: bool = True, config: GuestConfig | None = None):
     fd, path = tempfile.mkstemp(prefix="kvmgpu-fake-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
     os.close(fd)
     guest_region = Region.open_file(path, 1 << 20, create=True)
@@ -40,7 +39,7 @@ def _pair(awake: bool, guest_looks: bool = True, config: GuestConfig = GuestConf
     host = FakeHost(b, host_region, WINDOW)
     host.awake = awake
     host.start()
-    session = Session(UnixTransport("socketpair", a), guest_region, session_id=3, config=config)
+    session = Session(UnixTransport("socketpair", a), guest_region, session_id=3, config=config or GuestConfig())
     session.handshake()
     if not guest_looks:
         # the guest posts whatever the host's word says: as when the host blocks just after the

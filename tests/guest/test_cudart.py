@@ -19,7 +19,9 @@ SOURCE = PROGRAMS / "vector_add_runtime.cu"
 PTX = ("-gencode", "arch=compute_80,code=compute_80")  # the fatbin carries PTX, which the sim reads
 EVERY_CHECK = ("device: count=1 name=kvmgpu sim device", "vectorAdd (0 wrong)", "saxpy on a stream (0 wrong)",
                "elapsed time not negative", "memset (0 wrong)", "streams ordered by an event (0 wrong)",
-               "streams host function and callback (11)", "stream priorities", "PCI bus id", "symbols (0 wrong, read back 2.5)", "cache preferences (1)", "unified copies", "unified pointer attributes", "managed memory refused: cudaErrorNotSupported",
+               "streams host function and callback (11)", "stream priorities", "PCI bus id",
+               "symbols (0 wrong, read back 2.5)", "cache preferences (1)", "unified copies",
+               "unified pointer attributes", "managed memory refused: cudaErrorNotSupported",
                "mapped page-locked memory refused: cudaErrorNotSupported", "freeing what is not page-locked: cuda",
                "page-locked copies", "page-locked registered range", "everything freed", "after a reset")
 
@@ -34,7 +36,8 @@ def nvcc() -> str:
 def cuda_lib_dir() -> Path:
     """CUDA's lib64 (libcudart.so): beside nvcc, else CUDA_HOME's or /usr/local/cuda's."""
     import os
-    for d in (Path(nvcc()).resolve().parent.parent / "lib64", Path(os.environ.get("CUDA_HOME", "/usr/local/cuda")) / "lib64"):
+    for d in (Path(nvcc()).resolve().parent.parent / "lib64",
+              Path(os.environ.get("CUDA_HOME", "/usr/local/cuda")) / "lib64"):
         if any(d.glob("libcudart.so.*")):
             return d.resolve()
     pytest.skip("no libcudart.so beside nvcc or in $CUDA_HOME/lib64")
@@ -114,6 +117,7 @@ def test_kvmgpu_guest_run_runs_a_shared_runtime_program_without_rpath(worker, tm
     putting the package's libcuda.so.1 first for the program and the libcudart.so it loads."""
     import os
     import sys
+
     from kvmgpu_guest import cli
     if not os.path.exists(os.path.join(cli.LIB_DIR, "libcuda.so.1")):
         pytest.skip(f"kvmgpu-guest was installed without libcuda.so.1 ({cli.LIB_DIR}; `make venv` builds it)")

@@ -2,15 +2,16 @@
 `kvmgpu worker --backend sim` in loopback mode (started per test, stopped in a finalizer)."""
 
 import ctypes
-import os
-import time
 import json
+import os
 import subprocess
 import sys
+import time
 
 import pytest
 
 from kvmgpu_wire.protocol import PROTOCOL_VERSION
+
 from loopback import PROGRAMS, need_kernels
 
 
@@ -90,7 +91,7 @@ def test_in_process_driver_calls(fresh_driver):
     assert cuda.cuStreamDestroy(stream) == (0,)
     assert cuda.cuGetErrorString(cuda.CUresult.CUDA_ERROR_OUT_OF_MEMORY) == (0, b"out of memory")
     with pytest.raises(AttributeError, match="kvmgpu does not forward cuGraphLaunch"):
-        cuda.cuGraphLaunch
+        _ = cuda.cuGraphLaunch
     assert cuda.cuCtxDestroy(ctx) == (0,)
 
 
@@ -133,8 +134,9 @@ def test_a_synchronous_copy_into_an_allocation_returns_once_staged(fresh_driver)
 @pytest.fixture
 def driver_with_staging(request, monkeypatch):
     """kvmgpu_guest.driver against a worker whose region is big enough for the staging tail."""
-    from loopback import LoopbackWorker
     from kvmgpu_guest import driver
+
+    from loopback import LoopbackWorker
     w = LoopbackWorker(region="32M")
     request.addfinalizer(w.stop)
     monkeypatch.setenv("KVMGPU_SOCKET", w.socket)
@@ -192,7 +194,7 @@ def test_synchronous_copies_through_the_staging_slots(fresh_driver, monkeypatch)
     _, dptr = cuda.cuMemAlloc(n)
     src = bytearray(n)
     expect = b""
-    for i in range(5):
+    for _ in range(5):
         src[:] = os.urandom(n)
         expect = bytes(src)
         assert cuda.cuMemcpyHtoD(dptr, src, n) == (0,)

@@ -229,9 +229,6 @@ def test_an_nvcc_built_driver_api_program_runs_on_the_library(program, worker, t
     assert "OK vectorAdd (0 wrong)" in out
 
 
-from test_agent import agent  # noqa: E402,F401 (the fixture: a guest agent in front of a sim worker)
-
-
 def _wait_listening(path: str) -> None:
     """The fixture waits for the socket file, which the agent binds before it listens."""
     import socket

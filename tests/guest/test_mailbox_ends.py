@@ -7,8 +7,7 @@ import time
 
 import pytest
 
-from kvmgpu_wire.mailbox import (MAILBOX_BYTES, MAILBOX_MIN_WINDOW, REPLY_MAX, REQUEST_MAX, Mailbox,
-                                 mailbox_at)
+from kvmgpu_wire.mailbox import MAILBOX_BYTES, MAILBOX_MIN_WINDOW, REPLY_MAX, REQUEST_MAX, Mailbox, mailbox_at
 
 
 @pytest.fixture
@@ -105,9 +104,10 @@ def test_a_real_worker_answers_posts_awake_and_asleep_and_rings_a_guest_that_sle
     Without `guest_looks` the guest posts whatever the worker's word says, as when the worker
     blocks just after the guest looked (the race), every time; with it, as it does, only while the
     worker says it looks (the rest goes on the channel)."""
-    from loopback import KERNELS, LoopbackWorker
     from kvmgpu_guest import driver as cuda
     from kvmgpu_wire.mailbox import Mailbox
+
+    from loopback import KERNELS, LoopbackWorker
 
     if not guest_looks:
         monkeypatch.setattr(Mailbox, "host_awake", lambda self: True)

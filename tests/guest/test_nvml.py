@@ -200,7 +200,6 @@ def test_the_library_under_asan_and_ubsan(worker, holder, tmp_path):
                                                   "UBSAN_OPTIONS": "print_stacktrace=1"})
 
 
-from test_agent import agent  # noqa: E402,F401 (the fixture: a guest agent in front of a sim worker)
 from test_libcuda import _wait_listening  # noqa: E402
 
 

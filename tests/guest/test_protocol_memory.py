@@ -1,7 +1,18 @@
 """The wire protocol with no sockets: a client and a host Connection joined in memory."""
 
-from kvmgpu_wire.protocol import (NEED_DATA, Call, Connection, Hello, Op, Reply, Role, Welcome,
-                                  negotiate, pack_params, unpack_params)
+from kvmgpu_wire.protocol import (
+    NEED_DATA,
+    Call,
+    Connection,
+    Hello,
+    Op,
+    Reply,
+    Role,
+    Welcome,
+    negotiate,
+    pack_params,
+    unpack_params,
+)
 
 
 def pump(src_bytes: bytes, dst: Connection) -> list:

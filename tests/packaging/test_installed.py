@@ -57,7 +57,8 @@ def clean_env(**extra: str) -> dict[str, str]:
     return {**env, **extra}
 
 
-README_VENV = "/usr/bin/python3 -m venv --system-site-packages /opt/kvmgpu && /opt/kvmgpu/bin/pip install ./guest-agent ."
+README_VENV = ("/usr/bin/python3 -m venv --system-site-packages /opt/kvmgpu && "
+               "/opt/kvmgpu/bin/pip install ./guest-agent .")
 
 
 def test_the_readme_installs_as_these_tests_do():

@@ -71,4 +71,4 @@ def test_every_module_the_host_package_imports_is_declared():
 
 def _dist_name(requirement: str) -> str:
     import re
-    return re.split(r"[\s\[<>=!~;]", requirement, 1)[0].lower().replace("_", "-")
+    return re.split(r"[\s\[<>=!~;]", requirement, maxsplit=1)[0].lower().replace("_", "-")

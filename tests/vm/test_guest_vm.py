@@ -3,7 +3,6 @@ directions work. Marked vm: needs qemu:///system (skipped when unreachable)."""
 import os
 import pwd
 import stat
-import time
 import uuid
 from pathlib import Path
 
@@ -67,8 +66,8 @@ def test_guest_channel_and_shmem(guest_vm: GuestVM, capsys):
             buf += chunk
         reply = buf.split(b"\n", 1)[0].decode()
         s.sendall(b"bye\n")
-    except TimeoutError:
-        raise AssertionError("no echo from the guest:\n" + guest_vm.console())
+    except TimeoutError as e:
+        raise AssertionError("no echo from the guest:\n" + guest_vm.console()) from e
     finally:
         s.close()
     res = guest_vm.wait(timeout=45)

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from kvmgpu_wire.protocol import OPS, Op
 from kvmgpu_wire import spec
 from kvmgpu_wire.kinds import TABLES, Allocation, DevicePtr, Handle, Length, NewHandle, WindowOffset
+from kvmgpu_wire.protocol import OPS, Op
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -61,8 +61,8 @@ def test_every_declaration_is_consistent(d):
 
 
 def test_c_header_compiles_and_agrees_with_python(tmp_path):
-    """The C headers (wire format, guest stubs) build with -Wall -Werror (its static asserts hold) and its layouts are the
-    ones the Python side packs."""
+    """The C headers (wire format, guest stubs) build with -Wall -Werror (its static asserts hold) and its layouts are
+    the ones the Python side packs."""
     from kvmgpu_wire import ops
     probe = tmp_path / "probe.c"
     probe.write_text("""

@@ -3,6 +3,7 @@
 import pytest
 
 from rawguest import Host
+from test_process import worker  # noqa: F401 (the fixture: a real worker process, for the tests beside it too)
 
 
 @pytest.fixture

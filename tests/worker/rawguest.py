@@ -4,15 +4,13 @@ either in memory (no sockets) or over a real `kvmgpu worker` process's socket.""
 from __future__ import annotations
 
 import hashlib
-import os
 import struct
 from pathlib import Path
 
-from kvmgpu_wire.protocol import NEED_DATA, Connection, Hello, Op, Reply, Role, Welcome
-from kvmgpu_wire.region import Region
-
 from kvmgpu.backend.sim import SimBackend
 from kvmgpu.worker import Channel, VGpu
+from kvmgpu_wire.protocol import NEED_DATA, Connection, Hello, Op, Reply, Role, Welcome
+from kvmgpu_wire.region import Region
 
 KERNELS = Path(__file__).resolve().parent.parent / "kernels"
 PTX = (KERNELS / "kernels.ptx").read_bytes()

@@ -10,6 +10,7 @@ import pytest
 
 from kvmgpu_wire.cudefs import CUresult
 from kvmgpu_wire.protocol import Goodbye, Op, RemoteProtocolError, Welcome
+
 from rawguest import MIB, PTX, PTX_SHA, floats, unfloats
 
 OOM = CUresult.CUDA_ERROR_OUT_OF_MEMORY
@@ -524,9 +525,8 @@ def test_an_op_the_backend_does_not_serve_is_not_supported_and_named(host, g):
     CUDA_ERROR_NOT_SUPPORTED naming the op and the driver call, and the session goes on."""
     import dataclasses
 
-    from kvmgpu_wire import spec
-
     from kvmgpu.worker import dispatch
+    from kvmgpu_wire import spec
     ops = [dataclasses.replace(d, backends=("cuda",)) if d.name == "STREAM_GET_PRIORITY" else d
            for d in spec.OPS]
     host.vgpu.handlers = dispatch.bind(host.vgpu, ops)

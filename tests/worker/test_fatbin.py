@@ -10,12 +10,12 @@ import struct
 
 import pytest
 
-from kvmgpu_wire.cudefs import CUresult
-from kvmgpu_wire.protocol import Op
-from rawguest import MIB, PTX
-
 from kvmgpu.backend import fatbin
 from kvmgpu.backend.base import CudaError
+from kvmgpu_wire.cudefs import CUresult
+from kvmgpu_wire.protocol import Op
+
+from rawguest import MIB, PTX
 
 VECTOR_ADD = (b".version 9.0\n.target sm_80\n.address_size 64\n"
               b".visible .entry _Z9vectorAddPKfS0_Pfi(.param .u64 a, .param .u64 b, .param .u64 c, .param .u32 n)\n"

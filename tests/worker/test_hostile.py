@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
+from kvmgpu.worker import Worker, WorkerConfig
 from kvmgpu_wire.cudefs import CUresult
 from kvmgpu_wire.mailbox import Mailbox, mailbox_at
 from kvmgpu_wire.protocol import HEADER, MAGIC, PROTOCOL_VERSION, Doorbell, Kind, Op, RemoteProtocolError
-from test_process import WorkerProcess, wait_for, worker  # noqa: F401 (a fixture)
 
-from kvmgpu.worker import Worker, WorkerConfig
+from test_process import WorkerProcess, wait_for
 
 
 def hello_frame(payload: bytes, session: int = 1) -> bytes:

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import pytest
 
+from kvmgpu.worker import channel as channel_module
 from kvmgpu_wire import protocol
 from kvmgpu_wire.cudefs import CUresult
 from kvmgpu_wire.protocol import Op, RemoteProtocolError
+
 from rawguest import Host, floats, unfloats
 from test_launcher import OUT_OF_RESOURCES, SimThroughC, vadd_args
-
-from kvmgpu.worker import channel as channel_module
 
 N = 64
 

@@ -10,16 +10,16 @@ import subprocess
 
 import pytest
 
-from kvmgpu_wire.cudefs import CUresult
-from kvmgpu_wire import protocol
-from kvmgpu_wire.protocol import HEADER_SIZE, Connection, Op, launch_seq
-from rawguest import Host, floats, unfloats
-from test_protocol import handshaken
-
 from kvmgpu.backend import launcher
 from kvmgpu.backend.base import Capabilities, CudaError
 from kvmgpu.backend.launcher import RECORD, LaunchRecords
 from kvmgpu.backend.sim import SimBackend
+from kvmgpu_wire import protocol
+from kvmgpu_wire.cudefs import CUresult
+from kvmgpu_wire.protocol import HEADER_SIZE, Connection, Op, launch_seq
+
+from rawguest import Host, floats, unfloats
+from test_protocol import handshaken
 
 LAUNCH_PROTO = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, *([ctypes.c_uint] * 7),
                                 ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)

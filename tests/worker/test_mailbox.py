@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import pytest
 
+from kvmgpu.worker import channel as channel_module
 from kvmgpu_wire.mailbox import REQUEST_MAX, Mailbox, mailbox_at
 from kvmgpu_wire.protocol import Doorbell, Hello, Op, RemoteProtocolError
+
 from rawguest import unfloats
 from test_launch_wait import N, make_host, message
 from test_launcher import vadd_args
-
-from kvmgpu.worker import channel as channel_module
 
 
 @pytest.fixture

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from kvmgpu_wire.protocol import Op, RemoteProtocolError
 from kvmgpu_wire import kinds, spec
+from kvmgpu_wire.protocol import Op, RemoteProtocolError
+
 from rawguest import MIB, PTX, Guest, Host
 
 ALLOC = 64 * 1024  # each session's allocation

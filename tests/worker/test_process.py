@@ -19,6 +19,7 @@ import pytest
 from kvmgpu_wire.cudefs import CUresult
 from kvmgpu_wire.protocol import HEADER, HEADER_SIZE, QUEUED, Goodbye, Kind, Op, Welcome
 from kvmgpu_wire.region import Region
+
 from rawguest import Guest, floats, unfloats
 
 KVMGPU = [sys.executable, "-c", "from kvmgpu.cli import main; main()"]

@@ -6,11 +6,31 @@ import struct
 
 import pytest
 
-from kvmgpu_wire.protocol import (DEFAULT_MAX_FRAME, HANDSHAKE_MAX, HEADER, MAGIC, MAX_BUFFERED,
-                                  NEED_DATA, OPS, PROTOCOL_VERSION, QUEUED, Call, Connection,
-                                  Goodbye, Hello, Kind, LocalProtocolError, Op,
-                                  RemoteProtocolError, Reply, Role, Welcome, negotiate,
-                                  pack_params, unpack_params)
+from kvmgpu_wire.protocol import (
+    DEFAULT_MAX_FRAME,
+    HANDSHAKE_MAX,
+    HEADER,
+    MAGIC,
+    MAX_BUFFERED,
+    NEED_DATA,
+    OPS,
+    PROTOCOL_VERSION,
+    QUEUED,
+    Call,
+    Connection,
+    Goodbye,
+    Hello,
+    Kind,
+    LocalProtocolError,
+    Op,
+    RemoteProtocolError,
+    Reply,
+    Role,
+    Welcome,
+    negotiate,
+    pack_params,
+    unpack_params,
+)
 
 
 def pump(src_bytes: bytes, dst: Connection):

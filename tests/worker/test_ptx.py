@@ -8,10 +8,9 @@ import sys
 
 import pytest
 
-from kvmgpu_wire.cudefs import CUresult
-
 from kvmgpu.backend.base import CudaError
 from kvmgpu.backend.ptx import globals_size, parse_ptx
+from kvmgpu_wire.cudefs import CUresult
 
 HEAD = b".version 8.0\n.target sm_90\n.address_size 64\n"
 SAMPLE = HEAD + b"""

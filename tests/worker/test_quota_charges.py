@@ -9,13 +9,13 @@ import struct
 
 import pytest
 
-from kvmgpu_wire.cudefs import CUresult
-from kvmgpu_wire.protocol import Goodbye, Op
-from rawguest import MIB, PTX, Host
-
 from kvmgpu.backend.images import cubin_globals_size, globals_size
 from kvmgpu.backend.sim import SimBackend
 from kvmgpu.worker import dispatch
+from kvmgpu_wire.cudefs import CUresult
+from kvmgpu_wire.protocol import Goodbye, Op
+
+from rawguest import MIB, PTX, Host
 
 OOM = CUresult.CUDA_ERROR_OUT_OF_MEMORY
 QUOTA = 64 * MIB

@@ -10,7 +10,8 @@ import subprocess
 import pytest
 
 from kvmgpu_wire.region import Region, RegionError
-from test_process import KVMGPU, wait_for, worker  # noqa: F401 (a fixture)
+
+from test_process import KVMGPU, wait_for
 
 
 @pytest.fixture

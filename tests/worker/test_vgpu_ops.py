@@ -7,14 +7,13 @@ import struct
 
 import pytest
 
-from kvmgpu_wire.ops import MAX_PROCESSES, PROCESS_FORMAT
-from kvmgpu_wire.protocol import Call, Op
-from kvmgpu_wire.region import Region
-
 from kvmgpu.backend.sim import SimBackend
 from kvmgpu.worker import VGpu
 from kvmgpu.worker.dispatch import dispatch
 from kvmgpu.worker.session import Session
+from kvmgpu_wire.ops import MAX_PROCESSES, PROCESS_FORMAT
+from kvmgpu_wire.protocol import Call, Op
+from kvmgpu_wire.region import Region
 
 MiB = 1 << 20
 

@@ -111,8 +111,8 @@ def cupy_checks():
 
 
 def numba_checks():
-    from numba import cuda
     import numpy as np
+    from numba import cuda
     f = "numba"
     check(f, "detect", lambda: len(cuda.gpus))
 
