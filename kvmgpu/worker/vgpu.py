@@ -13,7 +13,7 @@ from kvmgpu_wire.mailbox import Mailbox, mailbox_at
 from kvmgpu_wire.region import Region
 
 from ..backend.base import Backend
-from . import dispatch
+from . import dispatch, graphs
 from .modules import DEFAULT_CAPACITY, ModuleCache
 from .quota import MemoryQuota
 from .session import Session
@@ -124,6 +124,7 @@ class VGpu:
             return
         self.objects -= session.objects
         b = self.backend
+        graphs.release(self, session, _quietly)
         for event in session.events.values():
             _quietly(b.event_destroy, event)
         for stream in session.streams.values():
