@@ -15,7 +15,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 INCLUDE = HERE.parent / "include"
-SOURCES = ("api.c", "client.c", "export.c", "fatbin.c", "host.c", "integrity.c", "json.c", "library.c", "memory.c",
+SOURCES = ("api.c", "capture.c", "client.c", "export.c", "fatbin.c", "host.c", "integrity.c", "json.c", "library.c", "memory.c",
            "module.c", "ordering.c", "pointer.c", "preferences.c", "procaddr.c", "sha256.c")
 FLAGS = ("-std=c11", "-Wall", "-Wextra", "-Werror", "-fvisibility=hidden", "-fPIC", "-shared", "-pthread",
          "-Wl,-soname,libcuda.so.1", "-Wl,--no-undefined")
