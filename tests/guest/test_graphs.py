@@ -35,9 +35,9 @@ def graphs(lib_dir):  # noqa: F811
 def test_graphs_are_captured_and_replayed(graphs, worker):
     out = run(graphs, worker).stdout
     for check in EVERY_CHECK:
-        assert f"OK {check}" in out, out
+        assert f"OK graphs: {check}" in out, out
 
 
 def test_a_destroyed_executable_graph_is_an_invalid_handle(graphs, worker):
     out = run(graphs, worker, "destroyed").stdout
-    assert "destroyed executable graph launched: cudaErrorInvalidResourceHandle" in out, out
+    assert "graphs: destroyed executable graph launched: cudaErrorInvalidResourceHandle" in out, out

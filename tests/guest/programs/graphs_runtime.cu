@@ -5,7 +5,8 @@
 // vector_add_runtime.cu (PTX in the fatbin for the sim backend); run by tests/guest/test_graphs.py
 // and, natively and forwarded on the GPU, by bench/gpu/libcuda_gpu.sh.
 //
-//   graphs_runtime            the whole program; OK/FAIL lines, then DONE (the same natively)
+//   graphs_runtime            the whole program; "OK graphs: ..." / "FAIL graphs: ..." lines, then
+//                             DONE (the same natively)
 //   graphs_runtime destroyed  launch an executable graph already destroyed (the vGPU's answer:
 //                             not run natively, where that is a use after free)
 #include <cuda_runtime.h>
@@ -40,7 +41,7 @@ __global__ void saxpy(float a, const float *x, float *y, int n)
 
 static void expect(const char *what, cudaError_t got, cudaError_t want)
 {
-    std::printf("%s %s: %s\n", got == want ? "OK" : "FAIL", what, cudaGetErrorName(got));
+    std::printf("%s graphs: %s: %s\n", got == want ? "OK" : "FAIL", what, cudaGetErrorName(got));
     cudaGetLastError(); // (clears it)
 }
 
@@ -73,7 +74,7 @@ static int replay(const char *what, cudaGraphExec_t exec, const Buffers &d, cuda
     int wrong = 0;
     for (int i = 0; i < N; i++)
         wrong += y[i] != 1.0f + 18.0f * i;
-    std::printf("%s %s launched 3 times (%d wrong)\n", wrong ? "FAIL" : "OK", what, wrong);
+    std::printf("%s graphs: %s launched 3 times (%d wrong)\n", wrong ? "FAIL" : "OK", what, wrong);
     return wrong != 0;
 }
 
@@ -89,7 +90,7 @@ static int destroyed(const Buffers &d, cudaStream_t s)
     cudaError_t e = cudaGraphLaunch(exec, s); // queued on the vGPU: its error comes with the synchronise
     if (e == cudaSuccess)
         e = cudaStreamSynchronize(s);
-    std::printf("destroyed executable graph launched: %s\n", cudaGetErrorName(e));
+    std::printf("graphs: destroyed executable graph launched: %s\n", cudaGetErrorName(e));
     cudaGetLastError();
     CHECK(cudaGraphDestroy(graph));
     std::printf("DONE\n");
@@ -123,7 +124,7 @@ int main(int argc, char **argv)
     CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
     CHECK(cudaStreamIsCapturing(s, &status));
     CHECK(cudaStreamGetCaptureInfo(s, &status, &id));
-    std::printf("%s capture info: active, id %s\n", status == cudaStreamCaptureStatusActive ? "OK" : "FAIL",
+    std::printf("%s graphs: capture info: active, id %s\n", status == cudaStreamCaptureStatusActive ? "OK" : "FAIL",
                 id ? "set" : "0");
     cudaStreamCaptureStatus legacy;
     CHECK(cudaStreamIsCapturing(0, &legacy)); // (the capture is on a non-blocking stream)
@@ -197,7 +198,7 @@ int main(int argc, char **argv)
     for (float *p : {d.a, d.b, d.c, d.y})
         CHECK(cudaFree(p));
     CHECK(cudaDeviceSynchronize());
-    std::printf("OK everything destroyed\n");
+    std::printf("OK graphs: everything destroyed\n");
     std::printf("DONE\n");
     return 0;
 }
