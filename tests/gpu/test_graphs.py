@@ -5,6 +5,7 @@ alone where the driver's rules say a null-stream record or a context drain would
 
 import mmap
 import struct
+from pathlib import Path
 
 import pytest
 
@@ -13,10 +14,9 @@ from kvmgpu_wire.cudefs import CUresult
 from kvmgpu.backend.base import CudaError
 from kvmgpu.compute.meter import EventMeter
 
-from tests.gpu.conftest import PTX
-
 pytestmark = pytest.mark.gpu
 N = 4096
+PTX = Path(__file__).resolve().parents[1] / "kernels" / "kernels.ptx"
 
 
 @pytest.fixture
