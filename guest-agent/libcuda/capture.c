@@ -139,12 +139,13 @@ CUAPI CUresult cuStreamBeginCapture_v2(CUstream stream, CUstreamCaptureMode mode
     if (!s) /* the null stream (legacy or per-thread: the VM has one) cannot be captured */
         return KVMGPU_CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
     pthread_mutex_lock(&lock);
-    struct capture *slot = find(s) ? NULL : find(0);
+    int already = find(s) != NULL;
+    struct capture *slot = already ? NULL : find(0);
     if (slot)
         slot->stream = TAKEN;
     pthread_mutex_unlock(&lock);
-    if (!slot)
-        return find(s) ? KVMGPU_CUDA_ERROR_ILLEGAL_STATE : KVMGPU_CUDA_ERROR_OUT_OF_MEMORY;
+    if (!slot) /* (a capture already under way on it; or MAX_CAPTURES at once) */
+        return already ? KVMGPU_CUDA_ERROR_ILLEGAL_STATE : KVMGPU_CUDA_ERROR_OUT_OF_MEMORY;
     rc = kvmgpu_stream_begin_capture(S, s);
     pthread_mutex_lock(&lock);
     if (rc) {

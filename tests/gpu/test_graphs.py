@@ -1,7 +1,7 @@
 """Stream capture and CUDA graphs on the cuda backend (the lead runs these on the GPU machine):
 what the worker captures on a stream replays right, and the compute meter's calls leave a capture
 alone where the driver's rules say a null-stream record or a context drain would invalidate it
-(kvmgpu/compute/meter.py; the sim backend keeps the same rules, tests/worker/test_graphs.py)."""
+(kvmgpu/compute/meter.py; the sim backend keeps the same rules, tests/worker/test_capture.py)."""
 
 import mmap
 import struct

@@ -2,7 +2,7 @@
 // vectorAdd / saxpy launches captured on a non-blocking stream, in thread-local and in global
 // mode, the capture queries asked during the capture, the graph instantiated, uploaded and
 // launched three times, its results checked, everything destroyed. Built by nvcc like
-// vector_add_runtime.cu (PTX in the fatbin for the sim backend); run by tests/guest/test_graphs.py
+// vector_add_runtime.cu (PTX in the fatbin for the sim backend); run by tests/guest/test_cudart_graphs.py
 // and, natively and forwarded on the GPU, by bench/gpu/libcuda_gpu.sh.
 //
 //   graphs_runtime            the whole program; "OK graphs: ..." / "FAIL graphs: ..." lines, then

@@ -41,3 +41,33 @@ def test_graphs_are_captured_and_replayed(graphs, worker):
 def test_a_destroyed_executable_graph_is_an_invalid_handle(graphs, worker):
     out = run(graphs, worker, "destroyed").stdout
     assert "graphs: destroyed executable graph launched: cudaErrorInvalidResourceHandle" in out, out
+
+
+def test_the_driver_api_s_capture_and_graph_calls(lib_dir, worker):  # noqa: F811
+    """tests/guest/programs/graphs_driver.c (gcc, CUDA's cuda.h, -lcuda): the variants
+    cuGetProcAddress gives by version, cuGraphInstantiateWithParams with an upload, the capture's
+    own errors, the graph cuStreamGetCaptureInfo names."""
+    import subprocess
+    from loopback import need_kernels
+    from test_libcuda import cuda_include
+    include = cuda_include()
+    if include is None:
+        pytest.skip("CUDA's cuda.h is not here (install the CUDA toolkit's headers or set CUDA_HOME)")
+    prog = lib_dir / "graphs_driver"
+    subprocess.run(["gcc", "-std=c11", "-Wall", "-Werror", "-I", str(include), str(PROGRAMS / "graphs_driver.c"),
+                    "-L", str(lib_dir), "-lcuda", "-lpthread", "-o", str(prog), f"-Wl,-rpath,{lib_dir}"], check=True)
+    out = run(prog, worker, str(need_kernels())).stdout
+    for check in ("cuGetProcAddress gives each version its variant", "end of a stream not capturing: CUDA_ERROR_ILLEGAL_STATE",
+                  "capture of the legacy stream: CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED",
+                  "a bad mode: CUDA_ERROR_INVALID_VALUE", "a bad thread mode: CUDA_ERROR_INVALID_VALUE",
+                  "a second capture of the stream: CUDA_ERROR_ILLEGAL_STATE",
+                  "a copy from the host into the capture: CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED",
+                  "a global capture ended on another thread: CUDA_ERROR_STREAM_CAPTURE_WRONG_THREAD",
+                  "capture info: active, an id, a graph, no dependencies",
+                  "the graph under capture is not the program's to instantiate: CUDA_ERROR_INVALID_HANDLE",
+                  "the capture ended as it went on", "instantiated with params", "launched (0 wrong)",
+                  "instantiated the CUDA 11 way", "a synchronise of the capturing stream: CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED",
+                  "invalidated by it", "a relaxed capture ended on another thread: CUDA_ERROR_STREAM_CAPTURE_INVALIDATED",
+                  "no capture left to end: CUDA_ERROR_ILLEGAL_STATE",
+                  "an executable graph destroyed twice: CUDA_ERROR_INVALID_HANDLE"):
+        assert f"OK {check}" in out, out
