@@ -61,6 +61,7 @@ _NO_TIMING = cu.CUevent_flags.CU_EVENT_DISABLE_TIMING
 _SKIP_ATTRIBUTES = {"CU_DEVICE_ATTRIBUTE_MAX"}
 _BINARY_MAGIC = (b"\x7fELF", b"\x50\xed\x55\xba")  # cubin (ELF), fatbin
 _CAPTURE_RELAXED = cu.CUstreamCaptureMode.CU_STREAM_CAPTURE_MODE_RELAXED
+_ILLEGAL_STATE = cu.CUresult.CUDA_ERROR_ILLEGAL_STATE
 
 
 def _fail(err, what: str):
@@ -541,7 +542,8 @@ class CudaBackend(Backend):
 
     def stream_end_capture(self, stream):
         err, graph = cu.cuStreamEndCapture(stream)
-        self.capturing -= 1  # ended, whatever it says (a stream not capturing: never counted)
+        if err != _ILLEGAL_STATE:  # ended, whatever else it says (ILLEGAL_STATE: it was not capturing)
+            self.capturing -= 1
         if err:
             _fail(err, "cuStreamEndCapture")
         return graph
