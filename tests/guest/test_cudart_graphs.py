@@ -56,8 +56,10 @@ def test_the_driver_api_s_capture_and_graph_calls(lib_dir, worker):  # noqa: F81
     prog = lib_dir / "graphs_driver"
     subprocess.run(["gcc", "-std=c11", "-Wall", "-Werror", "-I", str(include), str(PROGRAMS / "graphs_driver.c"),
                     "-L", str(lib_dir), "-lcuda", "-lpthread", "-o", str(prog), f"-Wl,-rpath,{lib_dir}"], check=True)
-    out = run(prog, worker, str(need_kernels())).stdout
-    for check in ("cuGetProcAddress gives each version its variant", "end of a stream not capturing: CUDA_ERROR_ILLEGAL_STATE",
+    proc = run(prog, worker, str(need_kernels()))
+    out = proc.stdout
+    assert "cuGraphCreate is not forwarded to the vGPU (CUDA_ERROR_NOT_SUPPORTED)" in proc.stderr, proc.stderr
+    for check in ("cuGetProcAddress gives each version its variant", "a graph built by hand: CUDA_ERROR_NOT_SUPPORTED", "end of a stream not capturing: CUDA_ERROR_ILLEGAL_STATE",
                   "capture of the legacy stream: CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED",
                   "a bad mode: CUDA_ERROR_INVALID_VALUE", "a bad thread mode: CUDA_ERROR_INVALID_VALUE",
                   "a second capture of the stream: CUDA_ERROR_ILLEGAL_STATE",

@@ -104,6 +104,11 @@ int main(int argc, char **argv)
     TRUE("cuGetProcAddress gives each version its variant", v1 != v2 && v2 != v3 && old != flags &&
          flags == (void *)cuGraphInstantiateWithFlags && v3 == (void *)cuStreamGetCaptureInfo_v3);
 
+    void *create = NULL; /* graphs built by hand are not forwarded: a stub that names itself */
+    CHECK(cuGetProcAddress("cuGraphCreate", &create, 12000, 0, NULL));
+    CUgraph built = NULL;
+    EXPECT("a graph built by hand", ((CUresult(*)(CUgraph *, unsigned))create)(&built, 0), CUDA_ERROR_NOT_SUPPORTED);
+
     /* the capture's own errors */
     CUgraph graph = NULL;
     EXPECT("end of a stream not capturing", cuStreamEndCapture(stream, &graph), CUDA_ERROR_ILLEGAL_STATE);
