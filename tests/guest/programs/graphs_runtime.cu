@@ -174,8 +174,15 @@ int main(int argc, char **argv)
     expect("cudaDeviceSynchronize during capture", cudaDeviceSynchronize(), cudaErrorStreamCaptureUnsupported);
     expect("end after that", cudaStreamEndCapture(s, &none), cudaErrorStreamCaptureInvalidated);
 
+    cudaStream_t side;
+    cudaEvent_t ev;
+    CHECK(cudaStreamCreateWithFlags(&side, cudaStreamNonBlocking));
+    CHECK(cudaEventCreateWithFlags(&ev, cudaEventDisableTiming));
+    CHECK(cudaEventRecord(ev, side));
     CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
     capture_step(d, s);
+    expect("another stream waits for an event during a global capture", cudaStreamWaitEvent(side, ev, 0),
+           cudaSuccess);
     mode = cudaStreamCaptureModeRelaxed;
     CHECK(cudaThreadExchangeStreamCaptureMode(&mode));
     CHECK(cudaMalloc(&during, 4096));
@@ -194,6 +201,8 @@ int main(int argc, char **argv)
     CHECK(cudaGraphDestroy(graph));
     CHECK(cudaGraphDestroy(global_graph));
     CHECK(cudaFree(during));
+    CHECK(cudaEventDestroy(ev));
+    CHECK(cudaStreamDestroy(side));
     CHECK(cudaStreamDestroy(s));
     for (float *p : {d.a, d.b, d.c, d.y})
         CHECK(cudaFree(p));
