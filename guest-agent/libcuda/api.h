@@ -44,6 +44,8 @@ CUresult cuStreamSynchronize(CUstream stream);
 CUresult kvmgpu_capture_unsafe(void);
 CUresult kvmgpu_capture_context_sync(void);
 CUresult kvmgpu_capture_wait(CUstream stream);
+/* `stream` is being destroyed: a capture of it ends (the host drops its graph). */
+void kvmgpu_capture_forget(CUstream stream);
 
 /* The device allocations of this process, for unified addressing (pointer.c). */
 void kvmgpu_device_memory_add(CUdeviceptr start, size_t size);

@@ -126,6 +126,21 @@ CUresult kvmgpu_capture_wait(CUstream stream)
     return capturing ? KVMGPU_CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED : kvmgpu_capture_unsafe();
 }
 
+/* A stream being destroyed: its capture, if any, ends with it (the host drops the graph). */
+void kvmgpu_capture_forget(CUstream stream)
+{
+    uint64_t s = kvmgpu_stream(stream);
+    if (!s || !atomic_load_explicit(&active, memory_order_acquire))
+        return;
+    pthread_mutex_lock(&lock);
+    struct capture *c = find(s);
+    if (c) {
+        c->stream = 0;
+        atomic_fetch_sub_explicit(&active, 1, memory_order_release);
+    }
+    pthread_mutex_unlock(&lock);
+}
+
 /* --- capture ----------------------------------------------------------------------------------- */
 
 CUAPI CUresult cuStreamBeginCapture_v2(CUstream stream, CUstreamCaptureMode mode)

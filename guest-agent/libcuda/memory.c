@@ -223,7 +223,10 @@ CUAPI CUresult cuStreamCreate(CUstream *stream, unsigned int flags)
 CUAPI CUresult cuStreamDestroy_v2(CUstream stream)
 {
     READY();
-    return kvmgpu_stream_destroy(S, (uint64_t)(uintptr_t)stream, 0);
+    CUresult rc = kvmgpu_stream_destroy(S, (uint64_t)(uintptr_t)stream, 0);
+    if (rc == 0)
+        kvmgpu_capture_forget(stream);
+    return rc;
 }
 
 CUAPI CUresult cuStreamSynchronize(CUstream stream)

@@ -172,6 +172,14 @@ int main(int argc, char **argv)
     EXPECT("a relaxed capture ended on another thread", elsewhere, CUDA_ERROR_STREAM_CAPTURE_INVALIDATED);
     EXPECT("no capture left to end", cuStreamEndCapture(stream, &none), CUDA_ERROR_ILLEGAL_STATE);
 
+    CUstream doomed;
+    CHECK(cuStreamCreate(&doomed, CU_STREAM_NON_BLOCKING));
+    CHECK(cuStreamBeginCapture(doomed, CU_STREAM_CAPTURE_MODE_GLOBAL));
+    CHECK(cuStreamDestroy(doomed));
+    CUdeviceptr after = 0;
+    EXPECT("an allocation once the capturing stream is destroyed", cuMemAlloc(&after, 4096), CUDA_SUCCESS);
+    CHECK(cuMemFree(after));
+
     CHECK(cuGraphExecDestroy(exec));
     CHECK(cuGraphExecDestroy(old_exec));
     EXPECT("an executable graph destroyed twice", cuGraphExecDestroy(exec), CUDA_ERROR_INVALID_HANDLE);
