@@ -27,6 +27,24 @@ EVERY_CHECK = (
     "another stream waits for an event during a global capture: cudaSuccess", "global graph launched 3 times (0 wrong)",
     "thread-local graph again launched 3 times (0 wrong)", "everything destroyed")
 
+DRIVER_CHECKS = (
+    "cuGetProcAddress gives each version its variant", "a graph built by hand: CUDA_ERROR_NOT_SUPPORTED",
+    "end of a stream not capturing: CUDA_ERROR_ILLEGAL_STATE",
+    "capture of the legacy stream: CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED",
+    "a bad mode: CUDA_ERROR_INVALID_VALUE", "a bad thread mode: CUDA_ERROR_INVALID_VALUE",
+    "a second capture of the stream: CUDA_ERROR_ILLEGAL_STATE",
+    "a copy from the host into the capture: CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED",
+    "a global capture ended on another thread: CUDA_ERROR_STREAM_CAPTURE_WRONG_THREAD",
+    "capture info: active, an id, a graph, no dependencies",
+    "the graph under capture is not the program's to instantiate: CUDA_ERROR_INVALID_HANDLE",
+    "the capture ended as it went on", "instantiated with params", "launched (0 wrong)",
+    "instantiated the CUDA 11 way",
+    "a synchronise of the capturing stream: CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED", "invalidated by it",
+    "a relaxed capture ended on another thread: CUDA_ERROR_STREAM_CAPTURE_INVALIDATED",
+    "no capture left to end: CUDA_ERROR_ILLEGAL_STATE",
+    "an allocation once the capturing stream is destroyed: CUDA_SUCCESS",
+    "an executable graph destroyed twice: CUDA_ERROR_INVALID_HANDLE")
+
 
 @pytest.fixture(scope="module")
 def graphs(lib_dir):  # noqa: F811
@@ -56,24 +74,12 @@ def test_the_driver_api_s_capture_and_graph_calls(lib_dir, worker):  # noqa: F81
         pytest.skip("CUDA's cuda.h is not here (install the CUDA toolkit's headers or set CUDA_HOME)")
     prog = lib_dir / "graphs_driver"
     subprocess.run(["gcc", "-std=c11", "-Wall", "-Werror", "-I", str(include), str(PROGRAMS / "graphs_driver.c"),
-                    "-L", str(lib_dir), "-lcuda", "-lpthread", "-o", str(prog), f"-Wl,-rpath,{lib_dir}"], check=True)
+                    "-L", str(lib_dir), "-lcuda", "-lpthread", "-o", str(prog), f"-Wl,-rpath,{lib_dir}"],
+                   check=True)
     proc = run(prog, worker, str(need_kernels()))
     out = proc.stdout
     assert "cuGraphCreate is not forwarded to the vGPU (CUDA_ERROR_NOT_SUPPORTED)" in proc.stderr, proc.stderr
-    for check in ("cuGetProcAddress gives each version its variant", "a graph built by hand: CUDA_ERROR_NOT_SUPPORTED", "end of a stream not capturing: CUDA_ERROR_ILLEGAL_STATE",
-                  "capture of the legacy stream: CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED",
-                  "a bad mode: CUDA_ERROR_INVALID_VALUE", "a bad thread mode: CUDA_ERROR_INVALID_VALUE",
-                  "a second capture of the stream: CUDA_ERROR_ILLEGAL_STATE",
-                  "a copy from the host into the capture: CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED",
-                  "a global capture ended on another thread: CUDA_ERROR_STREAM_CAPTURE_WRONG_THREAD",
-                  "capture info: active, an id, a graph, no dependencies",
-                  "the graph under capture is not the program's to instantiate: CUDA_ERROR_INVALID_HANDLE",
-                  "the capture ended as it went on", "instantiated with params", "launched (0 wrong)",
-                  "instantiated the CUDA 11 way", "a synchronise of the capturing stream: CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED",
-                  "invalidated by it", "a relaxed capture ended on another thread: CUDA_ERROR_STREAM_CAPTURE_INVALIDATED",
-                  "no capture left to end: CUDA_ERROR_ILLEGAL_STATE",
-                  "an allocation once the capturing stream is destroyed: CUDA_SUCCESS",
-                  "an executable graph destroyed twice: CUDA_ERROR_INVALID_HANDLE"):
+    for check in DRIVER_CHECKS:
         assert f"OK {check}" in out, out
 
 
