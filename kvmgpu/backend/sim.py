@@ -12,8 +12,8 @@ host clock. A capturing stream records its launches, memsets, device copies, eve
 graph launches into its graph instead of running them, and a graph launch runs them in order; the
 driver's capture rules that the worker could break are kept (a null-stream call while a blocking
 stream captures, a synchronise of a capturing stream or of the context: each invalidates the
-capture and fails as on the driver). A kernel that touches memory outside every allocation fails with
-CUDA_ERROR_ILLEGAL_ADDRESS, and, as in CUDA, the error is sticky: every later call on this
+capture and fails as on the driver). A kernel that touches memory outside every allocation fails
+with CUDA_ERROR_ILLEGAL_ADDRESS, and, as in CUDA, the error is sticky: every later call on this
 context fails with it until the worker replaces the backend (see docs/security.md).
 """
 
@@ -30,6 +30,7 @@ from kvmgpu_wire.cudefs import CUresult
 from . import simkernels
 from .base import Backend, Capabilities, CudaError, DeviceInfo
 from .ptx import parse_ptx
+from .simcapture import SimCapture, SimStream
 
 log = logging.getLogger("kvmgpu.backend")
 
@@ -93,22 +94,9 @@ class SimEvent:
         self.captured = False  # last recorded into a capture
 
 
-class SimStream:
-    def __init__(self, flags: int = 0):
-        self.flags = flags
-        self.capture: list | None = None  # the work captured, while capturing
-        self.invalidated = False
 
 
-class SimGraph:
-    def __init__(self, work: list):
-        self.work = work  # functions of no arguments, in the order captured
-
-
-_STREAM_NON_BLOCKING = 0x1
-
-
-class SimBackend(Backend):
+class SimBackend(SimCapture, Backend):
     """The sim development backend. `total_memory` is the pretend GPU's size."""
 
     name = "sim"
@@ -388,84 +376,3 @@ class SimBackend(Backend):
     def stream_get_priority(self, stream) -> int:
         self._check()
         return 0  # every stream is made with the default priority (cuStreamCreate)
-
-    # --- stream capture and graphs: the work of a capturing stream is kept, a graph launch runs it ---
-    def _run(self, stream, work) -> bool:
-        """Run `work` (a function of no arguments) now, or record it into `stream`'s capture: True
-        when captured. On the null stream while a blocking stream captures it is the driver's
-        CUDA_ERROR_STREAM_CAPTURE_IMPLICIT, and that capture is invalidated."""
-        if stream is None:
-            self._implicit()
-        elif stream.capture is not None:
-            stream.capture.append(work)
-            return True
-        work()
-        return False
-
-    def _implicit(self) -> None:
-        blocking = [st for st in self._captures if not st.flags & _STREAM_NON_BLOCKING]
-        if blocking:
-            for st in blocking:
-                st.invalidated = True
-            _fail(CUresult.CUDA_ERROR_STREAM_CAPTURE_IMPLICIT,
-                  "the null stream's work would depend on a blocking stream that is capturing")
-
-    def _uncaptured(self, stream, what: str) -> None:
-        """A copy between the host and the device has no place in a graph here (the worker
-        refuses it first)."""
-        if stream is None:
-            self._implicit()
-        elif stream.capture is not None:
-            stream.invalidated = True
-            _fail(CUresult.CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED, f"{what} cannot be captured")
-
-    def _waitable(self, stream) -> None:
-        """Synchronising or querying a capturing stream invalidates its capture and fails."""
-        if stream is None:
-            self._implicit()
-        elif stream.capture is not None:
-            stream.invalidated = True
-            _fail(CUresult.CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED, "the stream is capturing")
-
-    def stream_begin_capture(self, stream: SimStream) -> None:
-        self._check()
-        if stream.capture is not None:
-            _fail(CUresult.CUDA_ERROR_ILLEGAL_STATE, "the stream is already capturing")
-        stream.capture, stream.invalidated = [], False
-        self._captures.append(stream)
-        self.capturing = len(self._captures)
-
-    def stream_end_capture(self, stream: SimStream) -> SimGraph:
-        self._check()
-        if stream.capture is None:
-            _fail(CUresult.CUDA_ERROR_ILLEGAL_STATE, "the stream is not capturing")
-        work, stream.capture = stream.capture, None
-        self._captures.remove(stream)
-        self.capturing = len(self._captures)
-        if stream.invalidated:
-            stream.invalidated = False
-            _fail(CUresult.CUDA_ERROR_STREAM_CAPTURE_INVALIDATED, "the capture was invalidated")
-        return SimGraph(work)
-
-    def graph_instantiate(self, graph: SimGraph, flags: int) -> SimGraph:
-        self._check()
-        return SimGraph(list(graph.work))
-
-    def graph_launch(self, graph_exec: SimGraph, stream) -> None:
-        self._check()
-
-        def replay() -> None:
-            for work in graph_exec.work:
-                work()
-        self._run(stream, replay)
-
-    def graph_upload(self, graph_exec: SimGraph, stream) -> None:
-        self._check()
-        if stream is None:
-            self._implicit()
-
-    def graph_exec_destroy(self, graph_exec: SimGraph) -> None:
-        self._check()
-
-    def graph_destroy(self, graph: SimGraph) -> None:
-        self._check()
