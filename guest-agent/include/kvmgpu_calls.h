@@ -231,4 +231,53 @@ static inline int kvmgpu_vgpu_utilization(struct kvmgpu_client *c, struct kvmgpu
     return kvmgpu_call(c, KVMGPU_OP_VGPU_UTILIZATION, NULL, 0, NULL, 0, 0, out, sizeof *out, NULL, NULL);
 }
 
+/* STREAM_BEGIN_CAPTURE: cuStreamBeginCapture_v2: start capturing a stream's work into a graph (on the host always in relaxed mode: the guest keeps the modes of its threads). */
+static inline int kvmgpu_stream_begin_capture(struct kvmgpu_client *c, uint64_t stream)
+{
+    const uint64_t args[1] = {stream};
+    return kvmgpu_call(c, KVMGPU_OP_STREAM_BEGIN_CAPTURE, args, 1, NULL, 0, 0, NULL, 0, NULL, NULL);
+}
+
+/* STREAM_END_CAPTURE: cuStreamEndCapture: end a stream's capture: the graph of the work captured (an invalidated capture ends with CUDA_ERROR_STREAM_CAPTURE_INVALIDATED and no graph). */
+static inline int kvmgpu_stream_end_capture(struct kvmgpu_client *c, uint64_t stream, struct kvmgpu_results_stream_end_capture *out)
+{
+    const uint64_t args[1] = {stream};
+    return kvmgpu_call(c, KVMGPU_OP_STREAM_END_CAPTURE, args, 1, NULL, 0, 0, out, sizeof *out, NULL, NULL);
+}
+
+/* GRAPH_INSTANTIATE: cuGraphInstantiateWithFlags, cuGraphInstantiateWithParams: an executable graph of a graph. */
+static inline int kvmgpu_graph_instantiate(struct kvmgpu_client *c, uint64_t graph, uint64_t flags, struct kvmgpu_results_graph_instantiate *out)
+{
+    const uint64_t args[2] = {graph, flags};
+    return kvmgpu_call(c, KVMGPU_OP_GRAPH_INSTANTIATE, args, 2, NULL, 0, 0, out, sizeof *out, NULL, NULL);
+}
+
+/* GRAPH_LAUNCH: cuGraphLaunch: launch an executable graph on a stream (the compute gate meters it as a kernel launch: the GPU time it takes is charged at the wait that follows it). */
+static inline int kvmgpu_graph_launch(struct kvmgpu_client *c, uint64_t graph_exec, uint64_t stream, int queued)
+{
+    const uint64_t args[2] = {graph_exec, stream};
+    return kvmgpu_call(c, KVMGPU_OP_GRAPH_LAUNCH, args, 2, NULL, 0, queued, NULL, 0, NULL, NULL);
+}
+
+/* GRAPH_UPLOAD: cuGraphUpload: upload an executable graph ahead of its launch. */
+static inline int kvmgpu_graph_upload(struct kvmgpu_client *c, uint64_t graph_exec, uint64_t stream, int queued)
+{
+    const uint64_t args[2] = {graph_exec, stream};
+    return kvmgpu_call(c, KVMGPU_OP_GRAPH_UPLOAD, args, 2, NULL, 0, queued, NULL, 0, NULL, NULL);
+}
+
+/* GRAPH_EXEC_DESTROY: cuGraphExecDestroy: destroy an executable graph. */
+static inline int kvmgpu_graph_exec_destroy(struct kvmgpu_client *c, uint64_t graph_exec, int queued)
+{
+    const uint64_t args[1] = {graph_exec};
+    return kvmgpu_call(c, KVMGPU_OP_GRAPH_EXEC_DESTROY, args, 1, NULL, 0, queued, NULL, 0, NULL, NULL);
+}
+
+/* GRAPH_DESTROY: cuGraphDestroy: destroy a graph. */
+static inline int kvmgpu_graph_destroy(struct kvmgpu_client *c, uint64_t graph, int queued)
+{
+    const uint64_t args[1] = {graph};
+    return kvmgpu_call(c, KVMGPU_OP_GRAPH_DESTROY, args, 1, NULL, 0, queued, NULL, 0, NULL, NULL);
+}
+
 #endif

@@ -4,7 +4,7 @@
 
 #include <stdint.h>
 
-#define KVMGPU_PROTOCOL_VERSION 6
+#define KVMGPU_PROTOCOL_VERSION 7
 #define KVMGPU_MAGIC 0x474Bu
 #define KVMGPU_QUEUED 0x01u
 #define KVMGPU_MAX_ARG_BYTES 32764
@@ -77,6 +77,13 @@ enum kvmgpu_op {
     KVMGPU_OP_STREAM_GET_PRIORITY = 30, /* cuStreamGetPriority */
     KVMGPU_OP_VGPU_PROCESSES = 40, /* nvmlDeviceGetComputeRunningProcesses */
     KVMGPU_OP_VGPU_UTILIZATION = 41, /* nvmlDeviceGetUtilizationRates */
+    KVMGPU_OP_STREAM_BEGIN_CAPTURE = 80, /* cuStreamBeginCapture_v2 */
+    KVMGPU_OP_STREAM_END_CAPTURE = 81, /* cuStreamEndCapture */
+    KVMGPU_OP_GRAPH_INSTANTIATE = 82, /* cuGraphInstantiateWithFlags, cuGraphInstantiateWithParams */
+    KVMGPU_OP_GRAPH_LAUNCH = 83, /* cuGraphLaunch */
+    KVMGPU_OP_GRAPH_UPLOAD = 84, /* cuGraphUpload */
+    KVMGPU_OP_GRAPH_EXEC_DESTROY = 85, /* cuGraphExecDestroy */
+    KVMGPU_OP_GRAPH_DESTROY = 86, /* cuGraphDestroy */
 };
 
 /* Each op's arguments, in order (copied after the call head: not aligned there), its
@@ -431,6 +438,80 @@ struct __attribute__((packed)) kvmgpu_results_vgpu_utilization {
     uint32_t window_ms;
 };
 _Static_assert(sizeof(struct kvmgpu_results_vgpu_utilization) == 12, "VGPU_UTILIZATION results");
+
+#define KVMGPU_STREAM_BEGIN_CAPTURE_NARGS 1
+#define KVMGPU_STREAM_BEGIN_CAPTURE_BLOB_MAX 0
+#define KVMGPU_STREAM_BEGIN_CAPTURE_QUEUEABLE 0
+#define KVMGPU_STREAM_BEGIN_CAPTURE_SYNCHRONISING 0
+struct kvmgpu_args_stream_begin_capture {
+    uint64_t stream;
+};
+_Static_assert(sizeof(struct kvmgpu_args_stream_begin_capture) == 8, "STREAM_BEGIN_CAPTURE args");
+
+#define KVMGPU_STREAM_END_CAPTURE_NARGS 1
+#define KVMGPU_STREAM_END_CAPTURE_BLOB_MAX 0
+#define KVMGPU_STREAM_END_CAPTURE_QUEUEABLE 0
+#define KVMGPU_STREAM_END_CAPTURE_SYNCHRONISING 0
+struct kvmgpu_args_stream_end_capture {
+    uint64_t stream;
+};
+_Static_assert(sizeof(struct kvmgpu_args_stream_end_capture) == 8, "STREAM_END_CAPTURE args");
+struct __attribute__((packed)) kvmgpu_results_stream_end_capture {
+    uint64_t graph;
+};
+_Static_assert(sizeof(struct kvmgpu_results_stream_end_capture) == 8, "STREAM_END_CAPTURE results");
+
+#define KVMGPU_GRAPH_INSTANTIATE_NARGS 2
+#define KVMGPU_GRAPH_INSTANTIATE_BLOB_MAX 0
+#define KVMGPU_GRAPH_INSTANTIATE_QUEUEABLE 0
+#define KVMGPU_GRAPH_INSTANTIATE_SYNCHRONISING 0
+struct kvmgpu_args_graph_instantiate {
+    uint64_t graph;
+    uint64_t flags;
+};
+_Static_assert(sizeof(struct kvmgpu_args_graph_instantiate) == 16, "GRAPH_INSTANTIATE args");
+struct __attribute__((packed)) kvmgpu_results_graph_instantiate {
+    uint64_t graph_exec;
+};
+_Static_assert(sizeof(struct kvmgpu_results_graph_instantiate) == 8, "GRAPH_INSTANTIATE results");
+
+#define KVMGPU_GRAPH_LAUNCH_NARGS 2
+#define KVMGPU_GRAPH_LAUNCH_BLOB_MAX 0
+#define KVMGPU_GRAPH_LAUNCH_QUEUEABLE 1
+#define KVMGPU_GRAPH_LAUNCH_SYNCHRONISING 0
+struct kvmgpu_args_graph_launch {
+    uint64_t graph_exec;
+    uint64_t stream;
+};
+_Static_assert(sizeof(struct kvmgpu_args_graph_launch) == 16, "GRAPH_LAUNCH args");
+
+#define KVMGPU_GRAPH_UPLOAD_NARGS 2
+#define KVMGPU_GRAPH_UPLOAD_BLOB_MAX 0
+#define KVMGPU_GRAPH_UPLOAD_QUEUEABLE 1
+#define KVMGPU_GRAPH_UPLOAD_SYNCHRONISING 0
+struct kvmgpu_args_graph_upload {
+    uint64_t graph_exec;
+    uint64_t stream;
+};
+_Static_assert(sizeof(struct kvmgpu_args_graph_upload) == 16, "GRAPH_UPLOAD args");
+
+#define KVMGPU_GRAPH_EXEC_DESTROY_NARGS 1
+#define KVMGPU_GRAPH_EXEC_DESTROY_BLOB_MAX 0
+#define KVMGPU_GRAPH_EXEC_DESTROY_QUEUEABLE 1
+#define KVMGPU_GRAPH_EXEC_DESTROY_SYNCHRONISING 0
+struct kvmgpu_args_graph_exec_destroy {
+    uint64_t graph_exec;
+};
+_Static_assert(sizeof(struct kvmgpu_args_graph_exec_destroy) == 8, "GRAPH_EXEC_DESTROY args");
+
+#define KVMGPU_GRAPH_DESTROY_NARGS 1
+#define KVMGPU_GRAPH_DESTROY_BLOB_MAX 0
+#define KVMGPU_GRAPH_DESTROY_QUEUEABLE 1
+#define KVMGPU_GRAPH_DESTROY_SYNCHRONISING 0
+struct kvmgpu_args_graph_destroy {
+    uint64_t graph;
+};
+_Static_assert(sizeof(struct kvmgpu_args_graph_destroy) == 8, "GRAPH_DESTROY args");
 
 /* One kernel parameter in MODULE_GET_FUNCTION's reply blob (an array of them). */
 struct kvmgpu_param {

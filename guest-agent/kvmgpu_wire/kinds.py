@@ -22,7 +22,8 @@ OUT_OF_MEMORY = 2
 INVALID_HANDLE = 400
 NOT_FOUND = 500
 
-TABLES = ("modules", "functions", "streams", "events")  # a session's handle tables
+# a session's handle tables
+TABLES = ("modules", "functions", "streams", "events", "graphs", "graph_execs")
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 import enum
 
-PROTOCOL_VERSION = 6
+PROTOCOL_VERSION = 7
 MAGIC = 0x474B
 HEADER_FORMAT = "<HBBIII"
 CALL_HEAD_FORMAT = "<HH"
@@ -64,6 +64,13 @@ class Op(enum.IntEnum):
     STREAM_GET_PRIORITY = 30  # cuStreamGetPriority
     VGPU_PROCESSES = 40  # nvmlDeviceGetComputeRunningProcesses
     VGPU_UTILIZATION = 41  # nvmlDeviceGetUtilizationRates
+    STREAM_BEGIN_CAPTURE = 80  # cuStreamBeginCapture_v2
+    STREAM_END_CAPTURE = 81  # cuStreamEndCapture
+    GRAPH_INSTANTIATE = 82  # cuGraphInstantiateWithFlags, cuGraphInstantiateWithParams
+    GRAPH_LAUNCH = 83  # cuGraphLaunch
+    GRAPH_UPLOAD = 84  # cuGraphUpload
+    GRAPH_EXEC_DESTROY = 85  # cuGraphExecDestroy
+    GRAPH_DESTROY = 86  # cuGraphDestroy
 
 
 # op: (argument names, result struct format, most blob bytes, queueable, synchronising)
@@ -100,6 +107,13 @@ TABLE = {
     Op.STREAM_GET_PRIORITY: (('stream',), 'i', 0, False, False),
     Op.VGPU_PROCESSES: ((), 'I', 0, False, False),
     Op.VGPU_UTILIZATION: ((), 'III', 0, False, False),
+    Op.STREAM_BEGIN_CAPTURE: (('stream',), '', 0, False, False),
+    Op.STREAM_END_CAPTURE: (('stream',), 'Q', 0, False, False),
+    Op.GRAPH_INSTANTIATE: (('graph', 'flags'), 'Q', 0, False, False),
+    Op.GRAPH_LAUNCH: (('graph_exec', 'stream'), '', 0, True, False),
+    Op.GRAPH_UPLOAD: (('graph_exec', 'stream'), '', 0, True, False),
+    Op.GRAPH_EXEC_DESTROY: (('graph_exec',), '', 0, True, False),
+    Op.GRAPH_DESTROY: (('graph',), '', 0, True, False),
 }
 
 # the ops that wait for the GPU: always, or only when not queued (the compute gate meters them)

@@ -39,9 +39,9 @@ from .kinds import (
 )
 
 # --- frames ----------------------------------------------------------------------------------------
-PROTOCOL_VERSION = 6  # 2: MEMCPY_HTOD_STAGED; 3: MEMCPY_DTOH_PIECES; 4: the mailbox, DOORBELL;
+PROTOCOL_VERSION = 7  # 2: MEMCPY_HTOD_STAGED; 3: MEMCPY_DTOH_PIECES; 4: the mailbox, DOORBELL;
 # 5: CTX_GET_FLAGS, DEVICE_GET_PCI_BUS_ID, STREAM_GET_PRIORITY; 6: HELLO's pid and role,
-# VGPU_PROCESSES, VGPU_UTILIZATION (the guest's NVML)
+# VGPU_PROCESSES, VGPU_UTILIZATION (the guest's NVML); 7: stream capture and graphs (80-86)
 MAGIC = 0x474B  # "KG"
 # magic u16 | kind u8 | flags u8 | session u32 | seq u32 | length u32, little-endian; then the payload
 HEADER = (("magic", "H"), ("kind", "B"), ("flags", "B"), ("session", "I"), ("seq", "I"), ("length", "I"))
@@ -76,6 +76,9 @@ MAILBOX_BYTES = 4096  # a session's mailbox: the last bytes of its window (kvmgp
 MAILBOX_MIN_WINDOW = 64 * 1024  # ... where the window is at least this big
 STREAM_FLAGS = 0x1  # CU_STREAM_NON_BLOCKING
 EVENT_FLAGS = 0x3  # CU_EVENT_BLOCKING_SYNC | CU_EVENT_DISABLE_TIMING (no interprocess events)
+# CUDA_GRAPH_INSTANTIATE_FLAG_AUTO_FREE_ON_LAUNCH | _USE_NODE_PRIORITY (not UPLOAD, which needs
+# cuGraphInstantiateWithParams's stream, nor DEVICE_LAUNCH: no graph is launched from the GPU)
+GRAPH_INSTANTIATE_FLAGS = 0x9
 BACKENDS = ("cuda", "sim")
 
 
@@ -260,6 +263,34 @@ OPS: tuple[OpDecl, ...] = (
            "compute gate's meter; 0 where the VM has no gate); memory: 0, not measured",
            results=(Result("gpu", "I", "percent, 0..100"), Result("memory", "I", "always 0"),
                     Result("window_ms", "I", "the span measured"))),
+    # Stream capture and CUDA graphs (docs/guest.md, "Stream capture and graphs"): the worker's
+    # stream really captures; what the guest launches into it meanwhile is forwarded as ever (and
+    # checked as ever); the graph and its executable are host objects behind the session's handle
+    # tables. The guest answers the capture queries itself and keeps its threads' capture modes.
+    OpDecl(80, "STREAM_BEGIN_CAPTURE", "cuStreamBeginCapture_v2",
+           "start capturing a stream's work into a graph (on the host always in relaxed mode: the "
+           "guest keeps the modes of its threads)",
+           args=(Handle("stream", "a stream of the session, not the null stream", table="streams"),)),
+    OpDecl(81, "STREAM_END_CAPTURE", "cuStreamEndCapture",
+           "end a stream's capture: the graph of the work captured (an invalidated capture ends "
+           "with CUDA_ERROR_STREAM_CAPTURE_INVALIDATED and no graph)",
+           args=(Handle("stream", "the capturing stream", table="streams"),),
+           results=(NewHandle("graph", table="graphs"),)),
+    OpDecl(82, "GRAPH_INSTANTIATE", "cuGraphInstantiateWithFlags, cuGraphInstantiateWithParams",
+           "an executable graph of a graph",
+           args=(Handle("graph", table="graphs"), Flags("flags", mask=GRAPH_INSTANTIATE_FLAGS)),
+           results=(NewHandle("graph_exec", table="graph_execs"),)),
+    OpDecl(83, "GRAPH_LAUNCH", "cuGraphLaunch",
+           "launch an executable graph on a stream (the compute gate meters it as a kernel launch: "
+           "the GPU time it takes is charged at the wait that follows it)",
+           args=(Handle("graph_exec", table="graph_execs"), _stream()), queueable=True),
+    OpDecl(84, "GRAPH_UPLOAD", "cuGraphUpload", "upload an executable graph ahead of its launch",
+           args=(Handle("graph_exec", table="graph_execs"), _stream()), queueable=True,
+           backend="graph_upload(graph_exec, stream)"),
+    OpDecl(85, "GRAPH_EXEC_DESTROY", "cuGraphExecDestroy", "destroy an executable graph",
+           args=(Handle("graph_exec", table="graph_execs", ends=True),), queueable=True),
+    OpDecl(86, "GRAPH_DESTROY", "cuGraphDestroy", "destroy a graph",
+           args=(Handle("graph", table="graphs", ends=True),), queueable=True),
 )
 
 BY_NAME = {op.name: op for op in OPS}

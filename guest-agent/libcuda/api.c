@@ -455,6 +455,8 @@ CUAPI CUresult cuCtxGetDevice(CUdevice *device)
 CUAPI CUresult cuCtxSynchronize(void)
 {
     CUresult rc = kvmgpu_ready();
+    if (rc == 0)
+        rc = kvmgpu_capture_context_sync(); /* not while a stream captures */
     return rc ? rc : kvmgpu_ctx_synchronize(&kvmgpu_session);
 }
 
@@ -492,5 +494,7 @@ CUAPI CUresult cuCtxSynchronize_v2(CUcontext ctx)
     if (!ctx)
         return cuCtxSynchronize();
     CUresult rc = kvmgpu_initialised();
+    if (rc == 0)
+        rc = kvmgpu_capture_context_sync();
     return rc ? rc : kvmgpu_ctx_synchronize(&kvmgpu_session);
 }

@@ -36,6 +36,17 @@ CUresult cuMemcpyDtoHAsync_v2(void *dst, CUdeviceptr src, size_t n, CUstream str
 CUresult cuMemcpyDtoDAsync_v2(CUdeviceptr dst, CUdeviceptr src, size_t n, CUstream stream);
 CUresult cuStreamSynchronize(CUstream stream);
 
+/* Stream capture's rules for the other calls (capture.c): CUDA_SUCCESS, or
+ * CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED where the calling thread may not make a potentially unsafe
+ * call now (an allocation, a free, a synchronous copy or memset), where a context may not be
+ * synchronised (any stream captures), or where `stream` captures or the thread may not wait
+ * (a synchronise or query). Each is one atomic load while nothing captures. */
+CUresult kvmgpu_capture_unsafe(void);
+CUresult kvmgpu_capture_context_sync(void);
+CUresult kvmgpu_capture_wait(CUstream stream);
+/* `stream` is being destroyed: a capture of it ends (the host drops its graph). */
+void kvmgpu_capture_forget(CUstream stream);
+
 /* The device allocations of this process, for unified addressing (pointer.c). */
 void kvmgpu_device_memory_add(CUdeviceptr start, size_t size);
 void kvmgpu_device_memory_remove(CUdeviceptr start);

@@ -119,6 +119,33 @@
     X("cuEventElapsedTime", cuEventElapsedTime, 2000, 0)                                 \
     X("cuEventElapsedTime", cuEventElapsedTime_v2, 12080, 0)                             \
     X("cuEventDestroy", cuEventDestroy_v2, 4000, 0)                                      \
+    X("cuStreamBeginCapture", cuStreamBeginCapture, 10000, 0)                            \
+    X("cuStreamBeginCapture", cuStreamBeginCapture_ptsz, 10000, 1)                       \
+    X("cuStreamBeginCapture", cuStreamBeginCapture_v2, 10010, 0)                         \
+    X("cuStreamBeginCapture", cuStreamBeginCapture_v2_ptsz, 10010, 1)                    \
+    X("cuStreamEndCapture", cuStreamEndCapture, 10000, 0)                                \
+    X("cuStreamEndCapture", cuStreamEndCapture_ptsz, 10000, 1)                           \
+    X("cuStreamIsCapturing", cuStreamIsCapturing, 10000, 0)                              \
+    X("cuStreamIsCapturing", cuStreamIsCapturing_ptsz, 10000, 1)                         \
+    X("cuStreamGetCaptureInfo", cuStreamGetCaptureInfo, 10010, 0)                       \
+    X("cuStreamGetCaptureInfo", cuStreamGetCaptureInfo_ptsz, 10010, 1)                  \
+    X("cuStreamGetCaptureInfo", cuStreamGetCaptureInfo_v2, 11030, 0)                    \
+    X("cuStreamGetCaptureInfo", cuStreamGetCaptureInfo_v2_ptsz, 11030, 1)               \
+    X("cuStreamGetCaptureInfo", cuStreamGetCaptureInfo_v3, 12030, 0)                    \
+    X("cuStreamGetCaptureInfo", cuStreamGetCaptureInfo_v3_ptsz, 12030, 1)               \
+    X("cuThreadExchangeStreamCaptureMode", cuThreadExchangeStreamCaptureMode, 10010, 0)  \
+    X("cuGraphInstantiate", cuGraphInstantiate, 10000, 0)                                \
+    X("cuGraphInstantiate", cuGraphInstantiate_v2, 11000, 0)                             \
+    X("cuGraphInstantiate", cuGraphInstantiateWithFlags, 12000, 0)                       \
+    X("cuGraphInstantiateWithFlags", cuGraphInstantiateWithFlags, 11040, 0)              \
+    X("cuGraphInstantiateWithParams", cuGraphInstantiateWithParams, 12000, 0)            \
+    X("cuGraphInstantiateWithParams", cuGraphInstantiateWithParams_ptsz, 12000, 1)       \
+    X("cuGraphLaunch", cuGraphLaunch, 10000, 0)                                          \
+    X("cuGraphLaunch", cuGraphLaunch_ptsz, 10000, 1)                                     \
+    X("cuGraphUpload", cuGraphUpload, 11010, 0)                                          \
+    X("cuGraphUpload", cuGraphUpload_ptsz, 11010, 1)                                     \
+    X("cuGraphExecDestroy", cuGraphExecDestroy, 10000, 0)                                \
+    X("cuGraphDestroy", cuGraphDestroy, 10000, 0)                                        \
     X("cuGetErrorName", cuGetErrorName, 6000, 0)                                         \
     X("cuGetErrorString", cuGetErrorString, 6000, 0)                                     \
     X("cuGetProcAddress", cuGetProcAddress, 11030, 0)                                    \

@@ -69,6 +69,8 @@ static struct host_block *take(void *p, int registered)
 CUAPI CUresult cuMemHostAlloc(void **pp, size_t bytesize, unsigned int flags)
 {
     CUresult rc = kvmgpu_ready();
+    if (rc == 0)
+        rc = kvmgpu_capture_unsafe(); /* (a stream capture may forbid it) */
     if (rc)
         return rc;
     if (!pp || bytesize == 0 || (flags & ~HOSTALLOC_FLAGS))
@@ -99,6 +101,8 @@ CUAPI CUresult cuMemAllocHost_v2(void **pp, size_t bytesize)
 CUAPI CUresult cuMemFreeHost(void *p)
 {
     CUresult rc = kvmgpu_ready();
+    if (rc == 0)
+        rc = kvmgpu_capture_unsafe(); /* (a stream capture may forbid it) */
     if (rc)
         return rc;
     struct host_block *b = take(p, 0);

@@ -1,4 +1,4 @@
-/* Memory, copies, memsets, streams and events. A copy's bytes go through the session's window
+/* Memory, copies, memsets, streams and events (each potentially unsafe call asks capture.c first). A copy's bytes go through the session's window
  * (client.c); an asynchronous copy is staged the same way and so has finished when it returns,
  * which CUDA allows. Async memsets and device-to-device copies, and event records, are queued:
  * their errors come with the next synchronising call, as the driver reports asynchronous errors. */
@@ -11,10 +11,18 @@
         if (rc_)                      \
             return rc_;               \
     } while (0)
+/* A potentially unsafe call while a stream captures: the thread's capture mode decides (capture.c). */
+#define UNSAFE()                                \
+    do {                                        \
+        CUresult rc_ = kvmgpu_capture_unsafe(); \
+        if (rc_)                                \
+            return rc_;                         \
+    } while (0)
 
 CUAPI CUresult cuMemAlloc_v2(CUdeviceptr *dptr, size_t bytesize)
 {
     READY();
+    UNSAFE();
     if (!dptr || bytesize == 0)
         return KVMGPU_CUDA_ERROR_INVALID_VALUE;
     struct kvmgpu_results_mem_alloc out;
@@ -29,6 +37,7 @@ CUAPI CUresult cuMemAlloc_v2(CUdeviceptr *dptr, size_t bytesize)
 CUAPI CUresult cuMemFree_v2(CUdeviceptr dptr)
 {
     READY();
+    UNSAFE();
     CUresult rc = kvmgpu_mem_free(S, dptr, 0);
     if (rc == 0)
         kvmgpu_device_memory_remove(dptr);
@@ -70,16 +79,20 @@ static CUresult dtoh(void *dst, CUdeviceptr src, size_t n, CUstream stream)
 static CUresult dtod(CUdeviceptr dst, CUdeviceptr src, size_t n, CUstream stream, int queued)
 {
     READY();
+    if (!queued)
+        UNSAFE();
     return kvmgpu_memcpy_dtod(S, dst, src, n, kvmgpu_stream(stream), queued);
 }
 
 CUAPI CUresult cuMemcpyHtoD_v2(CUdeviceptr dst, const void *src, size_t n)
 {
+    UNSAFE();
     return htod(dst, src, n, NULL);
 }
 
 CUAPI CUresult cuMemcpyHtoD_v2_ptds(CUdeviceptr dst, const void *src, size_t n)
 {
+    UNSAFE();
     return htod(dst, src, n, NULL);
 }
 
@@ -95,11 +108,13 @@ CUAPI CUresult cuMemcpyHtoDAsync_v2_ptsz(CUdeviceptr dst, const void *src, size_
 
 CUAPI CUresult cuMemcpyDtoH_v2(void *dst, CUdeviceptr src, size_t n)
 {
+    UNSAFE();
     return dtoh(dst, src, n, NULL);
 }
 
 CUAPI CUresult cuMemcpyDtoH_v2_ptds(void *dst, CUdeviceptr src, size_t n)
 {
+    UNSAFE();
     return dtoh(dst, src, n, NULL);
 }
 
@@ -138,12 +153,16 @@ CUAPI CUresult cuMemcpyDtoDAsync_v2_ptsz(CUdeviceptr dst, CUdeviceptr src, size_
 static CUresult memset8(CUdeviceptr dst, unsigned char value, size_t n, CUstream stream, int queued)
 {
     READY();
+    if (!queued)
+        UNSAFE();
     return kvmgpu_memset_d8(S, dst, value, n, kvmgpu_stream(stream), queued);
 }
 
 static CUresult memset32(CUdeviceptr dst, unsigned int value, size_t n, CUstream stream, int queued)
 {
     READY();
+    if (!queued)
+        UNSAFE();
     return kvmgpu_memset_d32(S, dst, value, n, kvmgpu_stream(stream), queued);
 }
 
@@ -204,12 +223,18 @@ CUAPI CUresult cuStreamCreate(CUstream *stream, unsigned int flags)
 CUAPI CUresult cuStreamDestroy_v2(CUstream stream)
 {
     READY();
-    return kvmgpu_stream_destroy(S, (uint64_t)(uintptr_t)stream, 0);
+    CUresult rc = kvmgpu_stream_destroy(S, (uint64_t)(uintptr_t)stream, 0);
+    if (rc == 0)
+        kvmgpu_capture_forget(stream);
+    return rc;
 }
 
 CUAPI CUresult cuStreamSynchronize(CUstream stream)
 {
     READY();
+    CUresult rc = kvmgpu_capture_wait(stream);
+    if (rc)
+        return rc;
     return kvmgpu_stream_synchronize(S, kvmgpu_stream(stream));
 }
 
@@ -221,6 +246,9 @@ CUAPI CUresult cuStreamSynchronize_ptsz(CUstream stream)
 CUAPI CUresult cuStreamQuery(CUstream stream)
 {
     READY();
+    CUresult rc = kvmgpu_capture_wait(stream);
+    if (rc)
+        return rc;
     return kvmgpu_stream_query(S, kvmgpu_stream(stream));
 }
 
@@ -257,12 +285,14 @@ CUAPI CUresult cuEventRecord_ptsz(CUevent event, CUstream stream)
 CUAPI CUresult cuEventSynchronize(CUevent event)
 {
     READY();
+    UNSAFE();
     return kvmgpu_event_synchronize(S, (uint64_t)(uintptr_t)event);
 }
 
 CUAPI CUresult cuEventQuery(CUevent event)
 {
     READY();
+    UNSAFE();
     return kvmgpu_event_query(S, (uint64_t)(uintptr_t)event);
 }
 

@@ -25,7 +25,9 @@ CUAPI CUresult cuStreamWaitEvent(CUstream stream, CUevent event, unsigned int fl
     if (flags & ~1u) /* CU_EVENT_WAIT_DEFAULT | CU_EVENT_WAIT_EXTERNAL */
         return KVMGPU_CUDA_ERROR_INVALID_VALUE;
     (void)stream;
-    return cuEventSynchronize(event);
+    /* (the host's wait, not cuEventSynchronize: an asynchronous call is no unsafe call during a
+     * stream capture, capture.c) */
+    return kvmgpu_event_synchronize(&kvmgpu_session, (uint64_t)(uintptr_t)event);
 }
 
 CUAPI CUresult cuStreamWaitEvent_ptsz(CUstream stream, CUevent event, unsigned int flags)

@@ -74,6 +74,10 @@ class Backend(abc.ABC):
     # them: while there are none, a wait on the null stream is a wait for all of the VM's work.
     streams_live: int = 0
     streams_made: int = 0
+    # Streams of this context capturing now (stream_begin_capture .. stream_end_capture): while
+    # there are any the compute meter neither records on the null stream nor synchronises the
+    # context, either of which would invalidate a capture (kvmgpu/compute/meter.py).
+    capturing: int = 0
     # What it has beyond the interface (set by a backend that has more: in its __init__).
     capabilities: Capabilities = Capabilities()
     # What an allocation really takes on the GPU, as the worker charges it to the quota
@@ -205,3 +209,30 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def stream_get_priority(self, stream) -> int:
         """cuStreamGetPriority (the null stream: None)."""
+
+    # --- stream capture and graphs (kvmgpu/worker/graphs.py) ---
+    @abc.abstractmethod
+    def stream_begin_capture(self, stream) -> None:
+        """cuStreamBeginCapture in relaxed mode: the worker's one thread serves every session, so
+        no mode may forbid its other calls (the guest keeps its own threads' modes)."""
+
+    @abc.abstractmethod
+    def stream_end_capture(self, stream):
+        """cuStreamEndCapture: the graph captured. The capture ends either way; an invalidated
+        one raises CudaError(CUDA_ERROR_STREAM_CAPTURE_INVALIDATED) and gives no graph."""
+
+    @abc.abstractmethod
+    def graph_instantiate(self, graph, flags: int):
+        """cuGraphInstantiateWithFlags: an executable graph."""
+
+    @abc.abstractmethod
+    def graph_launch(self, graph_exec, stream) -> None: ...
+
+    @abc.abstractmethod
+    def graph_upload(self, graph_exec, stream) -> None: ...
+
+    @abc.abstractmethod
+    def graph_exec_destroy(self, graph_exec) -> None: ...
+
+    @abc.abstractmethod
+    def graph_destroy(self, graph) -> None: ...

@@ -61,6 +61,8 @@ _NO_TIMING = cu.CUevent_flags.CU_EVENT_DISABLE_TIMING
 # Attributes whose query is documented to fail or that are markers, not attributes.
 _SKIP_ATTRIBUTES = {"CU_DEVICE_ATTRIBUTE_MAX"}
 _BINARY_MAGIC = (b"\x7fELF", b"\x50\xed\x55\xba")  # cubin (ELF), fatbin
+_CAPTURE_RELAXED = cu.CUstreamCaptureMode.CU_STREAM_CAPTURE_MODE_RELAXED
+_ILLEGAL_STATE = cu.CUresult.CUDA_ERROR_ILLEGAL_STATE
 
 
 def _fail(err, what: str) -> NoReturn:
@@ -533,3 +535,32 @@ class CudaBackend(Backend):
 
     def stream_get_priority(self, stream) -> int:
         return int(_check(cu.cuStreamGetPriority(self._stream(stream)), "cuStreamGetPriority"))
+
+    # --- stream capture and graphs ----------------------------------------------------------
+
+    def stream_begin_capture(self, stream) -> None:
+        _check(cu.cuStreamBeginCapture(stream, _CAPTURE_RELAXED), "cuStreamBeginCapture")
+        self.capturing += 1
+
+    def stream_end_capture(self, stream):
+        err, graph = cu.cuStreamEndCapture(stream)
+        if err != _ILLEGAL_STATE:  # ended, whatever else it says (ILLEGAL_STATE: it was not capturing)
+            self.capturing -= 1
+        if err:
+            _fail(err, "cuStreamEndCapture")
+        return graph
+
+    def graph_instantiate(self, graph, flags: int):
+        return _check(cu.cuGraphInstantiate(graph, flags), "cuGraphInstantiateWithFlags")
+
+    def graph_launch(self, graph_exec, stream) -> None:
+        _check(cu.cuGraphLaunch(graph_exec, self._stream(stream)), "cuGraphLaunch")
+
+    def graph_upload(self, graph_exec, stream) -> None:
+        _check(cu.cuGraphUpload(graph_exec, self._stream(stream)), "cuGraphUpload")
+
+    def graph_exec_destroy(self, graph_exec) -> None:
+        _check(cu.cuGraphExecDestroy(graph_exec), "cuGraphExecDestroy")
+
+    def graph_destroy(self, graph) -> None:
+        _check(cu.cuGraphDestroy(graph), "cuGraphDestroy")

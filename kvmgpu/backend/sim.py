@@ -8,8 +8,12 @@ backend reads them from the driver. A launch runs
 the Python twin registered under the entry-point name in `simkernels`; test kernels only.
 
 Everything is synchronous: streams and events exist so handles behave, and an event records the
-host clock. A kernel that touches memory outside every allocation fails with
-CUDA_ERROR_ILLEGAL_ADDRESS, and, as in CUDA, the error is sticky: every later call on this
+host clock. A capturing stream records its launches, memsets, device copies, event records and
+graph launches into its graph instead of running them, and a graph launch runs them in order; the
+driver's capture rules that the worker could break are kept (a null-stream call while a blocking
+stream captures, a synchronise of a capturing stream or of the context: each invalidates the
+capture and fails as on the driver). A kernel that touches memory outside every allocation fails
+with CUDA_ERROR_ILLEGAL_ADDRESS, and, as in CUDA, the error is sticky: every later call on this
 context fails with it until the worker replaces the backend (see docs/security.md).
 """
 
@@ -27,6 +31,7 @@ from kvmgpu_wire.cudefs import CUresult
 from . import simkernels
 from .base import Backend, Capabilities, CudaError, DeviceInfo
 from .ptx import parse_ptx
+from .simcapture import SimCapture, SimStream
 
 log = logging.getLogger("kvmgpu.backend")
 
@@ -87,13 +92,12 @@ class SimFunction:
 class SimEvent:
     def __init__(self):
         self.time: float | None = None
+        self.captured = False  # last recorded into a capture
 
 
-class SimStream:
-    pass
 
 
-class SimBackend(Backend):
+class SimBackend(SimCapture, Backend):
     """The sim development backend. `total_memory` is the pretend GPU's size."""
 
     name = "sim"
@@ -107,6 +111,7 @@ class SimBackend(Backend):
         self._used = 0
         self._region: memoryview | None = None
         self._sticky: CudaError | None = None
+        self._captures: list[SimStream] = []  # the streams capturing
         self.capabilities = Capabilities(launch_flat=self.launch_flat)
 
     # --- lifetime ---
@@ -118,6 +123,8 @@ class SimBackend(Backend):
         self._region = region
 
     def close(self) -> None:
+        self._captures.clear()
+        self.capturing = 0
         self._allocs.clear()
         self._starts.clear()
         self._used = 0
@@ -182,10 +189,12 @@ class SimBackend(Backend):
 
     def memcpy_htod(self, dst, offset, nbytes, stream, sync) -> None:
         self._check()
+        self._uncaptured(stream, "a copy from the host")
         self._view(dst, nbytes)[:] = self._host(offset, nbytes)
 
     def memcpy_dtoh(self, offset, src, nbytes, stream, piece=0, landed=None) -> None:
         self._check()
+        self._uncaptured(stream, "a copy to the host")
         step = piece if landed is not None and piece > 0 else max(nbytes, 1)
         for pos in range(0, nbytes, step):
             size = min(step, nbytes - pos)
@@ -195,13 +204,21 @@ class SimBackend(Backend):
 
     def memcpy_dtod(self, dst, src, nbytes, stream, sync) -> None:
         self._check()
-        data = bytes(self._view(src, nbytes))
-        self._view(dst, nbytes)[:] = data
+        self._view(src, nbytes), self._view(dst, nbytes)
+
+        def copy() -> None:
+            data = bytes(self._view(src, nbytes))
+            self._view(dst, nbytes)[:] = data
+        self._run(stream, copy)
 
     def memset(self, dst, value, count, width, stream, sync) -> None:
         self._check()
         pattern = struct.pack("<B" if width == 1 else "<I", value)
-        self._view(dst, count * width)[:] = pattern * count
+        self._view(dst, count * width)
+
+        def fill() -> None:
+            self._view(dst, count * width)[:] = pattern * count
+        self._run(stream, fill)
 
     # --- modules and launches ---
     def module_load(self, image: bytes) -> SimModule:
@@ -271,12 +288,15 @@ class SimBackend(Backend):
             return v
 
         launch = simkernels.SimLaunch(tuple(grid), tuple(block), resolve, function.module.globals)
-        try:
-            twin.run(launch, *values)
-        except simkernels.IllegalAddress as e:
-            self._sticky = CudaError(CUresult.CUDA_ERROR_ILLEGAL_ADDRESS,
-                                     f"{function.name} accessed {e}, outside every allocation")
-            raise self._sticky from None
+
+        def run() -> None:
+            try:
+                twin.run(launch, *values)
+            except simkernels.IllegalAddress as e:
+                self._sticky = CudaError(CUresult.CUDA_ERROR_ILLEGAL_ADDRESS,
+                                         f"{function.name} accessed {e}, outside every allocation")
+                raise self._sticky from None
+        self._run(stream, run)
 
     def launch_flat(self, function: SimFunction, gx, gy, gz, bx, by, bz, shared, stream, args) -> None:
         """The worker's queued-launch form (see CudaBackend.launch_flat)."""
@@ -287,17 +307,21 @@ class SimBackend(Backend):
         self._check()
         self.streams_live += 1
         self.streams_made += 1
-        return SimStream()
+        return SimStream(flags)
 
     def stream_destroy(self, stream) -> None:
         self._check()
+        if stream.capture is not None:
+            _fail(CUresult.CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED, "the stream is capturing")
         self.streams_live -= 1
 
     def stream_synchronize(self, stream) -> None:
         self._check()
+        self._waitable(stream)
 
     def stream_query(self, stream) -> bool:
         self._check()
+        self._waitable(stream)
         return True
 
     def event_create(self, flags: int) -> SimEvent:
@@ -306,13 +330,22 @@ class SimBackend(Backend):
 
     def event_record(self, event: SimEvent, stream) -> None:
         self._check()
-        event.time = time.perf_counter()
+
+        def record() -> None:
+            event.time = time.perf_counter()
+        event.captured = self._run(stream, record)
+
+    def _recorded(self, event: SimEvent) -> None:
+        if event.captured:
+            _fail(CUresult.CUDA_ERROR_CAPTURED_EVENT, "the event was last recorded into a capture")
 
     def event_synchronize(self, event) -> None:
         self._check()
+        self._recorded(event)
 
     def event_query(self, event) -> bool:
         self._check()
+        self._recorded(event)
         return True
 
     def event_elapsed(self, start: SimEvent, end: SimEvent) -> float:
@@ -326,6 +359,11 @@ class SimBackend(Backend):
 
     def synchronize(self) -> None:
         self._check()
+        if self._captures:
+            for st in self._captures:
+                st.invalidated = True
+            _fail(CUresult.CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED,
+                  f"the context cannot be synchronised while {len(self._captures)} of its streams capture")
 
     # --- forwarded as they are (the specification's thin calls) ---
     def ctx_get_flags(self) -> int:

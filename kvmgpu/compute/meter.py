@@ -23,6 +23,12 @@ trip) is charged to nobody. A run is timed one of two ways, chosen when it start
   `null_stream_recorder` where it declares one (its `capabilities`); the driver call itself costs the
   same whatever calls it (docs/performance.md, "What one record costs").
 
+While a stream of the context captures (the backend's `capturing`: a CUDA graph being recorded)
+the meter neither records on the null stream nor drains the context at a slice's end: on the
+driver either would invalidate the capture (the null stream's work would depend on the capturing
+stream; a context cannot be synchronised while one of its streams captures). A run that starts or
+ends then is charged its wall time instead, never less than its busy time.
+
 Why two ways: two event records, their elapsed reads at the slice's end and the meter's Python
 cost more than the GPU work and driver calls of a forwarded launch + synchronise (docs/performance.md,
 "What one record costs"), and the common program (one stream, synchronising the context or the
@@ -96,7 +102,7 @@ class EventMeter:
             self._made = b.streams_made
             return
         ev = None
-        if not self._wall_only:
+        if not self._wall_only and not b.capturing:
             try:
                 ev = self._record()
             except CudaError:
@@ -110,7 +116,7 @@ class EventMeter:
         start, t0 = self._open
         self._open = None
         end = None
-        if start is not None and not self._wall_only:
+        if start is not None and not self._wall_only and not (self.backend is not None and self.backend.capturing):
             try:
                 end = self._record()
             except CudaError:
@@ -142,7 +148,7 @@ class EventMeter:
         self.mark_idle()
         b = self.backend
         try:
-            if b is not None:
+            if b is not None and not b.capturing:  # (a capture would be invalidated)
                 b.synchronize()
         except CudaError:
             self._wall_only = True

@@ -15,6 +15,9 @@ from ..backend.base import CudaError
 from .session import Range, Session
 
 MAX_HANDLES = 65536  # per table (streams, events, modules, functions) per session
+# ... but fewer graphs and executable graphs: each holds host memory in the driver (an executable
+# graph device memory too) however small its handle
+TABLE_LIMITS = {"graphs": 4096, "graph_execs": 4096}
 INVALID_VALUE = CUresult.CUDA_ERROR_INVALID_VALUE
 
 
@@ -24,8 +27,9 @@ def invalid(detail: str):
 
 def room(s: Session, table: str) -> None:
     """NewHandle: the session may hold one more handle in `table`."""
-    if len(getattr(s, table)) >= MAX_HANDLES:
-        raise CudaError(CUresult.CUDA_ERROR_OUT_OF_MEMORY, f"more than {MAX_HANDLES} {table} in one session")
+    limit = TABLE_LIMITS.get(table, MAX_HANDLES)
+    if len(getattr(s, table)) >= limit:
+        raise CudaError(CUresult.CUDA_ERROR_OUT_OF_MEMORY, f"more than {limit} {table} in one session")
 
 
 def allocation(s: Session, ptr: int, name: str) -> Range | None:

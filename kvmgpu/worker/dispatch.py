@@ -25,7 +25,7 @@ from kvmgpu_wire.protocol import HEADER_SIZE, LAUNCH_BODY, MAX_PIECES, Call, Op,
 
 from ..backend.base import CudaError
 from ..backend.launcher import RECORD
-from . import checks
+from . import checks, graphs
 from .requests import CHECKS, THIN
 from .session import Function, Session
 from .state import REPORTS, error_reply, failed, hold, report, unusable
@@ -149,6 +149,8 @@ def vgpu_utilization(vg, s, r, call):
 
 
 def memcpy_htod(vg, s: Session, r, call):
+    if s.captures:
+        graphs.refuse_captured(s, call.args[3], "a copy from the host")
     if r.nbytes:
         vg.waits.memcpy_htod(r.dst, r.offset, r.nbytes, r.stream, not call.queued)
         vg.bytes["htod"] += r.nbytes
@@ -174,6 +176,8 @@ def memcpy_htod_staged(vg, s: Session, r, call):
 
 
 def memcpy_dtoh(vg, s: Session, r, call):
+    if s.captures:
+        graphs.refuse_captured(s, call.args[3], "a copy to the host")
     if r.nbytes:
         vg.waits.memcpy_dtoh(r.offset, r.src, r.nbytes, r.stream)
         vg.bytes["dtoh"] += r.nbytes
@@ -185,6 +189,8 @@ def memcpy_dtoh_pieces(vg, s: Session, r, call):
     landed so far go to the u32 at window offset `landed`. The pieces are at least MIN_PIECE and
     at most MAX_PIECES (a smaller `piece` is made bigger). What the guest writes at `landed`
     misleads only the guest itself."""
+    if s.captures:
+        graphs.refuse_captured(s, call.args[3], "a copy to the host")
     if not r.nbytes:
         return OK
     word = vg.region.view[r.landed: r.landed + 4].cast("I")
@@ -500,6 +506,8 @@ def stream_create(vg, s: Session, r, call):
 
 
 def stream_destroy(vg, s: Session, r, call):
+    if s.captures:
+        graphs.end_capture(vg, s, r.stream_handle)  # (its graph is dropped)
     del s.streams[r.stream_handle]
     vg.backend.stream_destroy(r.stream)
     return OK
@@ -608,6 +616,7 @@ HANDLERS = {
     Op.EVENT_DESTROY: event_destroy,
     Op.MEMCPY_HTOD_STAGED: memcpy_htod_staged,
     Op.MEMCPY_DTOH_PIECES: memcpy_dtoh_pieces,
+    **graphs.HANDLERS,
 }
 assert not set(HANDLERS) & set(THIN) and set(HANDLERS) | set(THIN) == set(Op) == set(CHECKS), \
     "every op needs a check (or None) and a handler or a thin call"

@@ -414,6 +414,110 @@ def vgpu_utilization(s: Session, call: Call) -> VgpuUtilization:
     return VgpuUtilization()
 
 
+class StreamBeginCapture(NamedTuple):
+    """STREAM_BEGIN_CAPTURE: start capturing a stream's work into a graph (on the host always in relaxed mode: the guest
+    keeps the modes of its threads)."""
+
+    stream: object  # the object of handle stream in the session's streams
+    stream_handle: int  # as the guest sent it
+
+
+def stream_begin_capture(s: Session, call: Call) -> StreamBeginCapture:
+    a_stream, = call.args
+    stream = s.lookup("streams", a_stream, "stream")
+    return StreamBeginCapture(stream, a_stream)
+
+
+class StreamEndCapture(NamedTuple):
+    """STREAM_END_CAPTURE: end a stream's capture: the graph of the work captured (an invalidated capture ends with
+    CUDA_ERROR_STREAM_CAPTURE_INVALIDATED and no graph)."""
+
+    stream: object  # the object of handle stream in the session's streams
+    stream_handle: int  # as the guest sent it
+
+
+def stream_end_capture(s: Session, call: Call) -> StreamEndCapture:
+    a_stream, = call.args
+    checks.room(s, "graphs")
+    stream = s.lookup("streams", a_stream, "stream")
+    return StreamEndCapture(stream, a_stream)
+
+
+class GraphInstantiate(NamedTuple):
+    """GRAPH_INSTANTIATE: an executable graph of a graph."""
+
+    graph: object  # the object of handle graph in the session's graphs
+    graph_handle: int  # as the guest sent it
+    flags: int  # bits within 0x9
+
+
+def graph_instantiate(s: Session, call: Call) -> GraphInstantiate:
+    a_graph, a_flags = call.args
+    checks.room(s, "graph_execs")
+    flags = checks.flags(a_flags, 0x9, "flags")
+    graph = s.lookup("graphs", a_graph, "graph")
+    return GraphInstantiate(graph, a_graph, flags)
+
+
+class GraphLaunch(NamedTuple):
+    """GRAPH_LAUNCH: launch an executable graph on a stream (the compute gate meters it as a kernel launch: the GPU time
+    it takes is charged at the wait that follows it)."""
+
+    graph_exec: object  # the object of handle graph_exec in the session's graph_execs
+    graph_exec_handle: int  # as the guest sent it
+    stream: object  # the object of handle stream in the session's streams
+    stream_handle: int  # as the guest sent it
+
+
+def graph_launch(s: Session, call: Call) -> GraphLaunch:
+    a_graph_exec, a_stream = call.args
+    graph_exec = s.lookup("graph_execs", a_graph_exec, "graph_exec")
+    stream = s.lookup("streams", a_stream, "stream", null=True)
+    return GraphLaunch(graph_exec, a_graph_exec, stream, a_stream)
+
+
+class GraphUpload(NamedTuple):
+    """GRAPH_UPLOAD: upload an executable graph ahead of its launch."""
+
+    graph_exec: object  # the object of handle graph_exec in the session's graph_execs
+    graph_exec_handle: int  # as the guest sent it
+    stream: object  # the object of handle stream in the session's streams
+    stream_handle: int  # as the guest sent it
+
+
+def graph_upload(s: Session, call: Call) -> GraphUpload:
+    a_graph_exec, a_stream = call.args
+    graph_exec = s.lookup("graph_execs", a_graph_exec, "graph_exec")
+    stream = s.lookup("streams", a_stream, "stream", null=True)
+    return GraphUpload(graph_exec, a_graph_exec, stream, a_stream)
+
+
+class GraphExecDestroy(NamedTuple):
+    """GRAPH_EXEC_DESTROY: destroy an executable graph."""
+
+    graph_exec: object  # the object of handle graph_exec in the session's graph_execs
+    graph_exec_handle: int  # as the guest sent it
+
+
+def graph_exec_destroy(s: Session, call: Call) -> GraphExecDestroy:
+    a_graph_exec, = call.args
+    graph_exec = s.lookup("graph_execs", a_graph_exec, "graph_exec")
+    return GraphExecDestroy(graph_exec, a_graph_exec)
+
+
+class GraphDestroy(NamedTuple):
+    """GRAPH_DESTROY: destroy a graph."""
+
+    graph: object  # the object of handle graph in the session's graphs
+    graph_handle: int  # as the guest sent it
+
+
+def graph_destroy(s: Session, call: Call) -> GraphDestroy:
+    a_graph, = call.args
+    graph = s.lookup("graphs", a_graph, "graph")
+    return GraphDestroy(graph, a_graph)
+
+
 CHECKS = {
     Op.CTX_SYNCHRONIZE: ctx_synchronize,
     Op.MEM_ALLOC: mem_alloc,
@@ -447,6 +551,13 @@ CHECKS = {
     Op.STREAM_GET_PRIORITY: stream_get_priority,
     Op.VGPU_PROCESSES: vgpu_processes,
     Op.VGPU_UTILIZATION: vgpu_utilization,
+    Op.STREAM_BEGIN_CAPTURE: stream_begin_capture,
+    Op.STREAM_END_CAPTURE: stream_end_capture,
+    Op.GRAPH_INSTANTIATE: graph_instantiate,
+    Op.GRAPH_LAUNCH: graph_launch,
+    Op.GRAPH_UPLOAD: graph_upload,
+    Op.GRAPH_EXEC_DESTROY: graph_exec_destroy,
+    Op.GRAPH_DESTROY: graph_destroy,
 }
 
 # op: (the backend method, the request fields it takes, how many results it returns)
@@ -459,4 +570,5 @@ THIN = {
     Op.CTX_GET_FLAGS: ('ctx_get_flags', (), 1),
     Op.DEVICE_GET_PCI_BUS_ID: ('device_get_pci_bus_id', (), 1),
     Op.STREAM_GET_PRIORITY: ('stream_get_priority', ('stream',), 1),
+    Op.GRAPH_UPLOAD: ('graph_upload', ('graph_exec', 'stream'), 0),
 }

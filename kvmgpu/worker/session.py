@@ -48,6 +48,9 @@ class Session:
     functions: dict[int, Function] = field(default_factory=dict)
     streams: dict[int, Any] = field(default_factory=dict)
     events: dict[int, object] = field(default_factory=dict)
+    graphs: dict[int, object] = field(default_factory=dict)  # captured graphs (the backend's)
+    graph_execs: dict[int, object] = field(default_factory=dict)  # their executables
+    captures: set[int] = field(default_factory=set)  # handles of the streams capturing (graphs.py)
     ranges: dict[int, Range] = field(default_factory=dict)  # device pointer -> range
     starts: list[int] = field(default_factory=list)  # sorted keys of `ranges`
     pending_error: tuple[int, str] | None = None  # the first failure of a queued call
@@ -75,7 +78,7 @@ class Session:
     def objects(self) -> int:
         """What the worker keeps for this session, counted: allocations, globals, handles."""
         return (len(self.ranges) + len(self.modules) + len(self.functions) + len(self.streams)
-                + len(self.events))
+                + len(self.events) + len(self.graphs) + len(self.graph_execs))
 
     # --- device memory ---
     def add_range(self, ptr: int, size: int, digest: bytes | None = None, charge: int = 0) -> None:
@@ -111,7 +114,7 @@ class Session:
     # --- handles ---
     def lookup(self, table: str, handle: int, what: str, null: bool = False):
         """The object `handle` names in this session's `table` (modules, functions, streams,
-        events), or INVALID_HANDLE; with `null`, stream 0 is the null stream (None)."""
+        events, graphs, graph_execs), or INVALID_HANDLE; with `null`, stream 0 is the null stream (None)."""
         if handle == 0 and table == "streams":
             if null:
                 return None

@@ -15,7 +15,7 @@ from kvmgpu_wire.region import Region, Window
 
 from ..backend.base import Backend
 from ..compute.usage import Utilisation
-from . import dispatch
+from . import dispatch, graphs
 from .modules import DEFAULT_CAPACITY, ModuleCache
 from .quota import MemoryQuota
 from .session import Session
@@ -155,6 +155,7 @@ class VGpu:
             return
         self.objects -= session.objects
         b = self.backend
+        graphs.release(self, session, _quietly)
         for event in session.events.values():
             _quietly(b.event_destroy, event)
         for stream in session.streams.values():

@@ -27,6 +27,8 @@ class Backend:
     def __init__(self, clock):
         self.clock = clock
         self.streams_live = self.streams_made = 0
+        self.capturing = 0  # streams capturing a graph
+        self.synchronized = 0
         self.recorded = 0
         self.gpu_at = None  # None: the GPU is idle, an event completes at once
         self.null_idle = True
@@ -59,6 +61,7 @@ class Backend:
         self.streams_made += 1
 
     def synchronize(self):
+        self.synchronized += 1
         if self.fail:
             raise CudaError(700)
 
@@ -143,3 +146,19 @@ def test_a_failed_context_ends_the_run(meter):
     meter.waited(PART)  # the query fails: nothing runs in a failed context
     assert not meter.running
     assert meter.finish() == pytest.approx(0.001)
+
+
+def test_while_a_stream_captures_nothing_touches_the_null_stream_or_the_context(meter):
+    """On the driver a null-stream record, or a context synchronise, would invalidate a capture
+    (a CUDA graph being recorded): the runs then are charged their wall time, and the slice's end
+    does not drain the context."""
+    meter.b.stream_create()
+    meter.b.capturing = 1
+    run(meter, 0.002, PART, gpu_done=0.001)
+    assert meter.b.recorded == 0
+    assert meter.finish() == pytest.approx(0.002)  # its wall time: never less than its busy time
+    assert meter.b.synchronized == 0
+    meter.b.capturing = 0  # the capture ended: events again
+    run(meter, 0.002, PART, gpu_done=0.001)
+    assert meter.b.recorded == 2
+    assert meter.finish() == pytest.approx(0.001) and meter.b.synchronized == 1

@@ -111,4 +111,5 @@ def test_the_ops_that_change_a_session_s_tables_come_from_the_kinds():
     charges and releases, and handles the call releases."""
     assert {d.name for d in spec.OPS if d.holds} == {
         "MEM_ALLOC", "MEM_FREE", "MODULE_LOAD", "MODULE_UNLOAD", "MODULE_GET_FUNCTION",
-        "MODULE_GET_GLOBAL", "STREAM_CREATE", "STREAM_DESTROY", "EVENT_CREATE", "EVENT_DESTROY"}
+        "MODULE_GET_GLOBAL", "STREAM_CREATE", "STREAM_DESTROY", "EVENT_CREATE", "EVENT_DESTROY",
+        "STREAM_END_CAPTURE", "GRAPH_INSTANTIATE", "GRAPH_EXEC_DESTROY", "GRAPH_DESTROY"}

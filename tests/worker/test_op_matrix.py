@@ -38,12 +38,22 @@ class World:
     released: dict  # table -> a handle `a` had and released
 
 
+def _graph(g: Guest) -> tuple[int, int]:
+    """A graph captured on a stream of its own, and its executable."""
+    stream = g.ok(Op.STREAM_CREATE, 0)[0]
+    g.ok(Op.STREAM_BEGIN_CAPTURE, stream)
+    graph = g.ok(Op.STREAM_END_CAPTURE, stream)[0]
+    return graph, g.ok(Op.GRAPH_INSTANTIATE, graph, 0)[0]
+
+
 def _everything(g: Guest) -> dict:
     module = g.load()
     event = g.ok(Op.EVENT_CREATE, 0)[0]
     g.ok(Op.EVENT_RECORD, event, 0)  # so EVENT_ELAPSED has a time to read
+    graph, graph_exec = _graph(g)
     return {"modules": module, "functions": g.function(module, "vector_add")[0],
-            "streams": g.ok(Op.STREAM_CREATE, 0)[0], "events": event, "alloc": g.alloc(ALLOC)}
+            "streams": g.ok(Op.STREAM_CREATE, 0)[0], "events": event, "alloc": g.alloc(ALLOC),
+            "graphs": graph, "graph_execs": graph_exec}
 
 
 @pytest.fixture
@@ -58,6 +68,9 @@ def world(tmp_path):
     released = {"streams": a.ok(Op.STREAM_CREATE, 0)[0], "events": a.ok(Op.EVENT_CREATE, 0)[0],
                 "modules": a.load()}
     released["functions"] = a.function(released["modules"], "saxpy")[0]
+    released["graphs"], released["graph_execs"] = _graph(a)
+    a.ok(Op.GRAPH_EXEC_DESTROY, released["graph_execs"])
+    a.ok(Op.GRAPH_DESTROY, released["graphs"])
     a.ok(Op.STREAM_DESTROY, released["streams"])
     a.ok(Op.EVENT_DESTROY, released["events"])
     a.ok(Op.MODULE_UNLOAD, released["modules"])  # its functions go with it
@@ -76,7 +89,13 @@ def _length(d: spec.OpDecl, a: kinds.Length) -> int:
     return 64
 
 
+# What an op's well-formed call needs first (an op that ends a capture needs one begun).
+PREPARE = {"STREAM_END_CAPTURE": lambda w: w.a.ok(Op.STREAM_BEGIN_CAPTURE, w.mine["streams"])}
+
+
 def baseline(w: World, d: spec.OpDecl) -> tuple[list[int], bytes]:
+    if d.name in PREPARE:
+        PREPARE[d.name](w)
     window_at = {}  # each window argument its own page, past the image
     values = []
     for a in d.args:
@@ -152,8 +171,9 @@ BLOB_CASES = [pytest.param(d, v, id=f"{d.name}-{v}")
 
 def snapshot(w: World):
     vg = w.host.vgpu
-    tables = {key: (len(s.modules), len(s.functions), len(s.streams), len(s.events),
-                    {p: r.size for p, r in s.ranges.items()}, s.pending_error)
+    tables = {key: (len(s.modules), len(s.functions), len(s.streams), len(s.events), len(s.graphs),
+                    len(s.graph_execs), set(s.captures), {p: r.size for p, r in s.ranges.items()},
+                    s.pending_error)
               for key, s in vg.sessions.items()}
     return vg.quota.used, tables, len(vg.modules)
 

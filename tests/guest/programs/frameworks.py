@@ -78,6 +78,33 @@ def torch_checks():
         cg.replay()
         return rounded(y.sum())
     check(f, "cuda graph", graph)
+
+    def graph_train():
+        """PyTorch's whole-network capture: warm-up on a side stream, then forward, backward and
+        the optimizer step captured once and replayed."""
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.ReLU(), torch.nn.Linear(128, 10)).cuda()
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        x = torch.randn(32, 64, generator=g).cuda()
+        y = torch.randint(0, 10, (32,), generator=g).cuda()
+        s = torch.cuda.Stream()
+        s.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(s):
+            for _ in range(3):
+                opt.zero_grad(set_to_none=True)
+                torch.nn.functional.cross_entropy(model(x), y).backward()
+                opt.step()
+        torch.cuda.current_stream().wait_stream(s)
+        cg = torch.cuda.CUDAGraph()
+        opt.zero_grad(set_to_none=True)
+        with torch.cuda.graph(cg):
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+            loss.backward()
+            opt.step()
+        for _ in range(20):
+            cg.replay()
+        return f"{loss.item():.3f}"
+    check(f, "cuda graph train step", graph_train)
     check(f, "oom is OutOfMemoryError",
           lambda: _raises(torch.OutOfMemoryError, lambda: torch.empty(1 << 50, dtype=torch.uint8, device="cuda")))
 
