@@ -204,6 +204,23 @@ class Doorbell:
     session: int
 
 
+class LaunchRun(NamedTuple):
+    """Host side, the hot path as an event: a run of well-formed QUEUED LAUNCH frames, decoded in
+    place (`Connection.take_launches`' triples, their parameter bytes in `Connection.buffer`)."""
+
+    launches: Sequence[tuple]
+
+
+class Wait(NamedTuple):
+    """Host side, the hot path's other half as an event: a whole STREAM_SYNCHRONIZE or
+    CTX_SYNCHRONIZE call (stream 0), decoded in place (`Connection.take_wait`)."""
+
+    session: int
+    seq: int
+    op: Op
+    stream: int
+
+
 class _NeedData:
     def __repr__(self):
         return "NEED_DATA"
@@ -289,8 +306,20 @@ class Connection:
             raise RemoteProtocolError(
                 f"more than {MAX_BUFFERED} undecoded bytes: read frames with next_event() as they arrive")
 
-    def next_event(self):
-        """The next whole message, or NEED_DATA. Raises RemoteProtocolError on a malformed frame."""
+    def next_event(self, launches: int = 0, repeats=None):
+        """The next whole message, or NEED_DATA. Raises RemoteProtocolError on a malformed frame.
+
+        Host side, with `launches`: the hot paths come out as events of their own, decoded in place
+        and checked as every frame is: a run of QUEUED LAUNCH frames at the head as one `LaunchRun`
+        (at most `launches` of them, `repeats` as for `take_launches`), a synchronise as a `Wait`;
+        anything else as below. The worker's Channel reads its bytes this way only."""
+        if launches:
+            run = self.take_launches(launches, repeats)
+            if run:
+                return LaunchRun(run)
+            waited = self.take_wait()
+            if waited is not None:
+                return Wait(*waited)
         buf, pos = self._buf, self._pos
         if len(buf) - pos < HEADER_SIZE:
             return NEED_DATA

@@ -21,10 +21,12 @@ from kvmgpu_wire.protocol import (
     Doorbell,
     Goodbye,
     Hello,
+    LaunchRun,
     LaunchWaitShape,
     Op,
     RemoteProtocolError,
     Role,
+    Wait,
     Welcome,
     negotiate,
 )
@@ -83,40 +85,36 @@ class Channel:
                 if reply is not None:
                     return reply
             one = None  # the message's first and only launch, while it may be a launch + wait
-            take_launches, take_wait, next_event = conn.take_launches, conn.take_wait, conn.next_event
-            # take_launches hands over a launch's repeats with it (checked once, launched from
-            # its record by the C loop); only where the backend has that loop
+            next_event = conn.next_event
+            # the hot paths come as events: a run of QUEUED LAUNCH frames (LaunchRun, with a
+            # launch's repeats where the backend has the C loop that launches them from its
+            # record) and a stream or context synchronise (Wait), decoded in place and dispatched
+            # with no objects per frame; everything else as the message it is
             records = vg.capabilities.launch_records
             repeats = None if records is None else records.count_repeats
             while True:
-                # The hot path: runs of QUEUED LAUNCH frames, decoded in place (take_launches
-                # checks what next_event checks) and dispatched with no objects per frame. A run
-                # ends at a frame that is not one, or at the end of the bytes: next_event goes on.
-                launches = take_launches(_RUN, repeats)
-                if launches:
-                    n = launch_run(vg, self.cid, launches, conn.buffer)
-                    vg.calls[_LAUNCH] += n
-                    if n == _RUN:  # take_launches' limit: there may be more
-                        continue
-                    if not out and len(launches) == 1 and not launches[0][2]:
-                        one = launches[0]
                 if _TRACE:
                     t1 = _ns()
-                # Its other half: a stream or context synchronise, likewise decoded in place.
-                waited = take_wait()
-                if waited is None:
-                    event = next_event()
-                    if event is NEED_DATA:
-                        break
+                event = next_event(_RUN, repeats)
+                kind = type(event)
+                if kind is LaunchRun:
+                    launches = event.launches
+                    n = launch_run(vg, self.cid, launches, conn.buffer)
+                    vg.calls[_LAUNCH] += n
+                    one = launches[0] if (n < _RUN and not out and len(launches) == 1
+                                          and not launches[0][2]) else None
+                    continue
+                if event is NEED_DATA:
+                    break
                 if _TRACE:
                     _mark_at("w1", t1)
                     _mark_at("w2", _ns())
-                if waited is None:
-                    reply = self._handle(event, conn)
-                else:
-                    reply, ok = self._wait(conn, *waited)
+                if kind is Wait:
+                    reply, ok = self._wait(conn, *event)
                     if ok and one is not None and not out and conn.drained():
-                        self._again = self._launch_wait(conn, one, waited)
+                        self._again = self._launch_wait(conn, one, tuple(event))
+                else:
+                    reply = self._handle(event, conn)
                 one = None
                 if _TRACE:
                     _mark_at("w4", _ns())

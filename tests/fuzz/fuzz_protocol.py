@@ -7,7 +7,7 @@ ways, and all four must give the same messages and stop at the same violation:
 
   - whole: received at once, decoded by `next_event` only (the reference);
   - split: received in random pieces (1..64 bytes, from the seed), decoded by `next_event`;
-  - fast: split, with the worker's hot paths first (`take_launches`, `take_wait`), as `Channel`;
+  - fast: split, with the worker's hot paths as events (`next_event(256)`: LaunchRun, Wait), as `Channel`;
   - repeats: fast, with `take_launches` handing over repeated launches through the C
     `count_repeats` (kvmgpu/backend/launcher.c), as the worker does on the cuda backend.
 
@@ -37,8 +37,10 @@ from kvmgpu_wire.protocol import (
     Doorbell,
     Goodbye,
     Hello,
+    LaunchRun,
     RemoteProtocolError,
     Role,
+    Wait,
     Welcome,
     launch_seq,
     negotiate,
@@ -108,19 +110,16 @@ def decode(data: bytes, mailbox: bool, pieces: list[int] | None, fast: bool, rep
                 continue
             conn.receive_data(chunk)
             while True:
-                if fast:
-                    launches = conn.take_launches(256, repeats)
-                    if launches:
-                        events += _taken_launches(conn, launches)
-                    waited = conn.take_wait()
-                    if waited is not None:
-                        sid, seq, op, stream = waited
-                        events.append(("call", sid, seq, int(op), (stream,) if op == 17 else (), b"", False))
-                        continue
-                ev = conn.next_event()
+                ev = conn.next_event(256, repeats) if fast else conn.next_event()
                 if ev is NEED_DATA:
                     break
-                events.append(_event(conn, ev))
+                if type(ev) is LaunchRun:
+                    events += _taken_launches(conn, ev.launches)
+                elif type(ev) is Wait:
+                    sid, seq, op, stream = ev
+                    events.append(("call", sid, seq, int(op), (stream,) if op == 17 else (), b"", False))
+                else:
+                    events.append(_event(conn, ev))
     except RemoteProtocolError as e:
         return events, str(e)
     return events, None
