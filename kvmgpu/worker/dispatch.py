@@ -25,7 +25,7 @@ from ..backend.launcher import RECORD
 from . import checks
 from .requests import CHECKS, THIN
 from .session import Function, Session
-from .state import REPORTS, error_reply, failed, hold, report, unusable
+from .state import REPORTS, ImageMiss, error_reply, failed, hold, report, unusable
 
 if TYPE_CHECKING:
     from .vgpu import VGpu
@@ -208,7 +208,7 @@ def module_load(vg: VGpu, s: Session, r, call):
     module = vg.modules.acquire(digest)
     if module is None:
         if nbytes == 0:
-            raise CudaError(CUresult.CUDA_ERROR_NOT_FOUND, "the host does not have this image; send it")
+            raise ImageMiss(CUresult.CUDA_ERROR_NOT_FOUND, "the host does not have this image; send it")
         start = checks.window(s, offset, nbytes, "offset")
         image = bytes(vg.region.view[start: start + nbytes])  # a copy the guest cannot change
         if hashlib.sha256(image).digest() != digest:

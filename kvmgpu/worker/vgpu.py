@@ -50,6 +50,7 @@ class VGpu:
         self.on_broken_idle: Callable[[], None] | None = None
         self.calls: Counter = Counter()
         self.errors: Counter = Counter()
+        self.image_misses = 0  # MODULE_LOAD asked whether the host has an image it did not have
         self.bytes = {"htod": 0, "dtoh": 0, "dtod": 0}
         self.sessions_started = 0
         self.protocol_violations = 0
@@ -176,7 +177,7 @@ class VGpu:
             "calls": {op.name: n for op, n in sorted(self.calls.items())},
             "errors": {op.name: n for op, n in sorted(self.errors.items())},
             "bytes": dict(self.bytes),
-            "modules_cached": len(self.modules),
+            "modules_cached": len(self.modules), "module_images_sent": self.image_misses,
             "protocol_violations": self.protocol_violations,
             "internal_errors": self.internal_errors,
             "broken": self.broken[1] if self.broken else None,
