@@ -268,11 +268,18 @@ CUAPI CUresult cuLaunchKernel_ptsz(CUfunction f, unsigned int gx, unsigned int g
     return cuLaunchKernel(f, gx, gy, gz, bx, by, bz, shared, stream, params, extra);
 }
 
-/* Modules are loaded when asked for (the runtime then loads its fatbins as it starts). */
+/* Whether libraries are loaded when loaded (CUDA_MODULE_LOADING=EAGER) or when first used (the
+ * default, as CUDA's since 12.2; library.c). Modules are loaded when asked for either way. */
+int kvmgpu_eager_loading(void)
+{
+    const char *mode = getenv("CUDA_MODULE_LOADING");
+    return mode && strcmp(mode, "EAGER") == 0;
+}
+
 CUAPI CUresult cuModuleGetLoadingMode(int *mode)
 {
     if (!mode)
         return KVMGPU_CUDA_ERROR_INVALID_VALUE;
-    *mode = 1; /* CU_MODULE_EAGER_LOADING */
+    *mode = kvmgpu_eager_loading() ? 1 : 2; /* CU_MODULE_EAGER_LOADING, CU_MODULE_LAZY_LOADING */
     return KVMGPU_CUDA_SUCCESS;
 }

@@ -147,6 +147,18 @@ def test_the_fatbin_goes_to_the_host_once(lib_dir, static, worker):
     assert "INTEGRITY_CHECK.check" in with_globals and "cuLibraryLoadData: library" in with_globals
 
 
+def test_fatbins_go_to_the_host_when_first_used(static, worker):
+    """As CUDA_MODULE_LOADING=LAZY: a run that launches no kernel sends no image and asks the host
+    nothing about one (PyTorch registers hundreds of fatbins and uses a few: its start-up was 912
+    MODULE_LOADs); EAGER loads them as the runtime registers them. (The runtime asks
+    cuModuleGetLoadingMode and defers its own cuLibraryLoadData; a library loaded is still sent
+    only when a kernel or global of it is asked for.)"""
+    lazy = run(static, worker, "quota", env={"KVMGPU_LOG": "trace"}).stderr
+    assert "module image of" not in lazy, lazy
+    eager = run(static, worker, "quota", env={"KVMGPU_LOG": "trace", "CUDA_MODULE_LOADING": "EAGER"}).stderr
+    assert "module image of" in eager, eager
+
+
 def test_a_fatbin_without_ptx_is_a_named_error_on_sim(lib_dir, worker, tmp_path):
     """sm_80 machine code only: the sim backend cannot run it; the program gets the runtime's
     error, not a crash, and the library logs the host's reason and what to build instead."""
