@@ -4,7 +4,7 @@
 
 #include <stdint.h>
 
-#define KVMGPU_PROTOCOL_VERSION 5
+#define KVMGPU_PROTOCOL_VERSION 6
 #define KVMGPU_MAGIC 0x474Bu
 #define KVMGPU_QUEUED 0x01u
 #define KVMGPU_MAX_ARG_BYTES 32764
@@ -74,6 +74,13 @@ enum kvmgpu_op {
     KVMGPU_OP_CTX_GET_FLAGS = 28, /* cuCtxGetFlags */
     KVMGPU_OP_DEVICE_GET_PCI_BUS_ID = 29, /* cuDeviceGetPCIBusId */
     KVMGPU_OP_STREAM_GET_PRIORITY = 30, /* cuStreamGetPriority */
+    KVMGPU_OP_FUNC_GET_ATTRIBUTES = 50, /* cuFuncGetAttribute, cuKernelGetAttribute */
+    KVMGPU_OP_FUNC_SET_ATTRIBUTE = 51, /* cuFuncSetAttribute, cuKernelSetAttribute */
+    KVMGPU_OP_OCCUPANCY_MAX_BLOCKS = 52, /* cuOccupancyMaxActiveBlocksPerMultiprocessor(WithFlags) */
+    KVMGPU_OP_OCCUPANCY_AVAILABLE_SMEM = 53, /* cuOccupancyAvailableDynamicSMemPerBlock */
+    KVMGPU_OP_MEMSET_D16 = 54, /* cuMemsetD16_v2, cuMemsetD16Async */
+    KVMGPU_OP_CTX_GET_LIMIT = 55, /* cuCtxGetLimit */
+    KVMGPU_OP_MEMCPY_2D = 56, /* cuMemcpy2D(Async)_v2, cuMemcpy3D(Async)_v2 (device to device) */
 };
 
 /* Each op's arguments, in order (copied after the call head: not aligned there), its
@@ -408,6 +415,101 @@ struct __attribute__((packed)) kvmgpu_results_stream_get_priority {
     int32_t priority;
 };
 _Static_assert(sizeof(struct kvmgpu_results_stream_get_priority) == 4, "STREAM_GET_PRIORITY results");
+
+#define KVMGPU_FUNC_GET_ATTRIBUTES_NARGS 1
+#define KVMGPU_FUNC_GET_ATTRIBUTES_BLOB_MAX 0
+#define KVMGPU_FUNC_GET_ATTRIBUTES_QUEUEABLE 0
+#define KVMGPU_FUNC_GET_ATTRIBUTES_SYNCHRONISING 0
+struct kvmgpu_args_func_get_attributes {
+    uint64_t function;
+};
+_Static_assert(sizeof(struct kvmgpu_args_func_get_attributes) == 8, "FUNC_GET_ATTRIBUTES args");
+struct __attribute__((packed)) kvmgpu_results_func_get_attributes {
+    char values[64];
+};
+_Static_assert(sizeof(struct kvmgpu_results_func_get_attributes) == 64, "FUNC_GET_ATTRIBUTES results");
+
+#define KVMGPU_FUNC_SET_ATTRIBUTE_NARGS 3
+#define KVMGPU_FUNC_SET_ATTRIBUTE_BLOB_MAX 0
+#define KVMGPU_FUNC_SET_ATTRIBUTE_QUEUEABLE 0
+#define KVMGPU_FUNC_SET_ATTRIBUTE_SYNCHRONISING 0
+struct kvmgpu_args_func_set_attribute {
+    uint64_t function;
+    uint64_t attribute;
+    uint64_t value;
+};
+_Static_assert(sizeof(struct kvmgpu_args_func_set_attribute) == 24, "FUNC_SET_ATTRIBUTE args");
+
+#define KVMGPU_OCCUPANCY_MAX_BLOCKS_NARGS 4
+#define KVMGPU_OCCUPANCY_MAX_BLOCKS_BLOB_MAX 0
+#define KVMGPU_OCCUPANCY_MAX_BLOCKS_QUEUEABLE 0
+#define KVMGPU_OCCUPANCY_MAX_BLOCKS_SYNCHRONISING 0
+struct kvmgpu_args_occupancy_max_blocks {
+    uint64_t function;
+    uint64_t block;
+    uint64_t shared;
+    uint64_t flags;
+};
+_Static_assert(sizeof(struct kvmgpu_args_occupancy_max_blocks) == 32, "OCCUPANCY_MAX_BLOCKS args");
+struct __attribute__((packed)) kvmgpu_results_occupancy_max_blocks {
+    int32_t blocks;
+};
+_Static_assert(sizeof(struct kvmgpu_results_occupancy_max_blocks) == 4, "OCCUPANCY_MAX_BLOCKS results");
+
+#define KVMGPU_OCCUPANCY_AVAILABLE_SMEM_NARGS 3
+#define KVMGPU_OCCUPANCY_AVAILABLE_SMEM_BLOB_MAX 0
+#define KVMGPU_OCCUPANCY_AVAILABLE_SMEM_QUEUEABLE 0
+#define KVMGPU_OCCUPANCY_AVAILABLE_SMEM_SYNCHRONISING 0
+struct kvmgpu_args_occupancy_available_smem {
+    uint64_t function;
+    uint64_t blocks;
+    uint64_t block;
+};
+_Static_assert(sizeof(struct kvmgpu_args_occupancy_available_smem) == 24, "OCCUPANCY_AVAILABLE_SMEM args");
+struct __attribute__((packed)) kvmgpu_results_occupancy_available_smem {
+    uint64_t bytes;
+};
+_Static_assert(sizeof(struct kvmgpu_results_occupancy_available_smem) == 8, "OCCUPANCY_AVAILABLE_SMEM results");
+
+#define KVMGPU_MEMSET_D16_NARGS 4
+#define KVMGPU_MEMSET_D16_BLOB_MAX 0
+#define KVMGPU_MEMSET_D16_QUEUEABLE 1
+#define KVMGPU_MEMSET_D16_SYNCHRONISING 1
+struct kvmgpu_args_memset_d16 {
+    uint64_t dst;
+    uint64_t value;
+    uint64_t count;
+    uint64_t stream;
+};
+_Static_assert(sizeof(struct kvmgpu_args_memset_d16) == 32, "MEMSET_D16 args");
+
+#define KVMGPU_CTX_GET_LIMIT_NARGS 1
+#define KVMGPU_CTX_GET_LIMIT_BLOB_MAX 0
+#define KVMGPU_CTX_GET_LIMIT_QUEUEABLE 0
+#define KVMGPU_CTX_GET_LIMIT_SYNCHRONISING 0
+struct kvmgpu_args_ctx_get_limit {
+    uint64_t limit;
+};
+_Static_assert(sizeof(struct kvmgpu_args_ctx_get_limit) == 8, "CTX_GET_LIMIT args");
+struct __attribute__((packed)) kvmgpu_results_ctx_get_limit {
+    uint64_t value;
+};
+_Static_assert(sizeof(struct kvmgpu_results_ctx_get_limit) == 8, "CTX_GET_LIMIT results");
+
+#define KVMGPU_MEMCPY_2D_NARGS 7
+#define KVMGPU_MEMCPY_2D_BLOB_MAX 0
+#define KVMGPU_MEMCPY_2D_QUEUEABLE 1
+#define KVMGPU_MEMCPY_2D_SYNCHRONISING 1
+struct kvmgpu_args_memcpy_2d {
+    uint64_t dst;
+    uint64_t dpitch;
+    uint64_t src;
+    uint64_t spitch;
+    uint64_t width;
+    uint64_t height;
+    uint64_t stream;
+};
+_Static_assert(sizeof(struct kvmgpu_args_memcpy_2d) == 56, "MEMCPY_2D args");
 
 /* One kernel parameter in MODULE_GET_FUNCTION's reply blob (an array of them). */
 struct kvmgpu_param {

@@ -2,7 +2,7 @@
 
 import enum
 
-PROTOCOL_VERSION = 5
+PROTOCOL_VERSION = 6
 MAGIC = 0x474B
 HEADER_FORMAT = "<HBBIII"
 CALL_HEAD_FORMAT = "<HH"
@@ -60,6 +60,13 @@ class Op(enum.IntEnum):
     CTX_GET_FLAGS = 28  # cuCtxGetFlags
     DEVICE_GET_PCI_BUS_ID = 29  # cuDeviceGetPCIBusId
     STREAM_GET_PRIORITY = 30  # cuStreamGetPriority
+    FUNC_GET_ATTRIBUTES = 50  # cuFuncGetAttribute, cuKernelGetAttribute
+    FUNC_SET_ATTRIBUTE = 51  # cuFuncSetAttribute, cuKernelSetAttribute
+    OCCUPANCY_MAX_BLOCKS = 52  # cuOccupancyMaxActiveBlocksPerMultiprocessor(WithFlags)
+    OCCUPANCY_AVAILABLE_SMEM = 53  # cuOccupancyAvailableDynamicSMemPerBlock
+    MEMSET_D16 = 54  # cuMemsetD16_v2, cuMemsetD16Async
+    CTX_GET_LIMIT = 55  # cuCtxGetLimit
+    MEMCPY_2D = 56  # cuMemcpy2D(Async)_v2, cuMemcpy3D(Async)_v2 (device to device)
 
 
 # op: (argument names, result struct format, most blob bytes, queueable, synchronising)
@@ -94,6 +101,13 @@ TABLE = {
     Op.CTX_GET_FLAGS: ((), 'I', 0, False, False),
     Op.DEVICE_GET_PCI_BUS_ID: ((), '32s', 0, False, False),
     Op.STREAM_GET_PRIORITY: (('stream',), 'i', 0, False, False),
+    Op.FUNC_GET_ATTRIBUTES: (('function',), '64s', 0, False, False),
+    Op.FUNC_SET_ATTRIBUTE: (('function', 'attribute', 'value'), '', 0, False, False),
+    Op.OCCUPANCY_MAX_BLOCKS: (('function', 'block', 'shared', 'flags'), 'i', 0, False, False),
+    Op.OCCUPANCY_AVAILABLE_SMEM: (('function', 'blocks', 'block'), 'Q', 0, False, False),
+    Op.MEMSET_D16: (('dst', 'value', 'count', 'stream'), '', 0, True, True),
+    Op.CTX_GET_LIMIT: (('limit',), 'Q', 0, False, False),
+    Op.MEMCPY_2D: (('dst', 'dpitch', 'src', 'spitch', 'width', 'height', 'stream'), '', 0, True, True),
 }
 
 # the ops that wait for the GPU: always, or only when not queued (the compute gate meters them)
@@ -109,4 +123,6 @@ WAITS_GPU = {
     Op.FENCE: 'always',
     Op.MEMCPY_HTOD_STAGED: 'always',
     Op.MEMCPY_DTOH_PIECES: 'always',
+    Op.MEMSET_D16: 'if_sync',
+    Op.MEMCPY_2D: 'if_sync',
 }

@@ -130,7 +130,12 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def memset(self, dst: int, value: int, count: int, width: int, stream, sync: bool) -> None:
-        """Set `count` elements of `width` bytes (1 or 4) to `value`."""
+        """Set `count` elements of `width` bytes (1, 2 or 4) to `value`."""
+
+    @abc.abstractmethod
+    def memcpy_2d(self, dst: int, dpitch: int, src: int, spitch: int, width: int, height: int,
+                  stream, sync: bool) -> None:
+        """Device to device: `height` rows of `width` bytes, `dpitch` / `spitch` bytes apart."""
 
     # --- modules and launches ---
     @abc.abstractmethod
@@ -202,3 +207,25 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def stream_get_priority(self, stream) -> int:
         """cuStreamGetPriority (the null stream: None)."""
+
+    # (`function` below is the worker's kvmgpu.worker.session.Function: its `.backend` is this
+    # backend's function.)
+    @abc.abstractmethod
+    def func_get_attributes(self, function) -> bytes:
+        """cuFuncGetAttribute of CUfunction_attribute 0..15, as 16 little-endian int32."""
+
+    @abc.abstractmethod
+    def func_set_attribute(self, function, attribute: int, value: int) -> None:
+        """cuFuncSetAttribute."""
+
+    @abc.abstractmethod
+    def occupancy_max_blocks(self, function, block: int, shared: int, flags: int) -> int:
+        """cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags."""
+
+    @abc.abstractmethod
+    def occupancy_available_smem(self, function, blocks: int, block: int) -> int:
+        """cuOccupancyAvailableDynamicSMemPerBlock."""
+
+    @abc.abstractmethod
+    def ctx_get_limit(self, limit: int) -> int:
+        """cuCtxGetLimit of the VM's context."""

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import struct
 
 from cuda.bindings import driver as cu
 
@@ -333,9 +334,22 @@ class CudaBackend(Backend):
         if sync:
             _check(cu.cuStreamSynchronize(stream), "cuStreamSynchronize after cuMemcpyDtoDAsync")
 
+    def memcpy_2d(self, dst: int, dpitch: int, src: int, spitch: int, width: int, height: int,
+                  stream, sync: bool) -> None:
+        stream = self._stream(stream)
+        p = cu.CUDA_MEMCPY2D()
+        p.srcMemoryType = p.dstMemoryType = cu.CUmemorytype.CU_MEMORYTYPE_DEVICE
+        p.srcDevice, p.srcPitch, p.dstDevice, p.dstPitch = src, spitch, dst, dpitch
+        p.WidthInBytes, p.Height = width, height
+        _check(cu.cuMemcpy2DAsync(p, stream), "cuMemcpy2DAsync")
+        if sync:
+            _check(cu.cuStreamSynchronize(stream), "cuStreamSynchronize after cuMemcpy2DAsync")
+
     def memset(self, dst: int, value: int, count: int, width: int, stream, sync: bool) -> None:
         stream = self._stream(stream)
-        if width == 1:
+        if width == 2:
+            _check(cu.cuMemsetD16Async(dst, value & 0xFFFF, count, stream), "cuMemsetD16Async")
+        elif width == 1:
             _check(cu.cuMemsetD8Async(dst, value & 0xFF, count, stream), "cuMemsetD8Async")
         elif width == 4:
             _check(cu.cuMemsetD32Async(dst, value & 0xFFFFFFFF, count, stream), "cuMemsetD32Async")
@@ -531,3 +545,27 @@ class CudaBackend(Backend):
 
     def stream_get_priority(self, stream) -> int:
         return int(_check(cu.cuStreamGetPriority(self._stream(stream)), "cuStreamGetPriority"))
+
+    def func_get_attributes(self, function) -> bytes:
+        values = []
+        for a in range(16):
+            err, value = cu.cuFuncGetAttribute(cu.CUfunction_attribute(a), function.backend)
+            if err and a <= 8:  # the attributes every driver since CUDA 9 answers
+                _fail(err, f"cuFuncGetAttribute({a})")
+            values.append(int(value) if not err else 0)  # (a newer attribute an older driver lacks)
+        return struct.pack("<16i", *values)
+
+    def func_set_attribute(self, function, attribute: int, value: int) -> None:
+        _check(cu.cuFuncSetAttribute(function.backend, cu.CUfunction_attribute(attribute), value),
+               f"cuFuncSetAttribute({attribute}, {value})")
+
+    def occupancy_max_blocks(self, function, block: int, shared: int, flags: int) -> int:
+        return int(_check(cu.cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(
+            function.backend, block, shared, flags), "cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags"))
+
+    def occupancy_available_smem(self, function, blocks: int, block: int) -> int:
+        return int(_check(cu.cuOccupancyAvailableDynamicSMemPerBlock(function.backend, blocks, block),
+                          "cuOccupancyAvailableDynamicSMemPerBlock"))
+
+    def ctx_get_limit(self, limit: int) -> int:
+        return int(_check(cu.cuCtxGetLimit(cu.CUlimit(limit)), f"cuCtxGetLimit({limit})"))

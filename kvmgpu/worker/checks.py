@@ -44,6 +44,17 @@ def device_range(s: Session, ptr: int, nbytes: int, name: str) -> int:
     return ptr
 
 
+def rows(s: Session, ptr: int, pitch: int, width: int, height: int, name: str) -> int:
+    """A 2D copy's side: `height` rows of `width` bytes, `pitch` bytes apart, all inside one of the
+    session's ranges. Its extent, pitch*(height-1) + width, is computed exactly (Python's ints: a
+    pitch*height that wraps a u64 in C is simply too long here)."""
+    if width > pitch:
+        invalid(f"{name}: rows of {width} bytes are wider than the pitch ({pitch})")
+    if width and height:
+        s.check_range(ptr, pitch * (height - 1) + width, name)
+    return ptr
+
+
 def window(s: Session, offset: int, nbytes: int, name: str, align: int = 1) -> int:
     """WindowOffset: the region offset of [offset, offset+nbytes) of the session's window."""
     if offset % align:

@@ -198,6 +198,17 @@ def _memset(width: int):
     return memset
 
 
+def memcpy_2d(vg, s: Session, r, call):
+    dst, dpitch, src, spitch, width, height, stream = call.args
+    checks.rows(s, dst, dpitch, width, height, "dst")
+    checks.rows(s, src, spitch, width, height, "src")
+    st = s.stream(stream)
+    if width and height:
+        vg.waits.memcpy_2d(dst, dpitch, src, spitch, width, height, st, not call.queued)
+        vg.bytes["dtod"] += width * height
+    return OK
+
+
 # --- modules -------------------------------------------------------------------------------------
 
 def module_load(vg: VGpu, s: Session, r, call):
@@ -266,7 +277,8 @@ def _launch_limits(vg: VGpu) -> tuple:
         return cached[1]
     a = vg.attribute
     limits = (a(5, 2147483647), a(6, 65535), a(7, 65535), a(2, 1024), a(3, 1024), a(4, 64),
-              a(1, 1024), a(8, 49152))
+              a(1, 1024), a(97, a(8, 49152)))  # (the opt-in shared memory: the driver checks the
+    # kernel's own limit, which FUNC_SET_ATTRIBUTE may raise past 48 KiB, at the launch)
     vg._launch_limits = (vg.info, limits)
     return limits
 
@@ -573,6 +585,8 @@ HANDLERS = {
     Op.MEMCPY_DTOH: memcpy_dtoh,
     Op.MEMCPY_DTOD: memcpy_dtod,
     Op.MEMSET_D8: _memset(1),
+    Op.MEMSET_D16: _memset(2),
+    Op.MEMCPY_2D: memcpy_2d,
     Op.MEMSET_D32: _memset(4),
     Op.MODULE_LOAD: module_load,
     Op.MODULE_UNLOAD: module_unload,

@@ -392,6 +392,103 @@ def stream_get_priority(s: Session, call: Call) -> StreamGetPriority:
     return StreamGetPriority(stream, a_stream)
 
 
+class FuncGetAttributes(NamedTuple):
+    """FUNC_GET_ATTRIBUTES: every attribute of a kernel at once (the guest keeps them: they change only by its own FUNC_SET_ATTRIBUTE)."""
+
+    function: object  # the object of handle function in the session's functions
+    function_handle: int  # as the guest sent it
+
+
+def func_get_attributes(s: Session, call: Call) -> FuncGetAttributes:
+    a_function, = call.args
+    function = s.lookup("functions", a_function, "function")
+    return FuncGetAttributes(function, a_function)
+
+
+class FuncSetAttribute(NamedTuple):
+    """FUNC_SET_ATTRIBUTE: set a kernel's attribute (max dynamic shared memory, carveout, cluster preferences)."""
+
+    function: object  # the object of handle function in the session's functions
+    function_handle: int  # as the guest sent it
+    attribute: int  # at most 0xf
+    value: int  # at most 0x7fffffff
+
+
+def func_set_attribute(s: Session, call: Call) -> FuncSetAttribute:
+    a_function, a_attribute, a_value = call.args
+    attribute = checks.value(a_attribute, 0xf, "attribute")
+    value = checks.value(a_value, 0x7fffffff, "value")
+    function = s.lookup("functions", a_function, "function")
+    return FuncSetAttribute(function, a_function, attribute, value)
+
+
+class OccupancyMaxBlocks(NamedTuple):
+    """OCCUPANCY_MAX_BLOCKS: how many blocks of a kernel fit one multiprocessor (the guest keeps each answer)."""
+
+    function: object  # the object of handle function in the session's functions
+    function_handle: int  # as the guest sent it
+    block: int  # 1..1024
+    shared: int  # at most 0xffffffff
+    flags: int  # bits within 0x1
+
+
+def occupancy_max_blocks(s: Session, call: Call) -> OccupancyMaxBlocks:
+    a_function, a_block, a_shared, a_flags = call.args
+    block = checks.length(a_block, "block", 1, 0x400)
+    shared = checks.value(a_shared, 0xffffffff, "shared")
+    flags = checks.flags(a_flags, 0x1, "flags")
+    function = s.lookup("functions", a_function, "function")
+    return OccupancyMaxBlocks(function, a_function, block, shared, flags)
+
+
+class OccupancyAvailableSmem(NamedTuple):
+    """OCCUPANCY_AVAILABLE_SMEM: the dynamic shared memory a block may have with `blocks` blocks a multiprocessor."""
+
+    function: object  # the object of handle function in the session's functions
+    function_handle: int  # as the guest sent it
+    blocks: int  # at most 0xffff
+    block: int  # 1..1024
+
+
+def occupancy_available_smem(s: Session, call: Call) -> OccupancyAvailableSmem:
+    a_function, a_blocks, a_block = call.args
+    blocks = checks.value(a_blocks, 0xffff, "blocks")
+    block = checks.length(a_block, "block", 1, 0x400)
+    function = s.lookup("functions", a_function, "function")
+    return OccupancyAvailableSmem(function, a_function, blocks, block)
+
+
+class MemsetD16(NamedTuple):
+    """MEMSET_D16: set 16-bit words."""
+
+    dst: int  # [dst, +count) is inside one of the session's ranges
+    value: int  # at most 0xffff
+    count: int  # bounded by the ranges that use it
+    stream: object  # the object of handle stream in the session's streams
+    stream_handle: int  # as the guest sent it
+
+
+def memset_d16(s: Session, call: Call) -> MemsetD16:
+    a_dst, a_value, a_count, a_stream = call.args
+    value = checks.value(a_value, 0xffff, "value")
+    count = a_count
+    dst = checks.device_range(s, a_dst, a_count * 2, "dst")
+    stream = s.lookup("streams", a_stream, "stream", null=True)
+    return MemsetD16(dst, value, count, stream, a_stream)
+
+
+class CtxGetLimit(NamedTuple):
+    """CTX_GET_LIMIT: a limit of the VM's context (stack size, printf FIFO, malloc heap, ...)."""
+
+    limit: int  # at most 0x6
+
+
+def ctx_get_limit(s: Session, call: Call) -> CtxGetLimit:
+    a_limit, = call.args
+    limit = checks.value(a_limit, 0x6, "limit")
+    return CtxGetLimit(limit)
+
+
 CHECKS = {
     Op.CTX_SYNCHRONIZE: ctx_synchronize,
     Op.MEM_ALLOC: mem_alloc,
@@ -423,6 +520,13 @@ CHECKS = {
     Op.CTX_GET_FLAGS: ctx_get_flags,
     Op.DEVICE_GET_PCI_BUS_ID: device_get_pci_bus_id,
     Op.STREAM_GET_PRIORITY: stream_get_priority,
+    Op.FUNC_GET_ATTRIBUTES: func_get_attributes,
+    Op.FUNC_SET_ATTRIBUTE: func_set_attribute,
+    Op.OCCUPANCY_MAX_BLOCKS: occupancy_max_blocks,
+    Op.OCCUPANCY_AVAILABLE_SMEM: occupancy_available_smem,
+    Op.MEMSET_D16: memset_d16,
+    Op.CTX_GET_LIMIT: ctx_get_limit,
+    Op.MEMCPY_2D: None,  # each side's rows [ptr, ptr + pitch*(height-1) + width) inside one allocation, computed without overflow (checks.rows)
 }
 
 # op: (the backend method, the request fields it takes, how many results it returns)
@@ -435,4 +539,9 @@ THIN = {
     Op.CTX_GET_FLAGS: ('ctx_get_flags', (), 1),
     Op.DEVICE_GET_PCI_BUS_ID: ('device_get_pci_bus_id', (), 1),
     Op.STREAM_GET_PRIORITY: ('stream_get_priority', ('stream',), 1),
+    Op.FUNC_GET_ATTRIBUTES: ('func_get_attributes', ('function',), 1),
+    Op.FUNC_SET_ATTRIBUTE: ('func_set_attribute', ('function', 'attribute', 'value'), 0),
+    Op.OCCUPANCY_MAX_BLOCKS: ('occupancy_max_blocks', ('function', 'block', 'shared', 'flags'), 1),
+    Op.OCCUPANCY_AVAILABLE_SMEM: ('occupancy_available_smem', ('function', 'blocks', 'block'), 1),
+    Op.CTX_GET_LIMIT: ('ctx_get_limit', ('limit',), 1),
 }

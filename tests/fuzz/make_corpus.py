@@ -162,6 +162,14 @@ def op_scripts() -> dict[str, bytes]:
         Op.MEMCPY_HTOD_STAGED: ([a(1), gs.arg_window(8192), gs.arg_size(4096), gs.arg_window(4096)], b"\x00"),
         Op.MEMCPY_DTOH_PIECES: ([gs.arg_window(8192), a(1), gs.arg_size(4096), gs.arg_byte(0),
                                  gs.arg_byte(0), gs.arg_window(4096)], b"\x00"),
+        Op.FUNC_GET_ATTRIBUTES: ([a(6)], b"\x00"),
+        Op.FUNC_SET_ATTRIBUTE: ([a(6), gs.arg_byte(8), gs.arg_size(65536 - 4)], b"\x00"),
+        Op.OCCUPANCY_MAX_BLOCKS: ([a(6), gs.arg_byte(128), gs.arg_size(1024), gs.arg_byte(0)], b"\x00"),
+        Op.OCCUPANCY_AVAILABLE_SMEM: ([a(6), gs.arg_byte(2), gs.arg_byte(128)], b"\x00"),
+        Op.MEMSET_D16: ([a(1), gs.arg_byte(7), gs.arg_size(2048), a(3)], b"\x00"),
+        Op.CTX_GET_LIMIT: ([gs.arg_byte(2)], b"\x00"),
+        Op.MEMCPY_2D: ([a(2), gs.arg_byte(64), a(1), gs.arg_byte(128), gs.arg_byte(32), gs.arg_byte(16),
+                        a(3)], b"\x00"),
     }
     out = {}
     for op, (args, blob) in calls.items():

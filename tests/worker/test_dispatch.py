@@ -140,6 +140,38 @@ def test_copies_and_memset(g):
     g.ok(Op.MEMCPY_HTOD, p, 0, 0, 0)  # nbytes 0: no-op
 
 
+def test_2d_copy_and_16_bit_memset(g):
+    """MEMCPY_2D (cuMemcpy2D between device ranges): rows of `width` bytes at each side's pitch;
+    the bytes between the rows are not touched. MEMSET_D16 sets 16-bit words."""
+    p, q = g.alloc(4096), g.alloc(4096)
+    g.put(p, bytes(range(256)) * 16)
+    g.put(q, b"\xee" * 4096)
+    g.ok(Op.MEMCPY_2D, q + 1, 100, p + 3, 64, 10, 5, 0)  # 5 rows of 10 bytes
+    got = g.get(q, 500)
+    for i in range(5):
+        assert got[1 + 100 * i: 11 + 100 * i] == bytes(b % 256 for b in range(3 + 64 * i, 13 + 64 * i))
+    assert got.count(b"\xee") == 500 - 50
+    g.ok(Op.MEMSET_D16, q, 0xBEEF, 3, 0)
+    assert g.get(q, 8) == b"\xef\xbe" * 3 + got[6:8]
+    g.ok(Op.MEMCPY_2D, q, 16, p, 16, 0, 1 << 62, 0)  # width 0: nothing to copy
+
+
+@pytest.mark.parametrize("case", ["pitch*height wraps a u64", "rows past the allocation",
+                                  "source outside the VM's allocations", "rows wider than the pitch"])
+def test_bad_2d_copies_are_refused(g, case):
+    p, q = g.alloc(4096), g.alloc(4096)
+    g.put(q, b"\x11" * 4096)
+    args = {"pitch*height wraps a u64": (q, 1 << 60, p, 16, 16, 17),  # (1<<60)*16 == 0 in a u64
+            "rows past the allocation": (q, 1024, p, 16, 16, 5),
+            "source outside the VM's allocations": (q, 16, 0xDEAD0000, 16, 16, 2),
+            "rows wider than the pitch": (q, 8, p, 16, 16, 2)}[case]
+    r = g.call(Op.MEMCPY_2D, *args, 0)
+    assert status(r) == INVALID_VALUE
+    assert (b"src" if "source" in case else b"dst") in r.blob, r.blob
+    assert g.get(q, 4096) == b"\x11" * 4096  # nothing changed
+    still_serves(g)
+
+
 def done_word(g, at: int) -> int:
     return struct.unpack_from("<I", g.window.view, at)[0]
 

@@ -75,6 +75,11 @@ def _length(d: spec.OpDecl, a: kinds.Length) -> int:
     return 64
 
 
+# A value the backend accepts where 0 is not one (kinds bound a value; the driver says which it takes).
+VALUES = {("FUNC_SET_ATTRIBUTE", "attribute"): 8, ("FUNC_SET_ATTRIBUTE", "value"): 1024,
+          ("OCCUPANCY_AVAILABLE_SMEM", "blocks"): 1}
+
+
 def baseline(w: World, d: spec.OpDecl) -> tuple[list[int], bytes]:
     window_at = {}  # each window argument its own page, past the image
     values = []
@@ -91,7 +96,7 @@ def baseline(w: World, d: spec.OpDecl) -> tuple[list[int], bytes]:
         elif isinstance(a, kinds.Dim):
             values.append(a.min)
         else:  # Flags, Value
-            values.append(0)
+            values.append(VALUES.get((d.name, a.name), 0))
     blob = b""
     if isinstance(d.blob, kinds.Digest):
         blob = hashlib.sha256(IMAGE).digest()
