@@ -35,6 +35,16 @@ CUresult cuMemcpyHtoDAsync_v2(CUdeviceptr dst, const void *src, size_t n, CUstre
 CUresult cuMemcpyDtoHAsync_v2(void *dst, CUdeviceptr src, size_t n, CUstream stream);
 CUresult cuMemcpyDtoDAsync_v2(CUdeviceptr dst, CUdeviceptr src, size_t n, CUstream stream);
 CUresult cuStreamSynchronize(CUstream stream);
+CUresult cuLaunchKernel(CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz, unsigned int bx,
+                        unsigned int by, unsigned int bz, unsigned int shared, CUstream stream, void **params,
+                        void **extra);
+CUresult cuMemAlloc_v2(CUdeviceptr *dptr, size_t bytesize);
+CUresult cuMemFree_v2(CUdeviceptr dptr);
+
+/* The name a function was looked up by (module.c), NULL for no function of this process. */
+const char *kvmgpu_function_name(uint64_t handle);
+/* Whether `p` lies in a device allocation of this process; its start and size (pointer.c). */
+int kvmgpu_device_allocation(CUdeviceptr p, CUdeviceptr *start, size_t *size);
 
 /* The device allocations of this process, for unified addressing (pointer.c). */
 void kvmgpu_device_memory_add(CUdeviceptr start, size_t size);

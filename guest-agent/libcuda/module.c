@@ -16,6 +16,7 @@ struct function {
     uint32_t nparams;
     uint32_t argsize; /* the parameter bytes: the end of the last parameter */
     struct kvmgpu_param *params;
+    char *name; /* as looked up (cuFuncGetName) */
 };
 
 static pthread_mutex_t functions_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -91,16 +92,24 @@ static size_t name_length(const char *name)
 }
 
 /* Remember (or update) a function's parameter table. */
-static CUresult remember(uint64_t handle, const struct kvmgpu_param *params, uint32_t nparams)
+static CUresult remember(uint64_t handle, const struct kvmgpu_param *params, uint32_t nparams, const char *name)
 {
     struct kvmgpu_param *copy = calloc(nparams ? nparams : 1, sizeof *copy);
-    if (!copy)
+    size_t len = strlen(name) + 1;
+    char *name_copy = malloc(len);
+    if (name_copy)
+        memcpy(name_copy, name, len);
+    if (!copy || !name_copy) {
+        free(copy);
+        free(name_copy);
         return KVMGPU_CUDA_ERROR_OUT_OF_MEMORY;
+    }
     uint32_t argsize = 0;
     for (uint32_t i = 0; i < nparams; i++) {
         copy[i] = params[i];
         if (params[i].offset > KVMGPU_MAX_ARG_BYTES || params[i].size > KVMGPU_MAX_ARG_BYTES - params[i].offset) {
             free(copy);
+            free(name_copy);
             return KVMGPU_CUDA_ERROR_INVALID_IMAGE; /* a table no launch could fill */
         }
         if (params[i].offset + params[i].size > argsize)
@@ -117,18 +126,33 @@ static CUresult remember(uint64_t handle, const struct kvmgpu_param *params, uin
         if (!grown) {
             pthread_mutex_unlock(&functions_lock);
             free(copy);
+            free(name_copy);
             return KVMGPU_CUDA_ERROR_OUT_OF_MEMORY;
         }
         functions = grown;
         functions_cap = cap;
     }
-    if (!f)
+    if (!f) {
         f = &functions[nfunctions++];
-    else
+    } else {
         free(f->params);
-    *f = (struct function){handle, nparams, argsize, copy};
+        /* (the old name is not freed: cuFuncGetName's callers may hold it; a handle is looked up
+         * again by its own name) */
+    }
+    *f = (struct function){handle, nparams, argsize, copy, name_copy};
     pthread_mutex_unlock(&functions_lock);
     return KVMGPU_CUDA_SUCCESS;
+}
+
+const char *kvmgpu_function_name(uint64_t handle)
+{
+    const char *name = NULL;
+    pthread_mutex_lock(&functions_lock);
+    for (size_t i = 0; i < nfunctions && !name; i++)
+        if (functions[i].handle == handle)
+            name = functions[i].name; /* (kept for the process's life, as the driver's) */
+    pthread_mutex_unlock(&functions_lock);
+    return name;
 }
 
 CUAPI CUresult cuModuleGetFunction(CUfunction *function, CUmodule module, const char *name)
@@ -159,7 +183,7 @@ CUresult kvmgpu_function_get(CUfunction *function, CUmodule module, const char *
         rc = KVMGPU_CUDA_ERROR_INVALID_IMAGE;
     }
     if (rc == 0)
-        rc = remember(out.function, table, (uint32_t)out.nparams);
+        rc = remember(out.function, table, (uint32_t)out.nparams, name);
     if (rc == 0)
         *function = (CUfunction)(uintptr_t)out.function;
     free(table);

@@ -105,6 +105,39 @@ def test_a_matrix_mul_in_cuda_samples_style(lib_dir, worker):
     assert "OK matrixMul 80x64 (0 wrong)" in out and "OK matrixMul time measured" in out, out
 
 
+def test_what_pytorch_asks_of_the_runtime(lib_dir, worker):
+    """tests/guest/programs/runtime_features.cu: device properties, function attributes and
+    occupancy, cudaLaunchKernelExC, 2D/3D copies and memsets, cudaMallocAsync inside the quota,
+    the memory pool, limits; the sim's answers are an H100's (kvmgpu/backend/sim.py)."""
+    prog = build(lib_dir / "runtime_features", lib_dir, *PTX, source=PROGRAMS / "runtime_features.cu")
+    proc = run(prog, worker)
+    out = proc.stdout
+    expected = [
+        # every field from the WELCOME's attributes (sim.ATTRIBUTES), no call to the host
+        "OK properties: cc=9.0 sms=132 warp=32 threads/block=1024 threads/sm=2048 block=1024x1024x64 "
+        "grid=2147483647x65535x65535 smem/block=49152 smem/sm=233472 optin=232448 regs/block=65536 "
+        "regs/sm=65536 const=65536 l2=52428800 bus=5120 pitch=2147483647 unified=1 concurrent=1 engines=2 managed=1",
+        "OK function attributes: threads=1024 dynamic smem=49152",
+        "OK launch with 102400 bytes of dynamic shared memory (attribute 102400, 0 wrong)",
+        # 256 threads at 32 registers: 8 blocks by threads and by registers; 1024 fills a multiprocessor;
+        # two blocks could have 115712 bytes each, but the kernel's own limit is now 102400
+        "OK occupancy: 8 blocks of 256, best block 1024 grid 264, 102400 bytes for 2 blocks",
+        "OK cudaLaunchKernelExC (0 wrong; clusters: cudaErrorNotSupported)",
+        "OK cudaMemcpy2D host->device->device->host (0 wrong)", "OK cudaMemset2D (0 wrong)",
+        "OK cudaMemcpy3D (same)", "OK cudaMallocAsync(total + 1) = cudaErrorMemoryAllocation",
+        # (charged at its size on the GPU: 2 MiB pages)
+        "OK cudaMallocAsync charged to the quota (2097152 less, then back: 1; last byte 7)",
+        "OK memory pool release threshold (67108864)",
+        "OK limits: stack=1024 heap=8388608 fifo=1048576; a larger heap: cudaErrorNotSupported",
+    ]
+    for line in expected:
+        assert line in out, out
+    # what is refused is named once, on stderr
+    assert "thread block clusters" in proc.stderr and "CU_LIMIT_MALLOC_HEAP_SIZE" in proc.stderr, proc.stderr
+    import re
+    assert not re.search(r"kvmgpu: cu\w+ is not forwarded", proc.stderr), proc.stderr  # (no stub was called)
+
+
 def test_four_threads_each_with_a_stream(static, worker):
     assert "OK four threads (0 0 0 0)" in run(static, worker, "threads").stdout
 
