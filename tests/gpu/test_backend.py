@@ -274,3 +274,38 @@ def test_the_thin_calls_answer_as_the_driver_does(backend):
     assert backend.stream_get_priority(stream) == int(cu.cuStreamGetPriority(stream)[1])
     assert backend.stream_get_priority(None) == int(cu.cuStreamGetPriority(cu.CUstream(0))[1])
     backend.stream_destroy(stream)
+
+
+def test_function_occupancy_limit_and_2d_calls_answer_as_the_driver_does(backend, ptx):
+    """Ops 50-56 on the cuda backend: a kernel's attributes, one set and read back, occupancy,
+    a context limit as cuda.bindings gives them natively; a 2D copy and a 16-bit memset byte-exact."""
+    from types import SimpleNamespace
+    from cuda.bindings import driver as cu
+    mod = backend.module_load(ptx)
+    f, _ = backend.module_get_function(mod, "saxpy")
+    fn = SimpleNamespace(backend=f)  # (what the worker passes: its Function)
+    values = struct.unpack("<16i", backend.func_get_attributes(fn))
+    assert values[0] == int(cu.cuFuncGetAttribute(cu.CUfunction_attribute(0), f)[1])
+    assert values[4] == int(cu.cuFuncGetAttribute(cu.CUfunction_attribute(4), f)[1])
+    backend.func_set_attribute(fn, 8, 64 * 1024)
+    assert struct.unpack("<16i", backend.func_get_attributes(fn))[8] == 64 * 1024
+    with pytest.raises(CudaError):
+        backend.func_set_attribute(fn, 0, 1)  # MAX_THREADS_PER_BLOCK cannot be set
+    native = int(cu.cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(f, 256, 0, 0)[1])
+    assert backend.occupancy_max_blocks(fn, 256, 0, 0) == native > 0
+    assert backend.occupancy_available_smem(fn, 2, 256) == int(cu.cuOccupancyAvailableDynamicSMemPerBlock(f, 2, 256)[1])
+    assert backend.ctx_get_limit(0) == int(cu.cuCtxGetLimit(cu.CUlimit(0))[1]) > 0
+    r = backend.region
+    r[0:4096] = bytes(i % 251 for i in range(4096))
+    a, b = backend.mem_alloc(4096), backend.mem_alloc(4096)
+    backend.memcpy_htod(a, 0, 4096, None, True)
+    backend.memset(b, 0xEEEE, 2048, 2, None, True)
+    backend.memcpy_2d(b + 1, 100, a + 3, 64, 10, 5, None, True)
+    backend.memcpy_dtoh(8192, b, 500, None)
+    got = bytes(r[8192:8692])
+    for i in range(5):
+        assert got[1 + 100 * i: 11 + 100 * i] == bytes(r[3 + 64 * i: 13 + 64 * i])
+    assert got.count(b"\xee") == 450
+    backend.mem_free(a)
+    backend.mem_free(b)
+    backend.module_unload(mod)

@@ -122,13 +122,13 @@ def test_what_pytorch_asks_of_the_runtime(lib_dir, worker):
         # 256 threads at 32 registers: 8 blocks by threads and by registers; 1024 fills a multiprocessor;
         # two blocks could have 115712 bytes each, but the kernel's own limit is now 102400
         "OK occupancy: 8 blocks of 256, best block 1024 grid 264, 102400 bytes for 2 blocks",
-        "OK cudaLaunchKernelExC (0 wrong; clusters: cudaErrorNotSupported)",
+        "OK cudaLaunchKernelExC (0 wrong)", "-- a launch in clusters of 2: cudaErrorNotSupported",
         "OK cudaMemcpy2D host->device->device->host (0 wrong)", "OK cudaMemset2D (0 wrong)",
         "OK cudaMemcpy3D (same)", "OK cudaMallocAsync(total + 1) = cudaErrorMemoryAllocation",
         # (charged at its size on the GPU: 2 MiB pages)
         "OK cudaMallocAsync charged to the quota (2097152 less, then back: 1; last byte 7)",
         "OK memory pool release threshold (67108864)",
-        "OK limits: stack=1024 heap=8388608 fifo=1048576; a larger heap: cudaErrorNotSupported",
+        "OK limits: stack=1024 heap=8388608 fifo=1048576", "-- a larger malloc heap: cudaErrorNotSupported",
     ]
     for line in expected:
         assert line in out, out

@@ -4,7 +4,8 @@
 // device properties, function attributes and occupancy, cudaLaunchKernelExC, 2D and 3D copies and
 // memsets, stream-ordered allocation inside the quota, the memory pool, and context limits.
 // Prints OK/FAIL lines, then DONE; the lines that name a number print what the device said, so
-// that the native run's and the forwarded run's can be compared.
+// that the native run's and the forwarded run's can be compared ("--" lines: what a VM refuses
+// and a GPU does, and the stream-ordered allocator's accounting, which differ by design).
 #include <cuda_runtime.h>
 #include <cstdio>
 #include <cstring>
@@ -104,8 +105,8 @@ static int functions()
     attrs[0].val.clusterDim.y = attrs[0].val.clusterDim.z = 1;
     cudaError_t e = cudaLaunchKernelExC(&config, (const void *)vectorAdd, args);
     cudaGetLastError();
-    std::printf("%s cudaLaunchKernelExC (%d wrong; clusters: %s)\n",
-                wrong == 0 && e != cudaSuccess ? "OK" : "FAIL", wrong, cudaGetErrorName(e));
+    std::printf("%s cudaLaunchKernelExC (%d wrong)\n", wrong == 0 ? "OK" : "FAIL", wrong);
+    std::printf("-- a launch in clusters of 2: %s\n", cudaGetErrorName(e)); // (a GPU runs it; a VM refuses)
     CHECK(cudaFree(d));
     return 0;
 }
@@ -210,8 +211,8 @@ static int limits()
     CHECK(cudaDeviceSetLimit(cudaLimitStackSize, stack)); // the same value: nothing to change
     cudaError_t e = cudaDeviceSetLimit(cudaLimitMallocHeapSize, heap * 2);
     cudaGetLastError();
-    std::printf("%s limits: stack=%zu heap=%zu fifo=%zu; a larger heap: %s\n", stack && heap && fifo ? "OK" : "FAIL",
-                stack, heap, fifo, cudaGetErrorName(e));
+    std::printf("%s limits: stack=%zu heap=%zu fifo=%zu\n", stack && heap && fifo ? "OK" : "FAIL", stack, heap, fifo);
+    std::printf("-- a larger malloc heap: %s\n", cudaGetErrorName(e)); // (a GPU sets it; a VM refuses)
     return 0;
 }
 
