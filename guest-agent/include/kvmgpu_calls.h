@@ -268,4 +268,11 @@ static inline int kvmgpu_memcpy_2d(struct kvmgpu_client *c, uint64_t dst, uint64
     return kvmgpu_call(c, KVMGPU_OP_MEMCPY_2D, args, 7, NULL, 0, queued, NULL, 0, NULL, NULL);
 }
 
+/* TENSOR_MAP_ENCODE_TILED: cuTensorMapEncodeTiled: a tiled tensor's map (the 128-byte TMA descriptor Hopper's cuBLAS kernels take), of a tensor in the session's memory. */
+static inline int kvmgpu_tensor_map_encode_tiled(struct kvmgpu_client *c, uint64_t dtype, uint64_t rank, uint64_t address, uint64_t interleave, uint64_t swizzle, uint64_t l2, uint64_t fill, const void *blob, size_t blob_size, struct kvmgpu_results_tensor_map_encode_tiled *out)
+{
+    const uint64_t args[7] = {dtype, rank, address, interleave, swizzle, l2, fill};
+    return kvmgpu_call(c, KVMGPU_OP_TENSOR_MAP_ENCODE_TILED, args, 7, blob, blob_size, 0, out, sizeof *out, NULL, NULL);
+}
+
 #endif

@@ -81,6 +81,7 @@ enum kvmgpu_op {
     KVMGPU_OP_MEMSET_D16 = 54, /* cuMemsetD16_v2, cuMemsetD16Async */
     KVMGPU_OP_CTX_GET_LIMIT = 55, /* cuCtxGetLimit */
     KVMGPU_OP_MEMCPY_2D = 56, /* cuMemcpy2D(Async)_v2, cuMemcpy3D(Async)_v2 (device to device) */
+    KVMGPU_OP_TENSOR_MAP_ENCODE_TILED = 57, /* cuTensorMapEncodeTiled */
 };
 
 /* Each op's arguments, in order (copied after the call head: not aligned there), its
@@ -510,6 +511,25 @@ struct kvmgpu_args_memcpy_2d {
     uint64_t stream;
 };
 _Static_assert(sizeof(struct kvmgpu_args_memcpy_2d) == 56, "MEMCPY_2D args");
+
+#define KVMGPU_TENSOR_MAP_ENCODE_TILED_NARGS 7
+#define KVMGPU_TENSOR_MAP_ENCODE_TILED_BLOB_MAX 112
+#define KVMGPU_TENSOR_MAP_ENCODE_TILED_QUEUEABLE 0
+#define KVMGPU_TENSOR_MAP_ENCODE_TILED_SYNCHRONISING 0
+struct kvmgpu_args_tensor_map_encode_tiled {
+    uint64_t dtype;
+    uint64_t rank;
+    uint64_t address;
+    uint64_t interleave;
+    uint64_t swizzle;
+    uint64_t l2;
+    uint64_t fill;
+};
+_Static_assert(sizeof(struct kvmgpu_args_tensor_map_encode_tiled) == 56, "TENSOR_MAP_ENCODE_TILED args");
+struct __attribute__((packed)) kvmgpu_results_tensor_map_encode_tiled {
+    char map[128];
+};
+_Static_assert(sizeof(struct kvmgpu_results_tensor_map_encode_tiled) == 128, "TENSOR_MAP_ENCODE_TILED results");
 
 /* One kernel parameter in MODULE_GET_FUNCTION's reply blob (an array of them). */
 struct kvmgpu_param {

@@ -67,6 +67,7 @@ class Op(enum.IntEnum):
     MEMSET_D16 = 54  # cuMemsetD16_v2, cuMemsetD16Async
     CTX_GET_LIMIT = 55  # cuCtxGetLimit
     MEMCPY_2D = 56  # cuMemcpy2D(Async)_v2, cuMemcpy3D(Async)_v2 (device to device)
+    TENSOR_MAP_ENCODE_TILED = 57  # cuTensorMapEncodeTiled
 
 
 # op: (argument names, result struct format, most blob bytes, queueable, synchronising)
@@ -108,6 +109,7 @@ TABLE = {
     Op.MEMSET_D16: (('dst', 'value', 'count', 'stream'), '', 0, True, True),
     Op.CTX_GET_LIMIT: (('limit',), 'Q', 0, False, False),
     Op.MEMCPY_2D: (('dst', 'dpitch', 'src', 'spitch', 'width', 'height', 'stream'), '', 0, True, True),
+    Op.TENSOR_MAP_ENCODE_TILED: (('dtype', 'rank', 'address', 'interleave', 'swizzle', 'l2', 'fill'), '128s', 112, False, False),
 }
 
 # the ops that wait for the GPU: always, or only when not queued (the compute gate meters them)

@@ -25,7 +25,8 @@ from .kinds import (Allocation, Arg, Blob, DevicePtr, Digest, Dim, Flags, Handle
 # --- frames ----------------------------------------------------------------------------------------
 PROTOCOL_VERSION = 6  # 2: MEMCPY_HTOD_STAGED; 3: MEMCPY_DTOH_PIECES; 4: the mailbox, DOORBELL;
 # 5: CTX_GET_FLAGS, DEVICE_GET_PCI_BUS_ID, STREAM_GET_PRIORITY; 6: FUNC_GET_ATTRIBUTES ..
-# MEMCPY_2D (ops 50-56, what PyTorch's runtime and libraries ask of a function and a context)
+# TENSOR_MAP_ENCODE_TILED (ops 50-57, what PyTorch's runtime and libraries ask of a function and a
+# context)
 MAGIC = 0x474B  # "KG"
 # magic u16 | kind u8 | flags u8 | session u32 | seq u32 | length u32, little-endian; then the payload
 HEADER = (("magic", "H"), ("kind", "B"), ("flags", "B"), ("session", "I"), ("seq", "I"), ("length", "I"))
@@ -236,6 +237,11 @@ OPS: tuple[OpDecl, ...] = (
 FUNC_ATTRIBUTES = 16
 FUNC_SETTABLE = (8, 9, 11, 12, 13, 14, 15)
 CTX_LIMITS = 7  # CUlimit values CTX_GET_LIMIT answers: STACK_SIZE .. PERSISTING_L2_CACHE_SIZE
+# TENSOR_MAP_ENCODE_TILED's blob: globalDim u64[5], globalStrides u64[4] (bytes, of dims 1..),
+# boxDim u32[5], elementStrides u32[5]; the ranks past `rank` zero.
+TENSOR_MAP = (("dims", "5Q"), ("strides", "4Q"), ("box", "5I"), ("element_strides", "5I"))
+TENSOR_MAP_BYTES = 112
+TENSOR_MAP_TYPES = 16  # CUtensorMapDataType: UINT8 .. 16U6_ALIGN16B
 
 _FUNCTION = Handle("function", "the kernel", table="functions")
 # Ops 50-79: the function, occupancy, limit and 2D-copy calls of PyTorch's runtime and libraries.
@@ -279,6 +285,17 @@ OPS += (
            waits_in="memcpy_2d(dst, dpitch, src, spitch, width, height, stream, sync)",
            manual="each side's rows [ptr, ptr + pitch*(height-1) + width) inside one allocation, "
                   "computed without overflow (checks.rows)"),
+    OpDecl(57, "TENSOR_MAP_ENCODE_TILED", "cuTensorMapEncodeTiled",
+           "a tiled tensor's map (the 128-byte TMA descriptor Hopper's cuBLAS kernels take), of a "
+           "tensor in the session's memory",
+           args=(Value("dtype", "a CUtensorMapDataType", max=TENSOR_MAP_TYPES - 1),
+                 Length("rank", "the tensor's dimensions", min=1, max=5), Value("address"),
+                 Value("interleave", max=2), Value("swizzle", max=6), Value("l2", "L2 promotion", max=3),
+                 Value("fill", "out-of-bounds fill", max=1)),
+           blob=Blob(TENSOR_MAP_BYTES, "dims u64[5], strides u64[4], box u32[5], element strides u32[5]"),
+           results=(Result("map", "128s", "the CUtensorMap"),),
+           manual="the tensor's bytes, from the blob's dims and strides, inside one allocation "
+                  "(checks.tensor)"),
 )
 
 BY_NAME = {op.name: op for op in OPS}

@@ -179,6 +179,7 @@
     X("cuMemPoolGetAttribute", cuMemPoolGetAttribute, 11020, 0)                           \
     X("cuMemPoolSetAttribute", cuMemPoolSetAttribute, 11020, 0)                           \
     X("cuMemPoolTrimTo", cuMemPoolTrimTo, 11020, 0)                                       \
+    X("cuTensorMapEncodeTiled", cuTensorMapEncodeTiled, 12000, 0)                         \
     X("cuGetErrorName", cuGetErrorName, 6000, 0)                                         \
     X("cuGetErrorString", cuGetErrorString, 6000, 0)                                     \
     X("cuGetProcAddress", cuGetProcAddress, 11030, 0)                                    \

@@ -411,3 +411,39 @@ CUAPI CUresult cuLaunchCooperativeKernel_ptsz(CUfunction f, unsigned gx, unsigne
 {
     return cuLaunchCooperativeKernel(f, gx, gy, gz, bx, by, bz, shared, stream, params);
 }
+
+/* --- tensor maps ------------------------------------------------------------------------------- */
+
+/* cuTensorMapEncodeTiled: the host's driver encodes the map (its layout is the driver's), once the
+ * worker has checked the tensor lies in this session's memory. Hopper's cuBLAS kernels take one
+ * as a parameter. */
+CUAPI CUresult cuTensorMapEncodeTiled(void *map, int dtype, uint32_t rank, void *address, const uint64_t *dims,
+                                      const uint64_t *strides, const uint32_t *box, const uint32_t *element_strides,
+                                      int interleave, int swizzle, int l2, int fill)
+{
+    CUresult rc = kvmgpu_initialised();
+    if (rc)
+        return rc;
+    if (!map || rank < 1 || rank > 5 || !dims || (rank > 1 && !strides) || !box || !element_strides || dtype < 0 ||
+        interleave < 0 || swizzle < 0 || l2 < 0 || fill < 0)
+        return KVMGPU_CUDA_ERROR_INVALID_VALUE;
+    struct {
+        uint64_t dims[5], strides[4];
+        uint32_t box[5], element_strides[5];
+    } blob;
+    _Static_assert(sizeof blob == 112, "TENSOR_MAP blob");
+    memset(&blob, 0, sizeof blob);
+    for (uint32_t i = 0; i < rank; i++) {
+        blob.dims[i] = dims[i];
+        blob.box[i] = box[i];
+        blob.element_strides[i] = element_strides[i];
+        if (i + 1 < rank)
+            blob.strides[i] = strides[i];
+    }
+    struct kvmgpu_results_tensor_map_encode_tiled out;
+    rc = kvmgpu_tensor_map_encode_tiled(S, (uint64_t)dtype, rank, (uint64_t)(uintptr_t)address, (uint64_t)interleave,
+                                        (uint64_t)swizzle, (uint64_t)l2, (uint64_t)fill, &blob, sizeof blob, &out);
+    if (rc == 0)
+        memcpy(map, out.map, sizeof out.map);
+    return rc;
+}

@@ -229,3 +229,10 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def ctx_get_limit(self, limit: int) -> int:
         """cuCtxGetLimit of the VM's context."""
+
+    @abc.abstractmethod
+    def tensor_map_encode_tiled(self, dtype: int, rank: int, address: int, dims: tuple, strides: tuple,
+                                box: tuple, element_strides: tuple, interleave: int, swizzle: int,
+                                l2: int, fill: int) -> bytes:
+        """cuTensorMapEncodeTiled: the CUtensorMap's 128 bytes (the worker checked the tensor's
+        bytes lie in the session's memory; the driver checks the rest)."""

@@ -569,3 +569,11 @@ class CudaBackend(Backend):
 
     def ctx_get_limit(self, limit: int) -> int:
         return int(_check(cu.cuCtxGetLimit(cu.CUlimit(limit)), f"cuCtxGetLimit({limit})"))
+
+    def tensor_map_encode_tiled(self, dtype, rank, address, dims, strides, box, element_strides,
+                                interleave, swizzle, l2, fill) -> bytes:
+        m = _check(cu.cuTensorMapEncodeTiled(
+            cu.CUtensorMapDataType(dtype), rank, address, list(dims), list(strides), list(box),
+            list(element_strides), cu.CUtensorMapInterleave(interleave), cu.CUtensorMapSwizzle(swizzle),
+            cu.CUtensorMapL2promotion(l2), cu.CUtensorMapFloatOOBfill(fill)), "cuTensorMapEncodeTiled")
+        return struct.pack("<16Q", *(int(q) for q in m.opaque))

@@ -395,3 +395,14 @@ class SimBackend(Backend):
     def ctx_get_limit(self, limit: int) -> int:
         self._check()
         return LIMITS[limit]
+
+    def tensor_map_encode_tiled(self, dtype, rank, address, dims, strides, box, element_strides,
+                                interleave, swizzle, l2, fill) -> bytes:
+        """Its inputs, packed (no kernel of the sim reads a tensor map): a box must fit the
+        hardware's 256 elements a dimension, as the driver checks."""
+        self._check()
+        if not all(1 <= b <= 256 for b in box):
+            _fail(CUresult.CUDA_ERROR_INVALID_VALUE, f"tensor map box {box}: 1..256 a dimension")
+        pad = lambda t, n: tuple(t) + (0,) * (n - len(t))  # noqa: E731
+        return struct.pack("<QI5Q4Q5I5I4B", address, dtype, *pad(dims, 5), *pad(strides, 4),
+                           *pad(box, 5), *pad(element_strides, 5), interleave, swizzle, l2, fill)

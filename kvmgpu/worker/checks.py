@@ -8,6 +8,10 @@ decoded name) or raises CudaError with the error the kind documents.
 
 from __future__ import annotations
 
+import struct
+
+from kvmgpu_wire import spec
+
 from kvmgpu_wire.cudefs import CUresult
 
 from ..backend.base import CudaError
@@ -53,6 +57,26 @@ def rows(s: Session, ptr: int, pitch: int, width: int, height: int, name: str) -
     if width and height:
         s.check_range(ptr, pitch * (height - 1) + width, name)
     return ptr
+
+
+# Bits an element of each CUtensorMapDataType takes in memory (the packed 4- and 6-bit types: 16
+# elements in 8, 16 and 16 bytes).
+_TENSOR_BITS = (8, 16, 32, 32, 64, 64, 16, 32, 64, 16, 32, 32, 32, 4, 8, 8)
+
+
+def tensor(s: Session, address: int, rank: int, dtype: int, blob: bytes) -> tuple:
+    """TENSOR_MAP_ENCODE_TILED: the blob's (dims, strides, box, element strides), the first `rank`
+    of each, once the tensor's bytes, ceil(dims[0]*bits/8) + sum((dims[i]-1) * strides[i-1]),
+    lie inside one of the session's ranges (a map may be read by any kernel the VM launches)."""
+    if len(blob) != struct.calcsize("<" + "".join(f for _, f in spec.TENSOR_MAP)):
+        invalid(f"the tensor map's blob is {len(blob)} bytes, not {spec.TENSOR_MAP_BYTES}")
+    v = struct.unpack("<5Q4Q5I5I", blob)
+    dims, strides, box, estrides = v[0:5][:rank], v[5:9][:rank - 1], v[9:14][:rank], v[14:19][:rank]
+    if not all(dims):
+        invalid(f"tensor dims {dims}: each at least 1")
+    extent = (dims[0] * _TENSOR_BITS[dtype] + 7) // 8 + sum((d - 1) * st for d, st in zip(dims[1:], strides))
+    s.check_range(address, extent, "address")
+    return dims, strides, box, estrides
 
 
 def window(s: Session, offset: int, nbytes: int, name: str, align: int = 1) -> int:

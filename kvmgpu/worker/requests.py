@@ -527,6 +527,7 @@ CHECKS = {
     Op.MEMSET_D16: memset_d16,
     Op.CTX_GET_LIMIT: ctx_get_limit,
     Op.MEMCPY_2D: None,  # each side's rows [ptr, ptr + pitch*(height-1) + width) inside one allocation, computed without overflow (checks.rows)
+    Op.TENSOR_MAP_ENCODE_TILED: None,  # the tensor's bytes, from the blob's dims and strides, inside one allocation (checks.tensor)
 }
 
 # op: (the backend method, the request fields it takes, how many results it returns)

@@ -277,8 +277,9 @@ def test_the_thin_calls_answer_as_the_driver_does(backend):
 
 
 def test_function_occupancy_limit_and_2d_calls_answer_as_the_driver_does(backend, ptx):
-    """Ops 50-56 on the cuda backend: a kernel's attributes, one set and read back, occupancy,
-    a context limit as cuda.bindings gives them natively; a 2D copy and a 16-bit memset byte-exact."""
+    """Ops 50-57 on the cuda backend: a kernel's attributes, one set and read back, occupancy,
+    a context limit and a tensor map as cuda.bindings gives them natively; a 2D copy and a 16-bit
+    memset byte-exact."""
     from types import SimpleNamespace
     from cuda.bindings import driver as cu
     mod = backend.module_load(ptx)
@@ -306,6 +307,11 @@ def test_function_occupancy_limit_and_2d_calls_answer_as_the_driver_does(backend
     for i in range(5):
         assert got[1 + 100 * i: 11 + 100 * i] == bytes(r[3 + 64 * i: 13 + 64 * i])
     assert got.count(b"\xee") == 450
+    encoded = backend.tensor_map_encode_tiled(0, 2, a, (64, 64), (64,), (16, 4), (1, 1), 0, 0, 0, 0)
+    native = cu.cuTensorMapEncodeTiled(cu.CUtensorMapDataType(0), 2, a, [64, 64], [64], [16, 4], [1, 1],
+                                       cu.CUtensorMapInterleave(0), cu.CUtensorMapSwizzle(0),
+                                       cu.CUtensorMapL2promotion(0), cu.CUtensorMapFloatOOBfill(0))[1]
+    assert encoded == struct.pack("<16Q", *(int(q) for q in native.opaque))
     backend.mem_free(a)
     backend.mem_free(b)
     backend.module_unload(mod)

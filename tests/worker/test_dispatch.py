@@ -172,6 +172,36 @@ def test_bad_2d_copies_are_refused(g, case):
     still_serves(g)
 
 
+def tensor_blob(dims, strides, box=(16, 4), estrides=(1, 1)):
+    pad = lambda t, n: tuple(t) + (0,) * (n - len(t))  # noqa: E731
+    return struct.pack("<5Q4Q5I5I", *pad(dims, 5), *pad(strides, 4), *pad(box, 5), *pad(estrides, 5))
+
+
+def test_tensor_map_of_a_tensor_in_the_sessions_memory(g):
+    p = g.alloc(4096)
+    values = g.ok(Op.TENSOR_MAP_ENCODE_TILED, 0, 2, p, 0, 0, 0, 0, blob=tensor_blob((64, 64), (64,)))
+    assert len(values[0]) == 128 and struct.unpack_from("<Q", values[0])[0] == p  # (the sim packs its inputs)
+
+
+@pytest.mark.parametrize("case", ["past the allocation", "outside the VM's allocations", "strides wrap a u64",
+                                  "a dimension of 0", "short blob"])
+def test_bad_tensor_maps_are_refused(g, case):
+    """A tensor map lets any kernel of the VM read and write the tensor: its bytes, from dims and
+    strides computed exactly, must lie inside one allocation of the session."""
+    p = g.alloc(4096)
+    address, blob = {
+        "past the allocation": (p, tensor_blob((64, 65), (64,))),  # 64 rows of 64 bytes + 1
+        "outside the VM's allocations": (0xDEAD0000, tensor_blob((16, 4), (16,))),
+        "strides wrap a u64": (p, tensor_blob((16, 1 << 33), (1 << 31,))),  # (1<<33)*(1<<31) wraps
+        "a dimension of 0": (p, tensor_blob((16, 0), (16,))),
+        "short blob": (p, tensor_blob((16, 4), (16,))[:100]),
+    }[case]
+    r = g.call(Op.TENSOR_MAP_ENCODE_TILED, 0, 2, address, 0, 0, 0, 0, blob=blob)
+    assert status(r) == INVALID_VALUE, r.blob
+    assert b"TENSOR_MAP_ENCODE_TILED" in r.blob
+    still_serves(g)
+
+
 def done_word(g, at: int) -> int:
     return struct.unpack_from("<I", g.window.view, at)[0]
 

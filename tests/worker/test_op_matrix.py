@@ -68,6 +68,8 @@ def world(tmp_path):
 # --- a well-formed call of every op, from its declaration --------------------------------------------
 
 def _length(d: spec.OpDecl, a: kinds.Length) -> int:
+    if (d.name, a.name) in VALUES:
+        return VALUES[d.name, a.name]
     if d.name == "MODULE_LOAD":
         return len(IMAGE)
     if d.name == "MEM_ALLOC":
@@ -77,7 +79,7 @@ def _length(d: spec.OpDecl, a: kinds.Length) -> int:
 
 # A value the backend accepts where 0 is not one (kinds bound a value; the driver says which it takes).
 VALUES = {("FUNC_SET_ATTRIBUTE", "attribute"): 8, ("FUNC_SET_ATTRIBUTE", "value"): 1024,
-          ("OCCUPANCY_AVAILABLE_SMEM", "blocks"): 1}
+          ("OCCUPANCY_AVAILABLE_SMEM", "blocks"): 1, ("TENSOR_MAP_ENCODE_TILED", "rank"): 2}
 
 
 def baseline(w: World, d: spec.OpDecl) -> tuple[list[int], bytes]:
@@ -95,6 +97,8 @@ def baseline(w: World, d: spec.OpDecl) -> tuple[list[int], bytes]:
             values.append(_length(d, a))
         elif isinstance(a, kinds.Dim):
             values.append(a.min)
+        elif (d.name, a.name) == ("TENSOR_MAP_ENCODE_TILED", "address"):  # (a pointer, checked by hand)
+            values.append(w.mine["alloc"])
         else:  # Flags, Value
             values.append(VALUES.get((d.name, a.name), 0))
     blob = b""
@@ -105,6 +109,8 @@ def baseline(w: World, d: spec.OpDecl) -> tuple[list[int], bytes]:
     elif isinstance(d.blob, kinds.Params):
         p = w.mine["alloc"]
         blob = struct.pack("<QQQi", p, p, p, 16)
+    elif d.name == "TENSOR_MAP_ENCODE_TILED":  # a 16x4 tensor of bytes, 16 bytes a row: 64 bytes
+        blob = struct.pack("<5Q4Q5I5I", 16, 4, 0, 0, 0, 16, 0, 0, 0, 16, 4, 0, 0, 0, 1, 1, 0, 0, 0)
     return values, blob
 
 

@@ -6,6 +6,7 @@
 // Prints OK/FAIL lines, then DONE; the lines that name a number print what the device said, so
 // that the native run's and the forwarded run's can be compared ("--" lines: what a VM refuses
 // and a GPU does, and the stream-ordered allocator's accounting, which differ by design).
+#include <cuda.h>
 #include <cuda_runtime.h>
 #include <cstdio>
 #include <cstring>
@@ -216,9 +217,33 @@ static int limits()
     return 0;
 }
 
+// cuTensorMapEncodeTiled, as CUTLASS and cuBLAS reach it: through the runtime's driver entry point
+static int tensor_map()
+{
+    void *fn = nullptr;
+    cudaDriverEntryPointQueryResult found;
+    CHECK(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &found));
+    auto encode = reinterpret_cast<decltype(&cuTensorMapEncodeTiled)>(fn);
+    unsigned char *d = nullptr;
+    CHECK(cudaMalloc(&d, 64 * 64));
+    CUtensorMap map;
+    cuuint64_t dims[2] = {64, 64}, strides[1] = {64};
+    cuuint32_t box[2] = {16, 4}, estrides[2] = {1, 1};
+    CUresult r = encode(&map, CU_TENSOR_MAP_DATA_TYPE_UINT8, 2, d, dims, strides, box, estrides,
+                        CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_NONE, CU_TENSOR_MAP_L2_PROMOTION_NONE,
+                        CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+    std::printf("%s tensor map of a 64x64 tensor (%d)\n", r == CUDA_SUCCESS ? "OK" : "FAIL", (int)r);
+    cuuint64_t past[2] = {64, 65}; // a row past the allocation
+    r = encode(&map, CU_TENSOR_MAP_DATA_TYPE_UINT8, 2, d, past, strides, box, estrides, CU_TENSOR_MAP_INTERLEAVE_NONE,
+               CU_TENSOR_MAP_SWIZZLE_NONE, CU_TENSOR_MAP_L2_PROMOTION_NONE, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+    std::printf("-- a tensor map past its allocation: %d\n", (int)r); // (a GPU encodes it; a VM refuses)
+    CHECK(cudaFree(d));
+    return 0;
+}
+
 int main()
 {
-    if (properties() || functions() || copies() || stream_ordered() || limits())
+    if (properties() || functions() || copies() || stream_ordered() || limits() || tensor_map())
         return 1;
     std::printf("DONE\n");
     return 0;
