@@ -41,6 +41,12 @@ CUresult cuLaunchKernel(CUfunction f, unsigned int gx, unsigned int gy, unsigned
 CUresult cuMemAlloc_v2(CUdeviceptr *dptr, size_t bytesize);
 CUresult cuMemFree_v2(CUdeviceptr dptr);
 
+/* cuLaunchKernel's launch, without its first step: a kernel cuLaunchKernelEx gave clusters is set
+ * back to none (kvmgpu_launch_unclustered, function.c). */
+CUresult kvmgpu_launch_kernel(CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz, unsigned int bx,
+                              unsigned int by, unsigned int bz, unsigned int shared, CUstream stream, void **params,
+                              void **extra);
+CUresult kvmgpu_launch_unclustered(CUfunction f);
 /* The name a function was looked up by (module.c), NULL for no function of this process. */
 const char *kvmgpu_function_name(uint64_t handle);
 /* Whether `p` lies in a device allocation of this process; its start and size (pointer.c). */

@@ -28,6 +28,7 @@
 struct attributes {
     uint64_t function;
     int32_t value[FUNC_ATTRIBUTES];
+    int cluster_set; /* its required cluster dimensions were set by cuLaunchKernelEx (below) */
 };
 
 static pthread_mutex_t attributes_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -72,6 +73,7 @@ static CUresult attributes_of(uint64_t function, int32_t value[FUNC_ATTRIBUTES])
     }
     if (!find(function) && nknown < known_cap) {
         known[nknown].function = function;
+        known[nknown].cluster_set = 0;
         memcpy(known[nknown++].value, value, sizeof known->value);
     }
     pthread_mutex_unlock(&attributes_lock);
@@ -349,13 +351,63 @@ static CUresult refuse_launch(int kind, const char *what)
     return KVMGPU_CUDA_ERROR_NOT_SUPPORTED;
 }
 
+#define ATTR_CLUSTER_WIDTH 11
+#define ATTR_NON_PORTABLE_CLUSTER 14
+
+/* A launch in clusters: the kernel's required cluster dimensions (attributes 11..13, forwarded
+ * only when they change) say the launch's, and cuLaunchKernel launches in them, as it launches a
+ * kernel compiled with __cluster_dims__. A kernel whose dimensions were set so is set back to none
+ * before a launch without clusters. `dims` NULL: a launch without clusters. */
+static atomic_int clustered; /* kernels whose cluster dimensions clusters() set */
+
+static CUresult clusters(CUfunction f, const unsigned dims[3])
+{
+    uint64_t function = (uint64_t)(uintptr_t)f;
+    int32_t v[FUNC_ATTRIBUTES];
+    CUresult rc = f ? attributes_of(function, v) : KVMGPU_CUDA_ERROR_INVALID_HANDLE;
+    if (rc)
+        return rc;
+    pthread_mutex_lock(&attributes_lock);
+    struct attributes *a = find(function);
+    int set_here = a && a->cluster_set;
+    pthread_mutex_unlock(&attributes_lock);
+    static const unsigned none[3] = {0, 0, 0};
+    if (!dims) {
+        if (!set_here)
+            return KVMGPU_CUDA_SUCCESS;
+        dims = none;
+    } else if ((uint64_t)dims[0] * dims[1] * dims[2] == 1 && !v[ATTR_CLUSTER_WIDTH] && !set_here) {
+        return KVMGPU_CUDA_SUCCESS; /* clusters of one block: no clusters */
+    }
+    if (dims[0] > 0x7FFFFFFF || dims[1] > 0x7FFFFFFF || dims[2] > 0x7FFFFFFF)
+        return KVMGPU_CUDA_ERROR_INVALID_VALUE;
+    if ((uint64_t)dims[0] * dims[1] * dims[2] > 8 && !v[ATTR_NON_PORTABLE_CLUSTER])
+        rc = cuFuncSetAttribute(f, ATTR_NON_PORTABLE_CLUSTER, 1);
+    for (int i = 0; rc == 0 && i < 3; i++)
+        rc = cuFuncSetAttribute(f, ATTR_CLUSTER_WIDTH + i, (int)dims[i]); /* (sends nothing when unchanged) */
+    pthread_mutex_lock(&attributes_lock);
+    if ((a = find(function)) != NULL && rc == 0 && a->cluster_set != (dims != none)) {
+        a->cluster_set = dims != none;
+        atomic_fetch_add(&clustered, a->cluster_set ? 1 : -1);
+    }
+    pthread_mutex_unlock(&attributes_lock);
+    return rc;
+}
+
+CUresult kvmgpu_launch_unclustered(CUfunction f)
+{
+    return atomic_load_explicit(&clustered, memory_order_relaxed) ? clusters(f, NULL) : KVMGPU_CUDA_SUCCESS;
+}
+
 /* The attributes a launch here may have: hints (of caching, priority, scheduling, overlap with
- * the previous kernel) are dropped, which orders work at least as strictly; a cooperative launch,
- * clusters of more than one block, and events the launch would trigger are refused by name. */
+ * the previous kernel) are dropped, which orders work at least as strictly; clusters become the
+ * kernel's required cluster dimensions (clusters(), above); a cooperative launch and events the
+ * launch would trigger are refused by name. */
 CUAPI CUresult cuLaunchKernelEx(const CUlaunchConfig *config, CUfunction f, void **params, void **extra)
 {
     if (!config || (config->numAttrs && !config->attrs))
         return KVMGPU_CUDA_ERROR_INVALID_VALUE;
+    const unsigned *cluster = NULL;
     for (unsigned i = 0; i < config->numAttrs; i++) {
         const CUlaunchAttribute *a = &config->attrs[i];
         switch (a->id) {
@@ -364,8 +416,7 @@ CUAPI CUresult cuLaunchKernelEx(const CUlaunchConfig *config, CUfunction f, void
                 return refuse_launch(R_COOPERATIVE, "a cooperative launch (CU_LAUNCH_ATTRIBUTE_COOPERATIVE)");
             break;
         case LA_CLUSTER_DIMENSION:
-            if ((uint64_t)a->value.clusterDim.x * a->value.clusterDim.y * a->value.clusterDim.z > 1)
-                return refuse_launch(R_CLUSTER, "a launch in thread block clusters (CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION)");
+            cluster = &a->value.clusterDim.x; /* (x, y, z: three unsigned ints in a row) */
             break;
         case LA_PROGRAMMATIC_EVENT:
         case LA_LAUNCH_COMPLETION_EVENT:
@@ -389,8 +440,18 @@ CUAPI CUresult cuLaunchKernelEx(const CUlaunchConfig *config, CUfunction f, void
             return refuse_launch(R_NEWER, "a launch attribute of a newer CUDA");
         }
     }
-    return cuLaunchKernel(f, config->gridDimX, config->gridDimY, config->gridDimZ, config->blockDimX,
-                          config->blockDimY, config->blockDimZ, config->sharedMemBytes, config->hStream, params, extra);
+    CUresult rc = kvmgpu_ready();
+    if (rc == 0)
+        rc = clusters(f, cluster);
+    if (rc) {
+        if (rc != KVMGPU_CUDA_ERROR_DEVICE_UNAVAILABLE && rc != KVMGPU_CUDA_ERROR_INVALID_HANDLE && cluster)
+            return refuse_launch(R_CLUSTER, "this launch in thread block clusters (the kernel's cluster "
+                                            "dimensions could not be set)");
+        return rc;
+    }
+    return kvmgpu_launch_kernel(f, config->gridDimX, config->gridDimY, config->gridDimZ, config->blockDimX,
+                                config->blockDimY, config->blockDimZ, config->sharedMemBytes, config->hStream, params,
+                                extra);
 }
 
 CUAPI CUresult cuLaunchKernelEx_ptsz(const CUlaunchConfig *config, CUfunction f, void **params, void **extra)

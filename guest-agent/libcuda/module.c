@@ -270,6 +270,16 @@ CUAPI CUresult cuLaunchKernel(CUfunction f, unsigned int gx, unsigned int gy, un
                               unsigned int by, unsigned int bz, unsigned int shared, CUstream stream,
                               void **params, void **extra)
 {
+    CUresult rc = kvmgpu_ready();
+    if (rc == 0)
+        rc = kvmgpu_launch_unclustered(f); /* (nothing to do unless cuLaunchKernelEx gave a kernel clusters) */
+    return rc ? rc : kvmgpu_launch_kernel(f, gx, gy, gz, bx, by, bz, shared, stream, params, extra);
+}
+
+CUresult kvmgpu_launch_kernel(CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz, unsigned int bx,
+                              unsigned int by, unsigned int bz, unsigned int shared, CUstream stream, void **params,
+                              void **extra)
+{
     static _Thread_local uint8_t blob[KVMGPU_MAX_ARG_BYTES];
     CUresult rc = kvmgpu_ready();
     if (rc)

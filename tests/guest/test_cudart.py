@@ -122,7 +122,9 @@ def test_what_pytorch_asks_of_the_runtime(lib_dir, worker):
         # 256 threads at 32 registers: 8 blocks by threads and by registers; 1024 fills a multiprocessor;
         # two blocks could have 115712 bytes each, but the kernel's own limit is now 102400
         "OK occupancy: 8 blocks of 256, best block 1024 grid 264, 102400 bytes for 2 blocks",
-        "OK cudaLaunchKernelExC (0 wrong)", "-- a launch in clusters of 2: cudaErrorNotSupported",
+        # (clusters are the kernel's required cluster dimensions for that launch only)
+        "OK cudaLaunchKernelExC (0 wrong; in clusters of 2: 0 wrong; then 7 blocks: 0 wrong; required cluster width 0)",
+        "-- a cooperative launch: cudaErrorNotSupported",
         "OK cudaMemcpy2D host->device->device->host (0 wrong)", "OK cudaMemset2D (0 wrong)",
         "OK cudaMemcpy3D (same)", "OK cudaMallocAsync(total + 1) = cudaErrorMemoryAllocation",
         # (charged at its size on the GPU: 2 MiB pages)
@@ -134,7 +136,7 @@ def test_what_pytorch_asks_of_the_runtime(lib_dir, worker):
     for line in expected:
         assert line in out, out
     # what is refused is named once, on stderr
-    assert "thread block clusters" in proc.stderr and "CU_LIMIT_MALLOC_HEAP_SIZE" in proc.stderr, proc.stderr
+    assert "cooperative launch" in proc.stderr and "CU_LIMIT_MALLOC_HEAP_SIZE" in proc.stderr, proc.stderr
     import re
     assert not re.search(r"kvmgpu: cu\w+ is not forwarded", proc.stderr), proc.stderr  # (no stub was called)
 

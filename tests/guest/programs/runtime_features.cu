@@ -101,13 +101,34 @@ static int functions()
     wrong = 0;
     for (int i = 0; i < n; i++)
         wrong += h[2 * n + i] != h[i] + h[n + i];
+    // clusters of 2 blocks (Hopper's cuBLAS kernels launch so), then a launch of the same kernel
+    // with no clusters and an odd grid, which clusters of 2 could not tile
     attrs[0].id = cudaLaunchAttributeClusterDimension;
     attrs[0].val.clusterDim.x = 2;
     attrs[0].val.clusterDim.y = attrs[0].val.clusterDim.z = 1;
+    CHECK(cudaMemset(d + 2 * n, 0, n * sizeof(float)));
+    CHECK(cudaLaunchKernelExC(&config, (const void *)vectorAdd, args));
+    CHECK(cudaMemcpy(h.data() + 2 * n, d + 2 * n, n * sizeof(float), cudaMemcpyDeviceToHost));
+    int wrong_clusters = 0;
+    for (int i = 0; i < n; i++)
+        wrong_clusters += h[2 * n + i] != h[i] + h[n + i];
+    CHECK(cudaMemset(d + 2 * n, 0, n * sizeof(float)));
+    vectorAdd<<<(n + 127) / 128 - 1, 128>>>(d, d + n, d + 2 * n, n); // 7 blocks: the first 896
+    CHECK(cudaGetLastError());
+    CHECK(cudaMemcpy(h.data() + 2 * n, d + 2 * n, n * sizeof(float), cudaMemcpyDeviceToHost));
+    int wrong_after = 0;
+    for (int i = 0; i < n; i++)
+        wrong_after += h[2 * n + i] != (i < 896 ? h[i] + h[n + i] : 0.0f);
+    CHECK(cudaFuncGetAttributes(&a, vectorAdd));
+    std::printf("%s cudaLaunchKernelExC (%d wrong; in clusters of 2: %d wrong; then 7 blocks: %d wrong; "
+                "required cluster width %d)\n",
+                wrong == 0 && wrong_clusters == 0 && wrong_after == 0 && a.requiredClusterWidth == 0 ? "OK" : "FAIL",
+                wrong, wrong_clusters, wrong_after, a.requiredClusterWidth);
+    attrs[0].id = cudaLaunchAttributeCooperative;
+    attrs[0].val.cooperative = 1;
     cudaError_t e = cudaLaunchKernelExC(&config, (const void *)vectorAdd, args);
     cudaGetLastError();
-    std::printf("%s cudaLaunchKernelExC (%d wrong)\n", wrong == 0 ? "OK" : "FAIL", wrong);
-    std::printf("-- a launch in clusters of 2: %s\n", cudaGetErrorName(e)); // (a GPU runs it; a VM refuses)
+    std::printf("-- a cooperative launch: %s\n", cudaGetErrorName(e)); // (a GPU runs it; a VM refuses)
     CHECK(cudaFree(d));
     return 0;
 }
