@@ -214,7 +214,8 @@ def test_a_kernel_the_sim_cannot_run_is_an_error_naming_it(static, worker):
 
 def test_library_built_with_asan_runs_the_static_program(worker, tmp_path):
     """libcuda.so.1 built with AddressSanitizer and UBSan (the program is nvcc's, not sanitized:
-    the sanitizers' runtimes are preloaded) runs the whole static program."""
+    the sanitizers' runtimes are preloaded) runs the whole static program, and runtime_features
+    (2D/3D copies, attributes, occupancy, pools)."""
     def runtime(name):
         path = subprocess.run(["gcc", f"-print-file-name={name}"], capture_output=True, text=True).stdout.strip()
         return path if path.startswith("/") and Path(path).exists() else None
@@ -229,6 +230,10 @@ def test_library_built_with_asan_runs_the_static_program(worker, tmp_path):
                                   "UBSAN_OPTIONS": "print_stacktrace=1"})
     assert "Sanitizer" not in proc.stderr and "runtime error" not in proc.stderr, proc.stderr
     assert "OK vectorAdd (0 wrong)" in proc.stdout
+    features = build(tmp_path / "runtime_features", tmp_path, *PTX, source=PROGRAMS / "runtime_features.cu")
+    proc = run(features, worker, env={"LD_PRELOAD": f"{asan}:{ubsan}", "ASAN_OPTIONS": "detect_leaks=0:abort_on_error=1",
+                                      "UBSAN_OPTIONS": "print_stacktrace=1"})
+    assert "Sanitizer" not in proc.stderr and "runtime error" not in proc.stderr, proc.stderr
 
 
 def test_nvidia_cuda_bindings_run_on_the_library(lib_dir, worker):
