@@ -24,6 +24,10 @@ log = logging.getLogger("kvmgpu.worker")
 
 MAX_SESSIONS = 256  # per worker: each holds a window, tables and memory
 
+# CUdevice_attribute numbers of what a VM is not given, answered 0 (the guest's library refuses
+# the calls by name): COOPERATIVE_LAUNCH, COOPERATIVE_MULTI_DEVICE_LAUNCH.
+NOT_GIVEN = {95: "cooperative launches", 96: "cooperative multi-device launches"}
+
 # CUDA errors after which the context is unusable until it is destroyed.
 STICKY = {
     CUresult.CUDA_ERROR_ILLEGAL_ADDRESS, CUresult.CUDA_ERROR_LAUNCH_FAILED,
@@ -85,10 +89,13 @@ class VGpu:
 
     # --- what the guest sees ---
     def device(self) -> dict:
+        """The WELCOME's device: the GPU's attributes, the quota for its memory, and 0 for what a VM
+        is not given (NOT_GIVEN), so that a program that asks takes the path it has without it."""
         i = self.info
+        attributes = {**i.attributes, **{n: 0 for n in NOT_GIVEN}}
         return {"name": i.name, "uuid": i.uuid, "total_memory": self.quota.limit,
                 "driver_version": i.driver_version, "compute_capability": list(i.compute_capability),
-                "attributes": {str(k): v for k, v in i.attributes.items()}}
+                "attributes": {str(k): v for k, v in attributes.items()}}
 
     def describe(self) -> dict:
         return {"gmem": self.quota.limit, "compute": self.compute, "compute_mode": self.compute_mode,

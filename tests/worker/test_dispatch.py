@@ -45,6 +45,7 @@ def test_welcome_describes_the_vgpu(host):
     assert w.device["name"] == "kvmgpu sim device"
     assert w.device["compute_capability"] == [9, 0]
     assert w.device["attributes"]["1"] == 1024 and w.device["attributes"]["16"] == 132
+    assert w.device["attributes"]["95"] == 0  # COOPERATIVE_LAUNCH: not given to a VM (libcuda refuses it)
     assert w.vgpu == {"gmem": QUOTA, "compute": 100, "compute_mode": "share", "backend": "sim", "vm": "test"}
 
 
