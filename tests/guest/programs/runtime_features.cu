@@ -254,6 +254,13 @@ static int tensor_map()
                         CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_NONE, CU_TENSOR_MAP_L2_PROMOTION_NONE,
                         CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
     std::printf("%s tensor map of a 64x64 tensor (%d)\n", r == CUDA_SUCCESS ? "OK" : "FAIL", (int)r);
+    void *replace = nullptr;
+    CHECK(cudaGetDriverEntryPointByVersion("cuTensorMapReplaceAddress", &replace, 12000, cudaEnableDefault, &found));
+    unsigned char *d2 = nullptr;
+    CHECK(cudaMalloc(&d2, 64 * 64));
+    r = reinterpret_cast<decltype(&cuTensorMapReplaceAddress)>(replace)(&map, d2);
+    std::printf("%s tensor map moved to another tensor (%d)\n", r == CUDA_SUCCESS ? "OK" : "FAIL", (int)r);
+    CHECK(cudaFree(d2));
     cuuint64_t past[2] = {64, 65}; // a row past the allocation
     r = encode(&map, CU_TENSOR_MAP_DATA_TYPE_UINT8, 2, d, past, strides, box, estrides, CU_TENSOR_MAP_INTERLEAVE_NONE,
                CU_TENSOR_MAP_SWIZZLE_NONE, CU_TENSOR_MAP_L2_PROMOTION_NONE, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
