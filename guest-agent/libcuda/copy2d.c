@@ -55,6 +55,8 @@ static CUresult side_of(struct side *s, int type, const void *host, CUdeviceptr 
     default:
         return KVMGPU_CUDA_ERROR_INVALID_VALUE;
     }
+    if (!base)
+        return KVMGPU_CUDA_ERROR_INVALID_VALUE; /* (a NULL host pointer is no memory to copy) */
     uint64_t offset;
     if (__builtin_mul_overflow((uint64_t)y, (uint64_t)pitch, &offset) || __builtin_add_overflow(offset, x, &offset) ||
         __builtin_add_overflow(base, offset, &s->at))
