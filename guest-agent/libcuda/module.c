@@ -22,6 +22,53 @@ struct function {
 static pthread_mutex_t functions_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct function *functions; /* every function this process looked up */
 static size_t nfunctions, functions_cap;
+/* An index of `functions` by handle (open addressing; 0 an empty slot, else the entry's index + 1),
+ * at most half full: every launch finds its function's parameter table here. */
+static uint32_t *slots;
+static size_t nslots;
+
+static size_t slot_of(uint64_t handle, size_t n)
+{
+    return (size_t)((handle * 0x9E3779B97F4A7C15ull) >> 32) & (n - 1);
+}
+
+/* The function of `handle` (functions_lock held), or NULL. */
+static struct function *lookup(uint64_t handle)
+{
+    if (!nslots)
+        return NULL;
+    for (size_t i = slot_of(handle, nslots);; i = (i + 1) & (nslots - 1)) {
+        if (!slots[i])
+            return NULL;
+        if (functions[slots[i] - 1].handle == handle)
+            return &functions[slots[i] - 1];
+    }
+}
+
+/* Index entry `at` (functions_lock held); 0 or OUT_OF_MEMORY. */
+static CUresult index_function(size_t at)
+{
+    if (2 * (nfunctions + 1) > nslots) {
+        size_t n = nslots ? 2 * nslots : 128;
+        uint32_t *grown = calloc(n, sizeof *grown);
+        if (!grown)
+            return KVMGPU_CUDA_ERROR_OUT_OF_MEMORY;
+        for (size_t e = 0; e < nfunctions; e++) {
+            size_t i = slot_of(functions[e].handle, n);
+            while (grown[i])
+                i = (i + 1) & (n - 1);
+            grown[i] = (uint32_t)(e + 1);
+        }
+        free(slots);
+        slots = grown;
+        nslots = n;
+    }
+    size_t i = slot_of(functions[at].handle, nslots);
+    while (slots[i])
+        i = (i + 1) & (nslots - 1);
+    slots[i] = (uint32_t)(at + 1);
+    return KVMGPU_CUDA_SUCCESS;
+}
 
 /* The image's size: a fatbin's and a cubin's from their headers, PTX's to its NUL. 0: unknown. */
 static size_t image_size(const void *image)
@@ -91,6 +138,17 @@ static size_t name_length(const char *name)
     return n;
 }
 
+/* A new entry for `handle` at the end of `functions` (room made by the caller), indexed; 0 or
+ * OUT_OF_MEMORY (then not added). */
+static CUresult index_function_new(uint64_t handle)
+{
+    functions[nfunctions].handle = handle;
+    CUresult rc = index_function(nfunctions);
+    if (rc == 0)
+        nfunctions++;
+    return rc;
+}
+
 /* Remember (or update) a function's parameter table. */
 static CUresult remember(uint64_t handle, const struct kvmgpu_param *params, uint32_t nparams, const char *name)
 {
@@ -116,10 +174,7 @@ static CUresult remember(uint64_t handle, const struct kvmgpu_param *params, uin
             argsize = params[i].offset + params[i].size;
     }
     pthread_mutex_lock(&functions_lock);
-    struct function *f = NULL;
-    for (size_t i = 0; i < nfunctions && !f; i++)
-        if (functions[i].handle == handle)
-            f = &functions[i];
+    struct function *f = lookup(handle);
     if (!f && nfunctions == functions_cap) {
         size_t cap = functions_cap ? 2 * functions_cap : 64;
         struct function *grown = realloc(functions, cap * sizeof *grown);
@@ -133,7 +188,13 @@ static CUresult remember(uint64_t handle, const struct kvmgpu_param *params, uin
         functions_cap = cap;
     }
     if (!f) {
-        f = &functions[nfunctions++];
+        if (index_function_new(handle) != KVMGPU_CUDA_SUCCESS) {
+            pthread_mutex_unlock(&functions_lock);
+            free(copy);
+            free(name_copy);
+            return KVMGPU_CUDA_ERROR_OUT_OF_MEMORY;
+        }
+        f = &functions[nfunctions - 1];
     } else {
         free(f->params);
         /* (the old name is not freed: cuFuncGetName's callers may hold it; a handle is looked up
@@ -148,9 +209,9 @@ const char *kvmgpu_function_name(uint64_t handle)
 {
     const char *name = NULL;
     pthread_mutex_lock(&functions_lock);
-    for (size_t i = 0; i < nfunctions && !name; i++)
-        if (functions[i].handle == handle)
-            name = functions[i].name; /* (kept for the process's life, as the driver's) */
+    const struct function *f = lookup(handle);
+    if (f)
+        name = f->name; /* (kept for the process's life, as the driver's) */
     pthread_mutex_unlock(&functions_lock);
     return name;
 }
@@ -223,10 +284,7 @@ static CUresult pack(uint64_t handle, void **params, void **extra, uint8_t *blob
 {
     CUresult rc = KVMGPU_CUDA_ERROR_INVALID_HANDLE;
     pthread_mutex_lock(&functions_lock);
-    const struct function *f = NULL;
-    for (size_t i = 0; i < nfunctions && !f; i++)
-        if (functions[i].handle == handle)
-            f = &functions[i];
+    const struct function *f = lookup(handle);
     if (!f)
         goto out;
     rc = KVMGPU_CUDA_ERROR_INVALID_VALUE;

@@ -380,6 +380,16 @@ static int run_bad2d(const char *ptx_path)
                                   CU_TENSOR_MAP_L2_PROMOTION_NONE, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE),
            CUDA_ERROR_INVALID_VALUE); /* rank 0 */
     EXPECT(cuTensorMapReplaceAddress(&map, (void *)(uintptr_t)q), CUDA_ERROR_NOT_SUPPORTED); /* never encoded */
+    /* many functions (the library's index of them grows): each still found by its handle */
+    static CUfunction fs[300];
+    for (int i = 0; i < 300; i++)
+        CHECK(cuModuleGetFunction(&fs[i], m, i % 2 ? "vector_add" : "saxpy"));
+    const char *first, *last;
+    CHECK(cuFuncGetName(&first, fs[0]));
+    CHECK(cuFuncGetName(&last, fs[299]));
+    printf("%s 300 functions found by handle (%s, %s)\n", !strcmp(first, "saxpy") && !strcmp(last, "vector_add") ?
+           "OK" : "FAIL", first, last);
+    EXPECT(cuLaunchKernel(fs[150], 1, 1, 1, 1, 1, 1, 0, NULL, NULL, NULL), CUDA_ERROR_INVALID_VALUE); /* no params */
     CHECK(cuModuleUnload(m));
     free(ptx);
     CHECK(cuMemFree(p));
