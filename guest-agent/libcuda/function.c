@@ -31,16 +31,58 @@ struct attributes {
     int cluster_set; /* its required cluster dimensions were set by cuLaunchKernelEx (below) */
 };
 
+/* The kernels' attributes by handle: open addressing, at most half full (a handle is never 0,
+ * which marks an empty slot). attributes_lock guards it; an entry moves when it grows. */
 static pthread_mutex_t attributes_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct attributes *known;
 static size_t nknown, known_cap;
 
+static size_t slot_of(uint64_t function, size_t n)
+{
+    return (size_t)((function * 0x9E3779B97F4A7C15ull) >> 32) & (n - 1);
+}
+
 static struct attributes *find(uint64_t function)
 {
-    for (size_t i = 0; i < nknown; i++)
+    if (!known_cap)
+        return NULL;
+    for (size_t i = slot_of(function, known_cap);; i = (i + 1) & (known_cap - 1)) {
         if (known[i].function == function)
             return &known[i];
-    return NULL;
+        if (!known[i].function)
+            return NULL;
+    }
+}
+
+/* Keep a kernel's attributes (attributes_lock held); nothing where memory is short (asked again). */
+static void keep(uint64_t function, const int32_t value[FUNC_ATTRIBUTES])
+{
+    if (find(function))
+        return;
+    if (2 * (nknown + 1) > known_cap) {
+        size_t n = known_cap ? 2 * known_cap : 128;
+        struct attributes *grown = calloc(n, sizeof *grown);
+        if (!grown)
+            return;
+        for (size_t e = 0; e < known_cap; e++) {
+            if (!known[e].function)
+                continue;
+            size_t i = slot_of(known[e].function, n);
+            while (grown[i].function)
+                i = (i + 1) & (n - 1);
+            grown[i] = known[e];
+        }
+        free(known);
+        known = grown;
+        known_cap = n;
+    }
+    size_t i = slot_of(function, known_cap);
+    while (known[i].function)
+        i = (i + 1) & (known_cap - 1);
+    known[i].function = function;
+    known[i].cluster_set = 0;
+    memcpy(known[i].value, value, sizeof known[i].value);
+    nknown++;
 }
 
 /* The kernel's attributes, from the copy or from the host. */
@@ -63,19 +105,7 @@ static CUresult attributes_of(uint64_t function, int32_t value[FUNC_ATTRIBUTES])
         value[i] = (int32_t)v;
     }
     pthread_mutex_lock(&attributes_lock);
-    if (!find(function) && nknown == known_cap) {
-        size_t cap = known_cap ? 2 * known_cap : 64;
-        struct attributes *grown = realloc(known, cap * sizeof *grown);
-        if (grown) {
-            known = grown;
-            known_cap = cap;
-        }
-    }
-    if (!find(function) && nknown < known_cap) {
-        known[nknown].function = function;
-        known[nknown].cluster_set = 0;
-        memcpy(known[nknown++].value, value, sizeof known->value);
-    }
+    keep(function, value);
     pthread_mutex_unlock(&attributes_lock);
     return KVMGPU_CUDA_SUCCESS;
 }

@@ -101,6 +101,7 @@ def test_hostile_inputs_to_the_2d_attribute_pool_and_tensor_map_calls(program, w
     assert "FAIL" not in proc.stdout and proc.stdout.rstrip().endswith("DONE"), proc.stdout + proc.stderr
     assert "OK address range of p + 100" in proc.stdout
     assert "OK 300 functions found by handle (saxpy, vector_add)" in proc.stdout
+    assert "OK 300 functions' attributes kept apart (0 wrong)" in proc.stdout
     assert "cuMemcpy2D: CUDA arrays are not given to a VM" in proc.stderr, proc.stderr
 
 

@@ -382,8 +382,16 @@ static int run_bad2d(const char *ptx_path)
     EXPECT(cuTensorMapReplaceAddress(&map, (void *)(uintptr_t)q), CUDA_ERROR_NOT_SUPPORTED); /* never encoded */
     /* many functions (the library's index of them grows): each still found by its handle */
     static CUfunction fs[300];
-    for (int i = 0; i < 300; i++)
+    for (int i = 0; i < 300; i++) {
         CHECK(cuModuleGetFunction(&fs[i], m, i % 2 ? "vector_add" : "saxpy"));
+        CHECK(cuFuncSetAttribute(fs[i], CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, 1000 + i)); /* each its own */
+    }
+    int wrong = 0;
+    for (int i = 0; i < 300; i++) {
+        CHECK(cuFuncGetAttribute(&value, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, fs[i]));
+        wrong += value != 1000 + i;
+    }
+    printf("%s 300 functions' attributes kept apart (%d wrong)\n", wrong ? "FAIL" : "OK", wrong);
     const char *first, *last;
     CHECK(cuFuncGetName(&first, fs[0]));
     CHECK(cuFuncGetName(&last, fs[299]));
