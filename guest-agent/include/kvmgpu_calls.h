@@ -275,4 +275,11 @@ static inline int kvmgpu_tensor_map_encode_tiled(struct kvmgpu_client *c, uint64
     return kvmgpu_call(c, KVMGPU_OP_TENSOR_MAP_ENCODE_TILED, args, 7, blob, blob_size, 0, out, sizeof *out, NULL, NULL);
 }
 
+/* OCCUPANCY_MAX_CLUSTERS: cuOccupancyMaxActiveClusters: how many clusters of a launch's shape can be resident at once (Hopper's persistent kernels size their grids by it). */
+static inline int kvmgpu_occupancy_max_clusters(struct kvmgpu_client *c, uint64_t function, uint64_t gx, uint64_t gy, uint64_t gz, uint64_t bx, uint64_t by, uint64_t bz, uint64_t shared, uint64_t cx, uint64_t cy, uint64_t cz, struct kvmgpu_results_occupancy_max_clusters *out)
+{
+    const uint64_t args[11] = {function, gx, gy, gz, bx, by, bz, shared, cx, cy, cz};
+    return kvmgpu_call(c, KVMGPU_OP_OCCUPANCY_MAX_CLUSTERS, args, 11, NULL, 0, 0, out, sizeof *out, NULL, NULL);
+}
+
 #endif

@@ -82,6 +82,7 @@ enum kvmgpu_op {
     KVMGPU_OP_CTX_GET_LIMIT = 55, /* cuCtxGetLimit */
     KVMGPU_OP_MEMCPY_2D = 56, /* cuMemcpy2D(Async)_v2, cuMemcpy3D(Async)_v2 (device to device) */
     KVMGPU_OP_TENSOR_MAP_ENCODE_TILED = 57, /* cuTensorMapEncodeTiled */
+    KVMGPU_OP_OCCUPANCY_MAX_CLUSTERS = 58, /* cuOccupancyMaxActiveClusters */
 };
 
 /* Each op's arguments, in order (copied after the call head: not aligned there), its
@@ -530,6 +531,29 @@ struct __attribute__((packed)) kvmgpu_results_tensor_map_encode_tiled {
     char map[128];
 };
 _Static_assert(sizeof(struct kvmgpu_results_tensor_map_encode_tiled) == 128, "TENSOR_MAP_ENCODE_TILED results");
+
+#define KVMGPU_OCCUPANCY_MAX_CLUSTERS_NARGS 11
+#define KVMGPU_OCCUPANCY_MAX_CLUSTERS_BLOB_MAX 0
+#define KVMGPU_OCCUPANCY_MAX_CLUSTERS_QUEUEABLE 0
+#define KVMGPU_OCCUPANCY_MAX_CLUSTERS_SYNCHRONISING 0
+struct kvmgpu_args_occupancy_max_clusters {
+    uint64_t function;
+    uint64_t gx;
+    uint64_t gy;
+    uint64_t gz;
+    uint64_t bx;
+    uint64_t by;
+    uint64_t bz;
+    uint64_t shared;
+    uint64_t cx;
+    uint64_t cy;
+    uint64_t cz;
+};
+_Static_assert(sizeof(struct kvmgpu_args_occupancy_max_clusters) == 88, "OCCUPANCY_MAX_CLUSTERS args");
+struct __attribute__((packed)) kvmgpu_results_occupancy_max_clusters {
+    int32_t clusters;
+};
+_Static_assert(sizeof(struct kvmgpu_results_occupancy_max_clusters) == 4, "OCCUPANCY_MAX_CLUSTERS results");
 
 /* One kernel parameter in MODULE_GET_FUNCTION's reply blob (an array of them). */
 struct kvmgpu_param {

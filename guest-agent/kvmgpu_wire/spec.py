@@ -25,7 +25,7 @@ from .kinds import (Allocation, Arg, Blob, DevicePtr, Digest, Dim, Flags, Handle
 # --- frames ----------------------------------------------------------------------------------------
 PROTOCOL_VERSION = 6  # 2: MEMCPY_HTOD_STAGED; 3: MEMCPY_DTOH_PIECES; 4: the mailbox, DOORBELL;
 # 5: CTX_GET_FLAGS, DEVICE_GET_PCI_BUS_ID, STREAM_GET_PRIORITY; 6: FUNC_GET_ATTRIBUTES ..
-# TENSOR_MAP_ENCODE_TILED (ops 50-57, what PyTorch's runtime and libraries ask of a function and a
+# OCCUPANCY_MAX_CLUSTERS (ops 50-58, what PyTorch's runtime and libraries ask of a function and a
 # context)
 MAGIC = 0x474B  # "KG"
 # magic u16 | kind u8 | flags u8 | session u32 | seq u32 | length u32, little-endian; then the payload
@@ -296,6 +296,16 @@ OPS += (
            results=(Result("map", "128s", "the CUtensorMap"),),
            manual="the tensor's bytes, from the blob's dims and strides, inside one allocation "
                   "(checks.tensor)"),
+    OpDecl(58, "OCCUPANCY_MAX_CLUSTERS", "cuOccupancyMaxActiveClusters",
+           "how many clusters of a launch's shape can be resident at once (Hopper's persistent "
+           "kernels size their grids by it)",
+           args=(_FUNCTION, Value("gx", max=0x7FFFFFFF), Value("gy", max=0xFFFF), Value("gz", max=0xFFFF),
+                 Length("bx", min=1, max=1024), Length("by", min=1, max=1024), Length("bz", min=1, max=64),
+                 Value("shared", "dynamic shared memory bytes a block", max=0xFFFFFFFF),
+                 Value("cx", "cluster x (0: the kernel's own)", max=0xFFFF), Value("cy", max=0xFFFF),
+                 Value("cz", max=0xFFFF)),
+           results=(Result("clusters", "i"),),
+           backend="occupancy_max_clusters(function, gx, gy, gz, bx, by, bz, shared, cx, cy, cz)"),
 )
 
 BY_NAME = {op.name: op for op in OPS}

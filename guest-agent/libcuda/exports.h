@@ -181,6 +181,7 @@
     X("cuMemPoolTrimTo", cuMemPoolTrimTo, 11020, 0)                                       \
     X("cuTensorMapEncodeTiled", cuTensorMapEncodeTiled, 12000, 0)                         \
     X("cuTensorMapReplaceAddress", cuTensorMapReplaceAddress, 12000, 0)                   \
+    X("cuOccupancyMaxActiveClusters", cuOccupancyMaxActiveClusters, 11070, 0)             \
     X("cuGetErrorName", cuGetErrorName, 6000, 0)                                         \
     X("cuGetErrorString", cuGetErrorString, 6000, 0)                                     \
     X("cuGetProcAddress", cuGetProcAddress, 11030, 0)                                    \

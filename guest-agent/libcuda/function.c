@@ -312,6 +312,33 @@ CUAPI CUresult cuOccupancyAvailableDynamicSMemPerBlock(size_t *bytes, CUfunction
     return rc;
 }
 
+/* How many clusters of the launch `config` describes can be resident at once (its cluster
+ * attribute, else the kernel's own dimensions). Forwarded each time: asked once per kernel. */
+CUAPI CUresult cuOccupancyMaxActiveClusters(int *clusters, CUfunction f, const CUlaunchConfig *config)
+{
+    CUresult rc = kvmgpu_initialised();
+    if (rc)
+        return rc;
+    if (!clusters || !config || (config->numAttrs && !config->attrs))
+        return KVMGPU_CUDA_ERROR_INVALID_VALUE;
+    if (!f)
+        return KVMGPU_CUDA_ERROR_INVALID_HANDLE;
+    unsigned cx = 0, cy = 0, cz = 0;
+    for (unsigned i = 0; i < config->numAttrs; i++)
+        if (config->attrs[i].id == 4) { /* CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION */
+            cx = config->attrs[i].value.clusterDim.x;
+            cy = config->attrs[i].value.clusterDim.y;
+            cz = config->attrs[i].value.clusterDim.z;
+        }
+    struct kvmgpu_results_occupancy_max_clusters out;
+    rc = kvmgpu_occupancy_max_clusters(S, (uint64_t)(uintptr_t)f, config->gridDimX, config->gridDimY, config->gridDimZ,
+                                       config->blockDimX, config->blockDimY, config->blockDimZ, config->sharedMemBytes,
+                                       cx, cy, cz, &out);
+    if (rc == 0)
+        *clusters = out.clusters;
+    return rc;
+}
+
 /* --- limits ------------------------------------------------------------------------------------ */
 
 static const char *const limit_names[LIMITS] = {

@@ -236,3 +236,8 @@ class Backend(abc.ABC):
                                 l2: int, fill: int) -> bytes:
         """cuTensorMapEncodeTiled: the CUtensorMap's 128 bytes (the worker checked the tensor's
         bytes lie in the session's memory; the driver checks the rest)."""
+
+    @abc.abstractmethod
+    def occupancy_max_clusters(self, function, gx: int, gy: int, gz: int, bx: int, by: int, bz: int,
+                               shared: int, cx: int, cy: int, cz: int) -> int:
+        """cuOccupancyMaxActiveClusters of a launch of that shape (cx 0: no cluster attribute)."""

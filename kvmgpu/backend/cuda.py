@@ -577,3 +577,16 @@ class CudaBackend(Backend):
             list(element_strides), cu.CUtensorMapInterleave(interleave), cu.CUtensorMapSwizzle(swizzle),
             cu.CUtensorMapL2promotion(l2), cu.CUtensorMapFloatOOBfill(fill)), "cuTensorMapEncodeTiled")
         return struct.pack("<16Q", *(int(q) for q in m.opaque))
+
+    def occupancy_max_clusters(self, function, gx, gy, gz, bx, by, bz, shared, cx, cy, cz) -> int:
+        config = cu.CUlaunchConfig()
+        config.gridDimX, config.gridDimY, config.gridDimZ = gx, gy, gz
+        config.blockDimX, config.blockDimY, config.blockDimZ = bx, by, bz
+        config.sharedMemBytes = shared
+        if cx:
+            attr = cu.CUlaunchAttribute()
+            attr.id = cu.CUlaunchAttributeID.CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION
+            attr.value.clusterDim.x, attr.value.clusterDim.y, attr.value.clusterDim.z = cx, cy, cz
+            config.attrs = [attr]
+            config.numAttrs = 1
+        return int(_check(cu.cuOccupancyMaxActiveClusters(function.backend, config), "cuOccupancyMaxActiveClusters"))

@@ -406,3 +406,14 @@ class SimBackend(Backend):
         pad = lambda t, n: tuple(t) + (0,) * (n - len(t))  # noqa: E731
         return struct.pack("<QI5Q4Q5I5I4B", address, dtype, *pad(dims, 5), *pad(strides, 4),
                            *pad(box, 5), *pad(element_strides, 5), interleave, swizzle, l2, fill)
+
+    def occupancy_max_clusters(self, function, gx, gy, gz, bx, by, bz, shared, cx, cy, cz) -> int:
+        """The blocks resident on all multiprocessors over a cluster's blocks (an H100 places a
+        cluster within one of its GPCs, which this does not model)."""
+        self._check()
+        attrs = function.backend.attributes
+        size = (cx * cy * cz) if cx else max(1, attrs[11] * attrs[12] * attrs[13])
+        if size > (16 if attrs[14] else 8) or (cx and (gx % cx or gy % cy or gz % cz)):
+            _fail(CUresult.CUDA_ERROR_INVALID_CLUSTER_SIZE,
+                  f"clusters of {size} blocks in a {gx}x{gy}x{gz} grid")
+        return self.occupancy_max_blocks(function, bx * by * bz, shared, 0) * ATTRIBUTES[16] // size

@@ -489,6 +489,39 @@ def ctx_get_limit(s: Session, call: Call) -> CtxGetLimit:
     return CtxGetLimit(limit)
 
 
+class OccupancyMaxClusters(NamedTuple):
+    """OCCUPANCY_MAX_CLUSTERS: how many clusters of a launch's shape can be resident at once (Hopper's persistent kernels size their grids by it)."""
+
+    function: object  # the object of handle function in the session's functions
+    function_handle: int  # as the guest sent it
+    gx: int  # at most 0x7fffffff
+    gy: int  # at most 0xffff
+    gz: int  # at most 0xffff
+    bx: int  # 1..1024
+    by: int  # 1..1024
+    bz: int  # 1..64
+    shared: int  # at most 0xffffffff
+    cx: int  # at most 0xffff
+    cy: int  # at most 0xffff
+    cz: int  # at most 0xffff
+
+
+def occupancy_max_clusters(s: Session, call: Call) -> OccupancyMaxClusters:
+    a_function, a_gx, a_gy, a_gz, a_bx, a_by, a_bz, a_shared, a_cx, a_cy, a_cz = call.args
+    gx = checks.value(a_gx, 0x7fffffff, "gx")
+    gy = checks.value(a_gy, 0xffff, "gy")
+    gz = checks.value(a_gz, 0xffff, "gz")
+    bx = checks.length(a_bx, "bx", 1, 0x400)
+    by = checks.length(a_by, "by", 1, 0x400)
+    bz = checks.length(a_bz, "bz", 1, 0x40)
+    shared = checks.value(a_shared, 0xffffffff, "shared")
+    cx = checks.value(a_cx, 0xffff, "cx")
+    cy = checks.value(a_cy, 0xffff, "cy")
+    cz = checks.value(a_cz, 0xffff, "cz")
+    function = s.lookup("functions", a_function, "function")
+    return OccupancyMaxClusters(function, a_function, gx, gy, gz, bx, by, bz, shared, cx, cy, cz)
+
+
 CHECKS = {
     Op.CTX_SYNCHRONIZE: ctx_synchronize,
     Op.MEM_ALLOC: mem_alloc,
@@ -528,6 +561,7 @@ CHECKS = {
     Op.CTX_GET_LIMIT: ctx_get_limit,
     Op.MEMCPY_2D: None,  # each side's rows [ptr, ptr + pitch*(height-1) + width) inside one allocation, computed without overflow (checks.rows)
     Op.TENSOR_MAP_ENCODE_TILED: None,  # the tensor's bytes, from the blob's dims and strides, inside one allocation (checks.tensor)
+    Op.OCCUPANCY_MAX_CLUSTERS: occupancy_max_clusters,
 }
 
 # op: (the backend method, the request fields it takes, how many results it returns)
@@ -545,4 +579,5 @@ THIN = {
     Op.OCCUPANCY_MAX_BLOCKS: ('occupancy_max_blocks', ('function', 'block', 'shared', 'flags'), 1),
     Op.OCCUPANCY_AVAILABLE_SMEM: ('occupancy_available_smem', ('function', 'blocks', 'block'), 1),
     Op.CTX_GET_LIMIT: ('ctx_get_limit', ('limit',), 1),
+    Op.OCCUPANCY_MAX_CLUSTERS: ('occupancy_max_clusters', ('function', 'gx', 'gy', 'gz', 'bx', 'by', 'bz', 'shared', 'cx', 'cy', 'cz'), 1),
 }

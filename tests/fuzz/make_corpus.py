@@ -170,6 +170,9 @@ def op_scripts() -> dict[str, bytes]:
         Op.CTX_GET_LIMIT: ([gs.arg_byte(2)], b"\x00"),
         Op.MEMCPY_2D: ([a(2), gs.arg_byte(64), a(1), gs.arg_byte(128), gs.arg_byte(32), gs.arg_byte(16),
                         a(3)], b"\x00"),
+        Op.OCCUPANCY_MAX_CLUSTERS: ([a(6), gs.arg_byte(2), gs.arg_byte(1), gs.arg_byte(1), gs.arg_byte(128),
+                                     gs.arg_byte(1), gs.arg_byte(1), gs.arg_byte(0), gs.arg_byte(2),
+                                     gs.arg_byte(1), gs.arg_byte(1)], b"\x00"),
         Op.TENSOR_MAP_ENCODE_TILED: ([gs.arg_byte(0), gs.arg_byte(2), a(1), gs.arg_byte(0), gs.arg_byte(0),
                                       gs.arg_byte(0), gs.arg_byte(0)],
                                      b"\x03" + struct.pack("<H", 112)  # raw: the blob's 112 bytes

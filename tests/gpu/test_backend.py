@@ -296,6 +296,7 @@ def test_function_occupancy_limit_and_2d_calls_answer_as_the_driver_does(backend
     assert backend.occupancy_max_blocks(fn, 256, 0, 0) == native > 0
     assert backend.occupancy_available_smem(fn, 2, 256) == int(cu.cuOccupancyAvailableDynamicSMemPerBlock(f, 2, 256)[1])
     assert backend.ctx_get_limit(0) == int(cu.cuCtxGetLimit(cu.CUlimit(0))[1]) > 0
+    assert backend.occupancy_max_clusters(fn, 2, 1, 1, 128, 1, 1, 0, 2, 1, 1) > 0  # (an H100: by its GPCs)
     r = backend.region
     r[0:4096] = bytes(i % 251 for i in range(4096))
     a, b = backend.mem_alloc(4096), backend.mem_alloc(4096)

@@ -125,6 +125,7 @@ def test_what_pytorch_asks_of_the_runtime(lib_dir, worker):
         # (clusters are the kernel's required cluster dimensions for that launch only)
         "OK cudaLaunchKernelExC (0 wrong; in clusters of 2: 0 wrong; then 7 blocks: 0 wrong; required cluster width 0)",
         "-- a cooperative launch: cudaErrorNotSupported",
+        "OK max active clusters of 2 blocks of 128: 1056",  # (16 blocks a multiprocessor, 132 of them)
         "OK cudaMemcpy2D host->device->device->host (0 wrong)", "OK cudaMemset2D (0 wrong)",
         "OK cudaMemcpy3D (same)", "OK cudaMallocAsync(total + 1) = cudaErrorMemoryAllocation",
         # (charged at its size on the GPU: 2 MiB pages)

@@ -79,7 +79,12 @@ def _length(d: spec.OpDecl, a: kinds.Length) -> int:
 
 # A value the backend accepts where 0 is not one (kinds bound a value; the driver says which it takes).
 VALUES = {("FUNC_SET_ATTRIBUTE", "attribute"): 8, ("FUNC_SET_ATTRIBUTE", "value"): 1024,
-          ("OCCUPANCY_AVAILABLE_SMEM", "blocks"): 1, ("TENSOR_MAP_ENCODE_TILED", "rank"): 2}
+          ("OCCUPANCY_AVAILABLE_SMEM", "blocks"): 1, ("TENSOR_MAP_ENCODE_TILED", "rank"): 2,
+          ("OCCUPANCY_MAX_CLUSTERS", "gx"): 2, ("OCCUPANCY_MAX_CLUSTERS", "gy"): 1,
+          ("OCCUPANCY_MAX_CLUSTERS", "gz"): 1, ("OCCUPANCY_MAX_CLUSTERS", "bx"): 128,
+          ("OCCUPANCY_MAX_CLUSTERS", "by"): 1, ("OCCUPANCY_MAX_CLUSTERS", "bz"): 1,
+          ("OCCUPANCY_MAX_CLUSTERS", "cx"): 2, ("OCCUPANCY_MAX_CLUSTERS", "cy"): 1,
+          ("OCCUPANCY_MAX_CLUSTERS", "cz"): 1}
 
 
 def baseline(w: World, d: spec.OpDecl) -> tuple[list[int], bytes]:

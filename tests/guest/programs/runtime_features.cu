@@ -124,6 +124,11 @@ static int functions()
                 "required cluster width %d)\n",
                 wrong == 0 && wrong_clusters == 0 && wrong_after == 0 && a.requiredClusterWidth == 0 ? "OK" : "FAIL",
                 wrong, wrong_clusters, wrong_after, a.requiredClusterWidth);
+    int active_clusters = 0;
+    attrs[0].id = cudaLaunchAttributeClusterDimension; // (the clusters of 2 above)
+    CHECK(cudaOccupancyMaxActiveClusters(&active_clusters, (const void *)vectorAdd, &config));
+    std::printf("%s max active clusters of 2 blocks of 128: %d\n", active_clusters > 0 ? "OK" : "FAIL",
+                active_clusters);
     attrs[0].id = cudaLaunchAttributeCooperative;
     attrs[0].val.cooperative = 1;
     cudaError_t e = cudaLaunchKernelExC(&config, (const void *)vectorAdd, args);
