@@ -72,7 +72,7 @@ args_of() { case "$1" in driver_api|cuda_bindings) echo "$ROOT/tests/kernels/ker
 
 # the results a program prints that must equal the native run's (not the device's name or size,
 # nor managed memory, which a VM is not given)
-results() { grep -E '^(OK|FAIL) (torch |cupy |numba |round trip|module and function|vectorAdd|matrixMul|saxpy|memset|streams|symbols|unified|page-locked|after a reset|elapsed|properties|function attributes|launch with|occupancy|cudaLaunchKernelExC|cudaMemcpy2D|cudaMemset2D|cudaMemcpy3D|memory pool|limits|tensor map|max active clusters)' "$1" | sort; }
+results() { grep -E '^(OK|FAIL) (torch |cupy |numba |round trip|module and function|vectorAdd|matrixMul|saxpy|memset|streams|symbols|unified|page-locked|after a reset|elapsed|properties|function attributes|launch with|occupancy|cudaLaunchKernelExC|cudaMemcpy2D|cudaMemset2D|cudaMemcpy3D|memory pool|limits|tensor map|im2col tensor map|max active clusters)' "$1" | sort; }
 
 for p in $PROGRAMS; do
     timeout 300 "$OUT/$p" $(args_of "$p") > "$OUT/native_$p.txt" 2>&1

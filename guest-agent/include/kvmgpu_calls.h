@@ -282,4 +282,11 @@ static inline int kvmgpu_occupancy_max_clusters(struct kvmgpu_client *c, uint64_
     return kvmgpu_call(c, KVMGPU_OP_OCCUPANCY_MAX_CLUSTERS, args, 11, NULL, 0, 0, out, sizeof *out, NULL, NULL);
 }
 
+/* TENSOR_MAP_ENCODE_IM2COL: cuTensorMapEncodeIm2col: an im2col tensor map (the TMA descriptor of Hopper's convolution kernels), of a tensor in the session's memory. */
+static inline int kvmgpu_tensor_map_encode_im2col(struct kvmgpu_client *c, uint64_t dtype, uint64_t rank, uint64_t address, uint64_t interleave, uint64_t swizzle, uint64_t l2, uint64_t fill, const void *blob, size_t blob_size, struct kvmgpu_results_tensor_map_encode_im2col *out)
+{
+    const uint64_t args[7] = {dtype, rank, address, interleave, swizzle, l2, fill};
+    return kvmgpu_call(c, KVMGPU_OP_TENSOR_MAP_ENCODE_IM2COL, args, 7, blob, blob_size, 0, out, sizeof *out, NULL, NULL);
+}
+
 #endif

@@ -83,6 +83,7 @@ enum kvmgpu_op {
     KVMGPU_OP_MEMCPY_2D = 56, /* cuMemcpy2D(Async)_v2, cuMemcpy3D(Async)_v2 (device to device) */
     KVMGPU_OP_TENSOR_MAP_ENCODE_TILED = 57, /* cuTensorMapEncodeTiled */
     KVMGPU_OP_OCCUPANCY_MAX_CLUSTERS = 58, /* cuOccupancyMaxActiveClusters */
+    KVMGPU_OP_TENSOR_MAP_ENCODE_IM2COL = 59, /* cuTensorMapEncodeIm2col */
 };
 
 /* Each op's arguments, in order (copied after the call head: not aligned there), its
@@ -554,6 +555,25 @@ struct __attribute__((packed)) kvmgpu_results_occupancy_max_clusters {
     int32_t clusters;
 };
 _Static_assert(sizeof(struct kvmgpu_results_occupancy_max_clusters) == 4, "OCCUPANCY_MAX_CLUSTERS results");
+
+#define KVMGPU_TENSOR_MAP_ENCODE_IM2COL_NARGS 7
+#define KVMGPU_TENSOR_MAP_ENCODE_IM2COL_BLOB_MAX 124
+#define KVMGPU_TENSOR_MAP_ENCODE_IM2COL_QUEUEABLE 0
+#define KVMGPU_TENSOR_MAP_ENCODE_IM2COL_SYNCHRONISING 0
+struct kvmgpu_args_tensor_map_encode_im2col {
+    uint64_t dtype;
+    uint64_t rank;
+    uint64_t address;
+    uint64_t interleave;
+    uint64_t swizzle;
+    uint64_t l2;
+    uint64_t fill;
+};
+_Static_assert(sizeof(struct kvmgpu_args_tensor_map_encode_im2col) == 56, "TENSOR_MAP_ENCODE_IM2COL args");
+struct __attribute__((packed)) kvmgpu_results_tensor_map_encode_im2col {
+    char map[128];
+};
+_Static_assert(sizeof(struct kvmgpu_results_tensor_map_encode_im2col) == 128, "TENSOR_MAP_ENCODE_IM2COL results");
 
 /* One kernel parameter in MODULE_GET_FUNCTION's reply blob (an array of them). */
 struct kvmgpu_param {

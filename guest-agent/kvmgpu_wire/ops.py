@@ -69,6 +69,7 @@ class Op(enum.IntEnum):
     MEMCPY_2D = 56  # cuMemcpy2D(Async)_v2, cuMemcpy3D(Async)_v2 (device to device)
     TENSOR_MAP_ENCODE_TILED = 57  # cuTensorMapEncodeTiled
     OCCUPANCY_MAX_CLUSTERS = 58  # cuOccupancyMaxActiveClusters
+    TENSOR_MAP_ENCODE_IM2COL = 59  # cuTensorMapEncodeIm2col
 
 
 # op: (argument names, result struct format, most blob bytes, queueable, synchronising)
@@ -112,6 +113,7 @@ TABLE = {
     Op.MEMCPY_2D: (('dst', 'dpitch', 'src', 'spitch', 'width', 'height', 'stream'), '', 0, True, True),
     Op.TENSOR_MAP_ENCODE_TILED: (('dtype', 'rank', 'address', 'interleave', 'swizzle', 'l2', 'fill'), '128s', 112, False, False),
     Op.OCCUPANCY_MAX_CLUSTERS: (('function', 'gx', 'gy', 'gz', 'bx', 'by', 'bz', 'shared', 'cx', 'cy', 'cz'), 'i', 0, False, False),
+    Op.TENSOR_MAP_ENCODE_IM2COL: (('dtype', 'rank', 'address', 'interleave', 'swizzle', 'l2', 'fill'), '128s', 124, False, False),
 }
 
 # the ops that wait for the GPU: always, or only when not queued (the compute gate meters them)

@@ -25,8 +25,8 @@ from .kinds import (Allocation, Arg, Blob, DevicePtr, Digest, Dim, Flags, Handle
 # --- frames ----------------------------------------------------------------------------------------
 PROTOCOL_VERSION = 6  # 2: MEMCPY_HTOD_STAGED; 3: MEMCPY_DTOH_PIECES; 4: the mailbox, DOORBELL;
 # 5: CTX_GET_FLAGS, DEVICE_GET_PCI_BUS_ID, STREAM_GET_PRIORITY; 6: FUNC_GET_ATTRIBUTES ..
-# OCCUPANCY_MAX_CLUSTERS (ops 50-58, what PyTorch's runtime and libraries ask of a function and a
-# context)
+# TENSOR_MAP_ENCODE_IM2COL (ops 50-59, what PyTorch's runtime and libraries ask of a function and
+# a context)
 MAGIC = 0x474B  # "KG"
 # magic u16 | kind u8 | flags u8 | session u32 | seq u32 | length u32, little-endian; then the payload
 HEADER = (("magic", "H"), ("kind", "B"), ("flags", "B"), ("session", "I"), ("seq", "I"), ("length", "I"))
@@ -241,6 +241,11 @@ CTX_LIMITS = 7  # CUlimit values CTX_GET_LIMIT answers: STACK_SIZE .. PERSISTING
 # boxDim u32[5], elementStrides u32[5]; the ranks past `rank` zero.
 TENSOR_MAP = (("dims", "5Q"), ("strides", "4Q"), ("box", "5I"), ("element_strides", "5I"))
 TENSOR_MAP_BYTES = 112
+# TENSOR_MAP_ENCODE_IM2COL's: globalDim u64[5], globalStrides u64[4], pixelBoxLowerCorner i32[3],
+# pixelBoxUpperCorner i32[3], elementStrides u32[5], channelsPerPixel u32, pixelsPerColumn u32.
+TENSOR_MAP_IM2COL = (("dims", "5Q"), ("strides", "4Q"), ("lower", "3i"), ("upper", "3i"),
+                     ("element_strides", "5I"), ("channels", "I"), ("pixels", "I"))
+TENSOR_MAP_IM2COL_BYTES = 124
 TENSOR_MAP_TYPES = 16  # CUtensorMapDataType: UINT8 .. 16U6_ALIGN16B
 
 _FUNCTION = Handle("function", "the kernel", table="functions")
@@ -306,6 +311,18 @@ OPS += (
                  Value("cz", max=0xFFFF)),
            results=(Result("clusters", "i"),),
            backend="occupancy_max_clusters(function, gx, gy, gz, bx, by, bz, shared, cx, cy, cz)"),
+    OpDecl(59, "TENSOR_MAP_ENCODE_IM2COL", "cuTensorMapEncodeIm2col",
+           "an im2col tensor map (the TMA descriptor of Hopper's convolution kernels), of a tensor in "
+           "the session's memory",
+           args=(Value("dtype", "a CUtensorMapDataType", max=TENSOR_MAP_TYPES - 1),
+                 Length("rank", "the tensor's dimensions", min=3, max=5), Value("address"),
+                 Value("interleave", max=2), Value("swizzle", max=6), Value("l2", "L2 promotion", max=3),
+                 Value("fill", "out-of-bounds fill", max=1)),
+           blob=Blob(TENSOR_MAP_IM2COL_BYTES, "dims u64[5], strides u64[4], lower i32[3], upper i32[3], "
+                                             "element strides u32[5], channels u32, pixels u32"),
+           results=(Result("map", "128s", "the CUtensorMap"),),
+           manual="the tensor's bytes, from the blob's dims and strides, inside one allocation "
+                  "(checks.tensor)"),
 )
 
 BY_NAME = {op.name: op for op in OPS}

@@ -182,6 +182,7 @@
     X("cuTensorMapEncodeTiled", cuTensorMapEncodeTiled, 12000, 0)                         \
     X("cuTensorMapReplaceAddress", cuTensorMapReplaceAddress, 12000, 0)                   \
     X("cuOccupancyMaxActiveClusters", cuOccupancyMaxActiveClusters, 11070, 0)             \
+    X("cuTensorMapEncodeIm2col", cuTensorMapEncodeIm2col, 12000, 0)                       \
     X("cuGetErrorName", cuGetErrorName, 6000, 0)                                         \
     X("cuGetErrorString", cuGetErrorString, 6000, 0)                                     \
     X("cuGetProcAddress", cuGetProcAddress, 11030, 0)                                    \

@@ -616,3 +616,41 @@ CUAPI CUresult cuTensorMapReplaceAddress(void *map, void *address)
     }
     return encode(map, &e, (uint64_t)(uintptr_t)address);
 }
+
+/* cuTensorMapEncodeIm2col: as cuTensorMapEncodeTiled, for Hopper's convolution kernels. */
+CUAPI CUresult cuTensorMapEncodeIm2col(void *map, int dtype, uint32_t rank, void *address, const uint64_t *dims,
+                                       const uint64_t *strides, const int *lower, const int *upper,
+                                       uint32_t channels, uint32_t pixels, const uint32_t *element_strides,
+                                       int interleave, int swizzle, int l2, int fill)
+{
+    CUresult rc = kvmgpu_initialised();
+    if (rc)
+        return rc;
+    if (!map || rank < 3 || rank > 5 || !dims || !strides || !lower || !upper || !element_strides || dtype < 0 ||
+        interleave < 0 || swizzle < 0 || l2 < 0 || fill < 0)
+        return KVMGPU_CUDA_ERROR_INVALID_VALUE;
+    struct __attribute__((packed)) {
+        uint64_t dims[5], strides[4];
+        int32_t lower[3], upper[3];
+        uint32_t element_strides[5], channels, pixels;
+    } blob;
+    _Static_assert(sizeof blob == 124, "TENSOR_MAP_IM2COL blob");
+    memset(&blob, 0, sizeof blob);
+    for (uint32_t i = 0; i < rank; i++) {
+        blob.dims[i] = dims[i];
+        blob.element_strides[i] = element_strides[i];
+        if (i + 1 < rank)
+            blob.strides[i] = strides[i];
+        if (i + 2 < rank) {
+            blob.lower[i] = lower[i];
+            blob.upper[i] = upper[i];
+        }
+    }
+    blob.channels = channels, blob.pixels = pixels;
+    struct kvmgpu_results_tensor_map_encode_im2col out;
+    rc = kvmgpu_tensor_map_encode_im2col(S, (uint64_t)dtype, rank, (uint64_t)(uintptr_t)address, (uint64_t)interleave,
+                                         (uint64_t)swizzle, (uint64_t)l2, (uint64_t)fill, &blob, sizeof blob, &out);
+    if (rc == 0)
+        memcpy(map, out.map, sizeof out.map);
+    return rc;
+}

@@ -241,3 +241,11 @@ class Backend(abc.ABC):
     def occupancy_max_clusters(self, function, gx: int, gy: int, gz: int, bx: int, by: int, bz: int,
                                shared: int, cx: int, cy: int, cz: int) -> int:
         """cuOccupancyMaxActiveClusters of a launch of that shape (cx 0: no cluster attribute)."""
+
+    @abc.abstractmethod
+    def tensor_map_encode_im2col(self, dtype: int, rank: int, address: int, dims: tuple, strides: tuple,
+                                 lower: tuple, upper: tuple, channels: int, pixels: int,
+                                 element_strides: tuple, interleave: int, swizzle: int, l2: int,
+                                 fill: int) -> bytes:
+        """cuTensorMapEncodeIm2col: the CUtensorMap's 128 bytes (the tensor checked as for
+        tensor_map_encode_tiled)."""

@@ -590,3 +590,12 @@ class CudaBackend(Backend):
             config.attrs = [attr]
             config.numAttrs = 1
         return int(_check(cu.cuOccupancyMaxActiveClusters(function.backend, config), "cuOccupancyMaxActiveClusters"))
+
+    def tensor_map_encode_im2col(self, dtype, rank, address, dims, strides, lower, upper, channels, pixels,
+                                 element_strides, interleave, swizzle, l2, fill) -> bytes:
+        m = _check(cu.cuTensorMapEncodeIm2col(
+            cu.CUtensorMapDataType(dtype), rank, address, list(dims), list(strides), list(lower), list(upper),
+            channels, pixels, list(element_strides), cu.CUtensorMapInterleave(interleave),
+            cu.CUtensorMapSwizzle(swizzle), cu.CUtensorMapL2promotion(l2), cu.CUtensorMapFloatOOBfill(fill)),
+            "cuTensorMapEncodeIm2col")
+        return struct.pack("<16Q", *(int(q) for q in m.opaque))

@@ -417,3 +417,13 @@ class SimBackend(Backend):
             _fail(CUresult.CUDA_ERROR_INVALID_CLUSTER_SIZE,
                   f"clusters of {size} blocks in a {gx}x{gy}x{gz} grid")
         return self.occupancy_max_blocks(function, bx * by * bz, shared, 0) * ATTRIBUTES[16] // size
+
+    def tensor_map_encode_im2col(self, dtype, rank, address, dims, strides, lower, upper, channels, pixels,
+                                 element_strides, interleave, swizzle, l2, fill) -> bytes:
+        """Its inputs, packed, as tensor_map_encode_tiled's."""
+        self._check()
+        if not 1 <= channels <= 256 or not 1 <= pixels <= 1024:
+            _fail(CUresult.CUDA_ERROR_INVALID_VALUE, f"im2col: {channels} channels, {pixels} pixels a column")
+        pad = lambda t, n: tuple(t) + (0,) * (n - len(t))  # noqa: E731
+        return struct.pack("<QI5Q4Q3i3iII4B", address, dtype, *pad(dims, 5), *pad(strides, 4), *pad(lower, 3),
+                           *pad(upper, 3), channels, pixels, interleave, swizzle, l2, fill).ljust(128, b"\0")

@@ -68,15 +68,31 @@ def tensor(s: Session, address: int, rank: int, dtype: int, blob: bytes) -> tupl
     """TENSOR_MAP_ENCODE_TILED: the blob's (dims, strides, box, element strides), the first `rank`
     of each, once the tensor's bytes, ceil(dims[0]*bits/8) + sum((dims[i]-1) * strides[i-1]),
     lie inside one of the session's ranges (a map may be read by any kernel the VM launches)."""
-    if len(blob) != struct.calcsize("<" + "".join(f for _, f in spec.TENSOR_MAP)):
+    if len(blob) != spec.TENSOR_MAP_BYTES:
         invalid(f"the tensor map's blob is {len(blob)} bytes, not {spec.TENSOR_MAP_BYTES}")
     v = struct.unpack("<5Q4Q5I5I", blob)
     dims, strides, box, estrides = v[0:5][:rank], v[5:9][:rank - 1], v[9:14][:rank], v[14:19][:rank]
+    _tensor_in(s, address, dtype, dims, strides)
+    return dims, strides, box, estrides
+
+
+def tensor_im2col(s: Session, address: int, rank: int, dtype: int, blob: bytes) -> tuple:
+    """TENSOR_MAP_ENCODE_IM2COL: (dims, strides, lower, upper, element strides, channels, pixels),
+    the corners rank - 2 long, once the tensor's bytes lie inside one of the session's ranges."""
+    if len(blob) != spec.TENSOR_MAP_IM2COL_BYTES:
+        invalid(f"the im2col tensor map's blob is {len(blob)} bytes, not {spec.TENSOR_MAP_IM2COL_BYTES}")
+    v = struct.unpack("<5Q4Q3i3i5III", blob)
+    dims, strides = v[0:5][:rank], v[5:9][:rank - 1]
+    lower, upper, estrides = v[9:12][:rank - 2], v[12:15][:rank - 2], v[15:20][:rank]
+    _tensor_in(s, address, dtype, dims, strides)
+    return dims, strides, lower, upper, estrides, v[20], v[21]
+
+
+def _tensor_in(s: Session, address: int, dtype: int, dims: tuple, strides: tuple) -> None:
     if not all(dims):
         invalid(f"tensor dims {dims}: each at least 1")
     extent = (dims[0] * _TENSOR_BITS[dtype] + 7) // 8 + sum((d - 1) * st for d, st in zip(dims[1:], strides))
     s.check_range(address, extent, "address")
-    return dims, strides, box, estrides
 
 
 def window(s: Session, offset: int, nbytes: int, name: str, align: int = 1) -> int:

@@ -221,6 +221,18 @@ def tensor_map_encode_tiled(vg, s: Session, r, call):
     return (encoded,), b""
 
 
+def tensor_map_encode_im2col(vg, s: Session, r, call):
+    dtype, rank, address, interleave, swizzle, l2, fill = call.args
+    checks.value(dtype, spec.TENSOR_MAP_TYPES - 1, "dtype")
+    checks.length(rank, "rank", 3, 5)
+    for value, top, name in ((interleave, 2, "interleave"), (swizzle, 6, "swizzle"), (l2, 3, "l2"), (fill, 1, "fill")):
+        checks.value(value, top, name)
+    dims, strides, lower, upper, estrides, channels, pixels = checks.tensor_im2col(s, address, rank, dtype, call.blob)
+    encoded = vg.backend.tensor_map_encode_im2col(dtype, rank, address, dims, strides, lower, upper, channels,
+                                                  pixels, estrides, interleave, swizzle, l2, fill)
+    return (encoded,), b""
+
+
 # --- modules -------------------------------------------------------------------------------------
 
 def module_load(vg: VGpu, s: Session, r, call):
@@ -600,6 +612,7 @@ HANDLERS = {
     Op.MEMSET_D16: _memset(2),
     Op.MEMCPY_2D: memcpy_2d,
     Op.TENSOR_MAP_ENCODE_TILED: tensor_map_encode_tiled,
+    Op.TENSOR_MAP_ENCODE_IM2COL: tensor_map_encode_im2col,
     Op.MEMSET_D32: _memset(4),
     Op.MODULE_LOAD: module_load,
     Op.MODULE_UNLOAD: module_unload,

@@ -562,6 +562,7 @@ CHECKS = {
     Op.MEMCPY_2D: None,  # each side's rows [ptr, ptr + pitch*(height-1) + width) inside one allocation, computed without overflow (checks.rows)
     Op.TENSOR_MAP_ENCODE_TILED: None,  # the tensor's bytes, from the blob's dims and strides, inside one allocation (checks.tensor)
     Op.OCCUPANCY_MAX_CLUSTERS: occupancy_max_clusters,
+    Op.TENSOR_MAP_ENCODE_IM2COL: None,  # the tensor's bytes, from the blob's dims and strides, inside one allocation (checks.tensor)
 }
 
 # op: (the backend method, the request fields it takes, how many results it returns)

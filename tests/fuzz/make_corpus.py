@@ -173,6 +173,11 @@ def op_scripts() -> dict[str, bytes]:
         Op.OCCUPANCY_MAX_CLUSTERS: ([a(6), gs.arg_byte(2), gs.arg_byte(1), gs.arg_byte(1), gs.arg_byte(128),
                                      gs.arg_byte(1), gs.arg_byte(1), gs.arg_byte(0), gs.arg_byte(2),
                                      gs.arg_byte(1), gs.arg_byte(1)], b"\x00"),
+        Op.TENSOR_MAP_ENCODE_IM2COL: ([gs.arg_byte(0), gs.arg_byte(4), a(1), gs.arg_byte(0), gs.arg_byte(0),
+                                       gs.arg_byte(0), gs.arg_byte(0)],
+                                      b"\x03" + struct.pack("<H", 124)
+                                      + struct.pack("<5Q4Q3i3i5III", 8, 4, 4, 2, 0, 8, 32, 128, 0, 0, 0, 0, 0, 0,
+                                                    0, 1, 1, 1, 1, 0, 8, 16)),
         Op.TENSOR_MAP_ENCODE_TILED: ([gs.arg_byte(0), gs.arg_byte(2), a(1), gs.arg_byte(0), gs.arg_byte(0),
                                       gs.arg_byte(0), gs.arg_byte(0)],
                                      b"\x03" + struct.pack("<H", 112)  # raw: the blob's 112 bytes

@@ -313,6 +313,12 @@ def test_function_occupancy_limit_and_2d_calls_answer_as_the_driver_does(backend
                                        cu.CUtensorMapInterleave(0), cu.CUtensorMapSwizzle(0),
                                        cu.CUtensorMapL2promotion(0), cu.CUtensorMapFloatOOBfill(0))[1]
     assert encoded == struct.pack("<16Q", *(int(q) for q in native.opaque))
+    encoded = backend.tensor_map_encode_im2col(0, 4, a, (8, 4, 4, 2), (8, 32, 128), (0, 0), (0, 0), 8, 16,
+                                               (1, 1, 1, 1), 0, 0, 0, 0)
+    native = cu.cuTensorMapEncodeIm2col(cu.CUtensorMapDataType(0), 4, a, [8, 4, 4, 2], [8, 32, 128], [0, 0], [0, 0],
+                                        8, 16, [1, 1, 1, 1], cu.CUtensorMapInterleave(0), cu.CUtensorMapSwizzle(0),
+                                        cu.CUtensorMapL2promotion(0), cu.CUtensorMapFloatOOBfill(0))[1]
+    assert encoded == struct.pack("<16Q", *(int(q) for q in native.opaque))
     backend.mem_free(a)
     backend.mem_free(b)
     backend.module_unload(mod)

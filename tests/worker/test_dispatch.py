@@ -203,6 +203,18 @@ def test_bad_tensor_maps_are_refused(g, case):
     still_serves(g)
 
 
+def test_im2col_tensor_map_checks_the_tensor_too(g):
+    """An NHWC tensor of 8 channels, 4x4 pixels, batch 2 (256 bytes): inside a 4 KiB allocation a
+    map; a batch of 32 (4 KiB + 1 row) past it is INVALID_VALUE."""
+    p = g.alloc(4096)
+    def blob(n):
+        return struct.pack("<5Q4Q3i3i5III", 8, 4, 4, n, 0, 8, 32, 128, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 0, 8, 16)
+    assert len(g.ok(Op.TENSOR_MAP_ENCODE_IM2COL, 0, 4, p, 0, 0, 0, 0, blob=blob(2))[0]) == 128
+    r = g.call(Op.TENSOR_MAP_ENCODE_IM2COL, 0, 4, p, 0, 0, 0, 0, blob=blob(33))
+    assert status(r) == INVALID_VALUE and b"TENSOR_MAP_ENCODE_IM2COL" in r.blob, r.blob
+    still_serves(g)
+
+
 def done_word(g, at: int) -> int:
     return struct.unpack_from("<I", g.window.view, at)[0]
 

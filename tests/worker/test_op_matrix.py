@@ -84,7 +84,7 @@ VALUES = {("FUNC_SET_ATTRIBUTE", "attribute"): 8, ("FUNC_SET_ATTRIBUTE", "value"
           ("OCCUPANCY_MAX_CLUSTERS", "gz"): 1, ("OCCUPANCY_MAX_CLUSTERS", "bx"): 128,
           ("OCCUPANCY_MAX_CLUSTERS", "by"): 1, ("OCCUPANCY_MAX_CLUSTERS", "bz"): 1,
           ("OCCUPANCY_MAX_CLUSTERS", "cx"): 2, ("OCCUPANCY_MAX_CLUSTERS", "cy"): 1,
-          ("OCCUPANCY_MAX_CLUSTERS", "cz"): 1}
+          ("OCCUPANCY_MAX_CLUSTERS", "cz"): 1, ("TENSOR_MAP_ENCODE_IM2COL", "rank"): 4}
 
 
 def baseline(w: World, d: spec.OpDecl) -> tuple[list[int], bytes]:
@@ -102,7 +102,7 @@ def baseline(w: World, d: spec.OpDecl) -> tuple[list[int], bytes]:
             values.append(_length(d, a))
         elif isinstance(a, kinds.Dim):
             values.append(a.min)
-        elif (d.name, a.name) == ("TENSOR_MAP_ENCODE_TILED", "address"):  # (a pointer, checked by hand)
+        elif a.name == "address" and d.name.startswith("TENSOR_MAP"):  # (a pointer, checked by hand)
             values.append(w.mine["alloc"])
         else:  # Flags, Value
             values.append(VALUES.get((d.name, a.name), 0))
@@ -116,6 +116,8 @@ def baseline(w: World, d: spec.OpDecl) -> tuple[list[int], bytes]:
         blob = struct.pack("<QQQi", p, p, p, 16)
     elif d.name == "TENSOR_MAP_ENCODE_TILED":  # a 16x4 tensor of bytes, 16 bytes a row: 64 bytes
         blob = struct.pack("<5Q4Q5I5I", 16, 4, 0, 0, 0, 16, 0, 0, 0, 16, 4, 0, 0, 0, 1, 1, 0, 0, 0)
+    elif d.name == "TENSOR_MAP_ENCODE_IM2COL":  # NHWC 4x2x2x1 bytes: 16 bytes
+        blob = struct.pack("<5Q4Q3i3i5III", 4, 2, 2, 1, 0, 4, 8, 16, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 0, 4, 4)
     return values, blob
 
 

@@ -266,6 +266,16 @@ static int tensor_map()
     r = reinterpret_cast<decltype(&cuTensorMapReplaceAddress)>(replace)(&map, d2);
     std::printf("%s tensor map moved to another tensor (%d)\n", r == CUDA_SUCCESS ? "OK" : "FAIL", (int)r);
     CHECK(cudaFree(d2));
+    void *im2col = nullptr;
+    CHECK(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeIm2col", &im2col, 12000, cudaEnableDefault, &found));
+    cuuint64_t nhwc[4] = {16, 4, 4, 2}, nhwc_strides[3] = {16, 64, 256}; // 16 channels, 4x4 pixels, batch 2
+    int lower[2] = {0, 0}, upper[2] = {0, 0};
+    cuuint32_t ones[4] = {1, 1, 1, 1};
+    r = reinterpret_cast<decltype(&cuTensorMapEncodeIm2col)>(im2col)(
+        &map, CU_TENSOR_MAP_DATA_TYPE_UINT8, 4, d, nhwc, nhwc_strides, lower, upper, 16, 16, ones,
+        CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_NONE, CU_TENSOR_MAP_L2_PROMOTION_NONE,
+        CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+    std::printf("%s im2col tensor map of an NHWC tensor (%d)\n", r == CUDA_SUCCESS ? "OK" : "FAIL", (int)r);
     cuuint64_t past[2] = {64, 65}; // a row past the allocation
     r = encode(&map, CU_TENSOR_MAP_DATA_TYPE_UINT8, 2, d, past, strides, box, estrides, CU_TENSOR_MAP_INTERLEAVE_NONE,
                CU_TENSOR_MAP_SWIZZLE_NONE, CU_TENSOR_MAP_L2_PROMOTION_NONE, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
