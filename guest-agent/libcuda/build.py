@@ -17,7 +17,7 @@ HERE = Path(__file__).resolve().parent
 INCLUDE = HERE.parent / "include"
 SOURCES = ("api.c", "client.c", "copy2d.c", "export.c", "fatbin.c", "function.c", "host.c", "integrity.c", "json.c",
            "library.c", "memory.c", "module.c", "ordering.c", "pointer.c", "pool.c", "preferences.c", "procaddr.c",
-           "sha256.c")
+           "sha256.c", "tensormap.c")
 FLAGS = ("-std=c11", "-Wall", "-Wextra", "-Werror", "-fvisibility=hidden", "-fPIC", "-shared", "-pthread",
          "-Wl,-soname,libcuda.so.1", "-Wl,--no-undefined")
 NAME = "libcuda.so.1"
