@@ -6,9 +6,9 @@
 #
 # Builds guest-agent/libcuda into $OUT/lib and, with nvcc, the test programs: the runtime program
 # (tests/guest/programs/vector_add_runtime.cu) with cudart static and shared, a cuda-samples style
-# matrixMul (matrix_mul_runtime.cu), CUDA graphs captured from a stream (graphs_runtime.cu),
-# PyTorch, CuPy and numba-cuda where this Python has them (frameworks.py; FRAMEWORKS="torch"
-# picks), and the driver-API
+# matrixMul (matrix_mul_runtime.cu), CUDA graphs captured from a stream (graphs_runtime.cu), what
+# PyTorch asks of the runtime (runtime_features.cu), PyTorch, CuPy and numba-cuda where this Python
+# has them (frameworks.py; FRAMEWORKS="torch" picks), and the driver-API
 # vectorAdd (vector_add_driver.cu, -lcuda, the PTX of tests/kernels), and where this Python has
 # NVIDIA's cuda-bindings, cuda_bindings_driver.py. Each runs natively, then as
 # a guest: the GPU hidden from the guest process only (its /dev/nvidia* are /dev/null in a mount
@@ -29,7 +29,7 @@ mkdir -p "$OUT"
 exec > >(tee "$OUT/run.log") 2>&1
 echo "== $(date -u) on $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -1)"
 P="$ROOT/tests/guest/programs"
-PROGS="runtime_static runtime_shared matrixmul_static graphs_static driver_api"
+PROGS="runtime_static runtime_shared matrixmul_static graphs_static runtime_features driver_api"
 "$PY" "$ROOT/guest-agent/libcuda/build.py" "$OUT/lib" || { echo "cannot build libcuda.so.1"; exit 2; }
 if [ -n "${PREBUILT:-}" ]; then # programs built elsewhere (BUILD_ONLY=DIR there), with their libcudart
     for p in $PROGS; do cp "$PREBUILT/$p" "$OUT/" || { echo "no $p in PREBUILT=$PREBUILT"; exit 2; }; done
@@ -53,6 +53,7 @@ else
     build runtime_shared -cudart shared "$P/vector_add_runtime.cu"
     build matrixmul_static "$P/matrix_mul_runtime.cu"
     build graphs_static "$P/graphs_runtime.cu"
+    build runtime_features "$P/runtime_features.cu"
     build driver_api "$P/vector_add_driver.cu" -L "$OUT/lib" -lcuda  # (soname libcuda.so.1: the loader picks)
     if [ -n "${BUILD_ONLY:-}" ]; then
         cp -P "$CUDA_LIB"/libcudart.so.* "$DEST/" && echo "== built into $DEST (run with PREBUILT=$DEST)"; exit 0
@@ -74,7 +75,7 @@ args_of() { case "$1" in driver_api|cuda_bindings) echo "$ROOT/tests/kernels/ker
 
 # the results a program prints that must equal the native run's (not the device's name or size,
 # nor managed memory, which a VM is not given)
-results() { grep -E '^(OK|FAIL) (torch |cupy |numba |graphs: |round trip|module and function|vectorAdd|matrixMul|saxpy|memset|streams|symbols|unified|page-locked|after a reset|elapsed)' "$1" | sort; }
+results() { grep -E '^(OK|FAIL) (torch |cupy |numba |graphs: |round trip|module and function|vectorAdd|matrixMul|saxpy|memset|streams|symbols|unified|page-locked|after a reset|elapsed|properties|function attributes|launch with|occupancy|cudaLaunchKernelExC|cudaMemcpy2D|cudaMemset2D|cudaMemcpy3D|memory pool|limits|tensor map|im2col tensor map|max active clusters)' "$1" | sort; }
 
 for p in $PROGRAMS; do
     timeout 300 "$OUT/$p" $(args_of "$p") > "$OUT/native_$p.txt" 2>&1

@@ -280,4 +280,74 @@ static inline int kvmgpu_graph_destroy(struct kvmgpu_client *c, uint64_t graph, 
     return kvmgpu_call(c, KVMGPU_OP_GRAPH_DESTROY, args, 1, NULL, 0, queued, NULL, 0, NULL, NULL);
 }
 
+/* FUNC_GET_ATTRIBUTES: cuFuncGetAttribute, cuKernelGetAttribute: every attribute of a kernel at once (the guest keeps them: they change only by its own FUNC_SET_ATTRIBUTE). */
+static inline int kvmgpu_func_get_attributes(struct kvmgpu_client *c, uint64_t function, struct kvmgpu_results_func_get_attributes *out)
+{
+    const uint64_t args[1] = {function};
+    return kvmgpu_call(c, KVMGPU_OP_FUNC_GET_ATTRIBUTES, args, 1, NULL, 0, 0, out, sizeof *out, NULL, NULL);
+}
+
+/* FUNC_SET_ATTRIBUTE: cuFuncSetAttribute, cuKernelSetAttribute: set a kernel's attribute (max dynamic shared memory, carveout, cluster preferences). */
+static inline int kvmgpu_func_set_attribute(struct kvmgpu_client *c, uint64_t function, uint64_t attribute, uint64_t value)
+{
+    const uint64_t args[3] = {function, attribute, value};
+    return kvmgpu_call(c, KVMGPU_OP_FUNC_SET_ATTRIBUTE, args, 3, NULL, 0, 0, NULL, 0, NULL, NULL);
+}
+
+/* OCCUPANCY_MAX_BLOCKS: cuOccupancyMaxActiveBlocksPerMultiprocessor(WithFlags): how many blocks of a kernel fit one multiprocessor (the guest keeps each answer). */
+static inline int kvmgpu_occupancy_max_blocks(struct kvmgpu_client *c, uint64_t function, uint64_t block, uint64_t shared, uint64_t flags, struct kvmgpu_results_occupancy_max_blocks *out)
+{
+    const uint64_t args[4] = {function, block, shared, flags};
+    return kvmgpu_call(c, KVMGPU_OP_OCCUPANCY_MAX_BLOCKS, args, 4, NULL, 0, 0, out, sizeof *out, NULL, NULL);
+}
+
+/* OCCUPANCY_AVAILABLE_SMEM: cuOccupancyAvailableDynamicSMemPerBlock: the dynamic shared memory a block may have with `blocks` blocks a multiprocessor. */
+static inline int kvmgpu_occupancy_available_smem(struct kvmgpu_client *c, uint64_t function, uint64_t blocks, uint64_t block, struct kvmgpu_results_occupancy_available_smem *out)
+{
+    const uint64_t args[3] = {function, blocks, block};
+    return kvmgpu_call(c, KVMGPU_OP_OCCUPANCY_AVAILABLE_SMEM, args, 3, NULL, 0, 0, out, sizeof *out, NULL, NULL);
+}
+
+/* MEMSET_D16: cuMemsetD16_v2, cuMemsetD16Async: set 16-bit words. */
+static inline int kvmgpu_memset_d16(struct kvmgpu_client *c, uint64_t dst, uint64_t value, uint64_t count, uint64_t stream, int queued)
+{
+    const uint64_t args[4] = {dst, value, count, stream};
+    return kvmgpu_call(c, KVMGPU_OP_MEMSET_D16, args, 4, NULL, 0, queued, NULL, 0, NULL, NULL);
+}
+
+/* CTX_GET_LIMIT: cuCtxGetLimit: a limit of the VM's context (stack size, printf FIFO, malloc heap, ...). */
+static inline int kvmgpu_ctx_get_limit(struct kvmgpu_client *c, uint64_t limit, struct kvmgpu_results_ctx_get_limit *out)
+{
+    const uint64_t args[1] = {limit};
+    return kvmgpu_call(c, KVMGPU_OP_CTX_GET_LIMIT, args, 1, NULL, 0, 0, out, sizeof *out, NULL, NULL);
+}
+
+/* MEMCPY_2D: cuMemcpy2D(Async)_v2, cuMemcpy3D(Async)_v2 (device to device): copy `height` rows of `width` bytes between device ranges `pitch` bytes apart. */
+static inline int kvmgpu_memcpy_2d(struct kvmgpu_client *c, uint64_t dst, uint64_t dpitch, uint64_t src, uint64_t spitch, uint64_t width, uint64_t height, uint64_t stream, int queued)
+{
+    const uint64_t args[7] = {dst, dpitch, src, spitch, width, height, stream};
+    return kvmgpu_call(c, KVMGPU_OP_MEMCPY_2D, args, 7, NULL, 0, queued, NULL, 0, NULL, NULL);
+}
+
+/* TENSOR_MAP_ENCODE_TILED: cuTensorMapEncodeTiled: a tiled tensor's map (the 128-byte TMA descriptor Hopper's cuBLAS kernels take), of a tensor in the session's memory. */
+static inline int kvmgpu_tensor_map_encode_tiled(struct kvmgpu_client *c, uint64_t dtype, uint64_t rank, uint64_t address, uint64_t interleave, uint64_t swizzle, uint64_t l2, uint64_t fill, const void *blob, size_t blob_size, struct kvmgpu_results_tensor_map_encode_tiled *out)
+{
+    const uint64_t args[7] = {dtype, rank, address, interleave, swizzle, l2, fill};
+    return kvmgpu_call(c, KVMGPU_OP_TENSOR_MAP_ENCODE_TILED, args, 7, blob, blob_size, 0, out, sizeof *out, NULL, NULL);
+}
+
+/* OCCUPANCY_MAX_CLUSTERS: cuOccupancyMaxActiveClusters: how many clusters of a launch's shape can be resident at once (Hopper's persistent kernels size their grids by it). */
+static inline int kvmgpu_occupancy_max_clusters(struct kvmgpu_client *c, uint64_t function, uint64_t gx, uint64_t gy, uint64_t gz, uint64_t bx, uint64_t by, uint64_t bz, uint64_t shared, uint64_t cx, uint64_t cy, uint64_t cz, struct kvmgpu_results_occupancy_max_clusters *out)
+{
+    const uint64_t args[11] = {function, gx, gy, gz, bx, by, bz, shared, cx, cy, cz};
+    return kvmgpu_call(c, KVMGPU_OP_OCCUPANCY_MAX_CLUSTERS, args, 11, NULL, 0, 0, out, sizeof *out, NULL, NULL);
+}
+
+/* TENSOR_MAP_ENCODE_IM2COL: cuTensorMapEncodeIm2col: an im2col tensor map (the TMA descriptor of Hopper's convolution kernels), of a tensor in the session's memory. */
+static inline int kvmgpu_tensor_map_encode_im2col(struct kvmgpu_client *c, uint64_t dtype, uint64_t rank, uint64_t address, uint64_t interleave, uint64_t swizzle, uint64_t l2, uint64_t fill, const void *blob, size_t blob_size, struct kvmgpu_results_tensor_map_encode_im2col *out)
+{
+    const uint64_t args[7] = {dtype, rank, address, interleave, swizzle, l2, fill};
+    return kvmgpu_call(c, KVMGPU_OP_TENSOR_MAP_ENCODE_IM2COL, args, 7, blob, blob_size, 0, out, sizeof *out, NULL, NULL);
+}
+
 #endif

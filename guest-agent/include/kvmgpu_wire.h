@@ -4,7 +4,7 @@
 
 #include <stdint.h>
 
-#define KVMGPU_PROTOCOL_VERSION 7
+#define KVMGPU_PROTOCOL_VERSION 8
 #define KVMGPU_MAGIC 0x474Bu
 #define KVMGPU_QUEUED 0x01u
 #define KVMGPU_MAX_ARG_BYTES 32764
@@ -84,6 +84,16 @@ enum kvmgpu_op {
     KVMGPU_OP_GRAPH_UPLOAD = 84, /* cuGraphUpload */
     KVMGPU_OP_GRAPH_EXEC_DESTROY = 85, /* cuGraphExecDestroy */
     KVMGPU_OP_GRAPH_DESTROY = 86, /* cuGraphDestroy */
+    KVMGPU_OP_FUNC_GET_ATTRIBUTES = 50, /* cuFuncGetAttribute, cuKernelGetAttribute */
+    KVMGPU_OP_FUNC_SET_ATTRIBUTE = 51, /* cuFuncSetAttribute, cuKernelSetAttribute */
+    KVMGPU_OP_OCCUPANCY_MAX_BLOCKS = 52, /* cuOccupancyMaxActiveBlocksPerMultiprocessor(WithFlags) */
+    KVMGPU_OP_OCCUPANCY_AVAILABLE_SMEM = 53, /* cuOccupancyAvailableDynamicSMemPerBlock */
+    KVMGPU_OP_MEMSET_D16 = 54, /* cuMemsetD16_v2, cuMemsetD16Async */
+    KVMGPU_OP_CTX_GET_LIMIT = 55, /* cuCtxGetLimit */
+    KVMGPU_OP_MEMCPY_2D = 56, /* cuMemcpy2D(Async)_v2, cuMemcpy3D(Async)_v2 (device to device) */
+    KVMGPU_OP_TENSOR_MAP_ENCODE_TILED = 57, /* cuTensorMapEncodeTiled */
+    KVMGPU_OP_OCCUPANCY_MAX_CLUSTERS = 58, /* cuOccupancyMaxActiveClusters */
+    KVMGPU_OP_TENSOR_MAP_ENCODE_IM2COL = 59, /* cuTensorMapEncodeIm2col */
 };
 
 /* Each op's arguments, in order (copied after the call head: not aligned there), its
@@ -512,6 +522,162 @@ struct kvmgpu_args_graph_destroy {
     uint64_t graph;
 };
 _Static_assert(sizeof(struct kvmgpu_args_graph_destroy) == 8, "GRAPH_DESTROY args");
+
+#define KVMGPU_FUNC_GET_ATTRIBUTES_NARGS 1
+#define KVMGPU_FUNC_GET_ATTRIBUTES_BLOB_MAX 0
+#define KVMGPU_FUNC_GET_ATTRIBUTES_QUEUEABLE 0
+#define KVMGPU_FUNC_GET_ATTRIBUTES_SYNCHRONISING 0
+struct kvmgpu_args_func_get_attributes {
+    uint64_t function;
+};
+_Static_assert(sizeof(struct kvmgpu_args_func_get_attributes) == 8, "FUNC_GET_ATTRIBUTES args");
+struct __attribute__((packed)) kvmgpu_results_func_get_attributes {
+    char values[64];
+};
+_Static_assert(sizeof(struct kvmgpu_results_func_get_attributes) == 64, "FUNC_GET_ATTRIBUTES results");
+
+#define KVMGPU_FUNC_SET_ATTRIBUTE_NARGS 3
+#define KVMGPU_FUNC_SET_ATTRIBUTE_BLOB_MAX 0
+#define KVMGPU_FUNC_SET_ATTRIBUTE_QUEUEABLE 0
+#define KVMGPU_FUNC_SET_ATTRIBUTE_SYNCHRONISING 0
+struct kvmgpu_args_func_set_attribute {
+    uint64_t function;
+    uint64_t attribute;
+    uint64_t value;
+};
+_Static_assert(sizeof(struct kvmgpu_args_func_set_attribute) == 24, "FUNC_SET_ATTRIBUTE args");
+
+#define KVMGPU_OCCUPANCY_MAX_BLOCKS_NARGS 4
+#define KVMGPU_OCCUPANCY_MAX_BLOCKS_BLOB_MAX 0
+#define KVMGPU_OCCUPANCY_MAX_BLOCKS_QUEUEABLE 0
+#define KVMGPU_OCCUPANCY_MAX_BLOCKS_SYNCHRONISING 0
+struct kvmgpu_args_occupancy_max_blocks {
+    uint64_t function;
+    uint64_t block;
+    uint64_t shared;
+    uint64_t flags;
+};
+_Static_assert(sizeof(struct kvmgpu_args_occupancy_max_blocks) == 32, "OCCUPANCY_MAX_BLOCKS args");
+struct __attribute__((packed)) kvmgpu_results_occupancy_max_blocks {
+    int32_t blocks;
+};
+_Static_assert(sizeof(struct kvmgpu_results_occupancy_max_blocks) == 4, "OCCUPANCY_MAX_BLOCKS results");
+
+#define KVMGPU_OCCUPANCY_AVAILABLE_SMEM_NARGS 3
+#define KVMGPU_OCCUPANCY_AVAILABLE_SMEM_BLOB_MAX 0
+#define KVMGPU_OCCUPANCY_AVAILABLE_SMEM_QUEUEABLE 0
+#define KVMGPU_OCCUPANCY_AVAILABLE_SMEM_SYNCHRONISING 0
+struct kvmgpu_args_occupancy_available_smem {
+    uint64_t function;
+    uint64_t blocks;
+    uint64_t block;
+};
+_Static_assert(sizeof(struct kvmgpu_args_occupancy_available_smem) == 24, "OCCUPANCY_AVAILABLE_SMEM args");
+struct __attribute__((packed)) kvmgpu_results_occupancy_available_smem {
+    uint64_t bytes;
+};
+_Static_assert(sizeof(struct kvmgpu_results_occupancy_available_smem) == 8, "OCCUPANCY_AVAILABLE_SMEM results");
+
+#define KVMGPU_MEMSET_D16_NARGS 4
+#define KVMGPU_MEMSET_D16_BLOB_MAX 0
+#define KVMGPU_MEMSET_D16_QUEUEABLE 1
+#define KVMGPU_MEMSET_D16_SYNCHRONISING 1
+struct kvmgpu_args_memset_d16 {
+    uint64_t dst;
+    uint64_t value;
+    uint64_t count;
+    uint64_t stream;
+};
+_Static_assert(sizeof(struct kvmgpu_args_memset_d16) == 32, "MEMSET_D16 args");
+
+#define KVMGPU_CTX_GET_LIMIT_NARGS 1
+#define KVMGPU_CTX_GET_LIMIT_BLOB_MAX 0
+#define KVMGPU_CTX_GET_LIMIT_QUEUEABLE 0
+#define KVMGPU_CTX_GET_LIMIT_SYNCHRONISING 0
+struct kvmgpu_args_ctx_get_limit {
+    uint64_t limit;
+};
+_Static_assert(sizeof(struct kvmgpu_args_ctx_get_limit) == 8, "CTX_GET_LIMIT args");
+struct __attribute__((packed)) kvmgpu_results_ctx_get_limit {
+    uint64_t value;
+};
+_Static_assert(sizeof(struct kvmgpu_results_ctx_get_limit) == 8, "CTX_GET_LIMIT results");
+
+#define KVMGPU_MEMCPY_2D_NARGS 7
+#define KVMGPU_MEMCPY_2D_BLOB_MAX 0
+#define KVMGPU_MEMCPY_2D_QUEUEABLE 1
+#define KVMGPU_MEMCPY_2D_SYNCHRONISING 1
+struct kvmgpu_args_memcpy_2d {
+    uint64_t dst;
+    uint64_t dpitch;
+    uint64_t src;
+    uint64_t spitch;
+    uint64_t width;
+    uint64_t height;
+    uint64_t stream;
+};
+_Static_assert(sizeof(struct kvmgpu_args_memcpy_2d) == 56, "MEMCPY_2D args");
+
+#define KVMGPU_TENSOR_MAP_ENCODE_TILED_NARGS 7
+#define KVMGPU_TENSOR_MAP_ENCODE_TILED_BLOB_MAX 112
+#define KVMGPU_TENSOR_MAP_ENCODE_TILED_QUEUEABLE 0
+#define KVMGPU_TENSOR_MAP_ENCODE_TILED_SYNCHRONISING 0
+struct kvmgpu_args_tensor_map_encode_tiled {
+    uint64_t dtype;
+    uint64_t rank;
+    uint64_t address;
+    uint64_t interleave;
+    uint64_t swizzle;
+    uint64_t l2;
+    uint64_t fill;
+};
+_Static_assert(sizeof(struct kvmgpu_args_tensor_map_encode_tiled) == 56, "TENSOR_MAP_ENCODE_TILED args");
+struct __attribute__((packed)) kvmgpu_results_tensor_map_encode_tiled {
+    char map[128];
+};
+_Static_assert(sizeof(struct kvmgpu_results_tensor_map_encode_tiled) == 128, "TENSOR_MAP_ENCODE_TILED results");
+
+#define KVMGPU_OCCUPANCY_MAX_CLUSTERS_NARGS 11
+#define KVMGPU_OCCUPANCY_MAX_CLUSTERS_BLOB_MAX 0
+#define KVMGPU_OCCUPANCY_MAX_CLUSTERS_QUEUEABLE 0
+#define KVMGPU_OCCUPANCY_MAX_CLUSTERS_SYNCHRONISING 0
+struct kvmgpu_args_occupancy_max_clusters {
+    uint64_t function;
+    uint64_t gx;
+    uint64_t gy;
+    uint64_t gz;
+    uint64_t bx;
+    uint64_t by;
+    uint64_t bz;
+    uint64_t shared;
+    uint64_t cx;
+    uint64_t cy;
+    uint64_t cz;
+};
+_Static_assert(sizeof(struct kvmgpu_args_occupancy_max_clusters) == 88, "OCCUPANCY_MAX_CLUSTERS args");
+struct __attribute__((packed)) kvmgpu_results_occupancy_max_clusters {
+    int32_t clusters;
+};
+_Static_assert(sizeof(struct kvmgpu_results_occupancy_max_clusters) == 4, "OCCUPANCY_MAX_CLUSTERS results");
+
+#define KVMGPU_TENSOR_MAP_ENCODE_IM2COL_NARGS 7
+#define KVMGPU_TENSOR_MAP_ENCODE_IM2COL_BLOB_MAX 124
+#define KVMGPU_TENSOR_MAP_ENCODE_IM2COL_QUEUEABLE 0
+#define KVMGPU_TENSOR_MAP_ENCODE_IM2COL_SYNCHRONISING 0
+struct kvmgpu_args_tensor_map_encode_im2col {
+    uint64_t dtype;
+    uint64_t rank;
+    uint64_t address;
+    uint64_t interleave;
+    uint64_t swizzle;
+    uint64_t l2;
+    uint64_t fill;
+};
+_Static_assert(sizeof(struct kvmgpu_args_tensor_map_encode_im2col) == 56, "TENSOR_MAP_ENCODE_IM2COL args");
+struct __attribute__((packed)) kvmgpu_results_tensor_map_encode_im2col {
+    char map[128];
+};
+_Static_assert(sizeof(struct kvmgpu_results_tensor_map_encode_im2col) == 128, "TENSOR_MAP_ENCODE_IM2COL results");
 
 /* One kernel parameter in MODULE_GET_FUNCTION's reply blob (an array of them). */
 struct kvmgpu_param {

@@ -19,6 +19,7 @@ import struct
 import sys
 import threading
 
+from kvmgpu_wire import spec
 from kvmgpu_wire.cudefs import (  # noqa: F401
     CU_LAUNCH_PARAM_BUFFER_POINTER,
     CU_LAUNCH_PARAM_BUFFER_POINTER_AS_INT,
@@ -540,6 +541,15 @@ def cuMemsetD32(dstDevice, ui, N):
     return (status,)
 
 
+def cuMemsetD16(dstDevice, us, N):
+    status, _ = _call(Op.MEMSET_D16, (int(dstDevice), int(us) & 0xFFFF, int(N), 0))
+    return (status,)
+
+
+def cuMemsetD16Async(dstDevice, us, N, hStream):
+    return _queue(Op.MEMSET_D16, (int(dstDevice), int(us) & 0xFFFF, int(N), _stream(hStream)))
+
+
 def cuMemsetD8Async(dstDevice, uc, N, hStream):
     return _queue(Op.MEMSET_D8, (int(dstDevice), int(uc) & 0xFF, int(N), _stream(hStream)))
 
@@ -551,7 +561,7 @@ def cuMemsetD32Async(dstDevice, ui, N, hStream):
 cuMemcpyHtoD_v2, cuMemcpyDtoH_v2, cuMemcpyDtoD_v2 = cuMemcpyHtoD, cuMemcpyDtoH, cuMemcpyDtoD
 cuMemcpyHtoDAsync_v2, cuMemcpyDtoHAsync_v2 = cuMemcpyHtoDAsync, cuMemcpyDtoHAsync
 cuMemcpyDtoDAsync_v2 = cuMemcpyDtoDAsync
-cuMemsetD8_v2, cuMemsetD32_v2 = cuMemsetD8, cuMemsetD32
+cuMemsetD8_v2, cuMemsetD16_v2, cuMemsetD32_v2 = cuMemsetD8, cuMemsetD16, cuMemsetD32
 
 
 # ----------------------------------------------------------------------------------------- modules
@@ -639,6 +649,44 @@ def cuModuleGetFunction(hmod, name):
     fn = CUfunction(handle)
     fn._info = info
     return _OK, fn
+
+
+def cuFuncGetAttribute(attrib, hfunc):
+    """FUNC_GET_ATTRIBUTES (all sixteen; libcuda keeps them, this imitation asks each time)."""
+    attrib = int(attrib)
+    if not 0 <= attrib < spec.FUNC_ATTRIBUTES:
+        return CUresult.CUDA_ERROR_INVALID_VALUE, None
+    status, reply = _call(Op.FUNC_GET_ATTRIBUTES, (int(hfunc),))
+    if status:
+        return status, None
+    return _OK, struct.unpack_from("<16i", reply.values[0])[attrib]
+
+
+def cuFuncSetAttribute(hfunc, attrib, value):
+    if int(value) < 0:
+        return (CUresult.CUDA_ERROR_INVALID_VALUE,)
+    status, _ = _call(Op.FUNC_SET_ATTRIBUTE, (int(hfunc), int(attrib), int(value)))
+    return (status,)
+
+
+def cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(func, blockSize, dynamicSMemSize, flags):
+    status, reply = _call(Op.OCCUPANCY_MAX_BLOCKS, (int(func), int(blockSize), int(dynamicSMemSize), int(flags)))
+    if status:
+        return status, None
+    return _OK, reply.values[0]
+
+
+def cuOccupancyMaxActiveBlocksPerMultiprocessor(func, blockSize, dynamicSMemSize):
+    return cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(func, blockSize, dynamicSMemSize, 0)
+
+
+def cuCtxGetLimit(limit):
+    if not 0 <= int(limit) < spec.CTX_LIMITS:
+        return CUresult.CUDA_ERROR_INVALID_VALUE, None
+    status, reply = _call(Op.CTX_GET_LIMIT, (int(limit),))
+    if status:
+        return status, None
+    return _OK, reply.values[0]
 
 
 def cuModuleGetGlobal(hmod, name):

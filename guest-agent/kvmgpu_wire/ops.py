@@ -2,7 +2,7 @@
 
 import enum
 
-PROTOCOL_VERSION = 7
+PROTOCOL_VERSION = 8
 MAGIC = 0x474B
 HEADER_FORMAT = "<HBBIII"
 CALL_HEAD_FORMAT = "<HH"
@@ -71,6 +71,16 @@ class Op(enum.IntEnum):
     GRAPH_UPLOAD = 84  # cuGraphUpload
     GRAPH_EXEC_DESTROY = 85  # cuGraphExecDestroy
     GRAPH_DESTROY = 86  # cuGraphDestroy
+    FUNC_GET_ATTRIBUTES = 50  # cuFuncGetAttribute, cuKernelGetAttribute
+    FUNC_SET_ATTRIBUTE = 51  # cuFuncSetAttribute, cuKernelSetAttribute
+    OCCUPANCY_MAX_BLOCKS = 52  # cuOccupancyMaxActiveBlocksPerMultiprocessor(WithFlags)
+    OCCUPANCY_AVAILABLE_SMEM = 53  # cuOccupancyAvailableDynamicSMemPerBlock
+    MEMSET_D16 = 54  # cuMemsetD16_v2, cuMemsetD16Async
+    CTX_GET_LIMIT = 55  # cuCtxGetLimit
+    MEMCPY_2D = 56  # cuMemcpy2D(Async)_v2, cuMemcpy3D(Async)_v2 (device to device)
+    TENSOR_MAP_ENCODE_TILED = 57  # cuTensorMapEncodeTiled
+    OCCUPANCY_MAX_CLUSTERS = 58  # cuOccupancyMaxActiveClusters
+    TENSOR_MAP_ENCODE_IM2COL = 59  # cuTensorMapEncodeIm2col
 
 
 # op: (argument names, result struct format, most blob bytes, queueable, synchronising)
@@ -114,6 +124,16 @@ TABLE = {
     Op.GRAPH_UPLOAD: (('graph_exec', 'stream'), '', 0, True, False),
     Op.GRAPH_EXEC_DESTROY: (('graph_exec',), '', 0, True, False),
     Op.GRAPH_DESTROY: (('graph',), '', 0, True, False),
+    Op.FUNC_GET_ATTRIBUTES: (('function',), '64s', 0, False, False),
+    Op.FUNC_SET_ATTRIBUTE: (('function', 'attribute', 'value'), '', 0, False, False),
+    Op.OCCUPANCY_MAX_BLOCKS: (('function', 'block', 'shared', 'flags'), 'i', 0, False, False),
+    Op.OCCUPANCY_AVAILABLE_SMEM: (('function', 'blocks', 'block'), 'Q', 0, False, False),
+    Op.MEMSET_D16: (('dst', 'value', 'count', 'stream'), '', 0, True, True),
+    Op.CTX_GET_LIMIT: (('limit',), 'Q', 0, False, False),
+    Op.MEMCPY_2D: (('dst', 'dpitch', 'src', 'spitch', 'width', 'height', 'stream'), '', 0, True, True),
+    Op.TENSOR_MAP_ENCODE_TILED: (('dtype', 'rank', 'address', 'interleave', 'swizzle', 'l2', 'fill'), '128s', 112, False, False),
+    Op.OCCUPANCY_MAX_CLUSTERS: (('function', 'gx', 'gy', 'gz', 'bx', 'by', 'bz', 'shared', 'cx', 'cy', 'cz'), 'i', 0, False, False),
+    Op.TENSOR_MAP_ENCODE_IM2COL: (('dtype', 'rank', 'address', 'interleave', 'swizzle', 'l2', 'fill'), '128s', 124, False, False),
 }
 
 # the ops that wait for the GPU: always, or only when not queued (the compute gate meters them)
@@ -129,4 +149,6 @@ WAITS_GPU = {
     Op.FENCE: 'always',
     Op.MEMCPY_HTOD_STAGED: 'always',
     Op.MEMCPY_DTOH_PIECES: 'always',
+    Op.MEMSET_D16: 'if_sync',
+    Op.MEMCPY_2D: 'if_sync',
 }

@@ -39,9 +39,11 @@ from .kinds import (
 )
 
 # --- frames ----------------------------------------------------------------------------------------
-PROTOCOL_VERSION = 7  # 2: MEMCPY_HTOD_STAGED; 3: MEMCPY_DTOH_PIECES; 4: the mailbox, DOORBELL;
+PROTOCOL_VERSION = 8  # 2: MEMCPY_HTOD_STAGED; 3: MEMCPY_DTOH_PIECES; 4: the mailbox, DOORBELL;
 # 5: CTX_GET_FLAGS, DEVICE_GET_PCI_BUS_ID, STREAM_GET_PRIORITY; 6: HELLO's pid and role,
-# VGPU_PROCESSES, VGPU_UTILIZATION (the guest's NVML); 7: stream capture and graphs (80-86)
+# VGPU_PROCESSES, VGPU_UTILIZATION (the guest's NVML); 7: stream capture and graphs (80-86);
+# 8: FUNC_GET_ATTRIBUTES .. TENSOR_MAP_ENCODE_IM2COL (ops 50-59, what PyTorch's runtime and
+# libraries ask of a function and a context)
 MAGIC = 0x474B  # "KG"
 # magic u16 | kind u8 | flags u8 | session u32 | seq u32 | length u32, little-endian; then the payload
 HEADER = (("magic", "H"), ("kind", "B"), ("flags", "B"), ("session", "I"), ("seq", "I"), ("length", "I"))
@@ -197,7 +199,9 @@ OPS: tuple[OpDecl, ...] = (
     OpDecl(14, "LAUNCH", "cuLaunchKernel", "launch a kernel",
            args=(Handle("function", table="functions"), Dim("gx", attribute=5), Dim("gy", attribute=6),
                  Dim("gz", attribute=7), Dim("bx", attribute=2), Dim("by", attribute=3),
-                 Dim("bz", attribute=4), Dim("shared", "dynamic shared memory bytes", attribute=8, min=0),
+                 Dim("bz", attribute=4),
+                 Dim("shared", "dynamic shared memory bytes (the opt-in limit: the driver checks the kernel's own)",
+                     attribute=97, min=0),
                  _stream()),
            blob=Params(MAX_ARG_BYTES, "the kernel's parameter bytes, laid out as its table says"),
            queueable=True, manual="one launch check for every launch path (dispatch._check_launch)"),
@@ -291,6 +295,100 @@ OPS: tuple[OpDecl, ...] = (
            args=(Handle("graph_exec", table="graph_execs", ends=True),), queueable=True),
     OpDecl(86, "GRAPH_DESTROY", "cuGraphDestroy", "destroy a graph",
            args=(Handle("graph", table="graphs", ends=True),), queueable=True),
+)
+
+# The CUfunction_attribute values FUNC_GET_ATTRIBUTES answers, in order (MAX_THREADS_PER_BLOCK ..
+# CLUSTER_SCHEDULING_POLICY_PREFERENCE), and those FUNC_SET_ATTRIBUTE may set: the dynamic shared
+# memory a launch may ask for, the carveout, and the cluster preferences.
+FUNC_ATTRIBUTES = 16
+FUNC_SETTABLE = (8, 9, 11, 12, 13, 14, 15)
+CTX_LIMITS = 7  # CUlimit values CTX_GET_LIMIT answers: STACK_SIZE .. PERSISTING_L2_CACHE_SIZE
+# TENSOR_MAP_ENCODE_TILED's blob: globalDim u64[5], globalStrides u64[4] (bytes, of dims 1..),
+# boxDim u32[5], elementStrides u32[5]; the ranks past `rank` zero.
+TENSOR_MAP = (("dims", "5Q"), ("strides", "4Q"), ("box", "5I"), ("element_strides", "5I"))
+TENSOR_MAP_BYTES = 112
+# TENSOR_MAP_ENCODE_IM2COL's: globalDim u64[5], globalStrides u64[4], pixelBoxLowerCorner i32[3],
+# pixelBoxUpperCorner i32[3], elementStrides u32[5], channelsPerPixel u32, pixelsPerColumn u32.
+TENSOR_MAP_IM2COL = (("dims", "5Q"), ("strides", "4Q"), ("lower", "3i"), ("upper", "3i"),
+                     ("element_strides", "5I"), ("channels", "I"), ("pixels", "I"))
+TENSOR_MAP_IM2COL_BYTES = 124
+TENSOR_MAP_TYPES = 16  # CUtensorMapDataType: UINT8 .. 16U6_ALIGN16B
+
+_FUNCTION = Handle("function", "the kernel", table="functions")
+# Ops 50-79: the function, occupancy, limit and 2D-copy calls of PyTorch's runtime and libraries.
+OPS += (
+    OpDecl(50, "FUNC_GET_ATTRIBUTES", "cuFuncGetAttribute, cuKernelGetAttribute",
+           "every attribute of a kernel at once (the guest keeps them: they change only by its own "
+           "FUNC_SET_ATTRIBUTE)", args=(_FUNCTION,),
+           results=(Result("values", f"{4 * FUNC_ATTRIBUTES}s",
+                           f"{FUNC_ATTRIBUTES} int32, little-endian: CUfunction_attribute 0..{FUNC_ATTRIBUTES - 1}"),),
+           backend="func_get_attributes(function)"),
+    OpDecl(51, "FUNC_SET_ATTRIBUTE", "cuFuncSetAttribute, cuKernelSetAttribute",
+           "set a kernel's attribute (max dynamic shared memory, carveout, cluster preferences)",
+           args=(_FUNCTION, Value("attribute", "a CUfunction_attribute the driver lets a program set",
+                                  max=FUNC_ATTRIBUTES - 1),
+                 Value("value", "the attribute's value (int32)", max=0x7FFFFFFF)),
+           backend="func_set_attribute(function, attribute, value)"),
+    OpDecl(52, "OCCUPANCY_MAX_BLOCKS", "cuOccupancyMaxActiveBlocksPerMultiprocessor(WithFlags)",
+           "how many blocks of a kernel fit one multiprocessor (the guest keeps each answer)",
+           args=(_FUNCTION, Length("block", "threads a block", min=1, max=1024),
+                 Value("shared", "dynamic shared memory bytes a block", max=0xFFFFFFFF),
+                 Flags("flags", mask=0x1)),  # CU_OCCUPANCY_DISABLE_CACHING_OVERRIDE
+           results=(Result("blocks", "i"),),
+           backend="occupancy_max_blocks(function, block, shared, flags)"),
+    OpDecl(53, "OCCUPANCY_AVAILABLE_SMEM", "cuOccupancyAvailableDynamicSMemPerBlock",
+           "the dynamic shared memory a block may have with `blocks` blocks a multiprocessor",
+           args=(_FUNCTION, Value("blocks", "blocks a multiprocessor", max=0xFFFF),
+                 Length("block", "threads a block", min=1, max=1024)),
+           results=(Result("bytes"),), backend="occupancy_available_smem(function, blocks, block)"),
+    OpDecl(54, "MEMSET_D16", "cuMemsetD16_v2, cuMemsetD16Async", "set 16-bit words",
+           args=(DevicePtr("dst", length="count", scale=2), Value("value", max=0xFFFF),
+                 Length("count"), _stream()),
+           queueable=True, synchronising=True, waits_gpu="if_sync", waits_in=_MEMSET),
+    OpDecl(55, "CTX_GET_LIMIT", "cuCtxGetLimit", "a limit of the VM's context (stack size, printf "
+           "FIFO, malloc heap, ...)", args=(Value("limit", "a CUlimit", max=CTX_LIMITS - 1),),
+           results=(Result("value"),), backend="ctx_get_limit(limit)"),
+    OpDecl(56, "MEMCPY_2D", "cuMemcpy2D(Async)_v2, cuMemcpy3D(Async)_v2 (device to device)",
+           "copy `height` rows of `width` bytes between device ranges `pitch` bytes apart",
+           args=(Value("dst"), Value("dpitch"), Value("src"), Value("spitch"), Value("width"),
+                 Value("height"), _stream()),
+           queueable=True, synchronising=True, waits_gpu="if_sync",
+           waits_in="memcpy_2d(dst, dpitch, src, spitch, width, height, stream, sync)",
+           manual="each side's rows [ptr, ptr + pitch*(height-1) + width) inside one allocation, "
+                  "computed without overflow (checks.rows)"),
+    OpDecl(57, "TENSOR_MAP_ENCODE_TILED", "cuTensorMapEncodeTiled",
+           "a tiled tensor's map (the 128-byte TMA descriptor Hopper's cuBLAS kernels take), of a "
+           "tensor in the session's memory",
+           args=(Value("dtype", "a CUtensorMapDataType", max=TENSOR_MAP_TYPES - 1),
+                 Length("rank", "the tensor's dimensions", min=1, max=5), Value("address"),
+                 Value("interleave", max=2), Value("swizzle", max=6), Value("l2", "L2 promotion", max=3),
+                 Value("fill", "out-of-bounds fill", max=1)),
+           blob=Blob(TENSOR_MAP_BYTES, "dims u64[5], strides u64[4], box u32[5], element strides u32[5]"),
+           results=(Result("map", "128s", "the CUtensorMap"),),
+           manual="the tensor's bytes, from the blob's dims and strides, inside one allocation "
+                  "(checks.tensor)"),
+    OpDecl(58, "OCCUPANCY_MAX_CLUSTERS", "cuOccupancyMaxActiveClusters",
+           "how many clusters of a launch's shape can be resident at once (Hopper's persistent "
+           "kernels size their grids by it)",
+           args=(_FUNCTION, Value("gx", max=0x7FFFFFFF), Value("gy", max=0xFFFF), Value("gz", max=0xFFFF),
+                 Length("bx", min=1, max=1024), Length("by", min=1, max=1024), Length("bz", min=1, max=64),
+                 Value("shared", "dynamic shared memory bytes a block", max=0xFFFFFFFF),
+                 Value("cx", "cluster x (0: the kernel's own)", max=0xFFFF), Value("cy", max=0xFFFF),
+                 Value("cz", max=0xFFFF)),
+           results=(Result("clusters", "i"),),
+           backend="occupancy_max_clusters(function, gx, gy, gz, bx, by, bz, shared, cx, cy, cz)"),
+    OpDecl(59, "TENSOR_MAP_ENCODE_IM2COL", "cuTensorMapEncodeIm2col",
+           "an im2col tensor map (the TMA descriptor of Hopper's convolution kernels), of a tensor in "
+           "the session's memory",
+           args=(Value("dtype", "a CUtensorMapDataType", max=TENSOR_MAP_TYPES - 1),
+                 Length("rank", "the tensor's dimensions", min=3, max=5), Value("address"),
+                 Value("interleave", max=2), Value("swizzle", max=6), Value("l2", "L2 promotion", max=3),
+                 Value("fill", "out-of-bounds fill", max=1)),
+           blob=Blob(TENSOR_MAP_IM2COL_BYTES, "dims u64[5], strides u64[4], lower i32[3], upper i32[3], "
+                                             "element strides u32[5], channels u32, pixels u32"),
+           results=(Result("map", "128s", "the CUtensorMap"),),
+           manual="the tensor's bytes, from the blob's dims and strides, inside one allocation "
+                  "(checks.tensor)"),
 )
 
 BY_NAME = {op.name: op for op in OPS}

@@ -35,6 +35,22 @@ CUresult cuMemcpyHtoDAsync_v2(CUdeviceptr dst, const void *src, size_t n, CUstre
 CUresult cuMemcpyDtoHAsync_v2(void *dst, CUdeviceptr src, size_t n, CUstream stream);
 CUresult cuMemcpyDtoDAsync_v2(CUdeviceptr dst, CUdeviceptr src, size_t n, CUstream stream);
 CUresult cuStreamSynchronize(CUstream stream);
+CUresult cuLaunchKernel(CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz, unsigned int bx,
+                        unsigned int by, unsigned int bz, unsigned int shared, CUstream stream, void **params,
+                        void **extra);
+CUresult cuMemAlloc_v2(CUdeviceptr *dptr, size_t bytesize);
+CUresult cuMemFree_v2(CUdeviceptr dptr);
+
+/* cuLaunchKernel's launch, without its first step: a kernel cuLaunchKernelEx gave clusters is set
+ * back to none (kvmgpu_launch_unclustered, function.c). */
+CUresult kvmgpu_launch_kernel(CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz, unsigned int bx,
+                              unsigned int by, unsigned int bz, unsigned int shared, CUstream stream, void **params,
+                              void **extra);
+CUresult kvmgpu_launch_unclustered(CUfunction f);
+/* The name a function was looked up by (module.c), NULL for no function of this process. */
+const char *kvmgpu_function_name(uint64_t handle);
+/* Whether `p` lies in a device allocation of this process; its start and size (pointer.c). */
+int kvmgpu_device_allocation(CUdeviceptr p, CUdeviceptr *start, size_t *size);
 
 /* Stream capture's rules for the other calls (capture.c): CUDA_SUCCESS, or
  * CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED where the calling thread may not make a potentially unsafe

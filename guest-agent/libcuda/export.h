@@ -30,6 +30,8 @@ CUcontext kvmgpu_primary_context(void);
 /* A module from a fatbin the runtime hands over (its header: magic 0xBA55ED50, version u16,
  * header size u16, files' size u64), sent to the host once per content hash. */
 CUresult kvmgpu_fatbin_load(CUmodule *module, const void *fatbin);
+/* CUDA_MODULE_LOADING=EAGER: libraries go to the host when loaded, not when first used. */
+int kvmgpu_eager_loading(void);
 
 /* cuModuleLoadData, cuModuleGetFunction, cuModuleGetGlobal with no current context needed (the
  * worker's one context is every context): for libraries, which belong to no context. */

@@ -146,6 +146,70 @@
     X("cuGraphUpload", cuGraphUpload_ptsz, 11010, 1)                                     \
     X("cuGraphExecDestroy", cuGraphExecDestroy, 10000, 0)                                \
     X("cuGraphDestroy", cuGraphDestroy, 10000, 0)                                        \
+    X("cuFuncGetAttribute", cuFuncGetAttribute, 2020, 0)                                  \
+    X("cuFuncSetAttribute", cuFuncSetAttribute, 9000, 0)                                  \
+    X("cuKernelGetAttribute", cuKernelGetAttribute, 12000, 0)                             \
+    X("cuKernelSetAttribute", cuKernelSetAttribute, 12000, 0)                             \
+    X("cuFuncGetName", cuFuncGetName, 12030, 0)                                           \
+    X("cuKernelGetName", cuKernelGetName, 12030, 0)                                       \
+    X("cuOccupancyMaxActiveBlocksPerMultiprocessor", cuOccupancyMaxActiveBlocksPerMultiprocessor, 6050, 0)\
+    X("cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags", cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags, 7000, 0)\
+    X("cuOccupancyMaxPotentialBlockSize", cuOccupancyMaxPotentialBlockSize, 6050, 0)      \
+    X("cuOccupancyMaxPotentialBlockSizeWithFlags", cuOccupancyMaxPotentialBlockSizeWithFlags, 7000, 0)\
+    X("cuOccupancyAvailableDynamicSMemPerBlock", cuOccupancyAvailableDynamicSMemPerBlock, 10020, 0)\
+    X("cuCtxGetLimit", cuCtxGetLimit, 3010, 0)                                            \
+    X("cuCtxSetLimit", cuCtxSetLimit, 3010, 0)                                            \
+    X("cuLaunchKernelEx", cuLaunchKernelEx, 11060, 0)                                     \
+    X("cuLaunchKernelEx", cuLaunchKernelEx_ptsz, 11060, 1)                                \
+    X("cuLaunchCooperativeKernel", cuLaunchCooperativeKernel, 9000, 0)                    \
+    X("cuLaunchCooperativeKernel", cuLaunchCooperativeKernel_ptsz, 9000, 1)               \
+    X("cuMemGetAddressRange", cuMemGetAddressRange_v2, 3020, 0)                           \
+    X("cuMemcpy2D", cuMemcpy2D_v2, 3020, 0)                                               \
+    X("cuMemcpy2D", cuMemcpy2D_v2_ptds, 7000, 1)                                          \
+    X("cuMemcpy2DUnaligned", cuMemcpy2DUnaligned_v2, 3020, 0)                             \
+    X("cuMemcpy2DUnaligned", cuMemcpy2DUnaligned_v2_ptds, 7000, 1)                        \
+    X("cuMemcpy2DAsync", cuMemcpy2DAsync_v2, 3020, 0)                                     \
+    X("cuMemcpy2DAsync", cuMemcpy2DAsync_v2_ptsz, 7000, 1)                                \
+    X("cuMemcpy3D", cuMemcpy3D_v2, 3020, 0)                                               \
+    X("cuMemcpy3D", cuMemcpy3D_v2_ptds, 7000, 1)                                          \
+    X("cuMemcpy3DAsync", cuMemcpy3DAsync_v2, 3020, 0)                                     \
+    X("cuMemcpy3DAsync", cuMemcpy3DAsync_v2_ptsz, 7000, 1)                                \
+    X("cuMemcpyPeer", cuMemcpyPeer, 4000, 0)                                              \
+    X("cuMemcpyPeer", cuMemcpyPeer_ptds, 7000, 1)                                         \
+    X("cuMemcpyPeerAsync", cuMemcpyPeerAsync, 4000, 0)                                    \
+    X("cuMemcpyPeerAsync", cuMemcpyPeerAsync_ptsz, 7000, 1)                               \
+    X("cuMemsetD16", cuMemsetD16_v2, 3020, 0)                                             \
+    X("cuMemsetD16", cuMemsetD16_v2_ptds, 7000, 1)                                        \
+    X("cuMemsetD16Async", cuMemsetD16Async, 3020, 0)                                      \
+    X("cuMemsetD16Async", cuMemsetD16Async_ptsz, 7000, 1)                                 \
+    X("cuMemsetD2D8", cuMemsetD2D8_v2, 3020, 0)                                           \
+    X("cuMemsetD2D8", cuMemsetD2D8_v2_ptds, 7000, 1)                                      \
+    X("cuMemsetD2D8Async", cuMemsetD2D8Async, 3020, 0)                                    \
+    X("cuMemsetD2D8Async", cuMemsetD2D8Async_ptsz, 7000, 1)                               \
+    X("cuMemsetD2D16", cuMemsetD2D16_v2, 3020, 0)                                         \
+    X("cuMemsetD2D16", cuMemsetD2D16_v2_ptds, 7000, 1)                                    \
+    X("cuMemsetD2D16Async", cuMemsetD2D16Async, 3020, 0)                                  \
+    X("cuMemsetD2D16Async", cuMemsetD2D16Async_ptsz, 7000, 1)                             \
+    X("cuMemsetD2D32", cuMemsetD2D32_v2, 3020, 0)                                         \
+    X("cuMemsetD2D32", cuMemsetD2D32_v2_ptds, 7000, 1)                                    \
+    X("cuMemsetD2D32Async", cuMemsetD2D32Async, 3020, 0)                                  \
+    X("cuMemsetD2D32Async", cuMemsetD2D32Async_ptsz, 7000, 1)                             \
+    X("cuMemAllocAsync", cuMemAllocAsync, 11020, 0)                                       \
+    X("cuMemAllocAsync", cuMemAllocAsync_ptsz, 11020, 1)                                  \
+    X("cuMemFreeAsync", cuMemFreeAsync, 11020, 0)                                         \
+    X("cuMemFreeAsync", cuMemFreeAsync_ptsz, 11020, 1)                                    \
+    X("cuMemAllocFromPoolAsync", cuMemAllocFromPoolAsync, 11020, 0)                       \
+    X("cuMemAllocFromPoolAsync", cuMemAllocFromPoolAsync_ptsz, 11020, 1)                  \
+    X("cuDeviceGetDefaultMemPool", cuDeviceGetDefaultMemPool, 11020, 0)                   \
+    X("cuDeviceGetMemPool", cuDeviceGetMemPool, 11020, 0)                                 \
+    X("cuDeviceSetMemPool", cuDeviceSetMemPool, 11020, 0)                                 \
+    X("cuMemPoolGetAttribute", cuMemPoolGetAttribute, 11020, 0)                           \
+    X("cuMemPoolSetAttribute", cuMemPoolSetAttribute, 11020, 0)                           \
+    X("cuMemPoolTrimTo", cuMemPoolTrimTo, 11020, 0)                                       \
+    X("cuTensorMapEncodeTiled", cuTensorMapEncodeTiled, 12000, 0)                         \
+    X("cuTensorMapReplaceAddress", cuTensorMapReplaceAddress, 12000, 0)                   \
+    X("cuOccupancyMaxActiveClusters", cuOccupancyMaxActiveClusters, 11070, 0)             \
+    X("cuTensorMapEncodeIm2col", cuTensorMapEncodeIm2col, 12000, 0)                       \
     X("cuGetErrorName", cuGetErrorName, 6000, 0)                                         \
     X("cuGetErrorString", cuGetErrorString, 6000, 0)                                     \
     X("cuGetProcAddress", cuGetProcAddress, 11030, 0)                                    \

@@ -1,14 +1,24 @@
 /* cuLibrary* and cuKernel* (CUDA 12+), which the runtime uses for the fatbins it registers. A
- * library is a module here, loaded when the library is; a kernel is the module's function: the
- * driver lets a CUkernel be launched as a CUfunction, and so the two are one handle. */
+ * library is a module here; a kernel is the module's function: the driver lets a CUkernel be
+ * launched as a CUfunction, and so the two are one handle.
+ *
+ * Lazily, as CUDA_MODULE_LOADING=LAZY does: code nvcc registered (a fatbin wrapper, in the
+ * program's own data for as long as the program runs) goes to the host when a kernel, a global or
+ * the module of its library is first asked for. PyTorch registers hundreds of fatbins and uses a
+ * few: each eager load was a digest of the image, a question and often the image itself. Other
+ * code (a caller's buffer, which it may free after the call) is loaded by the call. */
 #include "export.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 
 #define FATBIN_WRAPPER_MAGIC 0x466243B1u
 
 struct CUlib_st {
+    pthread_mutex_t lock;
+    const void *image; /* not yet loaded (a registered fatbin), else NULL */
     CUmodule module;
+    CUresult failed; /* the lazy load's error, given again to every later use */
 };
 typedef struct CUlib_st *CUlibrary;
 typedef struct CUfunc_st *CUkernel;
@@ -41,8 +51,10 @@ CUAPI CUresult cuLibraryLoadData(CUlibrary *library, const void *code, CUjit_opt
         free(lib);
         return KVMGPU_CUDA_ERROR_INVALID_IMAGE;
     }
-    rc = kvmgpu_fatbin_load(&lib->module, image);
-    if (rc) {
+    pthread_mutex_init(&lib->lock, NULL);
+    if (image != code && !kvmgpu_eager_loading()) {
+        lib->image = image;
+    } else if ((rc = kvmgpu_fatbin_load(&lib->module, image)) != 0) {
         free(lib);
         return rc;
     }
@@ -52,13 +64,33 @@ CUAPI CUresult cuLibraryLoadData(CUlibrary *library, const void *code, CUjit_opt
     return KVMGPU_CUDA_SUCCESS;
 }
 
+/* The library's module, loaded now if it was not. */
+static CUresult loaded(CUlibrary library, CUmodule *module)
+{
+    pthread_mutex_lock(&library->lock);
+    CUresult rc = library->failed;
+    if (rc == 0 && library->image) {
+        rc = kvmgpu_fatbin_load(&library->module, library->image);
+        if (kvmgpu_tracing())
+            kvmgpu_log("library %p loaded when first used: %d", (void *)library, rc);
+        if (rc == 0)
+            library->image = NULL;
+        else if (rc != KVMGPU_CUDA_ERROR_OUT_OF_MEMORY && rc != KVMGPU_CUDA_ERROR_DEVICE_UNAVAILABLE)
+            library->failed = rc; /* the image itself: no use sending it again */
+    }
+    *module = library->module;
+    pthread_mutex_unlock(&library->lock);
+    return rc;
+}
+
 CUAPI CUresult cuLibraryUnload(CUlibrary library)
 {
     if (!library)
         return KVMGPU_CUDA_ERROR_INVALID_HANDLE;
     CUresult rc = kvmgpu_initialised();
-    if (rc == 0)
+    if (rc == 0 && !library->image && !library->failed)
         rc = kvmgpu_module_unload(&kvmgpu_session, (uint64_t)(uintptr_t)library->module, 0);
+    pthread_mutex_destroy(&library->lock);
     free(library);
     return rc;
 }
@@ -69,8 +101,7 @@ CUAPI CUresult cuLibraryGetModule(CUmodule *module, CUlibrary library)
         return KVMGPU_CUDA_ERROR_INVALID_VALUE;
     if (!library)
         return KVMGPU_CUDA_ERROR_INVALID_HANDLE;
-    *module = library->module;
-    return KVMGPU_CUDA_SUCCESS;
+    return loaded(library, module);
 }
 
 CUAPI CUresult cuLibraryGetKernel(CUkernel *kernel, CUlibrary library, const char *name)
@@ -80,7 +111,10 @@ CUAPI CUresult cuLibraryGetKernel(CUkernel *kernel, CUlibrary library, const cha
     if (!library)
         return KVMGPU_CUDA_ERROR_INVALID_HANDLE;
     CUfunction f;
-    CUresult rc = kvmgpu_function_get(&f, library->module, name);
+    CUmodule module;
+    CUresult rc = loaded(library, &module);
+    if (rc == 0)
+        rc = kvmgpu_function_get(&f, module, name);
     if (kvmgpu_tracing())
         kvmgpu_log("cuLibraryGetKernel(%p, %.256s): %d", (void *)library, name, rc);
     if (rc && rc != KVMGPU_CUDA_ERROR_DEVICE_UNAVAILABLE) /* the runtime shows only its own error */
@@ -105,5 +139,7 @@ CUAPI CUresult cuLibraryGetGlobal(CUdeviceptr *dptr, size_t *bytes, CUlibrary li
 {
     if (!library)
         return KVMGPU_CUDA_ERROR_INVALID_HANDLE;
-    return kvmgpu_global_get(dptr, bytes, library->module, name);
+    CUmodule module;
+    CUresult rc = loaded(library, &module);
+    return rc ? rc : kvmgpu_global_get(dptr, bytes, module, name);
 }

@@ -16,11 +16,59 @@ struct function {
     uint32_t nparams;
     uint32_t argsize; /* the parameter bytes: the end of the last parameter */
     struct kvmgpu_param *params;
+    char *name; /* as looked up (cuFuncGetName) */
 };
 
 static pthread_mutex_t functions_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct function *functions; /* every function this process looked up */
 static size_t nfunctions, functions_cap;
+/* An index of `functions` by handle (open addressing; 0 an empty slot, else the entry's index + 1),
+ * at most half full: every launch finds its function's parameter table here. */
+static uint32_t *slots;
+static size_t nslots;
+
+static size_t slot_of(uint64_t handle, size_t n)
+{
+    return (size_t)((handle * 0x9E3779B97F4A7C15ull) >> 32) & (n - 1);
+}
+
+/* The function of `handle` (functions_lock held), or NULL. */
+static struct function *lookup(uint64_t handle)
+{
+    if (!nslots)
+        return NULL;
+    for (size_t i = slot_of(handle, nslots);; i = (i + 1) & (nslots - 1)) {
+        if (!slots[i])
+            return NULL;
+        if (functions[slots[i] - 1].handle == handle)
+            return &functions[slots[i] - 1];
+    }
+}
+
+/* Index entry `at` (functions_lock held); 0 or OUT_OF_MEMORY. */
+static CUresult index_function(size_t at)
+{
+    if (2 * (nfunctions + 1) > nslots) {
+        size_t n = nslots ? 2 * nslots : 128;
+        uint32_t *grown = calloc(n, sizeof *grown);
+        if (!grown)
+            return KVMGPU_CUDA_ERROR_OUT_OF_MEMORY;
+        for (size_t e = 0; e < nfunctions; e++) {
+            size_t i = slot_of(functions[e].handle, n);
+            while (grown[i])
+                i = (i + 1) & (n - 1);
+            grown[i] = (uint32_t)(e + 1);
+        }
+        free(slots);
+        slots = grown;
+        nslots = n;
+    }
+    size_t i = slot_of(functions[at].handle, nslots);
+    while (slots[i])
+        i = (i + 1) & (nslots - 1);
+    slots[i] = (uint32_t)(at + 1);
+    return KVMGPU_CUDA_SUCCESS;
+}
 
 /* The image's size: a fatbin's and a cubin's from their headers, PTX's to its NUL. 0: unknown. */
 static size_t image_size(const void *image)
@@ -90,45 +138,82 @@ static size_t name_length(const char *name)
     return n;
 }
 
+/* A new entry for `handle` at the end of `functions` (room made by the caller), indexed; 0 or
+ * OUT_OF_MEMORY (then not added). */
+static CUresult index_function_new(uint64_t handle)
+{
+    functions[nfunctions].handle = handle;
+    CUresult rc = index_function(nfunctions);
+    if (rc == 0)
+        nfunctions++;
+    return rc;
+}
+
 /* Remember (or update) a function's parameter table. */
-static CUresult remember(uint64_t handle, const struct kvmgpu_param *params, uint32_t nparams)
+static CUresult remember(uint64_t handle, const struct kvmgpu_param *params, uint32_t nparams, const char *name)
 {
     struct kvmgpu_param *copy = calloc(nparams ? nparams : 1, sizeof *copy);
-    if (!copy)
+    size_t len = strlen(name) + 1;
+    char *name_copy = malloc(len);
+    if (name_copy)
+        memcpy(name_copy, name, len);
+    if (!copy || !name_copy) {
+        free(copy);
+        free(name_copy);
         return KVMGPU_CUDA_ERROR_OUT_OF_MEMORY;
+    }
     uint32_t argsize = 0;
     for (uint32_t i = 0; i < nparams; i++) {
         copy[i] = params[i];
         if (params[i].offset > KVMGPU_MAX_ARG_BYTES || params[i].size > KVMGPU_MAX_ARG_BYTES - params[i].offset) {
             free(copy);
+            free(name_copy);
             return KVMGPU_CUDA_ERROR_INVALID_IMAGE; /* a table no launch could fill */
         }
         if (params[i].offset + params[i].size > argsize)
             argsize = params[i].offset + params[i].size;
     }
     pthread_mutex_lock(&functions_lock);
-    struct function *f = NULL;
-    for (size_t i = 0; i < nfunctions && !f; i++)
-        if (functions[i].handle == handle)
-            f = &functions[i];
+    struct function *f = lookup(handle);
     if (!f && nfunctions == functions_cap) {
         size_t cap = functions_cap ? 2 * functions_cap : 64;
         struct function *grown = realloc(functions, cap * sizeof *grown);
         if (!grown) {
             pthread_mutex_unlock(&functions_lock);
             free(copy);
+            free(name_copy);
             return KVMGPU_CUDA_ERROR_OUT_OF_MEMORY;
         }
         functions = grown;
         functions_cap = cap;
     }
-    if (!f)
-        f = &functions[nfunctions++];
-    else
+    if (!f) {
+        if (index_function_new(handle) != KVMGPU_CUDA_SUCCESS) {
+            pthread_mutex_unlock(&functions_lock);
+            free(copy);
+            free(name_copy);
+            return KVMGPU_CUDA_ERROR_OUT_OF_MEMORY;
+        }
+        f = &functions[nfunctions - 1];
+    } else {
         free(f->params);
-    *f = (struct function){handle, nparams, argsize, copy};
+        /* (the old name is not freed: cuFuncGetName's callers may hold it; a handle is looked up
+         * again by its own name) */
+    }
+    *f = (struct function){handle, nparams, argsize, copy, name_copy};
     pthread_mutex_unlock(&functions_lock);
     return KVMGPU_CUDA_SUCCESS;
+}
+
+const char *kvmgpu_function_name(uint64_t handle)
+{
+    const char *name = NULL;
+    pthread_mutex_lock(&functions_lock);
+    const struct function *f = lookup(handle);
+    if (f)
+        name = f->name; /* (kept for the process's life, as the driver's) */
+    pthread_mutex_unlock(&functions_lock);
+    return name;
 }
 
 CUAPI CUresult cuModuleGetFunction(CUfunction *function, CUmodule module, const char *name)
@@ -159,7 +244,7 @@ CUresult kvmgpu_function_get(CUfunction *function, CUmodule module, const char *
         rc = KVMGPU_CUDA_ERROR_INVALID_IMAGE;
     }
     if (rc == 0)
-        rc = remember(out.function, table, (uint32_t)out.nparams);
+        rc = remember(out.function, table, (uint32_t)out.nparams, name);
     if (rc == 0)
         *function = (CUfunction)(uintptr_t)out.function;
     free(table);
@@ -199,10 +284,7 @@ static CUresult pack(uint64_t handle, void **params, void **extra, uint8_t *blob
 {
     CUresult rc = KVMGPU_CUDA_ERROR_INVALID_HANDLE;
     pthread_mutex_lock(&functions_lock);
-    const struct function *f = NULL;
-    for (size_t i = 0; i < nfunctions && !f; i++)
-        if (functions[i].handle == handle)
-            f = &functions[i];
+    const struct function *f = lookup(handle);
     if (!f)
         goto out;
     rc = KVMGPU_CUDA_ERROR_INVALID_VALUE;
@@ -246,6 +328,16 @@ CUAPI CUresult cuLaunchKernel(CUfunction f, unsigned int gx, unsigned int gy, un
                               unsigned int by, unsigned int bz, unsigned int shared, CUstream stream,
                               void **params, void **extra)
 {
+    CUresult rc = kvmgpu_ready();
+    if (rc == 0)
+        rc = kvmgpu_launch_unclustered(f); /* (nothing to do unless cuLaunchKernelEx gave a kernel clusters) */
+    return rc ? rc : kvmgpu_launch_kernel(f, gx, gy, gz, bx, by, bz, shared, stream, params, extra);
+}
+
+CUresult kvmgpu_launch_kernel(CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz, unsigned int bx,
+                              unsigned int by, unsigned int bz, unsigned int shared, CUstream stream, void **params,
+                              void **extra)
+{
     static _Thread_local uint8_t blob[KVMGPU_MAX_ARG_BYTES];
     CUresult rc = kvmgpu_ready();
     if (rc)
@@ -268,11 +360,18 @@ CUAPI CUresult cuLaunchKernel_ptsz(CUfunction f, unsigned int gx, unsigned int g
     return cuLaunchKernel(f, gx, gy, gz, bx, by, bz, shared, stream, params, extra);
 }
 
-/* Modules are loaded when asked for (the runtime then loads its fatbins as it starts). */
+/* Whether libraries are loaded when loaded (CUDA_MODULE_LOADING=EAGER) or when first used (the
+ * default, as CUDA's since 12.2; library.c). Modules are loaded when asked for either way. */
+int kvmgpu_eager_loading(void)
+{
+    const char *mode = getenv("CUDA_MODULE_LOADING");
+    return mode && strcmp(mode, "EAGER") == 0;
+}
+
 CUAPI CUresult cuModuleGetLoadingMode(int *mode)
 {
     if (!mode)
         return KVMGPU_CUDA_ERROR_INVALID_VALUE;
-    *mode = 1; /* CU_MODULE_EAGER_LOADING */
+    *mode = kvmgpu_eager_loading() ? 1 : 2; /* CU_MODULE_EAGER_LOADING, CU_MODULE_LAZY_LOADING */
     return KVMGPU_CUDA_SUCCESS;
 }

@@ -76,6 +76,35 @@ static int device_range(CUdeviceptr p, struct range *out)
     return found;
 }
 
+int kvmgpu_device_allocation(CUdeviceptr p, CUdeviceptr *start, size_t *size)
+{
+    struct range r;
+    if (!device_range(p, &r))
+        return 0;
+    if (start)
+        *start = r.start;
+    if (size)
+        *size = r.size;
+    return 1;
+}
+
+/* The allocation `p` lies in (what the caching allocators of PyTorch and CuPy ask of a pointer). */
+CUAPI CUresult cuMemGetAddressRange_v2(CUdeviceptr *base, size_t *size, CUdeviceptr p)
+{
+    CUresult rc = kvmgpu_ready();
+    if (rc)
+        return rc;
+    CUdeviceptr start;
+    size_t n;
+    if (!kvmgpu_device_allocation(p, &start, &n))
+        return KVMGPU_CUDA_ERROR_NOT_FOUND;
+    if (base)
+        *base = start;
+    if (size)
+        *size = n;
+    return KVMGPU_CUDA_SUCCESS;
+}
+
 /* --- cuMemcpy ---------------------------------------------------------------------------------- */
 
 static CUresult copy(CUdeviceptr dst, CUdeviceptr src, size_t n, CUstream stream, int async)

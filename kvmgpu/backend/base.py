@@ -137,7 +137,12 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def memset(self, dst: int, value: int, count: int, width: int, stream, sync: bool) -> None:
-        """Set `count` elements of `width` bytes (1 or 4) to `value`."""
+        """Set `count` elements of `width` bytes (1, 2 or 4) to `value`."""
+
+    @abc.abstractmethod
+    def memcpy_2d(self, dst: int, dpitch: int, src: int, spitch: int, width: int, height: int,
+                  stream, sync: bool) -> None:
+        """Device to device: `height` rows of `width` bytes, `dpitch` / `spitch` bytes apart."""
 
     # --- modules and launches ---
     @abc.abstractmethod
@@ -236,3 +241,44 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def graph_destroy(self, graph) -> None: ...
+    # (`function` below is the worker's kvmgpu.worker.session.Function: its `.backend` is this
+    # backend's function.)
+    @abc.abstractmethod
+    def func_get_attributes(self, function) -> bytes:
+        """cuFuncGetAttribute of CUfunction_attribute 0..15, as 16 little-endian int32."""
+
+    @abc.abstractmethod
+    def func_set_attribute(self, function, attribute: int, value: int) -> None:
+        """cuFuncSetAttribute."""
+
+    @abc.abstractmethod
+    def occupancy_max_blocks(self, function, block: int, shared: int, flags: int) -> int:
+        """cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags."""
+
+    @abc.abstractmethod
+    def occupancy_available_smem(self, function, blocks: int, block: int) -> int:
+        """cuOccupancyAvailableDynamicSMemPerBlock."""
+
+    @abc.abstractmethod
+    def ctx_get_limit(self, limit: int) -> int:
+        """cuCtxGetLimit of the VM's context."""
+
+    @abc.abstractmethod
+    def tensor_map_encode_tiled(self, dtype: int, rank: int, address: int, dims: tuple, strides: tuple,
+                                box: tuple, element_strides: tuple, interleave: int, swizzle: int,
+                                l2: int, fill: int) -> bytes:
+        """cuTensorMapEncodeTiled: the CUtensorMap's 128 bytes (the worker checked the tensor's
+        bytes lie in the session's memory; the driver checks the rest)."""
+
+    @abc.abstractmethod
+    def occupancy_max_clusters(self, function, gx: int, gy: int, gz: int, bx: int, by: int, bz: int,
+                               shared: int, cx: int, cy: int, cz: int) -> int:
+        """cuOccupancyMaxActiveClusters of a launch of that shape (cx 0: no cluster attribute)."""
+
+    @abc.abstractmethod
+    def tensor_map_encode_im2col(self, dtype: int, rank: int, address: int, dims: tuple, strides: tuple,
+                                 lower: tuple, upper: tuple, channels: int, pixels: int,
+                                 element_strides: tuple, interleave: int, swizzle: int, l2: int,
+                                 fill: int) -> bytes:
+        """cuTensorMapEncodeIm2col: the CUtensorMap's 128 bytes (the tensor checked as for
+        tensor_map_encode_tiled)."""

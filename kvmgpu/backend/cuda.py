@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import struct
 from typing import NoReturn
 
 from cuda.bindings import driver as cu
@@ -337,9 +338,22 @@ class CudaBackend(Backend):
         if sync:
             _check(cu.cuStreamSynchronize(stream), "cuStreamSynchronize after cuMemcpyDtoDAsync")
 
+    def memcpy_2d(self, dst: int, dpitch: int, src: int, spitch: int, width: int, height: int,
+                  stream, sync: bool) -> None:
+        stream = self._stream(stream)
+        p = cu.CUDA_MEMCPY2D()
+        p.srcMemoryType = p.dstMemoryType = cu.CUmemorytype.CU_MEMORYTYPE_DEVICE
+        p.srcDevice, p.srcPitch, p.dstDevice, p.dstPitch = src, spitch, dst, dpitch
+        p.WidthInBytes, p.Height = width, height
+        _check(cu.cuMemcpy2DAsync(p, stream), "cuMemcpy2DAsync")
+        if sync:
+            _check(cu.cuStreamSynchronize(stream), "cuStreamSynchronize after cuMemcpy2DAsync")
+
     def memset(self, dst: int, value: int, count: int, width: int, stream, sync: bool) -> None:
         stream = self._stream(stream)
-        if width == 1:
+        if width == 2:
+            _check(cu.cuMemsetD16Async(dst, value & 0xFFFF, count, stream), "cuMemsetD16Async")
+        elif width == 1:
             _check(cu.cuMemsetD8Async(dst, value & 0xFF, count, stream), "cuMemsetD8Async")
         elif width == 4:
             _check(cu.cuMemsetD32Async(dst, value & 0xFFFFFFFF, count, stream), "cuMemsetD32Async")
@@ -564,3 +578,56 @@ class CudaBackend(Backend):
 
     def graph_destroy(self, graph) -> None:
         _check(cu.cuGraphDestroy(graph), "cuGraphDestroy")
+    def func_get_attributes(self, function) -> bytes:
+        values = []
+        for a in range(16):
+            err, value = cu.cuFuncGetAttribute(cu.CUfunction_attribute(a), function.backend)
+            if err and a <= 8:  # the attributes every driver since CUDA 9 answers
+                _fail(err, f"cuFuncGetAttribute({a})")
+            values.append(int(value) if not err else 0)  # (a newer attribute an older driver lacks)
+        return struct.pack("<16i", *values)
+
+    def func_set_attribute(self, function, attribute: int, value: int) -> None:
+        _check(cu.cuFuncSetAttribute(function.backend, cu.CUfunction_attribute(attribute), value),
+               f"cuFuncSetAttribute({attribute}, {value})")
+
+    def occupancy_max_blocks(self, function, block: int, shared: int, flags: int) -> int:
+        return int(_check(cu.cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(
+            function.backend, block, shared, flags), "cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags"))
+
+    def occupancy_available_smem(self, function, blocks: int, block: int) -> int:
+        return int(_check(cu.cuOccupancyAvailableDynamicSMemPerBlock(function.backend, blocks, block),
+                          "cuOccupancyAvailableDynamicSMemPerBlock"))
+
+    def ctx_get_limit(self, limit: int) -> int:
+        return int(_check(cu.cuCtxGetLimit(cu.CUlimit(limit)), f"cuCtxGetLimit({limit})"))
+
+    def tensor_map_encode_tiled(self, dtype, rank, address, dims, strides, box, element_strides,
+                                interleave, swizzle, l2, fill) -> bytes:
+        m = _check(cu.cuTensorMapEncodeTiled(
+            cu.CUtensorMapDataType(dtype), rank, address, list(dims), list(strides), list(box),
+            list(element_strides), cu.CUtensorMapInterleave(interleave), cu.CUtensorMapSwizzle(swizzle),
+            cu.CUtensorMapL2promotion(l2), cu.CUtensorMapFloatOOBfill(fill)), "cuTensorMapEncodeTiled")
+        return struct.pack("<16Q", *(int(q) for q in m.opaque))
+
+    def occupancy_max_clusters(self, function, gx, gy, gz, bx, by, bz, shared, cx, cy, cz) -> int:
+        config = cu.CUlaunchConfig()
+        config.gridDimX, config.gridDimY, config.gridDimZ = gx, gy, gz
+        config.blockDimX, config.blockDimY, config.blockDimZ = bx, by, bz
+        config.sharedMemBytes = shared
+        if cx:
+            attr = cu.CUlaunchAttribute()
+            attr.id = cu.CUlaunchAttributeID.CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION
+            attr.value.clusterDim.x, attr.value.clusterDim.y, attr.value.clusterDim.z = cx, cy, cz
+            config.attrs = [attr]
+            config.numAttrs = 1
+        return int(_check(cu.cuOccupancyMaxActiveClusters(function.backend, config), "cuOccupancyMaxActiveClusters"))
+
+    def tensor_map_encode_im2col(self, dtype, rank, address, dims, strides, lower, upper, channels, pixels,
+                                 element_strides, interleave, swizzle, l2, fill) -> bytes:
+        m = _check(cu.cuTensorMapEncodeIm2col(
+            cu.CUtensorMapDataType(dtype), rank, address, list(dims), list(strides), list(lower), list(upper),
+            channels, pixels, list(element_strides), cu.CUtensorMapInterleave(interleave),
+            cu.CUtensorMapSwizzle(swizzle), cu.CUtensorMapL2promotion(l2), cu.CUtensorMapFloatOOBfill(fill)),
+            "cuTensorMapEncodeIm2col")
+        return struct.pack("<16Q", *(int(q) for q in m.opaque))

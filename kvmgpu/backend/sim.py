@@ -84,9 +84,19 @@ class SimModule:
         self.globals = globals_  # name -> (ptr, size)
 
 
+# CUfunction_attribute 0..15 of every sim kernel as the sim compiled it (its PTX was compute_80,
+# for this sm_90 device); 8 and 9 and the cluster preferences (11..15) are the settable ones.
+FUNC_ATTRIBUTES = (1024, 0, 0, 0, 32, 80, 90, 0, 49152, -1, 0, 0, 0, 0, 0, 0)
+# CUlimit 0..6 of an H100's context as it starts: stack bytes a thread, printf FIFO, malloc heap,
+# device runtime sync depth, pending launches, L2 fetch granularity, persisting L2.
+LIMITS = (1024, 1 << 20, 8 << 20, 2, 2048, 64, 0)
+SM_SHARED_RESERVED = 1024  # shared memory the device keeps per block (sm_80 and later)
+
+
 class SimFunction:
     def __init__(self, module: SimModule, name: str, layout: list):
         self.module, self.name, self.layout = module, name, layout
+        self.attributes = list(FUNC_ATTRIBUTES)
 
 
 class SimEvent:
@@ -213,12 +223,18 @@ class SimBackend(SimCapture, Backend):
 
     def memset(self, dst, value, count, width, stream, sync) -> None:
         self._check()
-        pattern = struct.pack("<B" if width == 1 else "<I", value)
+        pattern = struct.pack({1: "<B", 2: "<H", 4: "<I"}[width], value)
         self._view(dst, count * width)
 
         def fill() -> None:
             self._view(dst, count * width)[:] = pattern * count
         self._run(stream, fill)
+
+    def memcpy_2d(self, dst, dpitch, src, spitch, width, height, stream, sync) -> None:
+        self._check()
+        rows = [bytes(self._view(src + i * spitch, width)) for i in range(height)]  # (overlap: as read first)
+        for i, row in enumerate(rows):
+            self._view(dst + i * dpitch, width)[:] = row
 
     # --- modules and launches ---
     def module_load(self, image: bytes) -> SimModule:
@@ -377,3 +393,76 @@ class SimBackend(SimCapture, Backend):
     def stream_get_priority(self, stream) -> int:
         self._check()
         return 0  # every stream is made with the default priority (cuStreamCreate)
+
+    # --- functions, occupancy and limits: an H100's arithmetic over the sim's attributes ---
+    def func_get_attributes(self, function) -> bytes:
+        self._check()
+        return struct.pack("<16i", *function.backend.attributes)
+
+    def func_set_attribute(self, function, attribute: int, value: int) -> None:
+        self._check()
+        attrs = function.backend.attributes
+        if attribute == 8 and value > ATTRIBUTES[97] - attrs[1]:
+            _fail(CUresult.CUDA_ERROR_INVALID_VALUE, f"{value} bytes of dynamic shared memory: the "
+                  f"device's opt-in limit is {ATTRIBUTES[97]} less the kernel's static {attrs[1]}")
+        if attribute == 9 and not -1 <= value <= 100:
+            _fail(CUresult.CUDA_ERROR_INVALID_VALUE, f"carveout {value}: -1 or 0..100 percent")
+        if attribute not in (8, 9, 11, 12, 13, 14, 15):
+            _fail(CUresult.CUDA_ERROR_INVALID_VALUE, f"function attribute {attribute} cannot be set")
+        attrs[attribute] = value
+
+    def occupancy_max_blocks(self, function, block: int, shared: int, flags: int) -> int:
+        self._check()
+        attrs = function.backend.attributes
+        if block > attrs[0]:
+            return 0
+        warps = -(-block // ATTRIBUTES[10])
+        by_threads = ATTRIBUTES[39] // (warps * ATTRIBUTES[10])
+        by_regs = ATTRIBUTES[82] // (attrs[4] * warps * ATTRIBUTES[10])
+        smem = attrs[1] + shared + SM_SHARED_RESERVED
+        by_smem = ATTRIBUTES[81] // smem
+        return min(32, by_threads, by_regs, by_smem)  # (32: an sm_90 multiprocessor's blocks)
+
+    def occupancy_available_smem(self, function, blocks: int, block: int) -> int:
+        self._check()
+        attrs = function.backend.attributes
+        if blocks == 0 or self.occupancy_max_blocks(function, block, 0, 0) < blocks:
+            return 0
+        per_block = ATTRIBUTES[81] // blocks - SM_SHARED_RESERVED - attrs[1]
+        return max(0, min(per_block, attrs[8]))
+
+    def ctx_get_limit(self, limit: int) -> int:
+        self._check()
+        return LIMITS[limit]
+
+    def tensor_map_encode_tiled(self, dtype, rank, address, dims, strides, box, element_strides,
+                                interleave, swizzle, l2, fill) -> bytes:
+        """Its inputs, packed (no kernel of the sim reads a tensor map): a box must fit the
+        hardware's 256 elements a dimension, as the driver checks."""
+        self._check()
+        if not all(1 <= b <= 256 for b in box):
+            _fail(CUresult.CUDA_ERROR_INVALID_VALUE, f"tensor map box {box}: 1..256 a dimension")
+        pad = lambda t, n: tuple(t) + (0,) * (n - len(t))  # noqa: E731
+        return struct.pack("<QI5Q4Q5I5I4B", address, dtype, *pad(dims, 5), *pad(strides, 4),
+                           *pad(box, 5), *pad(element_strides, 5), interleave, swizzle, l2, fill)
+
+    def occupancy_max_clusters(self, function, gx, gy, gz, bx, by, bz, shared, cx, cy, cz) -> int:
+        """The blocks resident on all multiprocessors over a cluster's blocks (an H100 places a
+        cluster within one of its GPCs, which this does not model)."""
+        self._check()
+        attrs = function.backend.attributes
+        size = (cx * cy * cz) if cx else max(1, attrs[11] * attrs[12] * attrs[13])
+        if size > (16 if attrs[14] else 8) or (cx and (gx % cx or gy % cy or gz % cz)):
+            _fail(CUresult.CUDA_ERROR_INVALID_CLUSTER_SIZE,
+                  f"clusters of {size} blocks in a {gx}x{gy}x{gz} grid")
+        return self.occupancy_max_blocks(function, bx * by * bz, shared, 0) * ATTRIBUTES[16] // size
+
+    def tensor_map_encode_im2col(self, dtype, rank, address, dims, strides, lower, upper, channels, pixels,
+                                 element_strides, interleave, swizzle, l2, fill) -> bytes:
+        """Its inputs, packed, as tensor_map_encode_tiled's."""
+        self._check()
+        if not 1 <= channels <= 256 or not 1 <= pixels <= 1024:
+            _fail(CUresult.CUDA_ERROR_INVALID_VALUE, f"im2col: {channels} channels, {pixels} pixels a column")
+        pad = lambda t, n: tuple(t) + (0,) * (n - len(t))  # noqa: E731
+        return struct.pack("<QI5Q4Q3i3iII4B", address, dtype, *pad(dims, 5), *pad(strides, 4), *pad(lower, 3),
+                           *pad(upper, 3), channels, pixels, interleave, swizzle, l2, fill).ljust(128, b"\0")

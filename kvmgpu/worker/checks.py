@@ -9,6 +9,9 @@ the kind documents.
 
 from __future__ import annotations
 
+import struct
+
+from kvmgpu_wire import spec
 from kvmgpu_wire.cudefs import CUresult
 
 from ..backend.base import CudaError
@@ -47,6 +50,53 @@ def device_range(s: Session, ptr: int, nbytes: int, name: str) -> int:
     if nbytes:
         s.check_range(ptr, nbytes, name)
     return ptr
+
+
+def rows(s: Session, ptr: int, pitch: int, width: int, height: int, name: str) -> int:
+    """A 2D copy's side: `height` rows of `width` bytes, `pitch` bytes apart, all inside one of the
+    session's ranges. Its extent, pitch*(height-1) + width, is computed exactly (Python's ints: a
+    pitch*height that wraps a u64 in C is simply too long here)."""
+    if width > pitch:
+        invalid(f"{name}: rows of {width} bytes are wider than the pitch ({pitch})")
+    if width and height:
+        s.check_range(ptr, pitch * (height - 1) + width, name)
+    return ptr
+
+
+# Bits an element of each CUtensorMapDataType takes in memory (the packed 4- and 6-bit types: 16
+# elements in 8, 16 and 16 bytes).
+_TENSOR_BITS = (8, 16, 32, 32, 64, 64, 16, 32, 64, 16, 32, 32, 32, 4, 8, 8)
+
+
+def tensor(s: Session, address: int, rank: int, dtype: int, blob: bytes) -> tuple:
+    """TENSOR_MAP_ENCODE_TILED: the blob's (dims, strides, box, element strides), the first `rank`
+    of each, once the tensor's bytes, ceil(dims[0]*bits/8) + sum((dims[i]-1) * strides[i-1]),
+    lie inside one of the session's ranges (a map may be read by any kernel the VM launches)."""
+    if len(blob) != spec.TENSOR_MAP_BYTES:
+        invalid(f"the tensor map's blob is {len(blob)} bytes, not {spec.TENSOR_MAP_BYTES}")
+    v = struct.unpack("<5Q4Q5I5I", blob)
+    dims, strides, box, estrides = v[0:5][:rank], v[5:9][:rank - 1], v[9:14][:rank], v[14:19][:rank]
+    _tensor_in(s, address, dtype, dims, strides)
+    return dims, strides, box, estrides
+
+
+def tensor_im2col(s: Session, address: int, rank: int, dtype: int, blob: bytes) -> tuple:
+    """TENSOR_MAP_ENCODE_IM2COL: (dims, strides, lower, upper, element strides, channels, pixels),
+    the corners rank - 2 long, once the tensor's bytes lie inside one of the session's ranges."""
+    if len(blob) != spec.TENSOR_MAP_IM2COL_BYTES:
+        invalid(f"the im2col tensor map's blob is {len(blob)} bytes, not {spec.TENSOR_MAP_IM2COL_BYTES}")
+    v = struct.unpack("<5Q4Q3i3i5III", blob)
+    dims, strides = v[0:5][:rank], v[5:9][:rank - 1]
+    lower, upper, estrides = v[9:12][:rank - 2], v[12:15][:rank - 2], v[15:20][:rank]
+    _tensor_in(s, address, dtype, dims, strides)
+    return dims, strides, lower, upper, estrides, v[20], v[21]
+
+
+def _tensor_in(s: Session, address: int, dtype: int, dims: tuple, strides: tuple) -> None:
+    if not all(dims):
+        invalid(f"tensor dims {dims}: each at least 1")
+    extent = (dims[0] * _TENSOR_BITS[dtype] + 7) // 8 + sum((d - 1) * st for d, st in zip(dims[1:], strides))
+    s.check_range(address, extent, "address")
 
 
 def window(s: Session, offset: int, nbytes: int, name: str, align: int = 1) -> int:

@@ -28,7 +28,7 @@ from ..backend.launcher import RECORD
 from . import checks, graphs
 from .requests import CHECKS, THIN
 from .session import Function, Session
-from .state import REPORTS, error_reply, failed, hold, report, unusable
+from .state import REPORTS, ImageMiss, error_reply, failed, hold, report, unusable
 
 if TYPE_CHECKING:
     from .vgpu import VGpu
@@ -219,6 +219,41 @@ def _memset(width: int):
     return memset
 
 
+def memcpy_2d(vg, s: Session, r, call):
+    dst, dpitch, src, spitch, width, height, stream = call.args
+    checks.rows(s, dst, dpitch, width, height, "dst")
+    checks.rows(s, src, spitch, width, height, "src")
+    st = s.stream(stream)
+    if width and height:
+        vg.waits.memcpy_2d(dst, dpitch, src, spitch, width, height, st, not call.queued)
+        vg.bytes["dtod"] += width * height
+    return OK
+
+
+def tensor_map_encode_tiled(vg, s: Session, r, call):
+    dtype, rank, address, interleave, swizzle, l2, fill = call.args
+    checks.value(dtype, spec.TENSOR_MAP_TYPES - 1, "dtype")
+    checks.length(rank, "rank", 1, 5)
+    for value, top, name in ((interleave, 2, "interleave"), (swizzle, 6, "swizzle"), (l2, 3, "l2"), (fill, 1, "fill")):
+        checks.value(value, top, name)
+    dims, strides, box, estrides = checks.tensor(s, address, rank, dtype, call.blob)
+    encoded = vg.backend.tensor_map_encode_tiled(dtype, rank, address, dims, strides, box, estrides,
+                                                 interleave, swizzle, l2, fill)
+    return (encoded,), b""
+
+
+def tensor_map_encode_im2col(vg, s: Session, r, call):
+    dtype, rank, address, interleave, swizzle, l2, fill = call.args
+    checks.value(dtype, spec.TENSOR_MAP_TYPES - 1, "dtype")
+    checks.length(rank, "rank", 3, 5)
+    for value, top, name in ((interleave, 2, "interleave"), (swizzle, 6, "swizzle"), (l2, 3, "l2"), (fill, 1, "fill")):
+        checks.value(value, top, name)
+    dims, strides, lower, upper, estrides, channels, pixels = checks.tensor_im2col(s, address, rank, dtype, call.blob)
+    encoded = vg.backend.tensor_map_encode_im2col(dtype, rank, address, dims, strides, lower, upper, channels,
+                                                  pixels, estrides, interleave, swizzle, l2, fill)
+    return (encoded,), b""
+
+
 # --- modules -------------------------------------------------------------------------------------
 
 def module_load(vg: VGpu, s: Session, r, call):
@@ -229,7 +264,7 @@ def module_load(vg: VGpu, s: Session, r, call):
     module = vg.modules.acquire(digest)
     if module is None:
         if nbytes == 0:
-            raise CudaError(CUresult.CUDA_ERROR_NOT_FOUND, "the host does not have this image; send it")
+            raise ImageMiss(CUresult.CUDA_ERROR_NOT_FOUND, "the host does not have this image; send it")
         start = checks.window(s, offset, nbytes, "offset")
         image = bytes(vg.region.view[start: start + nbytes])  # a copy the guest cannot change
         if hashlib.sha256(image).digest() != digest:
@@ -287,7 +322,8 @@ def _launch_limits(vg: VGpu) -> tuple:
         return cached[1]
     a = vg.attribute
     limits = (a(5, 2147483647), a(6, 65535), a(7, 65535), a(2, 1024), a(3, 1024), a(4, 64),
-              a(1, 1024), a(8, 49152))
+              a(1, 1024), a(97, a(8, 49152)))  # (the opt-in shared memory: the driver checks the
+    # kernel's own limit, which FUNC_SET_ATTRIBUTE may raise past 48 KiB, at the launch)
     vg._launch_limits = (vg.info, limits)
     return limits
 
@@ -601,6 +637,10 @@ HANDLERS = {
     Op.MEMCPY_DTOH: memcpy_dtoh,
     Op.MEMCPY_DTOD: memcpy_dtod,
     Op.MEMSET_D8: _memset(1),
+    Op.MEMSET_D16: _memset(2),
+    Op.MEMCPY_2D: memcpy_2d,
+    Op.TENSOR_MAP_ENCODE_TILED: tensor_map_encode_tiled,
+    Op.TENSOR_MAP_ENCODE_IM2COL: tensor_map_encode_im2col,
     Op.MEMSET_D32: _memset(4),
     Op.MODULE_LOAD: module_load,
     Op.MODULE_UNLOAD: module_unload,

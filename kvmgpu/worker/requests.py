@@ -518,6 +518,138 @@ def graph_destroy(s: Session, call: Call) -> GraphDestroy:
     return GraphDestroy(graph, a_graph)
 
 
+class FuncGetAttributes(NamedTuple):
+    """FUNC_GET_ATTRIBUTES: every attribute of a kernel at once (the guest keeps them: they change only by its own
+    FUNC_SET_ATTRIBUTE)."""
+
+    function: object  # the object of handle function in the session's functions
+    function_handle: int  # as the guest sent it
+
+
+def func_get_attributes(s: Session, call: Call) -> FuncGetAttributes:
+    a_function, = call.args
+    function = s.lookup("functions", a_function, "function")
+    return FuncGetAttributes(function, a_function)
+
+
+class FuncSetAttribute(NamedTuple):
+    """FUNC_SET_ATTRIBUTE: set a kernel's attribute (max dynamic shared memory, carveout, cluster preferences)."""
+
+    function: object  # the object of handle function in the session's functions
+    function_handle: int  # as the guest sent it
+    attribute: int  # at most 0xf
+    value: int  # at most 0x7fffffff
+
+
+def func_set_attribute(s: Session, call: Call) -> FuncSetAttribute:
+    a_function, a_attribute, a_value = call.args
+    attribute = checks.value(a_attribute, 0xf, "attribute")
+    value = checks.value(a_value, 0x7fffffff, "value")
+    function = s.lookup("functions", a_function, "function")
+    return FuncSetAttribute(function, a_function, attribute, value)
+
+
+class OccupancyMaxBlocks(NamedTuple):
+    """OCCUPANCY_MAX_BLOCKS: how many blocks of a kernel fit one multiprocessor (the guest keeps each answer)."""
+
+    function: object  # the object of handle function in the session's functions
+    function_handle: int  # as the guest sent it
+    block: int  # 1..1024
+    shared: int  # at most 0xffffffff
+    flags: int  # bits within 0x1
+
+
+def occupancy_max_blocks(s: Session, call: Call) -> OccupancyMaxBlocks:
+    a_function, a_block, a_shared, a_flags = call.args
+    block = checks.length(a_block, "block", 1, 0x400)
+    shared = checks.value(a_shared, 0xffffffff, "shared")
+    flags = checks.flags(a_flags, 0x1, "flags")
+    function = s.lookup("functions", a_function, "function")
+    return OccupancyMaxBlocks(function, a_function, block, shared, flags)
+
+
+class OccupancyAvailableSmem(NamedTuple):
+    """OCCUPANCY_AVAILABLE_SMEM: the dynamic shared memory a block may have with `blocks` blocks a multiprocessor."""
+
+    function: object  # the object of handle function in the session's functions
+    function_handle: int  # as the guest sent it
+    blocks: int  # at most 0xffff
+    block: int  # 1..1024
+
+
+def occupancy_available_smem(s: Session, call: Call) -> OccupancyAvailableSmem:
+    a_function, a_blocks, a_block = call.args
+    blocks = checks.value(a_blocks, 0xffff, "blocks")
+    block = checks.length(a_block, "block", 1, 0x400)
+    function = s.lookup("functions", a_function, "function")
+    return OccupancyAvailableSmem(function, a_function, blocks, block)
+
+
+class MemsetD16(NamedTuple):
+    """MEMSET_D16: set 16-bit words."""
+
+    dst: int  # [dst, +count) is inside one of the session's ranges
+    value: int  # at most 0xffff
+    count: int  # type: ignore[assignment]  # (hides tuple.count) bounded by the ranges that use it
+    stream: object  # the object of handle stream in the session's streams
+    stream_handle: int  # as the guest sent it
+
+
+def memset_d16(s: Session, call: Call) -> MemsetD16:
+    a_dst, a_value, a_count, a_stream = call.args
+    value = checks.value(a_value, 0xffff, "value")
+    count = a_count
+    dst = checks.device_range(s, a_dst, a_count * 2, "dst")
+    stream = s.lookup("streams", a_stream, "stream", null=True)
+    return MemsetD16(dst, value, count, stream, a_stream)
+
+
+class CtxGetLimit(NamedTuple):
+    """CTX_GET_LIMIT: a limit of the VM's context (stack size, printf FIFO, malloc heap, ...)."""
+
+    limit: int  # at most 0x6
+
+
+def ctx_get_limit(s: Session, call: Call) -> CtxGetLimit:
+    a_limit, = call.args
+    limit = checks.value(a_limit, 0x6, "limit")
+    return CtxGetLimit(limit)
+
+
+class OccupancyMaxClusters(NamedTuple):
+    """OCCUPANCY_MAX_CLUSTERS: how many clusters of a launch's shape can be resident at once (Hopper's persistent
+    kernels size their grids by it)."""
+
+    function: object  # the object of handle function in the session's functions
+    function_handle: int  # as the guest sent it
+    gx: int  # at most 0x7fffffff
+    gy: int  # at most 0xffff
+    gz: int  # at most 0xffff
+    bx: int  # 1..1024
+    by: int  # 1..1024
+    bz: int  # 1..64
+    shared: int  # at most 0xffffffff
+    cx: int  # at most 0xffff
+    cy: int  # at most 0xffff
+    cz: int  # at most 0xffff
+
+
+def occupancy_max_clusters(s: Session, call: Call) -> OccupancyMaxClusters:
+    a_function, a_gx, a_gy, a_gz, a_bx, a_by, a_bz, a_shared, a_cx, a_cy, a_cz = call.args
+    gx = checks.value(a_gx, 0x7fffffff, "gx")
+    gy = checks.value(a_gy, 0xffff, "gy")
+    gz = checks.value(a_gz, 0xffff, "gz")
+    bx = checks.length(a_bx, "bx", 1, 0x400)
+    by = checks.length(a_by, "by", 1, 0x400)
+    bz = checks.length(a_bz, "bz", 1, 0x40)
+    shared = checks.value(a_shared, 0xffffffff, "shared")
+    cx = checks.value(a_cx, 0xffff, "cx")
+    cy = checks.value(a_cy, 0xffff, "cy")
+    cz = checks.value(a_cz, 0xffff, "cz")
+    function = s.lookup("functions", a_function, "function")
+    return OccupancyMaxClusters(function, a_function, gx, gy, gz, bx, by, bz, shared, cx, cy, cz)
+
+
 CHECKS = {
     Op.CTX_SYNCHRONIZE: ctx_synchronize,
     Op.MEM_ALLOC: mem_alloc,
@@ -558,6 +690,16 @@ CHECKS = {
     Op.GRAPH_UPLOAD: graph_upload,
     Op.GRAPH_EXEC_DESTROY: graph_exec_destroy,
     Op.GRAPH_DESTROY: graph_destroy,
+    Op.FUNC_GET_ATTRIBUTES: func_get_attributes,
+    Op.FUNC_SET_ATTRIBUTE: func_set_attribute,
+    Op.OCCUPANCY_MAX_BLOCKS: occupancy_max_blocks,
+    Op.OCCUPANCY_AVAILABLE_SMEM: occupancy_available_smem,
+    Op.MEMSET_D16: memset_d16,
+    Op.CTX_GET_LIMIT: ctx_get_limit,
+    Op.MEMCPY_2D: None,  # each side's rows [ptr, ptr + pitch*(height-1) + width) inside one allocation, computed without overflow (checks.rows)
+    Op.TENSOR_MAP_ENCODE_TILED: None,  # the tensor's bytes, from the blob's dims and strides, inside one allocation (checks.tensor)
+    Op.OCCUPANCY_MAX_CLUSTERS: occupancy_max_clusters,
+    Op.TENSOR_MAP_ENCODE_IM2COL: None,  # the tensor's bytes, from the blob's dims and strides, inside one allocation (checks.tensor)
 }
 
 # op: (the backend method, the request fields it takes, how many results it returns)
@@ -571,4 +713,10 @@ THIN = {
     Op.DEVICE_GET_PCI_BUS_ID: ('device_get_pci_bus_id', (), 1),
     Op.STREAM_GET_PRIORITY: ('stream_get_priority', ('stream',), 1),
     Op.GRAPH_UPLOAD: ('graph_upload', ('graph_exec', 'stream'), 0),
+    Op.FUNC_GET_ATTRIBUTES: ('func_get_attributes', ('function',), 1),
+    Op.FUNC_SET_ATTRIBUTE: ('func_set_attribute', ('function', 'attribute', 'value'), 0),
+    Op.OCCUPANCY_MAX_BLOCKS: ('occupancy_max_blocks', ('function', 'block', 'shared', 'flags'), 1),
+    Op.OCCUPANCY_AVAILABLE_SMEM: ('occupancy_available_smem', ('function', 'blocks', 'block'), 1),
+    Op.CTX_GET_LIMIT: ('ctx_get_limit', ('limit',), 1),
+    Op.OCCUPANCY_MAX_CLUSTERS: ('occupancy_max_clusters', ('function', 'gx', 'gy', 'gz', 'bx', 'by', 'bz', 'shared', 'cx', 'cy', 'cz'), 1),
 }

@@ -32,6 +32,11 @@ from kvmgpu_wire.protocol import MAX_ERROR_TEXT, Op
 from ..backend.base import CudaError
 from .session import Session
 
+
+class ImageMiss(CudaError):
+    """MODULE_LOAD's "does the host have this image?" answered no: the guest sends it next. Not a
+    failure, so not counted in the errors (a count of its own in the stats)."""
+
 if TYPE_CHECKING:
     from .vgpu import VGpu
 
@@ -69,6 +74,9 @@ def failed(vg: VGpu, s: Session, op: Op, e: Exception) -> tuple[int, str]:
     else:  # a bug here or in the backend: the guest gets an error, we go on
         log.error("%s on session %s:%s failed unexpectedly", op.name, *s.key, exc_info=e)
         code, detail = CUresult.CUDA_ERROR_UNKNOWN, f"internal error: {type(e).__name__}"
+    if isinstance(e, ImageMiss):  # the guest's question, answered: not a failure
+        vg.image_misses += 1
+        return code, detail
     vg.errors[op] += 1
     vg.note_error(code, detail)
     return code, detail

@@ -28,6 +28,10 @@ MAX_SESSIONS = 256  # per worker: each holds a window, tables and memory
 MONITOR = "monitor"  # a HELLO's role for a session that only asks about the vGPU (the guest's NVML)
 ROLES = ("", "cuda", MONITOR)
 
+# CUdevice_attribute numbers of what a VM is not given, answered 0 (the guest's library refuses
+# the calls by name): COOPERATIVE_LAUNCH, COOPERATIVE_MULTI_DEVICE_LAUNCH.
+NOT_GIVEN = {95: "cooperative launches", 96: "cooperative multi-device launches"}
+
 # CUDA errors after which the context is unusable until it is destroyed.
 STICKY = {
     CUresult.CUDA_ERROR_ILLEGAL_ADDRESS, CUresult.CUDA_ERROR_LAUNCH_FAILED,
@@ -56,6 +60,7 @@ class VGpu:
         self.on_broken_idle: Callable[[], None] | None = None
         self.calls: Counter = Counter()
         self.errors: Counter = Counter()
+        self.image_misses = 0  # MODULE_LOAD asked whether the host has an image it did not have
         self.bytes = {"htod": 0, "dtoh": 0, "dtod": 0}
         self.sessions_started = 0
         self.protocol_violations = 0
@@ -91,10 +96,13 @@ class VGpu:
 
     # --- what the guest sees ---
     def device(self) -> dict:
+        """The WELCOME's device: the GPU's attributes, the quota for its memory, and 0 for what a VM
+        is not given (NOT_GIVEN), so that a program that asks takes the path it has without it."""
         i = self.info
+        attributes = {**i.attributes, **{n: 0 for n in NOT_GIVEN}}
         return {"name": i.name, "uuid": i.uuid, "total_memory": self.quota.limit,
                 "driver_version": i.driver_version, "compute_capability": list(i.compute_capability),
-                "attributes": {str(k): v for k, v in i.attributes.items()}}
+                "attributes": {str(k): v for k, v in attributes.items()}}
 
     def describe(self) -> dict:
         return {"gmem": self.quota.limit, "compute": self.compute, "compute_mode": self.compute_mode,
@@ -210,7 +218,7 @@ class VGpu:
             "calls": {op.name: n for op, n in sorted(self.calls.items())},
             "errors": {op.name: n for op, n in sorted(self.errors.items())},
             "bytes": dict(self.bytes),
-            "modules_cached": len(self.modules),
+            "modules_cached": len(self.modules), "module_images_sent": self.image_misses,
             "protocol_violations": self.protocol_violations,
             "internal_errors": self.internal_errors,
             "broken": self.broken[1] if self.broken else None,

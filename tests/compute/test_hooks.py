@@ -57,7 +57,8 @@ def test_the_gated_calls_are_the_ones_the_specification_says_wait():
     assert WAITS == {"synchronize": (None, None, CONTEXT), "stream_synchronize": (0, None, CONTEXT),
                      "event_synchronize": (None, None, PART),
                      "memcpy_htod": (3, 4, CONTEXT), "memcpy_dtoh": (3, None, CONTEXT),
-                     "memcpy_dtod": (3, 4, CONTEXT), "memset": (4, 5, CONTEXT)}
+                     "memcpy_dtod": (3, 4, CONTEXT), "memset": (4, 5, CONTEXT),
+                     "memcpy_2d": (6, 7, CONTEXT)}
 
 
 def test_waiting_calls_end_the_run(vgpu):

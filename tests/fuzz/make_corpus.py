@@ -162,6 +162,27 @@ def op_scripts() -> dict[str, bytes]:
         Op.MEMCPY_HTOD_STAGED: ([a(1), gs.arg_window(8192), gs.arg_size(4096), gs.arg_window(4096)], b"\x00"),
         Op.MEMCPY_DTOH_PIECES: ([gs.arg_window(8192), a(1), gs.arg_size(4096), gs.arg_byte(0),
                                  gs.arg_byte(0), gs.arg_window(4096)], b"\x00"),
+        Op.FUNC_GET_ATTRIBUTES: ([a(6)], b"\x00"),
+        Op.FUNC_SET_ATTRIBUTE: ([a(6), gs.arg_byte(8), gs.arg_size(65536 - 4)], b"\x00"),
+        Op.OCCUPANCY_MAX_BLOCKS: ([a(6), gs.arg_byte(128), gs.arg_size(1024), gs.arg_byte(0)], b"\x00"),
+        Op.OCCUPANCY_AVAILABLE_SMEM: ([a(6), gs.arg_byte(2), gs.arg_byte(128)], b"\x00"),
+        Op.MEMSET_D16: ([a(1), gs.arg_byte(7), gs.arg_size(2048), a(3)], b"\x00"),
+        Op.CTX_GET_LIMIT: ([gs.arg_byte(2)], b"\x00"),
+        Op.MEMCPY_2D: ([a(2), gs.arg_byte(64), a(1), gs.arg_byte(128), gs.arg_byte(32), gs.arg_byte(16),
+                        a(3)], b"\x00"),
+        Op.OCCUPANCY_MAX_CLUSTERS: ([a(6), gs.arg_byte(2), gs.arg_byte(1), gs.arg_byte(1), gs.arg_byte(128),
+                                     gs.arg_byte(1), gs.arg_byte(1), gs.arg_byte(0), gs.arg_byte(2),
+                                     gs.arg_byte(1), gs.arg_byte(1)], b"\x00"),
+        Op.TENSOR_MAP_ENCODE_IM2COL: ([gs.arg_byte(0), gs.arg_byte(4), a(1), gs.arg_byte(0), gs.arg_byte(0),
+                                       gs.arg_byte(0), gs.arg_byte(0)],
+                                      b"\x03" + struct.pack("<H", 124)
+                                      + struct.pack("<5Q4Q3i3i5III", 8, 4, 4, 2, 0, 8, 32, 128, 0, 0, 0, 0, 0, 0,
+                                                    0, 1, 1, 1, 1, 0, 8, 16)),
+        Op.TENSOR_MAP_ENCODE_TILED: ([gs.arg_byte(0), gs.arg_byte(2), a(1), gs.arg_byte(0), gs.arg_byte(0),
+                                      gs.arg_byte(0), gs.arg_byte(0)],
+                                     b"\x03" + struct.pack("<H", 112)  # raw: the blob's 112 bytes
+                                     + struct.pack("<5Q4Q5I5I", 64, 64, 0, 0, 0, 64, 0, 0, 0, 16, 4, 0, 0, 0,
+                                                   1, 1, 0, 0, 0)),
     }
     out = {}
     for op, (args, blob) in calls.items():

@@ -273,3 +273,52 @@ def test_the_thin_calls_answer_as_the_driver_does(backend):
     assert backend.stream_get_priority(stream) == int(cu.cuStreamGetPriority(stream)[1])
     assert backend.stream_get_priority(None) == int(cu.cuStreamGetPriority(cu.CUstream(0))[1])
     backend.stream_destroy(stream)
+
+
+def test_function_occupancy_limit_and_2d_calls_answer_as_the_driver_does(backend, ptx):
+    """Ops 50-57 on the cuda backend: a kernel's attributes, one set and read back, occupancy,
+    a context limit and a tensor map as cuda.bindings gives them natively; a 2D copy and a 16-bit
+    memset byte-exact."""
+    from types import SimpleNamespace
+
+    from cuda.bindings import driver as cu
+    mod = backend.module_load(ptx)
+    f, _ = backend.module_get_function(mod, "saxpy")
+    fn = SimpleNamespace(backend=f)  # (what the worker passes: its Function)
+    values = struct.unpack("<16i", backend.func_get_attributes(fn))
+    assert values[0] == int(cu.cuFuncGetAttribute(cu.CUfunction_attribute(0), f)[1])
+    assert values[4] == int(cu.cuFuncGetAttribute(cu.CUfunction_attribute(4), f)[1])
+    backend.func_set_attribute(fn, 8, 64 * 1024)
+    assert struct.unpack("<16i", backend.func_get_attributes(fn))[8] == 64 * 1024
+    with pytest.raises(CudaError):
+        backend.func_set_attribute(fn, 0, 1)  # MAX_THREADS_PER_BLOCK cannot be set
+    native = int(cu.cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(f, 256, 0, 0)[1])
+    assert backend.occupancy_max_blocks(fn, 256, 0, 0) == native > 0
+    assert backend.occupancy_available_smem(fn, 2, 256) == int(cu.cuOccupancyAvailableDynamicSMemPerBlock(f, 2, 256)[1])
+    assert backend.ctx_get_limit(0) == int(cu.cuCtxGetLimit(cu.CUlimit(0))[1]) > 0
+    assert backend.occupancy_max_clusters(fn, 2, 1, 1, 128, 1, 1, 0, 2, 1, 1) > 0  # (an H100: by its GPCs)
+    r = backend.region
+    r[0:4096] = bytes(i % 251 for i in range(4096))
+    a, b = backend.mem_alloc(4096), backend.mem_alloc(4096)
+    backend.memcpy_htod(a, 0, 4096, None, True)
+    backend.memset(b, 0xEEEE, 2048, 2, None, True)
+    backend.memcpy_2d(b + 1, 100, a + 3, 64, 10, 5, None, True)
+    backend.memcpy_dtoh(8192, b, 500, None)
+    got = bytes(r[8192:8692])
+    for i in range(5):
+        assert got[1 + 100 * i: 11 + 100 * i] == bytes(r[3 + 64 * i: 13 + 64 * i])
+    assert got.count(b"\xee") == 450
+    encoded = backend.tensor_map_encode_tiled(0, 2, a, (64, 64), (64,), (16, 4), (1, 1), 0, 0, 0, 0)
+    native = cu.cuTensorMapEncodeTiled(cu.CUtensorMapDataType(0), 2, a, [64, 64], [64], [16, 4], [1, 1],
+                                       cu.CUtensorMapInterleave(0), cu.CUtensorMapSwizzle(0),
+                                       cu.CUtensorMapL2promotion(0), cu.CUtensorMapFloatOOBfill(0))[1]
+    assert encoded == struct.pack("<16Q", *(int(q) for q in native.opaque))
+    encoded = backend.tensor_map_encode_im2col(0, 4, a, (8, 4, 4, 2), (8, 32, 128), (0, 0), (0, 0), 8, 16,
+                                               (1, 1, 1, 1), 0, 0, 0, 0)
+    native = cu.cuTensorMapEncodeIm2col(cu.CUtensorMapDataType(0), 4, a, [8, 4, 4, 2], [8, 32, 128], [0, 0], [0, 0],
+                                        8, 16, [1, 1, 1, 1], cu.CUtensorMapInterleave(0), cu.CUtensorMapSwizzle(0),
+                                        cu.CUtensorMapL2promotion(0), cu.CUtensorMapFloatOOBfill(0))[1]
+    assert encoded == struct.pack("<16Q", *(int(q) for q in native.opaque))
+    backend.mem_free(a)
+    backend.mem_free(b)
+    backend.module_unload(mod)

@@ -108,6 +108,44 @@ def test_a_matrix_mul_in_cuda_samples_style(lib_dir, worker):
     assert "OK matrixMul 80x64 (0 wrong)" in out and "OK matrixMul time measured" in out, out
 
 
+def test_what_pytorch_asks_of_the_runtime(lib_dir, worker):
+    """tests/guest/programs/runtime_features.cu: device properties, function attributes and
+    occupancy, cudaLaunchKernelExC, 2D/3D copies and memsets, cudaMallocAsync inside the quota,
+    the memory pool, limits; the sim's answers are an H100's (kvmgpu/backend/sim.py)."""
+    prog = build(lib_dir / "runtime_features", lib_dir, *PTX, source=PROGRAMS / "runtime_features.cu")
+    proc = run(prog, worker)
+    out = proc.stdout
+    expected = [
+        # every field from the WELCOME's attributes (sim.ATTRIBUTES), no call to the host
+        "OK properties: cc=9.0 sms=132 warp=32 threads/block=1024 threads/sm=2048 block=1024x1024x64 "
+        "grid=2147483647x65535x65535 smem/block=49152 smem/sm=233472 optin=232448 regs/block=65536 "
+        "regs/sm=65536 const=65536 l2=52428800 bus=5120 pitch=2147483647 unified=1 concurrent=1 engines=2 managed=1",
+        "OK function attributes: threads=1024 dynamic smem=49152",
+        "OK launch with 102400 bytes of dynamic shared memory (attribute 102400, 0 wrong)",
+        # 256 threads at 32 registers: 8 blocks by threads and by registers; 1024 fills a multiprocessor;
+        # two blocks could have 115712 bytes each, but the kernel's own limit is now 102400
+        "OK occupancy: 8 blocks of 256, best block 1024 grid 264, 102400 bytes for 2 blocks",
+        # (clusters are the kernel's required cluster dimensions for that launch only)
+        "OK cudaLaunchKernelExC (0 wrong; in clusters of 2: 0 wrong; then 7 blocks: 0 wrong; required cluster width 0)",
+        "-- a cooperative launch: cudaErrorNotSupported",
+        "OK max active clusters of 2 blocks of 128: 1056",  # (16 blocks a multiprocessor, 132 of them)
+        "OK cudaMemcpy2D host->device->device->host (0 wrong)", "OK cudaMemset2D (0 wrong)",
+        "OK cudaMemcpy3D (same)", "OK cudaMallocAsync(total + 1) = cudaErrorMemoryAllocation",
+        # (charged at its size on the GPU: 2 MiB pages)
+        "OK cudaMallocAsync charged to the quota (2097152 less, then back: 1; last byte 7)",
+        "OK memory pool release threshold (67108864)",
+        "OK limits: stack=1024 heap=8388608 fifo=1048576", "-- a larger malloc heap: cudaErrorNotSupported",
+        "OK tensor map of a 64x64 tensor (0)", "OK tensor map moved to another tensor (0)",
+        "OK im2col tensor map of an NHWC tensor (0)", "-- a tensor map past its allocation: 1",  # INVALID_VALUE
+    ]
+    for line in expected:
+        assert line in out, out
+    # what is refused is named once, on stderr
+    assert "cooperative launch" in proc.stderr and "CU_LIMIT_MALLOC_HEAP_SIZE" in proc.stderr, proc.stderr
+    import re
+    assert not re.search(r"kvmgpu: cu\w+ is not forwarded", proc.stderr), proc.stderr  # (no stub was called)
+
+
 def test_four_threads_each_with_a_stream(static, worker):
     assert "OK four threads (0 0 0 0)" in run(static, worker, "threads").stdout
 
@@ -151,6 +189,18 @@ def test_the_fatbin_goes_to_the_host_once(lib_dir, static, worker):
     assert "INTEGRITY_CHECK.check" in with_globals and "cuLibraryLoadData: library" in with_globals
 
 
+def test_fatbins_go_to_the_host_when_first_used(static, worker):
+    """As CUDA_MODULE_LOADING=LAZY: a run that launches no kernel sends no image and asks the host
+    nothing about one (PyTorch registers hundreds of fatbins and uses a few: its start-up was 912
+    MODULE_LOADs); EAGER loads them as the runtime registers them. (The runtime asks
+    cuModuleGetLoadingMode and defers its own cuLibraryLoadData; a library loaded is still sent
+    only when a kernel or global of it is asked for.)"""
+    lazy = run(static, worker, "quota", env={"KVMGPU_LOG": "trace"}).stderr
+    assert "module image of" not in lazy, lazy
+    eager = run(static, worker, "quota", env={"KVMGPU_LOG": "trace", "CUDA_MODULE_LOADING": "EAGER"}).stderr
+    assert "module image of" in eager, eager
+
+
 def test_a_fatbin_without_ptx_is_a_named_error_on_sim(lib_dir, worker, tmp_path):
     """sm_80 machine code only: the sim backend cannot run it; the program gets the runtime's
     error, not a crash, and the library logs the host's reason and what to build instead."""
@@ -170,7 +220,8 @@ def test_a_kernel_the_sim_cannot_run_is_an_error_naming_it(static, worker):
 
 def test_library_built_with_asan_runs_the_static_program(worker, tmp_path):
     """libcuda.so.1 built with AddressSanitizer and UBSan (the program is nvcc's, not sanitized:
-    the sanitizers' runtimes are preloaded) runs the whole static program."""
+    the sanitizers' runtimes are preloaded) runs the whole static program, and runtime_features
+    (2D/3D copies, attributes, occupancy, pools)."""
     def runtime(name):
         path = subprocess.run(["gcc", f"-print-file-name={name}"], capture_output=True, text=True).stdout.strip()
         return path if path.startswith("/") and Path(path).exists() else None
@@ -185,6 +236,11 @@ def test_library_built_with_asan_runs_the_static_program(worker, tmp_path):
                                   "UBSAN_OPTIONS": "print_stacktrace=1"})
     assert "Sanitizer" not in proc.stderr and "runtime error" not in proc.stderr, proc.stderr
     assert "OK vectorAdd (0 wrong)" in proc.stdout
+    features = build(tmp_path / "runtime_features", tmp_path, *PTX, source=PROGRAMS / "runtime_features.cu")
+    proc = run(features, worker, env={"LD_PRELOAD": f"{asan}:{ubsan}",
+                                      "ASAN_OPTIONS": "detect_leaks=0:abort_on_error=1",
+                                      "UBSAN_OPTIONS": "print_stacktrace=1"})
+    assert "Sanitizer" not in proc.stderr and "runtime error" not in proc.stderr, proc.stderr
 
 
 def test_nvidia_cuda_bindings_run_on_the_library(lib_dir, worker):

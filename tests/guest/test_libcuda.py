@@ -95,6 +95,17 @@ def test_bad_pointers_and_handles_are_errors(program, worker):
     assert "= CUDA_ERROR_INVALID_HANDLE" in out and "TEXT out of memory" in out
 
 
+def test_hostile_inputs_to_the_2d_attribute_pool_and_tensor_map_calls(program, worker):
+    """Each is refused with the named error, by the library or by the host (a 2D copy's rows past
+    the allocation, a tensor past its allocation), and the program goes on."""
+    proc = run(program, worker, "bad2d", str(need_kernels()))
+    assert "FAIL" not in proc.stdout and proc.stdout.rstrip().endswith("DONE"), proc.stdout + proc.stderr
+    assert "OK address range of p + 100" in proc.stdout
+    assert "OK 300 functions found by handle (saxpy, vector_add)" in proc.stdout
+    assert "OK 300 functions' attributes kept apart (0 wrong)" in proc.stdout
+    assert "cuMemcpy2D: CUDA arrays are not given to a VM" in proc.stderr, proc.stderr
+
+
 def test_get_proc_address_resolves_versions_and_logs_an_unknown_name_once(program, worker):
     proc = run(program, worker, "procaddr")
     assert "OK unknown: SYMBOL_NOT_FOUND" in proc.stdout

@@ -91,3 +91,30 @@ def test_the_native_library_forwards_them_too(worker, tmp_path):
     assert out.returncode == 0, out.stdout + out.stderr
     assert out.stdout.splitlines() == ["pci 0 0000:00:00.0", "pci_bad_device 101", "flags 0 0",
                                        "priority 0 0", "priority_destroyed 400"]
+
+
+def test_function_attributes_occupancy_limits_and_16_bit_memsets(cuda):
+    """Ops 50-55 through the Python guest: the sim's H100 answers (kvmgpu/backend/sim.py), an
+    attribute set and read back, a limit, a 16-bit memset byte for byte."""
+    from loopback import need_kernels
+    _, mod = cuda.cuModuleLoadData(need_kernels().read_bytes())
+    err, f = cuda.cuModuleGetFunction(mod, b"saxpy")
+    assert err == 0
+    assert cuda.cuFuncGetAttribute(0, f) == (0, 1024)  # MAX_THREADS_PER_BLOCK
+    assert cuda.cuFuncGetAttribute(16, f) == (cuda.CUresult.CUDA_ERROR_INVALID_VALUE, None)
+    assert cuda.cuFuncSetAttribute(f, 8, 100 * 1024) == (0,)  # MAX_DYNAMIC_SHARED_SIZE_BYTES
+    assert cuda.cuFuncGetAttribute(8, f) == (0, 100 * 1024)
+    assert cuda.cuFuncSetAttribute(f, 8, 1 << 20)[0] == cuda.CUresult.CUDA_ERROR_INVALID_VALUE  # past the opt-in
+    assert cuda.cuFuncSetAttribute(f, 0, 1)[0] == cuda.CUresult.CUDA_ERROR_INVALID_VALUE  # read-only
+    assert cuda.cuOccupancyMaxActiveBlocksPerMultiprocessor(f, 256, 0) == (0, 8)
+    assert cuda.cuCtxGetLimit(2) == (0, 8 << 20)  # CU_LIMIT_MALLOC_HEAP_SIZE
+    assert cuda.cuCtxGetLimit(9) == (cuda.CUresult.CUDA_ERROR_INVALID_VALUE, None)
+    _, p = cuda.cuMemAlloc(64)
+    assert cuda.cuMemsetD8(p, 0x11, 64) == (0,)
+    assert cuda.cuMemsetD16(int(p) + 2, 0xBEEF, 3) == (0,)
+    got = bytearray(64)
+    assert cuda.cuMemcpyDtoH(got, p, 64) == (0,)
+    assert bytes(got[:10]) == b"\x11\x11" + b"\xef\xbe" * 3 + b"\x11\x11"
+    assert cuda.cuMemsetD16(int(p) + 60, 0, 3)[0] == cuda.CUresult.CUDA_ERROR_INVALID_VALUE  # past the end
+    cuda.cuMemFree(p)
+    cuda.cuModuleUnload(mod)

@@ -46,6 +46,7 @@ def test_welcome_describes_the_vgpu(host):
     assert w.device["name"] == "kvmgpu sim device"
     assert w.device["compute_capability"] == [9, 0]
     assert w.device["attributes"]["1"] == 1024 and w.device["attributes"]["16"] == 132
+    assert w.device["attributes"]["95"] == 0  # COOPERATIVE_LAUNCH: not given to a VM (libcuda refuses it)
     assert w.vgpu == {"gmem": QUOTA, "compute": 100, "compute_mode": "share", "backend": "sim", "vm": "test"}
 
 
@@ -139,6 +140,80 @@ def test_copies_and_memset(g):
     g.ok(Op.MEMSET_D32, q + 16, 0x01020304, 2, 0)
     assert g.get(q, 24) == b"\xab" * 10 + bytes(range(10, 16)) + b"\x04\x03\x02\x01" * 2
     g.ok(Op.MEMCPY_HTOD, p, 0, 0, 0)  # nbytes 0: no-op
+
+
+def test_2d_copy_and_16_bit_memset(g):
+    """MEMCPY_2D (cuMemcpy2D between device ranges): rows of `width` bytes at each side's pitch;
+    the bytes between the rows are not touched. MEMSET_D16 sets 16-bit words."""
+    p, q = g.alloc(4096), g.alloc(4096)
+    g.put(p, bytes(range(256)) * 16)
+    g.put(q, b"\xee" * 4096)
+    g.ok(Op.MEMCPY_2D, q + 1, 100, p + 3, 64, 10, 5, 0)  # 5 rows of 10 bytes
+    got = g.get(q, 500)
+    for i in range(5):
+        assert got[1 + 100 * i: 11 + 100 * i] == bytes(b % 256 for b in range(3 + 64 * i, 13 + 64 * i))
+    assert got.count(b"\xee") == 500 - 50
+    g.ok(Op.MEMSET_D16, q, 0xBEEF, 3, 0)
+    assert g.get(q, 8) == b"\xef\xbe" * 3 + got[6:8]
+    g.ok(Op.MEMCPY_2D, q, 16, p, 16, 0, 1 << 62, 0)  # width 0: nothing to copy
+
+
+@pytest.mark.parametrize("case", ["pitch*height wraps a u64", "rows past the allocation",
+                                  "source outside the VM's allocations", "rows wider than the pitch"])
+def test_bad_2d_copies_are_refused(g, case):
+    p, q = g.alloc(4096), g.alloc(4096)
+    g.put(q, b"\x11" * 4096)
+    args = {"pitch*height wraps a u64": (q, 1 << 60, p, 16, 16, 17),  # (1<<60)*16 == 0 in a u64
+            "rows past the allocation": (q, 1024, p, 16, 16, 5),
+            "source outside the VM's allocations": (q, 16, 0xDEAD0000, 16, 16, 2),
+            "rows wider than the pitch": (q, 8, p, 16, 16, 2)}[case]
+    r = g.call(Op.MEMCPY_2D, *args, 0)
+    assert status(r) == INVALID_VALUE
+    assert (b"src" if "source" in case else b"dst") in r.blob, r.blob
+    assert g.get(q, 4096) == b"\x11" * 4096  # nothing changed
+    still_serves(g)
+
+
+def tensor_blob(dims, strides, box=(16, 4), estrides=(1, 1)):
+    pad = lambda t, n: tuple(t) + (0,) * (n - len(t))  # noqa: E731
+    return struct.pack("<5Q4Q5I5I", *pad(dims, 5), *pad(strides, 4), *pad(box, 5), *pad(estrides, 5))
+
+
+def test_tensor_map_of_a_tensor_in_the_sessions_memory(g):
+    p = g.alloc(4096)
+    values = g.ok(Op.TENSOR_MAP_ENCODE_TILED, 0, 2, p, 0, 0, 0, 0, blob=tensor_blob((64, 64), (64,)))
+    assert len(values[0]) == 128 and struct.unpack_from("<Q", values[0])[0] == p  # (the sim packs its inputs)
+
+
+@pytest.mark.parametrize("case", ["past the allocation", "outside the VM's allocations", "strides wrap a u64",
+                                  "a dimension of 0", "short blob"])
+def test_bad_tensor_maps_are_refused(g, case):
+    """A tensor map lets any kernel of the VM read and write the tensor: its bytes, from dims and
+    strides computed exactly, must lie inside one allocation of the session."""
+    p = g.alloc(4096)
+    address, blob = {
+        "past the allocation": (p, tensor_blob((64, 65), (64,))),  # 64 rows of 64 bytes + 1
+        "outside the VM's allocations": (0xDEAD0000, tensor_blob((16, 4), (16,))),
+        "strides wrap a u64": (p, tensor_blob((16, 1 << 33), (1 << 31,))),  # (1<<33)*(1<<31) wraps
+        "a dimension of 0": (p, tensor_blob((16, 0), (16,))),
+        "short blob": (p, tensor_blob((16, 4), (16,))[:100]),
+    }[case]
+    r = g.call(Op.TENSOR_MAP_ENCODE_TILED, 0, 2, address, 0, 0, 0, 0, blob=blob)
+    assert status(r) == INVALID_VALUE, r.blob
+    assert b"TENSOR_MAP_ENCODE_TILED" in r.blob
+    still_serves(g)
+
+
+def test_im2col_tensor_map_checks_the_tensor_too(g):
+    """An NHWC tensor of 8 channels, 4x4 pixels, batch 2 (256 bytes): inside a 4 KiB allocation a
+    map; a batch of 32 (4 KiB + 1 row) past it is INVALID_VALUE."""
+    p = g.alloc(4096)
+    def blob(n):
+        return struct.pack("<5Q4Q3i3i5III", 8, 4, 4, n, 0, 8, 32, 128, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 0, 8, 16)
+    assert len(g.ok(Op.TENSOR_MAP_ENCODE_IM2COL, 0, 4, p, 0, 0, 0, 0, blob=blob(2))[0]) == 128
+    r = g.call(Op.TENSOR_MAP_ENCODE_IM2COL, 0, 4, p, 0, 0, 0, 0, blob=blob(33))
+    assert status(r) == INVALID_VALUE and b"TENSOR_MAP_ENCODE_IM2COL" in r.blob, r.blob
+    still_serves(g)
 
 
 def done_word(g, at: int) -> int:
@@ -330,6 +405,10 @@ def test_module_cache(host, g):
     m2 = other.ok(Op.MODULE_LOAD, 0, 0, blob=sha)[0]  # still loaded: no need to send it
     other.function(m2, "saxpy")
     assert len(host.vgpu.modules) == 1
+    # the question "do you have it?" answered no is not a failed call (the stats showed half of
+    # PyTorch's loads as errors): it is counted as an image sent
+    stats = host.vgpu.stats()
+    assert "MODULE_LOAD" not in stats["errors"] and stats["module_images_sent"] == 1
 
 
 def test_module_cache_is_bounded(host, g):

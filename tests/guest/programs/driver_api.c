@@ -5,6 +5,8 @@
  *   driver_api quota              cuMemAlloc past the quota
  *   driver_api bad                bad pointers and handles
  *   driver_api procaddr           cuGetProcAddress
+ *   driver_api bad2d KERNELS.ptx  hostile inputs to the 2D copies, memsets, attributes, pools,
+ *                                 tensor maps and launch attributes (the guest's and the host's checks)
  *   driver_api lost               set up, say READY, wait for a line on stdin, then call again
  */
 #define _GNU_SOURCE
@@ -385,6 +387,93 @@ static int run_copies(long mib)
     return 0;
 }
 
+static int run_bad2d(const char *ptx_path)
+{
+    CUdeviceptr p, q, base;
+    size_t size;
+    char host[256] = {0};
+    start();
+    CHECK(cuMemAlloc(&p, 4096));
+    CHECK(cuMemAlloc(&q, 4096));
+    CUDA_MEMCPY2D c;
+    memset(&c, 0, sizeof c);
+    c.srcMemoryType = CU_MEMORYTYPE_HOST, c.srcHost = NULL, c.srcPitch = 16;
+    c.dstMemoryType = CU_MEMORYTYPE_DEVICE, c.dstDevice = p, c.dstPitch = 16;
+    c.WidthInBytes = 16, c.Height = 2;
+    EXPECT(cuMemcpy2D(&c), CUDA_ERROR_INVALID_VALUE); /* a NULL host pointer */
+    c.srcMemoryType = CU_MEMORYTYPE_DEVICE, c.srcDevice = q, c.dstPitch = 4096;
+    EXPECT(cuMemcpy2D(&c), CUDA_ERROR_INVALID_VALUE); /* the second row past p's allocation: the host says */
+    c.dstPitch = (size_t)1 << 62, c.Height = 5;
+    EXPECT(cuMemcpy2D(&c), CUDA_ERROR_INVALID_VALUE); /* pitch * height wraps */
+    c.dstPitch = 16, c.Height = 2, c.srcY = (size_t)1 << 62, c.srcPitch = 16;
+    EXPECT(cuMemcpy2D(&c), CUDA_ERROR_INVALID_VALUE); /* srcY * pitch wraps */
+    c.srcY = 0, c.WidthInBytes = 32;
+    EXPECT(cuMemcpy2D(&c), CUDA_ERROR_INVALID_VALUE); /* rows wider than the pitch */
+    c.srcMemoryType = CU_MEMORYTYPE_ARRAY;
+    EXPECT(cuMemcpy2D(&c), CUDA_ERROR_NOT_SUPPORTED); /* no CUDA arrays for a VM */
+    EXPECT(cuMemsetD2D8(p, 8, 1, 16, 2), CUDA_ERROR_INVALID_VALUE); /* width over the pitch */
+    EXPECT(cuMemsetD16(p + 4090, 0, 4), CUDA_ERROR_INVALID_VALUE);   /* past the end */
+    EXPECT(cuMemGetAddressRange(&base, &size, p + 100), CUDA_SUCCESS);
+    printf("%s address range of p + 100\n", base == p && size == 4096 ? "OK" : "FAIL");
+    EXPECT(cuMemGetAddressRange(&base, &size, (CUdeviceptr)(uintptr_t)host), CUDA_ERROR_NOT_FOUND);
+    EXPECT(cuMemFreeAsync(p + 8, NULL), CUDA_ERROR_INVALID_VALUE);
+    CUmemoryPool pool;
+    cuuint64_t v = 1;
+    CHECK(cuDeviceGetDefaultMemPool(&pool, 0));
+    EXPECT(cuMemPoolSetAttribute(pool, CU_MEMPOOL_ATTR_USED_MEM_HIGH, &v), CUDA_ERROR_INVALID_VALUE); /* only 0 */
+    EXPECT(cuCtxSetLimit((CUlimit)99, 1), CUDA_ERROR_INVALID_VALUE);
+    char *ptx = read_file(ptx_path);
+    CUmodule m;
+    CUfunction f;
+    int value;
+    CHECK(cuModuleLoadData(&m, ptx));
+    CHECK(cuModuleGetFunction(&f, m, "vector_add"));
+    EXPECT(cuFuncGetAttribute(&value, (CUfunction_attribute)99, f), CUDA_ERROR_INVALID_VALUE);
+    EXPECT(cuFuncGetAttribute(&value, CU_FUNC_ATTRIBUTE_NUM_REGS, (CUfunction)0x1234), CUDA_ERROR_INVALID_HANDLE);
+    EXPECT(cuFuncSetAttribute(f, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, 1 << 30), CUDA_ERROR_INVALID_VALUE);
+    CUlaunchAttribute cooperative = {.id = CU_LAUNCH_ATTRIBUTE_COOPERATIVE, .value.cooperative = 1};
+    CUlaunchConfig config = {.gridDimX = 1, .gridDimY = 1, .gridDimZ = 1, .blockDimX = 1, .blockDimY = 1,
+                             .blockDimZ = 1, .attrs = &cooperative, .numAttrs = 1};
+    EXPECT(cuLaunchKernelEx(&config, f, NULL, NULL), CUDA_ERROR_NOT_SUPPORTED);
+    CUtensorMap map;
+    cuuint64_t dims[2] = {16, 4096}, strides[1] = {16};
+    cuuint32_t box[2] = {16, 4}, one[2] = {1, 1};
+    EXPECT(cuTensorMapEncodeTiled(&map, CU_TENSOR_MAP_DATA_TYPE_UINT8, 2, (void *)(uintptr_t)p, dims, strides, box,
+                                  one, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_NONE,
+                                  CU_TENSOR_MAP_L2_PROMOTION_NONE, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE),
+           CUDA_ERROR_INVALID_VALUE); /* 64 KiB of tensor in a 4 KiB allocation */
+    EXPECT(cuTensorMapEncodeTiled(&map, CU_TENSOR_MAP_DATA_TYPE_UINT8, 0, (void *)(uintptr_t)p, dims, strides, box,
+                                  one, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_NONE,
+                                  CU_TENSOR_MAP_L2_PROMOTION_NONE, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE),
+           CUDA_ERROR_INVALID_VALUE); /* rank 0 */
+    EXPECT(cuTensorMapReplaceAddress(&map, (void *)(uintptr_t)q), CUDA_ERROR_NOT_SUPPORTED); /* never encoded */
+    /* many functions (the library's index of them grows): each still found by its handle */
+    static CUfunction fs[300];
+    for (int i = 0; i < 300; i++) {
+        CHECK(cuModuleGetFunction(&fs[i], m, i % 2 ? "vector_add" : "saxpy"));
+        CHECK(cuFuncSetAttribute(fs[i], CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, 1000 + i)); /* each its own */
+    }
+    int wrong = 0;
+    for (int i = 0; i < 300; i++) {
+        CHECK(cuFuncGetAttribute(&value, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, fs[i]));
+        wrong += value != 1000 + i;
+    }
+    printf("%s 300 functions' attributes kept apart (%d wrong)\n", wrong ? "FAIL" : "OK", wrong);
+    const char *first, *last;
+    CHECK(cuFuncGetName(&first, fs[0]));
+    CHECK(cuFuncGetName(&last, fs[299]));
+    printf("%s 300 functions found by handle (%s, %s)\n", !strcmp(first, "saxpy") && !strcmp(last, "vector_add") ?
+           "OK" : "FAIL", first, last);
+    EXPECT(cuLaunchKernel(fs[150], 1, 1, 1, 1, 1, 1, 0, NULL, NULL, NULL), CUDA_ERROR_INVALID_VALUE); /* no params */
+    CHECK(cuModuleUnload(m));
+    free(ptx);
+    CHECK(cuMemFree(p));
+    CHECK(cuMemFree(q));
+    CHECK(cuCtxSynchronize());
+    printf("DONE\n");
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -394,12 +483,14 @@ int main(int argc, char **argv)
         return run_quota();
     if (argc >= 2 && !strcmp(argv[1], "bad"))
         return run_bad();
+    if (argc >= 3 && !strcmp(argv[1], "bad2d"))
+        return run_bad2d(argv[2]);
     if (argc >= 2 && !strcmp(argv[1], "procaddr"))
         return run_procaddr();
     if (argc >= 2 && !strcmp(argv[1], "lost"))
         return run_lost();
     if (argc >= 3 && !strcmp(argv[1], "copies"))
         return run_copies(atol(argv[2]));
-    fprintf(stderr, "usage: driver_api main KERNELS.ptx | quota | bad | procaddr | lost | copies MIB\n");
+    fprintf(stderr, "usage: driver_api main KERNELS.ptx | quota | bad | bad2d KERNELS.ptx | procaddr | lost | copies MIB\n");
     return 2;
 }

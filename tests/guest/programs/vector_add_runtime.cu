@@ -145,7 +145,11 @@ int main(int argc, char **argv)
     CHECK(cudaGetDeviceProperties(&prop, 0));
     std::printf("%s device: count=%d name=%s total=%zu cc=%d.%d\n", count == 1 ? "OK" : "FAIL", count, prop.name,
                 prop.totalGlobalMem, prop.major, prop.minor);
-    size_t free_at_start = 0, total_at_start = 0; // (the module's __device__ variable is loaded by now)
+    // Modules load when first used (CUDA_MODULE_LOADING=LAZY, CUDA's default): asking for the
+    // __device__ variable's size loads this program's, whose memory then counts from the start.
+    size_t scale_size = 0;
+    CHECK(cudaGetSymbolSize(&scale_size, scale));
+    size_t free_at_start = 0, total_at_start = 0;
     CHECK(cudaMemGetInfo(&free_at_start, &total_at_start));
 
     const int n = 50000;
