@@ -40,7 +40,7 @@ del held
 torch.cuda.empty_cache()
 again = torch.empty(quota // 2 + (64 << 20), dtype=torch.uint8, device="cuda")
 check("after empty_cache the same allocation fits", again.numel() == quota // 2 + (64 << 20))
-del again
+del again, y
 torch.cuda.empty_cache()
 check("everything freed", torch.cuda.memory_allocated() == 0 and torch.cuda.mem_get_info()[0] > quota // 2,
       str(torch.cuda.mem_get_info()[0]))
