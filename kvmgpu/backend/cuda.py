@@ -581,22 +581,23 @@ class CudaBackend(Backend):
     def func_get_attributes(self, function) -> bytes:
         values = []
         for a in range(16):
-            err, value = cu.cuFuncGetAttribute(cu.CUfunction_attribute(a), function.backend)
+            err, value = cu.cuFuncGetAttribute(cu.CUfunction_attribute(a), function.backend.handle)
             if err and a <= 8:  # the attributes every driver since CUDA 9 answers
                 _fail(err, f"cuFuncGetAttribute({a})")
             values.append(int(value) if not err else 0)  # (a newer attribute an older driver lacks)
         return struct.pack("<16i", *values)
 
     def func_set_attribute(self, function, attribute: int, value: int) -> None:
-        _check(cu.cuFuncSetAttribute(function.backend, cu.CUfunction_attribute(attribute), value),
+        _check(cu.cuFuncSetAttribute(function.backend.handle, cu.CUfunction_attribute(attribute), value),
                f"cuFuncSetAttribute({attribute}, {value})")
 
     def occupancy_max_blocks(self, function, block: int, shared: int, flags: int) -> int:
         return int(_check(cu.cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(
-            function.backend, block, shared, flags), "cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags"))
+            function.backend.handle, block, shared, flags),
+            "cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags"))
 
     def occupancy_available_smem(self, function, blocks: int, block: int) -> int:
-        return int(_check(cu.cuOccupancyAvailableDynamicSMemPerBlock(function.backend, blocks, block),
+        return int(_check(cu.cuOccupancyAvailableDynamicSMemPerBlock(function.backend.handle, blocks, block),
                           "cuOccupancyAvailableDynamicSMemPerBlock"))
 
     def ctx_get_limit(self, limit: int) -> int:
@@ -621,7 +622,8 @@ class CudaBackend(Backend):
             attr.value.clusterDim.x, attr.value.clusterDim.y, attr.value.clusterDim.z = cx, cy, cz
             config.attrs = [attr]
             config.numAttrs = 1
-        return int(_check(cu.cuOccupancyMaxActiveClusters(function.backend, config), "cuOccupancyMaxActiveClusters"))
+        return int(_check(cu.cuOccupancyMaxActiveClusters(function.backend.handle, config),
+                          "cuOccupancyMaxActiveClusters"))
 
     def tensor_map_encode_im2col(self, dtype, rank, address, dims, strides, lower, upper, channels, pixels,
                                  element_strides, interleave, swizzle, l2, fill) -> bytes:
