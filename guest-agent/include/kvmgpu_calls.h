@@ -280,6 +280,13 @@ static inline int kvmgpu_graph_destroy(struct kvmgpu_client *c, uint64_t graph, 
     return kvmgpu_call(c, KVMGPU_OP_GRAPH_DESTROY, args, 1, NULL, 0, queued, NULL, 0, NULL, NULL);
 }
 
+/* GRAPH_GET_NODE_COUNT: cuGraphGetNodes (the count: nodes NULL): how many nodes a graph has (PyTorch asks after every capture; a VM is given no node handles). */
+static inline int kvmgpu_graph_get_node_count(struct kvmgpu_client *c, uint64_t graph, struct kvmgpu_results_graph_get_node_count *out)
+{
+    const uint64_t args[1] = {graph};
+    return kvmgpu_call(c, KVMGPU_OP_GRAPH_GET_NODE_COUNT, args, 1, NULL, 0, 0, out, sizeof *out, NULL, NULL);
+}
+
 /* FUNC_GET_ATTRIBUTES: cuFuncGetAttribute, cuKernelGetAttribute: every attribute of a kernel at once (the guest keeps them: they change only by its own FUNC_SET_ATTRIBUTE). */
 static inline int kvmgpu_func_get_attributes(struct kvmgpu_client *c, uint64_t function, struct kvmgpu_results_func_get_attributes *out)
 {

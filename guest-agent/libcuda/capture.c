@@ -409,6 +409,27 @@ CUAPI CUresult cuGraphExecDestroy(CUgraphExec exec)
     return rc ? rc : kvmgpu_graph_exec_destroy(S, (uint64_t)(uintptr_t)exec, 0);
 }
 
+/* The count only (PyTorch asks it after every capture, nodes NULL): a VM is given no node handles. */
+CUAPI CUresult cuGraphGetNodes(CUgraph graph, CUgraphNode *nodes, size_t *numNodes)
+{
+    CUresult rc = kvmgpu_initialised();
+    if (rc)
+        return rc;
+    if (!numNodes)
+        return KVMGPU_CUDA_ERROR_INVALID_VALUE;
+    if (nodes) {
+        static int said;
+        if (!__atomic_exchange_n(&said, 1, __ATOMIC_RELAXED))
+            kvmgpu_log("cuGraphGetNodes: a graph's nodes are not given to a VM, only their count (CUDA_ERROR_NOT_SUPPORTED)");
+        return KVMGPU_CUDA_ERROR_NOT_SUPPORTED;
+    }
+    struct kvmgpu_results_graph_get_node_count out;
+    rc = kvmgpu_graph_get_node_count(S, (uint64_t)(uintptr_t)graph, &out);
+    if (rc == 0)
+        *numNodes = (size_t)out.count;
+    return rc;
+}
+
 CUAPI CUresult cuGraphDestroy(CUgraph graph)
 {
     CUresult rc = kvmgpu_initialised();

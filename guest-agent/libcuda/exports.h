@@ -146,6 +146,7 @@
     X("cuGraphUpload", cuGraphUpload_ptsz, 11010, 1)                                     \
     X("cuGraphExecDestroy", cuGraphExecDestroy, 10000, 0)                                \
     X("cuGraphDestroy", cuGraphDestroy, 10000, 0)                                        \
+    X("cuGraphGetNodes", cuGraphGetNodes, 10000, 0)                                      \
     X("cuFuncGetAttribute", cuFuncGetAttribute, 2020, 0)                                  \
     X("cuFuncSetAttribute", cuFuncSetAttribute, 9000, 0)                                  \
     X("cuKernelGetAttribute", cuKernelGetAttribute, 12000, 0)                             \

@@ -237,6 +237,10 @@ class Backend(abc.ABC):
     def graph_upload(self, graph_exec, stream) -> None: ...
 
     @abc.abstractmethod
+    def graph_node_count(self, graph) -> int:
+        """cuGraphGetNodes with no node array: how many nodes `graph` has."""
+
+    @abc.abstractmethod
     def graph_exec_destroy(self, graph_exec) -> None: ...
 
     @abc.abstractmethod

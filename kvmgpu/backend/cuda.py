@@ -573,6 +573,10 @@ class CudaBackend(Backend):
     def graph_upload(self, graph_exec, stream) -> None:
         _check(cu.cuGraphUpload(graph_exec, self._stream(stream)), "cuGraphUpload")
 
+    def graph_node_count(self, graph) -> int:
+        _, count = _check(cu.cuGraphGetNodes(graph, 0), "cuGraphGetNodes")
+        return int(count)
+
     def graph_exec_destroy(self, graph_exec) -> None:
         _check(cu.cuGraphExecDestroy(graph_exec), "cuGraphExecDestroy")
 

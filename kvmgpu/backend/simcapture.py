@@ -116,6 +116,10 @@ class SimCapture:
                 work()
         self._run(stream, replay)
 
+    def graph_node_count(self, graph: SimGraph) -> int:
+        self._check()
+        return len(graph.work)
+
     def graph_upload(self, graph_exec: SimGraph, stream) -> None:
         self._check()
         if stream is None:

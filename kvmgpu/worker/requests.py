@@ -518,6 +518,20 @@ def graph_destroy(s: Session, call: Call) -> GraphDestroy:
     return GraphDestroy(graph, a_graph)
 
 
+class GraphGetNodeCount(NamedTuple):
+    """GRAPH_GET_NODE_COUNT: how many nodes a graph has (PyTorch asks after every capture; a VM is given no node
+    handles)."""
+
+    graph: object  # the object of handle graph in the session's graphs
+    graph_handle: int  # as the guest sent it
+
+
+def graph_get_node_count(s: Session, call: Call) -> GraphGetNodeCount:
+    a_graph, = call.args
+    graph = s.lookup("graphs", a_graph, "graph")
+    return GraphGetNodeCount(graph, a_graph)
+
+
 class FuncGetAttributes(NamedTuple):
     """FUNC_GET_ATTRIBUTES: every attribute of a kernel at once (the guest keeps them: they change only by its own
     FUNC_SET_ATTRIBUTE)."""
@@ -690,6 +704,7 @@ CHECKS = {
     Op.GRAPH_UPLOAD: graph_upload,
     Op.GRAPH_EXEC_DESTROY: graph_exec_destroy,
     Op.GRAPH_DESTROY: graph_destroy,
+    Op.GRAPH_GET_NODE_COUNT: graph_get_node_count,
     Op.FUNC_GET_ATTRIBUTES: func_get_attributes,
     Op.FUNC_SET_ATTRIBUTE: func_set_attribute,
     Op.OCCUPANCY_MAX_BLOCKS: occupancy_max_blocks,
@@ -713,6 +728,7 @@ THIN = {
     Op.DEVICE_GET_PCI_BUS_ID: ('device_get_pci_bus_id', (), 1),
     Op.STREAM_GET_PRIORITY: ('stream_get_priority', ('stream',), 1),
     Op.GRAPH_UPLOAD: ('graph_upload', ('graph_exec', 'stream'), 0),
+    Op.GRAPH_GET_NODE_COUNT: ('graph_node_count', ('graph',), 1),
     Op.FUNC_GET_ATTRIBUTES: ('func_get_attributes', ('function',), 1),
     Op.FUNC_SET_ATTRIBUTE: ('func_set_attribute', ('function', 'attribute', 'value'), 0),
     Op.OCCUPANCY_MAX_BLOCKS: ('occupancy_max_blocks', ('function', 'block', 'shared', 'flags'), 1),

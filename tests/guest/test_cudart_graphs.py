@@ -28,6 +28,7 @@ EVERY_CHECK = (
     "thread-local graph again launched 3 times (0 wrong)", "everything destroyed")
 
 DRIVER_CHECKS = (
+    "the graph's node count is the one launch captured", "the nodes themselves: CUDA_ERROR_NOT_SUPPORTED",
     "cuGetProcAddress gives each version its variant", "a graph built by hand: CUDA_ERROR_NOT_SUPPORTED",
     "end of a stream not capturing: CUDA_ERROR_ILLEGAL_STATE",
     "capture of the legacy stream: CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED",

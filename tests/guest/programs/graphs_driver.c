@@ -142,6 +142,12 @@ int main(int argc, char **argv)
            cuGraphInstantiate(&exec, capturing, 0), CUDA_ERROR_INVALID_HANDLE);
     CHECK(cuStreamEndCapture(stream, &graph));
     TRUE("the capture ended as it went on", graph != NULL);
+    size_t nodes = 0;
+    CUgraphNode node[4];
+    CHECK(cuGraphGetNodes(graph, NULL, &nodes));
+    TRUE("the graph's node count is the one launch captured", nodes == 1);
+    nodes = 4;
+    EXPECT("the nodes themselves", cuGraphGetNodes(graph, node, &nodes), CUDA_ERROR_NOT_SUPPORTED);
 
     /* cuGraphInstantiateWithParams, with an upload on the stream */
     CUDA_GRAPH_INSTANTIATE_PARAMS params = {CUDA_GRAPH_INSTANTIATE_FLAG_UPLOAD, stream, NULL, 99};
