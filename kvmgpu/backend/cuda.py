@@ -59,6 +59,15 @@ _NOT_READY = cu.CUresult.CUDA_ERROR_NOT_READY
 _INVALID_VALUE = cu.CUresult.CUDA_ERROR_INVALID_VALUE
 _REGISTER_FLAGS = (cu.CU_MEMHOSTREGISTER_PORTABLE | cu.CU_MEMHOSTREGISTER_DEVICEMAP)
 _NO_TIMING = cu.CUevent_flags.CU_EVENT_DISABLE_TIMING
+
+
+def _u32s(values) -> list:
+    """A list argument cuda-bindings types as cuuint32_t (it takes no plain ints there)."""
+    return [cu.cuuint32_t(int(v)) for v in values]
+
+
+def _u64s(values) -> list:
+    return [cu.cuuint64_t(int(v)) for v in values]
 # Attributes whose query is documented to fail or that are markers, not attributes.
 _SKIP_ATTRIBUTES = {"CU_DEVICE_ATTRIBUTE_MAX"}
 _BINARY_MAGIC = (b"\x7fELF", b"\x50\xed\x55\xba")  # cubin (ELF), fatbin
@@ -610,8 +619,8 @@ class CudaBackend(Backend):
     def tensor_map_encode_tiled(self, dtype, rank, address, dims, strides, box, element_strides,
                                 interleave, swizzle, l2, fill) -> bytes:
         m = _check(cu.cuTensorMapEncodeTiled(
-            cu.CUtensorMapDataType(dtype), rank, address, list(dims), list(strides), list(box),
-            list(element_strides), cu.CUtensorMapInterleave(interleave), cu.CUtensorMapSwizzle(swizzle),
+            cu.CUtensorMapDataType(dtype), cu.cuuint32_t(rank), address, _u64s(dims), _u64s(strides), _u32s(box),
+            _u32s(element_strides), cu.CUtensorMapInterleave(interleave), cu.CUtensorMapSwizzle(swizzle),
             cu.CUtensorMapL2promotion(l2), cu.CUtensorMapFloatOOBfill(fill)), "cuTensorMapEncodeTiled")
         return struct.pack("<16Q", *(int(q) for q in m.opaque))
 
@@ -632,8 +641,9 @@ class CudaBackend(Backend):
     def tensor_map_encode_im2col(self, dtype, rank, address, dims, strides, lower, upper, channels, pixels,
                                  element_strides, interleave, swizzle, l2, fill) -> bytes:
         m = _check(cu.cuTensorMapEncodeIm2col(
-            cu.CUtensorMapDataType(dtype), rank, address, list(dims), list(strides), list(lower), list(upper),
-            channels, pixels, list(element_strides), cu.CUtensorMapInterleave(interleave),
+            cu.CUtensorMapDataType(dtype), cu.cuuint32_t(rank), address, _u64s(dims), _u64s(strides), list(lower),
+            list(upper), cu.cuuint32_t(channels), cu.cuuint32_t(pixels), _u32s(element_strides),
+            cu.CUtensorMapInterleave(interleave),
             cu.CUtensorMapSwizzle(swizzle), cu.CUtensorMapL2promotion(l2), cu.CUtensorMapFloatOOBfill(fill)),
             "cuTensorMapEncodeIm2col")
         return struct.pack("<16Q", *(int(q) for q in m.opaque))
