@@ -287,6 +287,12 @@ static inline int kvmgpu_graph_get_node_count(struct kvmgpu_client *c, uint64_t 
     return kvmgpu_call(c, KVMGPU_OP_GRAPH_GET_NODE_COUNT, args, 1, NULL, 0, 0, out, sizeof *out, NULL, NULL);
 }
 
+/* WINDOW_DEVICE_POINTER: cuMemHostGetDevicePointer (the session's window): the device address of the session's window (NOT_SUPPORTED where the backend cannot map host memory into the device's address space: the sim). */
+static inline int kvmgpu_window_device_pointer(struct kvmgpu_client *c, struct kvmgpu_results_window_device_pointer *out)
+{
+    return kvmgpu_call(c, KVMGPU_OP_WINDOW_DEVICE_POINTER, NULL, 0, NULL, 0, 0, out, sizeof *out, NULL, NULL);
+}
+
 /* FUNC_GET_ATTRIBUTES: cuFuncGetAttribute, cuKernelGetAttribute: every attribute of a kernel at once (the guest keeps them: they change only by its own FUNC_SET_ATTRIBUTE). */
 static inline int kvmgpu_func_get_attributes(struct kvmgpu_client *c, uint64_t function, struct kvmgpu_results_func_get_attributes *out)
 {

@@ -4,7 +4,7 @@
 
 #include <stdint.h>
 
-#define KVMGPU_PROTOCOL_VERSION 9
+#define KVMGPU_PROTOCOL_VERSION 10
 #define KVMGPU_MAGIC 0x474Bu
 #define KVMGPU_QUEUED 0x01u
 #define KVMGPU_MAX_ARG_BYTES 32764
@@ -85,6 +85,7 @@ enum kvmgpu_op {
     KVMGPU_OP_GRAPH_EXEC_DESTROY = 85, /* cuGraphExecDestroy */
     KVMGPU_OP_GRAPH_DESTROY = 86, /* cuGraphDestroy */
     KVMGPU_OP_GRAPH_GET_NODE_COUNT = 87, /* cuGraphGetNodes (the count: nodes NULL) */
+    KVMGPU_OP_WINDOW_DEVICE_POINTER = 88, /* cuMemHostGetDevicePointer (the session's window) */
     KVMGPU_OP_FUNC_GET_ATTRIBUTES = 50, /* cuFuncGetAttribute, cuKernelGetAttribute */
     KVMGPU_OP_FUNC_SET_ATTRIBUTE = 51, /* cuFuncSetAttribute, cuKernelSetAttribute */
     KVMGPU_OP_OCCUPANCY_MAX_BLOCKS = 52, /* cuOccupancyMaxActiveBlocksPerMultiprocessor(WithFlags) */
@@ -536,6 +537,15 @@ struct __attribute__((packed)) kvmgpu_results_graph_get_node_count {
     uint64_t count;
 };
 _Static_assert(sizeof(struct kvmgpu_results_graph_get_node_count) == 8, "GRAPH_GET_NODE_COUNT results");
+
+#define KVMGPU_WINDOW_DEVICE_POINTER_NARGS 0
+#define KVMGPU_WINDOW_DEVICE_POINTER_BLOB_MAX 0
+#define KVMGPU_WINDOW_DEVICE_POINTER_QUEUEABLE 0
+#define KVMGPU_WINDOW_DEVICE_POINTER_SYNCHRONISING 0
+struct __attribute__((packed)) kvmgpu_results_window_device_pointer {
+    uint64_t address;
+};
+_Static_assert(sizeof(struct kvmgpu_results_window_device_pointer) == 8, "WINDOW_DEVICE_POINTER results");
 
 #define KVMGPU_FUNC_GET_ATTRIBUTES_NARGS 1
 #define KVMGPU_FUNC_GET_ATTRIBUTES_BLOB_MAX 0

@@ -2,7 +2,7 @@
 
 import enum
 
-PROTOCOL_VERSION = 9
+PROTOCOL_VERSION = 10
 MAGIC = 0x474B
 HEADER_FORMAT = "<HBBIII"
 CALL_HEAD_FORMAT = "<HH"
@@ -72,6 +72,7 @@ class Op(enum.IntEnum):
     GRAPH_EXEC_DESTROY = 85  # cuGraphExecDestroy
     GRAPH_DESTROY = 86  # cuGraphDestroy
     GRAPH_GET_NODE_COUNT = 87  # cuGraphGetNodes (the count: nodes NULL)
+    WINDOW_DEVICE_POINTER = 88  # cuMemHostGetDevicePointer (the session's window)
     FUNC_GET_ATTRIBUTES = 50  # cuFuncGetAttribute, cuKernelGetAttribute
     FUNC_SET_ATTRIBUTE = 51  # cuFuncSetAttribute, cuKernelSetAttribute
     OCCUPANCY_MAX_BLOCKS = 52  # cuOccupancyMaxActiveBlocksPerMultiprocessor(WithFlags)
@@ -126,6 +127,7 @@ TABLE = {
     Op.GRAPH_EXEC_DESTROY: (('graph_exec',), '', 0, True, False),
     Op.GRAPH_DESTROY: (('graph',), '', 0, True, False),
     Op.GRAPH_GET_NODE_COUNT: (('graph',), 'Q', 0, False, False),
+    Op.WINDOW_DEVICE_POINTER: ((), 'Q', 0, False, False),
     Op.FUNC_GET_ATTRIBUTES: (('function',), '64s', 0, False, False),
     Op.FUNC_SET_ATTRIBUTE: (('function', 'attribute', 'value'), '', 0, False, False),
     Op.OCCUPANCY_MAX_BLOCKS: (('function', 'block', 'shared', 'flags'), 'i', 0, False, False),

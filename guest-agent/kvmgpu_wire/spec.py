@@ -39,11 +39,11 @@ from .kinds import (
 )
 
 # --- frames ----------------------------------------------------------------------------------------
-PROTOCOL_VERSION = 9  # 2: MEMCPY_HTOD_STAGED; 3: MEMCPY_DTOH_PIECES; 4: the mailbox, DOORBELL;
+PROTOCOL_VERSION = 10  # 2: MEMCPY_HTOD_STAGED; 3: MEMCPY_DTOH_PIECES; 4: the mailbox, DOORBELL;
 # 5: CTX_GET_FLAGS, DEVICE_GET_PCI_BUS_ID, STREAM_GET_PRIORITY; 6: HELLO's pid and role,
 # VGPU_PROCESSES, VGPU_UTILIZATION (the guest's NVML); 7: stream capture and graphs (80-86);
 # 8: FUNC_GET_ATTRIBUTES .. TENSOR_MAP_ENCODE_IM2COL (ops 50-59, what PyTorch's runtime and
-# libraries ask of a function and a context); 9: GRAPH_GET_NODE_COUNT
+# libraries ask of a function and a context); 9: GRAPH_GET_NODE_COUNT; 10: WINDOW_DEVICE_POINTER
 MAGIC = 0x474B  # "KG"
 # magic u16 | kind u8 | flags u8 | session u32 | seq u32 | length u32, little-endian; then the payload
 HEADER = (("magic", "H"), ("kind", "B"), ("flags", "B"), ("session", "I"), ("seq", "I"), ("length", "I"))
@@ -299,6 +299,12 @@ OPS: tuple[OpDecl, ...] = (
            "how many nodes a graph has (PyTorch asks after every capture; a VM is given no node handles)",
            args=(Handle("graph", table="graphs"),), results=(Result("count", "Q"),),
            backend="graph_node_count(graph)"),
+    # Mapped page-locked memory: the guest carves it out of its window, which the host registered
+    # with the driver as mapped (DEVICEMAP); a kernel reaches it at the window's device address.
+    OpDecl(88, "WINDOW_DEVICE_POINTER", "cuMemHostGetDevicePointer (the session's window)",
+           "the device address of the session's window (NOT_SUPPORTED where the backend cannot map "
+           "host memory into the device's address space: the sim)",
+           results=(Result("address", "Q"),), backends=("cuda",)),
 )
 
 # The CUfunction_attribute values FUNC_GET_ATTRIBUTES answers, in order (MAX_THREADS_PER_BLOCK ..

@@ -61,6 +61,7 @@
     X("cuMemGetInfo", cuMemGetInfo_v2, 3020, 0)                                          \
     X("cuMemAllocHost", cuMemAllocHost_v2, 3020, 0)                                      \
     X("cuMemHostAlloc", cuMemHostAlloc, 2020, 0)                                         \
+    X("cuMemHostGetDevicePointer", cuMemHostGetDevicePointer_v2, 3020, 0)                \
     X("cuMemFreeHost", cuMemFreeHost, 2000, 0)                                           \
     X("cuMemHostGetFlags", cuMemHostGetFlags, 2030, 0)                                   \
     X("cuMemHostRegister", cuMemHostRegister_v2, 6050, 0)                                \

@@ -236,6 +236,12 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def graph_upload(self, graph_exec, stream) -> None: ...
 
+    def region_device_pointer(self) -> int:
+        """The device address of the shared region (registered mapped): where a guest's mapped
+        page-locked memory is for its kernels. A backend that cannot map host memory says so."""
+        raise CudaError(CUresult.CUDA_ERROR_NOT_SUPPORTED,
+                        "this backend does not map host memory into the device's address space")
+
     @abc.abstractmethod
     def graph_node_count(self, graph) -> int:
         """cuGraphGetNodes with no node array: how many nodes `graph` has."""

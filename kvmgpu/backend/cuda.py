@@ -582,6 +582,11 @@ class CudaBackend(Backend):
     def graph_upload(self, graph_exec, stream) -> None:
         _check(cu.cuGraphUpload(graph_exec, self._stream(stream)), "cuGraphUpload")
 
+    def region_device_pointer(self) -> int:
+        if not self._region_addr:
+            _fail(cu.CUresult.CUDA_ERROR_NOT_SUPPORTED, "no shared region is registered")
+        return int(_check(cu.cuMemHostGetDevicePointer(self._region_addr, 0), "cuMemHostGetDevicePointer"))
+
     def graph_node_count(self, graph) -> int:
         _, count = _check(cu.cuGraphGetNodes(graph, 0), "cuGraphGetNodes")
         return int(count)

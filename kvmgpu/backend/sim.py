@@ -452,7 +452,7 @@ class SimBackend(SimCapture, Backend):
         self._check()
         attrs = function.backend.attributes
         size = (cx * cy * cz) if cx else max(1, attrs[11] * attrs[12] * attrs[13])
-        if size > (16 if attrs[14] else 8) or (cx and (gx % cx or gy % cy or gz % cz)):
+        if size == 0 or size > (16 if attrs[14] else 8) or (cx and (gx % cx or gy % cy or gz % cz)):
             _fail(CUresult.CUDA_ERROR_INVALID_CLUSTER_SIZE,
                   f"clusters of {size} blocks in a {gx}x{gy}x{gz} grid")
         return self.occupancy_max_blocks(function, bx * by * bz, shared, 0) * ATTRIBUTES[16] // size

@@ -148,6 +148,10 @@ def vgpu_utilization(vg, s, r, call):
     return (gpu, 0, window_ms), b""  # memory: not measured (docs/guest.md, NVML)
 
 
+def window_device_pointer(vg, s: Session, r, call):
+    return (vg.backend.region_device_pointer() + s.window.offset,), b""
+
+
 def memcpy_htod(vg, s: Session, r, call):
     if s.captures:
         graphs.refuse_captured(s, call.args[3], "a copy from the host")
@@ -633,6 +637,7 @@ HANDLERS = {
     Op.MEM_GET_INFO: mem_get_info,
     Op.VGPU_PROCESSES: vgpu_processes,
     Op.VGPU_UTILIZATION: vgpu_utilization,
+    Op.WINDOW_DEVICE_POINTER: window_device_pointer,
     Op.MEMCPY_HTOD: memcpy_htod,
     Op.MEMCPY_DTOH: memcpy_dtoh,
     Op.MEMCPY_DTOD: memcpy_dtod,

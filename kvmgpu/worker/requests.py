@@ -532,6 +532,15 @@ def graph_get_node_count(s: Session, call: Call) -> GraphGetNodeCount:
     return GraphGetNodeCount(graph, a_graph)
 
 
+class WindowDevicePointer(NamedTuple):
+    """WINDOW_DEVICE_POINTER: the device address of the session's window (NOT_SUPPORTED where the backend cannot map
+    host memory into the device's address space: the sim)."""
+
+
+def window_device_pointer(s: Session, call: Call) -> WindowDevicePointer:
+    return WindowDevicePointer()
+
+
 class FuncGetAttributes(NamedTuple):
     """FUNC_GET_ATTRIBUTES: every attribute of a kernel at once (the guest keeps them: they change only by its own
     FUNC_SET_ATTRIBUTE)."""
@@ -705,6 +714,7 @@ CHECKS = {
     Op.GRAPH_EXEC_DESTROY: graph_exec_destroy,
     Op.GRAPH_DESTROY: graph_destroy,
     Op.GRAPH_GET_NODE_COUNT: graph_get_node_count,
+    Op.WINDOW_DEVICE_POINTER: window_device_pointer,
     Op.FUNC_GET_ATTRIBUTES: func_get_attributes,
     Op.FUNC_SET_ATTRIBUTE: func_set_attribute,
     Op.OCCUPANCY_MAX_BLOCKS: occupancy_max_blocks,
