@@ -1,5 +1,8 @@
 """Fixtures for the guest side (the worker they run is in loopback.py)."""
 
+import os
+import subprocess
+
 import pytest
 
 from loopback import LoopbackWorker
@@ -22,3 +25,25 @@ def fresh_driver(worker, monkeypatch):
     driver._reset_for_tests()
     yield driver
     driver._reset_for_tests()
+
+
+SANITIZE = ("-O1", "-g", "-fno-omit-frame-pointer", "-fsanitize=address,undefined", "-fno-sanitize-recover=all")
+
+
+def _gcc_runtime(name: str) -> str | None:
+    path = subprocess.run(["gcc", f"-print-file-name={name}"], capture_output=True, text=True).stdout.strip()
+    return path if os.path.isabs(path) and os.path.exists(path) else None
+
+
+@pytest.fixture
+def sanitized_libcuda(tmp_path):
+    """libcuda.so.1 built with AddressSanitizer and UBSan into the test's tmp_path, and the
+    environment that runs an unsanitized program (nvcc's) on it: the sanitizers' runtimes
+    preloaded (leaks not counted: NVIDIA's runtime keeps its own allocations to the end)."""
+    from test_libcuda import libcuda_build
+    asan, ubsan = _gcc_runtime("libasan.so"), _gcc_runtime("libubsan.so")
+    if libcuda_build.compiler() is None or not (asan and ubsan):
+        pytest.skip("needs gcc with libasan and libubsan (Debian: gcc)")
+    libcuda_build.build(tmp_path, SANITIZE)
+    return tmp_path, {"LD_PRELOAD": f"{asan}:{ubsan}", "ASAN_OPTIONS": "detect_leaks=0:abort_on_error=1",
+                     "UBSAN_OPTIONS": "print_stacktrace=1"}

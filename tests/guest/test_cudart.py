@@ -218,28 +218,17 @@ def test_a_kernel_the_sim_cannot_run_is_an_error_naming_it(static, worker):
         proc.stderr
 
 
-def test_library_built_with_asan_runs_the_static_program(worker, tmp_path):
+def test_library_built_with_asan_runs_the_static_program(worker, sanitized_libcuda):
     """libcuda.so.1 built with AddressSanitizer and UBSan (the program is nvcc's, not sanitized:
     the sanitizers' runtimes are preloaded) runs the whole static program, and runtime_features
     (2D/3D copies, attributes, occupancy, pools)."""
-    def runtime(name):
-        path = subprocess.run(["gcc", f"-print-file-name={name}"], capture_output=True, text=True).stdout.strip()
-        return path if path.startswith("/") and Path(path).exists() else None
-    asan, ubsan = runtime("libasan.so"), runtime("libubsan.so")
-    if libcuda_build.compiler() is None or not (asan and ubsan):
-        pytest.skip("needs gcc with libasan and libubsan (Debian: gcc)")
-    libcuda_build.build(tmp_path, ("-O1", "-g", "-fno-omit-frame-pointer", "-fsanitize=address,undefined",
-                                   "-fno-sanitize-recover=all"))
-    prog = build(tmp_path / "vector_add_static", tmp_path, *PTX)
-    # (leaks: NVIDIA's runtime keeps its own allocations to the end)
-    proc = run(prog, worker, env={"LD_PRELOAD": f"{asan}:{ubsan}", "ASAN_OPTIONS": "detect_leaks=0:abort_on_error=1",
-                                  "UBSAN_OPTIONS": "print_stacktrace=1"})
+    sanitized, env = sanitized_libcuda
+    prog = build(sanitized / "vector_add_static", sanitized, *PTX)
+    proc = run(prog, worker, env=env)
     assert "Sanitizer" not in proc.stderr and "runtime error" not in proc.stderr, proc.stderr
     assert "OK vectorAdd (0 wrong)" in proc.stdout
-    features = build(tmp_path / "runtime_features", tmp_path, *PTX, source=PROGRAMS / "runtime_features.cu")
-    proc = run(features, worker, env={"LD_PRELOAD": f"{asan}:{ubsan}",
-                                      "ASAN_OPTIONS": "detect_leaks=0:abort_on_error=1",
-                                      "UBSAN_OPTIONS": "print_stacktrace=1"})
+    features = build(sanitized / "runtime_features", sanitized, *PTX, source=PROGRAMS / "runtime_features.cu")
+    proc = run(features, worker, env=env)
     assert "Sanitizer" not in proc.stderr and "runtime error" not in proc.stderr, proc.stderr
 
 

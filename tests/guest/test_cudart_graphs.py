@@ -85,23 +85,10 @@ def test_the_driver_api_s_capture_and_graph_calls(lib_dir, worker):  # noqa: F81
         assert f"OK {check}" in out, out
 
 
-def test_graphs_with_the_library_built_with_asan(worker, tmp_path):
+def test_graphs_with_the_library_built_with_asan(worker, sanitized_libcuda):
     """capture.c's tables and threads under AddressSanitizer and UBSan (as test_cudart's run)."""
-    import subprocess
-    from pathlib import Path
-
-    from test_libcuda import libcuda_build
-
-    def runtime(name):
-        path = subprocess.run(["gcc", f"-print-file-name={name}"], capture_output=True, text=True).stdout.strip()
-        return path if path.startswith("/") and Path(path).exists() else None
-    asan, ubsan = runtime("libasan.so"), runtime("libubsan.so")
-    if libcuda_build.compiler() is None or not (asan and ubsan):
-        pytest.skip("needs gcc with libasan and libubsan (Debian: gcc)")
-    libcuda_build.build(tmp_path, ("-O1", "-g", "-fno-omit-frame-pointer", "-fsanitize=address,undefined",
-                                   "-fno-sanitize-recover=all"))
-    prog = build(tmp_path / "graphs_runtime", tmp_path, *PTX, source=SOURCE)
-    proc = run(prog, worker, env={"LD_PRELOAD": f"{asan}:{ubsan}", "ASAN_OPTIONS": "detect_leaks=0:abort_on_error=1",
-                                  "UBSAN_OPTIONS": "print_stacktrace=1"})
+    sanitized, env = sanitized_libcuda
+    prog = build(sanitized / "graphs_runtime", sanitized, *PTX, source=SOURCE)
+    proc = run(prog, worker, env=env)
     assert "Sanitizer" not in proc.stderr and "runtime error" not in proc.stderr, proc.stderr
     assert "OK graphs: global graph launched 3 times (0 wrong)" in proc.stdout
