@@ -804,6 +804,8 @@ int kvmgpu_call(struct kvmgpu_client *c, enum kvmgpu_op op, const uint64_t *args
     int posted = deliver(c);
     if (posted >= 0)
         status = take_reply(c, seq, posted, results, results_size, reply_blob, reply_blob_size);
+    if (status && kvmgpu_tracing())
+        kvmgpu_log("op %d: error %d: %s", (int)op, status, c->last_error);
 out:
     kvmgpu_client_unlock(c);
     return status;
