@@ -54,14 +54,23 @@ int kvmgpu_device_allocation(CUdeviceptr p, CUdeviceptr *start, size_t *size);
 
 /* Stream capture's rules for the other calls (capture.c): CUDA_SUCCESS, or
  * CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED where the calling thread may not make a potentially unsafe
- * call now (an allocation, a free, a synchronous copy or memset), where a context may not be
+ * call now (an allocation, a free), where a context may not be
  * synchronised (any stream captures), or where `stream` captures or the thread may not wait
  * (a synchronise or query). Each is one atomic load while nothing captures. */
 CUresult kvmgpu_capture_unsafe(void);
+/* A synchronous copy or memset (legacy stream): CUDA_ERROR_STREAM_CAPTURE_IMPLICIT while a blocking
+ * stream captures. */
+CUresult kvmgpu_capture_legacy(void);
 CUresult kvmgpu_capture_context_sync(void);
 CUresult kvmgpu_capture_wait(CUstream stream);
 /* `stream` is being destroyed: a capture of it ends (the host drops its graph). */
 void kvmgpu_capture_forget(CUstream stream);
+
+/* The streams this process created (ordering.c): their flags, for cuStreamGetFlags and for
+ * capture.c (whether a stream is blocking: not created CU_STREAM_NON_BLOCKING; unknown: blocking). */
+void kvmgpu_stream_created(uint64_t stream, unsigned flags);
+void kvmgpu_stream_destroyed(uint64_t stream);
+int kvmgpu_stream_blocking(uint64_t stream);
 
 /* The device allocations of this process, for unified addressing (pointer.c). */
 void kvmgpu_device_memory_add(CUdeviceptr start, size_t size);

@@ -8,9 +8,10 @@
  * this library did not put into capture is not capturing. The host captures in relaxed mode (its
  * one thread serves every process of the VM); the modes of this process's threads are kept here,
  * as CUDA defines them: cuThreadExchangeStreamCaptureMode sets the calling thread's, and a
- * potentially unsafe call (an allocation, a free, a synchronous copy or memset, a synchronise or
- * query) that the thread may not make now is CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED, the captures
- * that forbid it invalidated, as the driver does. cuCtxSynchronize during any capture is that error
+ * potentially unsafe call (an allocation, a free, a synchronise or query) that the thread may not
+ * make now is CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED, the captures that forbid it invalidated, as
+ * the driver does. A synchronous copy or memset runs on the legacy stream: it is refused only where
+ * it would wait for a capturing stream (a blocking one: CUDA_ERROR_STREAM_CAPTURE_IMPLICIT). cuCtxSynchronize during any capture is that error
  * too, and so is synchronising or querying a capturing stream. */
 #define _GNU_SOURCE
 #include "api.h"
@@ -51,6 +52,7 @@ struct capture {
     uint64_t id;     /* unique in the process, as the driver's */
     int mode;        /* what cuStreamBeginCapture was given */
     int invalidated;
+    int blocking;     /* the stream waits for the legacy stream's work, and it for the stream's */
     pthread_t thread; /* that began it */
 };
 
@@ -90,6 +92,24 @@ CUresult kvmgpu_capture_unsafe(void)
     }
     pthread_mutex_unlock(&lock);
     return forbidden ? KVMGPU_CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED : KVMGPU_CUDA_SUCCESS;
+}
+
+/* A synchronous copy or memset on the legacy stream: it waits for every blocking stream, so not
+ * while a blocking stream captures (CUDA_ERROR_STREAM_CAPTURE_IMPLICIT, that capture invalidated);
+ * a non-blocking stream's capture does not forbid it, in any mode (as the H100's driver answers). */
+CUresult kvmgpu_capture_legacy(void)
+{
+    if (!atomic_load_explicit(&active, memory_order_acquire))
+        return KVMGPU_CUDA_SUCCESS;
+    int implicit = 0;
+    pthread_mutex_lock(&lock);
+    for (int i = 0; i < MAX_CAPTURES; i++)
+        if (captures[i].stream && captures[i].stream != TAKEN && captures[i].blocking) {
+            captures[i].invalidated = 1;
+            implicit = 1;
+        }
+    pthread_mutex_unlock(&lock);
+    return implicit ? KVMGPU_CUDA_ERROR_STREAM_CAPTURE_IMPLICIT : KVMGPU_CUDA_SUCCESS;
 }
 
 /* cuCtxSynchronize: not while any stream captures (every capture is invalidated). */
@@ -170,6 +190,7 @@ CUAPI CUresult cuStreamBeginCapture_v2(CUstream stream, CUstreamCaptureMode mode
         slot->id = next_id++;
         slot->mode = mode;
         slot->invalidated = 0;
+        slot->blocking = kvmgpu_stream_blocking(s);
         slot->thread = pthread_self();
         atomic_fetch_add_explicit(&active, 1, memory_order_release);
     }

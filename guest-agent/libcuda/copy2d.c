@@ -220,11 +220,22 @@ CUAPI CUresult cuMemcpyPeerAsync_ptsz(CUdeviceptr dst, CUcontext dst_ctx, CUdevi
 static CUresult memset16(CUdeviceptr dst, unsigned short value, size_t n, CUstream stream, int queued)
 {
     READY();
+    if (!queued && stream == CU_STREAM_LEGACY) { /* (as memory.c's memsets) */
+        CUresult rc = kvmgpu_capture_legacy();
+        if (rc)
+            return rc;
+    }
     return kvmgpu_memset_d16(S, dst, value, n, kvmgpu_stream(stream), queued);
 }
 
-CUAPI CUresult cuMemsetD16_v2(CUdeviceptr dst, unsigned short v, size_t n) { return memset16(dst, v, n, NULL, 0); }
-CUAPI CUresult cuMemsetD16_v2_ptds(CUdeviceptr dst, unsigned short v, size_t n) { return memset16(dst, v, n, NULL, 0); }
+CUAPI CUresult cuMemsetD16_v2(CUdeviceptr dst, unsigned short v, size_t n)
+{
+    return memset16(dst, v, n, CU_STREAM_LEGACY, 0);
+}
+CUAPI CUresult cuMemsetD16_v2_ptds(CUdeviceptr dst, unsigned short v, size_t n)
+{
+    return memset16(dst, v, n, CU_STREAM_PER_THREAD, 0);
+}
 CUAPI CUresult cuMemsetD16Async(CUdeviceptr dst, unsigned short v, size_t n, CUstream stream)
 {
     return memset16(dst, v, n, stream, 1);

@@ -27,6 +27,12 @@
     X("cuStreamCreateWithPriority", cuStreamCreateWithPriority, 5050, 0)                 \
     X("cuStreamGetPriority", cuStreamGetPriority, 5050, 0)                               \
     X("cuStreamGetPriority", cuStreamGetPriority_ptsz, 7000, 1)                          \
+    X("cuStreamGetFlags", cuStreamGetFlags, 5050, 0)                                     \
+    X("cuStreamGetFlags", cuStreamGetFlags_ptsz, 7000, 1)                                \
+    X("cuStreamGetCtx", cuStreamGetCtx, 9020, 0)                                         \
+    X("cuStreamGetCtx", cuStreamGetCtx_ptsz, 9020, 1)                                    \
+    X("cuStreamGetDevice", cuStreamGetDevice, 12080, 0)                                  \
+    X("cuStreamGetDevice", cuStreamGetDevice_ptsz, 12080, 1)                             \
     X("cuStreamWaitEvent", cuStreamWaitEvent, 3020, 0)                                   \
     X("cuStreamWaitEvent", cuStreamWaitEvent_ptsz, 7000, 1)                              \
     X("cuStreamAddCallback", cuStreamAddCallback, 5000, 0)                               \

@@ -18,6 +18,14 @@
         if (rc_)                                \
             return rc_;                         \
     } while (0)
+/* A synchronous copy or memset: on the legacy stream (not the per-thread one, which waits for no
+ * other stream), not while a blocking stream captures (capture.c). */
+#define ON_LEGACY(stream)                                                \
+    do {                                                                 \
+        CUresult rc_ = (stream) == CU_STREAM_LEGACY ? kvmgpu_capture_legacy() : 0; \
+        if (rc_)                                                         \
+            return rc_;                                                  \
+    } while (0)
 
 CUAPI CUresult cuMemAlloc_v2(CUdeviceptr *dptr, size_t bytesize)
 {
@@ -80,19 +88,18 @@ static CUresult dtod(CUdeviceptr dst, CUdeviceptr src, size_t n, CUstream stream
 {
     READY();
     if (!queued)
-        UNSAFE();
+        ON_LEGACY(stream);
     return kvmgpu_memcpy_dtod(S, dst, src, n, kvmgpu_stream(stream), queued);
 }
 
 CUAPI CUresult cuMemcpyHtoD_v2(CUdeviceptr dst, const void *src, size_t n)
 {
-    UNSAFE();
+    ON_LEGACY(CU_STREAM_LEGACY);
     return htod(dst, src, n, NULL);
 }
 
 CUAPI CUresult cuMemcpyHtoD_v2_ptds(CUdeviceptr dst, const void *src, size_t n)
 {
-    UNSAFE();
     return htod(dst, src, n, NULL);
 }
 
@@ -108,13 +115,12 @@ CUAPI CUresult cuMemcpyHtoDAsync_v2_ptsz(CUdeviceptr dst, const void *src, size_
 
 CUAPI CUresult cuMemcpyDtoH_v2(void *dst, CUdeviceptr src, size_t n)
 {
-    UNSAFE();
+    ON_LEGACY(CU_STREAM_LEGACY);
     return dtoh(dst, src, n, NULL);
 }
 
 CUAPI CUresult cuMemcpyDtoH_v2_ptds(void *dst, CUdeviceptr src, size_t n)
 {
-    UNSAFE();
     return dtoh(dst, src, n, NULL);
 }
 
@@ -130,12 +136,12 @@ CUAPI CUresult cuMemcpyDtoHAsync_v2_ptsz(void *dst, CUdeviceptr src, size_t n, C
 
 CUAPI CUresult cuMemcpyDtoD_v2(CUdeviceptr dst, CUdeviceptr src, size_t n)
 {
-    return dtod(dst, src, n, NULL, 0);
+    return dtod(dst, src, n, CU_STREAM_LEGACY, 0);
 }
 
 CUAPI CUresult cuMemcpyDtoD_v2_ptds(CUdeviceptr dst, CUdeviceptr src, size_t n)
 {
-    return dtod(dst, src, n, NULL, 0);
+    return dtod(dst, src, n, CU_STREAM_PER_THREAD, 0);
 }
 
 CUAPI CUresult cuMemcpyDtoDAsync_v2(CUdeviceptr dst, CUdeviceptr src, size_t n, CUstream stream)
@@ -154,7 +160,7 @@ static CUresult memset8(CUdeviceptr dst, unsigned char value, size_t n, CUstream
 {
     READY();
     if (!queued)
-        UNSAFE();
+        ON_LEGACY(stream);
     return kvmgpu_memset_d8(S, dst, value, n, kvmgpu_stream(stream), queued);
 }
 
@@ -162,18 +168,18 @@ static CUresult memset32(CUdeviceptr dst, unsigned int value, size_t n, CUstream
 {
     READY();
     if (!queued)
-        UNSAFE();
+        ON_LEGACY(stream);
     return kvmgpu_memset_d32(S, dst, value, n, kvmgpu_stream(stream), queued);
 }
 
 CUAPI CUresult cuMemsetD8_v2(CUdeviceptr dst, unsigned char value, size_t n)
 {
-    return memset8(dst, value, n, NULL, 0);
+    return memset8(dst, value, n, CU_STREAM_LEGACY, 0);
 }
 
 CUAPI CUresult cuMemsetD8_v2_ptds(CUdeviceptr dst, unsigned char value, size_t n)
 {
-    return memset8(dst, value, n, NULL, 0);
+    return memset8(dst, value, n, CU_STREAM_PER_THREAD, 0);
 }
 
 CUAPI CUresult cuMemsetD8Async(CUdeviceptr dst, unsigned char value, size_t n, CUstream stream)
@@ -188,12 +194,12 @@ CUAPI CUresult cuMemsetD8Async_ptsz(CUdeviceptr dst, unsigned char value, size_t
 
 CUAPI CUresult cuMemsetD32_v2(CUdeviceptr dst, unsigned int value, size_t n)
 {
-    return memset32(dst, value, n, NULL, 0);
+    return memset32(dst, value, n, CU_STREAM_LEGACY, 0);
 }
 
 CUAPI CUresult cuMemsetD32_v2_ptds(CUdeviceptr dst, unsigned int value, size_t n)
 {
-    return memset32(dst, value, n, NULL, 0);
+    return memset32(dst, value, n, CU_STREAM_PER_THREAD, 0);
 }
 
 CUAPI CUresult cuMemsetD32Async(CUdeviceptr dst, unsigned int value, size_t n, CUstream stream)
@@ -215,8 +221,10 @@ CUAPI CUresult cuStreamCreate(CUstream *stream, unsigned int flags)
         return KVMGPU_CUDA_ERROR_INVALID_VALUE;
     struct kvmgpu_results_stream_create out;
     CUresult rc = kvmgpu_stream_create(S, flags, &out);
-    if (rc == 0)
+    if (rc == 0) {
         *stream = (CUstream)(uintptr_t)out.stream;
+        kvmgpu_stream_created(out.stream, flags);
+    }
     return rc;
 }
 
@@ -224,8 +232,10 @@ CUAPI CUresult cuStreamDestroy_v2(CUstream stream)
 {
     READY();
     CUresult rc = kvmgpu_stream_destroy(S, (uint64_t)(uintptr_t)stream, 0);
-    if (rc == 0)
+    if (rc == 0) {
         kvmgpu_capture_forget(stream);
+        kvmgpu_stream_destroyed((uint64_t)(uintptr_t)stream);
+    }
     return rc;
 }
 

@@ -5,8 +5,14 @@
  *   cuLaunchHostFunc,       the stream's work is waited for, then the function runs on the calling
  *   cuStreamAddCallback     thread (CUDA forbids CUDA calls in it: nothing here depends on that)
  *   stream priorities       none: the range is 0..0, as the driver says for a device without them
- *   cuEventRecordWithFlags  a record (CU_EVENT_RECORD_DEFAULT only) */
+ *   cuEventRecordWithFlags  a record (CU_EVENT_RECORD_DEFAULT only)
+ * and the streams this process created, with their flags and context: cuStreamGetFlags,
+ * cuStreamGetCtx and cuStreamGetDevice are answered here, and capture.c asks whether a capturing
+ * stream is blocking (a synchronous copy on the legacy stream waits for it). */
 #include "api.h"
+
+#include <pthread.h>
+#include <stdlib.h>
 
 #include "export.h"
 
@@ -16,6 +22,125 @@ typedef void (*stream_callback)(CUstream stream, CUresult status, void *user_dat
 CUresult cuEventSynchronize(CUevent event);
 CUresult cuEventRecord(CUevent event, CUstream stream);
 CUresult cuStreamCreate(CUstream *stream, unsigned int flags);
+
+#define CU_STREAM_NON_BLOCKING 1u
+
+struct stream_info {
+    uint64_t stream; /* the host's handle */
+    unsigned flags;
+    CUcontext ctx; /* current when it was created */
+};
+static pthread_mutex_t streams_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct stream_info *streams;
+static size_t nstreams, streams_cap;
+
+void kvmgpu_stream_created(uint64_t stream, unsigned flags)
+{
+    CUcontext ctx = NULL;
+    cuCtxGetCurrent(&ctx);
+    pthread_mutex_lock(&streams_lock);
+    if (nstreams == streams_cap) {
+        size_t cap = streams_cap ? 2 * streams_cap : 64;
+        struct stream_info *grown = realloc(streams, cap * sizeof *grown);
+        if (!grown) { /* (then it is not known here: cuStreamGetFlags says INVALID_HANDLE) */
+            pthread_mutex_unlock(&streams_lock);
+            return;
+        }
+        streams = grown;
+        streams_cap = cap;
+    }
+    streams[nstreams++] = (struct stream_info){stream, flags, ctx};
+    pthread_mutex_unlock(&streams_lock);
+}
+
+void kvmgpu_stream_destroyed(uint64_t stream)
+{
+    pthread_mutex_lock(&streams_lock);
+    for (size_t i = 0; i < nstreams; i++)
+        if (streams[i].stream == stream) {
+            streams[i] = streams[--nstreams];
+            break;
+        }
+    pthread_mutex_unlock(&streams_lock);
+}
+
+/* A stream of this process: 1 and its information; 0 for none (the null streams are not here). */
+static int stream_info(uint64_t stream, struct stream_info *out)
+{
+    int found = 0;
+    pthread_mutex_lock(&streams_lock);
+    for (size_t i = 0; i < nstreams && !found; i++)
+        if (streams[i].stream == stream) {
+            *out = streams[i];
+            found = 1;
+        }
+    pthread_mutex_unlock(&streams_lock);
+    return found;
+}
+
+int kvmgpu_stream_blocking(uint64_t stream)
+{
+    struct stream_info info;
+    return !stream_info(stream, &info) || !(info.flags & CU_STREAM_NON_BLOCKING);
+}
+
+CUAPI CUresult cuStreamGetFlags(CUstream stream, unsigned int *flags)
+{
+    CUresult rc = kvmgpu_ready();
+    if (rc)
+        return rc;
+    if (!flags)
+        return KVMGPU_CUDA_ERROR_INVALID_VALUE;
+    uint64_t s = kvmgpu_stream(stream);
+    struct stream_info info = {0};
+    if (s && !stream_info(s, &info))
+        return KVMGPU_CUDA_ERROR_INVALID_HANDLE;
+    *flags = info.flags; /* (the null streams: 0, CU_STREAM_DEFAULT) */
+    return KVMGPU_CUDA_SUCCESS;
+}
+
+CUAPI CUresult cuStreamGetFlags_ptsz(CUstream stream, unsigned int *flags)
+{
+    return cuStreamGetFlags(stream, flags);
+}
+
+CUAPI CUresult cuStreamGetCtx(CUstream stream, CUcontext *pctx)
+{
+    CUresult rc = kvmgpu_ready();
+    if (rc)
+        return rc;
+    if (!pctx)
+        return KVMGPU_CUDA_ERROR_INVALID_VALUE;
+    uint64_t s = kvmgpu_stream(stream);
+    struct stream_info info;
+    if (!s)
+        return cuCtxGetCurrent(pctx); /* (the null streams are the current context's) */
+    if (!stream_info(s, &info))
+        return KVMGPU_CUDA_ERROR_INVALID_HANDLE;
+    *pctx = info.ctx;
+    return KVMGPU_CUDA_SUCCESS;
+}
+
+CUAPI CUresult cuStreamGetCtx_ptsz(CUstream stream, CUcontext *pctx)
+{
+    return cuStreamGetCtx(stream, pctx);
+}
+
+CUAPI CUresult cuStreamGetDevice(CUstream stream, CUdevice *device)
+{
+    CUcontext ctx;
+    CUresult rc = cuStreamGetCtx(stream, &ctx);
+    if (rc == 0 && !device)
+        rc = KVMGPU_CUDA_ERROR_INVALID_VALUE;
+    if (rc == 0)
+        *device = 0; /* (the VM's one device) */
+    return rc;
+}
+
+CUAPI CUresult cuStreamGetDevice_ptsz(CUstream stream, CUdevice *device)
+{
+    return cuStreamGetDevice(stream, device);
+}
 
 CUAPI CUresult cuStreamWaitEvent(CUstream stream, CUevent event, unsigned int flags)
 {

@@ -164,11 +164,30 @@ int main(int argc, char **argv)
     expect("end of an invalidated capture", cudaStreamEndCapture(s, &none), cudaErrorStreamCaptureInvalidated);
     expect("no graph from it", none == nullptr ? cudaSuccess : cudaErrorUnknown, cudaSuccess);
 
+    // a synchronous copy runs on the legacy stream, which waits for no non-blocking stream: allowed
+    // (as the H100's driver answers), and the capture goes on; it would wait for a blocking
+    // stream, so not while one captures
     CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
     std::vector<float> host(N);
-    expect("synchronous cudaMemcpy during global capture",
-           cudaMemcpy(d.c, host.data(), BYTES, cudaMemcpyHostToDevice), cudaErrorStreamCaptureUnsupported);
-    expect("end after it", cudaStreamEndCapture(s, &none), cudaErrorStreamCaptureInvalidated);
+    expect("synchronous cudaMemcpy during a global capture of a non-blocking stream",
+           cudaMemcpy(d.c, host.data(), BYTES, cudaMemcpyHostToDevice), cudaSuccess);
+    cudaGraph_t empty = nullptr;
+    expect("end after it", cudaStreamEndCapture(s, &empty), cudaSuccess);
+    if (empty)
+        CHECK(cudaGraphDestroy(empty));
+    cudaStream_t blocking;
+    CHECK(cudaStreamCreate(&blocking));
+    unsigned flags = 1;
+    CHECK(cudaStreamGetFlags(blocking, &flags));
+    expect("a stream's flags", flags == cudaStreamDefault ? cudaSuccess : cudaErrorUnknown, cudaSuccess);
+    CHECK(cudaStreamGetFlags(s, &flags));
+    expect("the capturing stream's flags", flags == cudaStreamNonBlocking ? cudaSuccess : cudaErrorUnknown,
+           cudaSuccess);
+    CHECK(cudaStreamBeginCapture(blocking, cudaStreamCaptureModeGlobal));
+    expect("synchronous cudaMemcpy while a blocking stream captures",
+           cudaMemcpy(d.c, host.data(), BYTES, cudaMemcpyHostToDevice), cudaErrorStreamCaptureImplicit);
+    expect("end of that capture", cudaStreamEndCapture(blocking, &none), cudaErrorStreamCaptureInvalidated);
+    CHECK(cudaStreamDestroy(blocking));
 
     CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
     expect("cudaDeviceSynchronize during capture", cudaDeviceSynchronize(), cudaErrorStreamCaptureUnsupported);
