@@ -29,7 +29,7 @@ mkdir -p "$OUT"
 exec > >(tee "$OUT/run.log") 2>&1
 echo "== $(date -u) on $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -1)"
 P="$ROOT/tests/guest/programs"
-PROGS="runtime_static runtime_shared matrixmul_static graphs_static runtime_features driver_api"
+PROGS=${PROGS-"runtime_static runtime_shared matrixmul_static graphs_static runtime_features driver_api"}
 "$PY" "$ROOT/guest-agent/libcuda/build.py" "$OUT/lib" || { echo "cannot build libcuda.so.1"; exit 2; }
 if [ -n "${PREBUILT:-}" ]; then # programs built elsewhere (BUILD_ONLY=DIR there), with their libcudart
     for p in $PROGS; do cp "$PREBUILT/$p" "$OUT/" || { echo "no $p in PREBUILT=$PREBUILT"; exit 2; }; done
@@ -63,7 +63,7 @@ fi
 printf '#!/bin/sh\nexec "%s" "%s" "$@"\n' "$PY" "$P/cuda_bindings_driver.py" > "$OUT/cuda_bindings"
 chmod +x "$OUT/cuda_bindings"
 PROGRAMS="$PROGS"
-"$PY" -c "import cuda.bindings.driver" 2>/dev/null && PROGRAMS="$PROGRAMS cuda_bindings"
+[ -z "${NO_CUDA_BINDINGS:-}" ] && "$PY" -c "import cuda.bindings.driver" 2>/dev/null && PROGRAMS="$PROGRAMS cuda_bindings"
 # what users run (tests/guest/programs/frameworks.py), where this Python has it: each check is a line
 for fw in ${FRAMEWORKS-torch cupy numba}; do
     module=$fw; [ "$fw" = numba ] && module=numba.cuda

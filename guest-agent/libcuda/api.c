@@ -143,6 +143,9 @@ CUAPI CUresult cuDeviceGetAttribute(int *value, CUdevice_attribute attrib, CUdev
         *value = d->cc_minor;
     else
         *value = 0;
+    if (kvmgpu_tracing())
+        kvmgpu_log("cuDeviceGetAttribute(%d): %d%s", (int)attrib, *value,
+                   d->has_attribute[attrib] ? "" : " (the host gave none)");
     return KVMGPU_CUDA_SUCCESS;
 }
 

@@ -19,7 +19,7 @@ HERE = Path(__file__).resolve().parent
 INCLUDE = HERE.parent / "include"
 SOURCES = ("api.c", "capture.c", "client.c", "copy2d.c", "export.c", "fatbin.c", "function.c", "host.c", "integrity.c",
            "json.c", "library.c", "memory.c", "module.c", "ordering.c", "pointer.c", "pool.c", "preferences.c",
-           "procaddr.c", "sha256.c", "tensormap.c")
+           "procaddr.c", "sha256.c", "tensormap.c", "unforwarded.c")
 NVML_DIR = HERE.parent / "libnvml"
 NVML_SOURCES = (NVML_DIR / "nvml.c", NVML_DIR / "usage.c", NVML_DIR / "hosts.c", HERE / "client.c", HERE / "json.c",
                 HERE / "sha256.c")

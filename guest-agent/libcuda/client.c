@@ -808,6 +808,16 @@ int kvmgpu_call(struct kvmgpu_client *c, enum kvmgpu_op op, const uint64_t *args
         kvmgpu_log("op %d: error %d: %s", (int)op, status, c->last_error);
 out:
     kvmgpu_client_unlock(c);
+    if (kvmgpu_tracing()) {
+        uint64_t r[2] = {0, 0};
+        if (!queued && status == 0 && results)
+            memcpy(r, results, results_size < sizeof r ? results_size : sizeof r);
+        kvmgpu_log("op %d(%llx %llx %llx %llx%s)%s -> %d [%llx %llx]", (int)op,
+                   (unsigned long long)(nargs > 0 ? args[0] : 0), (unsigned long long)(nargs > 1 ? args[1] : 0),
+                   (unsigned long long)(nargs > 2 ? args[2] : 0), (unsigned long long)(nargs > 3 ? args[3] : 0),
+                   nargs > 4 ? " ..." : "", queued ? " queued" : "", status, (unsigned long long)r[0],
+                   (unsigned long long)r[1]);
+    }
     return status;
 }
 

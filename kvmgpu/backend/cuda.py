@@ -300,7 +300,18 @@ class CudaBackend(Backend):
     def _stream(self, stream):
         return self.null_stream if stream is None or stream == 0 else stream
 
+    def _capture_safe_null(self, stream) -> bool:
+        """A copy on the null stream while a stream captures: the driver's synchronous copy, as the
+        guest's program made it (the legacy stream's *asynchronous* work is
+        CUDA_ERROR_STREAM_CAPTURE_IMPLICIT during any capture on the H100's driver, its synchronous
+        copy is not where the capturing stream is non-blocking; the guest library refused it where
+        the capturing stream is blocking)."""
+        return self.capturing > 0 and (stream is None or stream == 0)
+
     def memcpy_htod(self, dst: int, offset: int, nbytes: int, stream, sync: bool) -> None:
+        if sync and self._capture_safe_null(stream):
+            _check(cu.cuMemcpyHtoD(dst, self._region_addr + offset, nbytes), "cuMemcpyHtoD")
+            return
         stream = self._stream(stream)
         err, = cu.cuMemcpyHtoDAsync(dst, self._region_addr + offset, nbytes, stream)
         if err:
@@ -310,6 +321,11 @@ class CudaBackend(Backend):
 
     def memcpy_dtoh(self, offset: int, src: int, nbytes: int, stream, piece: int = 0,
                     landed=None) -> None:
+        if self._capture_safe_null(stream):
+            _check(cu.cuMemcpyDtoH(self._region_addr + offset, src, nbytes), "cuMemcpyDtoH")
+            if landed is not None:
+                landed(nbytes)
+            return
         stream = self._stream(stream)
         dst = self._region_addr + offset
         if landed is None or piece <= 0 or piece >= nbytes:

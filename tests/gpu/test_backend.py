@@ -285,6 +285,7 @@ def test_function_occupancy_limit_and_2d_calls_answer_as_the_driver_does(backend
     mod = backend.module_load(ptx)
     f, _ = backend.module_get_function(mod, "saxpy")
     fn = SimpleNamespace(backend=f)  # (what the worker passes: its Function)
+    f = f.handle  # (the driver's CUfunction, for cuda.bindings' own calls)
     values = struct.unpack("<16i", backend.func_get_attributes(fn))
     assert values[0] == int(cu.cuFuncGetAttribute(cu.CUfunction_attribute(0), f)[1])
     assert values[4] == int(cu.cuFuncGetAttribute(cu.CUfunction_attribute(4), f)[1])

@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -69,6 +70,10 @@ def test_library_exports_only_the_driver_api(program):
     assert names and all(n.startswith("cu") for n in names), names
     for needed in ("cuInit", "cuMemAlloc_v2", "cuLaunchKernel", "cuGetProcAddress_v2", "cuMemcpyHtoD_v2_ptds"):
         assert needed in names
+    # every symbol the driver exports is there (dlsym finds it: cuBLASLt fails to start otherwise)
+    header = (ROOT / "guest-agent" / "libcuda" / "driver_symbols.h").read_text()
+    driver = set(re.findall(r"X\((cu\w+)\)", header))
+    assert len(driver) > 600 and driver <= set(names), sorted(driver - set(names))[:10]
     assert os.readlink(program.parent / "libcuda.so") == "libcuda.so.1"
 
 
@@ -112,6 +117,9 @@ def test_get_proc_address_resolves_versions_and_logs_an_unknown_name_once(progra
     assert proc.stderr.count("cuNoSuchThing is not a driver function") == 1, proc.stderr
     assert "OK not forwarded: a stub, NOT_SUPPORTED" in proc.stdout
     assert proc.stderr.count("cuMemAllocManaged is not forwarded to the vGPU") == 1, proc.stderr
+    assert "OK dlsym of an unforwarded symbol: a stub, NOT_SUPPORTED" in proc.stdout
+    assert "OK dlsym of a forwarded symbol: the library's own" in proc.stdout
+    assert proc.stderr.count("cuStreamWaitValue32 is not forwarded to the vGPU") == 1, proc.stderr
     assert proc.stderr.count("cuFromTheFuture (CUDA 99.0) and any other function newer than CUDA 13.0") == 1
     assert "cuAlsoFromTheFuture" not in proc.stderr
     quiet = run(program, worker, "procaddr", env={"KVMGPU_LOG": "off"})

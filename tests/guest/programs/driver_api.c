@@ -296,6 +296,16 @@ static int run_procaddr(void)
     CUresult first = ((managed_fn)fn)(&p, 256, 1), second = ((managed_fn)fn)(&p, 256, 1);
     printf("%s not forwarded: a stub, NOT_SUPPORTED\n",
            fn && fn == again && first == CUDA_ERROR_NOT_SUPPORTED && second == first ? "OK" : "FAIL");
+    /* looked up with dlsym, as cuBLASLt does: every driver symbol is there, the unforwarded ones
+     * stubs (a weak definition the library's own replaces) */
+    typedef CUresult (*wait_fn)(CUstream, CUdeviceptr, cuuint32_t, unsigned int);
+    wait_fn wait = (wait_fn)dlsym(RTLD_DEFAULT, "cuStreamWaitValue32");
+    first = wait ? wait(NULL, 0, 0, 0) : CUDA_SUCCESS;
+    second = wait ? wait(NULL, 0, 0, 0) : CUDA_SUCCESS;
+    printf("%s dlsym of an unforwarded symbol: a stub, NOT_SUPPORTED\n",
+           wait && first == CUDA_ERROR_NOT_SUPPORTED && second == first ? "OK" : "FAIL");
+    printf("%s dlsym of a forwarded symbol: the library's own\n",
+           dlsym(RTLD_DEFAULT, "cuMemAlloc_v2") == (void *)cuMemAlloc ? "OK" : "FAIL");
     /* names of a newer CUDA than the library's list: NOT_FOUND, one line for all */
     EXPECT(cuGetProcAddress("cuFromTheFuture", &fn, 99000, 0, &status), CUDA_ERROR_NOT_FOUND);
     EXPECT(cuGetProcAddress("cuAlsoFromTheFuture", &fn, 99000, 0, &status), CUDA_ERROR_NOT_FOUND);
