@@ -21,9 +21,6 @@ import sys
 import time
 import traceback
 
-# cuBLAS is deterministic run to run only with a fixed workspace configuration (set before it loads)
-os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-
 # Relative tolerance of each check's values, forwarded against native (|f - n| <= rtol * max(|f|, |n|)
 # + ATOL). Both runs are seeded, on the same GPU, with the same libraries, deterministic algorithms
 # and no TF32, so they would be bitwise equal if both picked the same kernels; what may still
@@ -334,6 +331,8 @@ def main() -> int:
     unknown = [n for n in names if n not in CHECKS]
     if unknown:
         ap.error(f"no check {', '.join(unknown)} (there are {', '.join(CHECKS)})")
+    # cuBLAS is deterministic run to run only with a fixed workspace configuration (set before it loads)
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     import torch
     deterministic(torch)
     for name in names:
