@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034 # (HIDE, SOCK, SHM, WORKER: for the script that sources this)
 # Sourced by the GPU runners (libcuda_gpu.sh, torch_gpu.sh), after they set ROOT, OUT and PY: how a
 # guest process is run on the GPU machine. `guest_hide` sets HIDE, the command prefix that hides the
 # GPU from a process; `start_worker NAME GMEM REGION` starts the loopback worker the guests talk to.
