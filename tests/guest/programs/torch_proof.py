@@ -260,8 +260,9 @@ CHECKS = {"resnet": resnet, "gpt": gpt, "compile": compiled, "graph": graph}
 # --- the comparer ---
 
 def parse(path):
-    """name -> {key: value} of a run's OK lines, name -> error of its FAIL lines, and whether it ended."""
-    ok, failed, done = {}, {}, False
+    """name -> {key: value} of a run's OK lines, name -> error of its FAIL lines, name -> its time
+    (ms), and whether it ended."""
+    ok, failed, times, done = {}, {}, {}, False
     for line in open(path, errors="replace"):
         parts = line.split()
         if parts[:1] == ["OK"] and len(parts) >= 2:
@@ -271,8 +272,10 @@ def parse(path):
                 failed[parts[1]] = f"an unreadable line: {line.strip()[:200]!r}"
         elif parts[:1] == ["FAIL"] and len(parts) >= 2:
             failed[parts[1]] = " ".join(parts[2:])
+        elif parts[:1] == ["time"] and len(parts) == 4:
+            times[parts[1]] = parts[2]
         done |= parts == ["DONE"]
-    return ok, failed, done
+    return ok, failed, times, done
 
 
 def compare(native_path, forwarded_path) -> int:
@@ -280,8 +283,8 @@ def compare(native_path, forwarded_path) -> int:
     if missing:
         print(f"DIFFERS run: no output file {', '.join(missing)}")
         return 1
-    native, native_failed, native_done = parse(native_path)
-    forwarded, forwarded_failed, forwarded_done = parse(forwarded_path)
+    native, native_failed, native_times, native_done = parse(native_path)
+    forwarded, forwarded_failed, forwarded_times, forwarded_done = parse(forwarded_path)
     status = 0
     if not native_done or not forwarded_done:
         print(f"DIFFERS run: {'native' if not native_done else 'forwarded'} run did not print DONE (it crashed or "
@@ -307,10 +310,11 @@ def compare(native_path, forwarded_path) -> int:
             rel = abs(f - n) / max(abs(f), abs(n)) if f != n else 0.0
             worst.append((rel if abs(f - n) > ATOL else 0.0, key, n, f))
         rel, key, n, f = max(worst)
+        took = f"; {native_times.get(name, '?')} ms native, {forwarded_times.get(name, '?')} ms forwarded"
         if rel <= rtol:
-            print(f"same {name}: every value within {rtol:g} (largest: {key} {rel:.2g} relative)")
+            print(f"same {name}: every value within {rtol:g} (largest: {key} {rel:.2g} relative{took})")
         else:
-            print(f"DIFFERS {name}: {key} native {n!r} forwarded {f!r} ({rel:.2g} relative > {rtol:g})")
+            print(f"DIFFERS {name}: {key} native {n!r} forwarded {f!r} ({rel:.2g} relative > {rtol:g}{took})")
             status = 1
     if not native and not forwarded:
         print("DIFFERS run: no check printed a result")
