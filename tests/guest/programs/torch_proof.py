@@ -300,13 +300,15 @@ def compare(native_path, forwarded_path) -> int:
             print(f"DIFFERS {name}: forwarded {forwarded_failed.get(name, 'missing')}")
             status = 1
             continue
+        lacking = [key for key in native[name] if key not in forwarded[name]]
+        if lacking:
+            print(f"DIFFERS {name}: forwarded printed no {', '.join(lacking)}")
+            status = 1
+            continue
         rtol = RTOL.get(name, 1e-3)
         worst = []
         for key, n in native[name].items():
-            f = forwarded[name].get(key)
-            if f is None:
-                worst.append((math.inf, key, n, f))
-                continue
+            f = forwarded[name][key]
             rel = abs(f - n) / max(abs(f), abs(n)) if f != n else 0.0
             worst.append((rel if abs(f - n) > ATOL else 0.0, key, n, f))
         rel, key, n, f = max(worst)
