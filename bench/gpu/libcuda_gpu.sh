@@ -81,31 +81,13 @@ for p in $PROGRAMS; do
     timeout 300 "$OUT/$p" $(args_of "$p") > "$OUT/native_$p.txt" 2>&1
     echo "native $p: exit $?"
 done
-# The GPU hidden from the guest processes: where this shell may, a mount namespace in which every
-# /dev/nvidia* is /dev/null (the driver cannot open the GPU: as in a VM, and NVML and PyTorch's
-# device count, which reads CUDA_VISIBLE_DEVICES itself, see what the guest library says); else
-# CUDA_VISIBLE_DEVICES= (enough for the driver, not for PyTorch's count).
-HIDE="env CUDA_VISIBLE_DEVICES="
-if unshare -m true 2>/dev/null; then
-    HIDE="unshare -m $ROOT/bench/gpu/without_gpu.sh"
-    echo "== the guest processes run without /dev/nvidia* (unshare -m)"
-else
-    echo "== the guest processes run with CUDA_VISIBLE_DEVICES= (no unshare -m here)"
-fi
+# the GPU hidden from the guest processes (HIDE), and their worker (bench/gpu/loopback_worker.sh)
+. "$ROOT/bench/gpu/loopback_worker.sh"
+guest_hide
 $HIDE "$OUT/runtime_static" > "$OUT/hidden_runtime_static.txt" 2>&1
 echo "native runtime_static with the GPU hidden (must fail): exit $?"
 
-SOCK="$OUT/worker.sock"; SHM="/dev/shm/kvmgpu-libcuda-gpu-$$"
-# (the worker as tests/gpu start it: no CLI dependencies needed beside cuda-bindings)
-PYTHONPATH="$ROOT/guest-agent:$ROOT${PYTHONPATH:+:$PYTHONPATH}" "$PY" -c "import sys
-from kvmgpu.worker.server import WorkerConfig, serve
-serve(WorkerConfig(backend=sys.argv[1], gmem=8 << 30, socket=sys.argv[2], shm=sys.argv[3], region_size=256 << 20,
-                   vm='libcuda-gpu', stats_file=sys.argv[4]))" "${BACKEND:-cuda}" "$SOCK" "$SHM" "$OUT/stats.json" \
-    > "$OUT/worker.log" 2>&1 &
-WORKER=$!
-trap 'kill $WORKER 2>/dev/null; wait $WORKER 2>/dev/null; rm -f "$SHM"' EXIT
-for _ in $(seq 200); do [ -S "$SOCK" ] && break; sleep 0.1; done
-[ -S "$SOCK" ] || { echo "the worker did not start:"; cat "$OUT/worker.log"; exit 2; }
+start_worker libcuda-gpu $((8 << 30)) $((256 << 20))
 
 same() { # a forwarded run finished and printed the native run's results
     local f="$OUT/forwarded_$1.txt"
@@ -124,11 +106,7 @@ for p in $PROGRAMS; do
         status=1
     fi
 done
-sleep 2 # (the worker rewrites its counters at most once a second)
-echo "== the worker's counters ($OUT/stats.json)"
-"$PY" -c "import json,sys; s=json.load(open(sys.argv[1])); print('calls', json.dumps(s['calls'])); \
-print('errors', json.dumps(s['errors'])); print('sessions', s['sessions'], 'memory peak', s['memory']['peak'])" \
-    "$OUT/stats.json" || status=1
+worker_counters || status=1
 { echo "status $status"; for p in $PROGRAMS; do echo "--- $p native"; cat "$OUT/native_$p.txt";
   echo "--- $p forwarded"; cat "$OUT/forwarded_$p.txt"; done; } > "$OUT/summary.txt"
 echo "== $( [ $status -eq 0 ] && echo PASS || echo FAIL ) (summary: $OUT/summary.txt)"

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The GPU tests and the native-vs-forwarded benchmark, in one go on a GPU machine.
-# Usage (repository root): OUT=/some/dir bash tests/gpu/run_on_h200.sh [tests|bench|libcuda|all]
+# Usage (repository root): OUT=/some/dir bash tests/gpu/run_on_h200.sh [tests|bench|libcuda|all|torch]
 # (about 1, 1 and 4 minutes on an H200/H100: tests, the Python path's benchmark, and the native
 # library's: its C benchmark against native C, then NVIDIA's runtime, cuda-bindings, PyTorch, CuPy
-# and numba-cuda on it against their native runs)
+# and numba-cuda on it against their native runs; `torch`, not part of `all`, about 7 minutes:
+# issue 22's PyTorch proof and benchmarks, bench/gpu/torch_gpu.sh, into $OUT/torch/)
 # Writes: $OUT/gpu_tests.log, $OUT/gpu_tests.json (figures), $OUT/junit.xml, $OUT/bench.json, $OUT/bench.log,
 # $OUT/driver_bench/ (driver_bench.json, the table in $OUT/driver_bench.log), $OUT/libcuda/ (summary.txt)
 # Where the GPU machine has no nvcc or cuda.h, build the programs here first (PREBUILT=gpu-progs):
@@ -30,7 +31,7 @@ rm -f guest-agent/kvmgpu_guest/_copier*.so
   || cc -O2 -shared -fPIC -pthread -Iguest-agent/include $(python3-config --includes) guest-agent/kvmgpu_guest/copier.c \
        -o "guest-agent/kvmgpu_guest/_copier$(python3-config --extension-suffix)"
 part=${1:-all}
-tests_rc=0 bench_rc=0 libcuda_rc=0
+tests_rc=0 bench_rc=0 libcuda_rc=0 torch_rc=0
 if [ "$part" = tests ] || [ "$part" = all ]; then
 timeout 330 python3 -m pytest -q -rs -p no:cacheprovider --junitxml="$OUT/junit.xml" tests/gpu tests/compute 2>&1 | tee "$OUT/gpu_tests.log"
 tests_rc=$?
@@ -48,5 +49,10 @@ OUT="$OUT/libcuda" timeout 280 bash bench/gpu/libcuda_gpu.sh > "$OUT/libcuda.log
 tail -25 "$OUT/libcuda.log"
 rm -rf "$OUT/libcuda/lib"; find "$OUT/libcuda" -maxdepth 1 -type f -perm -u+x -delete  # (the programs: not results)
 fi
-echo "tests rc=$tests_rc bench rc=$bench_rc libcuda rc=$libcuda_rc"
-exit $(( tests_rc || bench_rc || libcuda_rc ))
+if [ "$part" = torch ]; then
+OUT="$OUT/torch" timeout 570 bash bench/gpu/torch_gpu.sh > "$OUT/torch.log" 2>&1 || torch_rc=1
+tail -40 "$OUT/torch.log"
+rm -rf "$OUT/torch/lib" "$OUT/torch"/cache_*  # (the library and the compilers' caches: not results)
+fi
+echo "tests rc=$tests_rc bench rc=$bench_rc libcuda rc=$libcuda_rc torch rc=$torch_rc"
+exit $(( tests_rc || bench_rc || libcuda_rc || torch_rc ))
