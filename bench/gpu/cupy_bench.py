@@ -14,7 +14,7 @@ one kernel; the worker's launch counter, read around each forwarded run, is prin
 
 Each round runs the workload in two processes on the same GPU, one after the other: natively
 (CuPy on the GPU's own driver) and as a guest (the GPU hidden from it, libcuda.so.1 first on its
-loader's path, a loopback worker on the cuda backend at compute 100, bench/gpu/loopback.py). Each
+loader's path, a loopback worker on the cuda backend at compute 100, bench/gpu/loopback_vms.py). Each
 process warms up once (kernels compiled or loaded, cuBLAS's handle), then times REPS passes and
 keeps the best. The ratio is forwarded over native time (target <= 1.05); the median of the rounds
 is the figure, each round's beside it. Each side's checksum (the result's sums) must agree.
@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from loopback import LoopbackVM, build_library, gpu_name, hide_gpu  # noqa: E402
+from loopback_vms import LoopbackVM, build_library, gpu_name, hide_gpu  # noqa: E402
 
 TARGET = 1.05
 

@@ -7,7 +7,7 @@ graph of its step (one call that is metered as the GPU time it takes)? On the GP
 
 Two loopback workers (kvmgpu.worker.server.serve, cuda backend, compute 30 and 70, mode share,
 one compute board: KVMGPU_COMPUTE_DIR) and one guest process each, the GPU hidden from it
-(bench/gpu/loopback.py), libcuda.so.1 first on its loader's path. The guest trains an MLP of
+(bench/gpu/loopback_vms.py), libcuda.so.1 first on its loader's path. The guest trains an MLP of
 bf16 linear layers (WIDTH x WIDTH, DEPTH of them, batch BATCH, SGD): GPU-bound, GEMMs of a few
 hundred microseconds, ~3 ms of GPU time a step on an H100 at the defaults. Cases: `eager`, both
 VMs step eagerly; `graph`, the 30 % VM replays a CUDA graph captured of its whole step (forward,
@@ -52,7 +52,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from loopback import ROOT, LoopbackVM, build_library, gpu_name, hide_gpu  # noqa: E402
+from loopback_vms import ROOT, LoopbackVM, build_library, gpu_name, hide_gpu  # noqa: E402
 
 PTX = ROOT / "tests" / "kernels" / "kernels.ptx"
 TOLERANCE_PP = 3.0
