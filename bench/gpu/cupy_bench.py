@@ -11,6 +11,8 @@ point stencil on slices, the update, a sum reduction into an energy: 9), ITERS s
 (256) vectors (multiply, add, tanh, max: 4) and, every tenth iteration, a cuBLAS matmul of 1024 x
 1024 float32 matrices and its scaling (2). At the defaults 2680 CuPy operations, each at least
 one kernel; the worker's launch counter, read around each forwarded run, is printed beside it.
+(`--no-cublas`: the gemv as a multiply and a row sum, no matmul, 2760 operations; where cuBLAS
+does not work forwarded.)
 
 Each round runs the workload in two processes on the same GPU, one after the other: natively
 (CuPy on the GPU's own driver) and as a guest (the GPU hidden from it, libcuda.so.1 first on its
@@ -40,8 +42,9 @@ from loopback_vms import LoopbackVM, build_library, gpu_name, hide_gpu  # noqa: 
 TARGET = 1.05
 
 
-def workload(xp, data: dict, iters: int) -> tuple[list, int]:
-    """One pass; returns the arrays whose sums are the checksum, and the operations it issued."""
+def workload(xp, data: dict, iters: int, cublas: bool = True) -> tuple[list, int]:
+    """One pass; returns the arrays whose sums are the checksum, and the operations it issued.
+    (cublas=False: the gemv as a multiply and a row sum, the matmul left out.)"""
     a, b = data["spd"], data["rhs"]
     x = xp.zeros_like(b)
     r = b.copy()
@@ -56,7 +59,8 @@ def workload(xp, data: dict, iters: int) -> tuple[list, int]:
     ops += 5
     for i in range(iters):
         # conjugate gradient: 13 operations
-        ap = a @ p
+        ap = a @ p if cublas else (a * p).sum(axis=1)
+        ops += 0 if cublas else 1
         pap = (p * ap).sum()
         alpha = rr / pap
         x += alpha * p
@@ -74,7 +78,7 @@ def workload(xp, data: dict, iters: int) -> tuple[list, int]:
         peak = xp.maximum(peak, v.max()) if i % 2 else v.max()
         ops += 13 + 9 + 4 + (1 if i % 2 else 0)
         # a medium matmul every tenth iteration: 2
-        if i % 10 == 0:
+        if i % 10 == 0 and cublas:
             m = (m @ mw) * (1.0 / 32)
             ops += 2
     return [x, u, energy, v, peak, m], ops
@@ -107,12 +111,12 @@ def guest(a) -> int:
         def sync():
             xp.cuda.Device().synchronize()
     data = inputs(xp, a.n, a.grid)
-    out, ops = workload(xp, data, a.iters)  # warm-up
+    out, ops = workload(xp, data, a.iters, not a.no_cublas)  # warm-up
     sync()
     times = []
     for _ in range(a.reps):
         t = time.perf_counter()
-        out, ops = workload(xp, data, a.iters)
+        out, ops = workload(xp, data, a.iters, not a.no_cublas)
         sync()
         times.append(time.perf_counter() - t)
     checksum = [float(o.sum()) for o in out]
@@ -148,13 +152,14 @@ def main() -> int:
     ap.add_argument("--iters", type=int, default=100)
     ap.add_argument("--n", type=int, default=2048, help="the CG system's size")
     ap.add_argument("--grid", type=int, default=1024, help="the heat equation's grid side")
+    ap.add_argument("--no-cublas", action="store_true", help="no cuBLAS: the gemv as CuPy kernels, no matmul")
     ap.add_argument("--backend", choices=["cuda", "sim"], default="cuda")
     ap.add_argument("--xp", choices=["cupy", "numpy"], default="cupy", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.mode == "guest":
         return guest(a)
-    if a.rounds < 1 or a.reps < 1 or a.iters < 1:
-        ap.error("--rounds, --reps and --iters must be at least 1")
+    if min(a.rounds, a.reps, a.iters, a.n) < 1 or a.grid < 3:
+        ap.error("--rounds, --reps, --iters and --n must be at least 1, --grid at least 3")
     out = a.out or Path(tempfile.mkdtemp(prefix="kvmgpu-cupy-bench."))
     out.mkdir(parents=True, exist_ok=True)
     lib = build_library(out / "lib")
@@ -163,7 +168,7 @@ def main() -> int:
     print(f"== {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {gpu} ({a.backend} backend); the guest runs "
           f"with `{' '.join(hide)}`; results in {out}")
     child = [sys.executable, str(Path(__file__).resolve()), "guest", "--reps", str(a.reps), "--iters", str(a.iters),
-             "--n", str(a.n), "--grid", str(a.grid), "--xp", a.xp]
+             "--n", str(a.n), "--grid", str(a.grid), "--xp", a.xp] + (["--no-cublas"] if a.no_cublas else [])
     board = Path(tempfile.mkdtemp(prefix="kvmgpu-cupy-board."))
     vm = LoopbackVM(out, "cupy", lib, backend=a.backend, compute=100, mode="share", compute_dir=board)
     rounds, failed = [], False

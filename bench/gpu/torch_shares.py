@@ -18,21 +18,21 @@ graph case captured from a stream and replayed with cuGraphLaunch; it runs on th
 (`--backend sim` tries the harness without a GPU: the sim has no compute gate, so its shares are
 whatever the two processes get, and the run is not judged).
 
-The measure, independent of the gate: each guest first runs its step alone (the other VM idle;
-share mode is work-conserving, so it has the whole GPU) and measures the GPU time of one step with
-CUDA events around it (median over CALIBRATE seconds; the events are real GPU timestamps, taken
-through the library). Then both start together (a shared monotonic start time) and run for
-SECONDS, each step followed by a synchronise, recording when it was issued and when it was seen
-complete. A VM's GPU time in a 1 s window is its steps' calibrated GPU time, each step's spread
-evenly over [issued, complete] (a step's GPU time is somewhere in that interval; spreading bounds
-the error at each window edge to a fraction of one step, where counting whole steps would make it
-one step). Its achieved share is its GPU time over both VMs' in that window; the first and the
-last second are left out (start-up, stop). The sum of both in a window (`gpu_busy`, ~1.0 when the
-two keep the GPU busy and their steps cost together what they cost alone) shows whether the
-calibration holds under sharing. Beside it, the GPU seconds each worker's gate charged over the
-whole run (their stats files, read while both are idle before and after), which is the gate's own
-view, not the measure. (The stats files are rewritten at most once a second, at no fixed phase:
-too coarse for 1 s windows.)
+The measure, independent of the gate: each guest first runs its step alone (the other VM idle; share
+mode is work-conserving, so it has the whole GPU) and measures the GPU time of one step with CUDA
+events around it (median over CALIBRATE seconds; the events are real GPU timestamps, taken through
+the library). Then both start together (a shared monotonic start time) and run for SECONDS, each
+step followed by a synchronise (--steps-per-sync N: a step of the measure is N training steps and
+one synchronise), recording when it was issued and when it was seen complete. A VM's GPU time in a 1
+s window is its steps' calibrated GPU time, each step's spread evenly over [issued, complete] (a
+step's GPU time is somewhere in that interval; spreading bounds the error at each window edge to a
+fraction of one step, where counting whole steps would make it one step). Its achieved share is its
+GPU time over both VMs' in that window; the first and the last second are left out (start-up, stop).
+The sum of both in a window (`gpu_busy`, ~1.0 when the two keep the GPU busy and their steps cost
+together what they cost alone) shows whether the calibration holds under sharing. Beside it, the GPU
+seconds each worker's gate charged over the whole run (their stats files, read while both are idle
+before and after), which is the gate's own view, not the measure. (The stats files are rewritten at
+most once a second, at no fixed phase: too coarse for 1 s windows.)
 
 Prints each window's shares and the worst error in pp against +-3 pp, writes DIR/torch_shares.json;
 exits 1 when a run failed or (cuda backend) a case missed the target.
@@ -218,6 +218,13 @@ def guest(a) -> int:
     for _ in range(3):  # warm-up: cuBLAS's handles and workspaces, the first launches
         w.step()
     w.sync()
+    if a.steps_per_sync > 1:  # a "step" of the measure is then that many, one synchronise after them
+        one, w.name = w.step, f"{a.steps_per_sync} x ({w.name})"
+
+        def many():
+            for _ in range(a.steps_per_sync):
+                one()
+        w.step = many
     print("READY " + json.dumps({"step": w.name}), flush=True)
     for line in sys.stdin:
         cmd = line.split()
@@ -314,7 +321,8 @@ def run_case(case: str, a, out: Path, lib: Path, hide: list[str]) -> dict:
             graph = case == "graph" and i == a.graph_vm
             cmd = hide + [sys.executable, str(Path(__file__).resolve()), "guest", "--workload", a.workload,
                           "--width", str(a.width), "--depth", str(a.depth), "--batch", str(a.batch),
-                          "--spin-us", str(a.spin_us), "--launches", str(a.launches)] + (["--graph"] if graph else [])
+                          "--spin-us", str(a.spin_us), "--launches", str(a.launches),
+                          "--steps-per-sync", str(a.steps_per_sync)] + (["--graph"] if graph else [])
             guests.append(Guest(cmd, vm.guest_env(), out / f"{vm.name}.guest.log"))
         ready = [g.expect("READY", a.setup_timeout) for g in guests]
         calib = []
@@ -375,6 +383,7 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=4096)
     ap.add_argument("--spin-us", type=float, default=200.0)
     ap.add_argument("--launches", type=int, default=8)
+    ap.add_argument("--steps-per-sync", type=int, default=1, help="training steps between synchronises")
     ap.add_argument("--backend", choices=["cuda", "sim"], default="cuda")
     ap.add_argument("--graph", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--device", default="cuda", help=argparse.SUPPRESS)  # (guest; cpu: to try the code)
@@ -385,6 +394,16 @@ def main() -> int:
     bad = [c for c in cases if c not in ("eager", "graph")]
     if bad or not cases:
         ap.error(f"unknown case {', '.join(bad) or '(none)'}: the cases are eager and graph")
+    try:
+        percents = [int(p) for p in a.percents.split(",")]
+    except ValueError:
+        percents = []
+    if len(percents) < 2 or not all(1 <= p <= 100 for p in percents):
+        ap.error(f"--percents must be two or more compute percents from 1 to 100, not '{a.percents}'")
+    if not 0 <= a.graph_vm < len(percents):
+        ap.error(f"--graph-vm must name one of the {len(percents)} VMs of --percents (0 to {len(percents) - 1})")
+    if a.steps_per_sync < 1 or a.launches < 1 or min(a.width, a.depth, a.batch) < 1:
+        ap.error("--steps-per-sync, --launches, --width, --depth and --batch must be at least 1")
     if a.seconds < 3:
         ap.error("--seconds must be at least 3 (the first and the last second are left out)")
     out = a.out or Path(tempfile.mkdtemp(prefix="kvmgpu-torch-shares."))

@@ -58,14 +58,17 @@ def test_the_share_harness_runs_on_the_sim(tmp_path):
     assert set(Path("/dev/shm").glob("kvmgpu-bench-*")) <= regions  # the workers' regions removed
 
 
-@pytest.mark.parametrize("args, says", [
-    (["--cases", "eager,fair"], "unknown case fair: the cases are eager and graph"),
-    (["--seconds", "2"], "--seconds must be at least 3"),
+@pytest.mark.parametrize("script, args, says", [
+    ("torch_shares.py", ["--cases", "eager,fair"], "unknown case fair: the cases are eager and graph"),
+    ("torch_shares.py", ["--seconds", "2"], "--seconds must be at least 3"),
+    ("torch_shares.py", ["--percents", "30,170"], "compute percents from 1 to 100, not '30,170'"),
+    ("torch_shares.py", ["--graph-vm", "2"], "--graph-vm must name one of the 2 VMs of --percents (0 to 1)"),
+    ("cupy_bench.py", ["--grid", "2"], "--grid at least 3"),
 ])
-def test_the_share_harness_refuses_bad_input(tmp_path, args, says):
+def test_the_benchmarks_refuse_bad_input(tmp_path, script, args, says):
     out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, str(BENCH / "torch_shares.py"), "--backend", "sim", "--out", str(out),
-                           *args], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run([sys.executable, str(BENCH / script), "--backend", "sim", "--out", str(out), *args],
+                          capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and says in proc.stderr, proc.stderr
     assert not out.exists()  # nothing started, nothing written
 
