@@ -86,6 +86,16 @@ class LoopbackVM:
         except (OSError, ValueError):
             return {}
 
+    def fresh_stats(self, timeout: float = 5.0) -> dict:
+        """The counters from a write after this call (an idle worker rewrites them about once a
+        second): what the VM did up to now, once its guest is idle."""
+        since, deadline = time.time(), time.monotonic() + timeout
+        while True:
+            stats = self.stats()
+            if stats.get("time", 0) > since or time.monotonic() > deadline:
+                return stats
+            time.sleep(0.1)
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.terminate()

@@ -305,7 +305,8 @@ def shares(results: list[dict], steps: list[float], targets: list[float], start:
 
 
 def charged(vms: list[LoopbackVM]) -> list[float]:
-    return [float(vm.stats().get("compute", {}).get("gpu_seconds", 0.0)) for vm in vms]
+    """The GPU seconds each gate charged so far (the guests idle: the charges are final)."""
+    return [float(vm.fresh_stats().get("compute", {}).get("gpu_seconds", 0.0)) for vm in vms]
 
 
 def run_case(case: str, a, out: Path, lib: Path, hide: list[str]) -> dict:
@@ -329,13 +330,11 @@ def run_case(case: str, a, out: Path, lib: Path, hide: list[str]) -> dict:
         for g in guests:  # one at a time: the step alone on the GPU
             g.send(f"calibrate {a.calibrate}")
             calib.append(g.expect("CALIBRATED", a.calibrate + 120))
-        time.sleep(1.5)  # both idle: the workers' stats files now hold the charges so far
-        before = charged(vms)
+        before = charged(vms)  # (both idle)
         start = time.monotonic() + 2.0
         for g in guests:
             g.send(f"run {start} {a.seconds}")
         results = [g.expect("RESULT", a.seconds + 120) for g in guests]
-        time.sleep(1.5)
         after = charged(vms)
     finally:
         for g in guests:
