@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from loopback_vms import LoopbackVM, build_library, gpu_name, hide_gpu  # noqa: E402
+from loopback_vms import LoopbackVM, build_library, gpu_name, hide_gpu, stop_on_sigterm  # noqa: E402
 
 TARGET = 1.05
 
@@ -159,6 +159,7 @@ def main() -> int:
         return guest(a)
     if min(a.rounds, a.reps, a.iters, a.n) < 1 or a.grid < 3:
         ap.error("--rounds, --reps, --iters and --n must be at least 1, --grid at least 3")
+    stop_on_sigterm()
     out = a.out or Path(tempfile.mkdtemp(prefix="kvmgpu-cupy-bench."))
     out.mkdir(parents=True, exist_ok=True)
     lib = build_library(out / "lib")

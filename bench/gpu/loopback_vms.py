@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -19,6 +20,11 @@ WITHOUT_GPU = Path(__file__).with_name("without_gpu.sh")
 WORKER = ("import sys\nfrom kvmgpu.worker.server import WorkerConfig, serve\na = sys.argv[1:]\n"
           "serve(WorkerConfig(backend=a[0], gmem=int(a[1]), socket=a[2], shm=a[3], region_size=int(a[4]), vm=a[5],"
           " compute=int(a[6]), compute_mode=a[7], stats_file=a[8]))")
+
+
+def stop_on_sigterm() -> None:
+    """SIGTERM (`timeout`) as SystemExit, so that the workers are stopped on the way out."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
 
 def build_library(dest: Path) -> Path:
