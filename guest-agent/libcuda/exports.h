@@ -110,6 +110,7 @@
     X("cuLibraryGetKernel", cuLibraryGetKernel, 12000, 0)                                \
     X("cuLibraryGetGlobal", cuLibraryGetGlobal, 12000, 0)                                \
     X("cuKernelGetFunction", cuKernelGetFunction, 12000, 0)                              \
+    X("cuKernelGetLibrary", cuKernelGetLibrary, 12050, 0)                                \
     X("cuLaunchKernel", cuLaunchKernel, 4000, 0)                                         \
     X("cuLaunchKernel", cuLaunchKernel_ptsz, 7000, 1)                                    \
     X("cuStreamCreate", cuStreamCreate, 2000, 0)                                         \

@@ -23,6 +23,48 @@ struct CUlib_st {
 typedef struct CUlib_st *CUlibrary;
 typedef struct CUfunc_st *CUkernel;
 
+/* Which library each kernel came from (cuKernelGetLibrary; cuBLAS asks). */
+struct kernel_of {
+    CUkernel kernel;
+    CUlibrary library;
+};
+static pthread_mutex_t kernels_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct kernel_of *kernels;
+static size_t nkernels, kernels_cap;
+
+static void kernel_found(CUkernel kernel, CUlibrary library)
+{
+    pthread_mutex_lock(&kernels_lock);
+    size_t i = 0;
+    while (i < nkernels && kernels[i].kernel != kernel)
+        i++;
+    if (i == nkernels && nkernels == kernels_cap) {
+        size_t cap = kernels_cap ? 2 * kernels_cap : 64;
+        struct kernel_of *grown = realloc(kernels, cap * sizeof *grown);
+        if (grown) {
+            kernels = grown;
+            kernels_cap = cap;
+        }
+    }
+    if (i < kernels_cap) {
+        kernels[i] = (struct kernel_of){kernel, library};
+        if (i == nkernels)
+            nkernels++;
+    }
+    pthread_mutex_unlock(&kernels_lock);
+}
+
+static void kernels_forget(CUlibrary library)
+{
+    pthread_mutex_lock(&kernels_lock);
+    for (size_t i = 0; i < nkernels;)
+        if (kernels[i].library == library)
+            kernels[i] = kernels[--nkernels];
+        else
+            i++;
+    pthread_mutex_unlock(&kernels_lock);
+}
+
 /* The image of `code`: a fatbin wrapper (what nvcc's code registers) is followed to its fatbin. */
 static const void *image_of(const void *code)
 {
@@ -90,6 +132,7 @@ CUAPI CUresult cuLibraryUnload(CUlibrary library)
     CUresult rc = kvmgpu_initialised();
     if (rc == 0 && !library->image && !library->failed)
         rc = kvmgpu_module_unload(&kvmgpu_session, (uint64_t)(uintptr_t)library->module, 0);
+    kernels_forget(library);
     pthread_mutex_destroy(&library->lock);
     free(library);
     return rc;
@@ -120,8 +163,26 @@ CUAPI CUresult cuLibraryGetKernel(CUkernel *kernel, CUlibrary library, const cha
     if (rc && rc != KVMGPU_CUDA_ERROR_DEVICE_UNAVAILABLE) /* the runtime shows only its own error */
         kvmgpu_log("the vGPU cannot run kernel %.256s: %s", name,
                    kvmgpu_session.last_error[0] ? kvmgpu_session.last_error : "no reason given");
-    if (rc == 0)
+    if (rc == 0) {
         *kernel = f;
+        kernel_found(f, library);
+    }
+    return rc;
+}
+
+CUAPI CUresult cuKernelGetLibrary(CUlibrary *library, CUkernel kernel)
+{
+    if (!library)
+        return KVMGPU_CUDA_ERROR_INVALID_VALUE;
+    CUresult rc = KVMGPU_CUDA_ERROR_INVALID_HANDLE;
+    pthread_mutex_lock(&kernels_lock);
+    for (size_t i = 0; i < nkernels; i++)
+        if (kernels[i].kernel == kernel) {
+            *library = kernels[i].library;
+            rc = KVMGPU_CUDA_SUCCESS;
+            break;
+        }
+    pthread_mutex_unlock(&kernels_lock);
     return rc;
 }
 

@@ -135,6 +135,16 @@ static int run_main(const char *ptx_path)
     CHECK(cuModuleGetFunction(&saxpy, module, "saxpy"));
     EXPECT(cuModuleGetFunction(&saxpy, module, "no_such_kernel"), CUDA_ERROR_NOT_FOUND);
 
+    /* the same code as a library: its kernel knows its library until the library is unloaded */
+    CUlibrary library, of = NULL;
+    CUkernel kernel;
+    CHECK(cuLibraryLoadData(&library, ptx, NULL, NULL, 0, NULL, NULL, 0));
+    CHECK(cuLibraryGetKernel(&kernel, library, "vector_add"));
+    CHECK(cuKernelGetLibrary(&of, kernel));
+    printf("%s a kernel's library\n", of == library ? "OK" : "FAIL");
+    CHECK(cuLibraryUnload(library));
+    EXPECT(cuKernelGetLibrary(&of, kernel), CUDA_ERROR_INVALID_HANDLE);
+
     CUstream stream;
     CUevent start_ev, stop_ev;
     CHECK(cuStreamCreate(&stream, CU_STREAM_NON_BLOCKING));
