@@ -2,8 +2,11 @@
 `kvmgpu worker --backend sim` in loopback mode (started per test, stopped in a finalizer)."""
 
 import json
+import shutil
 import subprocess
 import sys
+
+import pytest
 
 from kvmgpu_wire.protocol import PROTOCOL_VERSION
 
@@ -125,3 +128,20 @@ def test_copies_bigger_than_the_window_come_back_whole(guest_python):
         assert cuda.cuMemcpyDtoH(out, int(dptr) + n - 8, 16) == (cuda.CUresult.CUDA_ERROR_INVALID_VALUE,)
         assert cuda.cuCtxDestroy(ctx) == (0,)
     """)
+
+
+def test_the_library_keeps_its_own_functions_beside_another_libcuda(worker, tmp_path):
+    """As kvmgpu.benchgpu runs: another libcuda.so.1 (NVIDIA's) loaded first, for everyone
+    (RTLD_GLOBAL), then kvmgpu_guest.driver's: the library's calls to its own exported functions
+    (cuDriverGetVersion's cuInit) stay its own, so the forwarded side is forwarded."""
+    if shutil.which("gcc") is None:
+        pytest.skip("needs gcc")
+    (tmp_path / "other.c").write_text("int cuInit(unsigned flags) { (void)flags; return 999; }\n")
+    other = tmp_path / "libcuda.so.1"
+    subprocess.run(["gcc", "-shared", "-fPIC", "-Wl,-soname,libcuda.so.1", str(tmp_path / "other.c"), "-o", str(other)],
+                   check=True)
+    program = (f"import ctypes; ctypes.CDLL({str(other)!r}, mode=ctypes.RTLD_GLOBAL)\n"
+               "from kvmgpu_guest import driver as cuda\n"
+               "print(cuda.cuDriverGetVersion()[0].name)\n")
+    proc = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60, env=worker.env)
+    assert proc.stdout.split() == ["CUDA_SUCCESS"], proc.stdout + proc.stderr
