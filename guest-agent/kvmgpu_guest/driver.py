@@ -426,15 +426,19 @@ def _module_load(image):
     cubin's or fatbin's size from it)."""
     if isinstance(image, str):
         image = image.encode()
+    keep: object = image
     try:
-        if isinstance(image, bytes):
-            addr, keep = ctypes.cast(c_char_p(image), c_void_p).value, image  # (bytes end in a NUL)
+        if isinstance(image, bytes):  # (a bytes object ends in a NUL, as PTX must)
+            addr = ctypes.cast(c_char_p(image), c_void_p).value
+        elif type(image) is int:
+            addr = image
         else:
-            addr, keep = _host_address(image, 0, False)
-            if not isinstance(image, int) and not hasattr(image, "__index__"):
-                keep = ctypes.create_string_buffer(bytes(memoryview(image).cast("B")))  # + a NUL for PTX
+            try:
+                keep = ctypes.create_string_buffer(bytes(memoryview(image).cast("B")))  # + the NUL
                 addr = ctypes.addressof(keep)
-    except _ARGS:
+            except TypeError:
+                addr = image.__index__()
+    except _ARGS + (AttributeError,):
         return CUresult.CUDA_ERROR_INVALID_VALUE, None
     result = _value(_c["load"], _u64, addr, wrap=CUmodule)
     del keep

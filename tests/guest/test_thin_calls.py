@@ -115,7 +115,8 @@ def test_the_native_library_forwards_them_too(worker, tmp_path):
 
 def test_function_attributes_occupancy_limits_and_16_bit_memsets(cuda_program):
     """Ops 50-55 through the Python guest: the sim's H100 answers (kvmgpu/backend/sim.py), an
-    attribute set and read back, a limit, a 16-bit memset byte for byte."""
+    attribute set and read back, a limit, a 16-bit memset byte for byte; a kernel's parameter
+    table; module images in every form."""
     from loopback import need_kernels
     cuda_program(prelude=f"KERNELS = {str(need_kernels())!r}\n", code="""
     _, mod = cuda.cuModuleLoadData(open(KERNELS, "rb").read())
@@ -138,5 +139,18 @@ def test_function_attributes_occupancy_limits_and_16_bit_memsets(cuda_program):
     assert bytes(got[:10]) == b"\\x11\\x11" + b"\\xef\\xbe" * 3 + b"\\x11\\x11"
     assert cuda.cuMemsetD16(int(p) + 60, 0, 3)[0] == cuda.CUresult.CUDA_ERROR_INVALID_VALUE  # past the end
     cuda.cuMemFree(p)
+    assert cuda.cuFuncGetParamInfo(f, 1) == (0, 8, 8)  # saxpy(float a, const float* x, ...): x
+    assert cuda.cuFuncGetParamInfo(f, 3) == (0, 24, 4)
+    assert cuda.cuFuncGetParamInfo(f, 4) == (cuda.CUresult.CUDA_ERROR_INVALID_VALUE, None, None)
     cuda.cuModuleUnload(mod)
+    # an image in each form cuda-python takes: bytes, a buffer, a str, an address, a file
+    import ctypes
+    ptx = open(KERNELS, "rb").read()
+    held = ctypes.create_string_buffer(ptx)
+    for image in (bytearray(ptx), ptx.decode(), ctypes.addressof(held)):
+        err, m = cuda.cuModuleLoadData(image)
+        assert err == 0 and cuda.cuModuleGetFunction(m, b"saxpy")[0] == 0, (type(image), err)
+    assert cuda.cuModuleLoad(KERNELS)[0] == 0
+    assert cuda.cuModuleLoad("/nonexistent.ptx") == (cuda.CUresult.CUDA_ERROR_FILE_NOT_FOUND, None)
+    assert cuda.cuModuleLoadData(object()) == (cuda.CUresult.CUDA_ERROR_INVALID_VALUE, None)
     """)
