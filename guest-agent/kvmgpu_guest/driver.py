@@ -525,16 +525,22 @@ def _param_count(f: int) -> int:
 
 
 _counts: dict[int, int] = {}
+_launch = _c["launch"]
+_U64_END = 1 << 64
 
 
 def cuLaunchKernel(f, gridDimX, gridDimY, gridDimZ, blockDimX, blockDimY, blockDimZ,
                    sharedMemBytes, hStream, kernelParams, extra=None):
-    try:
-        fn = _h(f)
-        params, keep = _params_array(kernelParams, lambda: _param_count(fn))
+    try:  # (the hot path: the common argument types taken without a call each)
+        fn = f._v.value if type(f) is CUfunction else _h(f)
+        stream = hStream if type(hStream) is int and 0 <= hStream < _U64_END else _stream(hStream)
+        if type(kernelParams) is int and kernelParams:  # the native idiom, a void*[]'s address: as it is
+            params, keep = kernelParams, None
+        else:
+            params, keep = _params_array(kernelParams, lambda: _param_count(fn))
         extras, keep_extra = _extra_array(extra) if params is None else (None, None)
-        status = _c["launch"](fn, gridDimX, gridDimY, gridDimZ, blockDimX, blockDimY, blockDimZ, sharedMemBytes,
-                              _stream(hStream), params, extras)
+        status = _launch(fn, gridDimX, gridDimY, gridDimZ, blockDimX, blockDimY, blockDimZ, sharedMemBytes,
+                         stream, params, extras)
     except _ARGS:
         return _BAD
     del keep, keep_extra
