@@ -24,7 +24,7 @@ deps: .stamps/debs
 
 venv: $(VENV)/.ready
 $(VENV)/.ready: .stamps/debs pyproject.toml setup.py kvmgpu/backend/launcher.c guest-agent/pyproject.toml \
-                guest-agent/setup.py guest-agent/kvmgpu_guest/copier.c $(wildcard guest-agent/include/*.h) \
+                guest-agent/setup.py $(wildcard guest-agent/include/*.h) \
                 $(wildcard guest-agent/libcuda/*.c guest-agent/libcuda/*.h guest-agent/libnvml/*.c guest-agent/libnvml/*.h)
 	/usr/bin/python3 -m venv --system-site-packages $(VENV)
 	$(PIP) install -q --upgrade pip

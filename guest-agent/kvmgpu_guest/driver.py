@@ -1,25 +1,21 @@
-"""The CUDA driver API as cuda-python spells it (`cuda.bindings.driver`), forwarded to the vGPU.
+"""The CUDA driver API as cuda-python spells it (`cuda.bindings.driver`), on the guest's libcuda.so.1.
 
-Every function returns cuda-python's tuple: `(CUresult,)` or `(CUresult, value, ...)`. Calls that
-return nothing the caller needs now (launches, async copies and memsets, event records, frees,
-stream/event destroys, module unloads) are queued and sent in batches; their errors surface at
-the next synchronising call (cuCtxSynchronize, cuStreamSynchronize, a synchronous copy, ...).
+A thin layer: each function converts cuda-python's arguments (handles, buffers, kernel parameters
+in every form cuLaunchKernel takes: hostargs.py) to C, calls the library the guest package ships
+(kvmgpu_guest/lib/libcuda.so.1, the one `kvmgpu-guest run` puts first on the loader's path), and
+returns cuda-python's tuple: `(CUresult,)` or `(CUresult, value, ...)`. Everything else, the
+channel, batching, the mailbox, the window and its copier, contexts, is the library's (docs/guest.md):
+there is one guest client. The library reads its settings (KVMGPU_SOCKET, KVMGPU_SHM, ...) at cuInit.
 
-The VM has one context on the host; the contexts a program creates here are the guest's view of
-it, kept in a table here so that handles, the current context and the primary context behave.
 A function kvmgpu does not forward raises AttributeError naming it.
 """
 
 from __future__ import annotations
 
-import atexit
 import ctypes
-import hashlib
-import struct
-import sys
-import threading
+import os
+from ctypes import POINTER, byref, c_char_p, c_float, c_int, c_size_t, c_uint, c_uint64, c_void_p
 
-from kvmgpu_wire import spec
 from kvmgpu_wire.cudefs import (  # noqa: F401
     CU_LAUNCH_PARAM_BUFFER_POINTER,
     CU_LAUNCH_PARAM_BUFFER_POINTER_AS_INT,
@@ -33,15 +29,9 @@ from kvmgpu_wire.cudefs import (  # noqa: F401
     CUjit_option,
     CUresult,
     CUstream_flags,
-    error_text,
 )
-from kvmgpu_wire.protocol import Op, unpack_params
 
-from .client import Session, SessionError
-from .config import forget as forget_config
 from .handles import (  # noqa: F401
-    FUNCTIONS as _functions,
-    Allocations as _Allocations,
     CUcontext,
     CUdevice,
     CUdeviceptr,
@@ -50,241 +40,219 @@ from .handles import (  # noqa: F401
     CUmodule,
     CUstream,
     CUuuid,
-    Function as _Function,
+    handle as _handle,
 )
-from .hostargs import buffer_or_address as _buffer_or_address, host_view as _host_view, params_blob as _params_blob
+from .hostargs import extra_array as _extra_array, host_address as _host_address, params_array as _params_array
 
-# ------------------------------------------------------------------------------------------ state
+LIBRARY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib", "libcuda.so.1")
+
+
+def _load() -> ctypes.CDLL:
+    try:
+        return ctypes.CDLL(LIBRARY)
+    except OSError as e:
+        raise ImportError(f"kvmgpu_guest.driver needs the guest's libcuda.so.1 ({e}): reinstall the guest "
+                          "package where a C compiler exists (pip install kvmgpu-guest), or `make libcuda` "
+                          "in a checkout") from None
+
+
+_lib = _load()
+_u64 = c_uint64
+_P = POINTER
+
+
+def _fn(name: str, *argtypes):
+    f = getattr(_lib, name)
+    f.argtypes = list(argtypes)
+    f.restype = c_int
+    return f
+
+
+# The C functions (the exported symbol of each: cuda.h's #define cuX cuX_v2).
+_c = {name: _fn(symbol, *args) for name, symbol, args in (
+    ("init", "cuInit", (c_uint,)),
+    ("version", "cuDriverGetVersion", (_P(c_int),)),
+    ("count", "cuDeviceGetCount", (_P(c_int),)),
+    ("device", "cuDeviceGet", (_P(c_int), c_int)),
+    ("name", "cuDeviceGetName", (c_char_p, c_int, c_int)),
+    ("total", "cuDeviceTotalMem_v2", (_P(c_size_t), c_int)),
+    ("attribute", "cuDeviceGetAttribute", (_P(c_int), c_int, c_int)),
+    ("cc", "cuDeviceComputeCapability", (_P(c_int), _P(c_int), c_int)),
+    ("uuid", "cuDeviceGetUuid", (c_char_p, c_int)),
+    ("bus_id", "cuDeviceGetPCIBusId", (c_char_p, c_int, c_int)),
+    ("ctx_create", "cuCtxCreate_v2", (_P(_u64), c_uint, c_int)),
+    ("ctx_destroy", "cuCtxDestroy_v2", (_u64,)),
+    ("ctx_set", "cuCtxSetCurrent", (_u64,)),
+    ("ctx_get", "cuCtxGetCurrent", (_P(_u64),)),
+    ("ctx_push", "cuCtxPushCurrent_v2", (_u64,)),
+    ("ctx_pop", "cuCtxPopCurrent_v2", (_P(_u64),)),
+    ("ctx_device", "cuCtxGetDevice", (_P(c_int),)),
+    ("ctx_flags", "cuCtxGetFlags", (_P(c_uint),)),
+    ("ctx_sync", "cuCtxSynchronize", ()),
+    ("ctx_limit", "cuCtxGetLimit", (_P(c_size_t), c_int)),
+    ("primary_retain", "cuDevicePrimaryCtxRetain", (_P(_u64), c_int)),
+    ("primary_release", "cuDevicePrimaryCtxRelease_v2", (c_int,)),
+    ("primary_state", "cuDevicePrimaryCtxGetState", (c_int, _P(c_uint), _P(c_int))),
+    ("alloc", "cuMemAlloc_v2", (_P(_u64), c_size_t)),
+    ("free", "cuMemFree_v2", (_u64,)),
+    ("info", "cuMemGetInfo_v2", (_P(c_size_t), _P(c_size_t))),
+    ("htod", "cuMemcpyHtoD_v2", (_u64, c_void_p, c_size_t)),
+    ("htod_async", "cuMemcpyHtoDAsync_v2", (_u64, c_void_p, c_size_t, _u64)),
+    ("dtoh", "cuMemcpyDtoH_v2", (c_void_p, _u64, c_size_t)),
+    ("dtoh_async", "cuMemcpyDtoHAsync_v2", (c_void_p, _u64, c_size_t, _u64)),
+    ("dtod", "cuMemcpyDtoD_v2", (_u64, _u64, c_size_t)),
+    ("dtod_async", "cuMemcpyDtoDAsync_v2", (_u64, _u64, c_size_t, _u64)),
+    ("d8", "cuMemsetD8_v2", (_u64, ctypes.c_ubyte, c_size_t)),
+    ("d16", "cuMemsetD16_v2", (_u64, ctypes.c_ushort, c_size_t)),
+    ("d32", "cuMemsetD32_v2", (_u64, c_uint, c_size_t)),
+    ("d8_async", "cuMemsetD8Async", (_u64, ctypes.c_ubyte, c_size_t, _u64)),
+    ("d16_async", "cuMemsetD16Async", (_u64, ctypes.c_ushort, c_size_t, _u64)),
+    ("d32_async", "cuMemsetD32Async", (_u64, c_uint, c_size_t, _u64)),
+    ("load", "cuModuleLoadData", (_P(_u64), c_void_p)),
+    ("unload", "cuModuleUnload", (_u64,)),
+    ("function", "cuModuleGetFunction", (_P(_u64), _u64, c_char_p)),
+    ("global", "cuModuleGetGlobal_v2", (_P(_u64), _P(c_size_t), _u64, c_char_p)),
+    ("func_attr", "cuFuncGetAttribute", (_P(c_int), c_int, _u64)),
+    ("func_set_attr", "cuFuncSetAttribute", (_u64, c_int, c_int)),
+    ("param_info", "cuFuncGetParamInfo", (_u64, c_size_t, _P(c_size_t), _P(c_size_t))),
+    ("occupancy", "cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags", (_P(c_int), _u64, c_int, c_size_t, c_uint)),
+    ("launch", "cuLaunchKernel", (_u64, c_uint, c_uint, c_uint, c_uint, c_uint, c_uint, c_uint, _u64, c_void_p,
+                                  c_void_p)),
+    ("stream_create", "cuStreamCreate", (_P(_u64), c_uint)),
+    ("stream_destroy", "cuStreamDestroy_v2", (_u64,)),
+    ("stream_sync", "cuStreamSynchronize", (_u64,)),
+    ("stream_query", "cuStreamQuery", (_u64,)),
+    ("stream_priority", "cuStreamGetPriority", (_u64, _P(c_int))),
+    ("event_create", "cuEventCreate", (_P(_u64), c_uint)),
+    ("event_record", "cuEventRecord", (_u64, _u64)),
+    ("event_sync", "cuEventSynchronize", (_u64,)),
+    ("event_query", "cuEventQuery", (_u64,)),
+    ("event_elapsed", "cuEventElapsedTime", (_P(c_float), _u64, _u64)),
+    ("event_destroy", "cuEventDestroy_v2", (_u64,)),
+    ("error_name", "cuGetErrorName", (c_int, _P(c_char_p))),
+    ("error_string", "cuGetErrorString", (c_int, _P(c_char_p))),
+)}
 
 _R = {int(r): r for r in CUresult}
 _OK = CUresult.CUDA_SUCCESS
 _OK1 = (_OK,)
-_lock = threading.RLock()
-_session: Session | None = None
-# This process's live allocations: a bad free fails at once, as natively, and a synchronous copy
-# into one of them is queued (see _htod). (The host checks again.)
-_allocations = _Allocations()
-_tls = threading.local()
-_contexts: dict[int, dict] = {}  # guest context id -> {"device", "flags", "primary"}
-_PRIMARY_ID = 0x0C0000
-_next_ctx = [_PRIMARY_ID + 0x100]
-_primary_refs = [0]
+_BAD = (CUresult.CUDA_ERROR_INVALID_VALUE,)
+_ARGS = (TypeError, ValueError, OverflowError, BufferError, ctypes.ArgumentError)  # not an argument C takes
 
 
-def _result(status: int):
+def _result(status: int) -> CUresult:
     r = _R.get(status)
     return r if r is not None else CUresult.CUDA_ERROR_UNKNOWN
 
 
-def _err(code: CUresult, n: int = 0):
-    return (code,) + (None,) * n
-
-
-def _stream(s) -> int:
-    if s is None:
-        return 0
-    v = s if type(s) is int else int(s)
-    return 0 if v in (1, 2) else v  # CU_STREAM_LEGACY / PER_THREAD: the VM's null stream
-
-
-def _current():
-    stack = getattr(_tls, "stack", None)
-    return stack[-1] if stack else None
-
-
-def _ready():
-    """CUresult if no call can be made now (not initialised, lost, no current context), else None."""
-    if _session is None:
-        return CUresult.CUDA_ERROR_NOT_INITIALIZED
-    if _session.closed:
-        return CUresult.CUDA_ERROR_DEVICE_UNAVAILABLE
-    stack = getattr(_tls, "stack", None)
-    if not stack:
-        return CUresult.CUDA_ERROR_INVALID_CONTEXT
-    return None
-
-
-def _lost(e: Exception):
-    print(f"kvmgpu: {e}", file=sys.stderr)
-    return CUresult.CUDA_ERROR_DEVICE_UNAVAILABLE
-
-
-def _call(op, args=(), blob=b"", n=0, context=True):
-    """A synchronous call: (CUresult, reply values or Nones). `context`: the call needs a current
-    context (a device query does not)."""
-    bad = _ready() if context else (CUresult.CUDA_ERROR_NOT_INITIALIZED if _session is None else
-                                     CUresult.CUDA_ERROR_DEVICE_UNAVAILABLE if _session.closed else None)
-    if bad is not None:
-        return bad, None
+def _status(f, *args) -> tuple:
+    """(CUresult,) of a C call that returns nothing else; a bad argument is INVALID_VALUE."""
     try:
-        reply = _session.call(op, args, blob)
-    except SessionError as e:
-        return _lost(e), None
-    except (struct.error, OverflowError, ValueError):
-        return CUresult.CUDA_ERROR_INVALID_VALUE, None
-    return _result(reply.status), reply
+        status = f(*args)
+    except _ARGS:
+        return _BAD
+    return _OK1 if status == 0 else (_result(status),)
 
 
-def _queue(op, args):
-    bad = _ready()
-    if bad is not None:
-        return (bad,)
+def _out(f, out, *args) -> tuple[CUresult, bool]:
+    """A C call whose first argument is `out` (given by reference): (CUresult, whether it is good)."""
     try:
-        _session.queue(op, args)
-    except SessionError as e:
-        return (_lost(e),)
-    except (struct.error, OverflowError, ValueError, TypeError):
-        return (CUresult.CUDA_ERROR_INVALID_VALUE,)
-    return _OK1
+        status = f(byref(out), *args)
+    except _ARGS:
+        return CUresult.CUDA_ERROR_INVALID_VALUE, False
+    return (_OK, True) if status == 0 else (_result(status), False)
+
+
+def _value(f, ctype, *args, wrap=None) -> tuple:
+    """(CUresult, value or None) of a C call with one output first."""
+    out = ctype()
+    status, ok = _out(f, out, *args)
+    if not ok:
+        return status, None
+    return _OK, out.value if wrap is None else wrap(out.value or 0)
+
+
+_NOT_A_HANDLE = object()  # what C is handed for a handle that is no u64: ctypes refuses it (INVALID_VALUE)
+
+
+def _h(value):
+    try:
+        return _handle(value)
+    except (TypeError, ValueError):
+        return _NOT_A_HANDLE
+
+
+_stream = _h  # (None: the null stream; CU_STREAM_LEGACY / PER_THREAD, 1 and 2, the library maps)
 
 
 # --------------------------------------------------------------------------- init, driver, device
 
 def cuInit(Flags=0):
-    global _session
-    with _lock:
-        if _session is not None and not _session.closed:
-            return _OK1
-        try:
-            _session = Session.connect()
-        except Exception as e:  # ChannelError, SessionError, RegionError, protocol errors
-            print(f"kvmgpu: {e}", file=sys.stderr)
-            return (CUresult.CUDA_ERROR_NO_DEVICE,)
-        atexit.register(_shutdown)
-        return _OK1
-
-
-def _shutdown():
-    global _session
-    s = _session
-    if s is not None:
-        _session = None
-        s.close("process exit")
+    return _status(_c["init"], int(Flags))
 
 
 def cuDriverGetVersion():
-    if _session is None:
-        return _err(CUresult.CUDA_ERROR_NOT_INITIALIZED, 1)
-    return _OK, int(_session.device.get("driver_version", 0))
+    return _value(_c["version"], c_int)  # (as the driver's, before cuInit too)
 
 
 def cuDeviceGetCount():
-    if _session is None:
-        return _err(CUresult.CUDA_ERROR_NOT_INITIALIZED, 1)
-    return _OK, 1
+    return _value(_c["count"], c_int)
 
 
 def cuDeviceGet(ordinal):
-    if _session is None:
-        return _err(CUresult.CUDA_ERROR_NOT_INITIALIZED, 1)
-    if int(ordinal) != 0:
-        return _err(CUresult.CUDA_ERROR_INVALID_DEVICE, 1)
-    return _OK, CUdevice(0)
+    return _value(_c["device"], c_int, int(ordinal), wrap=CUdevice)
 
 
-def _check_dev(dev):
-    if _session is None:
-        return CUresult.CUDA_ERROR_NOT_INITIALIZED
-    if int(dev) != 0:
-        return CUresult.CUDA_ERROR_INVALID_DEVICE
-    return None
+def _text(f, length, dev) -> tuple:
+    """cuDeviceGetName / cuDeviceGetPCIBusId: cuda-python hands back the whole buffer, the
+    NUL-terminated text then its fill."""
+    length = int(length)
+    buf = ctypes.create_string_buffer(max(length, 1))
+    try:
+        status = f(buf, length, _h(dev))
+    except _ARGS:
+        return CUresult.CUDA_ERROR_INVALID_VALUE, None
+    if status:
+        return _result(status), None
+    text = buf.value[: length - 1]
+    return _OK, text + b"\0" + b" " * (length - len(text) - 1)
 
 
 def cuDeviceGetName(length, dev):
-    bad = _check_dev(dev)
-    if bad is not None:
-        return bad, None
-    length = int(length)
-    if length <= 0:
-        return CUresult.CUDA_ERROR_INVALID_VALUE, None
-    name = str(_session.device.get("name", "kvmgpu vGPU")).encode()[: length - 1]
-    # cuda-python hands back the whole buffer: the NUL-terminated name, then its fill
-    return _OK, name + b"\0" + b" " * (length - len(name) - 1)
+    return _text(_c["name"], length, dev)
+
+
+def cuDeviceGetPCIBusId(length, dev):
+    return _text(_c["bus_id"], length, dev)
 
 
 def cuDeviceTotalMem(dev):
-    bad = _check_dev(dev)
-    if bad is not None:
-        return bad, None
-    return _OK, int(_session.device.get("total_memory", 0))
-
-
-_CC_MAJOR = int(CUdevice_attribute.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)
-_CC_MINOR = int(CUdevice_attribute.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)
+    return _value(_c["total"], c_size_t, _h(dev))
 
 
 def cuDeviceGetAttribute(attrib, dev):
-    bad = _check_dev(dev)
-    if bad is not None:
-        return bad, None
-    attr = int(attrib)
-    if attr not in CUdevice_attribute._value2member_map_:
-        return CUresult.CUDA_ERROR_INVALID_VALUE, None
-    dev_info = _session.device
-    value = (dev_info.get("attributes") or {}).get(str(attr))
-    if value is None:
-        cc = dev_info.get("compute_capability") or [0, 0]
-        value = cc[0] if attr == _CC_MAJOR else cc[1] if attr == _CC_MINOR else 0
-    return _OK, int(value)
+    return _value(_c["attribute"], c_int, int(attrib), _h(dev))
 
 
 def cuDeviceComputeCapability(dev):
-    bad = _check_dev(dev)
-    if bad is not None:
-        return bad, None, None
-    cc = _session.device.get("compute_capability") or [0, 0]
-    return _OK, int(cc[0]), int(cc[1])
+    major, minor = c_int(), c_int()
+    status, ok = _out(_c["cc"], major, byref(minor), _h(dev))
+    return (_OK, major.value, minor.value) if ok else (status, None, None)
 
 
 def cuDeviceGetUuid(dev):
-    bad = _check_dev(dev)
-    if bad is not None:
-        return bad, None
-    text = str(_session.device.get("uuid", ""))
-    digits = "".join(c for c in text.lower() if c in "0123456789abcdef")
-    if text.upper().startswith("GPU-"):
-        digits = "".join(c for c in text[4:].lower() if c in "0123456789abcdef")
-    raw = bytes.fromhex(digits[:32].ljust(32, "0"))
-    return _OK, CUuuid(raw)
+    buf = ctypes.create_string_buffer(16)
+    try:
+        status = _c["uuid"](buf, _h(dev))
+    except _ARGS:
+        return CUresult.CUDA_ERROR_INVALID_VALUE, None
+    return (_OK, CUuuid(buf.raw[:16])) if status == 0 else (_result(status), None)
 
 
 cuDeviceGetUuid_v2 = cuDeviceGetUuid
 
 
-def cuDeviceGetPCIBusId(length, dev):
-    bad = _check_dev(dev)
-    if bad is not None:
-        return bad, None
-    length = int(length)
-    if length <= 0:
-        return CUresult.CUDA_ERROR_INVALID_VALUE, None
-    status, reply = _call(Op.DEVICE_GET_PCI_BUS_ID, context=False)
-    if status:
-        return status, None
-    bus_id = reply.values[0].split(b"\0", 1)[0][: length - 1]
-    return _OK, bus_id + b"\0" + b" " * (length - len(bus_id) - 1)  # (the whole buffer, as cuDeviceGetName)
-
-
 # ---------------------------------------------------------------------------------------- contexts
-
-def _push(ctx_id: int) -> None:
-    stack = getattr(_tls, "stack", None)
-    if stack is None:
-        stack = _tls.stack = []
-    stack.append(ctx_id)
-
-
-def _new_context(flags: int, dev) -> tuple:
-    bad = _check_dev(dev)
-    if bad is not None:
-        return bad, None
-    with _lock:
-        ctx_id = _next_ctx[0]
-        _next_ctx[0] += 0x100
-        _contexts[ctx_id] = {"device": 0, "flags": int(flags), "primary": False}
-    _push(ctx_id)
-    return _OK, CUcontext(ctx_id)
-
 
 def cuCtxCreate(*args):
     """cuCtxCreate(flags, dev) (cuda-python 12) or cuCtxCreate(ctxCreateParams, flags, dev) (13)."""
@@ -294,270 +262,157 @@ def cuCtxCreate(*args):
         _params, flags, dev = args
     else:
         raise TypeError(f"cuCtxCreate takes 2 or 3 arguments, got {len(args)}")
-    return _new_context(int(flags), dev)
-
-
-cuCtxCreate_v2 = cuCtxCreate
+    return _value(_c["ctx_create"], _u64, int(flags), _h(dev), wrap=CUcontext)
 
 
 def cuCtxDestroy(ctx):
-    ctx_id = int(ctx)
-    with _lock:
-        if ctx_id not in _contexts or _contexts[ctx_id]["primary"]:
-            return (CUresult.CUDA_ERROR_INVALID_CONTEXT,)
-        del _contexts[ctx_id]
-    stack = getattr(_tls, "stack", None)
-    if stack:
-        stack[:] = [c for c in stack if c != ctx_id]
-    return _OK1
-
-
-cuCtxDestroy_v2 = cuCtxDestroy
+    return _status(_c["ctx_destroy"], _h(ctx))
 
 
 def cuCtxSetCurrent(ctx):
-    ctx_id = int(ctx) if ctx is not None else 0
-    stack = getattr(_tls, "stack", None)
-    if stack is None:
-        stack = _tls.stack = []
-    if ctx_id == 0:
-        if stack:
-            stack.pop()
-        return _OK1
-    if ctx_id not in _contexts:
-        return (CUresult.CUDA_ERROR_INVALID_CONTEXT,)
-    if stack:
-        stack[-1] = ctx_id
-    else:
-        stack.append(ctx_id)
-    return _OK1
+    return _status(_c["ctx_set"], 0 if ctx is None else _h(ctx))
 
 
 def cuCtxGetCurrent():
-    if _session is None:
-        return _err(CUresult.CUDA_ERROR_NOT_INITIALIZED, 1)
-    return _OK, CUcontext(_current() or 0)
+    return _value(_c["ctx_get"], _u64, wrap=CUcontext)
 
 
 def cuCtxPushCurrent(ctx):
-    ctx_id = int(ctx)
-    if ctx_id not in _contexts:
-        return (CUresult.CUDA_ERROR_INVALID_CONTEXT,)
-    _push(ctx_id)
-    return _OK1
-
-
-cuCtxPushCurrent_v2 = cuCtxPushCurrent
+    return _status(_c["ctx_push"], _h(ctx))
 
 
 def cuCtxPopCurrent():
-    stack = getattr(_tls, "stack", None)
-    if not stack:
-        return CUresult.CUDA_ERROR_INVALID_CONTEXT, None
-    return _OK, CUcontext(stack.pop())
-
-
-cuCtxPopCurrent_v2 = cuCtxPopCurrent
+    return _value(_c["ctx_pop"], _u64, wrap=CUcontext)
 
 
 def cuCtxGetDevice():
-    if _current() is None:
-        return CUresult.CUDA_ERROR_INVALID_CONTEXT, None
-    return _OK, CUdevice(0)
+    return _value(_c["ctx_device"], c_int, wrap=CUdevice)
 
 
 def cuCtxGetFlags():
-    status, reply = _call(Op.CTX_GET_FLAGS)
-    if status:
-        return status, None
-    return _OK, reply.values[0]
+    return _value(_c["ctx_flags"], c_uint)
 
 
 def cuCtxSynchronize():
-    return _synchronize(_CTX_SYNCHRONIZE, 0)
+    status = _c["ctx_sync"]()
+    return _OK1 if status == 0 else (_result(status),)
 
 
-def _synchronize(op, stream) -> tuple:
-    """cuCtxSynchronize / cuStreamSynchronize: `_call` for the two, through the session's lean
-    path (`Session.synchronize`)."""
-    bad = _ready()
-    if bad is not None:
-        return (bad,)
-    assert _session is not None  # _ready() checked it
-    try:
-        status = _session.synchronize(op, stream)
-    except SessionError as e:
-        return (_lost(e),)
-    except (struct.error, OverflowError):
-        return (CUresult.CUDA_ERROR_INVALID_VALUE,)
-    return (_result(status),)
-
-
-_CTX_SYNCHRONIZE, _STREAM_SYNCHRONIZE = Op.CTX_SYNCHRONIZE, Op.STREAM_SYNCHRONIZE
+def cuCtxGetLimit(limit):
+    return _value(_c["ctx_limit"], c_size_t, int(limit))
 
 
 def cuDevicePrimaryCtxRetain(dev):
-    bad = _check_dev(dev)
-    if bad is not None:
-        return bad, None
-    with _lock:
-        _contexts.setdefault(_PRIMARY_ID, {"device": 0, "flags": 0, "primary": True})
-        _primary_refs[0] += 1
-    return _OK, CUcontext(_PRIMARY_ID)
+    return _value(_c["primary_retain"], _u64, _h(dev), wrap=CUcontext)
 
 
 def cuDevicePrimaryCtxRelease(dev):
-    bad = _check_dev(dev)
-    if bad is not None:
-        return (bad,)
-    with _lock:
-        if _primary_refs[0] <= 0:
-            return (CUresult.CUDA_ERROR_INVALID_CONTEXT,)
-        _primary_refs[0] -= 1
-    return _OK1
-
-
-cuDevicePrimaryCtxRelease_v2 = cuDevicePrimaryCtxRelease
+    return _status(_c["primary_release"], _h(dev))
 
 
 def cuDevicePrimaryCtxGetState(dev):
-    bad = _check_dev(dev)
-    if bad is not None:
-        return bad, None, None
-    return _OK, 0, int(_primary_refs[0] > 0)
+    flags, active = c_uint(), c_int()
+    try:
+        status = _c["primary_state"](_h(dev), byref(flags), byref(active))
+    except _ARGS:
+        return CUresult.CUDA_ERROR_INVALID_VALUE, None, None
+    return (_OK, flags.value, active.value) if status == 0 else (_result(status), None, None)
+
+
+cuCtxCreate_v2, cuCtxDestroy_v2 = cuCtxCreate, cuCtxDestroy
+cuCtxPushCurrent_v2, cuCtxPopCurrent_v2 = cuCtxPushCurrent, cuCtxPopCurrent
+cuDevicePrimaryCtxRelease_v2 = cuDevicePrimaryCtxRelease
 
 
 # ------------------------------------------------------------------------------------------ memory
 
 def cuMemAlloc(bytesize):
-    status, reply = _call(Op.MEM_ALLOC, (int(bytesize),))
-    if status:
-        return status, None
-    _allocations.add(reply.values[0], int(bytesize))
-    return _OK, CUdeviceptr(reply.values[0])
-
-
-cuMemAlloc_v2 = cuMemAlloc
+    return _value(_c["alloc"], _u64, int(bytesize), wrap=CUdeviceptr)
 
 
 def cuMemFree(dptr):
-    ptr = int(dptr)
-    if ptr == 0:
-        return _OK1
-    if _session is not None and ptr not in _allocations:
-        return (CUresult.CUDA_ERROR_INVALID_VALUE,)
-    _allocations.discard(ptr)
-    return _queue(Op.MEM_FREE, (ptr,))
-
-
-cuMemFree_v2 = cuMemFree
+    return _status(_c["free"], _h(dptr))
 
 
 def cuMemGetInfo():
-    status, reply = _call(Op.MEM_GET_INFO)
-    if status:
-        return status, None, None
-    return _OK, reply.values[0], reply.values[1]
+    free, total = c_size_t(), c_size_t()
+    status, ok = _out(_c["info"], free, byref(total))
+    return (_OK, free.value, total.value) if ok else (status, None, None)
 
 
-cuMemGetInfo_v2 = cuMemGetInfo
-
-
-def _htod(dst, src, nbytes, stream, sync: bool):
-    bad = _ready()
-    if bad is not None:
-        return (bad,)
-    assert _session is not None  # _ready() checked it
-    n = int(nbytes)
-    if n == 0:
-        return _OK1
+def _htod(f, dst, src, nbytes, *stream) -> tuple:
+    """A copy from host memory: `src` a buffer (numpy, bytearray, ctypes, bytes) or an address."""
     try:
-        view = _host_view(src, n)
-        dst = int(dst)
-        # A synchronous copy returns once the bytes are in the window, as a native copy from
-        # pageable memory returns once they are staged, when the destination is known to be good:
-        # the caller may reuse its buffer, and a later error surfaces at the next synchronising
-        # call. Into anything else (a module's global, a bad pointer) it waits for the host.
-        status = _session.htod(dst, view, stream, sync, wait=sync and not _allocations.covers(dst, n))
-    except SessionError as e:
-        return (_lost(e),)
-    except (TypeError, ValueError, BufferError, struct.error, OverflowError):
-        return (CUresult.CUDA_ERROR_INVALID_VALUE,)
-    return (_result(status),)
+        n = int(nbytes)
+        addr, keep = _host_address(src, n, False) if n else (0, None)
+        status = f(_h(dst), addr, n, *stream)
+    except _ARGS:
+        return _BAD
+    del keep
+    return _OK1 if status == 0 else (_result(status),)
+
+
+def _dtoh(f, dst, src, nbytes, *stream) -> tuple:
+    """A copy into host memory (a writable buffer or an address)."""
+    try:
+        n = int(nbytes)
+        addr, keep = _host_address(dst, n, True) if n else (0, None)
+        status = f(addr, _h(src), n, *stream)
+    except _ARGS:
+        return _BAD
+    del keep
+    return _OK1 if status == 0 else (_result(status),)
 
 
 def cuMemcpyHtoD(dstDevice, srcHost, ByteCount):
-    return _htod(dstDevice, srcHost, ByteCount, 0, True)
+    return _htod(_c["htod"], dstDevice, srcHost, ByteCount)
 
 
 def cuMemcpyHtoDAsync(dstDevice, srcHost, ByteCount, hStream):
-    return _htod(dstDevice, srcHost, ByteCount, _stream(hStream), False)
-
-
-def _dtoh(dst, src, nbytes, stream):
-    bad = _ready()
-    if bad is not None:
-        return (bad,)
-    n = int(nbytes)
-    if n == 0:
-        return _OK1
-    try:
-        view = _host_view(dst, n)
-        if view.readonly:
-            return (CUresult.CUDA_ERROR_INVALID_VALUE,)
-        status = _session.dtoh(view, int(src), stream)
-    except SessionError as e:
-        return (_lost(e),)
-    except (TypeError, ValueError, BufferError, struct.error, OverflowError):
-        return (CUresult.CUDA_ERROR_INVALID_VALUE,)
-    return (_result(status),)
+    return _htod(_c["htod_async"], dstDevice, srcHost, ByteCount, _stream(hStream))
 
 
 def cuMemcpyDtoH(dstHost, srcDevice, ByteCount):
-    return _dtoh(dstHost, srcDevice, ByteCount, 0)
+    return _dtoh(_c["dtoh"], dstHost, srcDevice, ByteCount)
 
 
 def cuMemcpyDtoHAsync(dstHost, srcDevice, ByteCount, hStream):
-    # Host memory in the guest is pageable, so (as in CUDA) the copy completes before it returns.
-    return _dtoh(dstHost, srcDevice, ByteCount, _stream(hStream))
+    return _dtoh(_c["dtoh_async"], dstHost, srcDevice, ByteCount, _stream(hStream))
 
 
 def cuMemcpyDtoD(dstDevice, srcDevice, ByteCount):
-    status, _ = _call(Op.MEMCPY_DTOD, (int(dstDevice), int(srcDevice), int(ByteCount), 0))
-    return (status,)
+    return _status(_c["dtod"], _h(dstDevice), _h(srcDevice), int(ByteCount))
 
 
 def cuMemcpyDtoDAsync(dstDevice, srcDevice, ByteCount, hStream):
-    return _queue(Op.MEMCPY_DTOD, (int(dstDevice), int(srcDevice), int(ByteCount), _stream(hStream)))
+    return _status(_c["dtod_async"], _h(dstDevice), _h(srcDevice), int(ByteCount), _stream(hStream))
 
 
 def cuMemsetD8(dstDevice, uc, N):
-    status, _ = _call(Op.MEMSET_D8, (int(dstDevice), int(uc) & 0xFF, int(N), 0))
-    return (status,)
-
-
-def cuMemsetD32(dstDevice, ui, N):
-    status, _ = _call(Op.MEMSET_D32, (int(dstDevice), int(ui) & 0xFFFFFFFF, int(N), 0))
-    return (status,)
+    return _status(_c["d8"], _h(dstDevice), int(uc) & 0xFF, int(N))
 
 
 def cuMemsetD16(dstDevice, us, N):
-    status, _ = _call(Op.MEMSET_D16, (int(dstDevice), int(us) & 0xFFFF, int(N), 0))
-    return (status,)
+    return _status(_c["d16"], _h(dstDevice), int(us) & 0xFFFF, int(N))
 
 
-def cuMemsetD16Async(dstDevice, us, N, hStream):
-    return _queue(Op.MEMSET_D16, (int(dstDevice), int(us) & 0xFFFF, int(N), _stream(hStream)))
+def cuMemsetD32(dstDevice, ui, N):
+    return _status(_c["d32"], _h(dstDevice), int(ui) & 0xFFFFFFFF, int(N))
 
 
 def cuMemsetD8Async(dstDevice, uc, N, hStream):
-    return _queue(Op.MEMSET_D8, (int(dstDevice), int(uc) & 0xFF, int(N), _stream(hStream)))
+    return _status(_c["d8_async"], _h(dstDevice), int(uc) & 0xFF, int(N), _stream(hStream))
+
+
+def cuMemsetD16Async(dstDevice, us, N, hStream):
+    return _status(_c["d16_async"], _h(dstDevice), int(us) & 0xFFFF, int(N), _stream(hStream))
 
 
 def cuMemsetD32Async(dstDevice, ui, N, hStream):
-    return _queue(Op.MEMSET_D32, (int(dstDevice), int(ui) & 0xFFFFFFFF, int(N), _stream(hStream)))
+    return _status(_c["d32_async"], _h(dstDevice), int(ui) & 0xFFFFFFFF, int(N), _stream(hStream))
 
 
+cuMemAlloc_v2, cuMemFree_v2, cuMemGetInfo_v2 = cuMemAlloc, cuMemFree, cuMemGetInfo
 cuMemcpyHtoD_v2, cuMemcpyDtoH_v2, cuMemcpyDtoD_v2 = cuMemcpyHtoD, cuMemcpyDtoH, cuMemcpyDtoD
 cuMemcpyHtoDAsync_v2, cuMemcpyDtoHAsync_v2 = cuMemcpyHtoDAsync, cuMemcpyDtoHAsync
 cuMemcpyDtoDAsync_v2 = cuMemcpyDtoDAsync
@@ -566,50 +421,28 @@ cuMemsetD8_v2, cuMemsetD16_v2, cuMemsetD32_v2 = cuMemsetD8, cuMemsetD16, cuMemse
 
 # ----------------------------------------------------------------------------------------- modules
 
-def _image_bytes(image) -> bytes:
-    """A module image: bytes / a buffer, a str of PTX, or an address (PTX text, cubin, fatbin)."""
-    if isinstance(image, str):
-        return image.encode()
-    view, addr = _buffer_or_address(image)
-    if view is None:
-        head = ctypes.string_at(addr, 16)
-        if head[:4] == b"\x7fELF":  # cubin: the section header table ends the file
-            shoff, = struct.unpack_from("<Q", ctypes.string_at(addr + 0x28, 8))
-            shentsize, shnum = struct.unpack_from("<HH", ctypes.string_at(addr + 0x3A, 4))
-            return ctypes.string_at(addr, shoff + shentsize * shnum)
-        if struct.unpack_from("<I", head)[0] == 0xBA55ED50:  # fatbin: header size + fat size
-            hsize, = struct.unpack_from("<H", head, 6)
-            fsize, = struct.unpack_from("<Q", head, 8)
-            return ctypes.string_at(addr, hsize + fsize)
-        return ctypes.string_at(addr)  # NUL-terminated PTX
-    return bytes(view.cast("B"))
-
-
 def _module_load(image):
-    bad = _ready()
-    if bad is not None:
-        return bad, None
+    """A module image: bytes / a buffer, a str of PTX, or an address (the library reads a PTX's,
+    cubin's or fatbin's size from it)."""
+    if isinstance(image, str):
+        image = image.encode()
+    keep: object = image
     try:
-        data = _image_bytes(image)
-    except (TypeError, ValueError, OSError):
+        if isinstance(image, bytes):  # (a bytes object ends in a NUL, as PTX must)
+            addr = ctypes.cast(c_char_p(image), c_void_p).value
+        elif type(image) is int:
+            addr = image
+        else:
+            try:
+                keep = ctypes.create_string_buffer(bytes(memoryview(image).cast("B")))  # + the NUL
+                addr = ctypes.addressof(keep)
+            except TypeError:
+                addr = image.__index__()
+    except _ARGS + (AttributeError,):
         return CUresult.CUDA_ERROR_INVALID_VALUE, None
-    digest = hashlib.sha256(data).digest()
-    s = _session
-    try:
-        with s.lock:
-            reply = s.call(Op.MODULE_LOAD, (0, 0), digest)  # does the host have it already?
-            if reply.status == CUresult.CUDA_ERROR_NOT_FOUND:
-                if len(data) > s.window_size:
-                    return CUresult.CUDA_ERROR_OUT_OF_MEMORY, None
-                off = s.reserve(len(data))
-                s.view[off: off + len(data)] = data
-                reply = s.call(Op.MODULE_LOAD, (off, len(data)), digest)
-                s.release(off)
-    except SessionError as e:
-        return _lost(e), None
-    if reply.status:
-        return _result(reply.status), None
-    return _OK, CUmodule(reply.values[0])
+    result = _value(_c["load"], _u64, addr, wrap=CUmodule)
+    del keep
+    return result
 
 
 def cuModuleLoadData(image):
@@ -632,7 +465,7 @@ def cuModuleLoad(fname):
 
 
 def cuModuleUnload(hmod):
-    return _queue(Op.MODULE_UNLOAD, (int(hmod),))
+    return _status(_c["unload"], _h(hmod))
 
 
 def _name(name) -> bytes:
@@ -640,193 +473,152 @@ def _name(name) -> bytes:
 
 
 def cuModuleGetFunction(hmod, name):
-    status, reply = _call(Op.MODULE_GET_FUNCTION, (int(hmod),), _name(name))
-    if status:
-        return status, None
-    handle, count = reply.values
-    info = _Function(handle, unpack_params(reply.blob, count))
-    _functions[handle] = info
-    fn = CUfunction(handle)
-    fn._info = info
-    return _OK, fn
+    return _value(_c["function"], _u64, _h(hmod), _name(name), wrap=CUfunction)
+
+
+def cuModuleGetGlobal(hmod, name):
+    dptr, size = _u64(), c_size_t()
+    status, ok = _out(_c["global"], dptr, byref(size), _h(hmod), _name(name))
+    return (_OK, CUdeviceptr(dptr.value), size.value) if ok else (status, None, None)
+
+
+cuModuleGetGlobal_v2 = cuModuleGetGlobal
 
 
 def cuFuncGetAttribute(attrib, hfunc):
-    """FUNC_GET_ATTRIBUTES (all sixteen; libcuda keeps them, this imitation asks each time)."""
-    attrib = int(attrib)
-    if not 0 <= attrib < spec.FUNC_ATTRIBUTES:
-        return CUresult.CUDA_ERROR_INVALID_VALUE, None
-    status, reply = _call(Op.FUNC_GET_ATTRIBUTES, (int(hfunc),))
-    if status:
-        return status, None
-    return _OK, struct.unpack_from("<16i", reply.values[0])[attrib]
+    return _value(_c["func_attr"], c_int, int(attrib), _h(hfunc))
 
 
 def cuFuncSetAttribute(hfunc, attrib, value):
-    if int(value) < 0:
-        return (CUresult.CUDA_ERROR_INVALID_VALUE,)
-    status, _ = _call(Op.FUNC_SET_ATTRIBUTE, (int(hfunc), int(attrib), int(value)))
-    return (status,)
+    return _status(_c["func_set_attr"], _h(hfunc), int(attrib), int(value))
+
+
+def cuFuncGetParamInfo(func, paramIndex):
+    offset, size = c_size_t(), c_size_t()
+    try:
+        status = _c["param_info"](_h(func), int(paramIndex), byref(offset), byref(size))
+    except _ARGS:
+        return CUresult.CUDA_ERROR_INVALID_VALUE, None, None
+    return (_OK, offset.value, size.value) if status == 0 else (_result(status), None, None)
 
 
 def cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(func, blockSize, dynamicSMemSize, flags):
-    status, reply = _call(Op.OCCUPANCY_MAX_BLOCKS, (int(func), int(blockSize), int(dynamicSMemSize), int(flags)))
-    if status:
-        return status, None
-    return _OK, reply.values[0]
+    return _value(_c["occupancy"], c_int, _h(func), int(blockSize), int(dynamicSMemSize), int(flags))
 
 
 def cuOccupancyMaxActiveBlocksPerMultiprocessor(func, blockSize, dynamicSMemSize):
     return cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(func, blockSize, dynamicSMemSize, 0)
 
 
-def cuCtxGetLimit(limit):
-    if not 0 <= int(limit) < spec.CTX_LIMITS:
-        return CUresult.CUDA_ERROR_INVALID_VALUE, None
-    status, reply = _call(Op.CTX_GET_LIMIT, (int(limit),))
-    if status:
-        return status, None
-    return _OK, reply.values[0]
-
-
-def cuModuleGetGlobal(hmod, name):
-    status, reply = _call(Op.MODULE_GET_GLOBAL, (int(hmod),), _name(name))
-    if status:
-        return status, None, None
-    return _OK, CUdeviceptr(reply.values[0]), reply.values[1]
-
-
-cuModuleGetGlobal_v2 = cuModuleGetGlobal
-
-
-def cuFuncGetParamInfo(func, paramIndex):
-    info = _function_info(func)
-    if info is None:
-        return CUresult.CUDA_ERROR_INVALID_HANDLE, None, None
-    i = int(paramIndex)
-    if not 0 <= i < len(info.params):
-        return CUresult.CUDA_ERROR_INVALID_VALUE, None, None
-    return _OK, info.params[i][0], info.params[i][1]
-
-
 # ----------------------------------------------------------------------------------------- launches
 
-def _function_info(f):
-    info = getattr(f, "_info", None)
-    if info is None:
-        info = _functions.get(int(f)) if f is not None else None
-    return info
+def _param_count(f: int) -> int:
+    """How many parameters the kernel has (the library's table, asked once per kernel)."""
+    n = _counts.get(f)
+    if n is None:
+        offset, size = c_size_t(), c_size_t()
+        n = 0
+        while _c["param_info"](f, n, byref(offset), byref(size)) == 0:
+            n += 1
+        _counts[f] = n
+    return n
+
+
+_counts: dict[int, int] = {}
+_launch = _c["launch"]
+_U64_END = 1 << 64
 
 
 def cuLaunchKernel(f, gridDimX, gridDimY, gridDimZ, blockDimX, blockDimY, blockDimZ,
                    sharedMemBytes, hStream, kernelParams, extra=None):
-    s = _session
-    if s is None or s.closed or not getattr(_tls, "stack", None):
-        return (_ready(),)
-    info = getattr(f, "_info", None) or _function_info(f)
-    if info is None:
-        return (CUresult.CUDA_ERROR_INVALID_HANDLE,)
-    try:
-        blob = _params_blob(info, kernelParams, extra)
-        if blob is None:
-            # the arguments do not match the kernel's parameters: like any launch error, it is
-            # reported by the next synchronising call
-            s.defer(CUresult.CUDA_ERROR_INVALID_VALUE)
-            return _OK1
-        s.queue_launch(info.handle, gridDimX, gridDimY, gridDimZ, blockDimX, blockDimY, blockDimZ,
-                       sharedMemBytes, hStream if type(hStream) is int else _stream(hStream), blob)
-    except SessionError as e:
-        return (_lost(e),)
-    except (struct.error, OverflowError, TypeError, ValueError):
-        return (CUresult.CUDA_ERROR_INVALID_VALUE,)
-    return _OK1
+    try:  # (the hot path: the common argument types taken without a call each)
+        fn = f._v.value if type(f) is CUfunction else _h(f)
+        stream = hStream if type(hStream) is int and 0 <= hStream < _U64_END else _stream(hStream)
+        if type(kernelParams) is int and kernelParams:  # the native idiom, a void*[]'s address: as it is
+            params, keep = kernelParams, None
+        else:
+            params, keep = _params_array(kernelParams, lambda: _param_count(fn))
+        extras, keep_extra = _extra_array(extra) if params is None else (None, None)
+        status = _launch(fn, gridDimX, gridDimY, gridDimZ, blockDimX, blockDimY, blockDimZ, sharedMemBytes,
+                         stream, params, extras)
+    except _ARGS:
+        return _BAD
+    del keep, keep_extra
+    return _OK1 if status == 0 else (_result(status),)
 
 
 # ---------------------------------------------------------------------------------- streams, events
 
 def cuStreamCreate(Flags=0):
-    status, reply = _call(Op.STREAM_CREATE, (int(Flags),))
-    if status:
-        return status, None
-    return _OK, CUstream(reply.values[0])
+    return _value(_c["stream_create"], _u64, int(Flags), wrap=CUstream)
 
 
 def cuStreamDestroy(hStream):
-    return _queue(Op.STREAM_DESTROY, (_stream(hStream),))
-
-
-cuStreamDestroy_v2 = cuStreamDestroy
+    return _status(_c["stream_destroy"], _stream(hStream))
 
 
 def cuStreamSynchronize(hStream):
-    return _synchronize(_STREAM_SYNCHRONIZE, _stream(hStream))
+    return _status(_c["stream_sync"], _stream(hStream))
 
 
 def cuStreamQuery(hStream):
-    status, _ = _call(Op.STREAM_QUERY, (_stream(hStream),))
-    return (status,)
+    return _status(_c["stream_query"], _stream(hStream))
 
 
 def cuStreamGetPriority(hStream):
-    status, reply = _call(Op.STREAM_GET_PRIORITY, (_stream(hStream),))
-    if status:
-        return status, None
-    return _OK, reply.values[0]
+    priority = c_int()
+    try:
+        status = _c["stream_priority"](_stream(hStream), byref(priority))
+    except _ARGS:
+        return CUresult.CUDA_ERROR_INVALID_VALUE, None
+    return (_OK, priority.value) if status == 0 else (_result(status), None)
 
 
 def cuEventCreate(Flags=0):
-    status, reply = _call(Op.EVENT_CREATE, (int(Flags),))
-    if status:
-        return status, None
-    return _OK, CUevent(reply.values[0])
+    return _value(_c["event_create"], _u64, int(Flags), wrap=CUevent)
 
 
 def cuEventRecord(hEvent, hStream):
-    return _queue(Op.EVENT_RECORD, (int(hEvent), _stream(hStream)))
+    return _status(_c["event_record"], _h(hEvent), _stream(hStream))
 
 
 def cuEventSynchronize(hEvent):
-    status, _ = _call(Op.EVENT_SYNCHRONIZE, (int(hEvent),))
-    return (status,)
+    return _status(_c["event_sync"], _h(hEvent))
 
 
 def cuEventQuery(hEvent):
-    status, _ = _call(Op.EVENT_QUERY, (int(hEvent),))
-    return (status,)
+    return _status(_c["event_query"], _h(hEvent))
 
 
 def cuEventElapsedTime(hStart, hEnd):
-    status, reply = _call(Op.EVENT_ELAPSED, (int(hStart), int(hEnd)))
-    if status:
-        return status, None
-    return _OK, reply.values[0]
-
-
-cuEventElapsedTime_v2 = cuEventElapsedTime
+    return _value(_c["event_elapsed"], c_float, _h(hStart), _h(hEnd))
 
 
 def cuEventDestroy(hEvent):
-    return _queue(Op.EVENT_DESTROY, (int(hEvent),))
+    return _status(_c["event_destroy"], _h(hEvent))
 
 
-cuEventDestroy_v2 = cuEventDestroy
+cuStreamDestroy_v2, cuEventDestroy_v2, cuEventElapsedTime_v2 = cuStreamDestroy, cuEventDestroy, cuEventElapsedTime
 
 
 # ------------------------------------------------------------------------------------------ errors
 
-def cuGetErrorName(error):
+def _error_text(f, error) -> tuple:
     try:
-        return _OK, CUresult(int(error)).name.encode()
+        code = CUresult(int(error))
     except ValueError:
         return CUresult.CUDA_ERROR_INVALID_VALUE, None
+    text = c_char_p()
+    status = f(int(code), byref(text))
+    return (_OK, text.value) if status == 0 and text.value is not None else (_result(status or 1), None)
+
+
+def cuGetErrorName(error):
+    return _error_text(_c["error_name"], error)
 
 
 def cuGetErrorString(error):
-    try:
-        CUresult(int(error))
-    except ValueError:
-        return CUresult.CUDA_ERROR_INVALID_VALUE, None
-    return _OK, error_text(int(error)).encode()
+    return _error_text(_c["error_string"], error)
 
 
 # ------------------------------------------------------------------------------ what is not forwarded
@@ -840,24 +632,3 @@ def __getattr__(name: str):
             f"kvmgpu does not forward {name} yet: the vGPU's driver API covers "
             f"{len(FORWARDED)} functions (kvmgpu_guest.driver.FORWARDED; see docs/guest.md)")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def _session_for_tools() -> Session | None:
-    """The live session (for `kvmgpu-guest info` and the benchmark), after cuInit."""
-    return _session
-
-
-def _reset_for_tests() -> None:
-    """Close the session and forget the guest's tables and configuration (tests run many programs
-    in one process, each with its own environment)."""
-    global _session
-    if _session is not None:
-        _session.close("reset")
-    _session = None
-    forget_config()
-    _functions.clear()
-    _allocations.clear()
-    _contexts.clear()
-    _primary_refs[0] = 0
-    _tls.__dict__.clear()
-

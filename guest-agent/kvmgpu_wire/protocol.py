@@ -112,8 +112,6 @@ _WAIT_STREAM = struct.Struct("<Q")
 _CTX_WAIT_SIZE = _WAIT_HEAD.size  # a whole CTX_SYNCHRONIZE frame (20 bytes, payload 4)
 _STREAM_WAIT_SIZE = _WAIT_HEAD.size + _WAIT_STREAM.size  # a whole STREAM_SYNCHRONIZE (28, payload 12)
 _OP_CTX_SYNCHRONIZE, _OP_STREAM_SYNCHRONIZE = 1, 17
-_STREAM_WAIT_CALL = struct.Struct("<HBBIIIHHQ")  # a whole STREAM_SYNCHRONIZE call (send_wait)
-_WAITED = struct.Struct("<HBBIIIi")  # a whole success reply with no results (take_waited)
 _U16 = struct.Struct("<HH")
 _STATUS = struct.Struct("<i")
 PARAM = struct.Struct(PARAM_FORMAT)  # one kernel parameter: offset, size
@@ -577,32 +575,6 @@ class Connection:
         if not queued:
             self._pending[(session, seq)] = op
         return frame + blob if blob else frame
-
-    def send_wait(self, session: int, seq: int, op: Op, stream: int = 0) -> bytes:
-        """Client side: a STREAM_SYNCHRONIZE (on `stream`) or CTX_SYNCHRONIZE call, as `send_call`
-        makes it, with its reply awaited: the guest's hot path (a launch + synchronise), packed
-        whole by one struct. struct.error where `stream` is not a u64."""
-        if op == _OP_STREAM_SYNCHRONIZE:
-            frame = _STREAM_WAIT_CALL.pack(MAGIC, _KIND_CALL, 0, session, seq,
-                                           _STREAM_WAIT_SIZE - HEADER_SIZE, op, 1, stream)
-        elif op == _OP_CTX_SYNCHRONIZE:
-            frame = _WAIT_HEAD.pack(MAGIC, _KIND_CALL, 0, session, seq, _CTX_WAIT_SIZE - HEADER_SIZE, op, 0)
-        else:
-            raise LocalProtocolError(f"{Op(op).name} is not a synchronise")
-        self._pending[(session, seq)] = op
-        return frame
-
-    def take_waited(self, data: bytes, session: int, seq: int) -> bool:
-        """Client side, after `send_wait`: whether `data`, just read, is the success reply to it
-        and nothing else, with nothing undecoded before it; then it is consumed (where
-        `next_event` would give `Reply(session, seq, 0, (), b"")`). Otherwise `data` is received as
-        by `receive_data`, for `next_event` to decode."""
-        if self._pos == len(self._buf) and data == _WAITED.pack(MAGIC, _KIND_REPLY, 0, session, seq,
-                                                                _WAITED.size - HEADER_SIZE, 0):
-            del self._pending[(session, seq)]
-            return True
-        self.receive_data(data)
-        return False
 
     def send_reply(self, session: int, seq: int, status: int, values=(), blob: bytes = b"",
                    op: Op | None = None) -> bytes:

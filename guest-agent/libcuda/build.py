@@ -23,8 +23,10 @@ SOURCES = ("api.c", "capture.c", "client.c", "copy2d.c", "export.c", "fatbin.c",
 NVML_DIR = HERE.parent / "libnvml"
 NVML_SOURCES = (NVML_DIR / "nvml.c", NVML_DIR / "usage.c", NVML_DIR / "hosts.c", HERE / "client.c", HERE / "json.c",
                 HERE / "sha256.c")
+# -Bsymbolic-functions: the library's calls to its own exported functions stay its own, also in a
+# process where another libcuda.so.1 (NVIDIA's) was loaded first (kvmgpu.benchgpu runs both)
 FLAGS = ("-std=c11", "-Wall", "-Wextra", "-Werror", "-fvisibility=hidden", "-fPIC", "-shared", "-pthread",
-         "-Wl,--no-undefined")
+         "-Wl,--no-undefined", "-Wl,-Bsymbolic-functions")
 NAME = "libcuda.so.1"
 NVML_NAME = "libnvidia-ml.so.1"
 

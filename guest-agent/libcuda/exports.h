@@ -160,6 +160,7 @@
     X("cuKernelGetAttribute", cuKernelGetAttribute, 12000, 0)                             \
     X("cuKernelSetAttribute", cuKernelSetAttribute, 12000, 0)                             \
     X("cuFuncGetName", cuFuncGetName, 12030, 0)                                           \
+    X("cuFuncGetParamInfo", cuFuncGetParamInfo, 12040, 0)                                 \
     X("cuKernelGetName", cuKernelGetName, 12030, 0)                                       \
     X("cuOccupancyMaxActiveBlocksPerMultiprocessor", cuOccupancyMaxActiveBlocksPerMultiprocessor, 6050, 0)\
     X("cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags", cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags, 7000, 0)\

@@ -216,6 +216,26 @@ const char *kvmgpu_function_name(uint64_t handle)
     return name;
 }
 
+/* Where the kernel's parameter `index` lies in its argument bytes, from the table the host sent
+ * (CUDA 12.4's cuFuncGetParamInfo; kvmgpu_guest.driver counts a kernel's parameters with it). */
+CUAPI CUresult cuFuncGetParamInfo(CUfunction func, size_t index, size_t *offset, size_t *size)
+{
+    if (!offset || !size)
+        return KVMGPU_CUDA_ERROR_INVALID_VALUE;
+    CUresult rc = KVMGPU_CUDA_ERROR_INVALID_HANDLE;
+    pthread_mutex_lock(&functions_lock);
+    const struct function *f = lookup((uint64_t)(uintptr_t)func);
+    if (f && index >= f->nparams) {
+        rc = KVMGPU_CUDA_ERROR_INVALID_VALUE;
+    } else if (f) {
+        *offset = f->params[index].offset;
+        *size = f->params[index].size;
+        rc = KVMGPU_CUDA_SUCCESS;
+    }
+    pthread_mutex_unlock(&functions_lock);
+    return rc;
+}
+
 CUAPI CUresult cuModuleGetFunction(CUfunction *function, CUmodule module, const char *name)
 {
     CUresult rc = kvmgpu_ready();

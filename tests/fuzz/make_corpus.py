@@ -3,11 +3,12 @@
     .venv/bin/python tests/fuzz/make_corpus.py
 
 channel/: real client traffic, recorded: tests/kernels/driver_calls.py (every driver call the
-guest forwards) run in this process by the guest's own driver (kvmgpu_guest.driver), its channel
-a transport that plays each write on the fuzz harness's host as a RAW step (a module image the
-client put in its window as an IMAGE step), once through the channel only and once with the
-mailbox (its posts as POST steps). Then one script per op: the test module loaded, memory,
-a stream, an event and a function set up, and that op, well formed, from the GUEST side.
+guest forwards) run by the guest's one client, libcuda.so.1 (through kvmgpu_guest.driver, in a
+child process), its channel a unix socket served here: each write is played on the fuzz harness's
+host as a RAW step (a module image the library put in its window as an IMAGE step), its session
+number made the script's session 1 on the way in and the library's own on the way out. Then one
+script per op: the test module loaded, memory, a stream, an event and a function set up, and that
+op, well formed, from the GUEST side, on the channel and posted to the mailbox.
 
 protocol/: the same client's bytes, each write after the HELLO that opens its session.
 """
@@ -16,46 +17,71 @@ from __future__ import annotations
 
 import hashlib
 import os
+import select
 import shutil
+import socket
 import struct
+import subprocess
 import sys
 import tempfile
-from dataclasses import replace
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent / "kernels")]
 
-from kvmgpu_guest import driver  # noqa: E402
-from kvmgpu_guest.config import GuestConfig  # noqa: E402
 from kvmgpu_wire.protocol import HEADER, HEADER_SIZE, Op  # noqa: E402
 from kvmgpu_wire.region import Region  # noqa: E402
 
-import driver_calls  # noqa: E402
 import guestscript as gs  # noqa: E402
 import vgpuhost  # noqa: E402
 
 CORPUS = HERE / "corpus"
+SESSION_AT = 4  # the session's u32 in a frame's header (magic, kind, flags, session, seq, length)
+_U32 = struct.Struct("<I")
+
+
+def _frames(buf: bytearray) -> bytes:
+    """The whole frames at the front of `buf`, taken out of it."""
+    pos = 0
+    while len(buf) - pos >= HEADER_SIZE:
+        length = HEADER.unpack_from(buf, pos)[5]
+        if len(buf) - pos < HEADER_SIZE + length:
+            break
+        pos += HEADER_SIZE + length
+    data = bytes(buf[:pos])
+    del buf[:pos]
+    return data
+
+
+def _renumber(data: bytes, old: int | None, new: int) -> tuple[bytes, int | None]:
+    """`data`'s frames with session `old` (None: whatever the first one says) made `new`."""
+    out, pos = bytearray(data), 0
+    while pos + HEADER_SIZE <= len(out):
+        session, length = HEADER.unpack_from(out, pos)[3], HEADER.unpack_from(out, pos)[5]
+        if old is None:
+            old = session
+        if session == old:
+            _U32.pack_into(out, pos + SESSION_AT, new)
+        pos += HEADER_SIZE + length
+    return bytes(out), old
 
 
 class Recorder:
-    """The guest client's transport: each write goes to `host` and into the script."""
+    """The library's channel: each write goes to `host` and into the script."""
 
     def __init__(self, host: vgpuhost.Host):
         self.host = host
         self.script = bytearray(b"\x00")  # the plain sim backend
         self.writes: list[bytes] = []
-        self.out = bytearray()
 
-    def send(self, data) -> None:
-        data = bytes(data)
+    def send(self, data: bytes) -> bytes:
         self._images(data)
         self.writes.append(data)
         self.script += gs.raw(data)
-        self.out += self.host.send(data)
+        return self.host.send(data)
 
     def _images(self, data: bytes) -> None:
-        """An IMAGE step for each module the client put in its window before it names it."""
+        """An IMAGE step for each module the library put in its window before it names it."""
         pos = 0
         while pos + HEADER_SIZE <= len(data):
             _, kind, _, session, _, length = HEADER.unpack_from(data, pos)
@@ -64,57 +90,45 @@ class Recorder:
                 s = self.host.vgpu.sessions.get((self.host.channel.cid, session))
                 if nbytes and s is not None:
                     image = bytes(s.window.view[offset: offset + nbytes])
+                    if image not in gs.IMAGES and image.endswith(b"\0"):
+                        image = image[:-1]  # (PTX with the NUL the library sends)
                     self.script += gs.image(1, gs.IMAGES.index(image), offset, load=False)
             pos += HEADER_SIZE + length
 
-    def recv(self, max_bytes: int) -> bytes:
-        if not self.out:
-            self._serve_post()
-        assert self.out, "the client waits for bytes the host did not send"
-        data = bytes(self.out[:max_bytes])
-        del self.out[:max_bytes]
-        return data
 
-    def _serve_post(self) -> None:
-        """What the worker's loop does for a post: take it, answer it in the mailbox and ring."""
-        s = self.host.vgpu.sessions.get((self.host.channel.cid, 1))
-        box = s.mailbox if s is not None else None
-        if box is None or not box.posted():
-            return
-        size = box.words[1]
-        body = bytes(box.request[:size])
-        box.words[0] = box.number  # host.post posts it again, as the script will
-        self.script += gs.post(1, body)
-        self.host.post(0, size, body)
-        self.out += s.doorbell
-
-    def close(self) -> None:
-        pass
-
-
-def record(mailbox: bool, seed: int) -> Recorder:
+def record(seed: int) -> Recorder:
     tmp = Path(tempfile.mkdtemp(prefix="kvmgpu-corpus-"))
     try:
-        host_region = Region.open_file(str(tmp / "region"), vgpuhost.REGION, create=True)
+        region = str(tmp / "region")
+        host_region = Region.open_file(region, vgpuhost.REGION, create=True)
         host = vgpuhost.Host(host_region, c_loop=False)
         rec = Recorder(host)
-
-        config = replace(GuestConfig.from_environ(), mailbox=mailbox)
-
-        def connect(cls, socket_path=None, shm_path=None, client="", config=config):
-            s = cls(rec, Region.open_file(str(tmp / "region")), "kvmgpu-guest corpus", session_id=1,
-                    config=config)
-            s.handshake(0)
-            return s
-
-        driver._reset_for_tests()
-        saved = driver.Session.connect
-        driver.Session.connect = classmethod(connect)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(str(tmp / "channel.sock"))
+        listener.listen(1)
+        listener.settimeout(60)
+        env = {**os.environ, "KVMGPU_SOCKET": str(tmp / "channel.sock"), "KVMGPU_SHM": region,
+               "KVMGPU_MAILBOX": "0"}  # (the mailbox's posts: op_scripts' "-posted" inputs)
+        child = subprocess.Popen([sys.executable, str(HERE.parent / "kernels" / "driver_calls.py"), "forwarded",
+                                  str(seed)], env=env, stdout=subprocess.PIPE, text=True)
         try:
-            driver_calls.run(driver, seed)
-            driver._reset_for_tests()
+            conn, _ = listener.accept()
+            pending, library = bytearray(), None
+            while True:
+                select.select([conn], [], [], 60)
+                data = conn.recv(1 << 16)
+                if not data:
+                    break
+                pending += data
+                frames = _frames(pending)
+                if frames:
+                    frames, library = _renumber(frames, library, 1)
+                    conn.sendall(_renumber(rec.send(frames), 1, library)[0])
+            out, _ = child.communicate(timeout=60)
         finally:
-            driver.Session.connect = saved
+            if child.poll() is None:
+                child.kill()
+        assert child.returncode == 0 and '"failed"' not in out, f"driver_calls.py failed: {out}"
         host.finish()
         host_region.close()
         return rec
@@ -232,8 +246,7 @@ def write(folder: Path, name: str, data: bytes) -> None:
 def main() -> None:
     for sub in ("channel", "protocol"):
         shutil.rmtree(CORPUS / sub, ignore_errors=True)
-    os.environ.setdefault("KVMGPU_POLL_US", "1")
-    recorded = {"driver-calls": record(False, 1), "driver-calls-mailbox": record(True, 2)}
+    recorded = {"driver-calls": record(1)}
     for name, rec in recorded.items():
         write(CORPUS / "channel", name, bytes(rec.script))
     for name, data in op_scripts().items():

@@ -25,11 +25,10 @@ rm -f kvmgpu/backend/_launcher*.so
 python3 setup.py -q build_ext --inplace 2>/dev/null \
   || cc -O2 -shared -fPIC -Iguest-agent/include $(python3-config --includes) kvmgpu/backend/launcher.c \
        -o "kvmgpu/backend/_launcher$(python3-config --extension-suffix)"
-# ... and the guest's copier (guest-agent/kvmgpu_guest/copier.c, kvmgpu_guest._copier) the same way
-rm -f guest-agent/kvmgpu_guest/_copier*.so
-(cd guest-agent && python3 setup.py -q build_ext --inplace 2>/dev/null) \
-  || cc -O2 -shared -fPIC -pthread -Iguest-agent/include $(python3-config --includes) guest-agent/kvmgpu_guest/copier.c \
-       -o "guest-agent/kvmgpu_guest/_copier$(python3-config --extension-suffix)"
+# ... and the guest's libraries (libcuda.so.1, libnvidia-ml.so.1) into guest-agent/kvmgpu_guest/lib/,
+# where kvmgpu_guest.driver (the benchmark's Python path) loads libcuda.so.1
+rm -rf guest-agent/kvmgpu_guest/lib
+python3 guest-agent/libcuda/build.py guest-agent/kvmgpu_guest/lib >/dev/null
 part=${1:-all}
 tests_rc=0 bench_rc=0 libcuda_rc=0 torch_rc=0
 if [ "$part" = tests ] || [ "$part" = all ]; then

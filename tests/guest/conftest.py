@@ -2,6 +2,8 @@
 
 import os
 import subprocess
+import sys
+import textwrap
 
 import pytest
 
@@ -17,14 +19,18 @@ def worker(request):
 
 
 @pytest.fixture
-def fresh_driver(worker, monkeypatch):
-    """kvmgpu_guest.driver in this process, pointed at the worker, reset before and after."""
-    from kvmgpu_guest import driver
-    monkeypatch.setenv("KVMGPU_SOCKET", worker.socket)
-    monkeypatch.setenv("KVMGPU_SHM", worker.shm)
-    driver._reset_for_tests()
-    yield driver
-    driver._reset_for_tests()
+def guest_python(worker):
+    """Runs Python code as a guest program in a fresh process (the guest's libcuda.so.1 holds one
+    session a process, opened at cuInit): `cuda` is kvmgpu_guest.driver, pointed at the worker.
+    Returns the finished process; with `check`, the test fails with its output unless it exited 0."""
+    def run(code: str, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
+        program = "from kvmgpu_guest import driver as cuda\n" + textwrap.dedent(code)
+        proc = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=120,
+                              env={**worker.env, **(env or {})})
+        if check:
+            assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}\n--- worker ---\n{worker.output()}"
+        return proc
+    return run
 
 
 SANITIZE = ("-O1", "-g", "-fno-omit-frame-pointer", "-fsanitize=address,undefined", "-fno-sanitize-recover=all")

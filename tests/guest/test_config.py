@@ -29,20 +29,12 @@ def test_every_variable_sets_its_setting():
         assert value == ("/x/" + v.name if v.kind is str else False if v.kind is bool else max(v.lo, 3)), v.name
 
 
-def test_piece_threads_follow_copy_threads_unless_set():
-    assert GuestConfig.from_environ({"KVMGPU_COPY_THREADS": "2"}).piece_threads == 2
-    assert GuestConfig.from_environ({"KVMGPU_COPY_THREADS": "8"}).piece_threads == 3
-    assert GuestConfig.from_environ({"KVMGPU_COPY_THREADS": "2", "KVMGPU_PIECE_THREADS": "5"}).piece_threads == 5
-
-
 @pytest.mark.parametrize("name,value,allowed", [
     ("KVMGPU_POLL_US", "fifty", "a whole number from 0 to 1000000"),
     ("KVMGPU_POLL_US", "-1", "a whole number from 0 to 1000000"),
-    ("KVMGPU_COPY_THREADS", "0", "a whole number from 1 to 64"),
     ("KVMGPU_COPIER_THREADS", "17", "a whole number from 1 to 16"),
     ("KVMGPU_BATCH_BYTES", "1.5", "a whole number from 1 to 16777216"),
-    ("KVMGPU_COPY_PIECE", "0", "a whole number of at least 1"),
-    ("KVMGPU_STAGE_CHUNK", "100", "a whole number of at least 4096"),
+    ("KVMGPU_COPY_SPLIT", "0", "a whole number of at least 1"),
     ("KVMGPU_WINDOW", "64M", "a whole number of at least 0"),
     ("KVMGPU_MAILBOX", "maybe", "0 or 1"),
 ])
@@ -58,8 +50,8 @@ def test_booleans_take_the_usual_words():
 
 
 def test_a_config_built_in_code_is_checked_too():
-    with pytest.raises(ConfigError, match="KVMGPU_COPY_THREADS"):
-        GuestConfig(copy_threads=0)
+    with pytest.raises(ConfigError, match="KVMGPU_COPIER_THREADS"):
+        GuestConfig(copier_threads=0)
     with pytest.raises(ConfigError, match="KVMGPU_MAILBOX"):
         replace(GuestConfig(), mailbox="0")
 
@@ -76,17 +68,6 @@ def test_the_process_config_is_read_once(monkeypatch):
     finally:
         monkeypatch.delenv("KVMGPU_POLL_US")
         guest_config.forget()
-
-
-def test_a_session_takes_its_settings_from_its_config():
-    """What the hot paths read is bound from the config when the session is made."""
-    from kvmgpu_guest.client import Session
-    session = Session(None, None, session_id=1,
-                      config=GuestConfig(poll_us=20, first_batch=100, batch_bytes=300, stage_slots=3,
-                                         copy_threads=1, copier=False))
-    assert (session._poll_s, session._batch_limit, session._batch_bytes, session.config.stage_slots) == \
-           (20e-6, 100, 300, 3)
-    assert session._copies.copier is None and session._copies.threads == 1
 
 
 def test_the_guide_lists_every_variable_as_the_code_has_it():
@@ -112,8 +93,8 @@ def test_info_refuses_a_bad_variable():
     assert p.returncode == 2 and "KVMGPU_MAILBOX='2'" in p.stderr and "0 or 1" in p.stderr
 
 
-def test_cu_init_with_a_bad_variable_says_which(fresh_driver, monkeypatch, capsys):
-    monkeypatch.setenv("KVMGPU_BATCH_BYTES", "0")
-    cuda = fresh_driver
-    assert cuda.cuInit(0) == (cuda.CUresult.CUDA_ERROR_NO_DEVICE,)
-    assert "KVMGPU_BATCH_BYTES='0'" in capsys.readouterr().err
+def test_cu_init_with_a_bad_variable_says_which(guest_python):
+    """The guest's library reads its variables at cuInit: a bad one is no device, and says which."""
+    proc = guest_python("print(cuda.cuInit(0)[0].name)", env={"KVMGPU_BATCH_BYTES": "0"})
+    assert proc.stdout.split() == ["CUDA_ERROR_NO_DEVICE"]
+    assert "KVMGPU_BATCH_BYTES=0 is not a whole number from 1 to" in proc.stderr

@@ -1,17 +1,44 @@
-"""The guest's copier (kvmgpu_guest/copier.c): a memcpy shared by the calling thread and helper
-threads. Whatever the size, alignment, piece, number of helpers or callers, the bytes land exactly
-where they should and nowhere else; a forked child copies too; bad arguments are refused.
-`make venv` builds it (pip install -e ./guest-agent, gcc and python3-dev being there)."""
+"""The guest's copier (guest-agent/include/kvmgpu_copier.h, which libcuda.so.1 copies through): a
+memcpy shared by the calling thread and helper threads. Whatever the size, alignment, piece,
+number of helpers or callers, the bytes land exactly where they should and nowhere else; a forked
+child copies too; bad arguments are refused. It is driven through copier_module.c, built here
+(gcc and python3-dev), or the module KVMGPU_TEST_COPIER names (the sanitizers' build)."""
 
 import ctypes
+import importlib.util
 import os
 import random
+import shutil
+import subprocess
+import sysconfig
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
-from kvmgpu_guest import _copier
+HERE = Path(__file__).resolve().parent
+
+
+def _load_copier():
+    path = os.environ.get("KVMGPU_TEST_COPIER")
+    if not path:
+        if shutil.which("gcc") is None or not os.path.exists(os.path.join(sysconfig.get_paths()["include"],
+                                                                          "Python.h")):
+            pytest.skip("needs gcc and Python's headers (Debian: python3-dev)", allow_module_level=True)
+        name = "_copier" + sysconfig.get_config_var("EXT_SUFFIX")
+        path = os.path.join(tempfile.mkdtemp(prefix="kvmgpu-copier-"), name)
+        subprocess.run(["gcc", "-std=c11", "-O2", "-Wall", "-Werror", "-shared", "-fPIC", "-pthread",
+                        "-I", str(HERE.parents[1] / "guest-agent" / "include"), "-I", sysconfig.get_paths()["include"],
+                        str(HERE / "copier_module.c"), "-o", path], check=True)
+    spec = importlib.util.spec_from_file_location("_copier", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_copier = _load_copier()
 
 MiB = 1 << 20
 

@@ -1,6 +1,7 @@
 """kvmgpu's C pieces, built with AddressSanitizer and UndefinedBehaviorSanitizer, pass the tests
 that use them: the worker's launch loop (kvmgpu/backend/launcher.c, tests/worker/test_launcher.py)
-and the guest's copier (guest-agent/kvmgpu_guest/copier.c, tests/guest/test_copier.py). An
+and the guest's copier (guest-agent/include/kvmgpu_copier.h through tests/guest/copier_module.c,
+tests/guest/test_copier.py). An
 out-of-bounds access, a use after free or undefined behaviour anywhere in them stops that run
 with the sanitizer's report.
 
@@ -25,7 +26,7 @@ FLAGS = ["-std=c11", "-O1", "-g", "-fno-omit-frame-pointer", "-fsanitize=address
          "-fno-sanitize-recover=all", "-Wall", "-Werror", "-shared", "-fPIC"]
 PIECES = [  # (source, module path in the tree, extra flags)
     ("kvmgpu/backend/launcher.c", "kvmgpu/backend/_launcher", ["-I", str(REPO / "guest-agent" / "include")]),
-    ("guest-agent/kvmgpu_guest/copier.c", "kvmgpu_guest/_copier",
+    ("tests/guest/copier_module.c", "_copier",
      ["-pthread", "-I", str(REPO / "guest-agent" / "include")]),
 ]
 
@@ -53,12 +54,13 @@ def tree(tmp_path_factory):
 
 
 def test_c_pieces_pass_their_tests_under_asan_and_ubsan(tree):
-    env = dict(os.environ, PYTHONPATH=str(tree), PYTHONDONTWRITEBYTECODE="1",
+    copier = str(tree / ("_copier" + sysconfig.get_config_var("EXT_SUFFIX")))
+    env = dict(os.environ, PYTHONPATH=str(tree), PYTHONDONTWRITEBYTECODE="1", KVMGPU_TEST_COPIER=copier,
                LD_PRELOAD=f"{_runtime('libasan.so')}:{_runtime('libubsan.so')}",
                ASAN_OPTIONS="detect_leaks=0:abort_on_error=1", UBSAN_OPTIONS="print_stacktrace=1")
     which = subprocess.run(
-        [sys.executable, "-c", "import kvmgpu.backend.launcher as l, kvmgpu_guest._copier as c; "
-                               "print(l.library_path()); print(c.__file__)"],
+        [sys.executable, "-c", "import kvmgpu.backend.launcher as l, os; "
+                               "print(l.library_path()); print(os.environ['KVMGPU_TEST_COPIER'])"],
         env=env, capture_output=True, text=True, cwd=tree)
     assert which.returncode == 0, which.stderr
     assert all(line.startswith(str(tree)) for line in which.stdout.split()), which.stdout

@@ -1,6 +1,6 @@
-/* kvmgpu guest: the extension module kvmgpu_guest._copier, Python's way to the copier
- * (guest-agent/include/kvmgpu_copier.h, which says why it exists; the native library uses the
- * same one). Optional: without it the guest copies with one thread or with Python's thread pool. */
+/* The copier (guest-agent/include/kvmgpu_copier.h, which says why it exists; the guest's
+ * libcuda.so.1 copies through it) as a Python module `_copier`, for its tests alone
+ * (tests/guest/test_copier.py builds it; tests/native/test_sanitizers.py with the sanitizers). */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
