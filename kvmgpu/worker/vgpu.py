@@ -29,8 +29,22 @@ MONITOR = "monitor"  # a HELLO's role for a session that only asks about the vGP
 ROLES = ("", "cuda", MONITOR)
 
 # CUdevice_attribute numbers of what a VM is not given, answered 0 (the guest's library refuses
-# the calls by name): COOPERATIVE_LAUNCH, COOPERATIVE_MULTI_DEVICE_LAUNCH.
-NOT_GIVEN = {95: "cooperative launches", 96: "cooperative multi-device launches"}
+# the calls by name), so that a library that asks first takes the path it has without them: NCCL
+# and PyTorch's expandable segments check VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED before cuMemCreate,
+# programs check MANAGED_MEMORY before cudaMallocManaged.
+NOT_GIVEN = {
+    83: "managed memory", 86: "host native atomics", 88: "pageable memory access",
+    89: "concurrent managed access", 91: "registered memory mapped at its host address",
+    95: "cooperative launches", 96: "cooperative multi-device launches",
+    100: "pageable memory through the host's page tables", 101: "managed memory read by the host directly",
+    102: "virtual memory management (cuMemAddressReserve, cuMemCreate, cuMemMap)",
+    103: "memory exported as a file descriptor", 104: "memory exported as a Win32 handle",
+    105: "memory exported as a Win32 KMT handle", 110: "GPUDirect RDMA with VMM", 113: "read-only host registration",
+    116: "GPUDirect RDMA", 117: "GPUDirect RDMA flush options", 119: "memory pool IPC handle types",
+    124: "dma_buf sharing", 125: "IPC events", 128: "fabric handles", 132: "multicast",
+    141: "host NUMA virtual memory management", 143: "host NUMA multinode IPC",
+    145: "host virtual memory management", 146: "page-locked memory shared as dma_buf",
+}
 
 # CUDA errors after which the context is unusable until it is destroyed.
 STICKY = {

@@ -47,6 +47,10 @@ def test_welcome_describes_the_vgpu(host):
     assert w.device["compute_capability"] == [9, 0]
     assert w.device["attributes"]["1"] == 1024 and w.device["attributes"]["16"] == 132
     assert w.device["attributes"]["95"] == 0  # COOPERATIVE_LAUNCH: not given to a VM (libcuda refuses it)
+    # what libraries ask before taking a path a VM is not given: managed memory (the sim's own
+    # attributes say 1), virtual memory management (NCCL, expandable segments), IPC events
+    assert w.device["attributes"]["83"] == 0 and w.device["attributes"]["102"] == 0
+    assert w.device["attributes"]["125"] == 0
     assert w.vgpu == {"gmem": QUOTA, "compute": 100, "compute_mode": "share", "backend": "sim", "vm": "test"}
 
 
