@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from loopback_vms import LoopbackVM, build_library, gpu_name, hide_gpu, stop_on_sigterm  # noqa: E402
+from loopback_vms import LoopbackVM, begin  # noqa: E402
 
 TARGET = 1.05
 
@@ -159,14 +159,7 @@ def main() -> int:
         return guest(a)
     if min(a.rounds, a.reps, a.iters, a.n) < 1 or a.grid < 3:
         ap.error("--rounds, --reps, --iters and --n must be at least 1, --grid at least 3")
-    stop_on_sigterm()
-    out = a.out or Path(tempfile.mkdtemp(prefix="kvmgpu-cupy-bench."))
-    out.mkdir(parents=True, exist_ok=True)
-    lib = build_library(out / "lib")
-    hide = hide_gpu()
-    gpu = gpu_name()
-    print(f"== {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {gpu} ({a.backend} backend); the guest runs "
-          f"with `{' '.join(hide)}`; results in {out}")
+    out, lib, hide, gpu = begin(a.out, "kvmgpu-cupy-bench.", a.backend)
     child = [sys.executable, str(Path(__file__).resolve()), "guest", "--reps", str(a.reps), "--iters", str(a.iters),
              "--n", str(a.n), "--grid", str(a.grid), "--xp", a.xp] + (["--no-cublas"] if a.no_cublas else [])
     board = Path(tempfile.mkdtemp(prefix="kvmgpu-cupy-board."))

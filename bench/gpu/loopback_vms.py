@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -50,6 +51,21 @@ def gpu_name() -> str:
     lines = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
                            capture_output=True, text=True).stdout.strip().splitlines()
     return lines[0] if lines else "no GPU"
+
+
+def begin(out: Path | None, prefix: str, backend: str) -> tuple[Path, Path, list[str], str]:
+    """A benchmark's start: SIGTERM stops it cleanly, its output directory (`out`, else a new one),
+    the guest library built there, how guests run without the GPU, and the GPU's name, said in one
+    line. (out, lib, hide, gpu)."""
+    stop_on_sigterm()
+    out = out or Path(tempfile.mkdtemp(prefix=prefix))
+    out.mkdir(parents=True, exist_ok=True)
+    lib = build_library(out / "lib")
+    hide = hide_gpu()
+    gpu = gpu_name()
+    print(f"== {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {gpu} ({backend} backend); the guests run "
+          f"with `{' '.join(hide)}`; results in {out}")
+    return out, lib, hide, gpu
 
 
 class LoopbackVM:

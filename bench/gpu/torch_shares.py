@@ -52,7 +52,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from loopback_vms import ROOT, LoopbackVM, build_library, gpu_name, hide_gpu, stop_on_sigterm  # noqa: E402
+from loopback_vms import ROOT, LoopbackVM, begin  # noqa: E402
 
 PTX = ROOT / "tests" / "kernels" / "kernels.ptx"
 TOLERANCE_PP = 3.0
@@ -405,14 +405,7 @@ def main() -> int:
         ap.error("--steps-per-sync, --launches, --width, --depth and --batch must be at least 1")
     if a.seconds < 3:
         ap.error("--seconds must be at least 3 (the first and the last second are left out)")
-    stop_on_sigterm()
-    out = a.out or Path(tempfile.mkdtemp(prefix="kvmgpu-torch-shares."))
-    out.mkdir(parents=True, exist_ok=True)
-    lib = build_library(out / "lib")
-    hide = hide_gpu()
-    gpu = gpu_name()
-    print(f"== {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {gpu} ({a.backend} backend); guests run "
-          f"with `{' '.join(hide)}`; results in {out}")
+    out, lib, hide, gpu = begin(a.out, "kvmgpu-torch-shares.", a.backend)
     report, ok = {"gpu": gpu, "backend": a.backend, "workload": a.workload, "hide": hide, "cases": []}, True
     for case in cases:
         try:
