@@ -8,7 +8,8 @@ In the guest (one boot): `kvmgpu-guest info`; three processes at once (guest-age
 vector_demo.py: vector_add on random data + an allocation past the quota; tests/vm/programs/
 quota_share.py holder + taker: one process's allocation counts against the other's, the quota is
 the VM's); then guest-agent/examples/vgpu_bench.py (round trip and copy bandwidth; under TCG the
-figures measure the emulator, not kvmgpu). On the host: the daemon's API and metrics while the VM
+figures measure the emulator, not kvmgpu); nvidia-ml-py on the guest's libnvidia-ml.so.1 (the
+vGPU as `kvmgpu-guest info` shows it). On the host: the daemon's API and metrics while the VM
 runs, then after it powered off: worker gone, quota free, history row closed, `kvmgpu list`, and
 the region /dev/shm/kvmgpu-<vm> removed by the daemon.
 
@@ -32,6 +33,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pynvml
 import pytest
 
 from guestvm import GuestVM, build_image
@@ -45,6 +47,7 @@ REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 KVMGPU = Path(sys.executable).parent / "kvmgpu"
 EXAMPLES = REPO / "guest-agent" / "examples"
+GUEST_PROGRAMS = REPO / "tests" / "guest" / "programs"
 PTX = REPO / "tests" / "kernels" / "kernels.ptx"
 MIB = 1 << 20
 GMEM = 256 * MIB
@@ -75,6 +78,9 @@ fi
 echo "=== vgpu_bench"
 kvmgpu-guest run -- python3 vgpu_bench.py --seconds 0.5 --sizes 1M,8M
 echo "BENCH-EXIT $?"
+echo "=== NVML: nvidia-ml-py on the guest's libnvidia-ml.so.1"
+kvmgpu-guest run -- python3 nvml_report.py > /tmp/nvml.json 2>/tmp/nvml.err; e5=$?
+echo "NVML_JSON $(cat /tmp/nvml.json)"; cat /tmp/nvml.err; echo "NVML-EXIT $e5"
 [ $e1 = 0 ] && [ $e2 = 0 ] && [ $e3 = 0 ]
 """.format(hold=HOLD_MIB)
 
@@ -218,7 +224,9 @@ def test_vgpu_vm_end_to_end(guest_vm: GuestVM, kvmgpu_env, capsys):
         # 1. the test guest, defined (not started) with the agent on and the payload; the REAL attach
         guest_vm.cmdline = "kvmgpu.agent=1"
         files = {"vector_demo.py": EXAMPLES / "vector_demo.py", "vgpu_bench.py": EXAMPLES / "vgpu_bench.py",
-                 "quota_share.py": HERE / "programs" / "quota_share.py", "kernels.ptx": PTX}
+                 "quota_share.py": HERE / "programs" / "quota_share.py", "kernels.ptx": PTX,
+                 # nvidia-ml-py (one module, the host's dependency too) and what it reports
+                 "pynvml.py": Path(pynvml.__file__), "nvml_report.py": GUEST_PROGRAMS / "nvml_report.py"}
         cuda_c = build_image.cuda_program()  # None where there is no nvcc
         if cuda_c is not None:
             files["vector_add_runtime"] = cuda_c
@@ -294,6 +302,15 @@ def test_vgpu_vm_end_to_end(guest_vm: GuestVM, kvmgpu_env, capsys):
                 assert f"OK {check}" in console, f"{check!r} not OK in the guest\n{diag}"
         else:
             assert "CUDA-C-SKIPPED" in console, diag
+        # NVML in the guest (what torch.cuda's device count, Ray and nvitop-style monitors ask):
+        # the vGPU as `kvmgpu-guest info` shows it, its memory the quota
+        assert "NVML-EXIT 0" in console, diag
+        nvml = json.loads(lines(console, "NVML_JSON ")[-1].split(" ", 1)[1])
+        assert nvml["count"] == 1, diag
+        device = nvml["devices"][0]
+        vgpu = re.search(r"^vGPU\s{2,}(.*?)\s{2,}(GPU-[0-9a-f-]+)$", console, re.M)
+        assert vgpu and (device["name"], device["uuid"]) == (vgpu.group(1), vgpu.group(2)), diag
+        assert device["memory"]["total"] == 256 * MIB, diag
         # the bench
         assert "BENCH-EXIT 0" in console, diag
         bench = json.loads(lines(console, "VGPU_BENCH_JSON ")[-1].split(" ", 1)[1])
