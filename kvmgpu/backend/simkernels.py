@@ -92,6 +92,13 @@ def saxpy(launch: SimLaunch, a: float, x: int, y: int, n: int) -> None:
     yv[:] = array("f", [a * p + q for p, q in zip(xv, yv)])
 
 
+@kernel("", "_ZN6cublas8internal23nopClusterDiscoveryToolEv")
+def cublas_nop(launch: SimLaunch) -> None:
+    """cuBLAS's own empty kernel, which cublasCreate asks the cluster occupancy of (and so needs
+    to exist): with it, cuBLAS's start-up runs on the sim, through the guest library's driver
+    lookups (tests/guest/test_torch.py)."""
+
+
 @kernel("q")
 def spin(launch: SimLaunch, nanoseconds: int) -> None:
     if nanoseconds > 0:

@@ -1,6 +1,7 @@
 """PyTorch, unmodified, on libcuda.so.1 and libnvidia-ml.so.1 against a sim worker in loopback:
 what a PyTorch user sees of the vGPU before any kernel runs (the device, the quota as its memory,
-copies, page-locked memory, the out-of-memory error at the quota and working on after it).
+copies, page-locked memory, the out-of-memory error at the quota and working on after it), and
+cuBLAS starting (its handle made: cuBLASLt's start-up looks the driver up with dlsym).
 
 PyTorch's CUDA wheels are gigabytes, so they are not a test dependency: this runs where
 KVMGPU_TEST_TORCH_PYTHON names a Python that has them (e.g. `python3 -m venv /tmp/t &&
@@ -32,4 +33,5 @@ def test_pytorch_sees_the_vgpu_and_its_quota(tmp_path):
     out = proc.stdout
     assert proc.returncode == 0 and "DONE" in out, out + proc.stderr[-3000:]
     assert "FAIL" not in out, out + proc.stderr[-3000:]
-    assert out.count("OK ") == 9, out
+    assert out.count("OK ") == 10, out
+    assert "OK cuBLAS starts" in out, out

@@ -44,4 +44,11 @@ del again, y
 torch.cuda.empty_cache()
 check("everything freed", torch.cuda.memory_allocated() == 0 and torch.cuda.mem_get_info()[0] > quota // 2,
       str(torch.cuda.mem_get_info()[0]))
+# cuBLAS starts: cublasCreate looks the driver up with dlsym (every driver symbol must be there:
+# without them cuBLASLt's start-up failed, CUBLAS_STATUS_INTERNAL_ERROR) and asks about its own
+# empty kernel (the sim has its twin); the handle is made with no GEMM run
+try:
+    check("cuBLAS starts", torch.cuda.current_blas_handle() != 0)
+except RuntimeError as e:
+    check("cuBLAS starts", False, str(e).splitlines()[0][:200])
 print("DONE", flush=True)
