@@ -119,7 +119,8 @@ def test_what_pytorch_asks_of_the_runtime(lib_dir, worker):
         # every field from the WELCOME's attributes (sim.ATTRIBUTES), no call to the host
         "OK properties: cc=9.0 sms=132 warp=32 threads/block=1024 threads/sm=2048 block=1024x1024x64 "
         "grid=2147483647x65535x65535 smem/block=49152 smem/sm=233472 optin=232448 regs/block=65536 "
-        "regs/sm=65536 const=65536 l2=52428800 bus=5120 pitch=2147483647 unified=1 concurrent=1 engines=2 managed=1",
+        "regs/sm=65536 const=65536 l2=52428800 bus=5120 pitch=2147483647 unified=1 concurrent=1 engines=2",
+            "-- managed memory: 0",  # a VM is not given it (kvmgpu/worker/vgpu.py NOT_GIVEN)
         "OK function attributes: threads=1024 dynamic smem=49152",
         "OK launch with 102400 bytes of dynamic shared memory (attribute 102400, 0 wrong)",
         # 256 threads at 32 registers: 8 blocks by threads and by registers; 1024 fills a multiprocessor;
