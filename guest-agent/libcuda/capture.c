@@ -11,8 +11,9 @@
  * potentially unsafe call (an allocation, a free, a synchronise or query) that the thread may not
  * make now is CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED, the captures that forbid it invalidated, as
  * the driver does. A synchronous copy or memset runs on the legacy stream: it is refused only where
- * it would wait for a capturing stream (a blocking one: CUDA_ERROR_STREAM_CAPTURE_IMPLICIT). cuCtxSynchronize during any capture is that error
- * too, and so is synchronising or querying a capturing stream. */
+ * it would wait for a capturing stream (a blocking one: CUDA_ERROR_STREAM_CAPTURE_IMPLICIT).
+ * cuCtxSynchronize during any capture is CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED too, and so is
+ * synchronising or querying a capturing stream. */
 #define _GNU_SOURCE
 #include "api.h"
 
