@@ -68,6 +68,17 @@ CUresult kvmgpu_ready(void)
     return rc;
 }
 
+void *kvmgpu_grow(void *items, size_t n, size_t *cap, size_t size)
+{
+    if (n < *cap)
+        return items;
+    size_t more = *cap ? 2 * *cap : 64;
+    void *grown = realloc(items, more * size);
+    if (grown)
+        *cap = more;
+    return grown;
+}
+
 uint64_t kvmgpu_stream(CUstream s)
 {
     return s == CU_STREAM_LEGACY || s == CU_STREAM_PER_THREAD ? 0 : (uint64_t)(uintptr_t)s;

@@ -72,6 +72,11 @@ void kvmgpu_stream_created(uint64_t stream, unsigned flags);
 void kvmgpu_stream_destroyed(uint64_t stream);
 int kvmgpu_stream_blocking(uint64_t stream);
 
+/* `items` (holding `n` of `size` bytes, room for `*cap`) with room for one more: itself, or moved
+ * to a block twice as large (64 at first, `*cap` updated); NULL where memory ran out (`items` and
+ * `*cap` unchanged). The growing tables here (allocations, functions, streams, kernels) share it. */
+void *kvmgpu_grow(void *items, size_t n, size_t *cap, size_t size);
+
 /* The device allocations of this process, for unified addressing (pointer.c). */
 void kvmgpu_device_memory_add(CUdeviceptr start, size_t size);
 void kvmgpu_device_memory_remove(CUdeviceptr start);

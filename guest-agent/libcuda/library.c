@@ -38,18 +38,14 @@ static void kernel_found(CUkernel kernel, CUlibrary library)
     size_t i = 0;
     while (i < nkernels && kernels[i].kernel != kernel)
         i++;
-    if (i == nkernels && nkernels == kernels_cap) {
-        size_t cap = kernels_cap ? 2 * kernels_cap : 64;
-        struct kernel_of *grown = realloc(kernels, cap * sizeof *grown);
-        if (grown) {
+    if (i < nkernels) {
+        kernels[i].library = library;
+    } else {
+        struct kernel_of *grown = kvmgpu_grow(kernels, nkernels, &kernels_cap, sizeof *kernels);
+        if (grown) { /* (else it is not known here: cuKernelGetLibrary says INVALID_HANDLE) */
             kernels = grown;
-            kernels_cap = cap;
+            kernels[nkernels++] = (struct kernel_of){kernel, library};
         }
-    }
-    if (i < kernels_cap) {
-        kernels[i] = (struct kernel_of){kernel, library};
-        if (i == nkernels)
-            nkernels++;
     }
     pthread_mutex_unlock(&kernels_lock);
 }

@@ -175,9 +175,8 @@ static CUresult remember(uint64_t handle, const struct kvmgpu_param *params, uin
     }
     pthread_mutex_lock(&functions_lock);
     struct function *f = lookup(handle);
-    if (!f && nfunctions == functions_cap) {
-        size_t cap = functions_cap ? 2 * functions_cap : 64;
-        struct function *grown = realloc(functions, cap * sizeof *grown);
+    if (!f) {
+        struct function *grown = kvmgpu_grow(functions, nfunctions, &functions_cap, sizeof *functions);
         if (!grown) {
             pthread_mutex_unlock(&functions_lock);
             free(copy);
@@ -185,7 +184,6 @@ static CUresult remember(uint64_t handle, const struct kvmgpu_param *params, uin
             return KVMGPU_CUDA_ERROR_OUT_OF_MEMORY;
         }
         functions = grown;
-        functions_cap = cap;
     }
     if (!f) {
         if (index_function_new(handle) != KVMGPU_CUDA_SUCCESS) {

@@ -12,7 +12,6 @@
 #include "api.h"
 
 #include <pthread.h>
-#include <stdlib.h>
 
 #include "export.h"
 
@@ -39,16 +38,12 @@ void kvmgpu_stream_created(uint64_t stream, unsigned flags)
     CUcontext ctx = NULL;
     cuCtxGetCurrent(&ctx);
     pthread_mutex_lock(&streams_lock);
-    if (nstreams == streams_cap) {
-        size_t cap = streams_cap ? 2 * streams_cap : 64;
-        struct stream_info *grown = realloc(streams, cap * sizeof *grown);
-        if (!grown) { /* (then it is not known here: cuStreamGetFlags says INVALID_HANDLE) */
-            pthread_mutex_unlock(&streams_lock);
-            return;
-        }
-        streams = grown;
-        streams_cap = cap;
+    struct stream_info *grown = kvmgpu_grow(streams, nstreams, &streams_cap, sizeof *streams);
+    if (!grown) { /* (then it is not known here: cuStreamGetFlags says INVALID_HANDLE) */
+        pthread_mutex_unlock(&streams_lock);
+        return;
     }
+    streams = grown;
     streams[nstreams++] = (struct stream_info){stream, flags, ctx};
     pthread_mutex_unlock(&streams_lock);
 }

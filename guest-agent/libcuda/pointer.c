@@ -6,7 +6,6 @@
 #include "api.h"
 
 #include <pthread.h>
-#include <stdlib.h>
 #include <string.h>
 
 struct range {
@@ -36,16 +35,12 @@ static size_t after(CUdeviceptr p)
 void kvmgpu_device_memory_add(CUdeviceptr start, size_t size)
 {
     pthread_mutex_lock(&ranges_lock);
-    if (nranges == ranges_cap) {
-        size_t cap = ranges_cap ? 2 * ranges_cap : 64;
-        struct range *grown = realloc(ranges, cap * sizeof *grown);
-        if (!grown) { /* (unknown to cuMemcpy and cuPointerGetAttributes, no worse) */
-            pthread_mutex_unlock(&ranges_lock);
-            return;
-        }
-        ranges = grown;
-        ranges_cap = cap;
+    struct range *grown = kvmgpu_grow(ranges, nranges, &ranges_cap, sizeof *ranges);
+    if (!grown) { /* (unknown to cuMemcpy and cuPointerGetAttributes, no worse) */
+        pthread_mutex_unlock(&ranges_lock);
+        return;
     }
+    ranges = grown;
     size_t i = after(start);
     memmove(&ranges[i + 1], &ranges[i], (nranges - i) * sizeof *ranges);
     ranges[i] = (struct range){start, size, next_id++};
