@@ -72,6 +72,10 @@ void kvmgpu_stream_created(uint64_t stream, unsigned flags);
 void kvmgpu_stream_destroyed(uint64_t stream);
 int kvmgpu_stream_blocking(uint64_t stream);
 
+/* The address of a driver symbol (driver_symbols.h) by name: the stub that logs it once and is
+ * CUDA_ERROR_NOT_SUPPORTED where this library does not define it (unforwarded.c); NULL for none. */
+void *kvmgpu_unforwarded(const char *name);
+
 /* `items` (holding `n` of `size` bytes, room for `*cap`) with room for one more: itself, or moved
  * to a block twice as large (64 at first, `*cap` updated); NULL where memory ran out (`items` and
  * `*cap` unchanged). The growing tables here (allocations, functions, streams, kernels) share it. */

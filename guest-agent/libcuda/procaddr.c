@@ -76,63 +76,12 @@ static int is_driver_function(const char *symbol)
 /* --- what is not forwarded ----------------------------------------------------------------------
  * The runtime looks up every driver function it might use when it starts, and fails to start
  * (cudaErrorCallRequiresNewerDriver) where one it counts on is missing. So a driver API name
- * ("cu...") this library does not forward resolves to a stub of its own: calling it logs the name
- * once and is CUDA_ERROR_NOT_SUPPORTED, as a feature a VM is not given. Other names (not in
- * driver_names.h) are CUDA_ERROR_NOT_FOUND, logged once, as the driver has no such function. */
+ * ("cu...") this library does not forward resolves to its stub (unforwarded.c, the same one dlsym
+ * finds): calling it logs the name once and is CUDA_ERROR_NOT_SUPPORTED, as a feature a VM is not
+ * given. Other names (not in driver_names.h) are CUDA_ERROR_NOT_FOUND, logged once, as the driver
+ * has no such function. */
 
-#define STUBS_MAX 1024 /* distinct names; past them a name is NOT_FOUND */
-static pthread_mutex_t stubs_lock = PTHREAD_MUTEX_INITIALIZER;
-static char *stub_name[STUBS_MAX];
-static int stub_called[STUBS_MAX];
-static int nstubs;
-
-static CUresult not_forwarded(int i)
-{
-    pthread_mutex_lock(&stubs_lock);
-    int first = !stub_called[i]++;
-    pthread_mutex_unlock(&stubs_lock);
-    if (first)
-        kvmgpu_log("%s is not forwarded to the vGPU (CUDA_ERROR_NOT_SUPPORTED)", stub_name[i]);
-    return KVMGPU_CUDA_ERROR_NOT_SUPPORTED;
-}
-
-/* STUBS_MAX functions stub_<10 binary digits>, each knowing its number. */
-#define STUB(name, i)                      \
-    static CUresult stub_##name(void)      \
-    {                                      \
-        return not_forwarded(i);           \
-    }
-#define TREE1(F, n, i) F(n##0, 2 * (i)) F(n##1, 2 * (i) + 1)
-#define TREE2(F, n, i) TREE1(F, n##0, 2 * (i)) TREE1(F, n##1, 2 * (i) + 1)
-#define TREE3(F, n, i) TREE2(F, n##0, 2 * (i)) TREE2(F, n##1, 2 * (i) + 1)
-#define TREE4(F, n, i) TREE3(F, n##0, 2 * (i)) TREE3(F, n##1, 2 * (i) + 1)
-#define TREE5(F, n, i) TREE4(F, n##0, 2 * (i)) TREE4(F, n##1, 2 * (i) + 1)
-#define TREE6(F, n, i) TREE5(F, n##0, 2 * (i)) TREE5(F, n##1, 2 * (i) + 1)
-#define TREE7(F, n, i) TREE6(F, n##0, 2 * (i)) TREE6(F, n##1, 2 * (i) + 1)
-#define TREE8(F, n, i) TREE7(F, n##0, 2 * (i)) TREE7(F, n##1, 2 * (i) + 1)
-#define TREE9(F, n, i) TREE8(F, n##0, 2 * (i)) TREE8(F, n##1, 2 * (i) + 1)
-#define TREE10(F) TREE9(F, 0, 0) TREE9(F, 1, 1)
-TREE10(STUB)
-#define STUB_ADDRESS(name, i) (void *)stub_##name,
-static void *const stubs[STUBS_MAX] = {TREE10(STUB_ADDRESS)};
-
-/* The stub for `symbol` (the same one each time it is asked for), or NULL when they ran out. */
-static void *stub_for(const char *symbol)
-{
-    void *fn = NULL;
-    size_t len = strnlen(symbol, 256);
-    pthread_mutex_lock(&stubs_lock);
-    for (int i = 0; i < nstubs && !fn; i++)
-        if (strlen(stub_name[i]) == len && !memcmp(stub_name[i], symbol, len))
-            fn = stubs[i];
-    if (!fn && nstubs < STUBS_MAX && (stub_name[nstubs] = malloc(len + 1)) != NULL) {
-        memcpy(stub_name[nstubs], symbol, len);
-        stub_name[nstubs][len] = '\0';
-        fn = stubs[nstubs++];
-    }
-    pthread_mutex_unlock(&stubs_lock);
-    return fn;
-}
+static pthread_mutex_t logged_lock = PTHREAD_MUTEX_INITIALIZER;
 
 #define LOGGED_MAX 256
 static char *logged[LOGGED_MAX];
@@ -147,7 +96,7 @@ static void log_missing(const char *symbol, int cuda_version)
     static int newer_said;
     size_t len = strnlen(symbol, 256);
     int newer = cuda_version > KVMGPU_DRIVER_NAMES_VERSION, seen = 0;
-    pthread_mutex_lock(&stubs_lock);
+    pthread_mutex_lock(&logged_lock);
     if (newer) {
         seen = newer_said++;
     } else {
@@ -158,7 +107,7 @@ static void log_missing(const char *symbol, int cuda_version)
             logged[nlogged++][len] = '\0';
         }
     }
-    pthread_mutex_unlock(&stubs_lock);
+    pthread_mutex_unlock(&logged_lock);
     if (!seen && newer)
         kvmgpu_log("cuGetProcAddress: %.256s (CUDA %d.%d) and any other function newer than CUDA %d.%d are not here "
                    "(CUDA_ERROR_NOT_FOUND; KVMGPU_LOG=trace names each)", symbol, cuda_version / 1000,
@@ -187,7 +136,7 @@ CUAPI CUresult cuGetProcAddress_v2(const char *symbol, void **pfn, int cuda_vers
     }
     void *fn = best ? best->fn : NULL;
     if (!named && is_driver_function(symbol))
-        fn = stub_for(symbol);
+        fn = kvmgpu_unforwarded(symbol);
     if (kvmgpu_tracing())
         kvmgpu_log("cuGetProcAddress(%.256s, %d, %llu): %s", symbol, cuda_version, (unsigned long long)flags,
                    best ? "forwarded" : named ? "too new" : fn ? "not forwarded (a stub)" : "not found");
