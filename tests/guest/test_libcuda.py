@@ -98,6 +98,11 @@ def test_bad_pointers_and_handles_are_errors(program, worker):
     assert "OK cuMemcpyHtoD(p + 4096, host, 64) = CUDA_ERROR_INVALID_VALUE" in out
     assert "OK cuMemFree(p + 8) = CUDA_ERROR_INVALID_VALUE" in out
     assert "= CUDA_ERROR_INVALID_HANDLE" in out and "TEXT out of memory" in out
+    # a stream's flags: of no stream, of a destroyed one, into nowhere; nothing written
+    assert "OK cuStreamGetFlags((CUstream)0x777, &stream_flags) = CUDA_ERROR_INVALID_HANDLE" in out
+    assert "OK cuStreamGetFlags(gone, &stream_flags) = CUDA_ERROR_INVALID_HANDLE" in out
+    assert "OK cuStreamGetFlags(NULL, NULL) = CUDA_ERROR_INVALID_VALUE" in out
+    assert "OK stream flags untouched by the refused calls" in out
 
 
 def test_hostile_inputs_to_the_2d_attribute_pool_and_tensor_map_calls(program, worker):

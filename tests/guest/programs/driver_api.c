@@ -260,6 +260,14 @@ static int run_bad(void)
     EXPECT(cuMemAlloc(NULL, 64), CUDA_ERROR_INVALID_VALUE);
     EXPECT(cuLaunchKernel((CUfunction)0x1234, 1, 1, 1, 1, 1, 1, 0, NULL, NULL, NULL), CUDA_ERROR_INVALID_HANDLE);
     EXPECT(cuStreamSynchronize((CUstream)0x777), CUDA_ERROR_INVALID_HANDLE);
+    unsigned int stream_flags = 99;
+    CUstream gone;
+    EXPECT(cuStreamGetFlags((CUstream)0x777, &stream_flags), CUDA_ERROR_INVALID_HANDLE);
+    CHECK(cuStreamCreate(&gone, CU_STREAM_NON_BLOCKING));
+    CHECK(cuStreamDestroy(gone));
+    EXPECT(cuStreamGetFlags(gone, &stream_flags), CUDA_ERROR_INVALID_HANDLE);
+    EXPECT(cuStreamGetFlags(NULL, NULL), CUDA_ERROR_INVALID_VALUE);
+    printf("%s stream flags untouched by the refused calls\n", stream_flags == 99 ? "OK" : "FAIL");
     EXPECT(cuModuleLoadData(NULL, "x"), CUDA_ERROR_INVALID_VALUE);
     CUmodule m;
     EXPECT(cuModuleLoadData(&m, "this is not PTX"), CUDA_ERROR_INVALID_PTX);
