@@ -7,7 +7,7 @@ loads in memory both sides map. The channel stays the way to wake a side that sl
 frame, sent only when the other side said it is about to block (docs/protocol.md, "The mailbox").
 
 Layout (offsets in the mailbox, little-endian u32 words; the guest's words and the host's words on
-cache lines of their own):
+cache lines of their own; the op specification's MAILBOX_* constants, in ops.py and kvmgpu_wire.h):
 
     0    post     guest: the number of its last request
     4    size     guest: that request's length
@@ -32,13 +32,20 @@ from __future__ import annotations
 import platform
 import threading
 
-from .ops import MAILBOX_BYTES, MAILBOX_MIN_WINDOW  # noqa: F401 (a smaller window has none)
+from .ops import (  # noqa: F401 (a smaller window has none)
+    MAILBOX_ANSWER as _ANSWER,
+    MAILBOX_ASLEEP as _ASLEEP,
+    MAILBOX_AWAKE as _AWAKE,
+    MAILBOX_BYTES,
+    MAILBOX_HEAD as _HEAD,
+    MAILBOX_LENGTH as _LENGTH,
+    MAILBOX_MIN_WINDOW,
+    MAILBOX_POST as _POST,
+    MAILBOX_REQUEST_MAX as REQUEST_MAX,
+    MAILBOX_SIZE as _SIZE,
+)
 
-_HEAD = 128
-REQUEST_MAX = (MAILBOX_BYTES - _HEAD) // 2  # 1984
 REPLY_MAX = MAILBOX_BYTES - _HEAD - REQUEST_MAX
-_POST, _SIZE, _ASLEEP = 0, 1, 2  # u32 indexes of the guest's words
-_ANSWER, _LENGTH, _AWAKE = 16, 17, 18  # ... and of the host's (byte offset 64)
 SUPPORTED = platform.machine().lower() in ("x86_64", "amd64")
 
 _lock = threading.Lock()

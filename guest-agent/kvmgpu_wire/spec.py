@@ -76,6 +76,11 @@ MAX_ERROR_TEXT = 512  # longest error text in a reply blob
 WINDOW_ALIGN = 4096  # windows start on page boundaries so guests can mmap them
 MAILBOX_BYTES = 4096  # a session's mailbox: the last bytes of its window (kvmgpu_wire/mailbox.py) ...
 MAILBOX_MIN_WINDOW = 64 * 1024  # ... where the window is at least this big
+# The mailbox's layout: its words (u32 indexes; the guest's, then the host's on a cache line of their
+# own), then the request and the reply areas (mailbox.py says who writes what, and when)
+MAILBOX_WORDS = (("POST", 0), ("SIZE", 1), ("ASLEEP", 2), ("ANSWER", 16), ("LENGTH", 17), ("AWAKE", 18))
+MAILBOX_HEAD = 128  # the words' bytes; the request starts here ...
+MAILBOX_REQUEST_MAX = (MAILBOX_BYTES - MAILBOX_HEAD) // 2  # ... and the reply this far after it
 STREAM_FLAGS = 0x1  # CU_STREAM_NON_BLOCKING
 EVENT_FLAGS = 0x3  # CU_EVENT_BLOCKING_SYNC | CU_EVENT_DISABLE_TIMING (no interprocess events)
 # CUDA_GRAPH_INSTANTIATE_FLAG_AUTO_FREE_ON_LAUNCH | _USE_NODE_PRIORITY (not UPLOAD, which needs

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Callable
 from kvmgpu_wire.cudefs import CUresult
 
 if TYPE_CHECKING:
-    from .launcher import LaunchRecords
+    from .launcher import LaunchRecords, RepeatTurn
 
 
 class CudaError(Exception):
@@ -57,13 +57,16 @@ class Capabilities:
     shared, stream, buf, start, nbytes)`, the argument bytes read where they are in the bytearray
     `buf`; `launch_flat(f, gx, gy, gz, bx, by, bz, shared, stream, args)`. Without any, a queued
     launch goes through `launch`. `null_stream_recorder`: `record(event)`, cuEventRecord on the null
-    stream with nothing around it (the compute meter's), else `event_record(event, None)`. Which
-    ops a backend serves is the op specification's (`backends=`), not this."""
+    stream with nothing around it (the compute meter's), else `event_record(event, None)`.
+    `repeats`: the C turn that serves a mailbox's repeated launch + synchronise
+    (kvmgpu.backend.launcher.RepeatTurn). Which ops a backend serves is the op specification's
+    (`backends=`), not this."""
 
     launch_records: LaunchRecords | None = None
     launch_in: Callable | None = None
     launch_flat: Callable | None = None
     null_stream_recorder: Callable | None = None
+    repeats: RepeatTurn | None = None
 
 
 class Backend(abc.ABC):

@@ -32,7 +32,7 @@ from cuda.bindings import driver as cu
 
 from kvmgpu.backend.base import Backend, Capabilities, CudaError, DeviceInfo
 from kvmgpu.backend.images import globals_size
-from kvmgpu.backend.launcher import LaunchRecords, open_module
+from kvmgpu.backend.launcher import LaunchRecords, RepeatTurn, open_module
 
 log = logging.getLogger("kvmgpu.backend")
 
@@ -145,18 +145,20 @@ class CudaBackend(Backend):
         self.launch_mode = launch_mode
         _check(cu.cuInit(0), "cuInit")
         # The worker's hot driver calls in C where the module is built (launcher.py): queued
-        # launches as packed records, one launch from the receive buffer, cuStreamSynchronize.
+        # launches as packed records, one launch from the receive buffer, cuStreamSynchronize, and
+        # the turn that serves a repeated launch + synchronise.
         self._c = open_module() if launch_mode == "extra" else None
-        records = None
+        records = repeats = None
         if self._c is not None:
             self._launch_fn = self._driver_function(b"cuLaunchKernel")
             self._sync_fn = self._driver_function(b"cuStreamSynchronize")
             records = LaunchRecords(self._launch_fn)
+            repeats = RepeatTurn(self._launch_fn, self._driver_function(b"cuCtxSynchronize"), self._sync_fn)
             self.stream_synchronize = self._c_synchronizer()  # type: ignore[method-assign]  # the C one, bound once
         # (nothing here binds a context: made once, they serve a reset context too)
         self.capabilities = Capabilities(
             launch_records=records, launch_in=self._in_launcher() if launch_mode == "extra" else None,
-            launch_flat=self.launch_flat, null_stream_recorder=self._null_stream_recorder())
+            launch_flat=self.launch_flat, null_stream_recorder=self._null_stream_recorder(), repeats=repeats)
         log.info("the worker's launches and stream waits go through %s", "kvmgpu's C module"
                  if self._c is not None else f"cuda-bindings ({launch_mode})")
         self.device = _check(cu.cuDeviceGet(index), f"cuDeviceGet({index})")

@@ -21,7 +21,9 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <limits.h>
+#include <stddef.h>
 #include <string.h>
+#include <time.h>
 
 #include "kvmgpu_wire.h"
 
@@ -29,6 +31,7 @@ typedef int (*cu_launch_kernel_fn)(void *f, unsigned gx, unsigned gy, unsigned g
                                    unsigned by, unsigned bz, unsigned shared, void *stream,
                                    void **kernel_params, void **extra);
 typedef int (*cu_stream_synchronize_fn)(void *stream);
+typedef int (*cu_ctx_synchronize_fn)(void);
 
 /* A launch and its repeats (struct kvmgpu_launch_record, from the op specification: launcher.py's
  * RECORD packs it): the record stands for `count` launches of the same function and shape whose
@@ -257,6 +260,173 @@ static PyObject *stream_synchronize(PyObject *self, PyObject *const *args, Py_ss
     return PyLong_FromLong(err);
 }
 
+/* The mailbox (kvmgpu_wire/mailbox.py; its layout from the op specification) */
+#define BOX_REQUEST_MAX KVMGPU_MAILBOX_REQUEST_MAX
+#define BOX_REPLY_AT (KVMGPU_MAILBOX_HEAD + KVMGPU_MAILBOX_REQUEST_MAX)
+#define SEQ_AT ((Py_ssize_t)offsetof(struct kvmgpu_frame_header, seq))
+
+enum { TURN_IDLE, TURN_OTHER, TURN_DEADLINE, TURN_LAUNCH_FAILED, TURN_SYNC_FAILED, TURN_RING };
+
+static inline void spin_pause(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
+static double monotonic(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+static unsigned read_u32(const unsigned char *p)
+{
+    unsigned v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+PyDoc_STRVAR(serve_repeats_doc,
+"serve_repeats(box, number, template, fixed, launch_size, launch_fn, function, shape, stream,\n"
+"              sync_fn, on_stream, sync_stream, reply, deadline, idle_s, turn_s)\n"
+"    -> (why, served, number, seq, wait_seq, err, clocked)\n\n"
+"Serve, while they come, the posts to one session's mailbox (`box`, its KVMGPU_MAILBOX_BYTES, the\n"
+"host's last post taken `number`) that repeat a launch + synchronise the worker checked and\n"
+"served: `template`, the whole message, whose bytes each post must equal but for the launch's\n"
+"sequence number, its argument bytes (template[fixed:launch_size]) and the synchronise's sequence\n"
+"number. Each one is copied out of the mailbox, compared, launched (cuLaunchKernel at launch_fn:\n"
+"`function`, `shape` (grid x y z, block x y z, shared), `stream`, its argument bytes from the\n"
+"copy), synchronised (sync_fn: cuStreamSynchronize on `sync_stream` where `on_stream` is true,\n"
+"else cuCtxSynchronize) and answered with `reply` (its sequence number set). The GIL is\n"
+"released throughout. Returns why it stopped: IDLE (nothing posted for idle_s, or turn_s spent),\n"
+"OTHER (a post that is no repeat: left for the worker), DEADLINE (a repeat posted at or after\n"
+"`deadline`, CLOCK_MONOTONIC seconds: left for the worker), LAUNCH_FAILED or SYNC_FAILED (that\n"
+"post taken, not answered: `seq`, `wait_seq`, the driver's `err`), RING (the guest said it\n"
+"sleeps: ring it); with the posts served, the last number taken and the seconds from each\n"
+"launch to its synchronise's return, summed (the compute meter's clock-timed runs).");
+
+static PyObject *serve_repeats(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)self;
+    void *launch_fn, *function, *stream, *sync_fn, *sync_stream;
+    unsigned shape[7], number;
+    Py_ssize_t v[2];
+    int on_stream;
+    if (check_nargs("serve_repeats", nargs, 16) < 0 || as_function(args[5], "cuLaunchKernel", &launch_fn) < 0
+        || as_address(args[6], &function) < 0 || as_address(args[8], &stream) < 0
+        || as_function(args[9], "the synchronise", &sync_fn) < 0 || (on_stream = PyObject_IsTrue(args[10])) < 0
+        || as_address(args[11], &sync_stream) < 0
+        || as_uint(args[1], &number) < 0 || as_ssizes(args + 3, 2, v) < 0)
+        return NULL;
+    if (!PyTuple_Check(args[7]) || PyTuple_GET_SIZE(args[7]) != 7) {
+        PyErr_SetString(PyExc_TypeError, "shape: a tuple (gx, gy, gz, bx, by, bz, shared)");
+        return NULL;
+    }
+    for (int i = 0; i < 7; i++)
+        if (as_uint(PyTuple_GET_ITEM(args[7], i), &shape[i]) < 0)
+            return NULL;
+    double deadline = PyFloat_AsDouble(args[13]), idle_s = PyFloat_AsDouble(args[14]),
+           turn_s = PyFloat_AsDouble(args[15]);
+    if (PyErr_Occurred())
+        return NULL;
+    Py_ssize_t fixed = v[0], launch_size = v[1];
+    Py_buffer box, tmpl, reply;
+    if (PyObject_GetBuffer(args[0], &box, PyBUF_WRITABLE) < 0)
+        return NULL;
+    if (PyObject_GetBuffer(args[2], &tmpl, PyBUF_SIMPLE) < 0) {
+        PyBuffer_Release(&box);
+        return NULL;
+    }
+    if (PyObject_GetBuffer(args[12], &reply, PyBUF_SIMPLE) < 0) {
+        PyBuffer_Release(&tmpl);
+        PyBuffer_Release(&box);
+        return NULL;
+    }
+    Py_ssize_t size = tmpl.len;
+    if (box.len != KVMGPU_MAILBOX_BYTES || ((uintptr_t)box.buf & 3) || size > BOX_REQUEST_MAX
+        || fixed < SEQ_AT + 4 || launch_size < fixed || launch_size > size - SEQ_AT - 4
+        || reply.len < SEQ_AT + 4 || reply.len > KVMGPU_MAILBOX_BYTES - BOX_REPLY_AT) {
+        PyBuffer_Release(&reply);
+        PyBuffer_Release(&tmpl);
+        PyBuffer_Release(&box);
+        PyErr_SetString(PyExc_ValueError, "serve_repeats: a mailbox, template or reply of the wrong size");
+        return NULL;
+    }
+    unsigned *words = box.buf;
+    unsigned char *request = (unsigned char *)box.buf + KVMGPU_MAILBOX_HEAD,
+                  *answer = (unsigned char *)box.buf + BOX_REPLY_AT;
+    const unsigned char *t = tmpl.buf;
+    unsigned char copy[BOX_REQUEST_MAX];
+    unsigned long long nbytes = (unsigned long long)(launch_size - fixed);
+    Py_ssize_t wait_at = launch_size;
+    int why = TURN_IDLE, err = 0;
+    unsigned seq = 0, wait_seq = 0;
+    Py_ssize_t served = 0;
+    double clocked = 0;
+
+    Py_BEGIN_ALLOW_THREADS
+    double start = monotonic(), last = start;
+    for (;;) {
+        unsigned post = __atomic_load_n(&words[KVMGPU_MAILBOX_POST], __ATOMIC_ACQUIRE);
+        if (post == number) {
+            double now = monotonic();
+            if (now - last >= idle_s || now - start >= turn_s)
+                break;
+            spin_pause();
+            continue;
+        }
+        /* A post: copied out before anything looks at it (the guest may go on writing). */
+        if (__atomic_load_n(&words[KVMGPU_MAILBOX_SIZE], __ATOMIC_RELAXED) != (unsigned)size) {
+            why = TURN_OTHER;
+            break;
+        }
+        memcpy(copy, request, (size_t)size);
+        if (memcmp(copy, t, SEQ_AT) != 0 || memcmp(copy + SEQ_AT + 4, t + SEQ_AT + 4, (size_t)(fixed - SEQ_AT - 4)) != 0
+            || memcmp(copy + wait_at, t + wait_at, SEQ_AT) != 0
+            || memcmp(copy + wait_at + SEQ_AT + 4, t + wait_at + SEQ_AT + 4, (size_t)(size - wait_at - SEQ_AT - 4)) != 0) {
+            why = TURN_OTHER;
+            break;
+        }
+        double t0 = monotonic();
+        if (t0 >= deadline) {
+            why = TURN_DEADLINE;
+            break;
+        }
+        number = post;
+        seq = read_u32(copy + SEQ_AT);
+        wait_seq = read_u32(copy + wait_at + SEQ_AT);
+        err = call_launch((cu_launch_kernel_fn)launch_fn, function, shape, shape[6], stream, copy + fixed, nbytes);
+        if (err) {
+            why = TURN_LAUNCH_FAILED;
+            break;
+        }
+        err = on_stream ? ((cu_stream_synchronize_fn)sync_fn)(sync_stream) : ((cu_ctx_synchronize_fn)sync_fn)();
+        last = monotonic();
+        clocked += last - t0;
+        if (err) {
+            why = TURN_SYNC_FAILED;
+            break;
+        }
+        memcpy(answer, reply.buf, (size_t)reply.len);
+        memcpy(answer + SEQ_AT, &wait_seq, 4);
+        __atomic_store_n(&words[KVMGPU_MAILBOX_LENGTH], (unsigned)reply.len, __ATOMIC_RELAXED);
+        __atomic_store_n(&words[KVMGPU_MAILBOX_ANSWER], number, __ATOMIC_RELEASE);
+        __atomic_thread_fence(__ATOMIC_SEQ_CST); /* the answer, then the guest's word (mailbox.py) */
+        served++;
+        if (__atomic_load_n(&words[KVMGPU_MAILBOX_ASLEEP], __ATOMIC_ACQUIRE) == 1) {
+            why = TURN_RING;
+            break;
+        }
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&reply);
+    PyBuffer_Release(&tmpl);
+    PyBuffer_Release(&box);
+    return Py_BuildValue("(inIIIid)", why, served, number, seq, wait_seq, err, clocked);
+}
+
 static PyMethodDef methods[] = {
     {"launch_records", (PyCFunction)(void (*)(void))launch_records, METH_FASTCALL,
      launch_records_doc},
@@ -265,6 +435,7 @@ static PyMethodDef methods[] = {
     {"launch", (PyCFunction)(void (*)(void))launch, METH_FASTCALL, launch_doc},
     {"stream_synchronize", (PyCFunction)(void (*)(void))stream_synchronize, METH_FASTCALL,
      synchronize_doc},
+    {"serve_repeats", (PyCFunction)(void (*)(void))serve_repeats, METH_FASTCALL, serve_repeats_doc},
     {NULL, NULL, 0, NULL},
 };
 

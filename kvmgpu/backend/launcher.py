@@ -32,7 +32,9 @@ log = logging.getLogger("kvmgpu.backend")
 # (struct kvmgpu_launch_record, guest-agent/include/kvmgpu_wire.h: both from the op specification)
 RECORD = struct.Struct(LAUNCH_RECORD_FORMAT)
 CAPACITY = 256  # records a buffer holds; a longer run is launched in pieces
-CALLS = ("launch_records", "count_repeats", "launch", "stream_synchronize")  # what it must have
+CALLS = ("launch_records", "count_repeats", "launch", "stream_synchronize", "serve_repeats")  # what it must have
+# why `serve_repeats` returned (launcher.c's TURN_*)
+IDLE, OTHER, DEADLINE, LAUNCH_FAILED, SYNC_FAILED, RING = range(6)
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _module = None
@@ -90,6 +92,28 @@ class LaunchRecords:
         def launch(first: int, count: int, skip: int = 0) -> tuple[int, int, int]:
             return call(launch_fn, records, first, count, skip)
         self.launch = launch
+
+
+class RepeatTurn:
+    """The worker's C turn on one session's mailbox (launcher.c's `serve_repeats`): while the guest
+    posts the same launch + synchronise again (a loop's `launch(); cuCtxSynchronize()`), each post
+    is compared, launched, synchronised and answered in C with the GIL released, instead of one
+    turn of the worker's Python loop each (docs/performance.md, "The C turn"). The worker enters
+    it only after it served such a message itself, with every table and the gate as they were then
+    (kvmgpu/worker/channel.py, `Channel.serve_repeats`). `launch_fn`, `ctx_sync_fn`,
+    `stream_sync_fn`: the addresses of cuLaunchKernel, cuCtxSynchronize and cuStreamSynchronize
+    (or functions with their C signatures)."""
+
+    def __init__(self, launch_fn: int, ctx_sync_fn: int, stream_sync_fn: int):
+        call = load().serve_repeats
+
+        def serve(box, number: int, template: bytes, fixed: int, launch_size: int, function, shape: tuple,
+                  stream, on_stream: bool, sync_stream, reply: bytes, deadline: float, idle_s: float,
+                  turn_s: float) -> tuple[int, int, int, int, int, int, float]:
+            return call(box, number, template, fixed, launch_size, launch_fn, function, shape, stream,
+                        stream_sync_fn if on_stream else ctx_sync_fn, on_stream, sync_stream, reply,
+                        deadline, idle_s, turn_s)
+        self.serve = serve
 
 
 def open_module():

@@ -79,6 +79,20 @@ class ComputeGate:
         packed records: before the C loop, so records packed in one slice may go in the next)."""
         return self._slice_end if self.held and self.meter.running else 0.0
 
+    def clocked_until(self) -> float:
+        """Until when (on CLOCK_MONOTONIC, the gate's default clock) the worker may launch and wait
+        without the gate, charging each launch-to-wait itself (`charge_clocked`): this VM holds the
+        GPU, no run is open, and the next would be timed by the clock (meter.py). 0.0 when not
+        (the worker's C turn, kvmgpu/backend/launcher.py's RepeatTurn, then stays out)."""
+        if not self.held or self._clock is not time.monotonic or not self.meter.clock_timed():
+            return 0.0
+        return self._slice_end
+
+    def charge_clocked(self, seconds: float) -> None:
+        """Runs the worker timed itself, from each launch to its wait's return, since
+        `clocked_until` (within this slice)."""
+        self.meter.add_clocked(seconds)
+
     def synchronizing(self) -> None:
         """The worker is about to wait for the GPU (a synchronising call): the GPU's busy run ends
         there, and the time until the guest's next launch is not charged."""

@@ -91,6 +91,16 @@ class EventMeter:
         """A run is in progress (`work()` would do nothing)."""
         return self._open is not None or self._since is not None
 
+    def clock_timed(self) -> bool:
+        """No run is open, and the next one would be timed by the clock (`work`)."""
+        b = self.backend
+        return self._open is None and self._since is None and b is not None and not b.streams_live
+
+    def add_clocked(self, seconds: float) -> None:
+        """Clock-timed runs the worker timed itself (each from its launch to its wait's return, as
+        `work` and `waited` would), while `clock_timed`."""
+        self._clocked += seconds
+
     def work(self) -> None:
         """GPU work is about to be submitted: start a run if none is in progress."""
         if self._open is not None or self._since is not None:
@@ -208,6 +218,12 @@ class WallMeter:
 
     def waited(self, what: str) -> None:
         pass
+
+    def clock_timed(self) -> bool:
+        return False  # (runs here are wall time between work and mark_idle: no turn of its own)
+
+    def add_clocked(self, seconds: float) -> None:
+        self._busy += seconds
 
     def finish(self) -> float:
         if self._drain is not None:

@@ -32,13 +32,21 @@ from kvmgpu_wire.protocol import (
 )
 from kvmgpu_wire.trace import ON as _TRACE, mark_at as _mark_at, perf_counter_ns as _ns
 
-from .dispatch import dispatch, launch_again, launch_run, wait
+from ..backend.base import CudaError
+from ..backend.launcher import LAUNCH_FAILED, RING, SYNC_FAILED
+from .dispatch import dispatch, launch_again, launch_failed, launch_run, wait, wait_failed
 from .session import Function, Session
 from .vgpu import VGpu
 
 log = logging.getLogger("kvmgpu.worker")
 _LAUNCH = Op.LAUNCH  # (an enum member looked up once, not per message)
 _RUN = 256  # the most launches take_launches hands over at once (the gate's check comes between)
+_STREAM_SYNCHRONIZE = Op.STREAM_SYNCHRONIZE
+_FOREVER = float("inf")
+# The C turn (serve_repeats): it gives the worker's loop back after this long with nothing posted,
+# and after this long in all (the loop then looks at the channels and the other mailboxes)
+REPEAT_IDLE_S = 50e-6
+REPEAT_TURN_S = 1e-3
 
 
 class _LaunchWait(NamedTuple):
@@ -56,6 +64,8 @@ class _LaunchWait(NamedTuple):
     wait_op: Op
     wait_stream: int
     info: object  # the device info the launch limits were read from
+    template: bytes  # the message less its seqs and parameter bytes (zeros there), for the C turn
+    reply: bytes  # the synchronise's reply, less its seq
 
 
 class Channel:
@@ -172,8 +182,11 @@ class Channel:
         st = s.streams.get(stream) if stream else None
         if f is None or (stream and st is None) or t[5] - LAUNCH_BODY != f.arg_bytes:
             return None
-        return _LaunchWait(conn, conn.launch_wait_shape(start), s, f, fh, st, stream, t[9:16],
-                           f.arg_bytes, waited[2], waited[3], vg.info)
+        shape = conn.launch_wait_shape(start)
+        template = b"".join((shape.launch_head, bytes(4), shape.launch_tail, bytes(f.arg_bytes),
+                             shape.wait_head, bytes(4), shape.wait_tail))
+        return _LaunchWait(conn, shape, s, f, fh, st, stream, t[9:16], f.arg_bytes, waited[2], waited[3],
+                           vg.info, template, conn.send_reply(sid, 0, 0, (), b"", waited[2]))
 
     def _launch_wait_again(self, a: _LaunchWait) -> bytes | None:
         """The reply to a message that repeats the last one (`a`), a launch + synchronise, or None
@@ -184,7 +197,7 @@ class Channel:
         through `launch_again` (the gate, then the backend; an error is kept for the wait, as
         for any queued launch) and the synchronise through `wait`, as `receive` would."""
         vg = self.vgpu
-        conn, shape, s, f, fh, st, stream, grid_block_shared, nbytes, wait_op, wait_stream, info = a
+        conn, shape, s, f, fh, st, stream, grid_block_shared, nbytes, wait_op, wait_stream, info = a[:12]
         if (vg.sessions.get(s.key) is not s or s.functions.get(fh) is not f
                 or (stream and s.streams.get(stream) is not st) or vg.broken is not None
                 or vg.info is not info):
@@ -205,6 +218,57 @@ class Channel:
         if status == 0:
             self._again = a
         return conn.send_reply(s.key[1], wait_seq, status, values, blob, wait_op)
+
+    def serve_repeats(self, session: Session) -> tuple[int, bool, bytes | None]:
+        """Serve in C (the backend's `repeats`, launcher.RepeatTurn) the posts to `session`'s
+        mailbox that repeat the last message, a launch + synchronise from that mailbox that went
+        fine (`_launch_wait`), while they come: (posts served, whether the guest said it sleeps
+        and must be rung, the reply to a post taken but not answered: its launch or synchronise
+        failed). Entered only while everything the last one was checked against still holds (as
+        `_launch_wait_again` checks), nothing of the session's is pending, and the compute gate
+        lets this VM launch and wait without it until its slice ends (`clocked_until`); a post
+        that is no repeat, or comes after the slice, is left in the mailbox for `take_post`. The
+        turn changes no table: nothing else runs on the worker's thread meanwhile."""
+        a, vg = self._again, self.vgpu
+        turn = vg.capabilities.repeats
+        if a is None or turn is None or a.conn is not session.posted or _TRACE:
+            return 0, False, None
+        s, f, st, wait_op, wait_stream = a.session, a.function, a.st, a.wait_op, a.wait_stream
+        on_stream = wait_op is _STREAM_SYNCHRONIZE
+        if (s is not session or vg.sessions.get(s.key) is not s or s.functions.get(a.fh) is not f
+                or (a.stream and s.streams.get(a.stream) is not st) or vg.broken is not None
+                or vg.info is not a.info or s.pending_error is not None
+                or (on_stream and wait_stream and wait_stream not in s.streams)):
+            return 0, False, None
+        gate, deadline = vg.gate, _FOREVER
+        if gate is not None:
+            deadline = gate.clocked_until()
+            if not deadline:
+                return 0, False, None
+        box = session.mailbox
+        assert box is not None  # (session.posted: it has one)
+        shape = a.shape
+        why, served, number, seq, wait_seq, err, clocked = turn.serve(
+            box.view, box.number, a.template, shape.launch_size - a.nbytes, shape.launch_size,
+            f.backend.address, a.grid_block_shared, st, on_stream, s.stream(wait_stream) if on_stream else None,
+            a.reply, deadline, REPEAT_IDLE_S, REPEAT_TURN_S)
+        box.number = number
+        vg.calls[_LAUNCH] += served
+        vg.calls[wait_op] += served
+        if gate is not None and clocked:
+            gate.charge_clocked(clocked)
+        if why != LAUNCH_FAILED and why != SYNC_FAILED:
+            return served, why == RING, None
+        self._again = None
+        vg.calls[_LAUNCH] += 1
+        if why == LAUNCH_FAILED:
+            launch_failed(vg, s, seq, CudaError(err, "cuLaunchKernel"))
+            status, values, blob = wait(vg, s, wait_op, wait_stream)
+        else:
+            vg.calls[wait_op] += 1
+            status, values, blob = wait_failed(vg, s, wait_op, CudaError(
+                err, "cuStreamSynchronize" if on_stream else "cuCtxSynchronize"))
+        return served, False, a.conn.send_reply(s.key[1], wait_seq, status, values, blob, wait_op)
 
     def _handle(self, event, conn: Connection) -> bytes | None:
         if type(event) is Call:

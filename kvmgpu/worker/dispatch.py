@@ -84,8 +84,14 @@ def wait(vg: VGpu, s: Session, op: Op, stream: int):
         else:
             vg.waits.synchronize()
     except Exception as e:
-        return error_reply(op, *failed(vg, s, op, e))
+        return wait_failed(vg, s, op, e)
     return _WAITED
+
+
+def wait_failed(vg: VGpu, s: Session, op: Op, e: Exception):
+    """The reply to a synchronise whose wait failed with `e` (as `wait` gives it; the caller counted
+    the call)."""
+    return error_reply(op, *failed(vg, s, op, e))
 
 
 _STREAM_SYNCHRONIZE = Op.STREAM_SYNCHRONIZE
@@ -385,10 +391,10 @@ def launch_queued(vg: VGpu, s: Session, seq: int, args, blob: bytes) -> None:
             gate.before_launch()  # may wait for this VM's turn on the GPU
         vg.backend.launch(fn, (gx, gy, gz), (bx, by, bz), shared, st, blob)
     except Exception as e:
-        _queued_launch_failed(vg, s, seq, e)
+        launch_failed(vg, s, seq, e)
 
 
-def _queued_launch_failed(vg: VGpu, s: Session, seq: int, e: Exception) -> None:
+def launch_failed(vg: VGpu, s: Session, seq: int, e: Exception) -> None:
     """Keep a queued launch's failure for the session's next synchronising call (as `dispatch`)."""
     hold(s, _LAUNCH, seq, *failed(vg, s, _LAUNCH, e))
 
@@ -442,7 +448,7 @@ def launch_run(vg: VGpu, cid: int, launches: Sequence[tuple], buf: bytearray) ->
 
         def launch_packed() -> int:
             """Launch the packed records; a launch the driver refuses is that launch's error, as
-            in `_queued_launch_failed`, and those after it go on (or fail, if the context broke)."""
+            in `launch_failed`, and those after it go on (or fail, if the context broke)."""
             nonlocal until
             if gate is not None and clock() >= until:
                 until = before()  # may wait for this VM's turn on the GPU
@@ -452,13 +458,13 @@ def launch_run(vg: VGpu, cid: int, launches: Sequence[tuple], buf: bytearray) ->
                 if not err:
                     break
                 s_, start_, count_, stride_ = owners[first]
-                _queued_launch_failed(vg, s_, launch_seq(buf, start_ + skip * stride_),
+                launch_failed(vg, s_, launch_seq(buf, start_ + skip * stride_),
                                       CudaError(err, "cuLaunchKernel"))
                 skip += 1
                 if vg.broken is not None:
                     for s_, start_, count_, stride_ in owners[first:packed]:
                         for j in range(skip, count_):
-                            _queued_launch_failed(vg, s_, launch_seq(buf, start_ + j * stride_),
+                            launch_failed(vg, s_, launch_seq(buf, start_ + j * stride_),
                                                   unusable(vg))
                         skip = 0
                     break
@@ -513,7 +519,7 @@ def launch_run(vg: VGpu, cid: int, launches: Sequence[tuple], buf: bytearray) ->
                 flat(f.backend, gx, gy, gz, bx, by, bz, shared, st,  # type: ignore[misc]  # `fast`: not None
                      buf[start: start + nbytes])
         except Exception as e:
-            _queued_launch_failed(vg, s, seq, e)
+            launch_failed(vg, s, seq, e)
     if packed:
         launch_packed()
     return n
@@ -531,7 +537,7 @@ def launch_again(vg: VGpu, s: Session, seq: int, f: Function, st, shape: tuple, 
     try:
         vg.capabilities.launch_in(f.backend, *shape, st, buf, start, nbytes)  # type: ignore[misc]  # (the caller's has it)
     except Exception as e:
-        _queued_launch_failed(vg, s, seq, e)
+        launch_failed(vg, s, seq, e)
 
 
 # --- streams and events --------------------------------------------------------------------------

@@ -373,10 +373,8 @@ class Worker:
         return False
 
     def _take_post(self, session) -> bool:
-        """Serve what `session` posted to its mailbox: the reply goes back there, or through the
-        channel where it is too big for the mailbox or replies sent before it are still unsent
-        (the mailbox then says so); a DOORBELL follows where the guest said it sleeps. Whether
-        anything was posted."""
+        """Serve what `session` posted to its mailbox (`_answer`), and the repeats of it that
+        follow where the C turn can. Whether anything was posted."""
         cid = session.key[0]
         peer = self._peers.get(cid)
         if peer is None:
@@ -393,18 +391,33 @@ class Worker:
             return False
         if reply is None:
             return False
+        self._answer(cid, peer, session, reply)
+        if len(self.vgpu.boxed) == 1 and not peer.unsent and session.mailbox is not None:
+            # the session posts the same launch + synchronise again and again: the C turn serves
+            # those while they come (Channel.serve_repeats), alone among the mailboxes
+            served, ring, reply = peer.channel.serve_repeats(session)
+            self.mailbox_posts += served
+            if ring:
+                self._flush(cid, peer, session.doorbell)
+            if reply is not None:
+                self._answer(cid, peer, session, reply)
+        return True
+
+    def _answer(self, cid: int, peer: _Peer, session, reply: bytes) -> None:
+        """Answer what `session` posted with `reply`: in its mailbox, or through the channel where
+        it is too big for the mailbox or replies sent before it are still unsent (the mailbox
+        then says so); a DOORBELL follows where the guest said it sleeps."""
         self.mailbox_posts += 1
         if len(reply) > REPLY_MAX or peer.unsent:
             self._flush(cid, peer, reply)
             reply = b""
         box = session.mailbox
         if box is None:  # the session ended (the channel with it)
-            return True
+            return
         if box.answer(reply):
             self._flush(cid, peer, session.doorbell)
         elif _TRACE:
             _mark("w5")
-        return True
 
     def _accept(self) -> None:
         """Take the connections waiting: serve each while fewer than `max_channels` are, refuse

@@ -94,14 +94,14 @@ def _stale_module(tmp_path, source: str) -> str:
     # a module without the calls this kvmgpu makes
     ("#include <Python.h>\nstatic struct PyModuleDef m = {PyModuleDef_HEAD_INIT, \"_launcher\", 0, -1, 0};\n"
      "PyMODINIT_FUNC PyInit__launcher(void) { return PyModule_Create(&m); }\n",
-     "no launch_records, count_repeats, launch, stream_synchronize"),
+     "no launch_records, count_repeats, launch, stream_synchronize, serve_repeats"),
     # the sixth session's module: 64-byte records, no repeats
     ("#include <Python.h>\nstatic PyObject *f(PyObject *s, PyObject *a) { Py_RETURN_NONE; }\n"
      "static PyMethodDef d[] = {{\"launch_records\", f, METH_VARARGS, 0}, {\"launch\", f, METH_VARARGS, 0},"
      " {\"stream_synchronize\", f, METH_VARARGS, 0}, {0}};\n"
      "static struct PyModuleDef m = {PyModuleDef_HEAD_INIT, \"_launcher\", 0, -1, d};\n"
      "PyMODINIT_FUNC PyInit__launcher(void) { return PyModule_Create(&m); }\n",
-     "another kvmgpu version (no count_repeats)"),
+     "another kvmgpu version (no count_repeats, serve_repeats)"),
 ])
 def test_a_module_from_another_version_is_not_used(tmp_path, monkeypatch, caplog, source, why):
     """A `_launcher*.so` left from another kvmgpu version: the cuda backend is told so, with what
