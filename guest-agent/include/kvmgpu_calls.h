@@ -219,6 +219,13 @@ static inline int kvmgpu_stream_get_priority(struct kvmgpu_client *c, uint64_t s
     return kvmgpu_call(c, KVMGPU_OP_STREAM_GET_PRIORITY, args, 1, NULL, 0, 0, out, sizeof *out, NULL, NULL);
 }
 
+/* STREAM_WAIT_EVENT: cuStreamWaitEvent: make a stream's later work wait for an event's work (during a capture: a stream that waits for an event recorded in it joins that capture, as natively). */
+static inline int kvmgpu_stream_wait_event(struct kvmgpu_client *c, uint64_t stream, uint64_t event, uint64_t flags, int queued)
+{
+    const uint64_t args[3] = {stream, event, flags};
+    return kvmgpu_call(c, KVMGPU_OP_STREAM_WAIT_EVENT, args, 3, NULL, 0, queued, NULL, 0, NULL, NULL);
+}
+
 /* VGPU_PROCESSES: nvmlDeviceGetComputeRunningProcesses: the VM's guest processes with CUDA sessions (not monitors), by the pid each HELLO gave, and the device memory each holds; at most MAX_PROCESSES. */
 static inline int kvmgpu_vgpu_processes(struct kvmgpu_client *c, struct kvmgpu_results_vgpu_processes *out, void *reply_blob, size_t *reply_blob_size)
 {

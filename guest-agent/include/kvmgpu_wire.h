@@ -4,7 +4,7 @@
 
 #include <stdint.h>
 
-#define KVMGPU_PROTOCOL_VERSION 10
+#define KVMGPU_PROTOCOL_VERSION 11
 #define KVMGPU_MAGIC 0x474Bu
 #define KVMGPU_QUEUED 0x01u
 #define KVMGPU_MAX_ARG_BYTES 32764
@@ -83,6 +83,7 @@ enum kvmgpu_op {
     KVMGPU_OP_CTX_GET_FLAGS = 28, /* cuCtxGetFlags */
     KVMGPU_OP_DEVICE_GET_PCI_BUS_ID = 29, /* cuDeviceGetPCIBusId */
     KVMGPU_OP_STREAM_GET_PRIORITY = 30, /* cuStreamGetPriority */
+    KVMGPU_OP_STREAM_WAIT_EVENT = 31, /* cuStreamWaitEvent */
     KVMGPU_OP_VGPU_PROCESSES = 40, /* nvmlDeviceGetComputeRunningProcesses */
     KVMGPU_OP_VGPU_UTILIZATION = 41, /* nvmlDeviceGetUtilizationRates */
     KVMGPU_OP_STREAM_BEGIN_CAPTURE = 80, /* cuStreamBeginCapture_v2 */
@@ -438,6 +439,17 @@ struct __attribute__((packed)) kvmgpu_results_stream_get_priority {
     int32_t priority;
 };
 _Static_assert(sizeof(struct kvmgpu_results_stream_get_priority) == 4, "STREAM_GET_PRIORITY results");
+
+#define KVMGPU_STREAM_WAIT_EVENT_NARGS 3
+#define KVMGPU_STREAM_WAIT_EVENT_BLOB_MAX 0
+#define KVMGPU_STREAM_WAIT_EVENT_QUEUEABLE 1
+#define KVMGPU_STREAM_WAIT_EVENT_SYNCHRONISING 0
+struct kvmgpu_args_stream_wait_event {
+    uint64_t stream;
+    uint64_t event;
+    uint64_t flags;
+};
+_Static_assert(sizeof(struct kvmgpu_args_stream_wait_event) == 24, "STREAM_WAIT_EVENT args");
 
 #define KVMGPU_VGPU_PROCESSES_NARGS 0
 #define KVMGPU_VGPU_PROCESSES_BLOB_MAX 0

@@ -2,7 +2,7 @@
 
 import enum
 
-PROTOCOL_VERSION = 10
+PROTOCOL_VERSION = 11
 MAGIC = 0x474B
 HEADER_FORMAT = "<HBBIII"
 CALL_HEAD_FORMAT = "<HH"
@@ -70,6 +70,7 @@ class Op(enum.IntEnum):
     CTX_GET_FLAGS = 28  # cuCtxGetFlags
     DEVICE_GET_PCI_BUS_ID = 29  # cuDeviceGetPCIBusId
     STREAM_GET_PRIORITY = 30  # cuStreamGetPriority
+    STREAM_WAIT_EVENT = 31  # cuStreamWaitEvent
     VGPU_PROCESSES = 40  # nvmlDeviceGetComputeRunningProcesses
     VGPU_UTILIZATION = 41  # nvmlDeviceGetUtilizationRates
     STREAM_BEGIN_CAPTURE = 80  # cuStreamBeginCapture_v2
@@ -125,6 +126,7 @@ TABLE = {
     Op.CTX_GET_FLAGS: ((), 'I', 0, False, False),
     Op.DEVICE_GET_PCI_BUS_ID: ((), '32s', 0, False, False),
     Op.STREAM_GET_PRIORITY: (('stream',), 'i', 0, False, False),
+    Op.STREAM_WAIT_EVENT: (('stream', 'event', 'flags'), '', 0, True, False),
     Op.VGPU_PROCESSES: ((), 'I', 0, False, False),
     Op.VGPU_UTILIZATION: ((), 'III', 0, False, False),
     Op.STREAM_BEGIN_CAPTURE: (('stream',), '', 0, False, False),

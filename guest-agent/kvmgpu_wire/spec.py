@@ -39,11 +39,12 @@ from .kinds import (
 )
 
 # --- frames ----------------------------------------------------------------------------------------
-PROTOCOL_VERSION = 10  # 2: MEMCPY_HTOD_STAGED; 3: MEMCPY_DTOH_PIECES; 4: the mailbox, DOORBELL;
+PROTOCOL_VERSION = 11  # 2: MEMCPY_HTOD_STAGED; 3: MEMCPY_DTOH_PIECES; 4: the mailbox, DOORBELL;
 # 5: CTX_GET_FLAGS, DEVICE_GET_PCI_BUS_ID, STREAM_GET_PRIORITY; 6: HELLO's pid and role,
 # VGPU_PROCESSES, VGPU_UTILIZATION (the guest's NVML); 7: stream capture and graphs (80-86);
 # 8: FUNC_GET_ATTRIBUTES .. TENSOR_MAP_ENCODE_IM2COL (ops 50-59, what PyTorch's runtime and
-# libraries ask of a function and a context); 9: GRAPH_GET_NODE_COUNT; 10: WINDOW_DEVICE_POINTER
+# libraries ask of a function and a context); 9: GRAPH_GET_NODE_COUNT; 10: WINDOW_DEVICE_POINTER;
+# 11: STREAM_WAIT_EVENT
 MAGIC = 0x474B  # "KG"
 # magic u16 | kind u8 | flags u8 | session u32 | seq u32 | length u32, little-endian; then the payload
 HEADER = (("magic", "H"), ("kind", "B"), ("flags", "B"), ("session", "I"), ("seq", "I"), ("length", "I"))
@@ -222,8 +223,7 @@ OPS: tuple[OpDecl, ...] = (
     OpDecl(19, "EVENT_CREATE", "cuEventCreate", "a new event",
            args=(Flags("flags", mask=EVENT_FLAGS),), results=(NewHandle("event", table="events"),)),
     OpDecl(20, "EVENT_RECORD", "cuEventRecord", "record an event on a stream",
-           args=(Handle("event", table="events"), _stream()), queueable=True,
-           backend="event_record(event, stream)"),
+           args=(Handle("event", table="events"), _stream()), queueable=True),
     OpDecl(21, "EVENT_SYNCHRONIZE", "cuEventSynchronize", "wait for an event",
            args=(Handle("event", table="events"),), synchronising=True, waits_gpu="always",
            backend="event_synchronize(event)"),
@@ -261,6 +261,11 @@ OPS: tuple[OpDecl, ...] = (
            results=(Result("bus_id", "32s", "NUL-padded ASCII"),), backend="device_get_pci_bus_id()"),
     OpDecl(30, "STREAM_GET_PRIORITY", "cuStreamGetPriority", "a stream's priority",
            args=(_stream(),), results=(Result("priority", "i"),), backend="stream_get_priority(stream)"),
+    OpDecl(31, "STREAM_WAIT_EVENT", "cuStreamWaitEvent",
+           "make a stream's later work wait for an event's work (during a capture: a stream that "
+           "waits for an event recorded in it joins that capture, as natively)",
+           args=(_stream(), Handle("event", table="events"),
+                 Flags("flags", "CU_EVENT_WAIT_DEFAULT or _EXTERNAL", mask=0x1)), queueable=True),
     # The guest's NVML (libnvidia-ml.so.1): what only the worker knows about the whole VM. Ids 40-49.
     OpDecl(40, "VGPU_PROCESSES", "nvmlDeviceGetComputeRunningProcesses",
            "the VM's guest processes with CUDA sessions (not monitors), by the pid each HELLO gave, "

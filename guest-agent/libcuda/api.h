@@ -65,6 +65,10 @@ CUresult kvmgpu_capture_context_sync(void);
 CUresult kvmgpu_capture_wait(CUstream stream);
 /* `stream` is being destroyed: a capture of it ends (the host drops its graph). */
 void kvmgpu_capture_forget(CUstream stream);
+/* cuEventRecord and cuStreamWaitEvent, forwarded: a capture's forks (a stream that waits for an
+ * event recorded into a capture joins it). */
+void kvmgpu_capture_record(CUevent event, CUstream stream);
+void kvmgpu_capture_join(CUstream stream, CUevent event);
 
 /* The streams this process created (ordering.c): their flags, for cuStreamGetFlags and for
  * capture.c (whether a stream is blocking: not created CU_STREAM_NON_BLOCKING; unknown: blocking). */

@@ -50,7 +50,8 @@ typedef struct { /* CUDA_GRAPH_INSTANTIATE_PARAMS */
 
 struct capture {
     uint64_t stream; /* the host's stream handle; 0: a free slot */
-    uint64_t id;     /* unique in the process, as the driver's */
+    uint64_t origin; /* a stream that joined a capture (cuStreamWaitEvent): the stream that began it */
+    uint64_t id;     /* unique in the process, as the driver's (a joined stream: its origin's) */
     int mode;        /* what cuStreamBeginCapture was given */
     int invalidated;
     int blocking;     /* the stream waits for the legacy stream's work, and it for the stream's */
@@ -71,6 +72,94 @@ static struct capture *find(uint64_t stream) /* under lock */
     return NULL;
 }
 
+/* The events recorded into a capture going on, and its origin stream (cuStreamWaitEvent on one
+ * forks the capture onto the waiting stream). Under lock; an event recorded again elsewhere, or
+ * whose capture ended, leaves. */
+#define MAX_CAPTURED_EVENTS 256
+static struct {
+    uint64_t event, origin;
+} captured_events[MAX_CAPTURED_EVENTS];
+
+/* A capture is invalidated in its origin's slot (a joined stream's slot says it too). */
+static void invalidate(struct capture *c) /* under lock */
+{
+    c->invalidated = 1;
+    struct capture *o = c->origin ? find(c->origin) : NULL;
+    if (o)
+        o->invalidated = 1;
+}
+
+static int invalidated(const struct capture *c) /* under lock */
+{
+    const struct capture *o = c->origin ? find(c->origin) : NULL;
+    return c->invalidated || (o && o->invalidated);
+}
+
+/* The capture begun on `origin` ends (or its stream goes): its slot, the slots of the streams that
+ * joined it and its events are free. */
+static void end_slots(uint64_t origin) /* under lock */
+{
+    for (int i = 0; i < MAX_CAPTURES; i++)
+        if (captures[i].stream && captures[i].stream != TAKEN
+            && (captures[i].stream == origin || captures[i].origin == origin)) {
+            captures[i].stream = captures[i].origin = 0;
+            atomic_fetch_sub_explicit(&active, 1, memory_order_release);
+        }
+    for (int i = 0; i < MAX_CAPTURED_EVENTS; i++)
+        if (captured_events[i].origin == origin)
+            captured_events[i].event = captured_events[i].origin = 0;
+}
+
+/* cuEventRecord of `event` on `stream` (after the host took it): whether it went into a capture. */
+void kvmgpu_capture_record(CUevent event, CUstream stream)
+{
+    uint64_t e = (uint64_t)(uintptr_t)event, s = kvmgpu_stream(stream);
+    if (!atomic_load_explicit(&active, memory_order_acquire))
+        return;
+    pthread_mutex_lock(&lock);
+    const struct capture *c = s ? find(s) : NULL;
+    int at = -1;
+    for (int i = 0; i < MAX_CAPTURED_EVENTS && at < 0; i++)
+        if (captured_events[i].event == e)
+            at = i;
+    if (c && at < 0)
+        for (int i = 0; i < MAX_CAPTURED_EVENTS && at < 0; i++)
+            if (!captured_events[i].event)
+                at = i;
+    if (at >= 0) {
+        captured_events[at].event = c ? e : 0;
+        captured_events[at].origin = c ? (c->origin ? c->origin : c->stream) : 0;
+    }
+    pthread_mutex_unlock(&lock);
+}
+
+/* cuStreamWaitEvent of `stream` on `event` (after the host took it): a stream not capturing that
+ * waits for an event recorded into a capture joins it, as the host's stream did. */
+void kvmgpu_capture_join(CUstream stream, CUevent event)
+{
+    uint64_t e = (uint64_t)(uintptr_t)event, s = kvmgpu_stream(stream);
+    if (!s || !atomic_load_explicit(&active, memory_order_acquire))
+        return;
+    pthread_mutex_lock(&lock);
+    uint64_t origin = 0;
+    for (int i = 0; i < MAX_CAPTURED_EVENTS && !origin; i++)
+        if (captured_events[i].event == e)
+            origin = captured_events[i].origin;
+    const struct capture *o = origin ? find(origin) : NULL;
+    struct capture *slot = o && !find(s) ? find(0) : NULL;
+    if (slot) {
+        *slot = *o;
+        slot->stream = s;
+        slot->origin = origin;
+        slot->blocking = kvmgpu_stream_blocking(s);
+        atomic_fetch_add_explicit(&active, 1, memory_order_release);
+    } else if (o && !find(s)) {
+        kvmgpu_log("cuStreamWaitEvent: more than %d streams capture at once: this one's capture "
+                   "is not followed here", MAX_CAPTURES);
+    }
+    pthread_mutex_unlock(&lock);
+}
+
 /* Whether the calling thread may make a potentially unsafe call now (cuThreadExchangeStreamCaptureMode's
  * rules): not where it began a capture that is not relaxed, nor, in global mode, where another
  * thread began one in global mode. The captures that forbid it are invalidated. */
@@ -87,7 +176,7 @@ CUresult kvmgpu_capture_unsafe(void)
             continue;
         int mine = pthread_equal(c->thread, me);
         if ((mine && c->mode != MODE_RELAXED) || (!mine && thread_mode == MODE_GLOBAL && c->mode == MODE_GLOBAL)) {
-            c->invalidated = 1;
+            invalidate(c);
             forbidden = 1;
         }
     }
@@ -106,7 +195,7 @@ CUresult kvmgpu_capture_legacy(void)
     pthread_mutex_lock(&lock);
     for (int i = 0; i < MAX_CAPTURES; i++)
         if (captures[i].stream && captures[i].stream != TAKEN && captures[i].blocking) {
-            captures[i].invalidated = 1;
+            invalidate(&captures[i]);
             implicit = 1;
         }
     pthread_mutex_unlock(&lock);
@@ -122,7 +211,7 @@ CUresult kvmgpu_capture_context_sync(void)
     pthread_mutex_lock(&lock);
     for (int i = 0; i < MAX_CAPTURES; i++)
         if (captures[i].stream && captures[i].stream != TAKEN) {
-            captures[i].invalidated = 1;
+            invalidate(&captures[i]);
             any = 1;
         }
     pthread_mutex_unlock(&lock);
@@ -140,14 +229,15 @@ CUresult kvmgpu_capture_wait(CUstream stream)
     pthread_mutex_lock(&lock);
     struct capture *c = s ? find(s) : NULL;
     if (c) {
-        c->invalidated = 1;
+        invalidate(c);
         capturing = 1;
     }
     pthread_mutex_unlock(&lock);
     return capturing ? KVMGPU_CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED : kvmgpu_capture_unsafe();
 }
 
-/* A stream being destroyed: its capture, if any, ends with it (the host drops the graph). */
+/* A stream being destroyed: its capture, if any, ends with it (the host drops the graph); one that
+ * joined a capture leaves it. */
 void kvmgpu_capture_forget(CUstream stream)
 {
     uint64_t s = kvmgpu_stream(stream);
@@ -155,9 +245,11 @@ void kvmgpu_capture_forget(CUstream stream)
         return;
     pthread_mutex_lock(&lock);
     struct capture *c = find(s);
-    if (c) {
-        c->stream = 0;
+    if (c && c->origin) {
+        c->stream = c->origin = 0;
         atomic_fetch_sub_explicit(&active, 1, memory_order_release);
+    } else if (c) {
+        end_slots(s);
     }
     pthread_mutex_unlock(&lock);
 }
@@ -226,20 +318,27 @@ CUAPI CUresult cuStreamEndCapture(CUstream stream, CUgraph *graph)
     int invalidated = 0;
     pthread_mutex_lock(&lock);
     struct capture *c = s ? find(s) : NULL;
+    int joined = c && c->origin;
     if (!c)
         rc = KVMGPU_CUDA_ERROR_ILLEGAL_STATE;
     else if (c->mode != MODE_RELAXED && !pthread_equal(c->thread, pthread_self()))
         rc = KVMGPU_CUDA_ERROR_STREAM_CAPTURE_WRONG_THREAD;
+    else if (joined)
+        invalidate(c); /* only the origin ends a capture: the host says so, and it is invalidated */
     else {
         invalidated = c->invalidated;
-        c->stream = 0; /* the capture ends, whatever the host says */
-        atomic_fetch_sub_explicit(&active, 1, memory_order_release);
+        end_slots(s); /* the capture ends, whatever the host says */
     }
     pthread_mutex_unlock(&lock);
     if (rc)
         return rc;
     struct kvmgpu_results_stream_end_capture out;
     rc = kvmgpu_stream_end_capture(S, s, &out);
+    if (joined) {
+        if (rc == 0)
+            kvmgpu_graph_destroy(S, out.graph, 1);
+        return rc ? rc : KVMGPU_CUDA_ERROR_STREAM_CAPTURE_UNMATCHED;
+    }
     if (rc == 0 && invalidated) { /* invalidated here: the host's graph is of no use */
         kvmgpu_graph_destroy(S, out.graph, 1);
         return KVMGPU_CUDA_ERROR_STREAM_CAPTURE_INVALIDATED;
@@ -269,7 +368,7 @@ static CUresult status_of(CUstream stream, CUstreamCaptureStatus *status, cuuint
     pthread_mutex_lock(&lock);
     const struct capture *c = find(s);
     if (c) {
-        *status = c->invalidated ? STATUS_INVALIDATED : STATUS_ACTIVE;
+        *status = invalidated(c) ? STATUS_INVALIDATED : STATUS_ACTIVE;
         if (id)
             *id = c->id;
     }

@@ -284,7 +284,10 @@ CUAPI CUresult cuEventCreate(CUevent *event, unsigned int flags)
 CUAPI CUresult cuEventRecord(CUevent event, CUstream stream)
 {
     READY();
-    return kvmgpu_event_record(S, (uint64_t)(uintptr_t)event, kvmgpu_stream(stream), 1);
+    CUresult rc = kvmgpu_event_record(S, (uint64_t)(uintptr_t)event, kvmgpu_stream(stream), 1);
+    if (rc == 0)
+        kvmgpu_capture_record(event, stream);
+    return rc;
 }
 
 CUAPI CUresult cuEventRecord_ptsz(CUevent event, CUstream stream)

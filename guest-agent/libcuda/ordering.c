@@ -1,7 +1,7 @@
-/* Stream ordering the host has no op for yet, kept in the guest with waits that order at least
- * as strictly as CUDA asks (they cost concurrency, never correctness):
- *   cuStreamWaitEvent       the event is waited for here before the call returns, so whatever the
- *                           stream does next comes after it
+/* Stream ordering: cuStreamWaitEvent is forwarded (queued; a stream that waits for an event
+ * recorded into a capture joins that capture, capture.c follows it); what the host has no op for
+ * yet is kept in the guest with waits that order at least as strictly as CUDA asks (they cost
+ * concurrency, never correctness):
  *   cuLaunchHostFunc,       the stream's work is waited for, then the function runs on the calling
  *   cuStreamAddCallback     thread (CUDA forbids CUDA calls in it: nothing here depends on that)
  *   stream priorities       none: the range is 0..0, as the driver says for a device without them
@@ -144,10 +144,10 @@ CUAPI CUresult cuStreamWaitEvent(CUstream stream, CUevent event, unsigned int fl
         return rc;
     if (flags & ~1u) /* CU_EVENT_WAIT_DEFAULT | CU_EVENT_WAIT_EXTERNAL */
         return KVMGPU_CUDA_ERROR_INVALID_VALUE;
-    (void)stream;
-    /* (the host's wait, not cuEventSynchronize: an asynchronous call is no unsafe call during a
-     * stream capture, capture.c) */
-    return kvmgpu_event_synchronize(&kvmgpu_session, (uint64_t)(uintptr_t)event);
+    rc = kvmgpu_stream_wait_event(&kvmgpu_session, kvmgpu_stream(stream), (uint64_t)(uintptr_t)event, flags, 1);
+    if (rc == 0)
+        kvmgpu_capture_join(stream, event);
+    return rc;
 }
 
 CUAPI CUresult cuStreamWaitEvent_ptsz(CUstream stream, CUevent event, unsigned int flags)

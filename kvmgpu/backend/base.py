@@ -183,6 +183,11 @@ class Backend(abc.ABC):
         """True when all work on the stream is done."""
 
     @abc.abstractmethod
+    def stream_wait_event(self, stream, event, flags: int) -> None:
+        """The stream's later work waits for the event's (cuStreamWaitEvent; a capture's fork or
+        join where the event was recorded into one)."""
+
+    @abc.abstractmethod
     def event_create(self, flags: int): ...
 
     @abc.abstractmethod

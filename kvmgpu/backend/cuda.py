@@ -527,6 +527,9 @@ class CudaBackend(Backend):
             _fail(err, "cuStreamQuery")
         return True
 
+    def stream_wait_event(self, stream, event, flags: int) -> None:
+        _check(cu.cuStreamWaitEvent(self._stream(stream), event, flags), "cuStreamWaitEvent")
+
     def event_create(self, flags: int):
         return _check(cu.cuEventCreate(flags), "cuEventCreate")
 

@@ -102,7 +102,10 @@ class SimFunction:
 class SimEvent:
     def __init__(self):
         self.time: float | None = None
-        self.captured = False  # last recorded into a capture
+        self.captured = False  # last recorded into a capture ...
+        self.capture: list | None = None  # ... that one (its work) ...
+        self.source: SimStream | None = None  # ... on that stream ...
+        self.tail = 0  # ... after that much of the stream's captured work
 
 
 
@@ -347,9 +350,15 @@ class SimBackend(SimCapture, Backend):
     def event_record(self, event: SimEvent, stream) -> None:
         self._check()
 
+        if stream is not None and stream.capture is not None:  # (no node: it marks where a fork
+            event.captured, event.capture, event.source = True, stream.capture, stream  # or join is)
+            event.tail = stream.tail
+            return
+
         def record() -> None:
             event.time = time.perf_counter()
         event.captured = self._run(stream, record)
+        event.capture, event.source = None, None
 
     def _recorded(self, event: SimEvent) -> None:
         if event.captured:
@@ -377,7 +386,7 @@ class SimBackend(SimCapture, Backend):
         self._check()
         if self._captures:
             for st in self._captures:
-                st.invalidated = True
+                self._invalidate(st)
             _fail(CUresult.CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED,
                   f"the context cannot be synchronised while {len(self._captures)} of its streams capture")
 

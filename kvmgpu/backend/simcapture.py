@@ -8,6 +8,14 @@ stream captures (CUDA_ERROR_STREAM_CAPTURE_IMPLICIT), a synchronise or query of 
 or of the whole context, a copy between the host and a capturing stream
 (CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED): each invalidates the capture, whose end is then
 CUDA_ERROR_STREAM_CAPTURE_INVALIDATED.
+
+Several streams, as natively: a stream that waits for an event recorded into a capture joins it
+(its work goes into the same graph, after what came before the record: here, the list in the order
+given), and the joined streams' last work must be waited for within the capture before it ends
+(an event recorded after it, waited for by a stream of the capture: CUDA_ERROR_STREAM_CAPTURE_UNJOINED
+otherwise); only the origin ends it
+(CUDA_ERROR_STREAM_CAPTURE_UNMATCHED), and two captures do not merge
+(CUDA_ERROR_STREAM_CAPTURE_MERGE).
 """
 
 from __future__ import annotations
@@ -28,8 +36,11 @@ def _fail(code: CUresult, detail: str = "") -> NoReturn:
 class SimStream:
     def __init__(self, flags: int = 0):
         self.flags = flags
-        self.capture: list | None = None  # the work captured, while capturing
-        self.invalidated = False
+        self.capture: list | None = None  # the work captured, while capturing (a joined stream: its origin's)
+        self.invalidated = False  # (the origin's: the capture's)
+        self.origin: SimStream | None = None  # a stream that joined a capture: the stream that began it
+        self.tail = 0  # work this stream put into the capture ...
+        self.joined = 0  # ... and how much of it the origin waited for (an event recorded after it)
 
 
 class SimGraph:
@@ -55,15 +66,20 @@ class SimCapture:
             self._implicit()
         elif stream.capture is not None:
             stream.capture.append(work)
+            stream.tail += 1
             return True
         work()
         return False
+
+    @staticmethod
+    def _invalidate(stream: SimStream) -> None:
+        (stream.origin or stream).invalidated = True
 
     def _implicit(self) -> None:
         blocking = [st for st in self._captures if not st.flags & _STREAM_NON_BLOCKING]
         if blocking:
             for st in blocking:
-                st.invalidated = True
+                self._invalidate(st)
             _fail(CUresult.CUDA_ERROR_STREAM_CAPTURE_IMPLICIT,
                   "the null stream's work would depend on a blocking stream that is capturing")
 
@@ -73,7 +89,7 @@ class SimCapture:
         if stream is None:
             self._implicit()
         elif stream.capture is not None:
-            stream.invalidated = True
+            self._invalidate(stream)
             _fail(CUresult.CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED, f"{what} cannot be captured")
 
     def _waitable(self, stream) -> None:
@@ -81,14 +97,14 @@ class SimCapture:
         if stream is None:
             self._implicit()
         elif stream.capture is not None:
-            stream.invalidated = True
+            self._invalidate(stream)
             _fail(CUresult.CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED, "the stream is capturing")
 
     def stream_begin_capture(self, stream: SimStream) -> None:
         self._check()
         if stream.capture is not None:
             _fail(CUresult.CUDA_ERROR_ILLEGAL_STATE, "the stream is already capturing")
-        stream.capture, stream.invalidated = [], False
+        stream.capture, stream.invalidated, stream.tail = [], False, 0
         self._captures.append(stream)
         self.capturing = len(self._captures)
 
@@ -96,13 +112,46 @@ class SimCapture:
         self._check()
         if stream.capture is None:
             _fail(CUresult.CUDA_ERROR_ILLEGAL_STATE, "the stream is not capturing")
-        work, stream.capture = stream.capture, None
-        self._captures.remove(stream)
+        if stream.origin is not None:
+            self._invalidate(stream)
+            _fail(CUresult.CUDA_ERROR_STREAM_CAPTURE_UNMATCHED,
+                  "the capture was begun on another stream (which this one joined)")
+        work = stream.capture
+        members = [st for st in self._captures if st.capture is work]
+        unjoined = [st for st in members if st.origin is not None and st.tail > st.joined]
+        for st in members:
+            st.capture, st.origin = None, None
+            self._captures.remove(st)
         self.capturing = len(self._captures)
-        if stream.invalidated:
-            stream.invalidated = False
+        invalidated, stream.invalidated = stream.invalidated, False
+        if invalidated:
             _fail(CUresult.CUDA_ERROR_STREAM_CAPTURE_INVALIDATED, "the capture was invalidated")
+        if unjoined:
+            _fail(CUresult.CUDA_ERROR_STREAM_CAPTURE_UNJOINED,
+                  f"{len(unjoined)} stream(s) that joined the capture have work not waited for in it")
         return SimGraph(work)
+
+    def stream_wait_event(self, stream, event, flags: int) -> None:
+        """Order `stream` after `event` (here everything has run already), and the captures'
+        forks and joins: see the module's docstring."""
+        self._check()
+        into = event.capture if event.captured else None  # the capture it was recorded into
+        if into is None or not any(st.capture is into for st in self._captures):
+            return  # (an event of no capture going on: its work is done)
+        if stream is None:
+            self._implicit()
+            _fail(CUresult.CUDA_ERROR_STREAM_CAPTURE_ISOLATION,
+                  "the null stream cannot join a capture")
+        if stream.capture is None:  # a fork: the stream joins the capture
+            origin = next(st for st in self._captures if st.capture is into and st.origin is None)
+            stream.capture, stream.origin, stream.tail, stream.joined = into, origin, 0, 0
+            self._captures.append(stream)
+            self.capturing = len(self._captures)
+        elif stream.capture is not into:
+            self._invalidate(stream)
+            _fail(CUresult.CUDA_ERROR_STREAM_CAPTURE_MERGE, "the event was recorded into another capture")
+        elif event.source is not None and event.source.capture is into:  # a join
+            event.source.joined = max(event.source.joined, event.tail)
 
     def graph_instantiate(self, graph: SimGraph, flags: int) -> SimGraph:
         self._check()

@@ -9,6 +9,10 @@ are host objects behind the session's `graphs` and `graph_execs` handle tables, 
 session's graph (or one destroyed) is not found (INVALID_HANDLE), and they go when the session
 ends (`release`).
 
+Several streams: a stream that waits for an event recorded into a capture (STREAM_WAIT_EVENT)
+joins it, as natively (the driver forks the capture onto it); it is then a capturing stream here
+too (`captures`, `joined`) until its origin's capture ends, which only the origin may end.
+
 A copy between the window and a capturing stream is refused (CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED):
 a graph would replay it from or into the window as it is then, not the guest memory the program
 named.
@@ -53,7 +57,11 @@ def stream_begin_capture(vg: VGpu, s: Session, r, call):
 def stream_end_capture(vg: VGpu, s: Session, r, call):
     if r.stream_handle not in s.captures:
         raise CudaError(CUresult.CUDA_ERROR_ILLEGAL_STATE, "the stream is not capturing")
-    s.captures.discard(r.stream_handle)  # the capture ends whatever the driver says
+    if r.stream_handle in s.joined:  # the driver's refusal (that capture invalidated, as natively)
+        vg.backend.graph_destroy(vg.backend.stream_end_capture(r.stream))
+        raise CudaError(CUresult.CUDA_ERROR_STREAM_CAPTURE_UNMATCHED,
+                        "the capture was begun on another stream, which this one joined")
+    _ended(s, r.stream_handle)  # the capture ends whatever the driver says
     graph = vg.backend.stream_end_capture(r.stream)
     try:
         _vm_room(vg)
@@ -63,6 +71,43 @@ def stream_end_capture(vg: VGpu, s: Session, r, call):
     h = s.new_handle()
     s.graphs[h] = graph
     return (h,), b""
+
+
+def _ended(s: Session, origin: int) -> None:
+    """The capture begun on stream handle `origin` ends: it and the streams that joined it are no
+    longer capturing, and the events recorded into it belong to no capture going on."""
+    s.captures.discard(origin)
+    for h in [h for h, o in s.joined.items() if o == origin]:
+        del s.joined[h]
+        s.captures.discard(h)
+    for e in [e for e, o in s.captured_events.items() if o == origin]:
+        del s.captured_events[e]
+
+
+def _capture_of(s: Session, stream: int) -> int | None:
+    """The origin of the capture stream handle `stream` is part of, or None."""
+    if stream not in s.captures:
+        return None
+    return s.joined.get(stream, stream)
+
+
+def event_record(vg: VGpu, s: Session, r, call):
+    vg.backend.event_record(r.event, r.stream)
+    origin = _capture_of(s, r.stream_handle)
+    if origin is None:
+        s.captured_events.pop(r.event_handle, None)
+    else:
+        s.captured_events[r.event_handle] = origin
+    return OK
+
+
+def stream_wait_event(vg: VGpu, s: Session, r, call):
+    vg.backend.stream_wait_event(r.stream, r.event, r.flags)
+    origin = s.captured_events.get(r.event_handle)
+    if origin is not None and r.stream_handle and r.stream_handle not in s.captures:
+        s.captures.add(r.stream_handle)  # a fork: the stream joined that capture
+        s.joined[r.stream_handle] = origin
+    return OK
 
 
 def graph_instantiate(vg: VGpu, s: Session, r, call):
@@ -93,9 +138,13 @@ def graph_destroy(vg: VGpu, s: Session, r, call):
 
 
 def end_capture(vg: VGpu, s: Session, handle: int) -> None:
-    """End the capture of stream `handle` and drop its graph (the stream is being destroyed)."""
-    if handle in s.captures:
+    """End the capture of stream `handle` and drop its graph (the stream is being destroyed; one
+    that joined a capture leaves it to its origin)."""
+    if handle in s.joined:
+        del s.joined[handle]
         s.captures.discard(handle)
+    elif handle in s.captures:
+        _ended(s, handle)
         try:
             vg.backend.graph_destroy(vg.backend.stream_end_capture(s.streams[handle]))
         except CudaError as e:  # an invalidated capture: no graph to drop
@@ -111,7 +160,7 @@ def release(vg: VGpu, s: Session, quietly) -> None:
         quietly(b.graph_destroy, graph)
     s.graph_execs.clear()
     s.graphs.clear()
-    for handle in list(s.captures):
+    for handle in [h for h in s.captures if h not in s.joined]:
         end_capture(vg, s, handle)
 
 
@@ -123,6 +172,8 @@ def _vm_room(vg: VGpu) -> None:
 HANDLERS = {
     Op.STREAM_BEGIN_CAPTURE: stream_begin_capture,
     Op.STREAM_END_CAPTURE: stream_end_capture,
+    Op.EVENT_RECORD: event_record,
+    Op.STREAM_WAIT_EVENT: stream_wait_event,
     Op.GRAPH_INSTANTIATE: graph_instantiate,
     Op.GRAPH_LAUNCH: graph_launch,
     Op.GRAPH_EXEC_DESTROY: graph_exec_destroy,

@@ -396,6 +396,25 @@ def stream_get_priority(s: Session, call: Call) -> StreamGetPriority:
     return StreamGetPriority(stream, a_stream)
 
 
+class StreamWaitEvent(NamedTuple):
+    """STREAM_WAIT_EVENT: make a stream's later work wait for an event's work (during a capture: a stream that waits for
+    an event recorded in it joins that capture, as natively)."""
+
+    stream: object  # the object of handle stream in the session's streams
+    stream_handle: int  # as the guest sent it
+    event: object  # the object of handle event in the session's events
+    event_handle: int  # as the guest sent it
+    flags: int  # bits within 0x1
+
+
+def stream_wait_event(s: Session, call: Call) -> StreamWaitEvent:
+    a_stream, a_event, a_flags = call.args
+    flags = checks.flags(a_flags, 0x1, "flags")
+    stream = s.lookup("streams", a_stream, "stream", null=True)
+    event = s.lookup("events", a_event, "event")
+    return StreamWaitEvent(stream, a_stream, event, a_event, flags)
+
+
 class VgpuProcesses(NamedTuple):
     """VGPU_PROCESSES: the VM's guest processes with CUDA sessions (not monitors), by the pid each HELLO gave, and the
     device memory each holds; at most MAX_PROCESSES."""
@@ -704,6 +723,7 @@ CHECKS = {
     Op.CTX_GET_FLAGS: ctx_get_flags,
     Op.DEVICE_GET_PCI_BUS_ID: device_get_pci_bus_id,
     Op.STREAM_GET_PRIORITY: stream_get_priority,
+    Op.STREAM_WAIT_EVENT: stream_wait_event,
     Op.VGPU_PROCESSES: vgpu_processes,
     Op.VGPU_UTILIZATION: vgpu_utilization,
     Op.STREAM_BEGIN_CAPTURE: stream_begin_capture,
@@ -731,7 +751,6 @@ CHECKS = {
 THIN = {
     Op.CTX_SYNCHRONIZE: ('synchronize', (), 0),
     Op.STREAM_SYNCHRONIZE: ('stream_synchronize', ('stream',), 0),
-    Op.EVENT_RECORD: ('event_record', ('event', 'stream'), 0),
     Op.EVENT_SYNCHRONIZE: ('event_synchronize', ('event',), 0),
     Op.FENCE: ('synchronize', (), 0),
     Op.CTX_GET_FLAGS: ('ctx_get_flags', (), 1),

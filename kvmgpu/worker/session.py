@@ -50,7 +50,9 @@ class Session:
     events: dict[int, object] = field(default_factory=dict)
     graphs: dict[int, object] = field(default_factory=dict)  # captured graphs (the backend's)
     graph_execs: dict[int, object] = field(default_factory=dict)  # their executables
-    captures: set[int] = field(default_factory=set)  # handles of the streams capturing (graphs.py)
+    captures: set[int] = field(default_factory=set)  # handles of the streams capturing (graphs.py) ...
+    joined: dict[int, int] = field(default_factory=dict)  # ... those that joined one: -> its origin's
+    captured_events: dict[int, int] = field(default_factory=dict)  # event -> the capture (origin) it was recorded into
     ranges: dict[int, Range] = field(default_factory=dict)  # device pointer -> range
     starts: list[int] = field(default_factory=list)  # sorted keys of `ranges`
     pending_error: tuple[int, str] | None = None  # the first failure of a queued call

@@ -47,7 +47,14 @@ DRIVER_CHECKS = (
     "a relaxed capture ended on another thread: CUDA_ERROR_STREAM_CAPTURE_INVALIDATED",
     "no capture left to end: CUDA_ERROR_ILLEGAL_STATE",
     "an allocation once the capturing stream is destroyed: CUDA_SUCCESS",
-    "an executable graph destroyed twice: CUDA_ERROR_INVALID_HANDLE")
+    "an executable graph destroyed twice: CUDA_ERROR_INVALID_HANDLE",
+    "fork: the side stream is not capturing before it waits", "fork: the side stream joined the capture",
+    "fork: the capture's end ends the side stream's", "fork: the graph has the two launches",
+    "fork: nothing ran while captured", "fork: the graph launched both streams' work (0 wrong)",
+    "fork: a fork not joined back: CUDA_ERROR_STREAM_CAPTURE_UNJOINED",
+    "fork: ... ends the side stream's capture too",
+    "fork: the capture ended on the stream that joined it: CUDA_ERROR_STREAM_CAPTURE_UNMATCHED",
+    "fork: ... invalidates it: CUDA_ERROR_STREAM_CAPTURE_INVALIDATED", "fork: a wait outside a capture (0 wrong)")
 
 
 @pytest.fixture(scope="module")

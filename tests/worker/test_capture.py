@@ -92,6 +92,65 @@ def test_a_copy_between_the_window_and_a_capturing_stream_is_refused(host):
     g.ok(Op.STREAM_END_CAPTURE, stream)  # the capture was not invalidated by the refusals
 
 
+def forked(g):
+    """A capture begun on `origin` and forked onto `side` (an event recorded on the one, waited for
+    by the other): (origin, side, the event)."""
+    origin, side = g.ok(Op.STREAM_CREATE, 1)[0], g.ok(Op.STREAM_CREATE, 1)[0]
+    event = g.ok(Op.EVENT_CREATE, 2)[0]
+    g.ok(Op.STREAM_BEGIN_CAPTURE, origin)
+    g.call(Op.EVENT_RECORD, event, origin, queued=True)
+    g.call(Op.STREAM_WAIT_EVENT, side, event, 0, queued=True)
+    return origin, side, event
+
+
+def test_a_stream_that_waits_for_an_event_of_a_capture_joins_it(host):
+    g = host.guest(window=1 * MIB)
+    p = g.alloc(4096)
+    origin, side, event = forked(g)
+    s = host.vgpu.sessions[(g.channel.cid, 1)]
+    assert s.captures == {origin, side} and s.joined == {side: origin}
+    r = g.call(Op.MEMCPY_HTOD, p, 0, 64, side)  # a copy from the window into the fork: refused
+    assert r.status == CUresult.CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED and b"capturing stream" in r.blob
+    g.call(Op.MEMSET_D8, p, 7, 16, side, queued=True)
+    g.call(Op.EVENT_RECORD, event, side, queued=True)
+    g.call(Op.STREAM_WAIT_EVENT, origin, event, 0, queued=True)  # joined back
+    graph = g.ok(Op.STREAM_END_CAPTURE, origin)[0]
+    assert not s.captures and not s.joined and not s.captured_events
+    assert g.ok(Op.GRAPH_GET_NODE_COUNT, graph) == (1,)  # the memset (events are no nodes)
+    assert g.get(p, 16) == bytes(16)
+    g.ok(Op.GRAPH_LAUNCH, g.ok(Op.GRAPH_INSTANTIATE, graph, 0)[0], origin)
+    g.ok(Op.STREAM_SYNCHRONIZE, origin)
+    assert g.get(p, 16) == bytes([7] * 16)
+
+
+@pytest.mark.parametrize("end, error", [("origin", CUresult.CUDA_ERROR_STREAM_CAPTURE_UNJOINED),
+                                        ("side", CUresult.CUDA_ERROR_STREAM_CAPTURE_UNMATCHED)])
+def test_a_fork_must_be_joined_and_only_the_origin_ends_the_capture(host, end, error):
+    g = host.guest(window=1 * MIB)
+    p = g.alloc(4096)
+    origin, side, event = forked(g)
+    g.call(Op.MEMSET_D8, p, 7, 16, side, queued=True)  # never waited for by the origin
+    r = g.call(Op.STREAM_END_CAPTURE, {"origin": origin, "side": side}[end])
+    assert r.status == error, r
+    if end == "side":
+        r = g.call(Op.STREAM_END_CAPTURE, origin)
+        assert r.status == CUresult.CUDA_ERROR_STREAM_CAPTURE_INVALIDATED, r
+    s = host.vgpu.sessions[(g.channel.cid, 1)]
+    assert not s.captures and not s.joined and host.vgpu.backend.capturing == 0
+
+
+def test_two_captures_do_not_merge(host):
+    g = host.guest(window=1 * MIB)
+    origin, side, event = forked(g)
+    other = g.ok(Op.STREAM_CREATE, 1)[0]
+    g.ok(Op.STREAM_BEGIN_CAPTURE, other)
+    g.call(Op.STREAM_WAIT_EVENT, other, event, 0, queued=True)
+    r = g.call(Op.STREAM_QUERY, g.ok(Op.STREAM_CREATE, 1)[0])  # (a queued call's error: the next synchronising call's)
+    assert r.status == CUresult.CUDA_ERROR_STREAM_CAPTURE_MERGE, r
+    r = g.call(Op.STREAM_END_CAPTURE, other)
+    assert r.status == CUresult.CUDA_ERROR_STREAM_CAPTURE_INVALIDATED, r
+
+
 def test_the_quota_holds_during_a_capture(host):
     g = host.guest(window=1 * MIB)
     stream = g.ok(Op.STREAM_CREATE, 1)[0]

@@ -6,8 +6,9 @@
  *
  * the variants cuGetProcAddress gives by version, cuGraphInstantiateWithParams with an upload,
  * the capture's own errors (a stream already capturing, one that is not, the null stream, the
- * wrong thread, a copy from the host, a synchronise of the capturing stream), and the graph that
- * cuStreamGetCaptureInfo names. OK/FAIL lines, then DONE. */
+ * wrong thread, a copy from the host, a synchronise of the capturing stream), the graph that
+ * cuStreamGetCaptureInfo names, and a capture forked onto a second stream and joined back
+ * (cuStreamWaitEvent). OK/FAIL lines, then DONE. */
 #define _GNU_SOURCE
 #include <cuda.h>
 #include <pthread.h>
@@ -57,11 +58,102 @@ static char *read_file(const char *path)
     return p;
 }
 
-static void launch(void)
+static void launch_on(CUstream on, CUdeviceptr *x, CUdeviceptr *y, CUdeviceptr *out)
 {
     int n = N;
-    void *args[] = {&a, &b, &c, &n};
-    CHECK(cuLaunchKernel(vector_add, 1, 1, 1, N, 1, 1, 0, stream, args, NULL));
+    void *args[] = {x, y, out, &n};
+    CHECK(cuLaunchKernel(vector_add, 1, 1, 1, N, 1, 1, 0, on, args, NULL));
+}
+
+static void launch(void)
+{
+    launch_on(stream, &a, &b, &c);
+}
+
+/* How many of out[i] are not want * i. */
+static int wrong_in(CUdeviceptr out, float want)
+{
+    float host[N];
+    CHECK(cuMemcpyDtoH(host, out, sizeof host));
+    int wrong = 0;
+    for (int i = 0; i < N; i++)
+        wrong += host[i] != want * i;
+    return wrong;
+}
+
+/* A capture forked onto a second stream and joined back (an event recorded on one, waited for by
+ * the other), as multi-stream programs capture: c = a + b, then on the side stream d = c + b. */
+static void fork_and_join(void)
+{
+    CUstream side;
+    CUevent fork, join;
+    CUdeviceptr d;
+    CUgraph graph = NULL;
+    CUgraphExec exec = NULL;
+    CUstreamCaptureStatus status = CU_STREAM_CAPTURE_STATUS_NONE;
+    cuuint64_t id = 0, side_id = 0;
+    CHECK(cuMemAlloc(&d, N * sizeof(float)));
+    CHECK(cuStreamCreate(&side, CU_STREAM_NON_BLOCKING));
+    CHECK(cuEventCreate(&fork, CU_EVENT_DISABLE_TIMING));
+    CHECK(cuEventCreate(&join, CU_EVENT_DISABLE_TIMING));
+    CHECK(cuMemsetD8(c, 0, N * sizeof(float)));
+    CHECK(cuMemsetD8(d, 0, N * sizeof(float)));
+
+    CHECK(cuStreamBeginCapture(stream, CU_STREAM_CAPTURE_MODE_GLOBAL));
+    launch();
+    CHECK(cuEventRecord(fork, stream));
+    CHECK(cuStreamIsCapturing(side, &status));
+    TRUE("fork: the side stream is not capturing before it waits", status == CU_STREAM_CAPTURE_STATUS_NONE);
+    CHECK(cuStreamWaitEvent(side, fork, 0));
+    CHECK(cuStreamGetCaptureInfo(stream, &status, &id, NULL, NULL, NULL, NULL));
+    CHECK(cuStreamGetCaptureInfo(side, &status, &side_id, NULL, NULL, NULL, NULL));
+    TRUE("fork: the side stream joined the capture",
+         status == CU_STREAM_CAPTURE_STATUS_ACTIVE && side_id == id && id != 0);
+    launch_on(side, &c, &b, &d);
+    CHECK(cuEventRecord(join, side));
+    CHECK(cuStreamWaitEvent(stream, join, 0));
+    CHECK(cuStreamEndCapture(stream, &graph));
+    CHECK(cuStreamIsCapturing(side, &status));
+    TRUE("fork: the capture's end ends the side stream's", status == CU_STREAM_CAPTURE_STATUS_NONE);
+    size_t nodes = 0;
+    CHECK(cuGraphGetNodes(graph, NULL, &nodes));
+    TRUE("fork: the graph has the two launches", nodes == 2);
+    TRUE("fork: nothing ran while captured", wrong_in(d, 0.0f) == 0);
+    CHECK(cuGraphInstantiateWithFlags(&exec, graph, 0));
+    CHECK(cuGraphLaunch(exec, stream));
+    CHECK(cuStreamSynchronize(stream));
+    int wrong = wrong_in(c, 2.0f) + wrong_in(d, 3.0f);
+    printf("%s fork: the graph launched both streams' work (%d wrong)\n", wrong ? "FAIL" : "OK", wrong);
+    CHECK(cuGraphExecDestroy(exec));
+    CHECK(cuGraphDestroy(graph));
+
+    /* a fork never joined; a capture ended on the stream that joined it */
+    CHECK(cuStreamBeginCapture(stream, CU_STREAM_CAPTURE_MODE_GLOBAL));
+    CHECK(cuEventRecord(fork, stream));
+    CHECK(cuStreamWaitEvent(side, fork, 0));
+    launch_on(side, &c, &b, &d);
+    EXPECT("fork: a fork not joined back", cuStreamEndCapture(stream, &graph), CUDA_ERROR_STREAM_CAPTURE_UNJOINED);
+    CHECK(cuStreamIsCapturing(side, &status));
+    TRUE("fork: ... ends the side stream's capture too", status == CU_STREAM_CAPTURE_STATUS_NONE);
+    CHECK(cuStreamBeginCapture(stream, CU_STREAM_CAPTURE_MODE_GLOBAL));
+    CHECK(cuEventRecord(fork, stream));
+    CHECK(cuStreamWaitEvent(side, fork, 0));
+    EXPECT("fork: the capture ended on the stream that joined it", cuStreamEndCapture(side, &graph),
+           CUDA_ERROR_STREAM_CAPTURE_UNMATCHED);
+    EXPECT("fork: ... invalidates it", cuStreamEndCapture(stream, &graph), CUDA_ERROR_STREAM_CAPTURE_INVALIDATED);
+
+    /* outside a capture the wait orders the side stream after the event's work */
+    CHECK(cuMemsetD8(d, 0, N * sizeof(float)));
+    launch();
+    CHECK(cuEventRecord(fork, stream));
+    CHECK(cuStreamWaitEvent(side, fork, 0));
+    launch_on(side, &c, &b, &d);
+    CHECK(cuStreamSynchronize(side));
+    printf("%s fork: a wait outside a capture (%d wrong)\n", wrong_in(d, 3.0f) ? "FAIL" : "OK", wrong_in(d, 3.0f));
+    CHECK(cuEventDestroy(fork));
+    CHECK(cuEventDestroy(join));
+    CHECK(cuStreamDestroy(side));
+    CHECK(cuMemFree(d));
 }
 
 static void *end_elsewhere(void *result)
@@ -177,6 +269,8 @@ int main(int argc, char **argv)
     pthread_join(t, NULL);
     EXPECT("a relaxed capture ended on another thread", elsewhere, CUDA_ERROR_STREAM_CAPTURE_INVALIDATED);
     EXPECT("no capture left to end", cuStreamEndCapture(stream, &none), CUDA_ERROR_ILLEGAL_STATE);
+
+    fork_and_join();
 
     CUstream doomed;
     CHECK(cuStreamCreate(&doomed, CU_STREAM_NON_BLOCKING));
