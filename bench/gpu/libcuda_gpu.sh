@@ -29,7 +29,7 @@ mkdir -p "$OUT"
 exec > >(tee "$OUT/run.log") 2>&1
 echo "== $(date -u) on $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -1)"
 P="$ROOT/tests/guest/programs"
-PROGS=${PROGS-"runtime_static runtime_shared matrixmul_static graphs_static runtime_features driver_api"}
+PROGS=${PROGS-"runtime_static runtime_shared matrixmul_static graphs_static runtime_features driver_api graphs_driver"}
 "$PY" "$ROOT/guest-agent/libcuda/build.py" "$OUT/lib" || { echo "cannot build libcuda.so.1"; exit 2; }
 if [ -n "${PREBUILT:-}" ]; then # programs built elsewhere (BUILD_ONLY=DIR there), with their libcudart
     for p in $PROGS; do cp "$PREBUILT/$p" "$OUT/" || { echo "no $p in PREBUILT=$PREBUILT"; exit 2; }; done
@@ -55,6 +55,10 @@ else
     build graphs_static "$P/graphs_runtime.cu"
     build runtime_features "$P/runtime_features.cu"
     build driver_api "$P/vector_add_driver.cu" -L "$OUT/lib" -lcuda  # (soname libcuda.so.1: the loader picks)
+    CUDA_INC=$(for d in "$(dirname "$(readlink -f "$NVCC")")/../include" "${CUDA_HOME:-/usr/local/cuda}/include"; do
+                   [ -f "$d/cuda.h" ] && readlink -f "$d" && break; done)
+    cc -std=c11 -I "$CUDA_INC" -o "$DEST/graphs_driver" "$P/graphs_driver.c" -L "$OUT/lib" -lcuda -lpthread ||
+        { echo "cannot build graphs_driver"; exit 2; }
     if [ -n "${BUILD_ONLY:-}" ]; then
         cp -P "$CUDA_LIB"/libcudart.so.* "$DEST/" && echo "== built into $DEST (run with PREBUILT=$DEST)"; exit 0
     fi
@@ -71,11 +75,11 @@ for fw in ${FRAMEWORKS-torch cupy numba}; do
     printf '#!/bin/sh\nexec "%s" "%s" %s\n' "$PY" "$P/frameworks.py" "$fw" > "$OUT/fw_$fw"
     chmod +x "$OUT/fw_$fw"; PROGRAMS="$PROGRAMS fw_$fw"
 done
-args_of() { case "$1" in driver_api|cuda_bindings) echo "$ROOT/tests/kernels/kernels.ptx";; esac; }
+args_of() { case "$1" in driver_api|cuda_bindings|graphs_driver) echo "$ROOT/tests/kernels/kernels.ptx";; esac; }
 
 # the results a program prints that must equal the native run's (not the device's name or size,
 # nor managed memory, which a VM is not given)
-results() { grep -E '^(OK|FAIL) (torch |cupy |numba |graphs: |round trip|module and function|vectorAdd|matrixMul|saxpy|memset|streams|symbols|unified|page-locked|after a reset|elapsed|properties|function attributes|launch with|occupancy|cudaLaunchKernelExC|cudaMemcpy2D|cudaMemset2D|cudaMemcpy3D|memory pool|limits|tensor map|im2col tensor map|max active clusters)' "$1" | sort; }
+results() { grep -E '^(OK|FAIL) (torch |cupy |numba |graphs: |round trip|module and function|vectorAdd|matrixMul|saxpy|memset|streams|symbols|unified|page-locked|after a reset|elapsed|properties|function attributes|launch with|occupancy|cudaLaunchKernelExC|cudaMemcpy2D|cudaMemset2D|cudaMemcpy3D|memory pool|limits|tensor map|im2col tensor map|max active clusters|fork: )' "$1" | sort; }
 
 for p in $PROGRAMS; do
     timeout 300 "$OUT/$p" $(args_of "$p") > "$OUT/native_$p.txt" 2>&1
