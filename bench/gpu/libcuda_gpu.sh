@@ -75,7 +75,8 @@ for fw in ${FRAMEWORKS-torch cupy numba}; do
     printf '#!/bin/sh\nexec "%s" "%s" %s\n' "$PY" "$P/frameworks.py" "$fw" > "$OUT/fw_$fw"
     chmod +x "$OUT/fw_$fw"; PROGRAMS="$PROGRAMS fw_$fw"
 done
-args_of() { case "$1" in driver_api|cuda_bindings|graphs_driver) echo "$ROOT/tests/kernels/kernels.ptx";; esac; }
+args_of() { case "$1" in driver_api|cuda_bindings) echo "$ROOT/tests/kernels/kernels.ptx";;
+                         graphs_driver) echo "$ROOT/tests/kernels/kernels.ptx fork";; esac; }
 
 # the results a program prints that must equal the native run's (not the device's name or size,
 # nor managed memory, which a VM is not given)

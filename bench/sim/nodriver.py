@@ -20,7 +20,7 @@ _src, _lib = os.path.join(_tmp, "noop.c"), os.path.join(_tmp, "noop.so")
 Path(_src).write_text("int launch(void *f, unsigned a, unsigned b, unsigned c, unsigned d, unsigned e,"
                       " unsigned g, unsigned h, void *s, void **p, void **x) { return 0; }\n"
                       "int sync(void *s) { return 0; }\n"
-                      "int ctx_sync(void) { return 0; }\n")
+                      "int ctx_sync(void *c) { return 0; }\n")
 subprocess.run(["cc", "-O2", "-shared", "-fPIC", _src, "-o", _lib], check=True)
 _noop = ctypes.CDLL(_lib)
 LAUNCH, SYNC, CTX_SYNC = (ctypes.cast(f, ctypes.c_void_p).value for f in (_noop.launch, _noop.sync, _noop.ctx_sync))

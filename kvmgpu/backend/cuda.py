@@ -153,7 +153,8 @@ class CudaBackend(Backend):
             self._launch_fn = self._driver_function(b"cuLaunchKernel")
             self._sync_fn = self._driver_function(b"cuStreamSynchronize")
             records = LaunchRecords(self._launch_fn)
-            repeats = RepeatTurn(self._launch_fn, self._driver_function(b"cuCtxSynchronize"), self._sync_fn)
+            repeats = RepeatTurn(self._launch_fn, self._driver_function(b"cuCtxSynchronize"), self._sync_fn,
+                                 lambda: int(self.context) if self.context is not None else 0)
             self.stream_synchronize = self._c_synchronizer()  # type: ignore[method-assign]  # the C one, bound once
         # (nothing here binds a context: made once, they serve a reset context too)
         self.capabilities = Capabilities(

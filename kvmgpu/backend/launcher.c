@@ -31,7 +31,9 @@ typedef int (*cu_launch_kernel_fn)(void *f, unsigned gx, unsigned gy, unsigned g
                                    unsigned by, unsigned bz, unsigned shared, void *stream,
                                    void **kernel_params, void **extra);
 typedef int (*cu_stream_synchronize_fn)(void *stream);
-typedef int (*cu_ctx_synchronize_fn)(void);
+/* cuCtxSynchronize as CUDA 13's drivers give it (cuGetProcAddress at 13000: cuCtxSynchronize_v2,
+ * which names the context); an older driver's takes no argument and ignores the one passed. */
+typedef int (*cu_ctx_synchronize_fn)(void *ctx);
 
 /* A launch and its repeats (struct kvmgpu_launch_record, from the op specification: launcher.py's
  * RECORD packs it): the record stands for `count` launches of the same function and shape whose
@@ -299,7 +301,7 @@ PyDoc_STRVAR(serve_repeats_doc,
 "number. Each one is copied out of the mailbox, compared, launched (cuLaunchKernel at launch_fn:\n"
 "`function`, `shape` (grid x y z, block x y z, shared), `stream`, its argument bytes from the\n"
 "copy), synchronised (sync_fn: cuStreamSynchronize on `sync_stream` where `on_stream` is true,\n"
-"else cuCtxSynchronize) and answered with `reply` (its sequence number set). The GIL is\n"
+"else cuCtxSynchronize of the context `sync_stream`) and answered with `reply` (its sequence number set). The GIL is\n"
 "released throughout. Returns why it stopped: IDLE (nothing posted for idle_s, or turn_s spent),\n"
 "OTHER (a post that is no repeat: left for the worker), DEADLINE (a repeat posted at or after\n"
 "`deadline`, CLOCK_MONOTONIC seconds: left for the worker), LAUNCH_FAILED or SYNC_FAILED (that\n"
@@ -402,7 +404,7 @@ static PyObject *serve_repeats(PyObject *self, PyObject *const *args, Py_ssize_t
             why = TURN_LAUNCH_FAILED;
             break;
         }
-        err = on_stream ? ((cu_stream_synchronize_fn)sync_fn)(sync_stream) : ((cu_ctx_synchronize_fn)sync_fn)();
+        err = on_stream ? ((cu_stream_synchronize_fn)sync_fn)(sync_stream) : ((cu_ctx_synchronize_fn)sync_fn)(sync_stream);
         last = monotonic();
         clocked += last - t0;
         if (err) {

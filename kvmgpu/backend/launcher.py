@@ -102,17 +102,18 @@ class RepeatTurn:
     it only after it served such a message itself, with every table and the gate as they were then
     (kvmgpu/worker/channel.py, `Channel.serve_repeats`). `launch_fn`, `ctx_sync_fn`,
     `stream_sync_fn`: the addresses of cuLaunchKernel, cuCtxSynchronize and cuStreamSynchronize
-    (or functions with their C signatures)."""
+    (or functions with their C signatures); `context()`: the context cuCtxSynchronize is given
+    (CUDA 13's takes one: cudaTypedefs.h's PFN_cuCtxSynchronize_v13000)."""
 
-    def __init__(self, launch_fn: int, ctx_sync_fn: int, stream_sync_fn: int):
+    def __init__(self, launch_fn: int, ctx_sync_fn: int, stream_sync_fn: int, context=lambda: 0):
         call = load().serve_repeats
 
         def serve(box, number: int, template: bytes, fixed: int, launch_size: int, function, shape: tuple,
                   stream, on_stream: bool, sync_stream, reply: bytes, deadline: float, idle_s: float,
                   turn_s: float) -> tuple[int, int, int, int, int, int, float]:
             return call(box, number, template, fixed, launch_size, launch_fn, function, shape, stream,
-                        stream_sync_fn if on_stream else ctx_sync_fn, on_stream, sync_stream, reply,
-                        deadline, idle_s, turn_s)
+                        stream_sync_fn if on_stream else ctx_sync_fn, on_stream,
+                        sync_stream if on_stream else context(), reply, deadline, idle_s, turn_s)
         self.serve = serve
 
 

@@ -24,7 +24,7 @@ from rawguest import Host, floats, unfloats
 from test_launch_wait import N, refuse_n_13
 from test_launcher import OUT_OF_RESOURCES, SYNC_PROTO, SimThroughC, vadd_args
 
-CTX_SYNC_PROTO = ctypes.CFUNCTYPE(ctypes.c_int)
+CTX_SYNC_PROTO = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p)  # (CUDA 13's: the context)
 ILLEGAL_ADDRESS = 700
 
 
@@ -36,13 +36,14 @@ class SimWithTurn(SimThroughC):
         super().__init__(**kw)
         self.syncs: list[str] = []
         self.sync_error = 0
-        self._ctx = CTX_SYNC_PROTO(lambda: self._sync("context"))
+        self._ctx = CTX_SYNC_PROTO(lambda ctx: self._sync(f"context {ctx:#x}"))
         self._stream = SYNC_PROTO(lambda s: self._sync(f"stream {s or 0}"))
         addr = [ctypes.cast(f, ctypes.c_void_p).value for f in (self._ctx, self._stream)]
         c = self.capabilities
         self.capabilities = Capabilities(launch_records=c.launch_records, launch_in=c.launch_in,
                                          launch_flat=c.launch_flat,
-                                         repeats=launcher.RepeatTurn(self.driver.address, *addr))
+                                         repeats=launcher.RepeatTurn(self.driver.address, *addr,
+                                                                     context=lambda: 0xC0))
 
     def _sync(self, what: str) -> int:
         self.syncs.append(what)
@@ -107,7 +108,7 @@ def test_a_repeat_posted_is_launched_with_its_own_arguments_and_answered_in_c(tu
     (r,) = g._events(box.answer_bytes())
     assert (r.status, r.seq) == (0, seq_of_wait(data))
     assert unfloats(g.get(d, 4 * N)) == [2.0] * N
-    assert h.vgpu.backend.syncs == ["context"]  # (the Python path waits on the sim itself)
+    assert h.vgpu.backend.syncs == ["context 0xc0"]  # (the Python path waits on the sim itself)
     assert h.vgpu.calls[Op.LAUNCH] == 1 and h.vgpu.calls[Op.CTX_SYNCHRONIZE] == 1
 
 
