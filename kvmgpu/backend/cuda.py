@@ -430,6 +430,12 @@ class CudaBackend(Backend):
             if err:
                 _fail(err, f"cuFuncGetParamInfo({name!r}, {len(params)})")
             params.append((int(offset), int(size)))
+        # Loaded now, not at its first launch (the driver's lazy loading): a first launch inside a
+        # capture would load it then, and the worker's streams are blocking under a compute gate,
+        # where the load's own work on the legacy stream breaks the capture (seen on the H100).
+        err, = cu.cuFuncLoad(handle)
+        if err:
+            _fail(err, f"cuFuncLoad({name!r})")
         return Function(handle, params), params
 
     def module_get_global(self, module, name: str) -> tuple[int, int]:
