@@ -5,7 +5,9 @@
  *
  *   CUDART_INTERFACE       modules from the fatbins the runtime registers; the primary context
  *   TOOLS_RUNTIME_HOOKS    two buffers the runtime's tools callbacks write into
- *   TOOLS_TLS              (no slot is called: the table must be there)
+ *   TOOLS_TLS              the calling thread's current context: slot 1 sets it, slot 2 reads it
+ *                          (cuBLASLt 13 reads it before a matmul's heuristics; what the H100's
+ *                          driver does, read from its code: docs/guest.md)
  *   CONTEXT_LOCAL_STORAGE  a value per (context, key), with a destructor run when the context is
  *                          destroyed or the primary context reset
  *   CONTEXT_CHECKS         "is this context usable": always yes
@@ -17,6 +19,8 @@
 #include "export.h"
 
 #include <pthread.h>
+#include <sys/uio.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,21 +34,43 @@ static const char *const TABLE_NAME[NTABLES] = {"CUDART_INTERFACE", "TOOLS_RUNTI
 static pthread_mutex_t said_lock = PTHREAD_MUTEX_INITIALIZER;
 static uint64_t said_slots[NTABLES]; /* bit s: slot s was logged */
 
-static CUresult unprovided(enum table t, int slot)
+/* With KVMGPU_LOG=trace, the 32 bytes at `p` where they can be read (process_vm_readv: an argument
+ * that is no pointer fails, it does not fault). */
+static void trace_bytes(const char *what, const void *p)
+{
+    unsigned char b[32];
+    struct iovec here = {b, sizeof b}, there = {(void *)p, sizeof b};
+    if (!kvmgpu_tracing() || process_vm_readv(getpid(), &here, 1, &there, 1, 0) != (ssize_t)sizeof b)
+        return;
+    char hex[sizeof b * 2 + 1];
+    for (size_t i = 0; i < sizeof b; i++)
+        snprintf(hex + 2 * i, 3, "%02x", b[i]);
+    kvmgpu_log("  %s %p: %s", what, p, hex);
+}
+
+/* A slot nobody has seen called: logged once, with the arguments it was given (their first four
+ * registers; what they point at with KVMGPU_LOG=trace), for whoever finds out what it does. */
+static CUresult unprovided(enum table t, int slot, void *a, void *b, void *c, void *d)
 {
     pthread_mutex_lock(&said_lock);
     int first = !(said_slots[t] >> slot & 1);
     said_slots[t] |= 1ull << slot;
     pthread_mutex_unlock(&said_lock);
-    if (first)
-        kvmgpu_log("cuGetExportTable: %s slot %d is not provided (CUDA_ERROR_NOT_SUPPORTED)", TABLE_NAME[t], slot);
+    if (first) {
+        kvmgpu_log("cuGetExportTable: %s slot %d is not provided (CUDA_ERROR_NOT_SUPPORTED); called with "
+                   "(%p, %p, %p, %p)", TABLE_NAME[t], slot, a, b, c, d);
+        trace_bytes("arg 1 at", a);
+        trace_bytes("arg 2 at", b);
+        trace_bytes("arg 3 at", c);
+        trace_bytes("arg 4 at", d);
+    }
     return KVMGPU_CUDA_ERROR_NOT_SUPPORTED;
 }
 
-#define UNPROVIDED(t, s)                    \
-    static CUresult t##_##s(void)           \
-    {                                       \
-        return unprovided(t, s);            \
+#define UNPROVIDED(t, s)                                                  \
+    static CUresult t##_##s(void *a, void *b, void *c, void *d)         \
+    {                                                                     \
+        return unprovided(t, s, a, b, c, d);                              \
     }
 UNPROVIDED(RUNTIME, 3)
 UNPROVIDED(RUNTIME, 4)
@@ -57,9 +83,6 @@ UNPROVIDED(TOOLS_HOOKS, 1)
 UNPROVIDED(TOOLS_HOOKS, 3)
 UNPROVIDED(TOOLS_HOOKS, 4)
 UNPROVIDED(TOOLS_HOOKS, 5)
-UNPROVIDED(TOOLS_TLS, 1)
-UNPROVIDED(TOOLS_TLS, 2)
-UNPROVIDED(TOOLS_TLS, 3)
 UNPROVIDED(STORAGE, 3)
 UNPROVIDED(CHECKS, 1)
 UNPROVIDED(INTEGRITY, 2)
@@ -173,10 +196,25 @@ static const void *hooks_table[7] = {
     (const void *)TOOLS_HOOKS_4, (const void *)TOOLS_HOOKS_5, (const void *)hooks_buffer_2,
 };
 
-static const void *tls_table[4];
-static const void *tls_table[4] = {
-    SIZE_OF(tls_table), (const void *)TOOLS_TLS_1, (const void *)TOOLS_TLS_2, (const void *)TOOLS_TLS_3,
-};
+/* The driver's two slots (three entries with the size, as its table has): set and get the calling
+ * thread's current context, as cuCtxSetCurrent and cuCtxGetCurrent (NULL where none is current). */
+static CUresult tools_tls_set(CUcontext ctx)
+{
+    TRACE("TOOLS_TLS.set(%p)", (void *)ctx);
+    return cuCtxSetCurrent(ctx);
+}
+
+static CUresult tools_tls_get(CUcontext *ctx)
+{
+    if (!ctx)
+        return KVMGPU_CUDA_ERROR_INVALID_VALUE;
+    CUresult rc = cuCtxGetCurrent(ctx);
+    TRACE("TOOLS_TLS.get: %p (%d)", (void *)*ctx, rc);
+    return rc;
+}
+
+static const void *tls_table[3];
+static const void *tls_table[3] = {SIZE_OF(tls_table), (const void *)tools_tls_set, (const void *)tools_tls_get};
 
 /* --- CONTEXT_LOCAL_STORAGE --------------------------------------------------------------------- */
 

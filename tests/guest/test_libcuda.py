@@ -127,6 +127,7 @@ def test_get_proc_address_resolves_versions_and_logs_an_unknown_name_once(progra
     assert proc.stderr.count("cuStreamWaitValue32 is not forwarded to the vGPU") == 1, proc.stderr
     assert proc.stderr.count("cuFromTheFuture (CUDA 99.0) and any other function newer than CUDA 13.0") == 1
     assert "cuAlsoFromTheFuture" not in proc.stderr
+    assert "OK TOOLS_TLS: the current context, read and set" in proc.stdout
     quiet = run(program, worker, "procaddr", env={"KVMGPU_LOG": "off"})
     assert "cuNoSuchThing" not in quiet.stderr
 

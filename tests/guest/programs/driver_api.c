@@ -327,6 +327,24 @@ static int run_procaddr(void)
     /* names of a newer CUDA than the library's list: NOT_FOUND, one line for all */
     EXPECT(cuGetProcAddress("cuFromTheFuture", &fn, 99000, 0, &status), CUDA_ERROR_NOT_FOUND);
     EXPECT(cuGetProcAddress("cuAlsoFromTheFuture", &fn, 99000, 0, &status), CUDA_ERROR_NOT_FOUND);
+    /* the TOOLS_TLS export table: the calling thread's current context, read (cuBLASLt 13 does,
+     * before a matmul's heuristics) and set, two slots as the driver's */
+    static const CUuuid tools_tls = {{(char)0x42, (char)0xd8, 0x5a, (char)0x81, 0x23, (char)0xf6, (char)0xcb, 0x47,
+                                      (char)0x82, (char)0x98, (char)0xf6, (char)0xe7, (char)0x8a, 0x3a, (char)0xec,
+                                      (char)0xdc}};
+    const void **tls = NULL;
+    CHECK(cuGetExportTable((const void **)&tls, &tools_tls));
+    typedef CUresult (*tls_set_fn)(CUcontext);
+    typedef CUresult (*tls_get_fn)(CUcontext *);
+    CUcontext current = NULL, got = NULL, none = (CUcontext)1;
+    CHECK(cuCtxGetCurrent(&current));
+    CHECK(((tls_get_fn)tls[2])(&got));
+    CHECK(((tls_set_fn)tls[1])(NULL));
+    CHECK(((tls_get_fn)tls[2])(&none));
+    CHECK(((tls_set_fn)tls[1])(current));
+    CHECK(cuCtxGetCurrent(&got));
+    printf("%s TOOLS_TLS: the current context, read and set\n",
+           (size_t)tls[0] == 3 * sizeof(void *) && current && got == current && none == NULL ? "OK" : "FAIL");
     printf("DONE\n");
     return 0;
 }
