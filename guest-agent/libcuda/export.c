@@ -25,14 +25,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum table { RUNTIME, TOOLS_HOOKS, TOOLS_TLS, STORAGE, CHECKS, INTEGRITY, NTABLES };
+enum table { RUNTIME, TOOLS_HOOKS, TOOLS_TLS, STORAGE, CHECKS, INTEGRITY, TOOLS_CONTEXT, NTABLES };
 static const char *const TABLE_NAME[NTABLES] = {"CUDART_INTERFACE", "TOOLS_RUNTIME_CALLBACK_HOOKS", "TOOLS_TLS",
-                                                "CONTEXT_LOCAL_STORAGE", "CONTEXT_CHECKS", "INTEGRITY_CHECK"};
+                                                "CONTEXT_LOCAL_STORAGE", "CONTEXT_CHECKS", "INTEGRITY_CHECK", "TOOLS_CONTEXT"};
 
 /* --- slots nobody has seen called --------------------------------------------------------------- */
 
 static pthread_mutex_t said_lock = PTHREAD_MUTEX_INITIALIZER;
-static uint64_t said_slots[NTABLES]; /* bit s: slot s was logged */
+#define MAX_SLOTS 96
+static unsigned char said_slots[NTABLES][MAX_SLOTS]; /* slot s was logged */
 
 /* With KVMGPU_LOG=trace, the 32 bytes at `p` where they can be read (process_vm_readv: an argument
  * that is no pointer fails, it does not fault). */
@@ -53,8 +54,8 @@ static void trace_bytes(const char *what, const void *p)
 static CUresult unprovided(enum table t, int slot, void *a, void *b, void *c, void *d)
 {
     pthread_mutex_lock(&said_lock);
-    int first = !(said_slots[t] >> slot & 1);
-    said_slots[t] |= 1ull << slot;
+    int first = !said_slots[t][slot];
+    said_slots[t][slot] = 1;
     pthread_mutex_unlock(&said_lock);
     if (first) {
         kvmgpu_log("cuGetExportTable: %s slot %d is not provided (CUDA_ERROR_NOT_SUPPORTED); called with "
@@ -84,6 +85,20 @@ UNPROVIDED(TOOLS_HOOKS, 3)
 UNPROVIDED(TOOLS_HOOKS, 4)
 UNPROVIDED(TOOLS_HOOKS, 5)
 UNPROVIDED(STORAGE, 3)
+/* TOOLS_CONTEXT (21318c60-...; "CU_ETID_ToolsContext" in public notes): cuBLASLt 13 asks for it
+ * before a matmul's heuristics. 94 slots, as public notes count a CUDA 13 driver's; none is known,
+ * each is logged with its arguments when first called. */
+#define UNPROVIDED_10(t, d)                                                                              \
+    UNPROVIDED(t, d##0) UNPROVIDED(t, d##1) UNPROVIDED(t, d##2) UNPROVIDED(t, d##3) UNPROVIDED(t, d##4) \
+    UNPROVIDED(t, d##5) UNPROVIDED(t, d##6) UNPROVIDED(t, d##7) UNPROVIDED(t, d##8) UNPROVIDED(t, d##9)
+UNPROVIDED(TOOLS_CONTEXT, 1) UNPROVIDED(TOOLS_CONTEXT, 2) UNPROVIDED(TOOLS_CONTEXT, 3) UNPROVIDED(TOOLS_CONTEXT, 4)
+UNPROVIDED(TOOLS_CONTEXT, 5) UNPROVIDED(TOOLS_CONTEXT, 6) UNPROVIDED(TOOLS_CONTEXT, 7) UNPROVIDED(TOOLS_CONTEXT, 8)
+UNPROVIDED(TOOLS_CONTEXT, 9)
+UNPROVIDED_10(TOOLS_CONTEXT, 1) UNPROVIDED_10(TOOLS_CONTEXT, 2) UNPROVIDED_10(TOOLS_CONTEXT, 3)
+UNPROVIDED_10(TOOLS_CONTEXT, 4) UNPROVIDED_10(TOOLS_CONTEXT, 5) UNPROVIDED_10(TOOLS_CONTEXT, 6)
+UNPROVIDED_10(TOOLS_CONTEXT, 7) UNPROVIDED_10(TOOLS_CONTEXT, 8)
+UNPROVIDED(TOOLS_CONTEXT, 90) UNPROVIDED(TOOLS_CONTEXT, 91) UNPROVIDED(TOOLS_CONTEXT, 92) UNPROVIDED(TOOLS_CONTEXT, 93)
+UNPROVIDED(TOOLS_CONTEXT, 94)
 UNPROVIDED(CHECKS, 1)
 UNPROVIDED(INTEGRITY, 2)
 
@@ -379,6 +394,22 @@ static const void *integrity_table[3] = {
     SIZE_OF(integrity_table), (const void *)integrity_check, (const void *)INTEGRITY_2,
 };
 
+#define SLOTS_10(t, d)                                                                                          \
+    (const void *)t##_##d##0, (const void *)t##_##d##1, (const void *)t##_##d##2, (const void *)t##_##d##3,     \
+        (const void *)t##_##d##4, (const void *)t##_##d##5, (const void *)t##_##d##6, (const void *)t##_##d##7, \
+        (const void *)t##_##d##8, (const void *)t##_##d##9
+static const void *tools_context_table[95];
+static const void *tools_context_table[95] = {
+    SIZE_OF(tools_context_table), (const void *)TOOLS_CONTEXT_1, (const void *)TOOLS_CONTEXT_2,
+    (const void *)TOOLS_CONTEXT_3, (const void *)TOOLS_CONTEXT_4, (const void *)TOOLS_CONTEXT_5,
+    (const void *)TOOLS_CONTEXT_6, (const void *)TOOLS_CONTEXT_7, (const void *)TOOLS_CONTEXT_8,
+    (const void *)TOOLS_CONTEXT_9, SLOTS_10(TOOLS_CONTEXT, 1), SLOTS_10(TOOLS_CONTEXT, 2),
+    SLOTS_10(TOOLS_CONTEXT, 3), SLOTS_10(TOOLS_CONTEXT, 4), SLOTS_10(TOOLS_CONTEXT, 5),
+    SLOTS_10(TOOLS_CONTEXT, 6), SLOTS_10(TOOLS_CONTEXT, 7), SLOTS_10(TOOLS_CONTEXT, 8),
+    (const void *)TOOLS_CONTEXT_90, (const void *)TOOLS_CONTEXT_91, (const void *)TOOLS_CONTEXT_92,
+    (const void *)TOOLS_CONTEXT_93, (const void *)TOOLS_CONTEXT_94,
+};
+
 /* --- the lookup -------------------------------------------------------------------------------- */
 
 struct known {
@@ -394,6 +425,8 @@ static const struct known KNOWN[] = {
     {{0x26, 0x3e, 0x88, 0x60, 0x7c, 0xd2, 0x61, 0x43, 0x92, 0xf6, 0xbb, 0xd5, 0x00, 0x6d, 0xfa, 0x7e}, checks_table},
     {{0xd4, 0x08, 0x20, 0x55, 0xbd, 0xe6, 0x70, 0x4b, 0x8d, 0x34, 0xba, 0x12, 0x3c, 0x66, 0xe1, 0xf2},
      integrity_table},
+    {{0x21, 0x31, 0x8c, 0x60, 0x97, 0x14, 0x32, 0x48, 0x8c, 0xa6, 0x41, 0xff, 0x73, 0x24, 0xc8, 0xf2},
+     tools_context_table},
     /* asked for before cuInit; the runtime goes on without it */
     {{0xf8, 0xcf, 0xf9, 0x51, 0x21, 0x46, 0x8b, 0x4e, 0xb9, 0xe2, 0xfb, 0x46, 0x9e, 0x7c, 0x0d, 0xd9}, NULL},
 };
