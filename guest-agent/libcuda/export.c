@@ -86,12 +86,12 @@ UNPROVIDED(TOOLS_HOOKS, 4)
 UNPROVIDED(TOOLS_HOOKS, 5)
 UNPROVIDED(STORAGE, 3)
 /* TOOLS_CONTEXT (21318c60-...; "CU_ETID_ToolsContext" in public notes): cuBLASLt 13 asks for it
- * before a matmul's heuristics. 94 slots, as public notes count a CUDA 13 driver's; none is known,
- * each is logged with its arguments when first called. */
+ * before a matmul's heuristics. 94 slots, as public notes count a CUDA 13 driver's (the H100's
+ * 580 driver has 92); those not provided are logged with their arguments when first called. */
 #define UNPROVIDED_10(t, d)                                                                              \
     UNPROVIDED(t, d##0) UNPROVIDED(t, d##1) UNPROVIDED(t, d##2) UNPROVIDED(t, d##3) UNPROVIDED(t, d##4) \
     UNPROVIDED(t, d##5) UNPROVIDED(t, d##6) UNPROVIDED(t, d##7) UNPROVIDED(t, d##8) UNPROVIDED(t, d##9)
-UNPROVIDED(TOOLS_CONTEXT, 1) UNPROVIDED(TOOLS_CONTEXT, 2) UNPROVIDED(TOOLS_CONTEXT, 3) UNPROVIDED(TOOLS_CONTEXT, 4)
+UNPROVIDED(TOOLS_CONTEXT, 1) UNPROVIDED(TOOLS_CONTEXT, 2) UNPROVIDED(TOOLS_CONTEXT, 3)
 UNPROVIDED(TOOLS_CONTEXT, 5) UNPROVIDED(TOOLS_CONTEXT, 6) UNPROVIDED(TOOLS_CONTEXT, 7) UNPROVIDED(TOOLS_CONTEXT, 8)
 UNPROVIDED(TOOLS_CONTEXT, 9)
 UNPROVIDED_10(TOOLS_CONTEXT, 1) UNPROVIDED_10(TOOLS_CONTEXT, 2) UNPROVIDED_10(TOOLS_CONTEXT, 3)
@@ -393,6 +393,25 @@ static CUresult integrity_check(uint32_t version, uint64_t unix_seconds, uint64_
 static const void *integrity_table[3] = {
     SIZE_OF(integrity_table), (const void *)integrity_check, (const void *)INTEGRITY_2,
 };
+
+/* TOOLS_CONTEXT slot 4, as the H100's driver does it (read from its code): `*out` is the u32 at
+ * byte 56 of the caller's descriptor `desc` where the descriptor's kind (its first u32) is 0 or 1,
+ * else 0; CUDA_ERROR_UNKNOWN without `out`. It reads nothing but what the caller gave it. */
+static CUresult TOOLS_CONTEXT_4(const void *desc, uint64_t *out)
+{
+    if (!out)
+        return KVMGPU_CUDA_ERROR_UNKNOWN;
+    *out = 0;
+    uint32_t kind = 0, value = 0;
+    if (desc)
+        memcpy(&kind, desc, sizeof kind);
+    if (desc && kind <= 1) {
+        memcpy(&value, (const char *)desc + 56, sizeof value);
+        *out = value;
+    }
+    TRACE("TOOLS_CONTEXT.4(%p): kind %u, %llu", desc, kind, (unsigned long long)*out);
+    return KVMGPU_CUDA_SUCCESS;
+}
 
 #define SLOTS_10(t, d)                                                                                          \
     (const void *)t##_##d##0, (const void *)t##_##d##1, (const void *)t##_##d##2, (const void *)t##_##d##3,     \
