@@ -25,9 +25,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum table { RUNTIME, TOOLS_HOOKS, TOOLS_TLS, STORAGE, CHECKS, INTEGRITY, TOOLS_CONTEXT, NTABLES };
+enum table { RUNTIME, TOOLS_HOOKS, TOOLS_TLS, STORAGE, CHECKS, INTEGRITY, TOOLS_CONTEXT, TABLE_1734, TABLE_DA91, NTABLES };
 static const char *const TABLE_NAME[NTABLES] = {"CUDART_INTERFACE", "TOOLS_RUNTIME_CALLBACK_HOOKS", "TOOLS_TLS",
-                                                "CONTEXT_LOCAL_STORAGE", "CONTEXT_CHECKS", "INTEGRITY_CHECK", "TOOLS_CONTEXT"};
+                                                "CONTEXT_LOCAL_STORAGE", "CONTEXT_CHECKS", "INTEGRITY_CHECK", "TOOLS_CONTEXT", "1734dc26", "da9151d3"};
 
 /* --- slots nobody has seen called --------------------------------------------------------------- */
 
@@ -99,6 +99,16 @@ UNPROVIDED_10(TOOLS_CONTEXT, 4) UNPROVIDED_10(TOOLS_CONTEXT, 5) UNPROVIDED_10(TO
 UNPROVIDED_10(TOOLS_CONTEXT, 7) UNPROVIDED_10(TOOLS_CONTEXT, 8)
 UNPROVIDED(TOOLS_CONTEXT, 90) UNPROVIDED(TOOLS_CONTEXT, 91) UNPROVIDED(TOOLS_CONTEXT, 92) UNPROVIDED(TOOLS_CONTEXT, 93)
 UNPROVIDED(TOOLS_CONTEXT, 94)
+/* Two more tables, not known yet: 1734dc26-... (cuBLASLt 13's bf16 GEMMs: without it PyTorch's
+ * bf16 matmul crashed; with it, its slot 4 answered NOT_SUPPORTED, the GEMM runs and equals the
+ * native one on the H100) and da9151d3-... (CuPy, handing it LLVM bitcode). Every slot is logged
+ * with its arguments when first called. */
+UNPROVIDED(TABLE_1734, 1) UNPROVIDED(TABLE_1734, 2) UNPROVIDED(TABLE_1734, 3) UNPROVIDED(TABLE_1734, 4)
+UNPROVIDED(TABLE_1734, 5) UNPROVIDED(TABLE_1734, 6) UNPROVIDED(TABLE_1734, 7) UNPROVIDED(TABLE_1734, 8)
+UNPROVIDED(TABLE_1734, 9) UNPROVIDED_10(TABLE_1734, 1) UNPROVIDED_10(TABLE_1734, 2) UNPROVIDED_10(TABLE_1734, 3)
+UNPROVIDED(TABLE_DA91, 1) UNPROVIDED(TABLE_DA91, 2) UNPROVIDED(TABLE_DA91, 3) UNPROVIDED(TABLE_DA91, 4)
+UNPROVIDED(TABLE_DA91, 5) UNPROVIDED(TABLE_DA91, 6) UNPROVIDED(TABLE_DA91, 7) UNPROVIDED(TABLE_DA91, 8)
+UNPROVIDED(TABLE_DA91, 9) UNPROVIDED_10(TABLE_DA91, 1) UNPROVIDED_10(TABLE_DA91, 2) UNPROVIDED_10(TABLE_DA91, 3)
 UNPROVIDED(CHECKS, 1)
 UNPROVIDED(INTEGRITY, 2)
 
@@ -429,6 +439,17 @@ static const void *tools_context_table[95] = {
     (const void *)TOOLS_CONTEXT_93, (const void *)TOOLS_CONTEXT_94,
 };
 
+#define LOGGED_40(t, size)                                                                                \
+    {                                                                                                     \
+        (const void *)(uintptr_t)(size), (const void *)t##_1, (const void *)t##_2,          \
+            (const void *)t##_3, (const void *)t##_4, (const void *)t##_5, (const void *)t##_6,           \
+            (const void *)t##_7, (const void *)t##_8, (const void *)t##_9, SLOTS_10(t, 1), SLOTS_10(t, 2), \
+            SLOTS_10(t, 3)                                                                                \
+    }
+/* (their sizes as the H100's 580 driver gives them: 16 and 6 slots) */
+static const void *table_1734[40] = LOGGED_40(TABLE_1734, 17 * sizeof(void *));
+static const void *table_da91[40] = LOGGED_40(TABLE_DA91, 7 * sizeof(void *));
+
 /* --- the lookup -------------------------------------------------------------------------------- */
 
 struct known {
@@ -446,6 +467,8 @@ static const struct known KNOWN[] = {
      integrity_table},
     {{0x21, 0x31, 0x8c, 0x60, 0x97, 0x14, 0x32, 0x48, 0x8c, 0xa6, 0x41, 0xff, 0x73, 0x24, 0xc8, 0xf2},
      tools_context_table},
+    {{0x17, 0x34, 0xdc, 0x26, 0x80, 0x0d, 0x47, 0x45, 0x87, 0x26, 0xc0, 0xf1, 0xe7, 0xdd, 0x8b, 0xca}, table_1734},
+    {{0xda, 0x91, 0x51, 0xd3, 0x3a, 0xe6, 0xcc, 0x41, 0xa5, 0xc0, 0x4f, 0x26, 0xd5, 0x33, 0xe3, 0x28}, table_da91},
     /* asked for before cuInit; the runtime goes on without it */
     {{0xf8, 0xcf, 0xf9, 0x51, 0x21, 0x46, 0x8b, 0x4e, 0xb9, 0xe2, 0xfb, 0x46, 0x9e, 0x7c, 0x0d, 0xd9}, NULL},
 };
