@@ -4,6 +4,7 @@
 #include "export.h"
 
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -114,6 +115,37 @@ CUresult kvmgpu_image_load(CUmodule *module, const void *image)
     if (rc == 0)
         *module = (CUmodule)(uintptr_t)handle;
     return rc;
+}
+
+/* A module from a file (cubin, fatbin or PTX; Triton's launchers load their kernels so): its bytes,
+ * NUL-terminated for PTX, loaded as cuModuleLoadData loads them (sent to the host now). */
+CUAPI CUresult cuModuleLoad(CUmodule *module, const char *path)
+{
+    CUresult rc = kvmgpu_ready();
+    if (rc)
+        return rc;
+    if (!module || !path)
+        return KVMGPU_CUDA_ERROR_INVALID_VALUE;
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return KVMGPU_CUDA_ERROR_FILE_NOT_FOUND;
+    char *image = NULL;
+    long n = fseek(f, 0, SEEK_END) == 0 ? ftell(f) : -1;
+    if (n > 0 && (size_t)n <= MAX_IMAGE_BYTES && fseek(f, 0, SEEK_SET) == 0 && (image = malloc((size_t)n + 1)) != NULL
+        && fread(image, 1, (size_t)n, f) == (size_t)n) {
+        image[n] = '\0';
+        rc = kvmgpu_image_load(module, image);
+    } else {
+        rc = n > 0 && (size_t)n > MAX_IMAGE_BYTES ? KVMGPU_CUDA_ERROR_INVALID_IMAGE : KVMGPU_CUDA_ERROR_FILE_NOT_FOUND;
+    }
+    free(image);
+    fclose(f);
+    return rc;
+}
+
+CUAPI CUresult cuModuleLoadFatBinary(CUmodule *module, const void *fatbin)
+{
+    return cuModuleLoadData(module, fatbin);
 }
 
 /* JIT options tune or report on the host's compilation; the host compiles with its own. */

@@ -134,6 +134,16 @@ static int run_main(const char *ptx_path)
     CHECK(cuModuleGetFunction(&vector_add, module, "vector_add"));
     CHECK(cuModuleGetFunction(&saxpy, module, "saxpy"));
     EXPECT(cuModuleGetFunction(&saxpy, module, "no_such_kernel"), CUDA_ERROR_NOT_FOUND);
+    /* from the file, as Triton's launchers load their kernels */
+    CUmodule from_file = NULL;
+    CUfunction in_file = NULL;
+    CHECK(cuModuleLoad(&from_file, ptx_path));
+    CHECK(cuModuleGetFunction(&in_file, from_file, "saxpy"));
+    CUmodule none = NULL;
+    CUresult missing = cuModuleLoad(&none, "/nonexistent/kernels.ptx");
+    printf("%s a module from a file; a missing file: %s\n", in_file && missing == CUDA_ERROR_FILE_NOT_FOUND ? "OK" : "FAIL",
+           name(missing));
+    CHECK(cuModuleUnload(from_file));
 
     /* the same code as a library: its kernel knows its library until the library is unloaded */
     CUlibrary library, of = NULL;
