@@ -154,7 +154,7 @@ class CudaBackend(Backend):
             self._sync_fn = self._driver_function(b"cuStreamSynchronize")
             records = LaunchRecords(self._launch_fn)
             repeats = RepeatTurn(self._launch_fn, self._driver_function(b"cuCtxSynchronize"), self._sync_fn,
-                                 lambda: int(self.context) if self.context is not None else 0)
+                                 self._context_address)
             self.stream_synchronize = self._c_synchronizer()  # type: ignore[method-assign]  # the C one, bound once
         # (nothing here binds a context: made once, they serve a reset context too)
         self.capabilities = Capabilities(
@@ -186,6 +186,10 @@ class CudaBackend(Backend):
                         "%d-byte pages", err, Backend.alloc_granularity)
             return Backend.alloc_granularity
         return int(granularity)
+
+    def _context_address(self) -> int:
+        """The context as the driver's CUcontext value (0: none), for the C turn's cuCtxSynchronize."""
+        return int(self.context) if self.context is not None else 0
 
     @staticmethod
     def _driver_function(name: bytes) -> int:
