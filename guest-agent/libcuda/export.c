@@ -101,14 +101,14 @@ UNPROVIDED(TOOLS_CONTEXT, 90) UNPROVIDED(TOOLS_CONTEXT, 91) UNPROVIDED(TOOLS_CON
 UNPROVIDED(TOOLS_CONTEXT, 94)
 /* Two more tables, not known yet: 1734dc26-... (cuBLASLt 13's bf16 GEMMs: without it PyTorch's
  * bf16 matmul crashed; with it, its slot 4 answered NOT_SUPPORTED, the GEMM runs and equals the
- * native one on the H100) and da9151d3-... (CuPy, handing it LLVM bitcode). Every slot is logged
- * with its arguments when first called. */
+ * native one on the H100) and da9151d3-... (CuPy, handing it LLVM bitcode), at the sizes the H100's
+ * driver gives them. Every slot is logged with its arguments when first called. */
 UNPROVIDED(TABLE_1734, 1) UNPROVIDED(TABLE_1734, 2) UNPROVIDED(TABLE_1734, 3) UNPROVIDED(TABLE_1734, 4)
 UNPROVIDED(TABLE_1734, 5) UNPROVIDED(TABLE_1734, 6) UNPROVIDED(TABLE_1734, 7) UNPROVIDED(TABLE_1734, 8)
-UNPROVIDED(TABLE_1734, 9) UNPROVIDED_10(TABLE_1734, 1) UNPROVIDED_10(TABLE_1734, 2) UNPROVIDED_10(TABLE_1734, 3)
+UNPROVIDED(TABLE_1734, 9) UNPROVIDED(TABLE_1734, 10) UNPROVIDED(TABLE_1734, 11) UNPROVIDED(TABLE_1734, 12)
+UNPROVIDED(TABLE_1734, 13) UNPROVIDED(TABLE_1734, 14) UNPROVIDED(TABLE_1734, 15) UNPROVIDED(TABLE_1734, 16)
 UNPROVIDED(TABLE_DA91, 1) UNPROVIDED(TABLE_DA91, 2) UNPROVIDED(TABLE_DA91, 3) UNPROVIDED(TABLE_DA91, 4)
-UNPROVIDED(TABLE_DA91, 5) UNPROVIDED(TABLE_DA91, 6) UNPROVIDED(TABLE_DA91, 7) UNPROVIDED(TABLE_DA91, 8)
-UNPROVIDED(TABLE_DA91, 9) UNPROVIDED_10(TABLE_DA91, 1) UNPROVIDED_10(TABLE_DA91, 2) UNPROVIDED_10(TABLE_DA91, 3)
+UNPROVIDED(TABLE_DA91, 5) UNPROVIDED(TABLE_DA91, 6)
 UNPROVIDED(CHECKS, 1)
 UNPROVIDED(INTEGRITY, 2)
 
@@ -439,16 +439,18 @@ static const void *tools_context_table[95] = {
     (const void *)TOOLS_CONTEXT_93, (const void *)TOOLS_CONTEXT_94,
 };
 
-#define LOGGED_40(t, size)                                                                                \
-    {                                                                                                     \
-        (const void *)(uintptr_t)(size), (const void *)t##_1, (const void *)t##_2,          \
-            (const void *)t##_3, (const void *)t##_4, (const void *)t##_5, (const void *)t##_6,           \
-            (const void *)t##_7, (const void *)t##_8, (const void *)t##_9, SLOTS_10(t, 1), SLOTS_10(t, 2), \
-            SLOTS_10(t, 3)                                                                                \
-    }
 /* (their sizes as the H100's 580 driver gives them: 16 and 6 slots) */
-static const void *table_1734[40] = LOGGED_40(TABLE_1734, 17 * sizeof(void *));
-static const void *table_da91[40] = LOGGED_40(TABLE_DA91, 7 * sizeof(void *));
+#define SLOTS_1_TO_6(t) \
+    (const void *)t##_1, (const void *)t##_2, (const void *)t##_3, (const void *)t##_4, (const void *)t##_5, \
+        (const void *)t##_6
+static const void *table_1734[17];
+static const void *table_1734[17] = {
+    SIZE_OF(table_1734), SLOTS_1_TO_6(TABLE_1734), (const void *)TABLE_1734_7, (const void *)TABLE_1734_8,
+    (const void *)TABLE_1734_9, (const void *)TABLE_1734_10, (const void *)TABLE_1734_11, (const void *)TABLE_1734_12,
+    (const void *)TABLE_1734_13, (const void *)TABLE_1734_14, (const void *)TABLE_1734_15, (const void *)TABLE_1734_16,
+};
+static const void *table_da91[7];
+static const void *table_da91[7] = {SIZE_OF(table_da91), SLOTS_1_TO_6(TABLE_DA91)};
 
 /* --- the lookup -------------------------------------------------------------------------------- */
 

@@ -222,9 +222,6 @@ class WallMeter:
     def clock_timed(self) -> bool:
         return False  # (runs here are wall time between work and mark_idle: no turn of its own)
 
-    def add_clocked(self, seconds: float) -> None:
-        self._busy += seconds
-
     def finish(self) -> float:
         if self._drain is not None:
             self._drain()

@@ -197,11 +197,9 @@ class Channel:
         through `launch_again` (the gate, then the backend; an error is kept for the wait, as
         for any queued launch) and the synchronise through `wait`, as `receive` would."""
         vg = self.vgpu
-        conn, shape, s, f, fh, st, stream, grid_block_shared, nbytes, wait_op, wait_stream, info = a[:12]
-        if (vg.sessions.get(s.key) is not s or s.functions.get(fh) is not f
-                or (stream and s.streams.get(stream) is not st) or vg.broken is not None
-                or vg.info is not info):
+        if not self._holds(a):
             return None
+        conn, shape, s, f, _, st, _, grid_block_shared, nbytes, wait_op, wait_stream = a[:11]
         taken = conn.take_launch_wait(shape)
         if taken is None:
             return None
@@ -219,6 +217,15 @@ class Channel:
             self._again = a
         return conn.send_reply(s.key[1], wait_seq, status, values, blob, wait_op)
 
+    def _holds(self, a: _LaunchWait) -> bool:
+        """Whether what the launch + synchronise `a` was checked against still holds: its session,
+        function and stream are those of the tables, the context is not broken, the device's
+        limits are the same."""
+        vg, s = self.vgpu, a.session
+        return (vg.sessions.get(s.key) is s and s.functions.get(a.fh) is a.function
+                and (not a.stream or s.streams.get(a.stream) is a.st) and vg.broken is None
+                and vg.info is a.info)
+
     def serve_repeats(self, session: Session) -> tuple[int, bool, bytes | None]:
         """Serve in C (the backend's `repeats`, launcher.RepeatTurn) the posts to `session`'s
         mailbox that repeat the last message, a launch + synchronise from that mailbox that went
@@ -235,9 +242,7 @@ class Channel:
             return 0, False, None
         s, f, st, wait_op, wait_stream = a.session, a.function, a.st, a.wait_op, a.wait_stream
         on_stream = wait_op is _STREAM_SYNCHRONIZE
-        if (s is not session or vg.sessions.get(s.key) is not s or s.functions.get(a.fh) is not f
-                or (a.stream and s.streams.get(a.stream) is not st) or vg.broken is not None
-                or vg.info is not a.info or s.pending_error is not None
+        if (s is not session or not self._holds(a) or s.pending_error is not None
                 or (on_stream and wait_stream and wait_stream not in s.streams)):
             return 0, False, None
         gate, deadline = vg.gate, _FOREVER

@@ -459,13 +459,12 @@ def launch_run(vg: VGpu, cid: int, launches: Sequence[tuple], buf: bytearray) ->
                     break
                 s_, start_, count_, stride_ = owners[first]
                 launch_failed(vg, s_, launch_seq(buf, start_ + skip * stride_),
-                                      CudaError(err, "cuLaunchKernel"))
+                              CudaError(err, "cuLaunchKernel"))
                 skip += 1
                 if vg.broken is not None:
                     for s_, start_, count_, stride_ in owners[first:packed]:
                         for j in range(skip, count_):
-                            launch_failed(vg, s_, launch_seq(buf, start_ + j * stride_),
-                                                  unusable(vg))
+                            launch_failed(vg, s_, launch_seq(buf, start_ + j * stride_), unusable(vg))
                         skip = 0
                     break
             owners.clear()
